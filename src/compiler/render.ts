@@ -1,0 +1,103 @@
+// Renders Ruleset data into `ipset restore` and `iptables-restore` text.
+//
+// The rule text follows the order iptables-save prints (-s, -d, -p, then matches in the order
+// given, comment, target) so a rendered rule and the kernel's copy can be compared line for line.
+
+import type { Chain, Hook, IpSet, Rule, Ruleset, SetType } from './ruleset.ts';
+
+/** iptables limits a comment to 256 bytes; we keep to printable ASCII without quotes. */
+export const MAX_COMMENT = 256;
+
+export function sanitizeComment(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = text.replace(/["\\\u0000-\u001f\u007f-\uffff]/g, '_');
+  return clean.length > MAX_COMMENT ? clean.slice(0, MAX_COMMENT - 3) + '...' : clean;
+}
+
+export function renderSetCreate(set: Pick<IpSet, 'name' | 'type'>, opts: { maxelem?: number } = {}): string {
+  return `create ${set.name} ${set.type} family inet hashsize 1024 maxelem ${opts.maxelem ?? 1048576}`;
+}
+
+export function renderSetMember(setName: string, entry: string, nomatch?: boolean): string {
+  return `add ${setName} ${entry}${nomatch ? ' nomatch' : ''}`;
+}
+
+/** The whole ipset payload: every set created and filled, in name order. */
+export function renderIpsetRestore(sets: readonly IpSet[]): string {
+  const lines: string[] = [];
+  for (const s of sets) {
+    lines.push(renderSetCreate(s));
+    for (const m of s.members) lines.push(renderSetMember(s.name, m.entry, m.nomatch));
+  }
+  return lines.join('\n') + (lines.length ? '\n' : '');
+}
+
+export function renderRuleArgs(rule: Rule): string[] {
+  const m = rule.match;
+  const a: string[] = [];
+  if (m.srcNet) a.push('-s', m.srcNet);
+  if (m.dstNet) a.push('-d', m.dstNet);
+  if (m.protocol) a.push('-p', m.protocol);
+  for (const s of m.sets ?? []) {
+    a.push('-m', 'set');
+    if (s.negate) a.push('!');
+    a.push('--match-set', s.set, s.dirs);
+  }
+  if (m.dports && m.dports.length > 0) {
+    if (!m.protocol) throw new Error(`rule "${rule.comment}" matches ports without a protocol`);
+    const ports = m.dports.map((p) => (p.from === p.to ? `${p.from}` : `${p.from}:${p.to}`));
+    if (m.dports.length === 1) a.push('-m', m.protocol, '--dport', ports[0]!);
+    else a.push('-m', 'multiport', '--dports', ports.join(','));
+  }
+  if (m.ctstate && m.ctstate.length > 0) a.push('-m', 'conntrack', '--ctstate', m.ctstate.join(','));
+  a.push('-m', 'comment', '--comment', sanitizeComment(rule.comment));
+  switch (rule.action.kind) {
+    case 'return':
+      a.push('-j', 'RETURN');
+      break;
+    case 'drop':
+      a.push('-j', 'DROP');
+      break;
+    case 'jump':
+      a.push('-j', rule.action.chain);
+      break;
+  }
+  return a;
+}
+
+/** One restore line; the comment is quoted as iptables-save quotes it. */
+export function renderRule(chain: string, rule: Rule): string {
+  const args = renderRuleArgs(rule);
+  const i = args.indexOf('--comment');
+  const parts = args.map((x, j) => (j === i + 1 && i >= 0 ? `"${x}"` : x));
+  return `-A ${chain} ${parts.join(' ')}`;
+}
+
+export function renderHook(h: Hook): string {
+  return `-I ${h.chain} 1 -m comment --comment "${sanitizeComment(h.comment)}" -j ${h.target}`;
+}
+
+export function renderChainBody(c: Chain): string[] {
+  return c.rules.map((r) => renderRule(c.name, r));
+}
+
+/**
+ * The whole filter-table payload for `iptables-restore --noflush`: declaring a chain (`:NAME`)
+ * creates it or flushes it, so our chains are rewritten whole and nothing else is touched;
+ * hooks are inserted at position 1.
+ */
+export function renderIptablesRestore(rs: Pick<Ruleset, 'chains' | 'hooks'>): string {
+  const lines: string[] = ['*filter'];
+  for (const c of rs.chains) lines.push(`:${c.name} - [0:0]`);
+  for (const c of rs.chains) lines.push(...renderChainBody(c));
+  for (const h of rs.hooks) lines.push(renderHook(h));
+  lines.push('COMMIT');
+  return lines.join('\n') + '\n';
+}
+
+export const SET_ENTRY_SHAPE: Record<SetType, string> = {
+  'hash:ip': 'IP',
+  'hash:net': 'CIDR, optionally nomatch',
+  'hash:ip,port': 'IP,proto:port',
+  'hash:net,net': 'IP,IP',
+};

@@ -1,0 +1,135 @@
+// IP address and CIDR parsing, as lenient as the API server is with stored objects.
+//
+// The API server's legacy parser accepts IPv4 octets with leading zeros (read as decimal, not
+// octal) and CIDRs with host bits set (the network is what counts). We accept the same and
+// normalize: `010.001.2.3/8` becomes `10.0.0.0/8`.
+
+import type { Cidr } from './types.ts';
+
+export class CidrError extends Error {}
+
+export function parseIPv4(text: string): bigint | undefined {
+  const parts = text.split('.');
+  if (parts.length !== 4) return undefined;
+  let v = 0n;
+  for (const p of parts) {
+    if (!/^[0-9]{1,3}$/.test(p)) return undefined;
+    const n = Number.parseInt(p, 10);
+    if (n > 255) return undefined;
+    v = (v << 8n) | BigInt(n);
+  }
+  return v;
+}
+
+export function parseIPv6(text: string): bigint | undefined {
+  if (!/^[0-9a-fA-F:.]+$/.test(text) || !text.includes(':')) return undefined;
+  let head = text;
+  let tailV4: bigint | undefined;
+  // An embedded IPv4 tail (::ffff:1.2.3.4) counts as two groups.
+  const lastColon = text.lastIndexOf(':');
+  if (text.slice(lastColon + 1).includes('.')) {
+    tailV4 = parseIPv4(text.slice(lastColon + 1));
+    if (tailV4 === undefined) return undefined;
+    head = text.slice(0, lastColon + 1) + '0:0';
+  }
+  const halves = head.split('::');
+  if (halves.length > 2) return undefined;
+  const parseGroups = (s: string): number[] | undefined => {
+    if (s === '') return [];
+    const out: number[] = [];
+    for (const g of s.split(':')) {
+      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
+      out.push(Number.parseInt(g, 16));
+    }
+    return out;
+  };
+  const left = parseGroups(halves[0]!);
+  const right = halves.length === 2 ? parseGroups(halves[1]!) : [];
+  if (!left || !right) return undefined;
+  let groups: number[];
+  if (halves.length === 2) {
+    const fill = 8 - left.length - right.length;
+    if (fill < 1) return undefined;
+    groups = [...left, ...new Array<number>(fill).fill(0), ...right];
+  } else {
+    groups = left;
+  }
+  if (groups.length !== 8) return undefined;
+  let v = 0n;
+  for (const g of groups) v = (v << 16n) | BigInt(g);
+  if (tailV4 !== undefined) v = (v & ~0xffffffffn) | tailV4;
+  return v;
+}
+
+export function formatIPv4(v: bigint): string {
+  return [24n, 16n, 8n, 0n].map((s) => ((v >> s) & 255n).toString()).join('.');
+}
+
+export function formatIPv6(v: bigint): string {
+  const groups: string[] = [];
+  for (let s = 112n; s >= 0n; s -= 16n) groups.push(((v >> s) & 0xffffn).toString(16));
+  // Compress the longest run of zero groups (RFC 5952).
+  let best = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === '0') j++;
+    if (j - i > bestLen && j - i > 1) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  if (best < 0) return groups.join(':');
+  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+}
+
+/** Parse `a.b.c.d/n` or an IPv6 CIDR; throws CidrError with the value in the message. */
+export function parseCidr(text: string): Cidr {
+  if (typeof text !== 'string') throw new CidrError(`not a CIDR: ${JSON.stringify(text)}`);
+  const slash = text.indexOf('/');
+  if (slash < 0) throw new CidrError(`not a CIDR (no prefix length): ${JSON.stringify(text)}`);
+  const addr = text.slice(0, slash);
+  const prefixText = text.slice(slash + 1);
+  if (!/^[0-9]{1,3}$/.test(prefixText)) throw new CidrError(`bad prefix length in ${JSON.stringify(text)}`);
+  const prefix = Number.parseInt(prefixText, 10);
+  const v4 = parseIPv4(addr);
+  if (v4 !== undefined) {
+    if (prefix > 32) throw new CidrError(`prefix length ${prefix} is more than 32 in ${JSON.stringify(text)}`);
+    const network = prefix === 0 ? 0n : (v4 >> BigInt(32 - prefix)) << BigInt(32 - prefix);
+    return { family: 4, prefix, network, text: `${formatIPv4(network)}/${prefix}`, written: text };
+  }
+  const v6 = parseIPv6(addr);
+  if (v6 !== undefined) {
+    if (prefix > 128) throw new CidrError(`prefix length ${prefix} is more than 128 in ${JSON.stringify(text)}`);
+    const network = prefix === 0 ? 0n : (v6 >> BigInt(128 - prefix)) << BigInt(128 - prefix);
+    return { family: 6, prefix, network, text: `${formatIPv6(network)}/${prefix}`, written: text };
+  }
+  throw new CidrError(`not a valid IP address in CIDR ${JSON.stringify(text)}`);
+}
+
+/** Parse a single IPv4 address into canonical text, or undefined. */
+export function normalizeIPv4(text: string): string | undefined {
+  const v = parseIPv4(text);
+  return v === undefined ? undefined : formatIPv4(v);
+}
+
+export function cidrContainsIp(c: Cidr, ip: string): boolean {
+  if (c.family !== 4) return false; // the enforcer programs IPv4 only; see README
+  const v = parseIPv4(ip);
+  if (v === undefined) return false;
+  const shift = BigInt(32 - c.prefix);
+  return c.prefix === 0 || v >> shift === c.network >> shift;
+}
+
+/** True when `inner` lies inside `outer` (equal counts as inside). */
+export function cidrContains(outer: Cidr, inner: Cidr): boolean {
+  if (outer.family !== inner.family || inner.prefix < outer.prefix) return false;
+  const bits = outer.family === 4 ? 32 : 128;
+  const shift = BigInt(bits - outer.prefix);
+  return outer.prefix === 0 || inner.network >> shift === outer.network >> shift;
+}
