@@ -61,6 +61,9 @@ export function renderRuleArgs(rule: Rule): string[] {
     case 'jump':
       a.push('-j', rule.action.chain);
       break;
+    case 'goto':
+      a.push('-g', rule.action.chain);
+      break;
   }
   return a;
 }

@@ -52,7 +52,9 @@ export interface Match {
 export type Action =
   | { readonly kind: 'return' }
   | { readonly kind: 'drop' }
-  | { readonly kind: 'jump'; readonly chain: string };
+  | { readonly kind: 'jump'; readonly chain: string }
+  /** `-g`: RETURN (or the end) of the target chain returns to the caller of the current chain. */
+  | { readonly kind: 'goto'; readonly chain: string };
 
 export interface Rule {
   readonly match: Match;
