@@ -310,7 +310,7 @@ export function compile(model: Model, node: string): Ruleset {
     const selfRules: Rule[] = [];
     for (const p of localIsolated) {
       for (const ip of p.ips) {
-        selfRules.push({ match: { srcNet: ip, dstNet: ip }, action: RETURN, comment: `${p.namespace}/${p.name} to itself` });
+        selfRules.push({ match: { srcNet: `${ip}/32`, dstNet: `${ip}/32` }, action: RETURN, comment: `${p.namespace}/${p.name} to itself` });
       }
     }
     top.push({ name: SELF_CHAIN, rules: [...selfRules, ...evaluate] });

@@ -1,0 +1,119 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { block, modelOf, node, ns, nsPeer, pod, podsPeer, policy, port, ports, rule, sel } from '../../test/support/builders.ts';
+import { Model } from '../model/store.ts';
+import { chunkPorts, compile, mergeRanges } from './compile.ts';
+import { renderIpsetRestore, renderIptablesRestore } from './render.ts';
+import type { Ruleset } from './ruleset.ts';
+
+const goldenDir = new URL('../../test/fixtures/golden/', import.meta.url);
+
+/** A cluster that exercises every rule shape the compiler emits. */
+function sampleCluster(): Model {
+  return modelOf(
+    ns('x', { team: 'a' }),
+    ns('y'),
+    node('n1', '10.244.1.0/24', '192.168.50.11'),
+    pod('x', 'a', { app: 'web' }, { ip: '10.244.1.10', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }),
+    pod('x', 'a2', { app: 'web' }, { ip: '10.244.1.12', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }),
+    pod('x', 'b', { app: 'db' }, { ip: '10.244.1.11', node: 'n1' }),
+    pod('y', 'c', { app: 'web' }, { ip: '10.244.2.10', node: 'n2', ports: [port(8080, 'http')] }),
+    pod('x', 'r', { app: 'other' }, { ip: '10.244.2.11', node: 'n2' }),
+    pod('y', 'h', { app: 'db' }, { ip: '192.168.50.12', node: 'n2', hostNetwork: true }),
+    policy('x', 'deny', sel(), { types: ['Ingress'], ingress: [] }),
+    policy('x', 'allow', sel({ app: 'web' }), {
+      ingress: [rule([podsPeer('x', sel({ app: 'db' })), block('0.0.0.0/0', ['10.0.0.0/8'])], ports('http', { protocol: 'UDP', port: 'dns' }, [1000, 2000]))],
+    }),
+    policy('x', 'eg', sel({ app: 'db' }), { types: ['Egress'], egress: [rule([nsPeer(sel())], ports('http')), rule([block('192.168.0.0/16')], ports({ protocol: 'SCTP' }))] }),
+  );
+}
+
+/** Every jump and goto lands on a chain we define; every set a rule names is defined. */
+function danglingReferences(rs: Ruleset): string[] {
+  const chains = new Set(rs.chains.map((c) => c.name));
+  const sets = new Set(rs.sets.map((s) => s.name));
+  const out: string[] = [];
+  for (const c of rs.chains) {
+    for (const r of c.rules) {
+      if ((r.action.kind === 'jump' || r.action.kind === 'goto') && !chains.has(r.action.chain)) out.push(`${c.name} -> ${r.action.chain}`);
+      for (const s of r.match.sets ?? []) if (!sets.has(s.set)) out.push(`${c.name} uses set ${s.set}`);
+    }
+  }
+  for (const h of rs.hooks) if (!chains.has(h.target)) out.push(`hook ${h.chain} -> ${h.target}`);
+  return out;
+}
+
+describe('compile', () => {
+  it('matches the golden restore payloads', () => {
+    const rs = compile(sampleCluster(), 'n1');
+    const text = `# ipset restore\n${renderIpsetRestore(rs.sets)}# iptables-restore --noflush\n${renderIptablesRestore(rs)}`;
+    const file = new URL('sample-n1.restore', goldenDir);
+    if (process.env.UPDATE_GOLDEN) writeFileSync(file, text);
+    expect(text).toBe(readFileSync(file, 'utf8'));
+  });
+
+  it('defines every chain and set it references', () => {
+    expect(danglingReferences(compile(sampleCluster(), 'n1'))).toEqual([]);
+    expect(danglingReferences(compile(sampleCluster(), 'n2'))).toEqual([]);
+  });
+
+  it('is deterministic and independent of insertion order', () => {
+    const a = compile(sampleCluster(), 'n1');
+    const reversed = new Model();
+    const m = sampleCluster();
+    for (const r of [...m.allPolicies(), ...m.allPods(), ...m.allNamespaces(), ...m.allNodes()].reverse()) reversed.upsert(r);
+    expect(renderIptablesRestore(compile(reversed, 'n1'))).toBe(renderIptablesRestore(a));
+    expect(renderIpsetRestore(compile(reversed, 'n1').sets)).toBe(renderIpsetRestore(a.sets));
+  });
+
+  it('shares one chain between local pods under the same policies', () => {
+    const rs = compile(sampleCluster(), 'n1');
+    const ingressChains = rs.chains.filter((c) => c.name.startsWith('PCTL-I-'));
+    // x/a and x/a2 share; x/b has its own (deny only).
+    expect(ingressChains).toHaveLength(2);
+  });
+
+  it('a peer pod relabel changes set members only, no chain', () => {
+    const m = sampleCluster();
+    const before = compile(m, 'n1');
+    const r = m.findPod('x', 'r')!; // on n2: a peer of n1's pods, not a target there
+    m.upsert({ ...r, labels: { app: 'db' } });
+    const after = compile(m, 'n1');
+    expect(renderIptablesRestore(after)).toBe(renderIptablesRestore(before));
+    expect(renderIpsetRestore(after.sets)).not.toBe(renderIpsetRestore(before.sets));
+  });
+
+  it('excludes hostNetwork pods and pods of other nodes from dispatch', () => {
+    const rs = compile(sampleCluster(), 'n1');
+    const members = rs.sets.flatMap((s) => s.members.map((m) => m.entry));
+    expect(members.some((e) => e.startsWith('192.168.50.12'))).toBe(false);
+    const local = rs.sets.find((s) => s.name === 'PCTL-local')!;
+    expect(local.members.map((m) => m.entry)).toEqual(['10.244.1.10', '10.244.1.11', '10.244.1.12']);
+  });
+
+  it('an invalid policy isolates with a DROP and allows nothing', () => {
+    const m = modelOf(pod('x', 'a', {}, { ip: '10.244.1.10', node: 'n1' }), policy('x', 'bad', sel(), { ingress: [rule()], invalid: true }));
+    const rs = compile(m, 'n1');
+    const chain = rs.chains.find((c) => c.name.startsWith('PCTL-I-'))!;
+    expect(chain.rules.map((r) => r.action.kind)).toEqual(['drop']);
+  });
+
+  it('stores 0.0.0.0/0 as two halves, and an except equal to a half removes it', () => {
+    const m = modelOf(
+      pod('x', 'a', {}, { ip: '10.244.1.10', node: 'n1' }),
+      policy('x', 'e', sel(), { types: ['Egress'], egress: [rule([block('0.0.0.0/0', ['128.0.0.0/1', '10.0.0.0/8'])])] }),
+    );
+    const set = compile(m, 'n1').sets.find((s) => s.name.startsWith('PCTL-b-'))!;
+    expect(set.members).toEqual([{ entry: '0.0.0.0/1' }, { entry: '10.0.0.0/8', nomatch: true }]);
+  });
+
+  it('merges and chunks port ranges for multiport', () => {
+    expect(mergeRanges([{ from: 81, to: 81 }, { from: 80, to: 80 }, { from: 82, to: 90 }, { from: 100, to: 100 }])).toEqual([
+      { from: 80, to: 90 },
+      { from: 100, to: 100 },
+    ]);
+    const many = Array.from({ length: 20 }, (_, i) => ({ from: 1000 + 2 * i, to: 1000 + 2 * i }));
+    const chunks = chunkPorts(many);
+    expect(chunks.map((c) => c.length)).toEqual([15, 5]);
+  });
+});
