@@ -1,4 +1,168 @@
-export async function main(argv: string[]): Promise<number> {
-  console.log('policyctl', argv.join(' '));
-  return 0;
+// policyctl: argument parsing and output only; the meaning lives in src/semantics and
+// src/compiler, loading in src/manifests.
+
+import { Command, CommanderError, Option } from 'commander';
+import { compile } from '../compiler/compile.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../compiler/render.ts';
+import type { Protocol } from '../model/types.ts';
+import { explainPod, type FlowQuery } from '../semantics/explain.ts';
+import { declaredPorts, enforceablePodsSorted, formatGrid, reachTable } from '../semantics/reach.ts';
+import { podKey } from '../semantics/evaluate.ts';
+import { formatExplain } from './explain-text.ts';
+import { CliError, EXIT, processIo, type Io } from './io.ts';
+import { findPod, parseEndpoint, parsePodRef } from './refs.ts';
+import { loadSource, type SourceOptions } from './source.ts';
+
+const HELP_FOOTER = `
+Objects are read from manifests: -f takes files, folders (read recursively) or - for
+standard input; YAML or JSON, several documents per file, and List objects as printed by
+\`kubectl get pods,namespaces,networkpolicies,nodes -A -o yaml\`.
+
+Names are kubectl-style: pod/NAMESPACE/NAME, or pod/NAME with -n NAMESPACE.
+
+Exit codes:
+  0  success
+  1  the command failed (object not found, file unreadable, kernel command failed)
+  2  bad flags or arguments
+  3  --strict and some manifest object was invalid (the others were still used)
+  4  a check found a difference (lab probe --expect)
+
+Examples:
+  policyctl explain pod/x/a -f cluster.yaml
+  policyctl explain -n x a -f manifests/ --from pod/y/b --port 80
+  policyctl reach -f manifests/ --port 80 --protocol TCP
+  policyctl reach -f manifests/ -o json | jq '.results[] | select(.allowed == false)'
+  policyctl compile -f manifests/ --node node-1 -o restore
+`;
+
+function parsePort(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new CliError(`--port must be a number from 1 to 65535, got ${JSON.stringify(v)}`, EXIT.usage);
+  return n;
+}
+
+function parseProtocol(v: string): Protocol {
+  const p = v.toUpperCase();
+  if (p !== 'TCP' && p !== 'UDP' && p !== 'SCTP') throw new CliError(`--protocol must be TCP, UDP or SCTP, got ${JSON.stringify(v)}`, EXIT.usage);
+  return p;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+function sourceOptions(cmd: Command): SourceOptions {
+  const o = cmd.optsWithGlobals();
+  return { files: o.filename ?? [], strict: !!o.strict };
+}
+
+export async function main(argv: string[], io: Io = processIo): Promise<number> {
+  let code: number = EXIT.ok;
+  const program = new Command('policyctl')
+    .description('Explain, simulate and compile Kubernetes NetworkPolicies (iptables + ipset, flannel host-gw).')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
+    .addHelpText('after', HELP_FOOTER);
+
+  const withSource = (c: Command) =>
+    c
+      .option('-f, --filename <path>', 'manifest file, folder or - (repeatable)', collect)
+      .option('--strict', 'exit 3 when any manifest object is invalid', false);
+
+  withSource(
+    program
+      .command('explain')
+      .description("Show a pod's isolation: which policies select it, requirement by requirement, and what each rule allows; with --from/--to, whether a flow is allowed and why.")
+      .argument('<pod>', 'pod/NAMESPACE/NAME, or pod/NAME with -n')
+      .option('-n, --namespace <ns>', 'namespace for a pod given without one', 'default')
+      .option('--from <peer>', 'ingress flow from this pod (or IPv4 address) to the pod')
+      .option('--to <peer>', 'egress flow from the pod to this pod (or IPv4 address)')
+      .option('--port <n>', 'port of the flow (default: every port the destination declares)')
+      .addOption(new Option('--protocol <p>', 'protocol of the flow').default('TCP'))
+      .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text')),
+  ).action(async (podArg: string, o, cmd: Command) => {
+    const src = await loadSource(sourceOptions(cmd), io);
+    const model = src.model;
+    const pod = findPod(model, parsePodRef(podArg, o.namespace));
+    if (o.from && o.to) throw new CliError('give --from or --to, not both', EXIT.usage);
+    let query: FlowQuery | undefined;
+    const peerText: string | undefined = o.from ?? o.to;
+    if (peerText) {
+      const peer = parseEndpoint(model, peerText, o.namespace);
+      const direction = o.from ? 'ingress' : 'egress';
+      const dst = direction === 'ingress' ? pod : peer.kind === 'pod' ? peer.pod : undefined;
+      let ports: FlowQuery['ports'];
+      if (o.port) ports = [{ port: parsePort(o.port), protocol: parseProtocol(o.protocol) }];
+      else {
+        ports = dst ? declaredPorts(dst) : [];
+        if (ports.length === 0) throw new CliError(`${dst ? `pod/${podKey(dst)} declares no container ports` : 'the destination is an IP address'}: give --port`, EXIT.usage);
+      }
+      query = { peer, direction, ports };
+    } else if (o.port) {
+      throw new CliError('--port needs --from or --to', EXIT.usage);
+    }
+    const report = explainPod(model, pod, query);
+    io.out(o.output === 'json' ? JSON.stringify(report, null, 2) + '\n' : formatExplain(report));
+    code = src.errors > 0 && o.strict ? EXIT.invalidInput : EXIT.ok;
+  });
+
+  withSource(
+    program
+      .command('reach')
+      .description('Print the truth table over every ordered pair of enforceable pods (rows: clients, columns: servers; . allowed, X denied, - port not declared).')
+      .option('--port <n>', 'port to evaluate (default: every port each destination declares)')
+      .addOption(new Option('--protocol <p>', 'protocol, with --port').default('TCP'))
+      .option('-n, --namespace <ns>', 'only pods of these namespaces (repeatable)', collect)
+      .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text')),
+  ).action(async (o, cmd: Command) => {
+    const src = await loadSource(sourceOptions(cmd), io);
+    const model = src.model;
+    const ports = o.port ? [{ port: parsePort(o.port), protocol: parseProtocol(o.protocol) }] : undefined;
+    const results = reachTable(model, { ...(ports ? { ports } : {}), ...(o.namespace ? { namespaces: o.namespace } : {}) });
+    if (o.output === 'json') io.out(JSON.stringify({ results }, null, 2) + '\n');
+    else {
+      const pods = enforceablePodsSorted(model, o.namespace).map(podKey);
+      io.out(pods.length ? formatGrid(results, pods) : 'no enforceable pods (pods need an IP, no hostNetwork, not Succeeded/Failed)\n');
+    }
+    code = src.errors > 0 && o.strict ? EXIT.invalidInput : EXIT.ok;
+  });
+
+  withSource(
+    program
+      .command('compile')
+      .description('Print the ipset and iptables payloads the agent would apply on a node.')
+      .requiredOption('--node <name>', 'node to compile for (pods with spec.nodeName equal to it are local)')
+      .addOption(new Option('-o, --output <format>', 'output format').choices(['restore', 'json']).default('restore')),
+  ).action(async (o, cmd: Command) => {
+    const src = await loadSource(sourceOptions(cmd), io);
+    const model = src.model;
+    const known = new Set([...model.allNodes()].map((n) => n.name));
+    for (const p of model.allPods()) if (p.nodeName) known.add(p.nodeName);
+    if (!known.has(o.node)) {
+      io.err(`warning: node ${o.node} is neither a Node object nor any pod's spec.nodeName (known: ${[...known].sort().join(', ') || 'none'})\n`);
+    }
+    const rs = compile(model, o.node);
+    if (o.output === 'json') io.out(JSON.stringify(rs, null, 2) + '\n');
+    else io.out(`# ipset restore payload\n${renderIpsetRestore(rs.sets)}\n# iptables-restore --noflush payload\n${renderIptablesRestore(rs)}`);
+    code = src.errors > 0 && o.strict ? EXIT.invalidInput : EXIT.ok;
+  });
+
+  try {
+    if (argv.length === 0) {
+      program.outputHelp();
+      return EXIT.usage;
+    }
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.help' || e.code === 'commander.version') return EXIT.ok;
+      return EXIT.usage;
+    }
+    if (e instanceof CliError) {
+      io.err(`error: ${e.message}\n`);
+      return e.code;
+    }
+    io.err(`error: ${e instanceof Error ? e.message : String(e)}\n`);
+    return EXIT.failure;
+  }
 }

@@ -11,7 +11,7 @@ const xb = pod('x', 'b', { app: 'db' }, { ip: '10.244.1.11', node: 'n1' });
 const xn = pod('x', 'nolabel', {}, { ip: '10.244.2.12', node: 'n2' });
 const yc = pod('y', 'c', { app: 'web' }, { ip: '10.244.2.10', node: 'n2', ports: [port(8080, 'http'), port(81, 'sctp-port', 'SCTP')] });
 const yd = pod('y', 'd', { app: 'db' }, { ip: '10.244.2.11', node: 'n2' });
-const host = pod('x', 'host', { app: 'db' }, { ip: '192.168.50.11', node: 'n1', hostNetwork: true });
+const host = pod('x', 'host', { app: 'db' }, { ip: '192.168.50.12', node: 'n2', hostNetwork: true });
 const N1 = node('n1', '10.244.1.0/24', '192.168.50.11');
 
 const P = (p: PodRecord): Endpoint => ({ kind: 'pod', pod: p });
@@ -205,6 +205,15 @@ const cases: Case[] = [
   },
   { name: 'a pod can always reach itself', policies: [denyIngressX, policy('x', 'e', sel(), { types: ['Egress'], egress: [] })], from: P(xa), to: P(xa), port: 80, allowed: true, why: 'itself' },
   { name: 'the node reaches its own pods', policies: [denyIngressX], from: IP('192.168.50.11'), to: P(xa), port: 80, allowed: true, why: 'own node' },
+  {
+    name: 'a hostNetwork pod reaches pods of its own node',
+    policies: [denyIngressX],
+    from: P(pod('x', 'host1', {}, { ip: '192.168.50.11', node: 'n1', hostNetwork: true })),
+    to: P(xa),
+    port: 80,
+    allowed: true,
+    why: 'own node n1',
+  },
   { name: 'hostNetwork destination is not enforced', policies: [denyIngressX], from: P(yc), to: P(host), port: 80, allowed: true, why: 'uses the host network' },
   {
     name: 'hostNetwork source does not match pod selectors',

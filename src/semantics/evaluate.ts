@@ -108,12 +108,12 @@ export function allowed(model: Model, flow: Flow): Verdict {
     const fact = 'a pod can always reach itself';
     return { allowed: true, summary: fact, fact, egress: notEvaluated('Egress', fact), ingress: notEvaluated('Ingress', fact) };
   }
-  if (src.kind === 'ip' && dst.kind === 'pod' && dst.pod.nodeName) {
-    const node = model.findNode(dst.pod.nodeName);
-    if (node?.internalIPs.includes(src.ip)) {
-      const fact = `traffic from the pod's own node ${node.name} is always allowed (kubelet probes)`;
-      return { allowed: true, summary: fact, fact, egress: notEvaluated('Egress', fact), ingress: notEvaluated('Ingress', fact) };
-    }
+  const host = hostNodeOf(model, src);
+  if (host && dst.kind === 'pod' && dst.pod.nodeName === host) {
+    // The node's own traffic (kubelet probes, hostNetwork pods) leaves through OUTPUT, where
+    // no policy applies.
+    const fact = `traffic from the pod's own node ${host} is always allowed (kubelet probes, hostNetwork pods)`;
+    return { allowed: true, summary: fact, fact, egress: notEvaluated('Egress', fact), ingress: notEvaluated('Ingress', fact) };
   }
   const egress = evaluateDirection(model, flow, 'Egress');
   const ingress = evaluateDirection(model, flow, 'Ingress');
@@ -122,6 +122,13 @@ export function allowed(model: Model, flow: Flow): Verdict {
     ? `allowed: ${egress.summary}; ${ingress.summary}`
     : `denied: ${!egress.allowed ? egress.summary : ingress.summary}`;
   return { allowed: ok, summary, egress, ingress };
+}
+
+/** The node an endpoint is the host of: a node's InternalIP, or a hostNetwork pod. */
+function hostNodeOf(model: Model, e: Endpoint): string | undefined {
+  if (e.kind === 'pod') return e.pod.hostNetwork ? e.pod.nodeName : undefined;
+  for (const n of model.allNodes()) if (n.internalIPs.includes(e.ip)) return n.name;
+  return undefined;
 }
 
 function evaluateDirection(model: Model, flow: Flow, direction: PolicyType): DirectionResult {

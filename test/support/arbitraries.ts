@@ -1,0 +1,177 @@
+// fast-check generators of small random clusters: namespaces, pods on two nodes, policies and
+// flows. Small vocabularies on purpose, so random selectors, named ports and ipBlocks collide
+// with the pods often enough to exercise every branch of the semantics.
+
+import fc from 'fast-check';
+import { Model } from '../../src/model/store.ts';
+import type { ContainerPort, Peer, PodRecord, PolicyRecord, PolicyRule, PolicyType, PortSpec, Protocol, Requirement, Selector } from '../../src/model/types.ts';
+import { block, node, ns } from './builders.ts';
+
+export const NODES = [
+  { name: 'n1', cidr: '10.244.1.0/24', ip: '192.168.50.11', prefix: '10.244.1.' },
+  { name: 'n2', cidr: '10.244.2.0/24', ip: '192.168.50.12', prefix: '10.244.2.' },
+] as const;
+const NAMESPACES = ['x', 'y', 'z'] as const;
+/** Addresses outside every pod: the far side of flows to and from the outside world. */
+export const EXTERNAL_IPS = ['192.168.7.7', '8.8.8.8', '10.244.3.3'] as const;
+
+const labelValue = { app: ['web', 'db', 'api'], tier: ['fe', 'be'] } as const;
+
+const labelsArb: fc.Arbitrary<Record<string, string>> = fc
+  .record({ app: fc.option(fc.constantFrom(...labelValue.app), { nil: undefined }), tier: fc.option(fc.constantFrom(...labelValue.tier), { nil: undefined }) })
+  .map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as Record<string, string>);
+
+const nsLabelsArb = fc
+  .record({ team: fc.option(fc.constantFrom('a', 'b'), { nil: undefined }), env: fc.option(fc.constantFrom('prod', 'dev'), { nil: undefined }) })
+  .map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as Record<string, string>);
+
+// Named ports collide on purpose: `http` is 80 on some pods and 8080 on others.
+const PORT_CHOICES: ContainerPort[] = [
+  { containerPort: 80, name: 'http', protocol: 'TCP' },
+  { containerPort: 8080, name: 'http', protocol: 'TCP' },
+  { containerPort: 53, name: 'dns', protocol: 'UDP' },
+  { containerPort: 53, name: 'dns-tcp', protocol: 'TCP' },
+  { containerPort: 81, protocol: 'TCP' },
+  { containerPort: 9000, name: 'sctp', protocol: 'SCTP' },
+];
+
+export const FLOW_PORTS: { port: number; protocol: Protocol }[] = [
+  { port: 80, protocol: 'TCP' },
+  { port: 8080, protocol: 'TCP' },
+  { port: 53, protocol: 'UDP' },
+  { port: 53, protocol: 'TCP' },
+  { port: 81, protocol: 'TCP' },
+  { port: 8050, protocol: 'TCP' },
+  { port: 9000, protocol: 'SCTP' },
+];
+
+const requirementArb = (keys: readonly string[], values: readonly string[]): fc.Arbitrary<Omit<Requirement, 'origin'>> =>
+  fc.oneof(
+    fc.record({ key: fc.constantFrom(...keys), operator: fc.constantFrom('In' as const, 'NotIn' as const), values: fc.uniqueArray(fc.constantFrom(...values), { minLength: 1, maxLength: 2 }) }),
+    fc.record({ key: fc.constantFrom(...keys), operator: fc.constantFrom('Exists' as const, 'DoesNotExist' as const), values: fc.constant([] as string[]) }),
+  );
+
+function selectorArb(keys: readonly string[], values: readonly string[]): fc.Arbitrary<Selector> {
+  return fc
+    .array(requirementArb(keys, values), { maxLength: 2 })
+    .map((reqs) => ({ requirements: reqs.map((r, i) => ({ ...r, origin: `matchExpressions[${i}]` })) }));
+}
+
+const podSelectorArb = selectorArb(['app', 'tier'], ['web', 'db', 'api', 'fe', 'be']);
+const nsSelectorArb = selectorArb(['team', 'env', 'kubernetes.io/metadata.name'], ['a', 'b', 'prod', 'dev', 'x', 'y']);
+
+const BLOCKS: Peer[] = [
+  block('10.244.0.0/16', ['10.244.1.0/24']),
+  block('10.244.1.0/24'),
+  block('0.0.0.0/0', ['10.244.2.0/24']),
+  block('0.0.0.0/0'),
+  block('10.244.2.10/32'),
+  block('192.168.0.0/16', ['192.168.50.0/24']),
+  block('0.0.0.0/0', ['0.0.0.0/1']),
+  block('fd00::/8'),
+];
+
+function peerArb(policyNs: string): fc.Arbitrary<Peer> {
+  return fc.oneof(
+    podSelectorArb.map((pods): Peer => ({ kind: 'pods', namespaces: { kind: 'own', name: policyNs }, pods })),
+    fc.tuple(nsSelectorArb, fc.option(podSelectorArb, { nil: undefined })).map(
+      ([sel, pods]): Peer => ({ kind: 'pods', namespaces: { kind: 'selector', selector: sel }, ...(pods ? { pods } : {}) }),
+    ),
+    fc.constantFrom(...BLOCKS),
+  );
+}
+
+const PORT_SPECS: PortSpec[] = [
+  { protocol: 'TCP', port: 80 },
+  { protocol: 'TCP', port: 'http' },
+  { protocol: 'UDP', port: 'dns' },
+  { protocol: 'TCP', port: 'dns' },
+  { protocol: 'TCP', port: 8000, endPort: 8100 },
+  { protocol: 'UDP' },
+  { protocol: 'SCTP', port: 9000 },
+  { protocol: 'SCTP', port: 'sctp' },
+  { protocol: 'TCP', port: 81 },
+];
+
+function ruleArb(policyNs: string): fc.Arbitrary<PolicyRule> {
+  return fc
+    .record({
+      peers: fc.option(fc.array(peerArb(policyNs), { minLength: 1, maxLength: 2 }), { nil: undefined }),
+      ports: fc.option(fc.uniqueArray(fc.constantFrom(...PORT_SPECS), { minLength: 1, maxLength: 2 }), { nil: undefined }),
+    })
+    .map((r) => ({ ...(r.peers ? { peers: r.peers } : {}), ...(r.ports ? { ports: r.ports } : {}) }));
+}
+
+function policyArb(index: number): fc.Arbitrary<PolicyRecord> {
+  return fc.constantFrom(...NAMESPACES).chain((namespace) =>
+    fc
+      .record({
+        podSelector: podSelectorArb,
+        types: fc.constantFrom<PolicyType[]>(['Ingress'], ['Egress'], ['Ingress', 'Egress']),
+        ingress: fc.array(ruleArb(namespace), { maxLength: 2 }),
+        egress: fc.array(ruleArb(namespace), { maxLength: 2 }),
+        broken: fc.integer({ min: 0, max: 19 }),
+      })
+      .map(
+        (r): PolicyRecord => ({
+          kind: 'NetworkPolicy',
+          uid: `pol-${index}`,
+          namespace,
+          name: `p${index}`,
+          podSelector: r.podSelector,
+          policyTypes: r.types,
+          policyTypesDefaulted: false,
+          // One policy in twenty is invalid: fail closed, it isolates and allows nothing.
+          ingress: r.broken === 0 || !r.types.includes('Ingress') ? [] : r.ingress,
+          egress: r.broken === 0 || !r.types.includes('Egress') ? [] : r.egress,
+          ignored: [],
+          issues: r.broken === 0 ? [{ field: 'spec', value: '{}', message: 'generated invalid policy' }] : [],
+        }),
+      ),
+  );
+}
+
+export interface Cluster {
+  readonly model: Model;
+  readonly pods: readonly PodRecord[];
+}
+
+export const clusterArb: fc.Arbitrary<Cluster> = fc
+  .record({
+    nsLabels: fc.tuple(nsLabelsArb, nsLabelsArb, nsLabelsArb),
+    pods: fc.array(
+      fc.record({
+        namespace: fc.constantFrom(...NAMESPACES),
+        labels: labelsArb,
+        node: fc.constantFrom(0, 1),
+        ports: fc.subarray(PORT_CHOICES, { maxLength: 3 }),
+        // Mostly ordinary pods; some hostNetwork, IP-less or finished ones.
+        state: fc.constantFrom('running', 'running', 'running', 'running', 'running', 'running', 'host', 'noip', 'failed'),
+      }),
+      { minLength: 2, maxLength: 7 },
+    ),
+    policies: fc.integer({ min: 0, max: 4 }).chain((n) => fc.tuple(...Array.from({ length: n }, (_, i) => policyArb(i)))),
+  })
+  .map((r) => {
+    const m = new Model();
+    NAMESPACES.forEach((n, i) => m.upsert(ns(n, r.nsLabels[i])));
+    for (const nd of NODES) m.upsert(node(nd.name, nd.cidr, nd.ip));
+    const pods: PodRecord[] = r.pods.map((p, i) => {
+      const nd = NODES[p.node]!;
+      return {
+        kind: 'Pod',
+        uid: `pod-${i}`,
+        namespace: p.namespace,
+        name: `pod${i}`,
+        labels: p.labels,
+        nodeName: nd.name,
+        ips: p.state === 'noip' ? [] : p.state === 'host' ? [nd.ip] : [`${nd.prefix}${10 + i}`],
+        hostNetwork: p.state === 'host',
+        phase: p.state === 'failed' ? 'Failed' : 'Running',
+        ports: p.ports,
+      };
+    });
+    for (const p of pods) m.upsert(p);
+    for (const pol of r.policies) m.upsert(pol);
+    return { model: m, pods };
+  });

@@ -1,0 +1,96 @@
+// A simulated cluster dataplane: every node's compiled Ruleset, rendered to restore text and
+// executed by the tracer on top of flannel's own FORWARD rules, and a packet's path through
+// the nodes as flannel host-gw routes it. This is the "kernel" side that the property tests
+// compare with the semantics.
+
+import { compile } from '../../src/compiler/compile.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/render.ts';
+import type { Model } from '../../src/model/store.ts';
+import type { Protocol } from '../../src/model/types.ts';
+import type { Endpoint, Flow } from '../../src/semantics/evaluate.ts';
+import { parseIpsetRestore, parseIptablesRestore, trace, type IpsetState, type Table, type TraceResult } from './tracer.ts';
+
+/** What flannel (and kube-proxy) leave in a node's filter table before we arrive. */
+export const FOREIGN_FILTER = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:FLANNEL-FWD - [0:0]
+:KUBE-FORWARD - [0:0]
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+-A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+COMMIT
+`;
+
+export interface NodePlane {
+  readonly table: Table;
+  readonly ipsets: IpsetState;
+  readonly iptablesText: string;
+  readonly ipsetText: string;
+}
+
+export type Mutator = (iptablesText: string, node: string) => string;
+
+export class Dataplane {
+  readonly nodes = new Map<string, NodePlane>();
+  private readonly model: Model;
+
+  constructor(model: Model, nodeNames: readonly string[], mutate?: Mutator) {
+    this.model = model;
+    const base = parseIptablesRestore(FOREIGN_FILTER);
+    for (const n of nodeNames) {
+      const rs = compile(model, n);
+      let iptablesText = renderIptablesRestore(rs);
+      if (mutate) iptablesText = mutate(iptablesText, n);
+      const ipsetText = renderIpsetRestore(rs.sets);
+      this.nodes.set(n, {
+        table: parseIptablesRestore(iptablesText, { base, noflush: true }),
+        ipsets: parseIpsetRestore(ipsetText),
+        iptablesText,
+        ipsetText,
+      });
+    }
+  }
+
+  /**
+   * The hooks a packet crosses under flannel host-gw: FORWARD on the source pod's node (INPUT
+   * instead when it is addressed to that node itself), then FORWARD on the destination pod's
+   * node when that is another node (INPUT for a hostNetwork destination). Traffic a node sends
+   * itself (its own address, a hostNetwork pod) starts in OUTPUT, where no policy applies.
+   * The flow is allowed when no hop dropped it.
+   */
+  traverse(flow: Flow): { allowed: boolean; traces: { node: string; hook: 'FORWARD' | 'INPUT'; result: TraceResult }[] } {
+    const src = ipOf(flow.src);
+    const dst = ipOf(flow.dst);
+    const srcNode = flow.src.kind === 'pod' && !flow.src.pod.hostNetwork ? flow.src.pod.nodeName : undefined;
+    const dstNode = flow.dst.kind === 'pod' ? flow.dst.pod.nodeName : undefined;
+    const dstIsHost = flow.dst.kind === 'pod' && flow.dst.pod.hostNetwork;
+    const hops: { node: string; hook: 'FORWARD' | 'INPUT' }[] = [];
+    if (srcNode) hops.push({ node: srcNode, hook: dstIsHost && dstNode === srcNode ? 'INPUT' : 'FORWARD' });
+    if (dstNode && dstNode !== srcNode && !(flow.src.kind === 'pod' && flow.src.pod.hostNetwork && flow.src.pod.nodeName === dstNode)) {
+      hops.push({ node: dstNode, hook: dstIsHost ? 'INPUT' : 'FORWARD' });
+    }
+    const traces: { node: string; hook: 'FORWARD' | 'INPUT'; result: TraceResult }[] = [];
+    for (const h of hops) {
+      const plane = this.nodes.get(h.node);
+      if (!plane) throw new Error(`no compiled plane for node ${h.node}`);
+      const result = trace(plane.table, plane.ipsets, h.hook, { src, dst, protocol: l4(flow.protocol), dport: flow.port, sport: 40000 });
+      traces.push({ ...h, result });
+      if (result.verdict === 'DROP') return { allowed: false, traces };
+    }
+    return { allowed: true, traces };
+  }
+}
+
+function ipOf(e: Endpoint): string {
+  if (e.kind === 'ip') return e.ip;
+  const ip = e.pod.ips[0];
+  if (!ip) throw new Error(`pod ${e.pod.namespace}/${e.pod.name} has no IP: not a dataplane endpoint`);
+  return ip;
+}
+
+const l4 = (p: Protocol) => p.toLowerCase() as 'tcp' | 'udp' | 'sctp';
