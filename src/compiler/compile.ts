@@ -285,7 +285,8 @@ export function compile(model: Model, node: string): Ruleset {
         return {
           match: { sets: [{ set, dirs: dir === 'Ingress' ? 'dst' : 'src' }] },
           action: { kind: 'jump', chain: g.chain.name },
-          comment: `${dir.toLowerCase()} policy for ${g.ips.size} local pod IP(s)`,
+          // No member count in the comment: a pod joining the group must change the set only.
+          comment: `${dir.toLowerCase()} policy of the local pods in ${set}`,
         } satisfies Rule;
       });
 

@@ -3,10 +3,11 @@
 // The rule text follows the order iptables-save prints (-s, -d, -p, then matches in the order
 // given, comment, target) so a rendered rule and the kernel's copy can be compared line for line.
 
+import { hash64 } from './names.ts';
 import type { Chain, Hook, IpSet, Rule, Ruleset, SetType } from './ruleset.ts';
 
-/** iptables limits a comment to 256 bytes; we keep to printable ASCII without quotes. */
-export const MAX_COMMENT = 256;
+/** the kernel keeps 255 characters of a comment; we keep to printable ASCII without quotes. */
+export const MAX_COMMENT = 255;
 
 export function sanitizeComment(text: string): string {
   // eslint-disable-next-line no-control-regex
@@ -32,6 +33,15 @@ export function renderIpsetRestore(sets: readonly IpSet[]): string {
   return lines.join('\n') + (lines.length ? '\n' : '');
 }
 
+/**
+ * A short digest of a rule's content, written at the front of its comment. The sync layer
+ * reads it back from iptables-save to compare chains without depending on how iptables-save
+ * re-prints matches (Calico Felix does the same).
+ */
+export function ruleId(rule: Rule): string {
+  return hash64(JSON.stringify([rule.match, rule.action, rule.comment])).slice(0, 10);
+}
+
 export function renderRuleArgs(rule: Rule): string[] {
   const m = rule.match;
   const a: string[] = [];
@@ -50,7 +60,7 @@ export function renderRuleArgs(rule: Rule): string[] {
     else a.push('-m', 'multiport', '--dports', ports.join(','));
   }
   if (m.ctstate && m.ctstate.length > 0) a.push('-m', 'conntrack', '--ctstate', m.ctstate.join(','));
-  a.push('-m', 'comment', '--comment', sanitizeComment(rule.comment));
+  a.push('-m', 'comment', '--comment', sanitizeComment(`${ruleId(rule)} ${rule.comment}`));
   switch (rule.action.kind) {
     case 'return':
       a.push('-j', 'RETURN');

@@ -1,0 +1,351 @@
+// One Kubernetes object as read from a manifest or the API -> one validated, defaulted record.
+//
+// Pure (no I/O): sources call `normalize` and decide what to do with the issues. Rules:
+// - Known kinds: Pod, Namespace, Node (core v1) and NetworkPolicy (networking.k8s.io/v1).
+//   Other kinds, and same-named kinds of other API groups (e.g. Calico's
+//   projectcalico.org/v3 NetworkPolicy), are `skipped`, not errors.
+// - Defaults as the API server / kubectl apply would set them: namespace `default`, the
+//   `kubernetes.io/metadata.name` namespace label, protocol TCP, policyTypes.
+// - Fail closed (DESIGN 3.2): an invalid NetworkPolicy still yields a record that isolates
+//   (see normalize-policy.ts). Pods, Namespaces and Nodes with bad fields yield a record
+//   without the unusable fields, as long as name (and namespace) are usable.
+// - The enforcer programs IPv4 only: IPv6 pod IPs, node addresses and podCIDRs are left out
+//   without an issue (they are valid, just not ours).
+
+import { CidrError, normalizeIPv4, parseCidr } from './cidr.ts';
+import { IssueList, type Obj, childPath, indexPath, isAbsent, isObject, keyPath } from './issues.ts';
+import { normalizePolicy } from './normalize-policy.ts';
+import { NAMESPACE_NAME_LABEL } from './store.ts';
+import type { ContainerPort, NamespaceRecord, NodeRecord, ObjectRecord, PodRecord, Protocol, ValidationIssue } from './types.ts';
+import { PROTOCOLS } from './types.ts';
+import { dns1123LabelErrors, dns1123SubdomainErrors, labelKeyErrors, labelValueErrors, portNameErrors, portNumberErrors } from './validation.ts';
+
+export interface NormalizeResult {
+  /** Absent when the object is skipped or too broken to identify. */
+  readonly record?: ObjectRecord;
+  /** Everything wrong with the object; a NetworkPolicy record carries the same list. */
+  readonly issues: ValidationIssue[];
+  /** kubectl-style reference, e.g. `networkpolicy/ns/name`; `<unnamed>` stands in for a missing name. */
+  readonly ref: string;
+  /** Set when the kind is not one the enforcer reads: the kind (with apiVersion when the group differs). */
+  readonly skipped?: string;
+}
+
+export const UNNAMED = '<unnamed>';
+
+interface KindSpec {
+  readonly group: string;
+  readonly version: string;
+  readonly namespaced: boolean;
+}
+
+const KINDS: Readonly<Record<string, KindSpec>> = {
+  Pod: { group: '', version: 'v1', namespaced: true },
+  Namespace: { group: '', version: 'v1', namespaced: false },
+  Node: { group: '', version: 'v1', namespaced: false },
+  NetworkPolicy: { group: 'networking.k8s.io', version: 'v1', namespaced: true },
+};
+
+/** Groups that once served a kind under another version: still that kind, with an issue. */
+const FORMER_GROUPS: Readonly<Record<string, readonly string[]>> = { NetworkPolicy: ['extensions'] };
+
+export function normalize(obj: unknown): NormalizeResult {
+  const issues = new IssueList();
+  if (!isObject(obj)) {
+    issues.add('', obj, 'not a Kubernetes object: expected a mapping with apiVersion, kind and metadata');
+    return { issues: issues.items, ref: '<unknown>' };
+  }
+  const kind = obj['kind'];
+  const apiVersion = obj['apiVersion'];
+  const meta = isObject(obj['metadata']) ? obj['metadata'] : undefined;
+  const rawName = meta?.['name'];
+  const rawNs = meta?.['namespace'];
+  const displayName = typeof rawName === 'string' && rawName !== '' ? rawName : UNNAMED;
+
+  if (typeof kind !== 'string' || kind === '') {
+    issues.add('kind', kind, 'required field is missing or not a string');
+    return { issues: issues.items, ref: displayName === UNNAMED ? '<unknown>' : `<unknown>/${displayName}` };
+  }
+  const spec = KINDS[kind];
+  const [group, version] = splitApiVersion(apiVersion);
+  const ourGroup = spec && (group === spec.group || (FORMER_GROUPS[kind] ?? []).includes(group) || apiVersion === undefined);
+  if (!spec || !ourGroup) {
+    const ns = typeof rawNs === 'string' && rawNs !== '' ? `${rawNs}/` : '';
+    return { issues: [], ref: `${kind.toLowerCase()}/${ns}${displayName}`, skipped: spec ? `${kind} (${String(apiVersion)})` : kind };
+  }
+  if (apiVersion === undefined) issues.add('apiVersion', apiVersion, `required field is missing (expected ${apiVersionOf(spec)})`);
+  else if (group !== spec.group || version !== spec.version) issues.add('apiVersion', apiVersion, `unsupported apiVersion for ${kind}: expected ${apiVersionOf(spec)}`);
+
+  const m = readMetadata(obj, kind, spec, issues);
+  const ref = `${kind.toLowerCase()}/${m.namespace !== undefined ? `${m.namespace}/` : ''}${m.name ?? UNNAMED}`;
+  const usable = m.name !== undefined && (!spec.namespaced || m.namespace !== undefined);
+
+  let record: ObjectRecord | undefined;
+  if (kind === 'NetworkPolicy') {
+    // Fail closed: even an unnamed policy isolates, as long as we know its namespace.
+    if (m.namespace !== undefined) {
+      const name = m.name ?? UNNAMED;
+      record = normalizePolicy(obj, { uid: m.uid ?? `${m.namespace}/${name}`, namespace: m.namespace, name, named: m.name !== undefined }, issues);
+    }
+  } else if (usable) {
+    const name = m.name!;
+    if (kind === 'Pod') record = normalizePod(obj, m.uid ?? `${m.namespace}/${name}`, m.namespace!, name, m.labels, issues);
+    else if (kind === 'Namespace') record = normalizeNamespace(m.uid ?? name, name, m.labels);
+    else record = normalizeNode(obj, m.uid ?? name, name, issues);
+  }
+  return { ...(record && { record }), issues: issues.items, ref };
+}
+
+function apiVersionOf(spec: KindSpec): string {
+  return spec.group === '' ? spec.version : `${spec.group}/${spec.version}`;
+}
+
+function splitApiVersion(v: unknown): [group: string, version: string] {
+  if (typeof v !== 'string') return ['', ''];
+  const slash = v.indexOf('/');
+  return slash < 0 ? ['', v] : [v.slice(0, slash), v.slice(slash + 1)];
+}
+
+interface Metadata {
+  readonly uid?: string;
+  readonly name?: string;
+  readonly namespace?: string;
+  readonly labels: Record<string, string>;
+}
+
+function readMetadata(obj: Obj, kind: string, spec: KindSpec, issues: IssueList): Metadata {
+  const raw = obj['metadata'];
+  if (!isObject(raw)) {
+    issues.add('metadata', raw, isAbsent(raw) ? 'required field is missing' : 'must be an object');
+    return { labels: {}, ...(spec.namespaced && { namespace: 'default' }) };
+  }
+  let name: string | undefined;
+  const rawName = raw['name'];
+  if (typeof rawName === 'string' && rawName !== '') {
+    name = rawName;
+    const errs = kind === 'Namespace' ? dns1123LabelErrors(rawName) : dns1123SubdomainErrors(rawName);
+    for (const e of errs) issues.add('metadata.name', rawName, `invalid name: ${e}`);
+  } else {
+    issues.add('metadata.name', rawName, isAbsent(rawName) || rawName === '' ? 'required field is missing' : 'must be a string');
+  }
+
+  let namespace: string | undefined;
+  if (spec.namespaced) {
+    const rawNs = raw['namespace'];
+    // kubectl apply puts an object without a namespace into `default` (its context's namespace).
+    if (isAbsent(rawNs) || rawNs === '') namespace = 'default';
+    else if (typeof rawNs !== 'string') issues.add('metadata.namespace', rawNs, 'must be a string');
+    else {
+      namespace = rawNs;
+      for (const e of dns1123LabelErrors(rawNs)) issues.add('metadata.namespace', rawNs, `invalid namespace name: ${e}`);
+    }
+  }
+
+  const rawUid = raw['uid'];
+  let uid: string | undefined;
+  if (typeof rawUid === 'string' && rawUid !== '') uid = rawUid;
+  else if (!isAbsent(rawUid) && rawUid !== '') issues.add('metadata.uid', rawUid, 'must be a string');
+
+  return { labels: readLabels(raw['labels'], 'metadata.labels', issues), ...(uid && { uid }), ...(name && { name }), ...(namespace && { namespace }) };
+}
+
+/**
+ * Object labels. A scalar that is not a string (`tier: 1`) is kept as its text, with an issue:
+ * the API server would refuse the object, but the author's intent is unambiguous.
+ */
+function readLabels(v: unknown, path: string, issues: IssueList): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (isAbsent(v)) return out;
+  if (!isObject(v)) {
+    issues.add(path, v, 'must be a map of label keys to values');
+    return out;
+  }
+  for (const [k, val] of Object.entries(v)) {
+    for (const e of labelKeyErrors(k)) issues.add(path, k, `invalid label key: ${e}`);
+    if (typeof val === 'string') {
+      for (const e of labelValueErrors(val)) issues.add(keyPath(path, k), val, `invalid label value: ${e}`);
+      out[k] = val;
+    } else if (typeof val === 'number' || typeof val === 'boolean') {
+      issues.add(keyPath(path, k), val, `label value must be a string (quote it in YAML); read as ${JSON.stringify(String(val))}`);
+      out[k] = String(val);
+    } else {
+      issues.add(keyPath(path, k), val, 'label value must be a string; label left out');
+    }
+  }
+  return out;
+}
+
+function normalizeNamespace(uid: string, name: string, labels: Record<string, string>): NamespaceRecord {
+  // The API server always sets this label to the name, overriding whatever was written.
+  return { kind: 'Namespace', uid, name, labels: { ...labels, [NAMESPACE_NAME_LABEL]: name } };
+}
+
+function normalizePod(obj: Obj, uid: string, namespace: string, name: string, labels: Record<string, string>, issues: IssueList): PodRecord {
+  const spec = isObject(obj['spec']) ? obj['spec'] : {};
+  const status = isObject(obj['status']) ? obj['status'] : {};
+
+  const nodeName = optionalString(spec, 'nodeName', 'spec', issues);
+  const phase = optionalString(status, 'phase', 'status', issues);
+  let hostNetwork = false;
+  const hn = spec['hostNetwork'];
+  if (typeof hn === 'boolean') hostNetwork = hn;
+  else if (!isAbsent(hn)) issues.add('spec.hostNetwork', hn, 'must be true or false; read as false');
+
+  const ports: ContainerPort[] = [];
+  readContainerPorts(spec['containers'], 'spec.containers', false, ports, issues);
+  readContainerPorts(spec['initContainers'], 'spec.initContainers', true, ports, issues);
+
+  return {
+    kind: 'Pod',
+    uid,
+    namespace,
+    name,
+    labels,
+    ...(nodeName !== undefined && { nodeName }),
+    ips: readPodIPs(status, issues),
+    hostNetwork,
+    ...(phase !== undefined && { phase }),
+    ports,
+  };
+}
+
+function optionalString(o: Obj, field: string, path: string, issues: IssueList): string | undefined {
+  const v = o[field];
+  if (typeof v === 'string' && v !== '') return v;
+  if (!isAbsent(v) && v !== '') issues.add(childPath(path, field), v, 'must be a string; ignored');
+  return undefined;
+}
+
+/** status.podIPs (dual-stack aware) when present and non-empty, else status.podIP. */
+function readPodIPs(status: Obj, issues: IssueList): string[] {
+  const out: string[] = [];
+  const add = (v: unknown, path: string): void => {
+    if (typeof v !== 'string' || v === '') {
+      issues.add(path, v, 'must be an IP address string; ignored');
+      return;
+    }
+    if (v.includes(':')) return; // IPv6: valid, not programmed
+    const ip = normalizeIPv4(v);
+    if (ip === undefined) issues.add(path, v, 'not a valid IPv4 address; ignored');
+    else if (!out.includes(ip)) out.push(ip);
+  };
+  const list = status['podIPs'];
+  if (Array.isArray(list) && list.length > 0) {
+    list.forEach((e, i) => add(isObject(e) ? e['ip'] : e, `${indexPath('status.podIPs', i)}.ip`));
+  } else {
+    if (!isAbsent(list) && !Array.isArray(list)) issues.add('status.podIPs', list, 'must be a list of {ip}; ignored');
+    if (!isAbsent(status['podIP'])) add(status['podIP'], 'status.podIP');
+  }
+  return out;
+}
+
+/**
+ * Ports of regular containers, and of init containers with `restartPolicy: Always` (sidecars,
+ * which keep running and serve like regular containers). Named ports resolve against these.
+ */
+function readContainerPorts(v: unknown, path: string, sidecarsOnly: boolean, out: ContainerPort[], issues: IssueList): void {
+  if (isAbsent(v)) return;
+  if (!Array.isArray(v)) {
+    issues.add(path, v, 'must be a list of containers');
+    return;
+  }
+  v.forEach((c, i) => {
+    if (!isObject(c)) return;
+    if (sidecarsOnly && c['restartPolicy'] !== 'Always') return;
+    const portsPath = childPath(indexPath(path, i), 'ports');
+    const ports = c['ports'];
+    if (isAbsent(ports)) return;
+    if (!Array.isArray(ports)) {
+      issues.add(portsPath, ports, 'must be a list of container ports');
+      return;
+    }
+    ports.forEach((p, j) => {
+      const r = readContainerPort(p, indexPath(portsPath, j), issues);
+      if (r) out.push(r);
+    });
+  });
+}
+
+function readContainerPort(p: unknown, path: string, issues: IssueList): ContainerPort | undefined {
+  if (!isObject(p)) {
+    issues.add(path, p, 'must be an object with containerPort; ignored');
+    return undefined;
+  }
+  const num = p['containerPort'];
+  if (typeof num !== 'number') {
+    issues.add(childPath(path, 'containerPort'), num, isAbsent(num) ? 'required field is missing; port ignored' : 'must be an integer; port ignored');
+    return undefined;
+  }
+  const numErrs = portNumberErrors(num);
+  for (const e of numErrs) issues.add(childPath(path, 'containerPort'), num, `${e}; port ignored`);
+  if (numErrs.length > 0) return undefined;
+
+  let protocol: Protocol = 'TCP';
+  const rawProto = p['protocol'];
+  if (!isAbsent(rawProto)) {
+    const found = PROTOCOLS.find((x) => x === rawProto);
+    if (!found) {
+      issues.add(childPath(path, 'protocol'), rawProto, `unsupported protocol: must be one of ${PROTOCOLS.join(', ')}; port ignored`);
+      return undefined;
+    }
+    protocol = found;
+  }
+
+  // A bad name is dropped, keeping the number: named-port rules then do not match it (fail closed).
+  let name: string | undefined;
+  const rawName = p['name'];
+  if (typeof rawName === 'string' && rawName !== '') {
+    const errs = portNameErrors(rawName);
+    for (const e of errs) issues.add(childPath(path, 'name'), rawName, `invalid port name: ${e}; name ignored`);
+    if (errs.length === 0) name = rawName;
+  } else if (!isAbsent(rawName) && rawName !== '') {
+    issues.add(childPath(path, 'name'), rawName, 'must be a string; name ignored');
+  }
+  return { ...(name !== undefined && { name }), containerPort: num, protocol };
+}
+
+function normalizeNode(obj: Obj, uid: string, name: string, issues: IssueList): NodeRecord {
+  const spec = isObject(obj['spec']) ? obj['spec'] : {};
+  const status = isObject(obj['status']) ? obj['status'] : {};
+
+  const podCIDRs: string[] = [];
+  const addCidr = (v: unknown, path: string): void => {
+    if (typeof v !== 'string') {
+      issues.add(path, v, 'must be a CIDR string; ignored');
+      return;
+    }
+    try {
+      const c = parseCidr(v);
+      if (c.family === 4 && !podCIDRs.includes(c.text)) podCIDRs.push(c.text);
+    } catch (e) {
+      if (!(e instanceof CidrError)) throw e;
+      issues.add(path, v, `not a valid CIDR: ${e.message}; ignored`);
+    }
+  };
+  const list = spec['podCIDRs'];
+  if (Array.isArray(list) && list.length > 0) list.forEach((c, i) => addCidr(c, indexPath('spec.podCIDRs', i)));
+  else if (!isAbsent(spec['podCIDR']) && spec['podCIDR'] !== '') addCidr(spec['podCIDR'], 'spec.podCIDR');
+
+  const internalIPs: string[] = [];
+  const addresses = status['addresses'];
+  if (Array.isArray(addresses)) {
+    addresses.forEach((a, i) => {
+      if (!isObject(a) || a['type'] !== 'InternalIP') return;
+      const v = a['address'];
+      const path = `${indexPath('status.addresses', i)}.address`;
+      if (typeof v === 'string' && v.includes(':')) return; // IPv6: not programmed
+      const ip = typeof v === 'string' ? normalizeIPv4(v) : undefined;
+      if (ip === undefined) issues.add(path, v, 'not a valid IPv4 address; ignored');
+      else if (!internalIPs.includes(ip)) internalIPs.push(ip);
+    });
+  } else if (!isAbsent(addresses)) {
+    issues.add('status.addresses', addresses, 'must be a list of {type, address}; ignored');
+  }
+  return { kind: 'Node', uid, name, podCIDRs, internalIPs };
+}
+
+/** One issue as a line: `field: message (got value)`; used by sources that print issues. */
+export function formatIssue(i: ValidationIssue): string {
+  const got = i.value === '' ? '' : ` (got ${i.value})`;
+  return `${i.field === '' ? '' : `${i.field}: `}${i.message}${got}`;
+}

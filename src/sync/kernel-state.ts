@@ -1,0 +1,128 @@
+// What the kernel holds of ours, read from `iptables-save -t filter` and `ipset save`.
+//
+// Our rules are recognised by chain name (prefix) and compared by the rule id written at the
+// front of each comment (see compiler/render.ts ruleId), so the comparison does not depend on
+// how iptables-save re-prints matches. In chains we do not own, the only rules we look at are
+// those jumping into our chains: our hooks.
+
+import { CHAIN_PREFIX, SET_PREFIX } from '../compiler/names.ts';
+import type { SetType } from '../compiler/ruleset.ts';
+
+export interface KernelChain {
+  readonly name: string;
+  /** Rule ids in order; undefined for a rule without our id (someone else's edit). */
+  readonly ruleIds: readonly (string | undefined)[];
+}
+
+export interface KernelHook {
+  /** The built-in chain holding the jump. */
+  readonly chain: string;
+  readonly target: string;
+  /** 1-based position in its chain. */
+  readonly position: number;
+  /** The rule as iptables-save printed it (`-A FORWARD ...`). */
+  readonly line: string;
+}
+
+export interface KernelSet {
+  readonly name: string;
+  readonly type: string;
+  /** entry -> nomatch */
+  readonly members: Map<string, boolean>;
+}
+
+export interface KernelState {
+  readonly chains: Map<string, KernelChain>;
+  readonly hooks: readonly KernelHook[];
+  readonly sets: Map<string, KernelSet>;
+}
+
+export function emptyState(): KernelState {
+  return { chains: new Map(), hooks: [], sets: new Map() };
+}
+
+/** Split an iptables-save line into words, honouring double quotes and backslash escapes. */
+export function splitWords(line: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let inWord = false;
+  let quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (quoted) {
+      if (c === '\\' && i + 1 < line.length) cur += line[++i];
+      else if (c === '"') quoted = false;
+      else cur += c;
+    } else if (c === '"') {
+      quoted = true;
+      inWord = true;
+    } else if (c === ' ' || c === '\t') {
+      if (inWord) out.push(cur);
+      cur = '';
+      inWord = false;
+    } else {
+      cur += c;
+      inWord = true;
+    }
+  }
+  if (inWord) out.push(cur);
+  return out;
+}
+
+const RULE_ID = /^[a-z2-7]{10}$/;
+
+/** Parse the filter table of an iptables-save dump into our chains and hooks. */
+export function parseFilterSave(dump: string): Pick<KernelState, 'chains' | 'hooks'> {
+  const chains = new Map<string, { name: string; ruleIds: (string | undefined)[] }>();
+  const hooks: KernelHook[] = [];
+  const positions = new Map<string, number>();
+  let inFilter = false;
+  for (const raw of dump.split('\n')) {
+    const line = raw.trimEnd();
+    if (line.startsWith('*')) {
+      inFilter = line === '*filter';
+      continue;
+    }
+    if (!inFilter) continue;
+    if (line.startsWith(':')) {
+      const name = line.slice(1).split(' ')[0]!;
+      if (name.startsWith(CHAIN_PREFIX)) chains.set(name, { name, ruleIds: [] });
+      continue;
+    }
+    if (!line.startsWith('-A ')) continue;
+    const words = splitWords(line);
+    const chain = words[1]!;
+    const pos = (positions.get(chain) ?? 0) + 1;
+    positions.set(chain, pos);
+    if (chain.startsWith(CHAIN_PREFIX)) {
+      let c = chains.get(chain);
+      if (!c) chains.set(chain, (c = { name: chain, ruleIds: [] }));
+      const ci = words.indexOf('--comment');
+      const id = ci >= 0 ? words[ci + 1]?.split(' ')[0] : undefined;
+      c.ruleIds.push(id && RULE_ID.test(id) ? id : undefined);
+      continue;
+    }
+    const ti = Math.max(words.indexOf('-j'), words.indexOf('-g'));
+    const target = ti >= 0 ? words[ti + 1] : undefined;
+    if (target?.startsWith(CHAIN_PREFIX)) hooks.push({ chain, target, position: pos, line });
+  }
+  return { chains, hooks };
+}
+
+/** Parse `ipset save` output, keeping our sets only. */
+export function parseIpsetSave(dump: string): Map<string, KernelSet> {
+  const sets = new Map<string, KernelSet>();
+  for (const line of dump.split('\n')) {
+    const w = line.trim().split(/\s+/);
+    if (w[0] === 'create' && w[1]?.startsWith(SET_PREFIX)) {
+      sets.set(w[1], { name: w[1], type: w[2] ?? '', members: new Map() });
+    } else if (w[0] === 'add' && w[1]?.startsWith(SET_PREFIX)) {
+      sets.get(w[1])?.members.set(w[2]!, w.includes('nomatch'));
+    }
+  }
+  return sets;
+}
+
+export function isSetType(t: string): t is SetType {
+  return t === 'hash:ip' || t === 'hash:net' || t === 'hash:ip,port' || t === 'hash:net,net';
+}
