@@ -21,6 +21,10 @@ export async function loadSource(o: SourceOptions, io: Io): Promise<Source> {
   const result = await loadManifests([...o.files], { stdin: () => io.readStdin() });
   for (const d of result.diagnostics) io.err(`${d.severity}: ${formatDiagnostic(d)}\n`);
   const errors = result.diagnostics.filter((d) => d.severity === 'error').length;
+  const invalid = result.objects.flatMap((o) => (o.record.kind === 'NetworkPolicy' && o.record.issues.length > 0 ? [`${o.record.namespace}/${o.record.name}`] : []));
+  if (invalid.length) {
+    io.err(`note: invalid NetworkPolicies ${invalid.join(', ')} are enforced fail-closed: each isolates the pods it selects and allows nothing\n`);
+  }
   if (result.objects.length === 0 && errors > 0) throw new CliError(`no object could be loaded from ${o.files.join(', ')}`);
   return { model: buildModel(result), errors };
 }

@@ -1,0 +1,199 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { CaseRunner, cellKey, listCaseFiles, loadCase } from '../../test/support/conformance.ts';
+import type { Io } from './io.ts';
+import { main } from './main.ts';
+
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+function tempDir(files: Record<string, string>): string {
+  const d = mkdtempSync(join(tmpdir(), 'policyctl-cli-'));
+  dirs.push(d);
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(d, name), text);
+  return d;
+}
+
+async function run(argv: string[], stdin = ''): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const io: Io = { out: (t) => void (out += t), err: (t) => void (err += t), readStdin: async () => stdin };
+  const code = await main(argv, io);
+  return { code, out, err };
+}
+
+const CLUSTER = `
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: prod, labels: {env: prod}}}
+- {apiVersion: v1, kind: Namespace, metadata: {name: dev, labels: {env: dev}}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: web, namespace: prod, labels: {app: web}}
+  spec: {nodeName: n1, containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}
+  status: {phase: Running, podIP: 10.244.1.10}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: client, namespace: prod, labels: {app: client}}
+  spec: {nodeName: n2, containers: [{name: c}]}
+  status: {phase: Running, podIP: 10.244.2.10}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: intruder, namespace: dev, labels: {app: client}}
+  spec: {nodeName: n2, containers: [{name: c}]}
+  status: {phase: Running, podIP: 10.244.2.11}
+`;
+
+const POLICIES = `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: prod}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-client, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: http}]
+`;
+
+describe('policyctl reach', () => {
+  // Done-when of the core issue: the JSON contract reproduces every off-diagonal cell of every
+  // conformance case, through the real command on manifests written to disk.
+  it.each(listCaseFiles().map((f) => [f.split('/').pop()!, f] as const))('reproduces %s', async (_n, file) => {
+    for (const step of new CaseRunner(loadCase(file)).steps()) {
+      const dir = tempDir({ 'objects.yaml': step.objects.map((o) => stringify(o)).join('---\n') });
+      for (const probe of step.probes) {
+        const r = await run(['reach', '-f', dir, '--port', String(probe.port), '--protocol', probe.protocol, '-o', 'json']);
+        expect(r.code, r.err).toBe(0);
+        const results = JSON.parse(r.out).results as { from: string; to: string; port: number; protocol: string; allowed: boolean }[];
+        expect(results).toHaveLength(81); // every ordered pair, self included
+        expect(results.every((x) => x.port === probe.port && x.protocol === probe.protocol)).toBe(true);
+        const got = new Map(results.map((x) => [cellKey(x.from, x.to), x.allowed]));
+        const wrong = [...probe.matrix].filter(([cell, want]) => cell.split('|')[0] !== cell.split('|')[1] && got.get(cell) !== want);
+        expect(wrong, `step ${step.index} ${probe.port}/${probe.protocol}`).toEqual([]);
+      }
+    }
+  });
+
+  it('prints a grid, and every declared port when --port is absent', async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'p.yaml': POLICIES });
+    const r = await run(['reach', '-f', dir]);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('8080/TCP');
+    const row = r.out.split('\n').find((l) => l.startsWith('dev/intruder'))!;
+    expect(row.split(/\s+/).slice(1)).toEqual(['-', '-', 'X']); // columns dev/intruder, prod/client, prod/web
+    const json = JSON.parse((await run(['reach', '-f', dir, '-o', 'json'])).out);
+    expect(json.results).toHaveLength(3); // only prod/web declares a port: 3 sources x 1 port
+  });
+});
+
+describe('policyctl explain', () => {
+  it('says why an allowed peer is allowed and a denied peer is denied, naming policy and rule', async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'p.yaml': POLICIES });
+    const ok = await run(['explain', 'pod/prod/web', '-f', dir, '--from', 'pod/prod/client']);
+    expect(ok.code, ok.err).toBe(0);
+    expect(ok.out).toContain('Flow prod/client -> prod/web 8080/TCP: ALLOWED');
+    expect(ok.out).toContain('by prod/allow-client ingress rule 0');
+    expect(ok.out).toContain('named port http/TCP resolves to 8080 on prod/web');
+    const no = await run(['explain', '-n', 'prod', 'web', '-f', dir, '--from', 'pod/dev/intruder', '--port', '8080']);
+    expect(no.out).toContain('Flow dev/intruder -> prod/web 8080/TCP: DENIED');
+    expect(no.out).toContain('isolated by prod/allow-client, prod/deny-all, no rule matches');
+    expect(no.out).toContain('podSelector applies only in namespace prod; pod is in dev');
+  });
+
+  it('shows the selector requirement by requirement, defaulted policyTypes, and resolved peers', async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'p.yaml': POLICIES });
+    const r = await run(['explain', 'pod/prod/web', '-f', dir]);
+    expect(r.out).toContain('Ingress  isolated by prod/allow-client, prod/deny-all');
+    expect(r.out).toContain('match    app=web (matchLabels; pod has app=web)');
+    expect(r.out).toContain('policyTypes: Ingress (defaulted: policyTypes absent)');
+    expect(r.out).toContain('from: pods matching app=client in namespace prod -> prod/client');
+    const json = JSON.parse((await run(['explain', 'pod/prod/web', '-f', dir, '-o', 'json'])).out);
+    expect(json.isolation[0]).toEqual({ direction: 'Ingress', isolated: true, by: ['prod/allow-client', 'prod/deny-all'] });
+  });
+
+  it('reads standard input with -f -', async () => {
+    const r = await run(['explain', 'pod/prod/web', '-f', '-'], `${CLUSTER}\n---\n${POLICIES}`);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('Pod:         prod/web');
+  });
+});
+
+describe('bad input', () => {
+  const BROKEN = `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad-ports, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  ingress:
+  - ports: [{endPort: 90}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad-except, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  egress:
+  - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [192.168.0.0/16]}}]
+---
+kind: Pod
+metadata: {name: [unclosed
+`;
+
+  it('reports file, object, field and value; loads and enforces everything else', async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'p.yaml': POLICIES, 'broken.yaml': BROKEN });
+    const r = await run(['reach', '-f', dir, '--port', '8080', '-o', 'json']);
+    expect(r.code).toBe(0);
+    expect(r.err).toMatch(/broken\.yaml:\d+: networkpolicy\/prod\/bad-ports: spec\.ingress\[0\]\.ports\[0\]\.endPort: .*90/);
+    expect(r.err).toMatch(/broken\.yaml:\d+: networkpolicy\/prod\/bad-except: spec\.egress\[0\]\.to\[0\]\.ipBlock\.except\[0\]: .*192\.168\.0\.0\/16/);
+    expect(r.err).toMatch(/broken\.yaml:\d+:.*(YAML|yaml|flow|collection)/);
+    const cells = new Map((JSON.parse(r.out).results as { from: string; to: string; allowed: boolean }[]).map((x) => [`${x.from}>${x.to}`, x.allowed]));
+    // The valid policies still apply; the invalid ones isolate what they select, allowing nothing.
+    expect(cells.get('prod/client>prod/web')).toBe(true); // allow-client still allows it
+    expect(cells.get('dev/intruder>prod/web')).toBe(false);
+    // bad-except would have given web egress rules: invalid, it isolates web's egress instead.
+    expect(cells.get('prod/web>prod/client')).toBe(false);
+  });
+
+  it('keeps pods selected by an invalid policy isolated (fail closed)', async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'broken.yaml': BROKEN });
+    const r = await run(['explain', 'pod/prod/client', '-f', dir, '--from', 'pod/dev/intruder', '--port', '80']);
+    expect(r.out).toContain('[INVALID: isolates the pods it selects and allows nothing]');
+    expect(r.out).toContain('DENIED');
+    const c = await run(['compile', '-f', dir, '--node', 'n2']);
+    expect(c.out).toMatch(/default deny ingress: isolated by prod\/bad-ports/);
+  });
+
+  it('exit codes mean something', async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'broken.yaml': BROKEN });
+    expect((await run(['explain', 'pod/prod/nope', '-f', dir])).code).toBe(1);
+    expect((await run(['explain', 'pod/prod/web', '-f', dir, '--bogus'])).code).toBe(2);
+    expect((await run(['reach', '-f', dir, '--port', '99999'])).code).toBe(2);
+    expect((await run(['reach', '-f', dir, '--strict'])).code).toBe(3);
+    expect((await run(['reach', '-f', join(dir, 'missing.yaml')])).code).toBe(1);
+    expect((await run(['--help'])).code).toBe(0);
+    const nf = await run(['explain', 'pod/web', '-f', dir]);
+    expect(nf.err).toContain('pod/default/web not found; did you mean pod/prod/web?');
+  });
+});
+
+describe('policyctl compile', () => {
+  it('prints both payloads, and JSON', async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'p.yaml': POLICIES });
+    const r = await run(['compile', '-f', dir, '--node', 'n1']);
+    expect(r.out).toContain('# ipset restore payload');
+    expect(r.out).toContain('-I FORWARD 1');
+    const json = JSON.parse((await run(['compile', '-f', dir, '--node', 'n1', '-o', 'json'])).out);
+    expect(json.node).toBe('n1');
+    expect(json.chains.length).toBeGreaterThan(3);
+  });
+});
