@@ -109,6 +109,10 @@ function errorText(e: unknown): string {
 }
 
 /** A file as given (any extension: the user named it), or a folder's manifest files, recursively. */
+export async function listManifestFiles(path: string, diagnostics: Diagnostic[]): Promise<string[]> {
+  return expandPath(path, diagnostics);
+}
+
 async function expandPath(path: string, diagnostics: Diagnostic[]): Promise<string[]> {
   let st;
   try {

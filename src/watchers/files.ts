@@ -1,0 +1,202 @@
+// A folder of manifests as a model source: read at start, then re-read on change.
+//
+// Invariants:
+// - Bad input loses nothing: when a file cannot be parsed (a YAML syntax error, a read
+//   error), the objects it held last time stay in the model, so a half-written or broken
+//   policy file never removes isolation. Invalid objects inside a parsed file are loaded
+//   fail-closed by normalize (they isolate and allow nothing).
+// - The model is updated by difference (upsert what changed, remove what is gone), so an
+//   unchanged object keeps its identity and the model's generation only moves on real change.
+
+import { createHash } from 'node:crypto';
+import { watch, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { formatDiagnostic, listManifestFiles, parseManifests, type Diagnostic } from '../manifests/load.ts';
+import { Model } from '../model/store.ts';
+import type { ObjectRecord } from '../model/types.ts';
+import type { ModelSource, SourceStatus } from './source.ts';
+
+interface FileEntry {
+  /** sha256 of the text on disk (also when that text could not be parsed). */
+  readonly hash: string;
+  /** The objects in force for this file: its last good parse. */
+  readonly records: readonly ObjectRecord[];
+}
+
+export interface FileSourceOptions {
+  readonly dir: string;
+  readonly logger?: Logger;
+  /** Safety-net rescan interval; fs.watch events trigger rescans sooner. */
+  readonly pollMs?: number;
+  /** Quiet time after a change event before rescanning (editors write in several steps). */
+  readonly settleMs?: number;
+}
+
+/** Identity of a folder's manifest content: what `lab probe` compares with an agent's. */
+export async function folderRevision(dir: string): Promise<string> {
+  const files = await listManifestFiles(dir, []);
+  const hashes: [string, string][] = [];
+  for (const f of files) hashes.push([f, sha256(await readFile(f, 'utf8').catch(() => ''))]);
+  return revisionOf(dir, hashes);
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+function revisionOf(dir: string, fileHashes: readonly (readonly [string, string])[]): string {
+  const h = createHash('sha256');
+  for (const [f, hash] of fileHashes) h.update(`${f.slice(dir.length)}\0${hash}\n`);
+  return h.digest('hex').slice(0, 16);
+}
+
+export class FileSource implements ModelSource {
+  readonly model = new Model();
+  private readonly dir: string;
+  private readonly log: Logger | undefined;
+  private readonly pollMs: number;
+  private readonly settleMs: number;
+  private readonly files = new Map<string, FileEntry>();
+  private readonly listeners: (() => void)[] = [];
+  private rev = '';
+  private started = false;
+  private watcher: FSWatcher | undefined;
+  private poll: NodeJS.Timeout | undefined;
+  private settle: NodeJS.Timeout | undefined;
+  private scanning: Promise<void> | undefined;
+  private rescanPending = false;
+  private lastError = '';
+  private invalid = 0;
+
+  constructor(o: FileSourceOptions) {
+    this.dir = o.dir;
+    this.log = o.logger;
+    this.pollMs = o.pollMs ?? 1000;
+    this.settleMs = o.settleMs ?? 50;
+  }
+
+  async start(): Promise<void> {
+    await this.rescan();
+    this.started = true;
+    try {
+      this.watcher = watch(this.dir, { recursive: true }, () => this.scheduleRescan());
+      this.watcher.on('error', (e) => this.log?.warn({ err: e }, 'watching the manifest folder failed; polling continues'));
+    } catch (e) {
+      this.log?.warn({ err: e }, 'cannot watch the manifest folder; polling only');
+    }
+    this.poll = setInterval(() => this.scheduleRescan(), this.pollMs);
+    this.poll.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.watcher?.close();
+    clearInterval(this.poll);
+    clearTimeout(this.settle);
+    await this.scanning;
+  }
+
+  onChange(listener: () => void): void {
+    this.listeners.push(listener);
+  }
+
+  revision(): string {
+    return this.rev;
+  }
+
+  status(): SourceStatus {
+    return { synced: this.started, healthy: this.lastError === '', detail: this.lastError || `watching ${this.dir}` };
+  }
+
+  invalidPolicies(): number {
+    return this.invalid;
+  }
+
+  private scheduleRescan(): void {
+    clearTimeout(this.settle);
+    this.settle = setTimeout(() => void this.rescan(), this.settleMs);
+  }
+
+  /** One scan at a time; a request during a scan runs one more scan after it. */
+  rescan(): Promise<void> {
+    if (this.scanning) {
+      this.rescanPending = true;
+      return this.scanning;
+    }
+    this.scanning = this.scan()
+      .catch((e: unknown) => {
+        this.lastError = `scan of ${this.dir} failed: ${e instanceof Error ? e.message : String(e)}`;
+        this.log?.error({ err: e }, this.lastError);
+      })
+      .finally(() => {
+        this.scanning = undefined;
+        if (this.rescanPending) {
+          this.rescanPending = false;
+          void this.rescan();
+        }
+      });
+    return this.scanning;
+  }
+
+  private async scan(): Promise<void> {
+    const listDiags: Diagnostic[] = [];
+    const names = await listManifestFiles(this.dir, listDiags);
+    const errors: string[] = listDiags.filter((d) => d.severity === 'error').map(formatDiagnostic);
+    const next = new Map<string, FileEntry>();
+    for (const file of names) {
+      let text: string;
+      try {
+        text = await readFile(file, 'utf8');
+      } catch (e) {
+        const prev = this.files.get(file);
+        if (prev) next.set(file, { hash: '', records: prev.records });
+        errors.push(`${file}: cannot read (${e instanceof Error ? e.message : String(e)}); keeping its last good objects`);
+        continue;
+      }
+      const hash = sha256(text);
+      const prev = this.files.get(file);
+      if (prev?.hash === hash) {
+        next.set(file, prev);
+        continue;
+      }
+      const parsed = parseManifests(text, file);
+      // A diagnostic without an object reference is a syntax or read error: part of the file
+      // could not be understood. Keep the last good version of the whole file.
+      const broken = parsed.diagnostics.filter((d) => d.severity === 'error' && !d.ref);
+      for (const d of parsed.diagnostics) {
+        const line = formatDiagnostic(d);
+        if (d.severity === 'error') this.log?.error({ file, field: d.field, value: d.value, object: d.ref }, line);
+        else this.log?.warn({ file, object: d.ref }, line);
+      }
+      if (broken.length && prev) {
+        errors.push(`${file}: ${broken.length} unreadable document(s); keeping its last good objects`);
+        next.set(file, { hash, records: prev.records });
+        continue;
+      }
+      next.set(file, { hash, records: parsed.objects.map((o) => o.record) });
+    }
+    this.files.clear();
+    for (const [f, e] of next) this.files.set(f, e);
+    this.rev = revisionOf(this.dir, [...next].map(([f, e]) => [f, e.hash] as const));
+    this.apply();
+    this.lastError = errors.join('; ');
+  }
+
+  /** Bring the model to the files' records by difference. */
+  private apply(): void {
+    const wanted = new Map<string, ObjectRecord>();
+    for (const e of this.files.values()) for (const r of e.records) wanted.set(r.uid, r);
+    const before = this.model.generation;
+    const present = new Map<string, ObjectRecord>();
+    for (const r of [...this.model.allPods(), ...this.model.allPolicies(), ...this.model.allNodes(), ...this.model.allNamespaces()]) {
+      if (!r.uid.startsWith('implicit/')) present.set(r.uid, r);
+    }
+    for (const [uid, r] of present) if (!wanted.has(uid)) this.model.remove(uid, r.kind);
+    for (const [uid, r] of wanted) {
+      const cur = present.get(uid);
+      if (cur !== r && JSON.stringify(cur) !== JSON.stringify(r)) this.model.upsert(r);
+    }
+    this.invalid = [...this.model.allPolicies()].filter((p) => p.issues.length > 0).length;
+    if (this.model.generation !== before) for (const l of this.listeners) l();
+  }
+}
