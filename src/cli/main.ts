@@ -8,6 +8,7 @@ import type { Protocol } from '../model/types.ts';
 import { explainPod, type FlowQuery } from '../semantics/explain.ts';
 import { declaredPorts, enforceablePodsSorted, formatGrid, reachTable } from '../semantics/reach.ts';
 import { podKey } from '../semantics/evaluate.ts';
+import { runAgent } from './agent.ts';
 import { formatExplain } from './explain-text.ts';
 import { CliError, EXIT, processIo, type Io } from './io.ts';
 import { findPod, parseEndpoint, parsePodRef } from './refs.ts';
@@ -145,6 +146,21 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     else io.out(`# ipset restore payload\n${renderIpsetRestore(rs.sets)}\n# iptables-restore --noflush payload\n${renderIptablesRestore(rs)}`);
     code = src.errors > 0 && o.strict ? EXIT.invalidInput : EXIT.ok;
   });
+
+  program
+    .command('agent')
+    .description('Run the node agent: watch a folder of manifests (or the cluster), compile for this node, keep iptables and ipsets in sync.')
+    .option('--node <name>', "this node's name, as in pods' spec.nodeName")
+    .option('--manifests <dir>', 'folder of manifests to enforce (re-read on change)')
+    .option('--health-addr <host:port>', 'serve /healthz, /readyz and /metrics here (e.g. :9102)')
+    .option('--resync-interval <duration>', 're-read the kernel and repair drift this often', '10s')
+    .option('--status-file <path>', 'rewrite this JSON file after every sync (what was applied)')
+    .option('--dry-run', 'print what would be written and exit, writing nothing')
+    .option('--cleanup', 'remove every chain, jump and ipset this agent owns, and nothing else; then exit')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .action(async (o) => {
+      code = await runAgent(o, io);
+    });
 
   try {
     if (argv.length === 0) {

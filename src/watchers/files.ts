@@ -22,6 +22,8 @@ interface FileEntry {
   readonly hash: string;
   /** The objects in force for this file: its last good parse. */
   readonly records: readonly ObjectRecord[];
+  /** Set while the text on disk cannot be parsed and older objects stand in for it. */
+  readonly error?: string;
 }
 
 export interface FileSourceOptions {
@@ -157,6 +159,16 @@ export class FileSource implements ModelSource {
       const prev = this.files.get(file);
       if (prev?.hash === hash) {
         next.set(file, prev);
+        if (prev.error) errors.push(prev.error);
+        continue;
+      }
+      // An editor (or `>` in a shell) truncates before it writes: an empty file that held
+      // objects is most likely mid-write, and dropping its policies would open traffic. Its
+      // objects stay until the file has content again or is deleted.
+      if (prev && prev.records.length > 0 && text.trim() === '') {
+        const error = `${file}: file is empty; keeping its last good objects (delete the file to remove them)`;
+        errors.push(error);
+        next.set(file, { hash, records: prev.records, error });
         continue;
       }
       const parsed = parseManifests(text, file);
@@ -169,8 +181,9 @@ export class FileSource implements ModelSource {
         else this.log?.warn({ file, object: d.ref }, line);
       }
       if (broken.length && prev) {
-        errors.push(`${file}: ${broken.length} unreadable document(s); keeping its last good objects`);
-        next.set(file, { hash, records: prev.records });
+        const error = `${file}: ${broken.length} unreadable document(s); keeping its last good objects`;
+        errors.push(error);
+        next.set(file, { hash, records: prev.records, error });
         continue;
       }
       next.set(file, { hash, records: parsed.objects.map((o) => o.record) });

@@ -1,0 +1,205 @@
+// The agent end to end on the real kernel (in a test namespace): folder -> model -> compile ->
+// iptables/ipset, with coalescing, fail-closed edits, retries, drift repair and health.
+
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
+import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
+import { Model } from '../model/store.ts';
+import { NFT } from '../sync/backend.ts';
+import { RecordingRunner, type Runner } from '../sync/runner.ts';
+import { Syncer } from '../sync/syncer.ts';
+import { FileSource, folderRevision } from '../watchers/files.ts';
+import type { ModelSource } from '../watchers/source.ts';
+import { Agent } from './agent.ts';
+import { serveHealth } from './health.ts';
+
+const PODS = `
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: app, labels: {app: web}}
+spec: {nodeName: n1, containers: [{name: c, ports: [{name: http, containerPort: 80}]}]}
+status: {phase: Running, podIP: 10.244.1.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: app, labels: {app: client}}
+spec: {nodeName: n2}
+status: {phase: Running, podIP: 10.244.2.10}
+`;
+const DENY = `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: app}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+`;
+const ALLOW = (label: string) => `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow, namespace: app}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: ${label}}}}]}]
+`;
+
+const silent = pino({ level: 'silent' });
+
+async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+describe.runIf(kernelTestsEnabled())('Agent', () => {
+  let net: TestNetns;
+  let dir: string;
+  let agent: Agent | undefined;
+  let bridgeNf: string;
+
+  beforeEach(() => {
+    net = createNetns('pctl-agent');
+    net.sh(`iptables-nft-restore <<'EOF'\n${FOREIGN_FILTER}EOF`);
+    dir = mkdtempSync(join(tmpdir(), 'pctl-agent-'));
+    bridgeNf = join(dir, '.bridge-nf');
+    writeFileSync(bridgeNf, '1\n');
+    writeFileSync(join(dir, 'pods.yaml'), PODS);
+    writeFileSync(join(dir, 'deny.yaml'), DENY);
+  });
+  afterEach(async () => {
+    await agent?.stop();
+    agent = undefined;
+    net.remove();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function makeAgent(runner: Runner, extra: Partial<ConstructorParameters<typeof Agent>[0]> = {}): Agent {
+    const source = new FileSource({ dir, pollMs: 200, settleMs: 20 });
+    agent = new Agent({
+      node: 'n1',
+      source,
+      syncer: new Syncer({ runner, backend: { ...NFT, reason: 'test' } }),
+      logger: silent,
+      bridgeNfPath: bridgeNf,
+      backoffMinMs: 50,
+      ...extra,
+    });
+    return agent;
+  }
+
+  it('applies the folder, follows edits, and reports the revision it applied', async () => {
+    const a = makeAgent(net.runner);
+    await a.start();
+    expect(a.status().ready).toBe(true);
+    expect(a.status().revision).toBe(await folderRevision(dir));
+    expect(net.sh('iptables-save -t filter')).toMatch(/default deny ingress: isolated by app\/deny/);
+    writeFileSync(join(dir, 'allow.yaml'), ALLOW('client'));
+    const rev = await folderRevision(dir);
+    await until(() => a.status().revision === rev, 'the edit to be applied');
+    expect(net.sh('ipset save')).toContain('10.244.2.10');
+  });
+
+  it('writes nothing before the source is synced', async () => {
+    const rec = new RecordingRunner(net.runner);
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const stuck: ModelSource = {
+      model: new Model(),
+      start: () => gate,
+      stop: async () => {},
+      onChange: () => {},
+      revision: () => 'r',
+      status: () => ({ synced: false, healthy: false, detail: 'listing' }),
+      invalidPolicies: () => 0,
+    };
+    agent = new Agent({ node: 'n1', source: stuck, syncer: new Syncer({ runner: rec, backend: { ...NFT, reason: 'test' } }), logger: silent, bridgeNfPath: bridgeNf });
+    const started = agent.start();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(rec.writes()).toEqual([]);
+    expect(agent.status().ready).toBe(false);
+    expect(agent.status().reasons).toContain('source not synced yet');
+    release();
+    await started; // synced is still false: the agent must not write even now
+    expect(rec.writes()).toEqual([]);
+  });
+
+  it('coalesces a burst of changes into a few syncs', async () => {
+    const a = makeAgent(net.runner);
+    await a.start();
+    const before = a.status().syncs;
+    for (let i = 0; i < 200; i++) writeFileSync(join(dir, 'allow.yaml'), ALLOW(i % 2 ? 'client' : `other${i}`));
+    const rev = await folderRevision(dir);
+    await until(() => a.status().revision === rev, 'the burst to be applied');
+    const syncs = a.status().syncs - before;
+    expect(syncs).toBeGreaterThanOrEqual(1);
+    expect(syncs).toBeLessThanOrEqual(5);
+  });
+
+  it('keeps the last good objects of a file that stops parsing (isolation is never dropped)', async () => {
+    const a = makeAgent(net.runner);
+    await a.start();
+    writeFileSync(join(dir, 'deny.yaml'), 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: [broken\n');
+    const rev = await folderRevision(dir);
+    await until(() => a.status().revision === rev, 'the broken edit to be processed');
+    expect(net.sh('iptables-save -t filter')).toMatch(/default deny ingress: isolated by app\/deny/);
+    expect(a.status().reasons.join()).toMatch(/keeping its last good objects/);
+  });
+
+  it('keeps the objects of a file emptied mid-write; deleting the file removes them', async () => {
+    const a = makeAgent(net.runner);
+    await a.start();
+    writeFileSync(join(dir, 'deny.yaml'), '');
+    let rev = await folderRevision(dir);
+    await until(() => a.status().reasons.join().includes('file is empty'), 'the empty file to be noticed');
+    expect(net.sh('iptables-save -t filter')).toMatch(/default deny ingress: isolated by app\/deny/);
+    rmSync(join(dir, 'deny.yaml'));
+    rev = await folderRevision(dir);
+    await until(() => a.status().revision === rev, 'the deletion to be applied');
+    expect(net.sh('iptables-save -t filter')).not.toMatch(/default deny ingress/);
+  });
+
+  it('retries a failed apply with backoff and a full re-read, then becomes ready', async () => {
+    let failures = 1;
+    const flaky: Runner = {
+      run: async (cmd, args, opts) => {
+        if (cmd.endsWith('-restore') && failures > 0) {
+          failures--;
+          return { stdout: '', stderr: 'iptables-restore: line 2 failed', exitCode: 1 };
+        }
+        return net.runner.run(cmd, args, opts);
+      },
+    };
+    const a = makeAgent(flaky);
+    await a.start();
+    expect(a.status().ready).toBe(false);
+    expect(a.status().lastError).toMatch(/iptables-restore failed/);
+    await until(() => a.status().ready, 'the retry to succeed');
+    expect(a.metrics.failures.hashMap ?? true).toBeTruthy();
+    expect(net.sh('iptables-save -t filter')).toContain('-j PCTL-FORWARD');
+  });
+
+  it('repairs a flushed chain on its periodic verification, and serves health and metrics', async () => {
+    const a = makeAgent(net.runner, { resyncMs: 150, verifyAfterWriteMs: 100 });
+    await a.start();
+    const server = await serveHealth(a, '127.0.0.1:0');
+    try {
+      const port = (server.address() as { port: number }).port;
+      net.sh('iptables -F PCTL-FORWARD');
+      await until(() => net.sh('iptables -S PCTL-FORWARD').includes('RETURN'), 'the flushed chain to be repaired', 5000);
+      const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+      expect(ready.status).toBe(200);
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(metrics).toMatch(/policyctl_drift_repairs_total [1-9]/);
+      expect(metrics).toMatch(/policyctl_syncs_total\{result="applied",kind="initial"\} 1/);
+      writeFileSync(bridgeNf, '0\n');
+      expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -1,0 +1,74 @@
+// `policyctl agent`: wiring only. Logic lives in src/agent, src/sync and src/watchers.
+
+import pino from 'pino';
+import { Agent } from '../agent/agent.ts';
+import { serveHealth } from '../agent/health.ts';
+import { Syncer } from '../sync/syncer.ts';
+import { processRunner } from '../sync/runner.ts';
+import { FileSource } from '../watchers/files.ts';
+import type { ModelSource } from '../watchers/source.ts';
+import { CliError, EXIT, type Io } from './io.ts';
+
+export interface AgentCliOptions {
+  node?: string;
+  manifests?: string;
+  healthAddr?: string;
+  resyncInterval: string;
+  dryRun?: boolean;
+  cleanup?: boolean;
+  statusFile?: string;
+  logLevel: string;
+}
+
+/** `500ms`, `10s`, `2m` -> milliseconds. */
+export function parseDuration(text: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  if (!m) throw new CliError(`${flag} must be a duration like 500ms, 10s or 2m, got ${JSON.stringify(text)}`, EXIT.usage);
+  const n = Number(m[1]);
+  return m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000;
+}
+
+export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger: pino.Logger) => ModelSource): Promise<number> {
+  const logger = pino({ level: o.logLevel, base: { node: o.node } });
+  const syncer = new Syncer({ runner: processRunner(), dryRun: !!o.dryRun });
+  if (o.cleanup) {
+    const r = await syncer.cleanup();
+    const p = r.plan;
+    io.out(`removed ${p.deleteChains.length} chains, ${p.removeHooks.length} hooks and ${p.destroySets.length} ipsets of ours${o.dryRun ? ' (dry run: nothing written)' : ''}\n`);
+    if (o.dryRun) io.out(r.payloads.ipsetBefore + r.payloads.iptables + r.payloads.ipsetAfter);
+    return EXIT.ok;
+  }
+  if (!o.node) throw new CliError('--node is required (the name of this node, as in pods\' spec.nodeName)', EXIT.usage);
+  const resyncMs = parseDuration(o.resyncInterval, '--resync-interval');
+  let source: ModelSource;
+  if (makeSource) source = makeSource(logger);
+  else if (o.manifests) source = new FileSource({ dir: o.manifests, logger });
+  else throw new CliError('give --manifests DIR (a folder of manifests to enforce)', EXIT.usage);
+
+  if (o.dryRun) {
+    // One pass: print what would be written, then exit.
+    await source.start();
+    const { compile } = await import('../compiler/compile.ts');
+    const r = await syncer.sync(compile(source.model, o.node));
+    await source.stop();
+    io.out(`# would write (dry run)\n# ipset restore -exist\n${r.payloads.ipsetBefore}# iptables-restore --noflush\n${r.payloads.iptables}# ipset restore -exist\n${r.payloads.ipsetAfter}`);
+    return EXIT.ok;
+  }
+
+  const agent = new Agent({ node: o.node, source, syncer, logger, resyncMs, ...(o.statusFile ? { statusFile: o.statusFile } : {}) });
+  const server = o.healthAddr ? await serveHealth(agent, o.healthAddr) : undefined;
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      logger.info({ signal: sig }, 'stopping; rules stay in place so pods stay isolated (run `policyctl agent --cleanup` to remove them)');
+      void agent.stop().then(() => {
+        server?.close();
+        resolve();
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await agent.start();
+  await stopped;
+  return EXIT.ok;
+}
