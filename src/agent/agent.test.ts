@@ -154,11 +154,10 @@ describe.runIf(kernelTestsEnabled())('Agent', () => {
     const a = makeAgent(net.runner);
     await a.start();
     writeFileSync(join(dir, 'deny.yaml'), '');
-    let rev = await folderRevision(dir);
     await until(() => a.status().reasons.join().includes('file is empty'), 'the empty file to be noticed');
     expect(net.sh('iptables-save -t filter')).toMatch(/default deny ingress: isolated by app\/deny/);
     rmSync(join(dir, 'deny.yaml'));
-    rev = await folderRevision(dir);
+    const rev = await folderRevision(dir);
     await until(() => a.status().revision === rev, 'the deletion to be applied');
     expect(net.sh('iptables-save -t filter')).not.toMatch(/default deny ingress/);
   });
@@ -179,7 +178,7 @@ describe.runIf(kernelTestsEnabled())('Agent', () => {
     expect(a.status().ready).toBe(false);
     expect(a.status().lastError).toMatch(/iptables-restore failed/);
     await until(() => a.status().ready, 'the retry to succeed');
-    expect(a.metrics.failures.hashMap ?? true).toBeTruthy();
+    expect((await a.metrics.failures.get()).values[0]!.value).toBe(1);
     expect(net.sh('iptables-save -t filter')).toContain('-j PCTL-FORWARD');
   });
 
