@@ -9,6 +9,7 @@ import { explainPod, type FlowQuery } from '../semantics/explain.ts';
 import { declaredPorts, enforceablePodsSorted, formatGrid, reachTable } from '../semantics/reach.ts';
 import { podKey } from '../semantics/evaluate.ts';
 import { runAgent } from './agent.ts';
+import { labCommand } from './lab.ts';
 import { formatExplain } from './explain-text.ts';
 import { CliError, EXIT, processIo, type Io } from './io.ts';
 import { findPod, parseEndpoint, parsePodRef } from './refs.ts';
@@ -161,6 +162,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     .action(async (o) => {
       code = await runAgent(o, io);
     });
+
+  program.addCommand(labCommand(io, (c) => (code = c)));
 
   try {
     if (argv.length === 0) {

@@ -445,7 +445,8 @@ export interface DestroyResult {
   removedDir?: string;
 }
 
-const LAB_DIR_ENTRIES = new Set([STATE_FILE, 'ipam', 'logs', 'cni', NODE_CACHE_DIR]);
+/** `cluster` holds what `policyctl lab up` adds (src/lab/cluster.ts): agents' status, the watcher's. */
+const LAB_DIR_ENTRIES = new Set([STATE_FILE, 'ipam', 'logs', 'cni', NODE_CACHE_DIR, 'cluster']);
 
 async function destroyLabUnlocked(name: string, stateDir: string | undefined, dirHint?: string): Promise<DestroyResult> {
   const prefix = labNetnsPrefix(name);

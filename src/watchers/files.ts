@@ -197,16 +197,19 @@ export class FileSource implements ModelSource {
 
   /** Bring the model to the files' records by difference. */
   private apply(): void {
+    // Keyed by kind and UID: objects read from files have no UID and fall back to
+    // namespace/name, which a Pod and a NetworkPolicy of the same name share.
+    const key = (r: ObjectRecord) => `${r.kind}|${r.uid}`;
     const wanted = new Map<string, ObjectRecord>();
-    for (const e of this.files.values()) for (const r of e.records) wanted.set(r.uid, r);
+    for (const e of this.files.values()) for (const r of e.records) wanted.set(key(r), r);
     const before = this.model.generation;
     const present = new Map<string, ObjectRecord>();
     for (const r of [...this.model.allPods(), ...this.model.allPolicies(), ...this.model.allNodes(), ...this.model.allNamespaces()]) {
-      if (!r.uid.startsWith('implicit/')) present.set(r.uid, r);
+      if (!(r.kind === 'Namespace' && r.implicit)) present.set(key(r), r);
     }
-    for (const [uid, r] of present) if (!wanted.has(uid)) this.model.remove(uid, r.kind);
-    for (const [uid, r] of wanted) {
-      const cur = present.get(uid);
+    for (const [k, r] of present) if (!wanted.has(k)) this.model.remove(r.uid, r.kind);
+    for (const [k, r] of wanted) {
+      const cur = present.get(k);
       if (cur !== r && JSON.stringify(cur) !== JSON.stringify(r)) this.model.upsert(r);
     }
     this.invalid = [...this.model.allPolicies()].filter((p) => p.issues.length > 0).length;

@@ -172,10 +172,50 @@ export function resolveResource(kindOrResource: string): ResourceName {
   throw new Error(`apiserver double: unknown kind or resource ${JSON.stringify(kindOrResource)} (known: pods, namespaces, nodes, networkpolicies)`);
 }
 
+interface ResourcePath {
+  info: ResourceInfo;
+  namespace?: string;
+  name?: string;
+}
+
+/** Parse `/api/v1[/namespaces/{ns}]/{resource}[/{name}]` and the networking.k8s.io/v1 equivalent;
+ *  undefined when the path names no served resource (404). */
+function parseResourcePath(pathname: string): ResourcePath | undefined {
+  const segs = pathname.split('/').filter((s) => s !== '');
+  let group: '' | 'networking.k8s.io';
+  let rest: string[];
+  if (segs[0] === 'api' && segs[1] === 'v1') {
+    group = '';
+    rest = segs.slice(2);
+  } else if (segs[0] === 'apis' && segs[1] === 'networking.k8s.io' && segs[2] === 'v1') {
+    group = 'networking.k8s.io';
+    rest = segs.slice(3);
+  } else return undefined;
+  let namespace: string | undefined;
+  let resName: string | undefined;
+  let name: string | undefined;
+  if (rest[0] === 'namespaces' && rest.length >= 3) {
+    [, namespace, resName, name] = rest;
+    if (rest.length > 4) return undefined;
+  } else {
+    [resName, name] = rest;
+    if (rest.length > 2 || rest.length === 0) return undefined;
+  }
+  if (resName === undefined || !(resName in RESOURCES)) return undefined;
+  const info = RESOURCES[resName as ResourceName];
+  if (info.group !== group) return undefined;
+  if (namespace !== undefined && !info.namespaced) return undefined;
+  if (name !== undefined && info.namespaced && namespace === undefined) return undefined;
+  const out: ResourcePath = { info };
+  if (namespace !== undefined) out.namespace = namespace;
+  if (name !== undefined) out.name = name;
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Selectors
 
-type LabelRequirement =
+export type LabelRequirement =
   | { key: string; op: 'exists' | '!exists' }
   | { key: string; op: 'in' | 'notin'; values: string[] }
   | { key: string; op: 'gt' | 'lt'; value: number };
@@ -829,8 +869,8 @@ export class ApiServerDouble {
       watch: parseBool(url.searchParams.get('watch')),
       at: Date.now(),
     };
-    const resource = url.pathname.split('/').find((seg): seg is ResourceName => seg in RESOURCES);
-    if (resource) rec.resource = resource;
+    const target = parseResourcePath(url.pathname);
+    if (target) rec.resource = target.info.resource;
     if (req.headers.authorization) rec.authorization = req.headers.authorization;
     this.requests.push(rec);
     if (this.unavailable === '503') {
@@ -870,7 +910,6 @@ export class ApiServerDouble {
   private route(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://x');
     const q = url.searchParams;
-    const segs = url.pathname.split('/').filter((s) => s !== '');
     if (this.opts.token !== undefined && req.headers.authorization !== `Bearer ${this.opts.token}`) {
       throw new HttpError(401, 'Unauthorized', 'Unauthorized');
     }
@@ -910,33 +949,9 @@ export class ApiServerDouble {
     if (p === '/apis/networking.k8s.io/v1') return this.sendJSON(res, 200, resourceList('networking.k8s.io/v1', 'networking.k8s.io'));
 
     // Resources.
-    let group: '' | 'networking.k8s.io';
-    let rest: string[];
-    if (segs[0] === 'api' && segs[1] === 'v1') {
-      group = '';
-      rest = segs.slice(2);
-    } else if (segs[0] === 'apis' && segs[1] === 'networking.k8s.io' && segs[2] === 'v1') {
-      group = 'networking.k8s.io';
-      rest = segs.slice(3);
-    } else return notFound();
-    let namespace: string | undefined;
-    let resName: string | undefined;
-    let name: string | undefined;
-    if (rest[0] === 'namespaces' && rest.length >= 3) {
-      namespace = rest[1];
-      resName = rest[2];
-      name = rest[3];
-      if (rest.length > 4) return notFound();
-    } else {
-      resName = rest[0];
-      name = rest[1];
-      if (rest.length > 2 || rest.length === 0) return notFound();
-    }
-    if (resName === undefined || !(resName in RESOURCES)) return notFound();
-    const info = RESOURCES[resName as ResourceName];
-    if (info.group !== group) return notFound();
-    if (namespace !== undefined && !info.namespaced) return notFound();
-    if (name !== undefined && info.namespaced && namespace === undefined) return notFound();
+    const target = parseResourcePath(url.pathname);
+    if (!target) return notFound();
+    const { info, namespace, name } = target;
 
     const watch = parseBool(q.get('watch'));
     if (name !== undefined && !watch) {

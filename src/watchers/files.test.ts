@@ -1,0 +1,77 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FileSource, folderRevision } from './files.ts';
+
+const POD = `apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: app, labels: {app: web}}
+spec: {nodeName: n1}
+status: {phase: Running, podIP: 10.244.1.10}
+`;
+// Same namespace/name as the pod: without UIDs both fall back to the key "app/web".
+const POLICY = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: app}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+`;
+
+describe('FileSource', () => {
+  let dir: string;
+  let src: FileSource;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'pctl-files-'));
+  });
+  afterEach(async () => {
+    await src?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps a pod and a policy that share a namespace/name (no UIDs in files)', async () => {
+    writeFileSync(join(dir, 'all.yaml'), `${POD}---\n${POLICY}`);
+    src = new FileSource({ dir });
+    await src.start();
+    expect([...src.model.allPods()].map((p) => p.name)).toEqual(['web']);
+    expect([...src.model.allPolicies()].map((p) => p.name)).toEqual(['web']);
+    expect(src.revision()).toBe(await folderRevision(dir));
+  });
+
+  it('keeps the last good objects of a broken or emptied file, and drops them when the file is deleted', async () => {
+    writeFileSync(join(dir, 'pod.yaml'), POD);
+    writeFileSync(join(dir, 'policy.yaml'), POLICY);
+    src = new FileSource({ dir, pollMs: 60_000 });
+    await src.start();
+    const gen = src.model.generation;
+    writeFileSync(join(dir, 'policy.yaml'), 'kind: NetworkPolicy\nmetadata: {name: [\n');
+    await src.rescan();
+    expect([...src.model.allPolicies()]).toHaveLength(1);
+    expect(src.status().healthy).toBe(false);
+    expect(src.status().detail).toContain('keeping its last good objects');
+    await src.rescan(); // the unchanged broken file is still reported
+    expect(src.status().detail).toContain('keeping its last good objects');
+    writeFileSync(join(dir, 'policy.yaml'), '');
+    await src.rescan();
+    expect([...src.model.allPolicies()]).toHaveLength(1);
+    expect(src.model.generation).toBe(gen);
+    rmSync(join(dir, 'policy.yaml'));
+    await src.rescan();
+    expect([...src.model.allPolicies()]).toHaveLength(0);
+    expect(src.status().healthy).toBe(true);
+    expect(src.revision()).toBe(await folderRevision(dir));
+  });
+
+  it('notifies on change only', async () => {
+    writeFileSync(join(dir, 'pod.yaml'), POD);
+    src = new FileSource({ dir, pollMs: 60_000 });
+    let changes = 0;
+    src.onChange(() => changes++);
+    await src.start();
+    await src.rescan();
+    expect(changes).toBe(1); // the initial load
+    writeFileSync(join(dir, 'pod.yaml'), POD.replace('app: web', 'app: api'));
+    await src.rescan();
+    expect(changes).toBe(2);
+    expect(src.model.findPod('app', 'web')!.labels).toEqual({ app: 'api' });
+  });
+});
