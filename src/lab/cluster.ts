@@ -187,11 +187,11 @@ export async function waitApplied(lab: LabState, info: ClusterInfo, timeoutMs: n
     const rev = await folderRevision(info.manifests);
     last = await agentReports(info);
     pods = await watcherRevision(info);
-    if (pods === rev && last.every((r) => r.revision === rev)) return;
+    if (pods === rev && last.every((r) => r.revision === rev && r.ready)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
   const rev = await folderRevision(info.manifests);
-  const lagging = last.filter((r) => r.revision !== rev).map((r) => `${r.node} (applied ${r.revision || 'nothing'}; ${r.reasons.join('; ') || 'no reason given'})`);
+  const lagging = last.filter((r) => r.revision !== rev || !r.ready).map((r) => `${r.node} (applied ${r.revision || 'nothing'}; ${r.reasons.join('; ') || 'no reason given'})`);
   if (pods !== rev) lagging.push(`the pod watcher (reconciled ${pods || 'nothing'}; see ${join(lab.dir, 'logs', 'watcher.log')})`);
   throw new LabError(`agents of lab ${lab.name} did not apply ${info.manifests} (revision ${rev}) within ${timeoutMs} ms: ${lagging.join(', ')}; see ${info.agents.map((a) => a.logFile).join(', ')}`);
 }

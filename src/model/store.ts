@@ -5,12 +5,25 @@
 //   plus an add, never an update of the old record.
 // - `generation` increases on every change; consumers compare it to know they are current.
 // - Lookups return enforceable pods only where the name says so (`*Enforceable*`).
+// - Every change is reported to subscribers, synchronously and in order, with the record it
+//   replaced or removed (`before`) and the record now stored (`after`): the incremental
+//   compiler follows the model this way.
 
 import { selectorMatches } from './selector.ts';
 import type { NamespaceRecord, NodeRecord, ObjectRecord, PodRecord, PodsPeer, PolicyRecord, Requirement, Selector } from './types.ts';
 import { isEnforceable } from './types.ts';
 
 export const NAMESPACE_NAME_LABEL = 'kubernetes.io/metadata.name';
+
+/** One change to the model: `before` absent for an insert, `after` absent for a removal. */
+export interface ModelChange {
+  readonly kind: ObjectRecord['kind'];
+  readonly uid: string;
+  readonly before?: ObjectRecord;
+  readonly after?: ObjectRecord;
+}
+
+export type ModelListener = (change: ModelChange) => void;
 
 export class Model {
   private readonly pods = new Map<string, PodRecord>();
@@ -20,9 +33,18 @@ export class Model {
   private readonly policies = new Map<string, PolicyRecord>();
   /** namespace name -> uids of its pods */
   private readonly podsByNamespace = new Map<string, Set<string>>();
-  /** label key -> value -> pod uids */
-  private readonly podLabelIndex = new Map<string, Map<string, Set<string>>>();
+  /** node name -> uids of the pods bound to it */
+  private readonly podsByNode = new Map<string, Set<string>>();
+  /**
+   * namespace name -> label key -> value -> pod uids. Per namespace, because every selector
+   * lookup is scoped to one namespace: a cluster-wide index would hand each namespace the
+   * candidates of all the others.
+   */
+  private readonly podLabelIndex = new Map<string, Map<string, Map<string, Set<string>>>>();
   private readonly policiesByNamespace = new Map<string, Set<string>>();
+  /** allNamespaces(), kept until a namespace record changes or a namespace name appears or goes. */
+  private namespaceCache: NamespaceRecord[] | undefined;
+  private readonly listeners = new Set<ModelListener>();
   private gen = 0;
 
   get generation(): number {
@@ -31,69 +53,107 @@ export class Model {
 
   /** Insert or replace a record (by UID). */
   upsert(r: ObjectRecord): void {
-    this.remove(r.uid, r.kind);
+    const before = this.take(r.uid, r.kind);
     switch (r.kind) {
-      case 'Pod':
+      case 'Pod': {
         this.pods.set(r.uid, r);
-        addTo(this.podsByNamespace, r.namespace, r.uid);
+        if (addTo(this.podsByNamespace, r.namespace, r.uid)) this.namespaceCache = undefined;
+        if (r.nodeName !== undefined) addTo(this.podsByNode, r.nodeName, r.uid);
+        let byKey = this.podLabelIndex.get(r.namespace);
+        if (!byKey) this.podLabelIndex.set(r.namespace, (byKey = new Map()));
         for (const [k, v] of Object.entries(r.labels)) {
-          let byValue = this.podLabelIndex.get(k);
-          if (!byValue) this.podLabelIndex.set(k, (byValue = new Map()));
+          let byValue = byKey.get(k);
+          if (!byValue) byKey.set(k, (byValue = new Map()));
           addTo(byValue, v, r.uid);
         }
         break;
+      }
       case 'Namespace':
         this.namespaces.set(r.uid, r);
         this.namespacesByName.set(r.name, r);
+        this.namespaceCache = undefined;
         break;
       case 'Node':
         this.nodes.set(r.uid, r);
         break;
       case 'NetworkPolicy':
         this.policies.set(r.uid, r);
-        addTo(this.policiesByNamespace, r.namespace, r.uid);
+        if (addTo(this.policiesByNamespace, r.namespace, r.uid)) this.namespaceCache = undefined;
         break;
     }
     this.gen++;
+    this.emit({ kind: r.kind, uid: r.uid, ...(before ? { before } : {}), after: r });
   }
 
   /** Remove the record with this UID, if any. Returns whether something was removed. */
   remove(uid: string, kind?: ObjectRecord['kind']): boolean {
     let removed = false;
-    if (!kind || kind === 'Pod') {
-      const p = this.pods.get(uid);
-      if (p) {
-        this.pods.delete(uid);
-        removeFrom(this.podsByNamespace, p.namespace, uid);
-        for (const [k, v] of Object.entries(p.labels)) {
-          const byValue = this.podLabelIndex.get(k);
-          if (byValue) {
-            removeFrom(byValue, v, uid);
-            if (byValue.size === 0) this.podLabelIndex.delete(k);
-          }
-        }
-        removed = true;
-      }
+    for (const k of kind ? [kind] : KINDS) {
+      const before = this.take(uid, k);
+      if (!before) continue;
+      removed = true;
+      this.gen++;
+      this.emit({ kind: k, uid, before });
     }
-    if (!kind || kind === 'Namespace') {
-      const n = this.namespaces.get(uid);
-      if (n) {
+    return removed;
+  }
+
+  /**
+   * Follow every change: the listener runs synchronously after each upsert and removal, in
+   * order. Returns the function that stops it.
+   */
+  subscribe(listener: ModelListener): () => void {
+    this.listeners.add(listener);
+    return () => void this.listeners.delete(listener);
+  }
+
+  private emit(c: ModelChange): void {
+    for (const l of this.listeners) l(c);
+  }
+
+  /** Unindex and return the record of this kind with this UID; no generation bump, no event. */
+  private take(uid: string, kind: ObjectRecord['kind']): ObjectRecord | undefined {
+    switch (kind) {
+      case 'Pod': {
+        const p = this.pods.get(uid);
+        if (!p) return undefined;
+        this.pods.delete(uid);
+        if (removeFrom(this.podsByNamespace, p.namespace, uid)) this.namespaceCache = undefined;
+        if (p.nodeName !== undefined) removeFrom(this.podsByNode, p.nodeName, uid);
+        const byKey = this.podLabelIndex.get(p.namespace);
+        if (byKey) {
+          for (const [k, v] of Object.entries(p.labels)) {
+            const byValue = byKey.get(k);
+            if (byValue) {
+              removeFrom(byValue, v, uid);
+              if (byValue.size === 0) byKey.delete(k);
+            }
+          }
+          if (byKey.size === 0) this.podLabelIndex.delete(p.namespace);
+        }
+        return p;
+      }
+      case 'Namespace': {
+        const n = this.namespaces.get(uid);
+        if (!n) return undefined;
         this.namespaces.delete(uid);
         if (this.namespacesByName.get(n.name)?.uid === uid) this.namespacesByName.delete(n.name);
-        removed = true;
+        this.namespaceCache = undefined;
+        return n;
       }
-    }
-    if (!kind || kind === 'Node') removed = this.nodes.delete(uid) || removed;
-    if (!kind || kind === 'NetworkPolicy') {
-      const pol = this.policies.get(uid);
-      if (pol) {
+      case 'Node': {
+        const n = this.nodes.get(uid);
+        if (n) this.nodes.delete(uid);
+        return n;
+      }
+      case 'NetworkPolicy': {
+        const pol = this.policies.get(uid);
+        if (!pol) return undefined;
         this.policies.delete(uid);
-        removeFrom(this.policiesByNamespace, pol.namespace, uid);
-        removed = true;
+        if (removeFrom(this.policiesByNamespace, pol.namespace, uid)) this.namespaceCache = undefined;
+        return pol;
       }
     }
-    if (removed) this.gen++;
-    return removed;
   }
 
   allPods(): Iterable<PodRecord> {
@@ -108,13 +168,29 @@ export class Model {
   getPod(uid: string): PodRecord | undefined {
     return this.pods.get(uid);
   }
+  getPolicy(uid: string): PolicyRecord | undefined {
+    return this.policies.get(uid);
+  }
+
+  /** Pods bound to a node (any phase, hostNetwork included). */
+  podsOnNode(node: string): PodRecord[] {
+    return [...(this.podsByNode.get(node) ?? [])].map((u) => this.pods.get(u)!);
+  }
+
+  /** Uids of the pods of a namespace (a live view: do not modify). */
+  podUidsIn(namespace: string): ReadonlySet<string> {
+    return this.podsByNamespace.get(namespace) ?? EMPTY;
+  }
 
   /** Every namespace: stored ones, plus implicit ones for namespaces that only pods or policies name. */
   allNamespaces(): NamespaceRecord[] {
-    const names = new Set<string>(this.namespacesByName.keys());
-    for (const n of this.podsByNamespace.keys()) names.add(n);
-    for (const n of this.policiesByNamespace.keys()) names.add(n);
-    return [...names].sort().map((n) => this.namespace(n));
+    if (!this.namespaceCache) {
+      const names = new Set<string>(this.namespacesByName.keys());
+      for (const n of this.podsByNamespace.keys()) names.add(n);
+      for (const n of this.policiesByNamespace.keys()) names.add(n);
+      this.namespaceCache = [...names].sort().map((n) => this.namespace(n));
+    }
+    return [...this.namespaceCache];
   }
 
   /**
@@ -170,9 +246,10 @@ export class Model {
   namespacesOf(peer: PodsPeer): string[] {
     if (peer.namespaces.kind === 'own') return [peer.namespaces.name];
     const sel = peer.namespaces.selector;
-    return this.allNamespaces()
-      .filter((n) => selectorMatches(sel, n.labels))
-      .map((n) => n.name);
+    this.allNamespaces();
+    const out: string[] = [];
+    for (const n of this.namespaceCache!) if (selectorMatches(sel, n.labels)) out.push(n.name);
+    return out;
   }
 
   /** Enforceable pods selected by a pods-peer, across the namespaces it reaches. */
@@ -186,66 +263,79 @@ export class Model {
   enforceablePodsIn(namespace: string, sel?: Selector): PodRecord[] {
     const inNs = this.podsByNamespace.get(namespace);
     if (!inNs) return [];
-    const candidates = sel ? this.narrowest(sel, inNs) : inNs;
     const out: PodRecord[] = [];
-    for (const uid of candidates) {
-      if (!inNs.has(uid)) continue;
+    const visit = (uid: string) => {
       const p = this.pods.get(uid)!;
       if (isEnforceable(p) && (!sel || selectorMatches(sel, p.labels))) out.push(p);
+    };
+    const best = sel ? this.narrowest(sel, this.podLabelIndex.get(namespace)) : undefined;
+    if (!best || best.size >= inNs.size) {
+      for (const uid of inNs) visit(uid);
+    } else {
+      // Candidates come from the namespace's own index: each set is disjoint (one value each).
+      for (const s of best.sets) for (const uid of s) visit(uid);
     }
     return out;
   }
 
   /**
-   * The smallest candidate set the label index gives for a selector: the pods carrying the
-   * key of an `In` or `Exists` requirement. Requirements that also match pods lacking the key
-   * (NotIn, DoesNotExist) cannot narrow, so the fallback is the whole namespace.
+   * The smallest candidate list the namespace's label index gives for a selector: the pods
+   * carrying the key of an `In` or `Exists` requirement, as the disjoint per-value sets.
+   * Requirements that also match pods lacking the key (NotIn, DoesNotExist) cannot narrow.
    */
-  private narrowest(sel: Selector, fallback: Set<string>): Iterable<string> {
-    let best: Set<string> | string[] = fallback;
-    let bestSize = fallback.size;
+  private narrowest(sel: Selector, byKey: Map<string, Map<string, Set<string>>> | undefined): Candidates | undefined {
+    let best: Candidates | undefined;
     for (const req of sel.requirements) {
-      const cand = this.candidatesFor(req);
-      if (cand && sizeOf(cand) < bestSize) {
-        best = cand;
-        bestSize = sizeOf(cand);
-      }
+      const cand = candidatesFor(req, byKey);
+      if (cand && (!best || cand.size < best.size)) best = cand;
     }
     return best;
   }
+}
 
-  private candidatesFor(req: Requirement): Set<string> | string[] | undefined {
-    const byValue = this.podLabelIndex.get(req.key);
-    if (req.operator === 'In') {
-      if (!byValue) return [];
-      if (req.values.length === 1) return byValue.get(req.values[0]!) ?? [];
-      const out: string[] = [];
-      for (const v of new Set(req.values)) for (const u of byValue.get(v) ?? []) out.push(u);
-      return out;
+interface Candidates {
+  readonly sets: readonly Set<string>[];
+  readonly size: number;
+}
+
+const EMPTY: ReadonlySet<string> = new Set();
+const KINDS: readonly ObjectRecord['kind'][] = ['Pod', 'Namespace', 'Node', 'NetworkPolicy'];
+
+function candidatesFor(req: Requirement, byKey: Map<string, Map<string, Set<string>>> | undefined): Candidates | undefined {
+  if (req.operator !== 'In' && req.operator !== 'Exists') return undefined;
+  const byValue = byKey?.get(req.key);
+  if (!byValue) return { sets: [], size: 0 };
+  const sets: Set<string>[] = [];
+  if (req.operator === 'In') {
+    for (const v of req.values.length === 1 ? req.values : new Set(req.values)) {
+      const s = byValue.get(v);
+      if (s) sets.push(s);
     }
-    if (req.operator === 'Exists') {
-      if (!byValue) return [];
-      const out: string[] = [];
-      for (const s of byValue.values()) for (const u of s) out.push(u);
-      return out;
-    }
-    return undefined;
+  } else {
+    for (const s of byValue.values()) sets.push(s);
   }
+  let size = 0;
+  for (const s of sets) size += s.size;
+  return { sets, size };
 }
 
-function sizeOf(c: Set<string> | string[]): number {
-  return c instanceof Set ? c.size : c.length;
-}
-
-function addTo<K>(m: Map<K, Set<string>>, k: K, v: string): void {
+/** Adds; returns true when the key is new. */
+function addTo<K>(m: Map<K, Set<string>>, k: K, v: string): boolean {
   let s = m.get(k);
+  const fresh = !s;
   if (!s) m.set(k, (s = new Set()));
   s.add(v);
+  return fresh;
 }
 
-function removeFrom<K>(m: Map<K, Set<string>>, k: K, v: string): void {
+/** Removes; returns true when the key went (its last value was removed). */
+function removeFrom<K>(m: Map<K, Set<string>>, k: K, v: string): boolean {
   const s = m.get(k);
-  if (!s) return;
+  if (!s) return false;
   s.delete(v);
-  if (s.size === 0) m.delete(k);
+  if (s.size === 0) {
+    m.delete(k);
+    return true;
+  }
+  return false;
 }

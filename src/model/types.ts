@@ -169,3 +169,13 @@ export function refOf(r: ObjectRecord): string {
 export function isEnforceable(p: PodRecord): boolean {
   return p.ips.length > 0 && !p.hostNetwork && p.phase !== 'Succeeded' && p.phase !== 'Failed';
 }
+
+/** JSON text of a record; CIDRs hold bigints, which JSON.stringify refuses on its own. */
+export function recordJson(r: unknown): string {
+  return JSON.stringify(r, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+}
+
+/** Whether two records have the same content (a re-read file, a resync of the same object). */
+export function sameRecord(a: ObjectRecord | undefined, b: ObjectRecord | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && recordJson(a) === recordJson(b));
+}

@@ -14,7 +14,7 @@ import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { formatDiagnostic, listManifestFiles, parseManifests, type Diagnostic } from '../manifests/load.ts';
 import { Model } from '../model/store.ts';
-import type { ObjectRecord } from '../model/types.ts';
+import { sameRecord, type ObjectRecord } from '../model/types.ts';
 import type { ModelSource, SourceStatus } from './source.ts';
 
 interface FileEntry {
@@ -190,8 +190,10 @@ export class FileSource implements ModelSource {
     }
     this.files.clear();
     for (const [f, e] of next) this.files.set(f, e);
-    this.rev = revisionOf(this.dir, [...next].map(([f, e]) => [f, e.hash] as const));
+    // The revision moves only once the model holds this content: "applied revision R" must
+    // never be claimed for content that failed to load.
     this.apply();
+    this.rev = revisionOf(this.dir, [...next].map(([f, e]) => [f, e.hash] as const));
     this.lastError = errors.join('; ');
   }
 
@@ -210,7 +212,7 @@ export class FileSource implements ModelSource {
     for (const [k, r] of present) if (!wanted.has(k)) this.model.remove(r.uid, r.kind);
     for (const [k, r] of wanted) {
       const cur = present.get(k);
-      if (cur !== r && JSON.stringify(cur) !== JSON.stringify(r)) this.model.upsert(r);
+      if (!sameRecord(cur, r)) this.model.upsert(r);
     }
     this.invalid = [...this.model.allPolicies()].filter((p) => p.issues.length > 0).length;
     if (this.model.generation !== before) for (const l of this.listeners) l();
