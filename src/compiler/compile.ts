@@ -47,22 +47,41 @@ interface SetBuilder {
   readonly members: Map<string, boolean>; // entry -> nomatch
 }
 
+/** What a set is called and holds, independent of its members. */
+export interface SetSpec {
+  readonly name: string;
+  readonly type: SetType;
+  readonly purpose: string;
+}
+
+/**
+ * Where the rule builder gets its set names: the full compiler creates and fills each set from
+ * the model on first use; the incremental compiler records which sets a chain needs.
+ */
+export interface SetSource {
+  podSet(peer: PodsPeer): string;
+  namedPortSet(peer: PodsPeer | 'any', portName: string, protocol: Protocol): string;
+  blockSet(b: IpBlockPeer): string;
+}
+
 /** Per-compile state: sets are shared by key across policies and pods. */
-class Context {
+class Context implements SetSource {
   readonly sets = new Map<string, SetBuilder>();
   readonly podsByPeer = new Map<string, PodRecord[]>();
+  /** Chains already built in this compile, by chainKey. */
+  readonly chains = new Map<string, ChainContent>();
   readonly model: Model;
   constructor(model: Model) {
     this.model = model;
   }
 
-  set(name: string, type: SetType, purpose: string, fill: (s: SetBuilder) => void): string {
-    if (!this.sets.has(name)) {
-      const s: SetBuilder = { name, type, purpose, members: new Map() };
+  set(spec: SetSpec, fill: (s: SetBuilder) => void): string {
+    if (!this.sets.has(spec.name)) {
+      const s: SetBuilder = { ...spec, members: new Map() };
       fill(s);
-      this.sets.set(name, s);
+      this.sets.set(spec.name, s);
     }
-    return name;
+    return spec.name;
   }
 
   /** Enforceable pods a peer selects; `any` = every enforceable pod in the cluster. */
@@ -75,12 +94,39 @@ class Context {
     }
     return pods;
   }
+
+  podSet(peer: PodsPeer): string {
+    return this.set(podSetSpec(peer), (s) => {
+      for (const p of this.peerPods(peer)) for (const ip of p.ips) s.members.set(ip, false);
+    });
+  }
+
+  namedPortSet(peer: PodsPeer | 'any', portName: string, protocol: Protocol): string {
+    return this.set(namedPortSetSpec(peer, portName, protocol), (s) => {
+      for (const p of this.peerPods(peer)) for (const e of namedPortEntries(p, portName, protocol)) s.members.set(e, false);
+    });
+  }
+
+  blockSet(b: IpBlockPeer): string {
+    const spec = blockSetSpec(b);
+    return this.set(spec, (s) => {
+      for (const m of spec.members) s.members.set(m.entry, !!m.nomatch);
+    });
+  }
 }
 
-function peerKey(peer: PodsPeer | 'any'): string {
+const peerKeys = new WeakMap<PodsPeer, string>();
+
+/** Canonical key of a pods peer: equal keys select the same pods (shared sets). Memoized per peer object. */
+export function peerKey(peer: PodsPeer | 'any'): string {
   if (peer === 'any') return 'any';
-  const ns = peer.namespaces.kind === 'own' ? `own:${peer.namespaces.name}` : `nssel:${selectorKey(peer.namespaces.selector)}`;
-  return `${ns}|${peer.pods ? `pods:${selectorKey(peer.pods)}` : 'allpods'}`;
+  let key = peerKeys.get(peer);
+  if (key === undefined) {
+    const ns = peer.namespaces.kind === 'own' ? `own:${peer.namespaces.name}` : `nssel:${selectorKey(peer.namespaces.selector)}`;
+    key = `${ns}|${peer.pods ? `pods:${selectorKey(peer.pods)}` : 'allpods'}`;
+    peerKeys.set(peer, key);
+  }
+  return key;
 }
 
 function describePeer(peer: PodsPeer | 'any'): string {
@@ -91,38 +137,48 @@ function describePeer(peer: PodsPeer | 'any'): string {
 
 const l4 = (p: Protocol): L4Protocol => p.toLowerCase() as L4Protocol;
 
-function podSet(ctx: Context, peer: PodsPeer): string {
-  const key = peerKey(peer);
-  return ctx.set(setName('p', key), 'hash:ip', `pod IPs of ${describePeer(peer)} (${key})`, (s) => {
-    for (const p of ctx.peerPods(peer)) for (const ip of p.ips) s.members.set(ip, false);
-  });
+const podSetSpecs = new WeakMap<PodsPeer, SetSpec>();
+
+/** The hash:ip set of a pods peer's pod IPs. */
+export function podSetSpec(peer: PodsPeer): SetSpec {
+  let spec = podSetSpecs.get(peer);
+  if (!spec) {
+    const key = peerKey(peer);
+    spec = { name: setName('p', key), type: 'hash:ip', purpose: `pod IPs of ${describePeer(peer)} (${key})` };
+    podSetSpecs.set(peer, spec);
+  }
+  return spec;
 }
 
-function namedPortSet(ctx: Context, peer: PodsPeer | 'any', portName: string, protocol: Protocol): string {
+/** The hash:ip,port set of the peer's pods' containerPorts called portName (protocol included). */
+export function namedPortSetSpec(peer: PodsPeer | 'any', portName: string, protocol: Protocol): SetSpec {
   const key = `${peerKey(peer)}|${portName}/${protocol}`;
-  return ctx.set(setName('n', key), 'hash:ip,port', `named port ${portName}/${protocol} on ${describePeer(peer)} (${key})`, (s) => {
-    for (const p of ctx.peerPods(peer)) {
-      for (const cp of p.ports) {
-        if (cp.name !== portName || cp.protocol !== protocol) continue;
-        for (const ip of p.ips) s.members.set(`${ip},${l4(protocol)}:${cp.containerPort}`, false);
-      }
-    }
-  });
+  return { name: setName('n', key), type: 'hash:ip,port', purpose: `named port ${portName}/${protocol} on ${describePeer(peer)} (${key})` };
+}
+
+/** A pod's entries in a named-port set: `ip,proto:port` for each matching containerPort. */
+export function namedPortEntries(p: PodRecord, portName: string, protocol: Protocol): string[] {
+  const out: string[] = [];
+  for (const cp of p.ports) {
+    if (cp.name !== portName || cp.protocol !== protocol) continue;
+    for (const ip of p.ips) out.push(`${ip},${l4(protocol)}:${cp.containerPort}`);
+  }
+  return out;
 }
 
 /**
  * An ipBlock with exceptions as a hash:net set: the most specific entry wins, so `except`
  * entries are `nomatch`. hash:net cannot hold a /0, so 0.0.0.0/0 is stored as two /1 halves;
- * an except equal to a half removes that half.
+ * an except equal to a half removes that half. Members in insertion order (not sorted).
  */
-function blockSet(ctx: Context, b: IpBlockPeer): string {
+export function blockSetSpec(b: IpBlockPeer): SetSpec & { readonly members: readonly SetMember[] } {
   const excepts = [...new Set(b.except.map((e) => e.text))].sort();
   const key = `${b.cidr.text}|${excepts.join(',')}`;
-  return ctx.set(setName('b', key), 'hash:net', `ipBlock ${b.cidr.text} except ${excepts.join(',')}`, (s) => {
-    const positive = b.cidr.prefix === 0 ? ['0.0.0.0/1', '128.0.0.0/1'] : [b.cidr.text];
-    for (const p of positive) if (!excepts.includes(p)) s.members.set(p, false);
-    for (const e of excepts) if (!positive.includes(e)) s.members.set(e, true);
-  });
+  const positive = b.cidr.prefix === 0 ? ['0.0.0.0/1', '128.0.0.0/1'] : [b.cidr.text];
+  const members: SetMember[] = [];
+  for (const p of positive) if (!excepts.includes(p)) members.push({ entry: p });
+  for (const e of excepts) if (!positive.includes(e)) members.push({ entry: e, nomatch: true });
+  return { name: setName('b', key), type: 'hash:net', purpose: `ipBlock ${b.cidr.text} except ${excepts.join(',')}`, members };
 }
 
 /** One way a rule's peer list can match, as match fields on the peer's address. */
@@ -132,16 +188,16 @@ interface PeerMatch {
   readonly pods?: PodsPeer | 'any';
 }
 
-function peerMatches(ctx: Context, rule: PolicyRule, dir: PolicyType): PeerMatch[] {
+function peerMatches(sets: SetSource, rule: PolicyRule, dir: PolicyType): PeerMatch[] {
   const side = dir === 'Ingress' ? 'src' : 'dst';
   if (!rule.peers) return [{ match: {}, pods: 'any' }];
   const out: PeerMatch[] = [];
   for (const peer of rule.peers) {
     if (peer.kind === 'pods') {
-      out.push({ match: { sets: [{ set: podSet(ctx, peer), dirs: side }] }, pods: peer });
+      out.push({ match: { sets: [{ set: sets.podSet(peer), dirs: side }] }, pods: peer });
     } else if (peer.cidr.family === 4) {
       // IPv6 blocks never match IPv4 traffic; this compiler programs the IPv4 table only.
-      if (peer.except.length > 0) out.push({ match: { sets: [{ set: blockSet(ctx, peer), dirs: side }] } });
+      if (peer.except.length > 0) out.push({ match: { sets: [{ set: sets.blockSet(peer), dirs: side }] } });
       else if (peer.cidr.prefix === 0) out.push({ match: {} });
       else out.push({ match: side === 'src' ? { srcNet: peer.cidr.text } : { dstNet: peer.cidr.text } });
     }
@@ -159,9 +215,9 @@ function addPorts(plan: PortPlan, protocol: Protocol, ranges: PortRange[] | 'all
   else plan.set(protocol, [...(cur ?? []), ...ranges]);
 }
 
-function rulesFor(ctx: Context, pol: PolicyRecord, index: number, rule: PolicyRule, dir: PolicyType, selected: PodRecord): Rule[] {
+function rulesFor(sets: SetSource, pol: PolicyRecord, index: number, rule: PolicyRule, dir: PolicyType, selected: PodRecord): Rule[] {
   const comment = `${pol.namespace}/${pol.name} ${dir.toLowerCase()}[${index}]`;
-  const peers = peerMatches(ctx, rule, dir);
+  const peers = peerMatches(sets, rule, dir);
   if (peers.length === 0) return [];
   if (!rule.ports) return peers.map((p) => ({ match: p.match, action: RETURN, comment }));
 
@@ -192,7 +248,7 @@ function rulesFor(ctx: Context, pol: PolicyRecord, index: number, rule: PolicyRu
     // They never match an ipBlock destination (peer.pods undefined).
     if (peer.pods) {
       for (const n of named) {
-        const set = namedPortSet(ctx, peer.pods, n.name, n.protocol);
+        const set = sets.namedPortSet(peer.pods, n.name, n.protocol);
         out.push({ match: { protocol: l4(n.protocol), sets: [{ set, dirs: 'dst,dst' }] }, action: RETURN, comment });
       }
     }
@@ -230,23 +286,91 @@ export function chunkPorts(ranges: readonly PortRange[]): PortRange[][] {
   return out;
 }
 
-function isolating(model: Model, pod: PodRecord, dir: PolicyType): PolicyRecord[] {
+/** The policies isolating a pod in one direction, in name order. */
+export function isolating(model: Model, pod: PodRecord, dir: PolicyType): PolicyRecord[] {
   return model.policiesSelecting(pod).filter((p) => p.policyTypes.includes(dir));
 }
 
 /** The allow rules and final DROP of one pod in one direction. */
-function podChainRules(ctx: Context, pod: PodRecord, dir: PolicyType, policies: PolicyRecord[]): Rule[] {
+function podChainRules(sets: SetSource, pod: PodRecord, dir: PolicyType, policies: readonly PolicyRecord[]): Rule[] {
   const rules: Rule[] = [];
   for (const pol of policies) {
-    (dir === 'Ingress' ? pol.ingress : pol.egress).forEach((r, i) => rules.push(...rulesFor(ctx, pol, i, r, dir, pod)));
+    (dir === 'Ingress' ? pol.ingress : pol.egress).forEach((r, i) => rules.push(...rulesFor(sets, pol, i, r, dir, pod)));
   }
   const by = policies.map((p) => `${p.namespace}/${p.name}`).join(',');
   rules.push({ match: {}, action: DROP, comment: `default deny ${dir.toLowerCase()}: isolated by ${by}` });
   return rules;
 }
 
+/** A pod's chain in one direction: its content-hashed name and its rules. */
+export interface ChainContent {
+  readonly name: string;
+  readonly rules: readonly Rule[];
+}
+
+export function podChain(sets: SetSource, pod: PodRecord, dir: PolicyType, policies: readonly PolicyRecord[]): ChainContent {
+  const rules = podChainRules(sets, pod, dir, policies);
+  return { name: chainName(dir === 'Ingress' ? 'I' : 'E', JSON.stringify(rules)), rules };
+}
+
+/**
+ * What a pod's chain depends on besides the policies: ingress named ports resolve on the
+ * selected pod, so its named container ports (in order). Egress chains depend on the policies
+ * only. Pods with equal keys under the same policies get the same chain.
+ */
+export function podPortsKey(pod: PodRecord, dir: PolicyType): string {
+  if (dir === 'Egress') return '';
+  let key = '';
+  for (const cp of pod.ports) if (cp.name !== undefined) key += `${cp.name}/${cp.protocol}/${cp.containerPort};`;
+  return key;
+}
+
+/** Name of the hash:ip set dispatching local pods to a policy chain. */
+export function dispatchSetSpec(dir: PolicyType, chain: string): SetSpec {
+  const kind = dir === 'Ingress' ? 'i' : 'e';
+  return { name: `${PREFIX}-${kind}-${chain.slice(-13)}`, type: 'hash:ip', purpose: `local pods dispatched to ${chain}` };
+}
+
+/** The rule of PCTL-EGRESS / PCTL-INGRESS sending the pods of a dispatch set to their chain. */
+export function dispatchRule(dir: PolicyType, set: string, chain: string): Rule {
+  return {
+    match: { sets: [{ set, dirs: dir === 'Ingress' ? 'dst' : 'src' }] },
+    action: { kind: 'jump', chain },
+    // No member count in the comment: a pod joining the group must change the set only.
+    comment: `${dir.toLowerCase()} policy of the local pods in ${set}`,
+  };
+}
+
+export const LOCAL_SET_SPEC: SetSpec = { name: LOCAL_SET, type: 'hash:ip', purpose: 'local pods under some policy (guard for the self check)' };
+
+/** A pod may always reach itself: one RETURN per address of a local isolated pod. */
+export function selfRules(p: PodRecord): Rule[] {
+  return p.ips.map((ip) => ({ match: { srcNet: `${ip}/32`, dstNet: `${ip}/32` }, action: RETURN, comment: `${p.namespace}/${p.name} to itself` }));
+}
+
+export const REPLIES_RULE: Rule = { match: { ctstate: ['RELATED', 'ESTABLISHED'] }, action: RETURN, comment: 'replies of allowed connections' };
+export const EVALUATE_RULES: readonly Rule[] = [
+  { match: {}, action: { kind: 'jump', chain: EGRESS_CHAIN }, comment: 'egress of local pods' },
+  { match: {}, action: { kind: 'jump', chain: INGRESS_CHAIN }, comment: 'ingress of local pods' },
+];
+export const SELF_GUARD_RULE: Rule = {
+  match: { sets: [{ set: LOCAL_SET, dirs: 'src' }, { set: LOCAL_SET, dirs: 'dst' }] },
+  action: { kind: 'goto', chain: SELF_CHAIN },
+  comment: 'local pod to local pod: self check first',
+};
+export const HOOKS: Ruleset['hooks'] = [
+  { table: 'filter', chain: 'FORWARD', target: FORWARD_CHAIN, comment: `${PREFIX}: NetworkPolicy enforcement, keep first` },
+  { table: 'filter', chain: 'INPUT', target: INPUT_CHAIN, comment: `${PREFIX}: NetworkPolicy egress to this node, keep first` },
+];
+
+/** Sorted set members, as the Ruleset holds them. */
+export function sortedMembers(members: Map<string, boolean>): SetMember[] {
+  const entries = [...members.keys()].sort();
+  return entries.map((entry): SetMember => (members.get(entry) ? { entry, nomatch: true } : { entry }));
+}
+
 interface Group {
-  readonly chain: Chain;
+  readonly chain: ChainContent;
   readonly ips: Set<string>;
 }
 
@@ -255,18 +379,22 @@ export function compile(model: Model, node: string): Ruleset {
   const groups: Record<PolicyType, Map<string, Group>> = { Ingress: new Map(), Egress: new Map() };
   const localIsolated: PodRecord[] = [];
 
-  const local = [...model.allPods()].filter((p) => p.nodeName === node && isEnforceable(p));
+  const local = model.podsOnNode(node).filter(isEnforceable);
   local.sort((a, b) => (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0));
   for (const pod of local) {
     let isolated = false;
+    const selecting = model.policiesSelecting(pod);
     for (const dir of ['Ingress', 'Egress'] as const) {
-      const policies = isolating(model, pod, dir);
+      const policies = selecting.filter((p) => p.policyTypes.includes(dir));
       if (policies.length === 0) continue;
       isolated = true;
-      const rules = podChainRules(ctx, pod, dir, policies);
-      const name = chainName(dir === 'Ingress' ? 'I' : 'E', JSON.stringify(rules));
-      let g = groups[dir].get(name);
-      if (!g) groups[dir].set(name, (g = { chain: { name, rules }, ips: new Set() }));
+      // Pods under the same policies (with the same named ports, for ingress) share a chain:
+      // build it once per compile.
+      const key = `${dir}|${policies.map((p) => p.uid).join(',')}|${podPortsKey(pod, dir)}`;
+      let content = ctx.chains.get(key);
+      if (!content) ctx.chains.set(key, (content = podChain(ctx, pod, dir, policies)));
+      let g = groups[dir].get(content.name);
+      if (!g) groups[dir].set(content.name, (g = { chain: content, ips: new Set() }));
       for (const ip of pod.ips) g.ips.add(ip);
     }
     if (isolated) localIsolated.push(pod);
@@ -277,74 +405,38 @@ export function compile(model: Model, node: string): Ruleset {
     [...groups[dir].values()]
       .sort((a, b) => (a.chain.name < b.chain.name ? -1 : 1))
       .map((g) => {
-        const kind = dir === 'Ingress' ? 'i' : 'e';
-        const set = ctx.set(`${PREFIX}-${kind}-${g.chain.name.slice(-13)}`, 'hash:ip', `local pods dispatched to ${g.chain.name}`, (s) => {
+        const set = ctx.set(dispatchSetSpec(dir, g.chain.name), (s) => {
           for (const ip of g.ips) s.members.set(ip, false);
         });
         chains.push(g.chain);
-        return {
-          match: { sets: [{ set, dirs: dir === 'Ingress' ? 'dst' : 'src' }] },
-          action: { kind: 'jump', chain: g.chain.name },
-          // No member count in the comment: a pod joining the group must change the set only.
-          comment: `${dir.toLowerCase()} policy of the local pods in ${set}`,
-        } satisfies Rule;
+        return dispatchRule(dir, set, g.chain.name);
       });
 
-  const replies: Rule = { match: { ctstate: ['RELATED', 'ESTABLISHED'] }, action: RETURN, comment: 'replies of allowed connections' };
-  const evaluate: Rule[] = [
-    { match: {}, action: { kind: 'jump', chain: EGRESS_CHAIN }, comment: 'egress of local pods' },
-    { match: {}, action: { kind: 'jump', chain: INGRESS_CHAIN }, comment: 'ingress of local pods' },
-  ];
-  const forward: Rule[] = [replies];
+  const forward: Rule[] = [REPLIES_RULE];
   const top: Chain[] = [];
   if (localIsolated.length > 0) {
     // Self traffic (a pod reaching itself through a Service hairpin) is allowed; the guard keeps
     // every other connection from walking the per-pod list.
-    ctx.set(LOCAL_SET, 'hash:ip', 'local pods under some policy (guard for the self check)', (s) => {
+    ctx.set(LOCAL_SET_SPEC, (s) => {
       for (const p of localIsolated) for (const ip of p.ips) s.members.set(ip, false);
     });
-    forward.push({
-      match: { sets: [{ set: LOCAL_SET, dirs: 'src' }, { set: LOCAL_SET, dirs: 'dst' }] },
-      action: { kind: 'goto', chain: SELF_CHAIN },
-      comment: 'local pod to local pod: self check first',
-    });
-    const selfRules: Rule[] = [];
-    for (const p of localIsolated) {
-      for (const ip of p.ips) {
-        selfRules.push({ match: { srcNet: `${ip}/32`, dstNet: `${ip}/32` }, action: RETURN, comment: `${p.namespace}/${p.name} to itself` });
-      }
-    }
-    top.push({ name: SELF_CHAIN, rules: [...selfRules, ...evaluate] });
+    forward.push(SELF_GUARD_RULE);
+    top.push({ name: SELF_CHAIN, rules: [...localIsolated.flatMap(selfRules), ...EVALUATE_RULES] });
   }
-  forward.push(...evaluate);
+  forward.push(...EVALUATE_RULES);
   const egressDispatch = dispatch('Egress');
   const ingressDispatch = dispatch('Ingress');
   top.unshift(
     { name: FORWARD_CHAIN, rules: forward },
-    { name: INPUT_CHAIN, rules: [replies, evaluate[0]!] },
+    { name: INPUT_CHAIN, rules: [REPLIES_RULE, EVALUATE_RULES[0]!] },
     { name: EGRESS_CHAIN, rules: egressDispatch },
     { name: INGRESS_CHAIN, rules: ingressDispatch },
   );
   chains.sort((a, b) => (a.name < b.name ? -1 : 1));
 
   const sets: IpSet[] = [...ctx.sets.values()]
-    .map((s) => ({
-      name: s.name,
-      type: s.type,
-      purpose: s.purpose,
-      members: [...s.members]
-        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-        .map(([entry, nomatch]): SetMember => (nomatch ? { entry, nomatch: true } : { entry })),
-    }))
+    .map((s) => ({ name: s.name, type: s.type, purpose: s.purpose, members: sortedMembers(s.members) }))
     .sort((a, b) => (a.name < b.name ? -1 : 1));
 
-  return {
-    node,
-    sets,
-    chains: [...top, ...chains],
-    hooks: [
-      { table: 'filter', chain: 'FORWARD', target: FORWARD_CHAIN, comment: `${PREFIX}: NetworkPolicy enforcement, keep first` },
-      { table: 'filter', chain: 'INPUT', target: INPUT_CHAIN, comment: `${PREFIX}: NetworkPolicy egress to this node, keep first` },
-    ],
-  };
+  return { node, sets, chains: [...top, ...chains], hooks: HOOKS };
 }

@@ -21,7 +21,7 @@ const BIN = join(import.meta.dirname, '..', '..', 'bin', 'policyctl.js');
 /** What `lab up` records beside the lab's state: where its manifests are, how its agents run. */
 export interface ClusterInfo {
   readonly manifests: string;
-  readonly agents: { readonly node: string; readonly statusFile: string; readonly logFile: string }[];
+  readonly agents: readonly AgentInfo[];
   /** The `lab watch` process that attaches and detaches pods as the folder changes. */
   readonly watcherPid?: number;
   /** Written by the watcher after each reconcile: the folder revision the pods match. */
@@ -31,6 +31,23 @@ export interface ClusterInfo {
 /** Everything `lab up` adds to the lab's directory lives in this subfolder. */
 function clusterDir(lab: LabState): string {
   return join(lab.dir, 'cluster');
+}
+
+export interface AgentInfo {
+  readonly node: string;
+  readonly statusFile: string;
+  readonly logFile: string;
+  readonly resyncInterval: string;
+}
+
+/** Start (or restart) the agent of one node: a real `policyctl agent` process in the node's namespace. */
+export function startAgent(lab: LabState, manifests: string, a: AgentInfo): Promise<number> {
+  return startInNode(
+    lab,
+    a.node,
+    [nodeBinary(), '--no-warnings', BIN, 'agent', '--node', a.node, '--manifests', manifests, '--status-file', a.statusFile, '--resync-interval', a.resyncInterval],
+    { logName: `agent-${a.node}`, readyLine: false },
+  );
 }
 
 export function clusterInfoFile(lab: LabState): string {
@@ -101,18 +118,13 @@ export async function labUp(o: UpOptions): Promise<{ lab: LabState; skipped: str
   const { pods, skipped } = labPods(model, nodes);
   const opts: LabOptions = { log };
   const lab = await createLab({ name: o.name, nodes, pods, ...(o.stateDir ? { stateDir: o.stateDir } : {}) }, opts);
-  const agents: ClusterInfo['agents'][number][] = [];
+  const agents: AgentInfo[] = [];
   await mkdir(clusterDir(lab), { recursive: true });
   for (const n of lab.nodes) {
-    const statusFile = join(clusterDir(lab), `agent-${n.name}.json`);
+    const agent = { node: n.name, statusFile: join(clusterDir(lab), `agent-${n.name}.json`), logFile: join(lab.dir, 'logs', `agent-${n.name}.log`), resyncInterval: o.resyncInterval ?? '5s' };
     log(`lab ${lab.name}: agent on ${n.name}`);
-    await startInNode(
-      lab,
-      n.name,
-      [nodeBinary(), '--no-warnings', BIN, 'agent', '--node', n.name, '--manifests', manifests, '--status-file', statusFile, '--resync-interval', o.resyncInterval ?? '5s'],
-      { logName: `agent-${n.name}`, readyLine: false },
-    );
-    agents.push({ node: n.name, statusFile, logFile: join(lab.dir, 'logs', `agent-${n.name}.log`) });
+    await startAgent(lab, manifests, agent);
+    agents.push(agent);
   }
   const watcherStatusFile = join(clusterDir(lab), 'watcher.json');
   await writeFile(watcherStatusFile, JSON.stringify({ revision: await folderRevision(manifests) }) + '\n');
