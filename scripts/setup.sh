@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine for policyctl: the kernel tools the agent and the lab drive,
+# and the project's npm dependencies (which bring Node 24 for npm scripts and npx).
+# Run as root (or with sudo) from anywhere; it is idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (sudo bash scripts/setup.sh): it installs iptables, ipset and the CNI plugins" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends \
+  iptables ipset iproute2 conntrack containernetworking-plugins iputils-ping ncat kmod procps >/dev/null
+# br_netfilter makes bridged pod-to-pod traffic visible to iptables (built in on some kernels).
+modprobe br_netfilter 2>/dev/null || true
+
+npm ci --no-audit --no-fund --loglevel=error
+echo "setup: done ($(node_modules/.bin/node --version), $(iptables --version), $(ipset --version | head -1))"
