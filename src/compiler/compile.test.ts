@@ -5,6 +5,7 @@ import { Model } from '../model/store.ts';
 import { chunkPorts, compile, mergeRanges } from './compile.ts';
 import { renderIpsetRestore, renderIptablesRestore } from './render.ts';
 import type { Ruleset } from './ruleset.ts';
+import { checkReferences, parseIpsetRestore, parseIptablesRestore } from '../../test/support/tracer.ts';
 
 const goldenDir = new URL('../../test/fixtures/golden/', import.meta.url);
 
@@ -52,9 +53,16 @@ describe('compile', () => {
     expect(text).toBe(readFileSync(file, 'utf8'));
   });
 
-  it('defines every chain and set it references', () => {
-    expect(danglingReferences(compile(sampleCluster(), 'n1'))).toEqual([]);
-    expect(danglingReferences(compile(sampleCluster(), 'n2'))).toEqual([]);
+  it('defines every chain and set it references, in the data and in the rendered text', () => {
+    for (const node of ['n1', 'n2']) {
+      const rs = compile(sampleCluster(), node);
+      expect(danglingReferences(rs)).toEqual([]);
+      // The tracer parses the text as iptables-restore and ipset restore would, on top of the
+      // built-in chains, and lists jumps to undefined chains, unknown sets, unused chains.
+      const table = parseIptablesRestore(`*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n`);
+      const problems = checkReferences(parseIptablesRestore(renderIptablesRestore(rs), { base: table, noflush: true }), parseIpsetRestore(renderIpsetRestore(rs.sets)));
+      expect(problems).toEqual([]);
+    }
   });
 
   it('is deterministic and independent of insertion order', () => {
