@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labUp, readClusterInfo, startAgent, stopWatcher, waitApplied, type ClusterInfo } from '../../src/lab/cluster.ts';
 import { netnsPids } from '../../src/lab/exec.ts';
-import { addService, destroyLab, execInNode, findNode } from '../../src/lab/lab.ts';
+import { addService, destroyLab, execInNode, findNode, openLab } from '../../src/lab/lab.ts';
 import { probeMany } from '../../src/lab/probe.ts';
 import type { LabState } from '../../src/lab/state.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
@@ -126,6 +126,27 @@ describe.runIf(kernelTestsEnabled())('coexistence on the real kernel', () => {
     const r = await probeMany(lab, [{ from: 'app/client', to: svc }, { from: 'app/intruder', to: svc }], { timeoutMs: 700 });
     expect(r.map((x) => x.allowed)).toEqual([true, false]);
     expect(r[0]!.server).toBe('app/web');
+  });
+
+  it('follows the folder: a pod added, relabelled and removed there changes the lab', async () => {
+    const extra = `apiVersion: v1
+kind: Pod
+metadata: {name: late, namespace: app, labels: {app: late}}
+spec: {nodeName: n2, containers: [{name: c, ports: [{containerPort: 80}]}]}
+status: {phase: Running, podIP: 10.244.2.20}
+`;
+    writeFileSync(join(dir, 'late.yaml'), extra);
+    await waitApplied(lab, info, 30_000);
+    lab = await openLab(name, { stateDir });
+    expect(lab.pods.map((p) => p.key)).toContain('app/late');
+    expect(await reach('app/late')).toBe(false); // not a client: web's policy keeps it out
+    writeFileSync(join(dir, 'late.yaml'), extra.replace('app: late', 'app: client'));
+    await waitApplied(lab, info, 30_000);
+    expect(await reach('app/late')).toBe(true); // relabelled into the allowed peers
+    rmSync(join(dir, 'late.yaml'));
+    await waitApplied(lab, info, 30_000);
+    lab = await openLab(name, { stateDir });
+    expect(lab.pods.map((p) => p.key)).not.toContain('app/late');
   });
 
   it('an agent restart opens no flow that must stay closed, and writes nothing when nothing changed', async () => {

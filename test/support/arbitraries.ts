@@ -11,22 +11,22 @@ export const NODES = [
   { name: 'n1', cidr: '10.244.1.0/24', ip: '192.168.50.11', prefix: '10.244.1.' },
   { name: 'n2', cidr: '10.244.2.0/24', ip: '192.168.50.12', prefix: '10.244.2.' },
 ] as const;
-const NAMESPACES = ['x', 'y', 'z'] as const;
+export const NAMESPACES = ['x', 'y', 'z'] as const;
 /** Addresses outside every pod: the far side of flows to and from the outside world. */
 export const EXTERNAL_IPS = ['192.168.7.7', '8.8.8.8', '10.244.3.3'] as const;
 
 const labelValue = { app: ['web', 'db', 'api'], tier: ['fe', 'be'] } as const;
 
-const labelsArb: fc.Arbitrary<Record<string, string>> = fc
+export const labelsArb: fc.Arbitrary<Record<string, string>> = fc
   .record({ app: fc.option(fc.constantFrom(...labelValue.app), { nil: undefined }), tier: fc.option(fc.constantFrom(...labelValue.tier), { nil: undefined }) })
   .map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as Record<string, string>);
 
-const nsLabelsArb = fc
+export const nsLabelsArb = fc
   .record({ team: fc.option(fc.constantFrom('a', 'b'), { nil: undefined }), env: fc.option(fc.constantFrom('prod', 'dev'), { nil: undefined }) })
   .map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as Record<string, string>);
 
 // Named ports collide on purpose: `http` is 80 on some pods and 8080 on others.
-const PORT_CHOICES: ContainerPort[] = [
+export const PORT_CHOICES: ContainerPort[] = [
   { containerPort: 80, name: 'http', protocol: 'TCP' },
   { containerPort: 8080, name: 'http', protocol: 'TCP' },
   { containerPort: 53, name: 'dns', protocol: 'UDP' },
@@ -102,7 +102,7 @@ function ruleArb(policyNs: string): fc.Arbitrary<PolicyRule> {
     .map((r) => ({ ...(r.peers ? { peers: r.peers } : {}), ...(r.ports ? { ports: r.ports } : {}) }));
 }
 
-function policyArb(index: number): fc.Arbitrary<PolicyRecord> {
+export function policyArb(index: number): fc.Arbitrary<PolicyRecord> {
   return fc.constantFrom(...NAMESPACES).chain((namespace) =>
     fc
       .record({

@@ -1,0 +1,144 @@
+// The incremental compiler must produce exactly what a full compile produces. On random
+// clusters, apply random batches of changes (pods added, relabelled, moved, re-addressed,
+// finished or deleted; policies added, changed, moved or deleted; namespaces relabelled,
+// added or deleted) and after each batch compare, for every node, the incremental Ruleset with
+// `compile(model, node)`: as data (deep equality) and as rendered restore text. Rulesets handed
+// out earlier must not change afterwards (objects are shared between successive Rulesets).
+// Replay a failure with PROPERTY_SEED=<seed>.
+
+import fc from 'fast-check';
+import { isDeepStrictEqual } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { compile } from '../../src/compiler/compile.ts';
+import { IncrementalCompiler } from '../../src/compiler/incremental.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/render.ts';
+import type { Ruleset } from '../../src/compiler/ruleset.ts';
+import type { Model } from '../../src/model/store.ts';
+import type { ContainerPort, PodRecord, PolicyRecord } from '../../src/model/types.ts';
+import { NAMESPACES, NODES, PORT_CHOICES, clusterArb, labelsArb, nsLabelsArb, policyArb, type Cluster } from '../support/arbitraries.ts';
+import { ns } from '../support/builders.ts';
+
+const RUNS = Number(process.env.PROPERTY_RUNS ?? 300);
+const SEED = process.env.PROPERTY_SEED ? Number(process.env.PROPERTY_SEED) : undefined;
+const POD_NAMESPACES = [...NAMESPACES, 'w'] as const; // `w` has no Namespace object: implicit
+
+interface PodSpec {
+  namespace: string;
+  labels: Record<string, string>;
+  node: number;
+  ports: ContainerPort[];
+  state: string;
+  /** Small range on purpose: two pods often share an address (a reused IP). */
+  ip: number;
+}
+
+type Op =
+  | { op: 'pod'; slot: number; spec: PodSpec }
+  | { op: 'relabel'; slot: number; labels: Record<string, string> }
+  | { op: 'delPod'; slot: number }
+  | { op: 'policy'; index: number; policy: PolicyRecord }
+  | { op: 'delPolicy'; index: number }
+  | { op: 'ns'; name: string; labels: Record<string, string> }
+  | { op: 'delNs'; name: string };
+
+const podSpecArb: fc.Arbitrary<PodSpec> = fc.record({
+  namespace: fc.constantFrom(...POD_NAMESPACES),
+  labels: labelsArb,
+  node: fc.constantFrom(0, 1),
+  ports: fc.subarray(PORT_CHOICES, { maxLength: 3 }),
+  state: fc.constantFrom('running', 'running', 'running', 'running', 'host', 'noip', 'failed', 'succeeded'),
+  ip: fc.integer({ min: 10, max: 16 }),
+});
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { arbitrary: fc.record({ op: fc.constant('pod' as const), slot: fc.integer({ min: 0, max: 9 }), spec: podSpecArb }), weight: 4 },
+  { arbitrary: fc.record({ op: fc.constant('relabel' as const), slot: fc.integer({ min: 0, max: 9 }), labels: labelsArb }), weight: 3 },
+  { arbitrary: fc.record({ op: fc.constant('delPod' as const), slot: fc.integer({ min: 0, max: 9 }) }), weight: 2 },
+  { arbitrary: fc.integer({ min: 0, max: 5 }).chain((index) => policyArb(index).map((policy) => ({ op: 'policy' as const, index, policy }))), weight: 3 },
+  { arbitrary: fc.record({ op: fc.constant('delPolicy' as const), index: fc.integer({ min: 0, max: 5 }) }), weight: 1 },
+  { arbitrary: fc.record({ op: fc.constant('ns' as const), name: fc.constantFrom(...POD_NAMESPACES), labels: nsLabelsArb }), weight: 2 },
+  { arbitrary: fc.record({ op: fc.constant('delNs' as const), name: fc.constantFrom(...POD_NAMESPACES) }), weight: 1 },
+);
+
+function podOf(slot: number, s: PodSpec): PodRecord {
+  const nd = NODES[s.node]!;
+  return {
+    kind: 'Pod',
+    uid: `pod-${slot}`,
+    namespace: s.namespace,
+    name: `pod${slot}`,
+    labels: s.labels,
+    nodeName: nd.name,
+    ips: s.state === 'noip' ? [] : s.state === 'host' ? [nd.ip] : [`${nd.prefix}${s.ip}`],
+    hostNetwork: s.state === 'host',
+    phase: s.state === 'failed' ? 'Failed' : s.state === 'succeeded' ? 'Succeeded' : 'Running',
+    ports: s.ports,
+  };
+}
+
+function applyOp(m: Model, o: Op): void {
+  switch (o.op) {
+    case 'pod':
+      m.upsert(podOf(o.slot, o.spec));
+      break;
+    case 'relabel': {
+      const p = m.getPod(`pod-${o.slot}`);
+      if (p) m.upsert({ ...p, labels: o.labels });
+      break;
+    }
+    case 'delPod':
+      m.remove(`pod-${o.slot}`, 'Pod');
+      break;
+    case 'policy':
+      m.upsert(o.policy);
+      break;
+    case 'delPolicy':
+      m.remove(`pol-${o.index}`, 'NetworkPolicy');
+      break;
+    case 'ns':
+      m.upsert(ns(o.name, o.labels));
+      break;
+    case 'delNs':
+      m.remove(`ns-${o.name}`, 'Namespace');
+      break;
+  }
+}
+
+const text = (rs: Ruleset) => `${renderIpsetRestore(rs.sets)}${renderIptablesRestore(rs)}`;
+
+function check(c: Cluster, batches: Op[][]): void {
+  const compilers = NODES.map((n) => new IncrementalCompiler(c.model, n.name));
+  const handedOut: { rs: Ruleset; text: string }[] = [];
+  const compare = (step: string) => {
+    for (const ic of compilers) {
+      const got = ic.ruleset();
+      const want = compile(c.model, ic.node);
+      const [g, w] = [text(got), text(want)];
+      if (g !== w || !isDeepStrictEqual(got, want)) {
+        throw new Error(`${step}, node ${ic.node}: incremental and full compile differ\n--- incremental\n${g}\n--- full\n${w}`);
+      }
+      handedOut.push({ rs: got, text: g });
+    }
+    for (const h of handedOut) if (text(h.rs) !== h.text) throw new Error(`${step}: a Ruleset handed out earlier changed afterwards`);
+  };
+  compare('initial build');
+  batches.forEach((batch, i) => {
+    for (const o of batch) applyOp(c.model, o);
+    compare(`after batch ${i} ${JSON.stringify(batch.map((o) => o.op))}`);
+  });
+  for (const ic of compilers) ic.dispose();
+}
+
+describe('incremental compiler', () => {
+  it(`equals a full compile after random change batches (${RUNS} runs)`, () => {
+    const arb = fc.tuple(clusterArb, fc.array(fc.array(opArb, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 8 }));
+    const result = fc.check(
+      fc.property(arb, ([c, batches]) => check(c, batches)),
+      { numRuns: RUNS, ...(SEED !== undefined ? { seed: SEED } : {}) },
+    );
+    if (result.failed) {
+      throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
+    }
+    expect(result.numRuns).toBe(RUNS);
+  });
+});
