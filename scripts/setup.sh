@@ -12,7 +12,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 apt-get install -y -qq --no-install-recommends \
-  iptables ipset iproute2 conntrack containernetworking-plugins iputils-ping ncat kmod procps >/dev/null
+  iptables ipset iproute2 conntrack containernetworking-plugins iputils-ping ncat kmod procps iperf3 gcc libc6-dev >/dev/null
 # br_netfilter makes bridged pod-to-pod traffic visible to iptables (built in on some kernels).
 modprobe br_netfilter 2>/dev/null || true
 

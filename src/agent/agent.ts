@@ -71,6 +71,7 @@ export class Agent {
 
   constructor(o: AgentOptions) {
     this.metrics = o.metrics ?? new AgentMetrics();
+    this.metrics.followSource(o.source);
     this.o = {
       coalesceMs: 20,
       maxDelayMs: 250,
@@ -88,6 +89,7 @@ export class Agent {
     this.o.source.onChange(() => this.changed());
     log.info({ node: this.o.node }, 'starting: waiting for the initial content of the source before any write');
     await this.o.source.start();
+    if (this.stopped) return; // stopped while waiting for the source: nothing to do
     this.bridgeNf = await this.readBridgeNf();
     if (!this.bridgeNf) log.error({ path: this.o.bridgeNfPath }, 'net.bridge.bridge-nf-call-iptables is not 1: same-node pod traffic bypasses iptables; reporting not ready');
     const backend = await this.o.syncer.backend();

@@ -2,9 +2,13 @@
 // in tests).
 
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ModelSource, SourceStats } from '../watchers/source.ts';
 
 export class AgentMetrics {
   readonly registry = new Registry();
+  /** The source whose state the `policyctl_source_*` metrics (and the two gauges below) read at scrape time. */
+  private source: ModelSource | undefined;
+  private statsCache: { at: number; stats: SourceStats | undefined } | undefined;
   readonly syncs = new Counter({ name: 'policyctl_syncs_total', help: 'Syncs by result: applied, noop (nothing differed), error.', labelNames: ['result', 'kind'], registers: [this.registry] });
   readonly failures = new Counter({ name: 'policyctl_sync_failures_total', help: 'Syncs that failed to apply (each forces a full resync with backoff).', registers: [this.registry] });
   readonly duration = new Histogram({
@@ -17,8 +21,66 @@ export class AgentMetrics {
   readonly setEntriesWritten = new Counter({ name: 'policyctl_set_entries_written_total', help: 'ipset entries added or deleted.', registers: [this.registry] });
   readonly driftRepairs = new Counter({ name: 'policyctl_drift_repairs_total', help: 'Verifications that found the kernel differing from what we wrote, and repaired it.', registers: [this.registry] });
   readonly generation = new Gauge({ name: 'policyctl_last_applied_generation', help: 'Model generation of the last successful sync.', registers: [this.registry] });
-  readonly invalidPolicies = new Gauge({ name: 'policyctl_invalid_policies', help: 'Invalid NetworkPolicies in the model (enforced fail-closed).', registers: [this.registry] });
-  readonly sourceHealthy = new Gauge({ name: 'policyctl_source_healthy', help: '1 when the source of objects is connected and current.', registers: [this.registry] });
+  readonly invalidPolicies = new Gauge({
+    name: 'policyctl_invalid_policies',
+    help: 'Invalid NetworkPolicies in the model (enforced fail-closed).',
+    registers: [this.registry],
+    collect: () => {
+      if (this.source) this.invalidPolicies.set(this.source.invalidPolicies());
+    },
+  });
+  readonly sourceHealthy = new Gauge({
+    name: 'policyctl_source_healthy',
+    help: '1 when the source of objects is connected and current.',
+    registers: [this.registry],
+    collect: () => {
+      if (this.source) this.sourceHealthy.set(this.source.status().healthy ? 1 : 0);
+    },
+  });
+  readonly sourceObjectsWithIssues = this.fromStats(Gauge, 'policyctl_source_objects_with_issues', 'Objects in the model read with validation issues, by kind.', 'kind', (s) => s.objectsWithIssues);
+  readonly sourceErrors = this.fromStats(Counter, 'policyctl_source_errors_total', 'Errors that interrupted reading the source (each followed by a retry with backoff), by resource.', 'resource', (s) => s.errors);
+  readonly sourceRestarts = this.fromStats(Counter, 'policyctl_source_restarts_total', 'Restarts of a watch with a fresh list, by reason (watchdog, resync, handler-error).', 'reason', (s) => s.restarts);
+  readonly sourceEvents = this.fromStats(Counter, 'policyctl_source_events_total', 'Watch events received, by resource.', 'resource', (s) => s.events);
+  readonly sourceHandlerErrors = this.fromStats(Counter, 'policyctl_source_handler_errors_total', 'Exceptions caught in the source (logged; the resource is relisted).', undefined, (s) => ({ '': s.handlerErrors }));
   readonly chains = new Gauge({ name: 'policyctl_chains', help: 'Chains in the desired ruleset.', registers: [this.registry] });
   readonly setEntries = new Gauge({ name: 'policyctl_set_entries', help: 'Set entries in the desired ruleset.', registers: [this.registry] });
+
+  /** Read the source's state (health, invalid policies, its counters) at every scrape. */
+  followSource(source: ModelSource): void {
+    this.source = source;
+  }
+
+  /** The source's stats, read once per scrape (every source metric's collect asks for them). */
+  private sourceStats(): SourceStats | undefined {
+    const now = Date.now();
+    if (!this.statsCache || now - this.statsCache.at > 250) this.statsCache = { at: now, stats: this.source?.stats?.() };
+    return this.statsCache.stats;
+  }
+
+  /** A metric that copies one field of the source's stats at scrape time (one label, or none). */
+  private fromStats<M extends Gauge | Counter>(
+    Type: new (c: { name: string; help: string; labelNames: string[]; registers: Registry[]; collect: () => void }) => M,
+    name: string,
+    help: string,
+    label: string | undefined,
+    pick: (s: SourceStats) => Readonly<Record<string, number>>,
+  ): M {
+    const metric: M = new Type({
+      name,
+      help,
+      labelNames: label ? [label] : [],
+      registers: [this.registry],
+      collect: () => {
+        const stats = this.sourceStats();
+        if (!stats) return;
+        metric.reset();
+        for (const [k, v] of Object.entries(pick(stats))) {
+          const labels = label ? { [label]: k } : {};
+          if (metric instanceof Gauge) metric.set(labels, v);
+          else if (v > 0) (metric as Counter).inc(labels, v);
+        }
+      },
+    });
+    return metric;
+  }
 }

@@ -6,12 +6,18 @@ import { serveHealth } from '../agent/health.ts';
 import { Syncer } from '../sync/syncer.ts';
 import { processRunner } from '../sync/runner.ts';
 import { FileSource } from '../watchers/files.ts';
+import { loadKubeConfig } from '../watchers/kube-client.ts';
+import { KubeSource } from '../watchers/kube.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { CliError, EXIT, type Io } from './io.ts';
 
 export interface AgentCliOptions {
   node?: string;
   manifests?: string;
+  /** Watch the cluster; in-cluster service account unless `kubeconfig` is given. */
+  kube?: boolean;
+  kubeconfig?: string;
+  context?: string;
   healthAddr?: string;
   resyncInterval: string;
   dryRun?: boolean;
@@ -40,10 +46,13 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   }
   if (!o.node) throw new CliError('--node is required (the name of this node, as in pods\' spec.nodeName)', EXIT.usage);
   const resyncMs = parseDuration(o.resyncInterval, '--resync-interval');
+  if (o.kube && o.manifests) throw new CliError('give --kube (the cluster) or --manifests DIR, not both', EXIT.usage);
+  if (!o.kube && (o.kubeconfig !== undefined || o.context !== undefined)) throw new CliError('--kubeconfig and --context need --kube', EXIT.usage);
   let source: ModelSource;
   if (makeSource) source = makeSource(logger);
+  else if (o.kube) source = kubeSource(o, o.node, logger);
   else if (o.manifests) source = new FileSource({ dir: o.manifests, logger });
-  else throw new CliError('give --manifests DIR (a folder of manifests to enforce)', EXIT.usage);
+  else throw new CliError('give --kube (watch the cluster) or --manifests DIR (a folder of manifests to enforce)', EXIT.usage);
 
   if (o.dryRun) {
     // One pass: print what would be written, then exit.
@@ -71,4 +80,15 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   await agent.start();
   await stopped;
   return EXIT.ok;
+}
+
+/** The cluster as the agent's source: every Namespace, Pod and NetworkPolicy, and this node's Node. */
+export function kubeSource(o: Pick<AgentCliOptions, 'kubeconfig' | 'context'>, node: string, logger: pino.Logger): KubeSource {
+  let kubeConfig;
+  try {
+    kubeConfig = loadKubeConfig({ inCluster: o.kubeconfig === undefined, ...(o.kubeconfig !== undefined ? { kubeconfig: o.kubeconfig } : {}), ...(o.context !== undefined ? { context: o.context } : {}) });
+  } catch (e) {
+    throw new CliError(e instanceof Error ? e.message : String(e));
+  }
+  return new KubeSource({ kubeConfig, nodeName: node, logger });
 }

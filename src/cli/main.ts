@@ -16,9 +16,13 @@ import { findPod, parseEndpoint, parsePodRef } from './refs.ts';
 import { loadSource, type SourceOptions } from './source.ts';
 
 const HELP_FOOTER = `
-Objects are read from manifests: -f takes files, folders (read recursively) or - for
-standard input; YAML or JSON, several documents per file, and List objects as printed by
-\`kubectl get pods,namespaces,networkpolicies,nodes -A -o yaml\`.
+Objects are read from the cluster, or from manifests with -f.
+- Cluster (no -f): every Namespace, Node, Pod and NetworkPolicy is listed once through the
+  kubeconfig: --kubeconfig PATH, else KUBECONFIG, else ~/.kube/config (--context picks a
+  context). The same objects as files give the same output.
+- Manifests: -f takes files, folders (read recursively) or - for standard input; YAML or
+  JSON, several documents per file, and List objects as printed by
+  \`kubectl get pods,namespaces,networkpolicies,nodes -A -o yaml\`.
 
 Names are kubectl-style: pod/NAMESPACE/NAME, or pod/NAME with -n NAMESPACE.
 
@@ -30,6 +34,8 @@ Exit codes:
   4  a check found a difference (lab probe --expect)
 
 Examples:
+  policyctl reach --port 80
+  policyctl explain pod/shop/db --context prod --from pod/shop/api
   policyctl explain pod/x/a -f cluster.yaml
   policyctl explain -n x a -f manifests/ --from pod/y/b --port 80
   policyctl reach -f manifests/ --port 80 --protocol TCP
@@ -53,7 +59,12 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 function sourceOptions(cmd: Command): SourceOptions {
   const o = cmd.optsWithGlobals();
-  return { files: o.filename ?? [], strict: !!o.strict };
+  return {
+    files: o.filename ?? [],
+    strict: !!o.strict,
+    ...(o.kubeconfig !== undefined ? { kubeconfig: o.kubeconfig as string } : {}),
+    ...(o.context !== undefined ? { context: o.context as string } : {}),
+  };
 }
 
 export async function main(argv: string[], io: Io = processIo): Promise<number> {
@@ -67,8 +78,10 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
 
   const withSource = (c: Command) =>
     c
-      .option('-f, --filename <path>', 'manifest file, folder or - (repeatable)', collect)
-      .option('--strict', 'exit 3 when any manifest object is invalid', false);
+      .option('-f, --filename <path>', 'manifest file, folder or - (repeatable); without it, objects come from the cluster', collect)
+      .option('--kubeconfig <path>', 'kubeconfig of the cluster to read (default: KUBECONFIG, then ~/.kube/config)')
+      .option('--context <name>', 'kubeconfig context to use (default: its current-context)')
+      .option('--strict', 'exit 3 when any object read is invalid', false);
 
   withSource(
     program
@@ -114,8 +127,10 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       .option('--port <n>', 'port to evaluate (default: every port each destination declares)')
       .addOption(new Option('--protocol <p>', 'protocol, with --port').default('TCP'))
       .option('-n, --namespace <ns>', 'only pods of these namespaces (repeatable)', collect)
+      .option('-A, --all-namespaces', 'pods of every namespace (the default without -n)')
       .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text')),
   ).action(async (o, cmd: Command) => {
+    if (o.allNamespaces && o.namespace) throw new CliError('give -n NAMESPACE or -A (all namespaces), not both', EXIT.usage);
     const src = await loadSource(sourceOptions(cmd), io);
     const model = src.model;
     const ports = o.port ? [{ port: parsePort(o.port), protocol: parseProtocol(o.protocol) }] : undefined;
@@ -150,9 +165,12 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
 
   program
     .command('agent')
-    .description('Run the node agent: watch a folder of manifests (or the cluster), compile for this node, keep iptables and ipsets in sync.')
+    .description('Run the node agent: watch the cluster (--kube) or a folder of manifests, compile for this node, keep iptables and ipsets in sync.')
     .option('--node <name>', "this node's name, as in pods' spec.nodeName")
     .option('--manifests <dir>', 'folder of manifests to enforce (re-read on change)')
+    .option('--kube', 'watch the cluster through the API server (in a pod: its service account)')
+    .option('--kubeconfig <path>', 'with --kube: kubeconfig to use instead of the in-cluster service account')
+    .option('--context <name>', 'with --kube: kubeconfig context to use')
     .option('--health-addr <host:port>', 'serve /healthz, /readyz and /metrics here (e.g. :9102)')
     .option('--resync-interval <duration>', 're-read the kernel and repair drift this often', '10s')
     .option('--status-file <path>', 'rewrite this JSON file after every sync (what was applied)')

@@ -1,13 +1,20 @@
-// Where the CLI's model comes from: manifest files today (the kube API source plugs in here).
-// Diagnostics go to stderr; invalid objects never stop the command (they are loaded fail-closed).
+// Where the CLI's model comes from: manifest files (-f), or the cluster (one LIST of every
+// resource through the kube source, then stop). Diagnostics go to stderr; invalid objects never
+// stop the command (they are loaded fail-closed).
 
 import { buildModel, formatDiagnostic, loadManifests } from '../manifests/load.ts';
 import type { Model } from '../model/store.ts';
+import { defaultKubeconfigPresent, loadKubeConfig } from '../watchers/kube-client.ts';
+import { KubeSource } from '../watchers/kube.ts';
 import { CliError, EXIT, type Io } from './io.ts';
 
 export interface SourceOptions {
   readonly files: readonly string[];
   readonly strict: boolean;
+  /** A kubeconfig file (default: KUBECONFIG, then ~/.kube/config). Used when no -f is given. */
+  readonly kubeconfig?: string;
+  /** A context of the kubeconfig (default: its current-context). */
+  readonly context?: string;
 }
 
 export interface Source {
@@ -17,14 +24,48 @@ export interface Source {
 }
 
 export async function loadSource(o: SourceOptions, io: Io): Promise<Source> {
-  if (o.files.length === 0) throw new CliError('no objects to read: give -f FILE, -f FOLDER or -f - (standard input)', EXIT.usage);
+  const cluster = o.kubeconfig !== undefined || o.context !== undefined;
+  if (o.files.length > 0 && cluster) throw new CliError('give -f (manifests) or --kubeconfig/--context (a cluster), not both', EXIT.usage);
+  if (o.files.length === 0) return loadCluster(o, io);
   const result = await loadManifests([...o.files], { stdin: () => io.readStdin() });
   for (const d of result.diagnostics) io.err(`${d.severity}: ${formatDiagnostic(d)}\n`);
   const errors = result.diagnostics.filter((d) => d.severity === 'error').length;
   const invalid = result.objects.flatMap((o) => (o.record.kind === 'NetworkPolicy' && o.record.issues.length > 0 ? [`${o.record.namespace}/${o.record.name}`] : []));
+  noteInvalid(invalid, io);
+  if (result.objects.length === 0 && errors > 0) throw new CliError(`no object could be loaded from ${o.files.join(', ')}`);
+  return { model: buildModel(result), errors };
+}
+
+function noteInvalid(invalid: readonly string[], io: Io): void {
   if (invalid.length) {
     io.err(`note: invalid NetworkPolicies ${invalid.join(', ')} are enforced fail-closed: each isolates the pods it selects and allows nothing\n`);
   }
-  if (result.objects.length === 0 && errors > 0) throw new CliError(`no object could be loaded from ${o.files.join(', ')}`);
-  return { model: buildModel(result), errors };
+}
+
+/** Every Namespace, Node, Pod and NetworkPolicy of the cluster, listed once. */
+async function loadCluster(o: SourceOptions, io: Io): Promise<Source> {
+  if (o.kubeconfig === undefined && !defaultKubeconfigPresent()) {
+    throw new CliError('no objects to read: give -f FILE, -f FOLDER or -f - (standard input), or a cluster with --kubeconfig PATH (or KUBECONFIG, or ~/.kube/config)', EXIT.usage);
+  }
+  let src: KubeSource;
+  try {
+    const kc = loadKubeConfig({ ...(o.kubeconfig !== undefined ? { kubeconfig: o.kubeconfig } : {}), ...(o.context !== undefined ? { context: o.context } : {}) });
+    src = new KubeSource({ kubeConfig: kc, once: true, listTimeoutMs: 30_000 });
+    await src.start();
+    await src.stop();
+  } catch (e) {
+    throw new CliError(e instanceof Error ? e.message : String(e));
+  }
+  let errors = 0;
+  for (const obj of src.issues()) {
+    for (const i of obj.issues) {
+      errors++;
+      io.err(`error: ${obj.ref}: ${i.field ? `${i.field}: ` : ''}${i.message}${i.value !== '' ? ` (got ${i.value})` : ''}\n`);
+    }
+  }
+  noteInvalid(
+    [...src.model.allPolicies()].filter((p) => p.issues.length > 0).map((p) => `${p.namespace}/${p.name}`).sort(),
+    io,
+  );
+  return { model: src.model, errors };
 }

@@ -9,8 +9,9 @@
 //   list of rules is expected becomes a list of empty rules, i.e. "allow everything"):
 //   normalize must see what the server stored, as it does for watch events (raw JSON too).
 // - `ObservedWatch`: client-node's `Watch` that asks for BOOKMARKs, reports every line it
-//   receives (the informer's liveness signal) and aborts its stream when the owner's signal
-//   fires, also when the abort comes while the request was still connecting.
+//   receives (the informer's liveness signal), lets the owner replace each object before the
+//   informer caches it, and aborts its stream when the owner's signal fires, also when the
+//   abort comes while the request was still connecting.
 // - `abortableDelay`: the informer's reconnect delay, cancelled (timer cleared) on abort.
 
 import { existsSync } from 'node:fs';
@@ -30,9 +31,14 @@ export interface KubeConfigOptions {
   readonly inCluster?: boolean;
 }
 
-/** Whether a cluster is configured without flags: KUBECONFIG, ~/.kube/config or in-cluster. */
+const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+
+/**
+ * Whether `loadFromDefault` finds a cluster: KUBECONFIG, ~/.kube/config, or a pod's service
+ * account (otherwise it silently falls back to http://localhost:8080).
+ */
 export function defaultKubeconfigPresent(env: NodeJS.ProcessEnv = process.env, home = env.HOME): boolean {
-  return Boolean(env.KUBECONFIG) || Boolean(env.KUBERNETES_SERVICE_HOST) || (home !== undefined && home !== '' && existsSyncSafe(`${home}/.kube/config`));
+  return Boolean(env.KUBECONFIG) || (home !== undefined && home !== '' && existsSyncSafe(`${home}/.kube/config`)) || existsSyncSafe(SERVICE_ACCOUNT_TOKEN);
 }
 
 function existsSyncSafe(p: string): boolean {
@@ -199,6 +205,11 @@ export interface WatchObserver {
   readonly signal: AbortSignal;
   /** A line arrived (an event, a BOOKMARK or an ERROR event): the stream is alive. */
   readonly onLine: (type: string) => void;
+  /**
+   * What the informer gets (and caches) instead of the object of an ADDED, MODIFIED or DELETED
+   * event. Must not throw: Watch drops a line whose handler throws, silently.
+   */
+  readonly transform?: (type: string, obj: KubernetesObject) => KubernetesObject;
 }
 
 /**
@@ -221,7 +232,7 @@ export class ObservedWatch extends Watch {
     callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
     done: (err: unknown) => void,
   ): Promise<AbortController> {
-    const { signal, onLine } = this.observer;
+    const { signal, onLine, transform } = this.observer;
     if (signal.aborted) {
       // Stopped while the informer was between requests: open nothing.
       const c = new AbortController();
@@ -231,18 +242,30 @@ export class ObservedWatch extends Watch {
     let controller: AbortController | undefined;
     const onAbort = () => controller?.abort();
     signal.addEventListener('abort', onAbort, { once: true });
-    controller = await super.watch(
-      path,
-      { ...queryParams, allowWatchBookmarks: true },
-      (phase, obj, raw) => {
-        onLine(phase);
-        callback(phase, obj, raw);
-      },
-      (err) => {
-        signal.removeEventListener('abort', onAbort);
-        done(err);
-      },
-    );
+    try {
+      controller = await super.watch(
+        path,
+        { ...queryParams, allowWatchBookmarks: true },
+        (phase, obj, raw) => {
+          onLine(phase);
+          const event = phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED';
+          callback(phase, transform && event && obj && typeof obj === 'object' ? transform(phase, obj as KubernetesObject) : obj, raw);
+        },
+        (err) => {
+          signal.removeEventListener('abort', onAbort);
+          done(err);
+        },
+      );
+    } catch (e) {
+      // Watch throws (instead of calling done) when authentication fails before the request
+      // (an exec plugin, an unreadable token file). From the informer's own reconnect that
+      // would be an unhandled rejection and a silently dead informer: report it as an error.
+      signal.removeEventListener('abort', onAbort);
+      const c = new AbortController();
+      c.abort();
+      done(e);
+      return c;
+    }
     if (signal.aborted) controller.abort();
     return controller;
   }

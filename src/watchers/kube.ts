@@ -24,12 +24,23 @@
 //   headers never arrive is the exception: client-node gives no handle on it before its 30 s
 //   request timeout; it is aborted when that returns).
 //
+// Memory: the informer caches what it is given. It is given stubs (kind, name, namespace, uid,
+// resourceVersion), not the objects: a real Pod with its managedFields weighs kilobytes, and
+// ten thousand of them would not fit the agent's memory limit. Objects are normalized as they
+// arrive (lists: in the list function; events: in the watch's line handler, the result kept
+// with the stub); only the records stay.
+//
 // Liveness ("is this watch alive?"): a resource is alive when its watch delivered a line (an
 // event, or a BOOKMARK, which this source asks for) or a LIST succeeded, within `watchdogMs`.
 // A watch that merely reconnects does not count: a server whose watch cache is wedged (the
 // double's `stall()`) accepts watches and then says nothing. A resource that stays silent for
 // `watchdogMs` is restarted with a fresh LIST; on a truly quiet resource this costs one LIST
-// per period and changes nothing in the model.
+// per period and changes nothing in the model. (A real API server sends a watcher its first
+// bookmark about a minute after it connects, while client-node's Watch reconnects after 30 s
+// without data: so in practice only events keep a real watch "alive", and a resource with no
+// change for `watchdogMs` -- typically the agent's own Node, or namespaces -- is relisted once
+// per period. A LIST without resourceVersion is a consistent read from etcd, which is exactly
+// what a wedged watch cache cannot give.)
 //
 // Errors: client-node's informer stops on any error but 410 (which it answers with a relist)
 // and its own request timeout (a silent reconnect). This source restarts a stopped informer
@@ -44,7 +55,7 @@ import { normalize as defaultNormalize, type NormalizeResult } from '../model/no
 import { Model } from '../model/store.ts';
 import { sameRecord, type ObjectRecord, type ValidationIssue } from '../model/types.ts';
 import { ListError, ObservedWatch, abortableDelay, errorText, listRaw, serverOf } from './kube-client.ts';
-import type { ModelSource, SourceStatus } from './source.ts';
+import type { ModelSource, SourceStats, SourceStatus } from './source.ts';
 
 export type ResourceName = 'namespaces' | 'nodes' | 'pods' | 'networkpolicies';
 
@@ -99,7 +110,7 @@ export interface ObjectIssues {
 }
 
 /** Counters for metrics; monotonic unless named otherwise. */
-export interface KubeSourceStats {
+export interface KubeSourceStats extends SourceStats {
   /** Watch events applied (add/update/delete), per resource. */
   readonly events: Readonly<Record<ResourceName, number>>;
   /** Successful LISTs, per resource. */
@@ -144,6 +155,8 @@ interface Watched {
   /** resourceVersion of the last LIST or event applied to the model. */
   rv: string;
   starting: Promise<void> | undefined;
+  /** A relist after a handler error is scheduled. */
+  restartPending: boolean;
 }
 
 const zero = <K extends string>(keys: readonly K[]): Record<K, number> => Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
@@ -163,6 +176,8 @@ export class KubeSource implements ModelSource {
   private readonly normalizeFn: (obj: unknown) => NormalizeResult;
   private readonly watched: Watched[];
   private readonly listeners: (() => void)[] = [];
+  /** Normalized content of watch events, by the stub the informer passes to the handlers. */
+  private readonly prepared = new WeakMap<object, { result?: NormalizeResult; error?: unknown }>();
   private synced = false;
   private stopped = false;
   private started = false;
@@ -204,6 +219,7 @@ export class KubeSource implements ModelSource {
       lastAlive: 0,
       rv: '',
       starting: undefined,
+      restartPending: false,
     }));
   }
 
@@ -310,9 +326,12 @@ export class KubeSource implements ModelSource {
     return { events: { ...c.events }, lists: { ...c.lists }, errors: { ...c.errors }, restarts: { ...c.restarts }, handlerErrors: c.handlerErrors, objectsWithIssues };
   }
 
-  /** Relist every resource now and reconcile the model (what the periodic resync does). */
+  /**
+   * Relist every resource now and reconcile the model (what the periodic resync does). A
+   * resource waiting for its retry is left to it (a resync must not defeat the backoff).
+   */
   resyncAll(): void {
-    for (const w of this.watched) if (w.state === 'watching') this.restartFresh(w, 'resync');
+    for (const w of this.watched) if (w.state === 'watching' || w.state === 'starting') this.restartFresh(w, 'resync');
   }
 
   // ------------------------------------------------------------------ one-shot
@@ -339,7 +358,11 @@ export class KubeSource implements ModelSource {
   private launch(w: Watched): void {
     const abort = new AbortController();
     w.abort = abort;
-    const watch = new ObservedWatch(this.kc, { signal: abort.signal, onLine: (type) => this.onLine(w, abort, type) });
+    const watch = new ObservedWatch(this.kc, {
+      signal: abort.signal,
+      onLine: (type) => this.onLine(w, abort, type),
+      transform: (type, obj) => this.stub(w, obj, type !== 'DELETED'),
+    });
     const listFn = async (): Promise<KubernetesListObject<KubernetesObject>> => {
       const l = await this.list(w, abort.signal);
       if (abort.signal.aborted) throw new Error('stopped');
@@ -351,7 +374,7 @@ export class KubeSource implements ModelSource {
         this.counters.handlerErrors++;
         throw new ListError(`applying the list failed: ${errorText(e)}`, undefined, { cause: e });
       }
-      return { apiVersion: 'v1', kind: 'List', metadata: { resourceVersion: l.resourceVersion }, items: l.items };
+      return { apiVersion: 'v1', kind: 'List', metadata: { resourceVersion: l.resourceVersion }, items: l.items.map((o) => this.stub(w, o, false)) };
     };
     const inf = new ListWatch<KubernetesObject>(w.spec.path, watch, listFn, false, undefined, w.fieldSelector, { delayFn: abortableDelay(abort.signal) });
     inf.on('add', (o) => this.guard(w, abort, 'add', () => this.onUpsert(w, o)));
@@ -384,10 +407,14 @@ export class KubeSource implements ModelSource {
     // The list (if any) and the watch's response headers arrived: connected.
     w.state = 'watching';
     w.lastAlive = Date.now();
-    if (w.error !== undefined) {
-      this.log?.info({ resource: w.spec.name, after: w.error }, `${w.spec.name}: watching the API server again`);
-      w.error = undefined;
-    }
+    this.recovered(w);
+  }
+
+  /** A request of this resource succeeded again after an error. */
+  private recovered(w: Watched): void {
+    if (w.error === undefined) return;
+    this.log?.info({ resource: w.spec.name, after: w.error }, `${w.spec.name}: the API server answers again`);
+    w.error = undefined;
   }
 
   private onError(w: Watched, abort: AbortController, e: unknown): void {
@@ -465,9 +492,11 @@ export class KubeSource implements ModelSource {
     } catch (e) {
       this.counters.handlerErrors++;
       this.log?.error({ resource: w.spec.name, handler: what, err: errorText(e) }, `${w.spec.name}: ${what} handler failed: ${errorText(e)}; the resource will be relisted`);
-      if (!this.stopped && !abort.signal.aborted) {
-        // Not from inside the informer's callback: restart on the next turn.
+      if (!this.stopped && !abort.signal.aborted && !w.restartPending) {
+        // Not from inside the informer's callback: restart on the next turn, once per burst.
+        w.restartPending = true;
         setImmediate(() => {
+          w.restartPending = false;
           if (!abort.signal.aborted && !this.stopped) this.restartFresh(w, 'handler-error');
         });
       }
@@ -491,6 +520,7 @@ export class KubeSource implements ModelSource {
     this.reconcile(w, items, rv);
     this.counters.lists[w.spec.name]++;
     this.alive(w);
+    this.recovered(w);
     if (!w.listed) {
       w.listed = true;
       this.checkSynced();
@@ -524,8 +554,34 @@ export class KubeSource implements ModelSource {
     if (changed) this.notify();
   }
 
+  /**
+   * What the informer caches for an object: its identity only. With `normalized`, the object
+   * is normalized now (a watch event) and the result kept for the add/update handler.
+   */
+  private stub(w: Watched, o: KubernetesObject, normalized: boolean): KubernetesObject {
+    const m = o.metadata ?? {};
+    const stub: KubernetesObject = {
+      apiVersion: w.spec.apiVersion,
+      kind: w.spec.kind,
+      metadata: { name: m.name ?? '', ...(m.namespace ? { namespace: m.namespace } : {}), ...(m.uid ? { uid: m.uid } : {}), ...(m.resourceVersion ? { resourceVersion: m.resourceVersion } : {}) },
+    };
+    if (normalized) {
+      try {
+        this.prepared.set(stub, { result: this.normalizeFn(o.kind ? o : { ...o, kind: w.spec.kind, apiVersion: w.spec.apiVersion }) });
+      } catch (e) {
+        this.prepared.set(stub, { error: e });
+      }
+    }
+    return stub;
+  }
+
+  /** An add or update from the informer: a watch event (normalized in `stub`) or a list item (already applied). */
   private onUpsert(w: Watched, o: KubernetesObject): void {
-    const changed = this.upsert(w, o);
+    const p = this.prepared.get(o);
+    if (!p) return; // a list item: the list function applied the whole list
+    this.prepared.delete(o);
+    if (p.error !== undefined) throw p.error;
+    const changed = this.apply(w, o, p.result!);
     w.rv = o.metadata?.resourceVersion ?? w.rv;
     if (changed) this.notify();
   }
@@ -543,15 +599,26 @@ export class KubeSource implements ModelSource {
     }
   }
 
-  /** Insert or replace one object; returns whether the model changed. */
+  /** Insert or replace one object of a list; returns whether the model changed. */
   private upsert(w: Watched, raw: KubernetesObject): boolean {
-    const k = keyOf(raw);
-    const uid = raw.metadata?.uid || k;
-    const rv = raw.metadata?.resourceVersion ?? '';
+    if (this.current(w, raw)) return false;
+    return this.apply(w, raw, this.normalizeFn(raw.kind ? raw : { ...raw, kind: w.spec.kind, apiVersion: w.spec.apiVersion }));
+  }
+
+  /** The model already holds this uid at this resourceVersion. */
+  private current(w: Watched, o: KubernetesObject): boolean {
+    const cur = w.entries.get(keyOf(o));
+    const rv = o.metadata?.resourceVersion ?? '';
+    return cur !== undefined && cur.uid === (o.metadata?.uid || keyOf(o)) && rv !== '' && cur.rv === rv;
+  }
+
+  /** Store the normalized object under its name, replacing the record of another uid; returns whether the model changed. */
+  private apply(w: Watched, o: KubernetesObject, res: NormalizeResult): boolean {
+    if (this.current(w, o)) return false;
+    const k = keyOf(o);
+    const uid = o.metadata?.uid || k;
+    const rv = o.metadata?.resourceVersion ?? '';
     const cur = w.entries.get(k);
-    if (cur && cur.uid === uid && rv !== '' && cur.rv === rv) return false; // already applied (a list repeated by the informer)
-    const obj = raw.kind ? raw : { ...raw, kind: w.spec.kind, apiVersion: w.spec.apiVersion };
-    const res = this.normalizeFn(obj);
     let changed = false;
     if (cur?.record && (cur.uid !== uid || !res.record)) {
       // Recreated under the same name: the old record goes, by its own UID.

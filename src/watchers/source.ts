@@ -22,4 +22,20 @@ export interface ModelSource {
   status(): SourceStatus;
   /** Number of invalid NetworkPolicies in the model (enforced fail-closed). */
   invalidPolicies(): number;
+  /** Counters for metrics, when the source keeps any. */
+  stats?(): SourceStats;
+}
+
+/** What a source counts; the agent exports it as metrics. */
+export interface SourceStats {
+  /** Objects in the model that were read with validation issues, by kind (a gauge). */
+  readonly objectsWithIssues: Readonly<Record<string, number>>;
+  /** Exceptions caught in the source's handlers and listeners (monotonic). */
+  readonly handlerErrors: number;
+  /** Errors that interrupted reading, by resource; each is followed by a retry (monotonic). */
+  readonly errors: Readonly<Record<string, number>>;
+  /** Restarts of a resource with a fresh list, by reason (monotonic). */
+  readonly restarts: Readonly<Record<string, number>>;
+  /** Watch events received, by resource (monotonic). */
+  readonly events: Readonly<Record<string, number>>;
 }

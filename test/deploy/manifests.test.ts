@@ -110,9 +110,9 @@ describe('deploy/*.yaml', () => {
 });
 
 describe('the DaemonSet and the agent CLI agree', () => {
-  // Flags the manifest passes that `policyctl agent` does not define yet: the kube source is
-  // being written. Remove a flag from here once `policyctl agent --help` lists it.
-  const PENDING_FLAGS = new Set(['--kube']);
+  // Flags the manifest passes that `policyctl agent` does not define yet. Remove a flag from
+  // here once `policyctl agent --help` lists it.
+  const PENDING_FLAGS = new Set<string>([]);
 
   it('every flag passed to policyctl agent is one the CLI defines', async () => {
     let help = '';
