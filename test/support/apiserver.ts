@@ -83,6 +83,10 @@ export interface ApiServerOptions {
   defaultWatchTimeoutSeconds?: number;
   /** Apply API-server defaulting on create/update. Default true. */
   defaulting?: boolean;
+  /** Address to listen on. Default 127.0.0.1 (a lab's switch namespace uses its underlay address). */
+  host?: string;
+  /** Port to listen on. Default: a free one. */
+  port?: number;
 }
 
 export interface WaitOptions {
@@ -508,8 +512,9 @@ export class ApiServerDouble {
   /** Every request received, in order (also while unavailable in '503' mode). */
   readonly requests: RequestRecord[] = [];
 
-  private readonly opts: Required<Omit<ApiServerOptions, 'token' | 'retainEvents' | 'defaultWatchTimeoutSeconds'>> &
-    Pick<ApiServerOptions, 'token' | 'retainEvents' | 'defaultWatchTimeoutSeconds'>;
+  private readonly opts: Required<Omit<ApiServerOptions, 'token' | 'retainEvents' | 'defaultWatchTimeoutSeconds' | 'host' | 'port'>> &
+    Pick<ApiServerOptions, 'token' | 'retainEvents' | 'defaultWatchTimeoutSeconds' | 'port'>;
+  private readonly host: string;
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   private readonly store = new Map<ResourceName, Map<string, KubeObject>>();
@@ -531,6 +536,7 @@ export class ApiServerDouble {
       defaulting: true,
       ...opts,
     };
+    this.host = opts.host ?? '127.0.0.1';
     this.rv = this.opts.initialResourceVersion;
     this.compactedRV = this.rv;
     for (const r of Object.keys(RESOURCES) as ResourceName[]) this.store.set(r, new Map());
@@ -539,7 +545,7 @@ export class ApiServerDouble {
   /** Start a double listening on 127.0.0.1 at a random port. */
   static async start(opts: ApiServerOptions = {}): Promise<ApiServerDouble> {
     const s = new ApiServerDouble(opts);
-    await s.listen(0);
+    await s.listen(opts.port ?? 0);
     return s;
   }
 
@@ -833,7 +839,7 @@ export class ApiServerDouble {
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, '127.0.0.1', () => {
+      server.listen(port, this.host, () => {
         server.off('error', reject);
         resolve();
       });
@@ -842,7 +848,7 @@ export class ApiServerDouble {
     if (addr === null || typeof addr === 'string') throw new Error('apiserver double: no TCP address');
     this.server = server;
     this.port = addr.port;
-    this.url = `http://127.0.0.1:${this.port}`;
+    this.url = `http://${this.host}:${this.port}`;
   }
 
   private async stopListening(): Promise<void> {
@@ -928,7 +934,7 @@ export class ApiServerDouble {
       return;
     }
     if (p === '/api') {
-      return this.sendJSON(res, 200, { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `127.0.0.1:${this.port}` }] });
+      return this.sendJSON(res, 200, { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `${this.host}:${this.port}` }] });
     }
     if (p === '/apis') {
       const group = { name: 'networking.k8s.io', versions: [{ groupVersion: 'networking.k8s.io/v1', version: 'v1' }], preferredVersion: { groupVersion: 'networking.k8s.io/v1', version: 'v1' } };
