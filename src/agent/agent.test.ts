@@ -189,7 +189,7 @@ describe.runIf(kernelTestsEnabled())('Agent', () => {
     try {
       const port = (server.address() as { port: number }).port;
       net.sh('iptables -F PCTL-FORWARD');
-      await until(() => net.sh('iptables -S PCTL-FORWARD').includes('RETURN'), 'the flushed chain to be repaired', 5000);
+      await until(() => net.sh('iptables -S PCTL-FORWARD').includes('RETURN'), 'the flushed chain to be repaired', 15_000);
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
       expect(ready.status).toBe(200);
       const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
