@@ -3,6 +3,7 @@
 
 import type { BenchPart } from './harness.ts';
 import { compilePart } from './parts/compile.ts';
+import { dataplanePart } from './parts/dataplane.ts';
 import { incrementalPart } from './parts/incremental.ts';
 
-export const PARTS: readonly BenchPart[] = [compilePart, incrementalPart];
+export const PARTS: readonly BenchPart[] = [compilePart, incrementalPart, dataplanePart];

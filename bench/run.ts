@@ -49,10 +49,14 @@ const env = {
   cpus: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown'}`,
   memory_gb: Math.round(os.totalmem() / 2 ** 30),
   expose_gc: gcAvailable,
+  /** 1-minute load average at the start: other processes on the machine show up in p99 and max. */
+  load_average_start: Math.round(os.loadavg()[0]! * 100) / 100,
   quick: opts.quick,
   seed,
 };
-process.stdout.write(`# policyctl benchmarks${opts.quick ? ' (quick)' : ''}\n\nnode ${env.node}, ${env.cpus}, ${env.memory_gb} GB, --expose-gc: ${env.expose_gc ? 'yes' : 'no'}, seed ${seed}\n\n`);
+process.stdout.write(
+  `# policyctl benchmarks${opts.quick ? ' (quick)' : ''}\n\nnode ${env.node}, ${env.cpus}, ${env.memory_gb} GB, --expose-gc: ${env.expose_gc ? 'yes' : 'no'}, seed ${seed}, load average ${env.load_average_start}\n\n`,
+);
 
 const metrics: Record<string, Cell> = {};
 const targets: Target[] = [];
@@ -74,8 +78,11 @@ for (const part of PARTS) {
 }
 if (targets.length) process.stdout.write(formatTargets(targets) + '\n');
 
+const loadEnd = Math.round(os.loadavg()[0]! * 100) / 100;
+process.stdout.write(`load average at the end: ${loadEnd}\n`);
+
 if (values.json) {
-  const report = { ...metrics, targets, env, parts, generated_at: new Date().toISOString() };
+  const report = { ...metrics, targets, env: { ...env, load_average_end: loadEnd }, parts, generated_at: new Date().toISOString() };
   writeFileSync(values.json, JSON.stringify(report, null, 2) + '\n');
   progress(`wrote ${values.json}`);
 }

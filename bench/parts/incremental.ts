@@ -1,18 +1,20 @@
 // Part 2, "incremental": from one model change to the Ruleset diff.
 //
-// On the 10k pods / 2k policies cluster, for the node holding 250 pods: apply one change to the
-// model, bring the node's Ruleset up to date, and diff it against the kernel state the previous
-// Ruleset left: `diff(desired, stateOf(previous))`. The timed span is
-//   model.upsert/remove  +  IncrementalCompiler.ruleset()  +  diff(...)
-// `stateOf(previous)` is not in it: the Syncer computes its `known` state once, after the
-// previous apply, not when the next event arrives; its cost is reported on its own.
+// On the 10k pods / 2k policies cluster, for the node holding 250 pods, events of every kind in
+// bench/events.ts, shuffled. Three runs over fresh events:
 //
-// Also measured on the same events: the same span with the proposed `diffSince` (bench/
-// proposals/diff-since.ts, skips objects shared with the previous Ruleset), and a baseline
-// with a full `compile()` instead of the incremental compiler (fewer events).
+// A. The agent's path today. Timed: model.upsert/remove + IncrementalCompiler.ruleset() +
+//    diff(desired, stateOf(previous)). stateOf(previous) is not in the span: the Syncer keeps
+//    that state after each apply; its cost is reported on its own. On the same events, the span
+//    with the proposed `diffSince` (bench/proposals/diff-since.ts) is timed too.
+// B. The proposed path: model change + ruleset() + planFromDelta(ic.delta())
+//    (bench/proposals/plan-from-delta.ts), with no stateOf per event, since a sync layer using
+//    deltas would patch its known state instead of rebuilding it.
+// C. Baseline: model change + compile(model, node) + diff (fewer events).
 //
-// Correctness guards (not timed): `diffSince` must give the same plan as `diff` on every
-// event, and the incremental Ruleset must render exactly as a full compile every few events.
+// Correctness guards (not timed): in A, diffSince and planFromDelta must give the same plan as
+// diff on every event, and the incremental Ruleset must render exactly as a full compile every
+// few events; in B, planFromDelta is checked against diff at checkpoints.
 
 import { compile } from '../../src/compiler/compile.ts';
 import { IncrementalCompiler } from '../../src/compiler/incremental.ts';
@@ -24,6 +26,7 @@ import { stateOf } from '../../src/sync/syncer.ts';
 import { EVENT_DESCRIPTIONS, EVENT_KINDS, EventSource, type EventKind } from '../events.ts';
 import { collect, max, mean, median, percentile, target, type BenchOptions, type BenchPart, type Cell, type PartResult } from '../harness.ts';
 import { diffSince } from '../proposals/diff-since.ts';
+import { planFromDelta } from '../proposals/plan-from-delta.ts';
 import { generateCluster } from '../synthetic.ts';
 
 const NODE = 'node-001'; // the node holding 250 pods
@@ -40,6 +43,12 @@ interface Sample {
   readonly chainsWritten: number;
   readonly setEntries: number;
   readonly chainsRecomputed: number;
+}
+
+interface DeltaSample {
+  readonly kind: EventKind;
+  readonly compileMs: number;
+  readonly totalMs: number;
 }
 
 /** What a plan writes: rules (chain bodies and hooks) and set entries (added, deleted, in created sets). */
@@ -94,15 +103,17 @@ export const incrementalPart: BenchPart = {
       prev = ic.ruleset();
       diff(prev, prevState);
       diffSince(prev, prev, prevState);
+      planFromDelta(ic.delta());
       prevState = stateOf(prev);
     }
     collect();
 
+    // Phase A: the agent's path today. Each event: model change, incremental ruleset, full diff.
     const samples: Sample[] = [];
     const seq = events.sequence(perKind);
     let checks = 0;
     for (const [i, kind] of seq.entries()) {
-      if (i % 200 === 0) o.progress(`incremental: event ${i}/${seq.length}`);
+      if (i % 200 === 0) o.progress(`incremental: diff path, event ${i}/${seq.length}`);
       const ev = events.next(kind);
       const t0 = performance.now();
       ev.apply(model);
@@ -127,20 +138,50 @@ export const incrementalPart: BenchPart = {
         setEntries: size.setEntries,
         chainsRecomputed: ic.stats()?.chainsRecomputed ?? 0,
       });
-      if (planKey(plan) !== planKey(plan2)) throw new Error(`diffSince disagrees with diff after a ${kind} event`);
+      const want = planKey(plan);
+      if (planKey(plan2) !== want) throw new Error(`diffSince disagrees with diff after a ${kind} event`);
+      if (planKey(planFromDelta(ic.delta())) !== want) throw new Error(`planFromDelta disagrees with diff after a ${kind} event`);
       if (i % checkEvery === checkEvery - 1) {
         checks++;
         if (text(rs) !== text(compile(model, NODE))) throw new Error(`incremental Ruleset differs from a full compile after a ${kind} event`);
       }
-      const t5 = performance.now();
+      const t6 = performance.now();
       prevState = stateOf(rs);
-      stateOfMs.push(performance.now() - t5);
+      stateOfMs.push(performance.now() - t6);
+      prev = rs;
+    }
+    notes.push(`checked: diffSince and planFromDelta gave the same plan as diff on all ${samples.length} events of the diff path; the incremental Ruleset rendered exactly as a full compile at ${checks} checkpoints.`);
+
+    // Phase B: the proposed path. Each event: model change, incremental ruleset, plan from the
+    // delta; no stateOf per event (the sync layer would patch its known state with the delta).
+    // Checked against the full diff at checkpoints (stateOf taken before the event, untimed).
+    collect();
+    const deltaSamples: DeltaSample[] = [];
+    let deltaChecks = 0;
+    for (const [i, kind] of events.sequence(perKind).entries()) {
+      if (i % 200 === 0) o.progress(`incremental: delta path, event ${i}/${seq.length}`);
+      const ev = events.next(kind);
+      const check = i % checkEvery === checkEvery - 1;
+      const before = check ? stateOf(prev) : undefined;
+      const t0 = performance.now();
+      ev.apply(model);
+      const t1 = performance.now();
+      const rs = ic.ruleset();
+      const t2 = performance.now();
+      const plan = planFromDelta(ic.delta());
+      const t3 = performance.now();
+      deltaSamples.push({ kind, compileMs: t2 - t1, totalMs: t3 - t0 });
+      if (before) {
+        deltaChecks++;
+        if (planKey(plan) !== planKey(diff(rs, before))) throw new Error(`planFromDelta disagrees with diff after a ${kind} event`);
+      }
       prev = rs;
     }
     ic.dispose();
-    notes.push(`checked: diffSince gave the same plan as diff on all ${samples.length} events; the incremental Ruleset rendered exactly as a full compile at ${checks} checkpoints.`);
+    notes.push(`checked: on the delta path, planFromDelta gave the same plan as diff at ${deltaChecks} checkpoints.`);
 
-    // Baseline: the same kinds of events with a full compile per event.
+    // Phase C: the same kinds of events with a full compile per event.
+    collect();
     o.progress(`incremental: baseline with a full compile per event (${fullPerKind} per kind)`);
     prev = compile(model, NODE);
     prevState = stateOf(prev);
@@ -161,17 +202,20 @@ export const incrementalPart: BenchPart = {
 
     const rows: Cell[][] = [];
     const metrics: Record<string, Cell> = {};
-    const row = (label: string, s: readonly Sample[], full: readonly { totalMs: number }[]) => {
+    const p99 = (xs: readonly number[]) => percentile(xs, 99);
+    const row = (label: string, s: readonly Sample[], d: readonly DeltaSample[], full: readonly { totalMs: number }[]) => {
       const tot = s.map((x) => x.totalMs);
       rows.push([
         label,
         s.length,
         median(tot),
-        percentile(tot, 99),
+        p99(tot),
         max(tot),
-        percentile(s.map((x) => x.compileMs), 99),
-        percentile(s.map((x) => x.diffMs), 99),
-        percentile(s.map((x) => x.totalSinceMs), 99),
+        p99(s.map((x) => x.compileMs)),
+        p99(s.map((x) => x.diffMs)),
+        p99(s.map((x) => x.totalSinceMs)),
+        median(d.map((x) => x.totalMs)),
+        p99(d.map((x) => x.totalMs)),
         mean(s.map((x) => x.chainsRecomputed)),
         mean(s.map((x) => x.rulesWritten)),
         mean(s.map((x) => x.setEntries)),
@@ -181,34 +225,43 @@ export const incrementalPart: BenchPart = {
     };
     for (const kind of EVENT_KINDS) {
       const s = samples.filter((x) => x.kind === kind);
-      row(kind, s, fullSamples.filter((x) => x.kind === kind));
-      metrics[`event_to_diff_ms_p99_${kind.replaceAll('-', '_')}`] = round(percentile(s.map((x) => x.totalMs), 99));
+      const d = deltaSamples.filter((x) => x.kind === kind);
+      row(kind, s, d, fullSamples.filter((x) => x.kind === kind));
+      const k = kind.replaceAll('-', '_');
+      metrics[`event_to_diff_ms_p99_${k}`] = round(p99(s.map((x) => x.totalMs)));
+      metrics[`event_to_delta_plan_ms_p99_${k}`] = round(p99(d.map((x) => x.totalMs)));
     }
-    row('all kinds', samples, fullSamples);
+    row('all kinds', samples, deltaSamples, fullSamples);
 
     const all = samples.map((x) => x.totalMs);
+    const allDelta = deltaSamples.map((x) => x.totalMs);
     metrics.event_to_diff_ms_p50 = round(median(all));
-    metrics.event_to_diff_ms_p99 = round(percentile(all, 99));
+    metrics.event_to_diff_ms_p99 = round(p99(all));
     metrics.event_compile_ms_p50 = round(median(samples.map((x) => x.compileMs)));
-    metrics.event_compile_ms_p99 = round(percentile(samples.map((x) => x.compileMs), 99));
+    metrics.event_compile_ms_p99 = round(p99(samples.map((x) => x.compileMs)));
     metrics.event_diff_ms_p50 = round(median(samples.map((x) => x.diffMs)));
-    metrics.event_diff_ms_p99 = round(percentile(samples.map((x) => x.diffMs), 99));
+    metrics.event_diff_ms_p99 = round(p99(samples.map((x) => x.diffMs)));
     metrics.event_to_diff_since_ms_p50 = round(median(samples.map((x) => x.totalSinceMs)));
-    metrics.event_to_diff_since_ms_p99 = round(percentile(samples.map((x) => x.totalSinceMs), 99));
+    metrics.event_to_diff_since_ms_p99 = round(p99(samples.map((x) => x.totalSinceMs)));
+    metrics.event_to_delta_plan_ms_p50 = round(median(allDelta));
+    metrics.event_to_delta_plan_ms_p99 = round(p99(allDelta));
+    metrics.event_delta_compile_ms_p99 = round(p99(deltaSamples.map((x) => x.compileMs)));
     metrics.event_to_diff_full_compile_ms_p50 = round(median(fullSamples.map((x) => x.totalMs)));
-    metrics.event_to_diff_full_compile_ms_p99 = round(percentile(fullSamples.map((x) => x.totalMs), 99));
+    metrics.event_to_diff_full_compile_ms_p99 = round(p99(fullSamples.map((x) => x.totalMs)));
     metrics.state_of_ms_p50 = round(median(stateOfMs));
-    metrics.events = samples.length;
+    metrics.events = samples.length + deltaSamples.length;
 
     return {
       tables: [
         {
           title: `event -> diff on 10k pods / 2k policies, node with 250 pods (${perKind} events per kind, shuffled)`,
-          columns: ['event', 'n', 'p50 ms', 'p99 ms', 'max ms', 'compile p99', 'diff p99', 'p99 w/ diffSince', 'chains built', 'rules written', 'set entries', 'max entries', 'full-compile p50'],
+          columns: ['event', 'n', 'p50 ms', 'p99 ms', 'max ms', 'compile p99', 'diff p99', 'diffSince p99', 'delta p50', 'delta p99', 'chains built', 'rules written', 'set entries', 'max entries', 'full-compile p50'],
           rows,
           notes: [
             'p50/p99/max: model change + IncrementalCompiler.ruleset() + diff(desired, stateOf(previous)); stateOf(previous) is precomputed (the Syncer keeps it after each apply).',
-            'compile p99 / diff p99: the two halves on their own; p99 w/ diffSince: the same span with the proposed diff that skips objects shared with the previous Ruleset.',
+            'compile p99 / diff p99: the two halves on their own. Proposals (bench/proposals/, not in src/sync yet):',
+            '  diffSince p99: the same span with a diff that skips IpSet/Chain objects shared with the previous Ruleset;',
+            '  delta p50/p99: model change + ruleset() + plan built from IncrementalCompiler.delta(), in a separate run of the same number of events without a stateOf per event.',
             'chains built: chains computed (not memoized) per event; rules written / set entries: mean size of the plan (rules in rewritten chains and hooks; set entries added, deleted, or in created sets).',
             `full-compile p50: the same span with compile(model, node) instead of the incremental compiler (${fullPerKind} events per kind).`,
             `stateOf(previous) median: ${round(median(stateOfMs))} ms (after each apply, not on the event path).`,
@@ -217,9 +270,17 @@ export const incrementalPart: BenchPart = {
         },
       ],
       metrics,
-      targets: [target('event_to_diff_ms_p99', percentile(all, 99), 2, 'ms'), target('event_to_diff_since_ms_p99 (proposal)', percentile(samples.map((x) => x.totalSinceMs), 99), 2, 'ms')],
+      targets: [
+        target('event_to_diff_ms_p99', p99(all), 2, 'ms'),
+        target('event_to_diff_since_ms_p99 (proposal)', p99(samples.map((x) => x.totalSinceMs)), 2, 'ms'),
+        target('event_to_delta_plan_ms_p99 (proposal)', p99(allDelta), 2, 'ms'),
+      ],
       notes,
-      detail: { samples: samples.map((s) => ({ ...s, totalMs: round(s.totalMs), compileMs: round(s.compileMs), diffMs: round(s.diffMs), diffSinceMs: round(s.diffSinceMs), applyMs: round(s.applyMs), totalSinceMs: round(s.totalSinceMs) })) },
+      detail: {
+        samples: samples.map((x) => ({ ...x, totalMs: round(x.totalMs), compileMs: round(x.compileMs), diffMs: round(x.diffMs), diffSinceMs: round(x.diffSinceMs), applyMs: round(x.applyMs), totalSinceMs: round(x.totalSinceMs) })),
+        deltaSamples: deltaSamples.map((x) => ({ kind: x.kind, compileMs: round(x.compileMs), totalMs: round(x.totalMs) })),
+        fullCompileSamples: fullSamples.map((x) => ({ kind: x.kind, compileMs: round(x.compileMs), totalMs: round(x.totalMs) })),
+      },
     };
   },
 };

@@ -53,6 +53,7 @@ import {
   type SetSpec,
 } from './compile.ts';
 import { FORWARD_CHAIN, INPUT_CHAIN } from './names.ts';
+import { ruleId } from './render.ts';
 import type { Chain, IpSet, Rule, Ruleset, SetMember } from './ruleset.ts';
 
 const DIRS = ['Ingress', 'Egress'] as const;
@@ -62,12 +63,19 @@ class SetState {
   readonly spec: SetSpec;
   /** Number of users (chains, groups, isolated pods) that need the set to exist. */
   refs = 0;
+  /** Position in the Ruleset's sorted set list (valid while the list of sets is unchanged). */
+  index = -1;
   private readonly counts = new Map<string, number>();
   /** Sorted members; undefined until first output (a bulk fill sorts once). */
   private members: SetMember[] | undefined;
   /** The members array was handed out in an IpSet: copy before changing it. */
   private shared = false;
   private out: IpSet | undefined;
+  /** Handed out at least once: from then on, changes are journaled for the delta. */
+  private journaled = false;
+  /** Net entries added and removed since the last output (journaled sets only). */
+  readonly added = new Set<string>();
+  readonly removed = new Set<string>();
   /** The pods peer the set belongs to (pod and named-port sets). */
   readonly peer: PeerState | undefined;
   readonly onChange: (s: SetState) => void;
@@ -95,6 +103,7 @@ class SetState {
       const m = this.writable();
       m.splice(lowerBound(m, entry), 0, { entry });
     }
+    if (this.journaled && !this.removed.delete(entry)) this.added.add(entry);
     this.changed();
   }
 
@@ -110,6 +119,7 @@ class SetState {
       const m = this.writable();
       m.splice(lowerBound(m, entry), 1);
     }
+    if (this.journaled && !this.added.delete(entry)) this.removed.add(entry);
     this.changed();
   }
 
@@ -117,9 +127,23 @@ class SetState {
     if (!this.out) {
       if (!this.members) this.members = [...this.counts.keys()].sort().map((entry) => ({ entry }));
       this.shared = true;
+      this.journaled = true;
       this.out = { name: this.spec.name, type: this.spec.type, purpose: this.spec.purpose, members: this.members };
     }
     return this.out;
+  }
+
+  /** Back to a previous output whose members equal the current ones (changes cancelled out). */
+  restore(prev: IpSet): IpSet {
+    this.members = prev.members as SetMember[];
+    this.shared = true;
+    this.out = prev;
+    return prev;
+  }
+
+  clearJournal(): void {
+    this.added.clear();
+    this.removed.clear();
   }
 
   private writable(): SetMember[] {
@@ -154,8 +178,8 @@ interface PeerState {
   readonly key: string;
   readonly peer: PodsPeer | 'any';
   readonly podSelector: Selector | undefined;
-  /** uid -> the record whose entries are in the sets. */
-  readonly members: Map<string, PodRecord>;
+  /** namespace -> uid -> the record whose entries are in the sets (by namespace: a namespace leaves whole). */
+  readonly members: Map<string, Map<string, PodRecord>>;
   pset: SetState | undefined;
   /** Named-port sets by set name. */
   readonly nsets: Map<string, { readonly set: SetState; readonly portName: string; readonly protocol: Protocol }>;
@@ -210,8 +234,31 @@ interface Assignment {
 interface LocalPod {
   readonly pod: PodRecord;
   readonly assigned: Assignment[];
+  /** The pod's self rules, built on its first isolation (the record never changes in a LocalPod). */
   self: Rule[] | undefined;
 }
+
+/**
+ * What changed between two successive `ruleset()` results, in terms of the kernel objects: a
+ * sync layer that applied the previous Ruleset can apply this instead of diffing the whole
+ * Ruleset (cost in proportion to the change). Hooks never change.
+ */
+export interface RulesetDelta {
+  /** Sets new in this Ruleset, with all their members. */
+  readonly createdSets: readonly IpSet[];
+  /** Sets of the previous Ruleset that are gone. */
+  readonly destroyedSets: readonly string[];
+  /** Sets in both, same object lineage: the entries added and removed (each set at most once). */
+  readonly memberChanges: readonly { readonly set: string; readonly added: readonly string[]; readonly removed: readonly string[] }[];
+  /** Sets in both that were dropped and rebuilt in between: compare their members whole. */
+  readonly rebuiltSets: readonly { readonly before: IpSet; readonly after: IpSet }[];
+  /** Chains new in this Ruleset or with different rules (their object differs from the previous one's). */
+  readonly writtenChains: readonly Chain[];
+  /** Chains of the previous Ruleset that are gone. */
+  readonly removedChains: readonly string[];
+}
+
+const EMPTY_DELTA: RulesetDelta = { createdSets: [], destroyedSets: [], memberChanges: [], rebuiltSets: [], writtenChains: [], removedChains: [] };
 
 /** What one `ruleset()` call did, for benchmarks and logs. */
 export interface IncrementalStats {
@@ -254,6 +301,10 @@ export class IncrementalCompiler {
   private readonly maybeDeadGroups = new Set<Group>();
   private readonly locals = new Map<string, LocalPod>();
   private isolatedCount = 0;
+  /** Kept sorted as the output wants them: sets by name, groups by chain name, isolated pods by uid. */
+  private readonly setOrder = new SortedList<SetState>((x) => x.spec.name);
+  private readonly groupOrder = new SortedList<Group>((g) => g.chain.name);
+  private readonly isolatedOrder = new SortedList<LocalPod>((l) => l.pod.uid);
 
   private readonly memo = new Map<string, ChainEntry>();
   private readonly policyIds = new WeakMap<PolicyRecord, number>();
@@ -263,13 +314,23 @@ export class IncrementalCompiler {
   private last: Ruleset | undefined;
   private outputDirty = true;
   private setListDirty = true;
-  private sortedSets: SetState[] = [];
   private readonly changedSets = new Set<SetState>();
   private groupListDirty = true;
   private selfDirty = true;
   private topChains: Chain[] = [];
   private policyChains: Chain[] = [];
   private lastStats: IncrementalStats | undefined;
+
+  // Delta bookkeeping: the sets and chains of the last output.
+  private readonly prevStates = new Map<string, SetState>();
+  private readonly prevIpSets = new Map<string, IpSet>();
+  private readonly destroyedSince = new Set<string>();
+  private prevChains = new Map<string, Chain>();
+  /** Groups (policy chains) created and removed since the last output; `rebuilt` after build(). */
+  private readonly groupsCreated = new Set<Group>();
+  private readonly groupsRemoved = new Set<string>();
+  private rebuilt = true;
+  private lastDelta: RulesetDelta = EMPTY_DELTA;
 
   constructor(model: Model, node: string) {
     this.model = model;
@@ -285,6 +346,14 @@ export class IncrementalCompiler {
   /** Forget everything and rebuild from the model on the next ruleset() (a safety valve). */
   reset(): void {
     this.needsBuild = true;
+  }
+
+  /**
+   * What changed from the previous ruleset() result to the last one. Valid only between those
+   * two results: a consumer that skips one must diff the whole Ruleset instead.
+   */
+  delta(): RulesetDelta {
+    return this.lastDelta;
   }
 
   /** What the last ruleset() call processed. */
@@ -339,11 +408,19 @@ export class IncrementalCompiler {
     this.sets.clear();
     this.maybeDeadSets.clear();
     this.groups.clear();
+    this.groupsCreated.clear();
+    this.groupsRemoved.clear();
+    this.rebuilt = true;
+    this.setOrder.clear();
+    this.groupOrder.clear();
+    this.isolatedOrder.clear();
     this.maybeDeadGroups.clear();
     this.locals.clear();
     this.isolatedCount = 0;
     this.memo.clear();
     this.changedSets.clear();
+    // Every set is rebuilt: those of the previous output are gone unless built again.
+    for (const name of this.prevStates.keys()) this.destroyedSince.add(name);
     this.setListDirty = this.groupListDirty = this.selfDirty = this.outputDirty = true;
     for (const n of this.model.allNamespaces()) this.knownNamespaces.add(n.name);
     const dirty = new Set<string>();
@@ -363,7 +440,7 @@ export class IncrementalCompiler {
 
     // (a) Take out what changed pods contributed, as the compiler last saw them.
     for (const [uid, before] of this.dirtyPods) {
-      if (before) for (const peer of this.scope(before.namespace)) if (peer.members.has(uid)) this.removeMember(peer, uid);
+      if (before) this.forScope(before.namespace, (peer) => peer.members.get(before.namespace)?.has(uid) && this.removeMember(peer, before.namespace, uid));
       const local = this.locals.get(uid);
       if (local) {
         this.unassign(local);
@@ -387,7 +464,7 @@ export class IncrementalCompiler {
         } else {
           peer.nsMatch!.delete(name);
           removeFrom(this.selectorPeersByNs, name, peer);
-          for (const [uid, p] of peer.members) if (p.namespace === name) this.removeMember(peer, uid);
+          for (const uid of [...(peer.members.get(name)?.keys() ?? [])]) this.removeMember(peer, name, uid);
         }
       }
     }
@@ -403,7 +480,7 @@ export class IncrementalCompiler {
       if (!p) continue;
       this.ensureNamespace(p.namespace);
       if (!isEnforceable(p)) continue;
-      for (const peer of this.scope(p.namespace)) if (!peer.podSelector || selectorMatches(peer.podSelector, p.labels)) this.addMember(peer, p);
+      this.forScope(p.namespace, (peer) => (!peer.podSelector || selectorMatches(peer.podSelector, p.labels)) && this.addMember(peer, p));
       if (p.nodeName === this.node) {
         this.locals.set(uid, { pod: p, assigned: [], self: undefined });
         chainDirty.add(uid);
@@ -447,6 +524,8 @@ export class IncrementalCompiler {
         group = { dir, chain: entry.content, dispatch, rule: dispatchRule(dir, dispatch.spec.name, entry.content.name), pods: 0 };
         dispatch.refs++;
         this.groups.set(entry.content.name, group);
+        this.groupOrder.insert(group);
+        this.groupsCreated.add(group);
         this.groupListDirty = true;
       }
       group.pods++;
@@ -455,10 +534,11 @@ export class IncrementalCompiler {
     }
     if (local.assigned.length > 0) {
       this.isolatedCount++;
+      this.isolatedOrder.insert(local);
       const set = this.sets.get(LOCAL_SET_SPEC.name) ?? this.createSet(LOCAL_SET_SPEC);
       set.refs++;
       for (const ip of pod.ips) set.add(ip);
-      local.self = selfRules(pod);
+      local.self ??= selfRules(pod); // kept across re-assignments: same Rule objects, same ids
       this.selfDirty = true;
     }
   }
@@ -472,10 +552,10 @@ export class IncrementalCompiler {
     }
     local.assigned.length = 0;
     this.isolatedCount--;
+    this.isolatedOrder.remove(local);
     const set = this.sets.get(LOCAL_SET_SPEC.name)!;
     for (const ip of local.pod.ips) set.delete(ip);
     this.unref(set);
-    local.self = undefined;
     this.selfDirty = true;
   }
 
@@ -488,8 +568,10 @@ export class IncrementalCompiler {
   // ---- sets and peers ------------------------------------------------------------------------
 
   private createSet(spec: SetSpec, peer?: PeerState, fixed?: readonly SetMember[]): SetState {
+    if (this.sets.has(spec.name)) throw new Error(`incremental compiler: set ${spec.name} created twice (bookkeeping bug)`);
     const s = new SetState(spec, (x) => this.changedSets.add(x), peer, fixed);
     this.sets.set(spec.name, s);
+    this.setOrder.insert(s);
     this.changedSets.add(s);
     this.setListDirty = true;
     return s;
@@ -504,10 +586,10 @@ export class IncrementalCompiler {
         s = this.createSet(need.spec, peer);
         if (need.kind === 'p') {
           peer.pset = s;
-          for (const p of peer.members.values()) for (const ip of p.ips) s.add(ip);
+          for (const inNs of peer.members.values()) for (const p of inNs.values()) for (const ip of p.ips) s.add(ip);
         } else {
           peer.nsets.set(need.spec.name, { set: s, portName: need.portName, protocol: need.protocol });
-          for (const p of peer.members.values()) for (const e of namedPortEntries(p, need.portName, need.protocol)) s.add(e);
+          for (const inNs of peer.members.values()) for (const p of inNs.values()) for (const e of namedPortEntries(p, need.portName, need.protocol)) s.add(e);
         }
       }
     }
@@ -523,6 +605,8 @@ export class IncrementalCompiler {
     for (const g of this.maybeDeadGroups) {
       if (g.pods > 0 || this.groups.get(g.chain.name) !== g) continue;
       this.groups.delete(g.chain.name);
+      this.groupOrder.remove(g);
+      if (!this.groupsCreated.delete(g)) this.groupsRemoved.add(g.chain.name);
       this.unref(g.dispatch);
       this.groupListDirty = true;
     }
@@ -530,7 +614,9 @@ export class IncrementalCompiler {
     for (const s of this.maybeDeadSets) {
       if (s.refs > 0 || this.sets.get(s.spec.name) !== s) continue;
       this.sets.delete(s.spec.name);
+      this.setOrder.remove(s);
       this.changedSets.delete(s);
+      if (this.prevStates.get(s.spec.name) === s) this.destroyedSince.add(s.spec.name);
       this.setListDirty = true;
       const peer = s.peer;
       if (!peer) continue;
@@ -550,10 +636,10 @@ export class IncrementalCompiler {
     this.peers.set(key, st);
     if (peer === 'any') {
       this.anyPeer = st;
-      for (const p of this.model.allPods()) if (isEnforceable(p)) st.members.set(p.uid, p);
+      for (const p of this.model.allPods()) if (isEnforceable(p)) setMember(st, p);
     } else if (peer.namespaces.kind === 'own') {
       addTo(this.ownPeers, peer.namespaces.name, st);
-      for (const p of this.model.enforceablePodsIn(peer.namespaces.name, peer.pods)) st.members.set(p.uid, p);
+      for (const p of this.model.enforceablePodsIn(peer.namespaces.name, peer.pods)) setMember(st, p);
     } else {
       this.selectorPeers.add(st);
       const sel = peer.namespaces.selector;
@@ -561,7 +647,7 @@ export class IncrementalCompiler {
         if (!selectorMatches(sel, this.model.namespace(name).labels)) continue;
         nsMatch!.add(name);
         addTo(this.selectorPeersByNs, name, st);
-        for (const p of this.model.enforceablePodsIn(name, peer.pods)) st.members.set(p.uid, p);
+        for (const p of this.model.enforceablePodsIn(name, peer.pods)) setMember(st, p);
       }
     }
     return st;
@@ -590,24 +676,26 @@ export class IncrementalCompiler {
     }
   }
 
-  /** The peers whose namespace scope holds this namespace. */
-  private *scope(namespace: string): Iterable<PeerState> {
+  /** Visit the peers whose namespace scope holds this namespace. */
+  private forScope(namespace: string, visit: (peer: PeerState) => unknown): void {
     const own = this.ownPeers.get(namespace);
-    if (own) yield* own;
+    if (own) for (const peer of own) visit(peer);
     const sel = this.selectorPeersByNs.get(namespace);
-    if (sel) yield* sel;
-    if (this.anyPeer) yield this.anyPeer;
+    if (sel) for (const peer of sel) visit(peer);
+    if (this.anyPeer) visit(this.anyPeer);
   }
 
   private addMember(peer: PeerState, p: PodRecord): void {
-    peer.members.set(p.uid, p);
+    setMember(peer, p);
     if (peer.pset) for (const ip of p.ips) peer.pset.add(ip);
     for (const n of peer.nsets.values()) for (const e of namedPortEntries(p, n.portName, n.protocol)) n.set.add(e);
   }
 
-  private removeMember(peer: PeerState, uid: string): void {
-    const p = peer.members.get(uid)!;
-    peer.members.delete(uid);
+  private removeMember(peer: PeerState, namespace: string, uid: string): void {
+    const inNs = peer.members.get(namespace)!;
+    const p = inNs.get(uid)!;
+    inNs.delete(uid);
+    if (inNs.size === 0) peer.members.delete(namespace);
     if (peer.pset) for (const ip of p.ips) peer.pset.delete(ip);
     for (const n of peer.nsets.values()) for (const e of namedPortEntries(p, n.portName, n.protocol)) n.set.delete(e);
   }
@@ -615,48 +703,170 @@ export class IncrementalCompiler {
   // ---- output --------------------------------------------------------------------------------
 
   private output(): Ruleset {
-    if (this.last && !this.outputDirty && this.changedSets.size === 0 && !this.setListDirty && !this.groupListDirty && !this.selfDirty) return this.last;
-    if (this.setListDirty) {
-      this.sortedSets = [...this.sets.values()].sort((a, b) => (a.spec.name < b.spec.name ? -1 : 1));
-      this.setListDirty = false;
+    if (this.last && !this.outputDirty && this.changedSets.size === 0 && !this.setListDirty && !this.groupListDirty && !this.selfDirty) {
+      this.lastDelta = EMPTY_DELTA;
+      return this.last;
     }
-    this.changedSets.clear();
-    const sets = this.sortedSets.map((s) => s.output());
 
-    if (this.groupListDirty || this.selfDirty || this.topChains.length === 0) {
+    // Set delta: only the sets that changed, were created or went since the last output.
+    const createdSets: IpSet[] = [];
+    const rebuiltSets: { before: IpSet; after: IpSet }[] = [];
+    const memberChanges: { set: string; added: string[]; removed: string[] }[] = [];
+    const destroyedSets: string[] = [];
+    for (const name of this.destroyedSince) {
+      if (!this.sets.has(name)) destroyedSets.push(name);
+      this.prevStates.delete(name);
+    }
+    for (const s of this.changedSets) {
+      const name = s.spec.name;
+      const before = this.prevIpSets.get(name);
+      let out: IpSet;
+      if (this.prevStates.get(name) === s) {
+        if (s.added.size || s.removed.size) {
+          out = s.output();
+          memberChanges.push({ set: name, added: [...s.added], removed: [...s.removed] });
+        } else out = s.restore(before!); // changes that cancelled out: keep the previous object
+      } else {
+        out = s.output();
+        if (before) rebuiltSets.push({ before, after: out });
+        else createdSets.push(out);
+      }
+      s.clearJournal();
+      this.prevStates.set(name, s);
+      this.prevIpSets.set(name, out);
+    }
+    for (const name of destroyedSets) this.prevIpSets.delete(name);
+    this.destroyedSince.clear();
+
+    // Sets: a new array (the previous Ruleset keeps its own), rebuilt whole only when sets came
+    // or went; otherwise the previous one with the changed sets replaced in place.
+    let sets: IpSet[];
+    if (this.setListDirty || !this.last) {
+      const order = this.setOrder.items;
+      sets = new Array<IpSet>(order.length);
+      for (let i = 0; i < order.length; i++) {
+        order[i]!.index = i;
+        sets[i] = order[i]!.output();
+      }
+      this.setListDirty = false;
+    } else {
+      sets = this.last.sets.slice();
+      for (const s of this.changedSets) sets[s.index] = s.output();
+    }
+
+    this.changedSets.clear();
+
+    // Chains: only the dispatch chains, the self chain and the list of policy chains can change.
+    let chains = this.last?.chains ?? [];
+    const writtenChains: Chain[] = [];
+    const removedChains: string[] = [];
+    if (this.groupListDirty || this.selfDirty || !this.last) {
+      const prev = this.topChains;
       const top: Chain[] = [this.isolatedCount > 0 ? FORWARD_GUARDED : FORWARD_PLAIN, INPUT];
-      if (this.groupListDirty || this.topChains.length === 0) {
-        const sorted = [...this.groups.values()].sort((a, b) => (a.chain.name < b.chain.name ? -1 : 1));
+      if (this.groupListDirty || !this.last) {
+        const sorted = this.groupOrder.items;
         this.policyChains = sorted.map((g) => g.chain);
         const egress = { name: EGRESS_CHAIN, rules: sorted.filter((g) => g.dir === 'Egress').map((g) => g.rule) };
         const ingress = { name: INGRESS_CHAIN, rules: sorted.filter((g) => g.dir === 'Ingress').map((g) => g.rule) };
-        const prev = this.topChains;
-        // Keep the previous objects when their rules did not change (cheap to compare: same rule objects).
+        // Keep the previous objects when their rules did not change (same rule objects).
         top.push(sameRules(prev[2], egress) ? prev[2]! : egress, sameRules(prev[3], ingress) ? prev[3]! : ingress);
       } else {
-        top.push(this.topChains[2]!, this.topChains[3]!);
+        top.push(prev[2]!, prev[3]!);
       }
       if (this.isolatedCount > 0) {
-        const prevSelf = this.topChains[4];
+        const prevSelf = prev[4];
         if (this.selfDirty || !prevSelf) {
-          const isolated = [...this.locals.values()].filter((l) => l.self).sort((a, b) => (a.pod.uid < b.pod.uid ? -1 : a.pod.uid > b.pod.uid ? 1 : 0));
-          const self = { name: SELF_CHAIN, rules: [...isolated.flatMap((l) => l.self!), ...EVALUATE_RULES] };
+          const rules: Rule[] = [];
+          for (const l of this.isolatedOrder.items) for (const r of l.self!) rules.push(r);
+          rules.push(...EVALUATE_RULES);
+          const self = { name: SELF_CHAIN, rules };
           top.push(sameRules(prevSelf, self) ? prevSelf! : self);
         } else top.push(prevSelf);
       }
       this.topChains = top;
       this.groupListDirty = false;
       this.selfDirty = false;
+      chains = [...top, ...this.policyChains];
+      const changed = (c: Chain) => {
+        const was = this.prevChains.get(c.name);
+        return was !== c && !(was && sameRuleIds(was, c));
+      };
+      if (!this.last || this.rebuilt) {
+        // After a build every object is new: compare the whole list by name.
+        const next = new Map<string, Chain>();
+        for (const c of chains) {
+          next.set(c.name, c);
+          if (changed(c)) writtenChains.push(c);
+        }
+        for (const name of this.prevChains.keys()) if (!next.has(name)) removedChains.push(name);
+        this.prevChains = next;
+        this.rebuilt = false;
+      } else {
+        // Policy chains only come and go (a chain's content is its name); top chains change.
+        for (const c of top) if (changed(c)) writtenChains.push(c);
+        for (const c of prev) if (!top.some((t) => t.name === c.name)) removedChains.push(c.name);
+        for (const g of this.groupsCreated) writtenChains.push(g.chain);
+        removedChains.push(...this.groupsRemoved);
+        for (const name of removedChains) this.prevChains.delete(name);
+        for (const c of writtenChains) this.prevChains.set(c.name, c);
+        for (const c of top) this.prevChains.set(c.name, c);
+      }
+      this.groupsCreated.clear();
+      this.groupsRemoved.clear();
     }
     this.outputDirty = false;
-    this.last = { node: this.node, sets, chains: [...this.topChains, ...this.policyChains], hooks: HOOKS };
+    this.lastDelta = { createdSets, destroyedSets, memberChanges, rebuiltSets, writtenChains, removedChains };
+    this.last = { node: this.node, sets, chains, hooks: HOOKS };
     return this.last;
   }
+}
+
+/** An array kept sorted by a string key (binary search; keys are unique). */
+class SortedList<T> {
+  readonly items: T[] = [];
+  private readonly key: (x: T) => string;
+  constructor(key: (x: T) => string) {
+    this.key = key;
+  }
+  private find(k: string): number {
+    let lo = 0;
+    let hi = this.items.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.key(this.items[mid]!) < k) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+  insert(x: T): void {
+    this.items.splice(this.find(this.key(x)), 0, x);
+  }
+  remove(x: T): void {
+    const i = this.find(this.key(x));
+    if (this.items[i] !== x) throw new Error(`incremental compiler: ${this.key(x)} is not in its sorted list (bookkeeping bug)`);
+    this.items.splice(i, 1);
+  }
+  clear(): void {
+    this.items.length = 0;
+  }
+}
+
+function setMember(peer: PeerState, p: PodRecord): void {
+  let inNs = peer.members.get(p.namespace);
+  if (!inNs) peer.members.set(p.namespace, (inNs = new Map()));
+  inNs.set(p.uid, p);
 }
 
 function sameRules(a: Chain | undefined, b: Chain): boolean {
   if (!a || a.name !== b.name || a.rules.length !== b.rules.length) return false;
   for (let i = 0; i < a.rules.length; i++) if (a.rules[i] !== b.rules[i]) return false;
+  return true;
+}
+
+/** Same rules by content (rule ids are memoized per Rule object: cheap for shared rules). */
+function sameRuleIds(a: Chain, b: Chain): boolean {
+  if (a.rules.length !== b.rules.length) return false;
+  for (let i = 0; i < a.rules.length; i++) if (a.rules[i] !== b.rules[i] && ruleId(a.rules[i]!) !== ruleId(b.rules[i]!)) return false;
   return true;
 }
 

@@ -39,8 +39,20 @@ export function renderIpsetRestore(sets: readonly IpSet[]): string {
  * re-prints matches (Calico Felix does the same).
  */
 export function ruleId(rule: Rule): string {
-  return hash64(JSON.stringify([rule.match, rule.action, rule.comment])).slice(0, 10);
+  let id = ruleIds.get(rule);
+  if (id === undefined) {
+    id = hash64(JSON.stringify([rule.match, rule.action, rule.comment])).slice(0, 10);
+    ruleIds.set(rule, id);
+  }
+  return id;
 }
+
+/**
+ * Rules are immutable data, and the incremental compiler hands out the same Rule objects while
+ * they do not change: remembering each object's id makes diffing and rendering an unchanged
+ * chain cost a lookup per rule instead of a JSON text and a hash.
+ */
+const ruleIds = new WeakMap<Rule, string>();
 
 export function renderRuleArgs(rule: Rule): string[] {
   const m = rule.match;

@@ -168,18 +168,10 @@ export class Model {
   getPod(uid: string): PodRecord | undefined {
     return this.pods.get(uid);
   }
-  getPolicy(uid: string): PolicyRecord | undefined {
-    return this.policies.get(uid);
-  }
 
   /** Pods bound to a node (any phase, hostNetwork included). */
   podsOnNode(node: string): PodRecord[] {
     return [...(this.podsByNode.get(node) ?? [])].map((u) => this.pods.get(u)!);
-  }
-
-  /** Uids of the pods of a namespace (a live view: do not modify). */
-  podUidsIn(namespace: string): ReadonlySet<string> {
-    return this.podsByNamespace.get(namespace) ?? EMPTY;
   }
 
   /** Every namespace: stored ones, plus implicit ones for namespaces that only pods or policies name. */
@@ -298,7 +290,6 @@ interface Candidates {
   readonly size: number;
 }
 
-const EMPTY: ReadonlySet<string> = new Set();
 const KINDS: readonly ObjectRecord['kind'][] = ['Pod', 'Namespace', 'Node', 'NetworkPolicy'];
 
 function candidatesFor(req: Requirement, byKey: Map<string, Map<string, Set<string>>> | undefined): Candidates | undefined {

@@ -3,7 +3,9 @@
 // finished or deleted; policies added, changed, moved or deleted; namespaces relabelled,
 // added or deleted) and after each batch compare, for every node, the incremental Ruleset with
 // `compile(model, node)`: as data (deep equality) and as rendered restore text. Rulesets handed
-// out earlier must not change afterwards (objects are shared between successive Rulesets).
+// out earlier must not change afterwards (objects are shared between successive Rulesets), and
+// the deltas, applied in order to an empty kernel state, must give each Ruleset's state, with
+// no redundant change.
 // Replay a failure with PROPERTY_SEED=<seed>.
 
 import fc from 'fast-check';
@@ -13,6 +15,10 @@ import { compile } from '../../src/compiler/compile.ts';
 import { IncrementalCompiler } from '../../src/compiler/incremental.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/render.ts';
 import type { Ruleset } from '../../src/compiler/ruleset.ts';
+import { ruleId } from '../../src/compiler/render.ts';
+import type { RulesetDelta } from '../../src/compiler/incremental.ts';
+import type { KernelState } from '../../src/sync/kernel-state.ts';
+import { stateOf } from '../../src/sync/syncer.ts';
 import type { Model } from '../../src/model/store.ts';
 import type { ContainerPort, PodRecord, PolicyRecord } from '../../src/model/types.ts';
 import { NAMESPACES, NODES, PORT_CHOICES, clusterArb, labelsArb, nsLabelsArb, policyArb, type Cluster } from '../support/arbitraries.ts';
@@ -39,7 +45,9 @@ type Op =
   | { op: 'policy'; index: number; policy: PolicyRecord }
   | { op: 'delPolicy'; index: number }
   | { op: 'ns'; name: string; labels: Record<string, string> }
-  | { op: 'delNs'; name: string };
+  | { op: 'delNs'; name: string }
+  /** Not a model change: the compilers drop their state and rebuild (the safety valve). */
+  | { op: 'reset' };
 
 const podSpecArb: fc.Arbitrary<PodSpec> = fc.record({
   namespace: fc.constantFrom(...POD_NAMESPACES),
@@ -58,6 +66,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.record({ op: fc.constant('delPolicy' as const), index: fc.integer({ min: 0, max: 5 }) }), weight: 1 },
   { arbitrary: fc.record({ op: fc.constant('ns' as const), name: fc.constantFrom(...POD_NAMESPACES), labels: nsLabelsArb }), weight: 2 },
   { arbitrary: fc.record({ op: fc.constant('delNs' as const), name: fc.constantFrom(...POD_NAMESPACES) }), weight: 1 },
+  { arbitrary: fc.constant({ op: 'reset' as const }), weight: 1 },
 );
 
 function podOf(slot: number, s: PodSpec): PodRecord {
@@ -101,17 +110,69 @@ function applyOp(m: Model, o: Op): void {
     case 'delNs':
       m.remove(`ns-${o.name}`, 'Namespace');
       break;
+    case 'reset':
+      break;
   }
 }
 
 const text = (rs: Ruleset) => `${renderIpsetRestore(rs.sets)}${renderIptablesRestore(rs)}`;
 
+/**
+ * Apply a delta to the kernel state the previous Ruleset left, as a sync layer would; throws
+ * when the delta is not minimal (a no-op entry, a chain written with the same rules) or does
+ * not fit the state (adding a present entry, removing an absent one).
+ */
+function applyDelta(state: KernelState, d: RulesetDelta): void {
+  const fail = (what: string) => {
+    throw new Error(`delta does not fit the previous state: ${what}`);
+  };
+  for (const name of d.destroyedSets) if (!state.sets.delete(name)) fail(`destroys missing set ${name}`);
+  for (const s of d.createdSets) {
+    if (state.sets.has(s.name)) fail(`creates existing set ${s.name}`);
+    state.sets.set(s.name, stateOf({ node: '', sets: [s], chains: [], hooks: [] }).sets.get(s.name)!);
+  }
+  for (const { after } of d.rebuiltSets) {
+    if (!state.sets.has(after.name)) fail(`rebuilds missing set ${after.name}`);
+    state.sets.set(after.name, stateOf({ node: '', sets: [after], chains: [], hooks: [] }).sets.get(after.name)!);
+  }
+  for (const c of d.memberChanges) {
+    const set = state.sets.get(c.set) ?? fail(`changes missing set ${c.set}`);
+    if (c.added.length + c.removed.length === 0) fail(`empty change of ${c.set}`);
+    for (const e of c.removed) if (!set.members.delete(e)) fail(`removes absent ${e} from ${c.set}`);
+    for (const e of c.added) {
+      if (set.members.has(e)) fail(`adds present ${e} to ${c.set}`);
+      set.members.set(e, false);
+    }
+  }
+  for (const name of d.removedChains) if (!state.chains.delete(name)) fail(`removes missing chain ${name}`);
+  for (const c of d.writtenChains) {
+    const ids = c.rules.map(ruleId);
+    const cur = state.chains.get(c.name);
+    if (cur && isDeepStrictEqual(cur.ruleIds, ids)) fail(`rewrites chain ${c.name} with the same rules`);
+    state.chains.set(c.name, { name: c.name, ruleIds: ids });
+  }
+}
+
 function check(c: Cluster, batches: Op[][]): void {
   const compilers = NODES.map((n) => new IncrementalCompiler(c.model, n.name));
   const handedOut: { rs: Ruleset; text: string }[] = [];
+  // What a sync layer applying only the deltas would hold, per node.
+  const kernels = compilers.map((): KernelState => ({ chains: new Map(), hooks: [], sets: new Map() }));
+  const last: (Ruleset | undefined)[] = compilers.map(() => undefined);
   const compare = (step: string) => {
-    for (const ic of compilers) {
+    for (const [i, ic] of compilers.entries()) {
       const got = ic.ruleset();
+      const d = ic.delta();
+      applyDelta(kernels[i]!, d);
+      // A set the delta does not mention is the previous Ruleset's very object (shared, not copied).
+      const mentioned = new Set([...d.createdSets.map((x) => x.name), ...d.rebuiltSets.map((x) => x.after.name), ...d.memberChanges.map((x) => x.set)]);
+      const previous = new Map((last[i]?.sets ?? []).map((x) => [x.name, x]));
+      for (const set of got.sets) if (!mentioned.has(set.name) && previous.get(set.name) !== set) throw new Error(`${step}, node ${ic.node}: set ${set.name} is unchanged but not shared`);
+      last[i] = got;
+      const expected = stateOf(got);
+      if (!isDeepStrictEqual(kernels[i]!.sets, expected.sets) || !isDeepStrictEqual(kernels[i]!.chains, expected.chains)) {
+        throw new Error(`${step}, node ${ic.node}: applying the deltas does not give the Ruleset's kernel state`);
+      }
       const want = compile(c.model, ic.node);
       const [g, w] = [text(got), text(want)];
       if (g !== w || !isDeepStrictEqual(got, want)) {
@@ -123,7 +184,10 @@ function check(c: Cluster, batches: Op[][]): void {
   };
   compare('initial build');
   batches.forEach((batch, i) => {
-    for (const o of batch) applyOp(c.model, o);
+    for (const o of batch) {
+      applyOp(c.model, o);
+      if (o.op === 'reset') for (const ic of compilers) ic.reset();
+    }
     compare(`after batch ${i} ${JSON.stringify(batch.map((o) => o.op))}`);
   });
   for (const ic of compilers) ic.dispose();
