@@ -135,7 +135,20 @@ async function down(name: string, stateDir?: string): Promise<string> {
 }
 
 export function labCommand(io: Io, setCode: (c: number) => void): Command {
-  const lab = new Command('lab').description('A flannel host-gw cluster on this machine, in network namespaces on the real kernel, enforced by policyctl agents (root only).');
+  const lab = new Command('lab')
+    .description('A flannel host-gw cluster on this machine, in network namespaces on the real kernel, enforced by policyctl agents (root only).')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  policyctl lab demo                                  # two nodes, examples/, truth table before and after
+  policyctl lab up --name dev -f ./cluster            # Nodes, Pods (status.podIP), NetworkPolicies
+  policyctl lab probe --name dev --expect             # real connections vs policyctl reach; exit 4 on a difference
+  vi ./cluster/policies.yaml                          # the agents and the pod watcher follow the folder
+  policyctl lab probe --name dev --port 80 -o json
+  policyctl lab down --name dev
+`,
+    );
   const withName = (c: Command) => c.requiredOption('--name <name>', 'lab name ([a-z0-9-], at most 12 characters)').option('--state-dir <dir>', 'where lab state lives (default /run/policyctl-lab)');
   withName(
     lab

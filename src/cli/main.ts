@@ -166,6 +166,18 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   program
     .command('agent')
     .description('Run the node agent: watch the cluster (--kube) or a folder of manifests, compile for this node, keep iptables and ipsets in sync.')
+    .addHelpText(
+      'after',
+      `
+Nothing is written before the source has listed everything once. Rules stay in place when the
+agent stops (pods stay isolated); --cleanup removes them.
+
+Examples:
+  policyctl agent --node node-1 --kube --health-addr :9102          # in the DaemonSet
+  policyctl agent --node node-1 --manifests ./cluster --dry-run      # what would be written
+  policyctl agent --cleanup                                          # remove everything PCTL-
+`,
+    )
     .option('--node <name>', "this node's name, as in pods' spec.nodeName")
     .option('--manifests <dir>', 'folder of manifests to enforce (re-read on change)')
     .option('--kube', 'watch the cluster through the API server (in a pod: its service account)')
