@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { block, modelOf, node, ns, nsPeer, pod, podsPeer, policy, port, ports, rule, sel } from '../../test/support/builders.ts';
 import { Model } from '../model/store.ts';
-import { chunkPorts, compile, mergeRanges } from './compile.ts';
+import { BUCKETS, bucketChainName, bucketOf, chunkPorts, compile, mergeRanges } from './compile.ts';
 import { renderIpsetRestore, renderIptablesRestore } from './render.ts';
 import type { Ruleset } from './ruleset.ts';
 import { checkReferences, parseIpsetRestore, parseIptablesRestore } from '../../test/support/tracer.ts';
@@ -95,8 +95,59 @@ describe('compile', () => {
     const rs = compile(sampleCluster(), 'n1');
     const members = rs.sets.flatMap((s) => s.members.map((m) => m.entry));
     expect(members.some((e) => e.startsWith('192.168.50.12'))).toBe(false);
-    const local = rs.sets.find((s) => s.name === 'PCTL-local')!;
-    expect(local.members.map((m) => m.entry)).toEqual(['10.244.1.10', '10.244.1.11', '10.244.1.12']);
+    const dispatched = rs.sets.filter((s) => /^PCTL-[ie]-/.test(s.name)).flatMap((s) => s.members.map((m) => m.entry));
+    expect([...new Set(dispatched)].sort()).toEqual(['10.244.1.10', '10.244.1.11', '10.244.1.12']);
+  });
+
+  it('dispatches by bucket (last octet & 15): a bucket chain per non-empty bucket, goto all the way', () => {
+    const rs = compile(sampleCluster(), 'n1');
+    const chain = (name: string) => rs.chains.find((c) => c.name === name);
+    // Ingress: x/a (.10) and x/a2 (.12) share a chain, x/b (.11) has its own. Egress: x/b only.
+    expect(chain('PCTL-INGRESS')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([
+      ['0.0.0.10/0.0.0.15', { kind: 'goto', chain: 'PCTL-IB-10' }],
+      ['0.0.0.11/0.0.0.15', { kind: 'goto', chain: 'PCTL-IB-11' }],
+      ['0.0.0.12/0.0.0.15', { kind: 'goto', chain: 'PCTL-IB-12' }],
+    ]);
+    expect(chain('PCTL-EGRESS')!.rules.map((r) => [r.match.srcNet, r.action])).toEqual([['0.0.0.11/0.0.0.15', { kind: 'goto', chain: 'PCTL-EB-11' }]]);
+    const shared = chain('PCTL-IB-10')!.rules;
+    expect(shared).toHaveLength(1);
+    expect(chain('PCTL-IB-12')!.rules).toEqual(shared);
+    expect(shared[0]!.action.kind).toBe('goto');
+    expect(rs.chains.filter((c) => /^PCTL-[EI]B-/.test(c.name)).map((c) => c.name)).toEqual(['PCTL-EB-11', 'PCTL-IB-10', 'PCTL-IB-11', 'PCTL-IB-12']);
+    // No self check any more.
+    expect(rs.chains.some((c) => c.name === 'PCTL-SELF')).toBe(false);
+    expect(rs.sets.some((s) => s.name === 'PCTL-local')).toBe(false);
+  });
+
+  it('a local pod joining a group with a member in its bucket changes set members only', () => {
+    const m = sampleCluster();
+    const before = compile(m, 'n1');
+    m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.26', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] })); // 26 & 15 = 10, as x/a
+    const after = compile(m, 'n1');
+    expect(renderIptablesRestore(after)).toBe(renderIptablesRestore(before));
+    expect(renderIpsetRestore(after.sets)).not.toBe(renderIpsetRestore(before.sets));
+    // In a new bucket: a bucket chain and a bucket rule more, nothing else.
+    m.upsert(pod('x', 'a4', { app: 'web' }, { ip: '10.244.1.29', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }));
+    const third = compile(m, 'n1');
+    const names = (rs: Ruleset) => rs.chains.map((c) => c.name);
+    expect(names(third).filter((n) => !names(after).includes(n))).toEqual(['PCTL-IB-13']);
+    expect(third.chains.find((c) => c.name === 'PCTL-INGRESS')!.rules).toHaveLength(4);
+  });
+
+  it('bucket chain names are fixed and within the kernel limit', () => {
+    for (const dir of ['Ingress', 'Egress'] as const) {
+      for (let k = 0; k < BUCKETS; k++) {
+        const name = bucketChainName(dir, k);
+        expect(name).toBe(`PCTL-${dir[0]}B-${k}`);
+        expect(name.length).toBeLessThanOrEqual(28);
+      }
+    }
+    expect(bucketOf('10.244.1.5')).toBe(5);
+    expect(bucketOf('10.244.1.21')).toBe(5);
+    expect(bucketOf('10.244.255.255')).toBe(15);
+    expect(bucketOf('10.244.16.0')).toBe(0);
+    expect(() => bucketOf('10.244.1.')).toThrow(/not a dotted-quad IPv4 address/);
+    expect(() => bucketOf('fd00::1')).toThrow(/not a dotted-quad/);
   });
 
   it('an invalid policy isolates with a DROP and allows nothing', () => {

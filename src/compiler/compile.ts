@@ -4,21 +4,38 @@
 //
 //   FORWARD -> PCTL-FORWARD   (hook, position 1)
 //     1. ctstate RELATED,ESTABLISHED -> RETURN        replies of allowed connections
-//     2. src and dst both local isolated pods -> goto PCTL-SELF
-//     3. -> PCTL-EGRESS, -> PCTL-INGRESS
-//   PCTL-SELF: `-s IP -d IP -> RETURN` per local isolated pod (a pod may always reach itself;
-//     reached by goto, so RETURN leaves our chains), then -> PCTL-EGRESS, -> PCTL-INGRESS
+//     2. -> PCTL-EGRESS, 3. -> PCTL-INGRESS
 //   INPUT -> PCTL-INPUT: replies RETURN, then -> PCTL-EGRESS (a pod's egress to its own node)
-//   PCTL-EGRESS: `src in PCTL-e-H -> PCTL-E-H` per distinct egress chain
-//   PCTL-INGRESS: `dst in PCTL-i-H -> PCTL-I-H` per distinct ingress chain
+//   PCTL-EGRESS: `-s 0.0.0.k/0.0.0.15 -g PCTL-EB-k` per bucket k (0..15) holding an
+//     egress-isolated local pod; the bucket of an address is its last octet & 15
+//   PCTL-INGRESS: `-d 0.0.0.k/0.0.0.15 -g PCTL-IB-k`, the same for ingress
+//   PCTL-EB-k / PCTL-IB-k: `src|dst in PCTL-e-H|PCTL-i-H -g PCTL-E-H|PCTL-I-H` per policy
+//     chain with a local pod address in bucket k, in chain name order
 //   PCTL-E-H / PCTL-I-H: the allow rules of every policy isolating the pod (RETURN), then DROP
 //
 // Why this shape:
 // - Allow is RETURN, never ACCEPT, so the other side's chain and other agents' rules still run;
 //   both the sender's egress and the receiver's ingress are evaluated in one FORWARD pass.
+// - Two-level dispatch by goto: a new connection tests at most 16 bucket rules, then only the
+//   policy chains that have a local pod in its bucket (about 1/16 of them), and no rule after
+//   the one that matched: `-g` leaves no return point, so a RETURN in PCTL-E-H (or falling off
+//   PCTL-EB-k: an unisolated source) returns straight to PCTL-FORWARD (or PCTL-INPUT), which
+//   goes on with the ingress side. With one `-j` rule per policy chain, every new connection
+//   walked all of them (about 550 rules for 250 local pods under 2k policies).
 // - Policy chains are named by a hash of their content, and pods are dispatched to them by
 //   ipset: pods under the same policies share one chain, and a local pod that joins an existing
-//   group (or a peer pod that changes labels or IP) changes set members only (invariant 5).
+//   group (or a peer pod that changes labels or IP) changes set members only (invariant 5). The
+//   dispatch set holds every address of the group, so a pod joining a group that already has a
+//   member in its bucket is an ipset add; a bucket chain is rewritten only when a group enters
+//   or leaves the bucket. An address is in one group per direction, except when two local pods
+//   share it (an IP reused while the old pod is still listed): then the first of their chains
+//   in name order decides for both (each still ends in DROP: the address stays isolated).
+// - No self check: a pod reaching its own IP never leaves its network namespace (the route is
+//   local), so no rule sees it and it is always allowed. Hairpin traffic through a Service
+//   (pod -> ClusterIP -> the same pod) does cross FORWARD, and is policed as traffic from the
+//   pod's own IP, which is what upstream's conformance diagonal cells expect (default-deny
+//   ingress shows X on the diagonal). A self check also cost a rule per local pod, rewritten on
+//   every local pod add and delete.
 // - No mark bits are used, so nothing collides with kube-proxy, kubelet or flannel marks.
 // - Fail closed: an isolated pod's chain always ends in DROP; an invalid policy arrives from
 //   the model with no rules, so it isolates and allows nothing.
@@ -32,8 +49,8 @@ import type { Chain, IpSet, L4Protocol, Match, PortRange, Rule, Ruleset, SetMemb
 
 export const EGRESS_CHAIN = `${PREFIX}-EGRESS`;
 export const INGRESS_CHAIN = `${PREFIX}-INGRESS`;
-export const SELF_CHAIN = `${PREFIX}-SELF`;
-export const LOCAL_SET = `${PREFIX}-local`;
+/** Pods are dispatched by the low bits of their address: this many buckets (a power of two). */
+export const BUCKETS = 16;
 /** multiport takes at most 15 port slots; a range uses two. */
 const MULTIPORT_SLOTS = 15;
 
@@ -331,33 +348,53 @@ export function dispatchSetSpec(dir: PolicyType, chain: string): SetSpec {
   return { name: `${PREFIX}-${kind}-${chain.slice(-13)}`, type: 'hash:ip', purpose: `local pods dispatched to ${chain}` };
 }
 
-/** The rule of PCTL-EGRESS / PCTL-INGRESS sending the pods of a dispatch set to their chain. */
+/** The rule of a bucket chain sending the pods of a dispatch set to their policy chain (goto). */
 export function dispatchRule(dir: PolicyType, set: string, chain: string): Rule {
   return {
     match: { sets: [{ set, dirs: dir === 'Ingress' ? 'dst' : 'src' }] },
-    action: { kind: 'jump', chain },
+    action: { kind: 'goto', chain },
     // No member count in the comment: a pod joining the group must change the set only.
     comment: `${dir.toLowerCase()} policy of the local pods in ${set}`,
   };
 }
 
-export const LOCAL_SET_SPEC: SetSpec = { name: LOCAL_SET, type: 'hash:ip', purpose: 'local pods under some policy (guard for the self check)' };
-
-/** A pod may always reach itself: one RETURN per address of a local isolated pod. */
-export function selfRules(p: PodRecord): Rule[] {
-  return p.ips.map((ip) => ({ match: { srcNet: `${ip}/32`, dstNet: `${ip}/32` }, action: RETURN, comment: `${p.namespace}/${p.name} to itself` }));
+/** The dispatch bucket of an IPv4 address: its last octet & (BUCKETS - 1). */
+export function bucketOf(ip: string): number {
+  const m = IPV4.exec(ip);
+  const octet = m ? Number(m[1]) : NaN;
+  if (!(octet <= 255)) throw new Error(`dispatch bucket: pod address "${ip}" is not a dotted-quad IPv4 address`);
+  return octet & (BUCKETS - 1);
 }
+
+const IPV4 = /^(?:(?:0|[1-9][0-9]{0,2})\.){3}(0|[1-9][0-9]{0,2})$/;
+
+/** `PCTL-EB-<k>` / `PCTL-IB-<k>`: the chain of the policy chains with a local pod in bucket k. */
+export function bucketChainName(dir: PolicyType, k: number): string {
+  return `${PREFIX}-${dir === 'Ingress' ? 'I' : 'E'}B-${k}`;
+}
+
+function makeBucketRules(dir: PolicyType): readonly Rule[] {
+  const mask = `0.0.0.${BUCKETS - 1}`;
+  return Array.from({ length: BUCKETS }, (_, k): Rule => {
+    const net = `0.0.0.${k}/${mask}`;
+    return {
+      match: dir === 'Ingress' ? { dstNet: net } : { srcNet: net },
+      action: { kind: 'goto', chain: bucketChainName(dir, k) },
+      comment: `${dir.toLowerCase()} of local pods in bucket ${k} (address & ${BUCKETS - 1})`,
+    };
+  });
+}
+
+/** The rules of PCTL-EGRESS / PCTL-INGRESS, one per bucket (shared objects: memoized ids). */
+export const BUCKET_RULES: Record<PolicyType, readonly Rule[]> = { Egress: makeBucketRules('Egress'), Ingress: makeBucketRules('Ingress') };
 
 export const REPLIES_RULE: Rule = { match: { ctstate: ['RELATED', 'ESTABLISHED'] }, action: RETURN, comment: 'replies of allowed connections' };
 export const EVALUATE_RULES: readonly Rule[] = [
   { match: {}, action: { kind: 'jump', chain: EGRESS_CHAIN }, comment: 'egress of local pods' },
   { match: {}, action: { kind: 'jump', chain: INGRESS_CHAIN }, comment: 'ingress of local pods' },
 ];
-export const SELF_GUARD_RULE: Rule = {
-  match: { sets: [{ set: LOCAL_SET, dirs: 'src' }, { set: LOCAL_SET, dirs: 'dst' }] },
-  action: { kind: 'goto', chain: SELF_CHAIN },
-  comment: 'local pod to local pod: self check first',
-};
+export const FORWARD: Chain = { name: FORWARD_CHAIN, rules: [REPLIES_RULE, ...EVALUATE_RULES] };
+export const INPUT: Chain = { name: INPUT_CHAIN, rules: [REPLIES_RULE, EVALUATE_RULES[0]!] };
 export const HOOKS: Ruleset['hooks'] = [
   { table: 'filter', chain: 'FORWARD', target: FORWARD_CHAIN, comment: `${PREFIX}: NetworkPolicy enforcement, keep first` },
   { table: 'filter', chain: 'INPUT', target: INPUT_CHAIN, comment: `${PREFIX}: NetworkPolicy egress to this node, keep first` },
@@ -374,20 +411,39 @@ interface Group {
   readonly ips: Set<string>;
 }
 
+/**
+ * PCTL-EGRESS / PCTL-INGRESS and their bucket chains, from the dispatch rules of one direction
+ * in chain name order, each with its group's addresses: a bucket rule and a bucket chain for each
+ * bucket holding an address; a bucket chain's rules keep the given order.
+ */
+function bucketedDispatch(dir: PolicyType, groups: readonly { readonly rule: Rule; readonly ips: Iterable<string> }[]): { top: Chain; buckets: Chain[] } {
+  const inBucket: Rule[][] = Array.from({ length: BUCKETS }, () => []);
+  for (const g of groups) {
+    const seen = new Set<number>();
+    for (const ip of g.ips) seen.add(bucketOf(ip));
+    for (const k of seen) inBucket[k]!.push(g.rule);
+  }
+  const top: Rule[] = [];
+  const buckets: Chain[] = [];
+  for (let k = 0; k < BUCKETS; k++) {
+    if (inBucket[k]!.length === 0) continue;
+    top.push(BUCKET_RULES[dir][k]!);
+    buckets.push({ name: bucketChainName(dir, k), rules: inBucket[k]! });
+  }
+  return { top: { name: dir === 'Ingress' ? INGRESS_CHAIN : EGRESS_CHAIN, rules: top }, buckets };
+}
+
 export function compile(model: Model, node: string): Ruleset {
   const ctx = new Context(model);
   const groups: Record<PolicyType, Map<string, Group>> = { Ingress: new Map(), Egress: new Map() };
-  const localIsolated: PodRecord[] = [];
 
   const local = model.podsOnNode(node).filter(isEnforceable);
   local.sort((a, b) => (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0));
   for (const pod of local) {
-    let isolated = false;
     const selecting = model.policiesSelecting(pod);
     for (const dir of ['Ingress', 'Egress'] as const) {
       const policies = selecting.filter((p) => p.policyTypes.includes(dir));
       if (policies.length === 0) continue;
-      isolated = true;
       // Pods under the same policies (with the same named ports, for ingress) share a chain:
       // build it once per compile.
       const key = `${dir}|${policies.map((p) => p.uid).join(',')}|${podPortsKey(pod, dir)}`;
@@ -397,41 +453,25 @@ export function compile(model: Model, node: string): Ruleset {
       if (!g) groups[dir].set(content.name, (g = { chain: content, ips: new Set() }));
       for (const ip of pod.ips) g.ips.add(ip);
     }
-    if (isolated) localIsolated.push(pod);
   }
 
   const chains: Chain[] = [];
-  const dispatch = (dir: PolicyType): Rule[] =>
-    [...groups[dir].values()]
-      .sort((a, b) => (a.chain.name < b.chain.name ? -1 : 1))
-      .map((g) => {
-        const set = ctx.set(dispatchSetSpec(dir, g.chain.name), (s) => {
-          for (const ip of g.ips) s.members.set(ip, false);
-        });
-        chains.push(g.chain);
-        return dispatchRule(dir, set, g.chain.name);
-      });
-
-  const forward: Rule[] = [REPLIES_RULE];
-  const top: Chain[] = [];
-  if (localIsolated.length > 0) {
-    // Self traffic (a pod reaching itself through a Service hairpin) is allowed; the guard keeps
-    // every other connection from walking the per-pod list.
-    ctx.set(LOCAL_SET_SPEC, (s) => {
-      for (const p of localIsolated) for (const ip of p.ips) s.members.set(ip, false);
-    });
-    forward.push(SELF_GUARD_RULE);
-    top.push({ name: SELF_CHAIN, rules: [...localIsolated.flatMap(selfRules), ...EVALUATE_RULES] });
-  }
-  forward.push(...EVALUATE_RULES);
-  const egressDispatch = dispatch('Egress');
-  const ingressDispatch = dispatch('Ingress');
-  top.unshift(
-    { name: FORWARD_CHAIN, rules: forward },
-    { name: INPUT_CHAIN, rules: [REPLIES_RULE, EVALUATE_RULES[0]!] },
-    { name: EGRESS_CHAIN, rules: egressDispatch },
-    { name: INGRESS_CHAIN, rules: ingressDispatch },
-  );
+  const dispatch = (dir: PolicyType) =>
+    bucketedDispatch(
+      dir,
+      [...groups[dir].values()]
+        .sort((a, b) => (a.chain.name < b.chain.name ? -1 : 1))
+        .map((g) => {
+          const set = ctx.set(dispatchSetSpec(dir, g.chain.name), (s) => {
+            for (const ip of g.ips) s.members.set(ip, false);
+          });
+          chains.push(g.chain);
+          return { rule: dispatchRule(dir, set, g.chain.name), ips: g.ips };
+        }),
+    );
+  const egress = dispatch('Egress');
+  const ingress = dispatch('Ingress');
+  const top: Chain[] = [FORWARD, INPUT, egress.top, ingress.top, ...egress.buckets, ...ingress.buckets];
   chains.sort((a, b) => (a.name < b.name ? -1 : 1));
 
   const sets: IpSet[] = [...ctx.sets.values()]

@@ -62,16 +62,39 @@ describe('IncrementalCompiler', () => {
     for (const s of after.sets) if (!changed.has(s.name)) expect(s).toBe(before.sets.find((b) => b.name === s.name));
   });
 
-  it('a local pod joining an existing group changes sets and the self chain only', () => {
+  it('a local pod joining an existing group with a member in its bucket changes set members only', () => {
+    const m = cluster();
+    const ic = new IncrementalCompiler(m, 'n1');
+    const before = ic.ruleset();
+    m.upsert(pod('x', 'a2', { app: 'web' }, { ip: '10.244.1.26', node: 'n1', ports: [port(80, 'http')] })); // 26 & 15 = 10, as x/a
+    const after = ic.ruleset();
+    expect(text(after)).toBe(text(compile(m, 'n1')));
+    expect(ic.stats()?.chainsRecomputed).toBe(0); // memoized: same policies, same named ports
+    expect(after.chains).toBe(before.chains);
+    const d = ic.delta();
+    expect(d.writtenChains).toEqual([]);
+    expect(d.removedChains).toEqual([]);
+    expect(d.createdSets).toEqual([]);
+    // Its address joins the group's dispatch set (and the peer set of x/allow's namespace peer).
+    expect(d.memberChanges.map((c) => [c.set.slice(0, 7), c.added, c.removed]).sort()).toEqual([
+      ['PCTL-i-', ['10.244.1.26'], []],
+      ['PCTL-p-', ['10.244.1.26'], []],
+    ]);
+  });
+
+  it('a local pod joining an existing group in a new bucket writes that bucket chain and the bucket list', () => {
     const m = cluster();
     const ic = new IncrementalCompiler(m, 'n1');
     ic.ruleset();
     m.upsert(pod('x', 'a2', { app: 'web' }, { ip: '10.244.1.13', node: 'n1', ports: [port(80, 'http')] }));
-    const after = ic.ruleset();
-    expect(text(after)).toBe(text(compile(m, 'n1')));
-    expect(ic.stats()?.chainsRecomputed).toBe(0); // memoized: same policies, same named ports
-    expect(ic.delta().writtenChains.map((c) => c.name)).toEqual(['PCTL-SELF']);
+    expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
+    expect(ic.delta().writtenChains.map((c) => c.name).sort()).toEqual(['PCTL-IB-13', 'PCTL-INGRESS']);
     expect(ic.delta().createdSets).toEqual([]);
+    // And leaving it again removes them.
+    m.remove('pod-x-a2', 'Pod');
+    expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
+    expect(ic.delta().writtenChains.map((c) => c.name)).toEqual(['PCTL-INGRESS']);
+    expect(ic.delta().removedChains).toEqual(['PCTL-IB-13']);
   });
 
   it('a policy change rebuilds the chains of its namespace only', () => {
@@ -84,7 +107,8 @@ describe('IncrementalCompiler', () => {
     expect(ic.stats()?.chainsRecomputed).toBe(1);
     const d = ic.delta();
     expect(d.removedChains).toHaveLength(1);
-    expect(d.writtenChains.map((c) => c.name).sort()).toEqual(['PCTL-INGRESS', after.chains.find((c) => !before.chains.some((b) => b.name === c.name))!.name].sort());
+    // The pod's new policy chain, and the bucket chain dispatching to it (y/c is 10.244.1.12).
+    expect(d.writtenChains.map((c) => c.name).sort()).toEqual(['PCTL-IB-12', after.chains.find((c) => !before.chains.some((b) => b.name === c.name))!.name].sort());
     // The old peer set (app=db everywhere) went, the new one (app=api) came, empty.
     expect(d.destroyedSets).toHaveLength(2); // old peer set and old dispatch set
     expect(d.createdSets.map((s) => s.members.length).sort()).toEqual([0, 1]);

@@ -12,6 +12,9 @@
 //   contribute stays until both are gone;
 // - per local pod: the chain it is dispatched to in each direction, and the sets that chain
 //   uses (reference counts per set; a set no chain uses is dropped);
+// - per group (the local pods sharing a policy chain): its dispatch set, and a count of its
+//   addresses in each dispatch bucket; per bucket (direction, k): the groups with an address in
+//   it, so a bucket chain is rewritten only when a group enters or leaves it;
 // - chains are memoized by (direction, policy versions, the pod's named ports): a chain is built
 //   once however many pods share it.
 //
@@ -29,15 +32,16 @@ import { selectorMatches } from '../model/selector.ts';
 import type { IpBlockPeer, PodRecord, PodsPeer, PolicyRecord, PolicyType, Protocol, Selector } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import {
+  BUCKETS,
+  BUCKET_RULES,
   EGRESS_CHAIN,
-  EVALUATE_RULES,
+  FORWARD,
   HOOKS,
   INGRESS_CHAIN,
-  LOCAL_SET_SPEC,
-  REPLIES_RULE,
-  SELF_CHAIN,
-  SELF_GUARD_RULE,
+  INPUT,
   blockSetSpec,
+  bucketChainName,
+  bucketOf,
   dispatchRule,
   dispatchSetSpec,
   namedPortEntries,
@@ -46,13 +50,11 @@ import {
   podChain,
   podPortsKey,
   podSetSpec,
-  selfRules,
   sortedMembers,
   type ChainContent,
   type SetSource,
   type SetSpec,
 } from './compile.ts';
-import { FORWARD_CHAIN, INPUT_CHAIN } from './names.ts';
 import { ruleId } from './render.ts';
 import type { Chain, IpSet, Rule, Ruleset, SetMember } from './ruleset.ts';
 
@@ -61,7 +63,7 @@ const DIRS = ['Ingress', 'Egress'] as const;
 /** One set: members with a contribution count each, kept sorted as the Ruleset wants them. */
 class SetState {
   readonly spec: SetSpec;
-  /** Number of users (chains, groups, isolated pods) that need the set to exist. */
+  /** Number of users (chains, groups) that need the set to exist. */
   refs = 0;
   /** Position in the Ruleset's sorted set list (valid while the list of sets is unchanged). */
   index = -1;
@@ -224,6 +226,18 @@ interface Group {
   readonly dispatch: SetState;
   readonly rule: Rule;
   pods: number;
+  /** Addresses contributed by its pods in each dispatch bucket (a reused address counts twice). */
+  readonly inBucket: number[];
+}
+
+/** One dispatch bucket of one direction: the groups with an address in it, by chain name. */
+interface Bucket {
+  readonly dir: PolicyType;
+  readonly k: number;
+  readonly name: string;
+  readonly groups: SortedList<Group>;
+  /** The chain handed out last (undefined when the bucket was empty or is new). */
+  out: Chain | undefined;
 }
 
 interface Assignment {
@@ -234,8 +248,6 @@ interface Assignment {
 interface LocalPod {
   readonly pod: PodRecord;
   readonly assigned: Assignment[];
-  /** The pod's self rules, built on its first isolation (the record never changes in a LocalPod). */
-  self: Rule[] | undefined;
 }
 
 /**
@@ -270,9 +282,6 @@ export interface IncrementalStats {
   readonly full: boolean;
 }
 
-const FORWARD_PLAIN: Chain = { name: FORWARD_CHAIN, rules: [REPLIES_RULE, ...EVALUATE_RULES] };
-const FORWARD_GUARDED: Chain = { name: FORWARD_CHAIN, rules: [REPLIES_RULE, SELF_GUARD_RULE, ...EVALUATE_RULES] };
-const INPUT: Chain = { name: INPUT_CHAIN, rules: [REPLIES_RULE, EVALUATE_RULES[0]!] };
 /** Memoized chains beyond this many are dropped (they are rebuilt on demand). */
 const MEMO_LIMIT = 4096;
 
@@ -300,11 +309,12 @@ export class IncrementalCompiler {
   private readonly groups = new Map<string, Group>();
   private readonly maybeDeadGroups = new Set<Group>();
   private readonly locals = new Map<string, LocalPod>();
-  private isolatedCount = 0;
-  /** Kept sorted as the output wants them: sets by name, groups by chain name, isolated pods by uid. */
+  /** Kept sorted as the output wants them: sets by name, groups by chain name. */
   private readonly setOrder = new SortedList<SetState>((x) => x.spec.name);
   private readonly groupOrder = new SortedList<Group>((g) => g.chain.name);
-  private readonly isolatedOrder = new SortedList<LocalPod>((l) => l.pod.uid);
+  private readonly buckets: Record<PolicyType, Bucket[]> = { Ingress: newBuckets('Ingress'), Egress: newBuckets('Egress') };
+  /** Buckets whose list of groups changed since the last output. */
+  private readonly dirtyBuckets = new Set<Bucket>();
 
   private readonly memo = new Map<string, ChainEntry>();
   private readonly policyIds = new WeakMap<PolicyRecord, number>();
@@ -316,7 +326,6 @@ export class IncrementalCompiler {
   private setListDirty = true;
   private readonly changedSets = new Set<SetState>();
   private groupListDirty = true;
-  private selfDirty = true;
   private topChains: Chain[] = [];
   private policyChains: Chain[] = [];
   private lastStats: IncrementalStats | undefined;
@@ -413,20 +422,25 @@ export class IncrementalCompiler {
     this.rebuilt = true;
     this.setOrder.clear();
     this.groupOrder.clear();
-    this.isolatedOrder.clear();
+    for (const dir of DIRS) {
+      for (const b of this.buckets[dir]) {
+        b.groups.clear();
+        b.out = undefined;
+      }
+    }
+    this.dirtyBuckets.clear();
     this.maybeDeadGroups.clear();
     this.locals.clear();
-    this.isolatedCount = 0;
     this.memo.clear();
     this.changedSets.clear();
     // Every set is rebuilt: those of the previous output are gone unless built again.
     for (const name of this.prevStates.keys()) this.destroyedSince.add(name);
-    this.setListDirty = this.groupListDirty = this.selfDirty = this.outputDirty = true;
+    this.setListDirty = this.groupListDirty = this.outputDirty = true;
     for (const n of this.model.allNamespaces()) this.knownNamespaces.add(n.name);
     const dirty = new Set<string>();
     for (const p of this.model.podsOnNode(this.node)) {
       if (!isEnforceable(p)) continue;
-      this.locals.set(p.uid, { pod: p, assigned: [], self: undefined });
+      this.locals.set(p.uid, { pod: p, assigned: [] });
       dirty.add(p.uid);
     }
     this.recompute(dirty, { chainsRecomputed: 0 });
@@ -482,7 +496,7 @@ export class IncrementalCompiler {
       if (!isEnforceable(p)) continue;
       this.forScope(p.namespace, (peer) => (!peer.podSelector || selectorMatches(peer.podSelector, p.labels)) && this.addMember(peer, p));
       if (p.nodeName === this.node) {
-        this.locals.set(uid, { pod: p, assigned: [], self: undefined });
+        this.locals.set(uid, { pod: p, assigned: [] });
         chainDirty.add(uid);
       }
     }
@@ -521,7 +535,7 @@ export class IncrementalCompiler {
       let group = this.groups.get(entry.content.name);
       if (!group) {
         const dispatch = this.createSet(dispatchSetSpec(dir, entry.content.name));
-        group = { dir, chain: entry.content, dispatch, rule: dispatchRule(dir, dispatch.spec.name, entry.content.name), pods: 0 };
+        group = { dir, chain: entry.content, dispatch, rule: dispatchRule(dir, dispatch.spec.name, entry.content.name), pods: 0, inBucket: new Array<number>(BUCKETS).fill(0) };
         dispatch.refs++;
         this.groups.set(entry.content.name, group);
         this.groupOrder.insert(group);
@@ -529,17 +543,12 @@ export class IncrementalCompiler {
         this.groupListDirty = true;
       }
       group.pods++;
-      for (const ip of pod.ips) group.dispatch.add(ip);
+      for (const ip of pod.ips) {
+        group.dispatch.add(ip);
+        const k = bucketOf(ip);
+        if (group.inBucket[k]!++ === 0) this.enterBucket(group, k);
+      }
       local.assigned.push({ entry, group });
-    }
-    if (local.assigned.length > 0) {
-      this.isolatedCount++;
-      this.isolatedOrder.insert(local);
-      const set = this.sets.get(LOCAL_SET_SPEC.name) ?? this.createSet(LOCAL_SET_SPEC);
-      set.refs++;
-      for (const ip of pod.ips) set.add(ip);
-      local.self ??= selfRules(pod); // kept across re-assignments: same Rule objects, same ids
-      this.selfDirty = true;
     }
   }
 
@@ -547,16 +556,28 @@ export class IncrementalCompiler {
     if (local.assigned.length === 0) return;
     for (const { entry, group } of local.assigned) {
       for (const need of entry.needs) this.unref(this.sets.get(need.spec.name)!);
-      for (const ip of local.pod.ips) group.dispatch.delete(ip);
+      for (const ip of local.pod.ips) {
+        group.dispatch.delete(ip);
+        const k = bucketOf(ip);
+        if (--group.inBucket[k]! === 0) this.leaveBucket(group, k);
+      }
       if (--group.pods === 0) this.maybeDeadGroups.add(group);
     }
     local.assigned.length = 0;
-    this.isolatedCount--;
-    this.isolatedOrder.remove(local);
-    const set = this.sets.get(LOCAL_SET_SPEC.name)!;
-    for (const ip of local.pod.ips) set.delete(ip);
-    this.unref(set);
-    this.selfDirty = true;
+  }
+
+  /** A group's first address in bucket k: the bucket chain gets its dispatch rule. */
+  private enterBucket(group: Group, k: number): void {
+    const b = this.buckets[group.dir][k]!;
+    b.groups.insert(group);
+    this.dirtyBuckets.add(b);
+  }
+
+  /** A group's last address in bucket k went. */
+  private leaveBucket(group: Group, k: number): void {
+    const b = this.buckets[group.dir][k]!;
+    b.groups.remove(group);
+    this.dirtyBuckets.add(b);
   }
 
   private policyId(p: PolicyRecord): number {
@@ -703,7 +724,7 @@ export class IncrementalCompiler {
   // ---- output --------------------------------------------------------------------------------
 
   private output(): Ruleset {
-    if (this.last && !this.outputDirty && this.changedSets.size === 0 && !this.setListDirty && !this.groupListDirty && !this.selfDirty) {
+    if (this.last && !this.outputDirty && this.changedSets.size === 0 && !this.setListDirty && !this.groupListDirty && this.dirtyBuckets.size === 0) {
       this.lastDelta = EMPTY_DELTA;
       return this.last;
     }
@@ -756,36 +777,40 @@ export class IncrementalCompiler {
 
     this.changedSets.clear();
 
-    // Chains: only the dispatch chains, the self chain and the list of policy chains can change.
+    // Chains: only the dispatch chains (top and bucket chains) and the list of policy chains can
+    // change.
     let chains = this.last?.chains ?? [];
     const writtenChains: Chain[] = [];
     const removedChains: string[] = [];
-    if (this.groupListDirty || this.selfDirty || !this.last) {
+    if (this.groupListDirty || this.dirtyBuckets.size > 0 || !this.last) {
       const prev = this.topChains;
-      const top: Chain[] = [this.isolatedCount > 0 ? FORWARD_GUARDED : FORWARD_PLAIN, INPUT];
-      if (this.groupListDirty || !this.last) {
-        const sorted = this.groupOrder.items;
-        this.policyChains = sorted.map((g) => g.chain);
-        const egress = { name: EGRESS_CHAIN, rules: sorted.filter((g) => g.dir === 'Egress').map((g) => g.rule) };
-        const ingress = { name: INGRESS_CHAIN, rules: sorted.filter((g) => g.dir === 'Ingress').map((g) => g.rule) };
-        // Keep the previous objects when their rules did not change (same rule objects).
-        top.push(sameRules(prev[2], egress) ? prev[2]! : egress, sameRules(prev[3], ingress) ? prev[3]! : ingress);
-      } else {
-        top.push(prev[2]!, prev[3]!);
+      if (this.groupListDirty || !this.last) this.policyChains = this.groupOrder.items.map((g) => g.chain);
+      // Same order as compile: FORWARD, INPUT, EGRESS, INGRESS, then the egress and the ingress
+      // bucket chains by bucket number. Unchanged chains keep their objects (same rule objects).
+      const top: Chain[] = [FORWARD, INPUT];
+      const bucketChains: Chain[] = [];
+      for (const dir of ['Egress', 'Ingress'] as const) {
+        const rules: Rule[] = [];
+        for (const b of this.buckets[dir]) {
+          if (b.groups.items.length === 0) {
+            b.out = undefined;
+            continue;
+          }
+          rules.push(BUCKET_RULES[dir][b.k]!);
+          if (!b.out || this.dirtyBuckets.has(b)) {
+            const c: Chain = { name: b.name, rules: b.groups.items.map((g) => g.rule) };
+            if (!b.out || !sameRules(b.out, c)) b.out = c;
+          }
+          bucketChains.push(b.out);
+        }
+        const at = top.length;
+        const chain: Chain = { name: dir === 'Egress' ? EGRESS_CHAIN : INGRESS_CHAIN, rules };
+        top.push(sameRules(prev[at], chain) ? prev[at]! : chain);
       }
-      if (this.isolatedCount > 0) {
-        const prevSelf = prev[4];
-        if (this.selfDirty || !prevSelf) {
-          const rules: Rule[] = [];
-          for (const l of this.isolatedOrder.items) for (const r of l.self!) rules.push(r);
-          rules.push(...EVALUATE_RULES);
-          const self = { name: SELF_CHAIN, rules };
-          top.push(sameRules(prevSelf, self) ? prevSelf! : self);
-        } else top.push(prevSelf);
-      }
+      top.push(...bucketChains);
+      this.dirtyBuckets.clear();
       this.topChains = top;
       this.groupListDirty = false;
-      this.selfDirty = false;
       chains = [...top, ...this.policyChains];
       const changed = (c: Chain) => {
         const was = this.prevChains.get(c.name);
@@ -849,6 +874,10 @@ class SortedList<T> {
   clear(): void {
     this.items.length = 0;
   }
+}
+
+function newBuckets(dir: PolicyType): Bucket[] {
+  return Array.from({ length: BUCKETS }, (_, k) => ({ dir, k, name: bucketChainName(dir, k), groups: new SortedList<Group>((g) => g.chain.name), out: undefined }));
 }
 
 function setMember(peer: PeerState, p: PodRecord): void {

@@ -17,8 +17,6 @@ export const MAX_SET_NAME = 31;
 /** Top-level chains the hooks jump to. */
 export const FORWARD_CHAIN = `${PREFIX}-FORWARD`;
 export const INPUT_CHAIN = `${PREFIX}-INPUT`;
-/** The set of (pod IP, pod IP) pairs of local pods: a pod may always reach itself. */
-export const SELF_SET = `${PREFIX}-self`;
 
 const ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
 

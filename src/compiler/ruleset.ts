@@ -84,7 +84,11 @@ export interface Ruleset {
   readonly node: string;
   /** Sorted by name. Every set a rule references is here. */
   readonly sets: readonly IpSet[];
-  /** In dependency order is not required; sorted by name except the hook targets first. */
+  /**
+   * Dependency order is not required. The hook targets and the dispatch chains first
+   * (PCTL-FORWARD, PCTL-INPUT, PCTL-EGRESS, PCTL-INGRESS, PCTL-EB-k and PCTL-IB-k by k), then the
+   * policy chains sorted by name.
+   */
   readonly chains: readonly Chain[];
   readonly hooks: readonly Hook[];
 }

@@ -67,7 +67,8 @@ describe('compiled rules agree with the semantics', () => {
     'a default deny becomes RETURN (opens traffic)': (t) => t.replace(/(-A PCTL-I-\S+ .*default deny[^\n]*)-j DROP/, '$1-j RETURN'),
     'the first allow rule of an ingress chain is deleted (closes traffic)': (t) => t.replace(/\n-A PCTL-I-\S+ (?!.*default deny)[^\n]*-j RETURN/, ''),
     'a peer set is matched on the wrong side': (t) => t.replace(/(-A PCTL-[IE]-\S+ [^\n]*--match-set PCTL-p-\S+ )src/, '$1dst'),
-    'the reply rule is lost and the egress dispatch goes first': (t) => t.replace(/-A PCTL-EGRESS -m set --match-set (\S+) src/, '-A PCTL-EGRESS -m set --match-set $1 dst'),
+    'an egress dispatch rule matches the destination': (t) => t.replace(/-A (PCTL-EB-\d+) -m set --match-set (\S+) src/, '-A $1 -m set --match-set $2 dst'),
+    'an ingress bucket rule tests the source address': (t) => t.replace(/-A PCTL-INGRESS -d (0\.0\.0\.\d+\/0\.0\.0\.15)/, '-A PCTL-INGRESS -s $1'),
   };
   for (const [what, mutate] of Object.entries(mutations)) {
     it(`fails when ${what}`, () => {

@@ -62,8 +62,15 @@ export class Dataplane {
    * node when that is another node (INPUT for a hostNetwork destination). Traffic a node sends
    * itself (its own address, a hostNetwork pod) starts in OUTPUT, where no policy applies.
    * The flow is allowed when no hop dropped it.
+   *
+   * A pod sending to its own address crosses no hook at all: the destination is local to the
+   * pod's network namespace (its `local` route table), so the packet goes through the pod's
+   * loopback and never reaches the node's bridge or FORWARD. It is allowed without tracing,
+   * whatever the policies (the compiler has no self rule). Hairpin traffic through a Service
+   * (pod -> ClusterIP -> itself) does cross FORWARD, but this dataplane models no Services.
    */
   traverse(flow: Flow): { allowed: boolean; traces: { node: string; hook: 'FORWARD' | 'INPUT'; result: TraceResult }[] } {
+    if (flow.src.kind === 'pod' && flow.dst.kind === 'pod' && flow.src.pod.uid === flow.dst.pod.uid) return { allowed: true, traces: [] };
     const src = ipOf(flow.src);
     const dst = ipOf(flow.dst);
     const srcNode = flow.src.kind === 'pod' && !flow.src.pod.hostNetwork ? flow.src.pod.nodeName : undefined;

@@ -133,6 +133,59 @@ describe('chain traversal', () => {
     expect(r.steps.some((s) => s.chain === 'B' && s.index === 2)).toBe(false);
   });
 
+  it('two-level goto dispatch: one pass, both sides, nothing after the rule that matched', () => {
+    // The compiler's shape: FORWARD -> F, which jumps to EGRESS then INGRESS; EGRESS goes (-g)
+    // to a bucket chain by the low 4 bits of the source, which goes (-g) to a policy chain.
+    const t = parseIptablesRestore(
+      filter(
+        ':FORWARD ACCEPT [0:0]',
+        ':INPUT ACCEPT [0:0]',
+        ':F - [0:0]',
+        ':IN - [0:0]',
+        ':EGRESS - [0:0]',
+        ':INGRESS - [0:0]',
+        ':EB-5 - [0:0]',
+        ':IB-6 - [0:0]',
+        ':E-a - [0:0]',
+        ':E-b - [0:0]',
+        ':I-c - [0:0]',
+        '-A FORWARD -j F',
+        '-A INPUT -j IN',
+        '-A F -j EGRESS',
+        '-A F -j INGRESS',
+        '-A IN -j EGRESS',
+        '-A EGRESS -s 0.0.0.5/0.0.0.15 -g EB-5',
+        '-A INGRESS -d 0.0.0.6/0.0.0.15 -g IB-6',
+        '-A EB-5 -s 10.0.0.5 -g E-a',
+        '-A EB-5 -s 10.0.0.21 -g E-b',
+        '-A IB-6 -d 10.0.0.6 -g I-c',
+        '-A E-a -p tcp -m tcp --dport 80 -j RETURN',
+        '-A E-a -j DROP',
+        '-A E-b -j DROP',
+        '-A I-c -s 10.0.0.5 -j RETURN',
+        '-A I-c -j DROP',
+      ),
+    );
+    runCases(t, NO_SETS, [
+      // E-a's RETURN leaves EB-5 and EGRESS (reached by goto) and lands in F rule 2: ingress runs.
+      { name: 'a:80 -> c: both sides allow', packet: tcp('10.0.0.5', '10.0.0.6', 80), verdict: 'ACCEPT', by: null, hit: '-A I-c -s 10.0.0.5 -j RETURN' },
+      { name: 'a:80 -> elsewhere: egress allows, no ingress chain', packet: tcp('10.0.0.5', '10.0.0.7', 80), verdict: 'ACCEPT', by: null },
+      { name: 'a:81 -> c: egress denies', packet: tcp('10.0.0.5', '10.0.0.6', 81), verdict: 'DROP', by: '-A E-a -j DROP' },
+      { name: 'b (same bucket) -> c', packet: tcp('10.0.0.21', '10.0.0.6', 80), verdict: 'DROP', by: '-A E-b -j DROP' },
+      // An unisolated source in a populated bucket falls off EB-5 back to F: ingress still runs.
+      { name: 'unisolated .37 (bucket 5) -> c', packet: tcp('10.0.0.37', '10.0.0.6', 80), verdict: 'DROP', by: '-A I-c -j DROP' },
+      { name: 'unisolated .8 (empty bucket) -> c', packet: tcp('10.0.0.8', '10.0.0.6', 80), verdict: 'DROP', by: '-A I-c -j DROP' },
+      { name: 'INPUT: a:80 to the node', packet: tcp('10.0.0.5', '192.168.0.1', 80), verdict: 'ACCEPT', by: null, hook: 'INPUT' },
+      { name: 'INPUT: a:81 to the node', packet: tcp('10.0.0.5', '192.168.0.1', 81), verdict: 'DROP', by: '-A E-a -j DROP', hook: 'INPUT' },
+    ]);
+    // Exactly one pass: each side evaluated once, and no rule after the one that matched.
+    const r = trace(t, NO_SETS, 'FORWARD', tcp('10.0.0.5', '10.0.0.6', 80));
+    expect(r.steps.map((s) => `${s.chain}#${s.index}`)).toEqual(['FORWARD#1', 'F#1', 'EGRESS#1', 'EB-5#1', 'E-a#1', 'F#2', 'INGRESS#1', 'IB-6#1', 'I-c#1']);
+    const fallOff = trace(t, NO_SETS, 'FORWARD', tcp('10.0.0.37', '10.0.0.9', 80));
+    expect(fallOff.steps.map((s) => `${s.chain}#${s.index}`)).toEqual(['FORWARD#1', 'F#1', 'EGRESS#1', 'EB-5#1', 'EB-5#2', 'F#2', 'INGRESS#1']);
+    expect(fallOff.verdict).toBe('ACCEPT');
+  });
+
   it('a goto from the built-in chain ends in its policy', () => {
     const t = parseIptablesRestore(
       filter(':FORWARD DROP [0:0]', ':B - [0:0]', '-A FORWARD -g B', '-A FORWARD -j ACCEPT', '-A B -s 10.0.0.1 -j ACCEPT'),
@@ -214,6 +267,44 @@ describe('matches', () => {
       { name: 'inside 10.1/16', packet: tcp('10.1.200.1', '9.9.9.9', 1), verdict: 'ACCEPT' },
       { name: 'outside', packet: tcp('10.2.0.1', '9.9.9.9', 1), verdict: 'DROP' },
     ]);
+  });
+
+  it('-s / -d with a dotted mask, contiguous or not; host bits are masked', () => {
+    const t = parseIptablesRestore(
+      filter(
+        ':FORWARD ACCEPT [0:0]',
+        // the low 4 bits of the source are 5 (iptables-nft: ip saddr & 0.0.0.15 == 0.0.0.5)
+        '-A FORWARD -s 0.0.0.5/0.0.0.15 -j DROP',
+        // host bits outside the mask are dropped: 10.0.0.3/0.0.0.15 is 0.0.0.3/0.0.0.15
+        '-A FORWARD -d 10.0.0.3/0.0.0.15 -j DROP',
+        // a contiguous dotted mask is a prefix
+        '-A FORWARD -s 172.16.9.9/255.255.0.0 -j DROP',
+        '-A FORWARD ! -d 0.0.0.0/0.0.0.1 -p udp -j DROP',
+      ),
+    );
+    runCases(t, NO_SETS, [
+      { name: 'src .5', packet: tcp('10.244.1.5', '9.9.9.8', 1), verdict: 'DROP', by: '-s 0.0.0.5/0.0.0.15' },
+      { name: 'src .21 (21 & 15 = 5)', packet: tcp('10.244.1.21', '9.9.9.8', 1), verdict: 'DROP', by: '-s 0.0.0.5/0.0.0.15' },
+      { name: 'src .6', packet: tcp('10.244.1.6', '9.9.9.8', 1), verdict: 'ACCEPT', by: null },
+      { name: 'src .4', packet: tcp('10.244.1.4', '9.9.9.8', 1), verdict: 'ACCEPT', by: null },
+      { name: 'dst .19 (19 & 15 = 3)', packet: tcp('1.1.1.1', '10.244.1.19', 1), verdict: 'DROP', by: '-d 10.0.0.3/0.0.0.15' },
+      { name: 'dst .3 elsewhere', packet: tcp('1.1.1.1', '192.168.0.3', 1), verdict: 'DROP', by: '-d 10.0.0.3/0.0.0.15' },
+      { name: 'dst .2', packet: tcp('1.1.1.1', '10.244.1.2', 1), verdict: 'ACCEPT', by: null },
+      { name: '255.255.0.0 = /16', packet: tcp('172.16.200.1', '9.9.9.8', 1), verdict: 'DROP', by: '255.255.0.0' },
+      { name: 'outside 172.16/16', packet: tcp('172.17.0.1', '9.9.9.8', 1), verdict: 'ACCEPT', by: null },
+      { name: 'negated mask: odd dst', packet: udp('1.1.1.1', '9.9.9.9', 1), verdict: 'DROP', by: '! -d 0.0.0.0/0.0.0.1' },
+      { name: 'negated mask: even dst', packet: udp('1.1.1.1', '9.9.9.8', 1), verdict: 'ACCEPT', by: null },
+    ]);
+  });
+
+  it.each([
+    ['a mask with three parts', '-A FORWARD -s 0.0.0.5/0.0.15 -j DROP'],
+    ['a mask part over 255', '-A FORWARD -s 0.0.0.5/0.0.0.256 -j DROP'],
+    ['a hex prefix (libxtables reads 0xf as /15; never rendered, so refused)', '-A FORWARD -s 0.0.0.5/0xf -j DROP'],
+    ['a prefix over 32', '-A FORWARD -d 0.0.0.5/33 -j DROP'],
+    ['an empty mask', '-A FORWARD -d 0.0.0.5/ -j DROP'],
+  ])('refuses %s', (_name, line) => {
+    expect(() => parseIptablesRestore(filter(line))).toThrow(/line 2: -[sd]: unsupported address/);
   });
 
   it('multiport ports and ranges', () => {

@@ -68,6 +68,29 @@ function parseNet(text: string): Net | undefined {
   return { net: (ip & prefixMask(prefix)) >>> 0, prefix };
 }
 
+/**
+ * The address of `-s` / `-d`: `a.b.c.d` (= /32), `a.b.c.d/N`, or `a.b.c.d/m.m.m.m` with any
+ * dotted mask, contiguous or not, as libxtables' parse_ipmask accepts (xtables_numeric_to_ipmask,
+ * then a prefix length); the address is ANDed with the mask. The kernel (legacy: the ipt_ip
+ * smsk/dmsk; nft: `ip saddr & mask == addr`) compares (packet & mask) == addr.
+ */
+function parseAddrMask(text: string): { readonly net: number; readonly mask: number } | undefined {
+  const slash = text.indexOf('/');
+  if (slash < 0) {
+    const ip = parseIPv4(text);
+    return ip === undefined ? undefined : { net: ip, mask: 0xffffffff };
+  }
+  const maskText = text.slice(slash + 1);
+  if (!maskText.includes('.')) {
+    const n = parseNet(text);
+    return n && { net: n.net, mask: prefixMask(n.prefix) };
+  }
+  const ip = parseIPv4(text.slice(0, slash));
+  const mask = parseIPv4(maskText);
+  if (ip === undefined || mask === undefined) return undefined;
+  return { net: (ip & mask) >>> 0, mask };
+}
+
 function formatNet(n: Net): string {
   return `${formatIPv4(n.net)}/${n.prefix}`;
 }
@@ -121,7 +144,10 @@ export class RestoreError extends Error {
 
 // ─── iptables model ─────────────────────────────────────────────────────────────────────────
 
-export interface AddrMatch extends Net {
+export interface AddrMatch {
+  readonly net: number;
+  /** Any 32-bit mask: a prefix (`/24` = 255.255.255.0) or a dotted one, contiguous or not. */
+  readonly mask: number;
   readonly negate: boolean;
 }
 
@@ -480,8 +506,8 @@ function parseRuleArgs(args: readonly string[], text: string, line: number, ctx:
       case '--destination': {
         const [v] = take(i, 1, tok);
         i += 1;
-        const n = parseNet(v!);
-        if (!n) fail(`${tok}: unsupported address "${v}" (expected a.b.c.d or a.b.c.d/N)`);
+        const n = parseAddrMask(v!);
+        if (!n) fail(`${tok}: unsupported address "${v}" (expected a.b.c.d, a.b.c.d/N or a.b.c.d/m.m.m.m)`);
         const m: AddrMatch = { ...n, negate: wasNegated };
         if (tok === '-s' || tok === '--source') {
           once(src, '-s');
@@ -1210,8 +1236,8 @@ function inRange(v: number, r: PortRange): boolean {
 }
 
 function ruleMatches(r: ParsedRule, p: Packet, mark: number, ipsets: IpsetState, fail: Fail): boolean {
-  if (r.src && inNet(packetIp(p, 'src', fail), r.src.net, r.src.prefix) === r.src.negate) return false;
-  if (r.dst && inNet(packetIp(p, 'dst', fail), r.dst.net, r.dst.prefix) === r.dst.negate) return false;
+  if (r.src && ((packetIp(p, 'src', fail) & r.src.mask) >>> 0 === r.src.net) === r.src.negate) return false;
+  if (r.dst && ((packetIp(p, 'dst', fail) & r.dst.mask) >>> 0 === r.dst.net) === r.dst.negate) return false;
   if (r.protocol && (p.protocol === r.protocol.name) === r.protocol.negate) return false;
   if (r.inIface && !ifaceMatches(r.inIface, p.inIface, '-i', fail)) return false;
   if (r.outIface && !ifaceMatches(r.outIface, p.outIface, '-o', fail)) return false;
