@@ -1,14 +1,13 @@
 // PROPOSAL, not used by the agent: a diff that skips what did not change since the Ruleset the
-// kernel state was derived from. Measured by the incremental part next to the real diff.
+// kernel state was derived from. Measured by the incremental part as a comparison column.
 //
 // `diff(desired, actual)` (src/sync/plan.ts) walks every member of every set and every rule id
 // of every chain: O(size of the Ruleset) per event, about 4 ms for the 10k/2k cluster's 23k
-// set entries, which alone exceeds the 2 ms event-to-diff target. The IncrementalCompiler
-// hands out the same IpSet / Chain objects when they did not change, so when `actual` is
-// `stateOf(previous)` (the Syncer's `known` after a successful apply), an object shared by
-// `desired` and `previous` cannot differ from the kernel and can be skipped. Plugged into the
-// Syncer this would be: keep `lastDesired` beside `known` and, on the fast path (no kernel
-// read), call `diffSince(desired, lastDesired, known)`; `verify()` keeps the full diff.
+// set entries. The IncrementalCompiler hands out the same IpSet / Chain objects when they did
+// not change, so when `actual` is `stateOf(previous)`, an object shared by `desired` and
+// `previous` cannot differ from the kernel and can be skipped. A changed set is still compared
+// whole, which is why the agent uses the plan built from the compiler's delta instead
+// (src/sync/plan-from-delta.ts, Syncer.syncDelta); this stays as the measured alternative.
 
 import type { Ruleset } from '../../src/compiler/ruleset.ts';
 import type { KernelState } from '../../src/sync/kernel-state.ts';

@@ -5,9 +5,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
 import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
+import { IncrementalCompiler } from '../compiler/incremental.ts';
 import { Model } from '../model/store.ts';
 import { NFT } from '../sync/backend.ts';
 import { RecordingRunner, type Runner } from '../sync/runner.ts';
@@ -102,6 +103,40 @@ describe.runIf(kernelTestsEnabled())('Agent', () => {
     const rev = await folderRevision(dir);
     await until(() => a.status().revision === rev, 'the edit to be applied');
     expect(net.sh('ipset save')).toContain('10.244.2.10');
+  });
+
+  it('applies edits from the compiler delta, and compiles in full when the incremental compiler throws', async () => {
+    const a = makeAgent(net.runner);
+    await a.start();
+    const plans = async () => Object.fromEntries((await a.metrics.plans.get()).values.map((v) => [v.labels.from, v.value])) as Record<string, number | undefined>;
+    const edit = async (label: string) => {
+      writeFileSync(join(dir, 'allow.yaml'), ALLOW(label));
+      const rev = await folderRevision(dir);
+      await until(() => a.status().revision === rev, `the edit to ${label} to be applied`);
+    };
+    expect((await plans()).kernel).toBe(1); // the first sync reads the kernel
+    await edit('client');
+    expect(net.sh('ipset save')).toContain('10.244.2.10');
+    const deltas = (await plans()).delta ?? 0;
+    expect(deltas).toBeGreaterThanOrEqual(1);
+
+    const spy = vi.spyOn(IncrementalCompiler.prototype, 'ruleset').mockImplementationOnce(() => {
+      throw new Error('bookkeeping bug');
+    });
+    try {
+      await edit('other');
+    } finally {
+      spy.mockRestore();
+    }
+    expect((await a.metrics.compilerResets.get()).values[0]!.value).toBe(1);
+    expect(a.status().ready).toBe(true);
+    expect(net.sh('ipset save')).not.toContain('10.244.2.10');
+    // The first sync after the reset diffs against the kernel; the fast path then resumes.
+    await edit('client');
+    await edit('other2');
+    await edit('client');
+    expect(net.sh('ipset save')).toContain('10.244.2.10');
+    expect((await plans()).delta ?? 0).toBeGreaterThan(deltas);
   });
 
   it('writes nothing before the source is synced', async () => {

@@ -1,6 +1,13 @@
 // The node agent: source -> model -> compile -> sync, with coalescing, periodic verification,
 // retry with backoff, and the readiness it reports.
 //
+// Compiling follows the model incrementally (IncrementalCompiler) and the Syncer applies its
+// delta (`syncDelta`), so an event costs in proportion to the change (DESIGN invariant 5). If
+// the incremental compiler throws, it is reset and that sync compiles in full and diffs the
+// whole Ruleset against a fresh read of the kernel; the next sync, with no delta to start
+// from (the reset compiler rebuilds), reads and diffs in full once more; then the fast path
+// resumes. Periodic verification always diffs the whole Ruleset against a fresh read.
+//
 // Invariants:
 // - Nothing is written before the source is synced (DESIGN invariant 6).
 // - One sync at a time; changes during a sync cause exactly one more sync after it.
@@ -11,6 +18,7 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { compile } from '../compiler/compile.ts';
+import { IncrementalCompiler, type RulesetDelta } from '../compiler/incremental.ts';
 import type { Ruleset } from '../compiler/ruleset.ts';
 import { isEmpty } from '../sync/plan.ts';
 import type { Syncer, SyncResult } from '../sync/syncer.ts';
@@ -68,6 +76,10 @@ export class Agent {
   private syncCount = 0;
   private bridgeNf: boolean | undefined;
   private readonly waiters: (() => void)[] = [];
+  /** Created on the first sync (the source is synced by then); disposed on stop. */
+  private compiler: IncrementalCompiler | undefined;
+  /** The Ruleset the compiler returned before the last one: where its delta starts. */
+  private compiled: Ruleset | undefined;
 
   constructor(o: AgentOptions) {
     this.metrics = o.metrics ?? new AgentMetrics();
@@ -104,6 +116,9 @@ export class Agent {
     for (const t of [this.timer, this.verifyTimer, this.retryTimer]) clearTimeout(t);
     clearInterval(this.resyncTimer);
     await this.running;
+    this.compiler?.dispose();
+    this.compiler = undefined;
+    this.compiled = undefined;
     await this.o.source.stop();
   }
 
@@ -146,6 +161,7 @@ export class Agent {
   private async runSync(kind: 'initial' | 'event' | 'verify' | 'retry'): Promise<void> {
     const log = this.o.logger;
     const src = this.o.source;
+    if (this.stopped) return;
     if (!src.status().synced) {
       log.warn('source not synced yet: nothing is written');
       return;
@@ -158,8 +174,10 @@ export class Agent {
     let desired: Ruleset;
     let res: SyncResult;
     try {
-      desired = compile(src.model, this.o.node);
-      res = verify ? await this.o.syncer.verify(desired) : await this.o.syncer.sync(desired);
+      const c = this.compileIncremental();
+      desired = c.desired;
+      if (verify || !c.delta) res = await this.o.syncer.verify(desired);
+      else res = await this.o.syncer.syncDelta(desired, c.delta.delta, c.delta.from);
     } catch (e) {
       this.failures++;
       this.lastError = e instanceof Error ? e.message : String(e);
@@ -179,6 +197,7 @@ export class Agent {
     this.syncCount++;
     this.metrics.duration.observe(seconds);
     this.metrics.syncs.inc({ result: res.wrote ? 'applied' : 'noop', kind });
+    this.metrics.plans.inc({ from: res.planFrom });
     this.metrics.rulesWritten.inc(res.counts.rules);
     this.metrics.setEntriesWritten.inc(res.counts.setEntries);
     this.metrics.generation.set(generation);
@@ -199,6 +218,28 @@ export class Agent {
     this.applied = { revision, generation, at: new Date() };
     await this.writeStatus();
     for (const w of this.waiters.splice(0)) w();
+  }
+
+  /**
+   * The desired Ruleset, and the delta from the previous one when the incremental compiler
+   * produced it. On an exception from the compiler: reset it and compile in full (no delta).
+   */
+  private compileIncremental(): { desired: Ruleset; delta?: { delta: RulesetDelta; from: Ruleset } } {
+    const model = this.o.source.model;
+    this.compiler ??= new IncrementalCompiler(model, this.o.node);
+    const from = this.compiled;
+    try {
+      const desired = this.compiler.ruleset();
+      const delta = this.compiler.delta();
+      this.compiled = desired;
+      return { desired, ...(from ? { delta: { delta, from } } : {}) };
+    } catch (e) {
+      this.compiled = undefined;
+      this.compiler.reset();
+      this.metrics.compilerResets.inc();
+      this.o.logger.error({ err: e instanceof Error ? e.message : String(e) }, 'incremental compiler failed: reset; compiling in full and diffing against the kernel');
+      return { desired: compile(model, this.o.node) };
+    }
   }
 
   private async readBridgeNf(): Promise<boolean> {

@@ -19,6 +19,13 @@ export class AgentMetrics {
   });
   readonly rulesWritten = new Counter({ name: 'policyctl_rules_written_total', help: 'iptables rules written (appended or inserted).', registers: [this.registry] });
   readonly setEntriesWritten = new Counter({ name: 'policyctl_set_entries_written_total', help: 'ipset entries added or deleted.', registers: [this.registry] });
+  readonly plans = new Counter({
+    name: 'policyctl_sync_plans_total',
+    help: "Where each sync's plan came from: delta (the incremental compiler's delta, the fast path), known (a diff against what we last wrote), kernel (a diff against a fresh read of the kernel).",
+    labelNames: ['from'],
+    registers: [this.registry],
+  });
+  readonly compilerResets = new Counter({ name: 'policyctl_compiler_resets_total', help: 'Exceptions from the incremental compiler (each resets it and falls back to a full compile and a kernel read).', registers: [this.registry] });
   readonly driftRepairs = new Counter({ name: 'policyctl_drift_repairs_total', help: 'Verifications that found the kernel differing from what we wrote, and repaired it.', registers: [this.registry] });
   readonly generation = new Gauge({ name: 'policyctl_last_applied_generation', help: 'Model generation of the last successful sync.', registers: [this.registry] });
   readonly invalidPolicies = new Gauge({

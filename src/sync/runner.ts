@@ -1,7 +1,7 @@
 // The only way the sync layer runs processes. A Runner can be pointed into a network
 // namespace (tests, the lab) and can record what it ran (tests that show the lines written).
 
-import { execa } from 'execa';
+import { spawn } from 'node:child_process';
 
 export interface RunResult {
   readonly stdout: string;
@@ -25,13 +25,42 @@ export class CommandError extends Error {
   }
 }
 
-/** Runs commands on this host, or inside a named network namespace via `ip netns exec`. */
+/** Kills a command still running after this long (a wedged xtables lock, a hung ipset). */
+const TIMEOUT_MS = 60_000;
+
+/**
+ * Runs commands on this host, or inside a named network namespace via `ip netns exec`.
+ *
+ * Plain `child_process.spawn`, not execa: every event that reaches the kernel runs one to three
+ * of these, and execa's extra layers cost about 2 ms per command (more in the tail) in the
+ * agent's process, measured in bench/parts/kernel.ts.
+ */
 export function processRunner(netns?: string): Runner {
   return {
-    async run(cmd, args, opts = {}) {
+    run(cmd, args, opts = {}) {
       const [file, argv] = netns ? ['ip', ['netns', 'exec', netns, cmd, ...args]] : [cmd, [...args]];
-      const r = await execa(file, argv, { input: opts.input ?? '', reject: false, stripFinalNewline: false, timeout: 60_000 });
-      return { stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), exitCode: r.exitCode ?? (r.timedOut ? 124 : 1) };
+      return new Promise<RunResult>((resolve) => {
+        const child = spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+        const out: Buffer[] = [];
+        const err: Buffer[] = [];
+        let timedOut = false;
+        let spawnError: Error | undefined;
+        const timer = setTimeout(() => {
+          timedOut = true;
+          child.kill('SIGKILL');
+        }, TIMEOUT_MS);
+        child.stdout.on('data', (d: Buffer) => out.push(d));
+        child.stderr.on('data', (d: Buffer) => err.push(d));
+        // A command that exits without reading its input (or fails to start) closes the pipe.
+        child.stdin.on('error', () => {});
+        child.on('error', (e) => (spawnError = e));
+        child.on('close', (code) => {
+          clearTimeout(timer);
+          const stderr = Buffer.concat(err).toString('utf8') + (spawnError ? `${spawnError.message}\n` : '') + (timedOut ? `killed after ${TIMEOUT_MS} ms\n` : '');
+          resolve({ stdout: Buffer.concat(out).toString('utf8'), stderr, exitCode: timedOut ? 124 : spawnError ? 127 : (code ?? 1) });
+        });
+        child.stdin.end(opts.input ?? '');
+      });
     },
   };
 }

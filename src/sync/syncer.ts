@@ -1,6 +1,13 @@
 // Keeps the kernel's copy of our objects equal to the desired Ruleset.
 //
-// - Fast path: diff against what we last wrote (`known`); no kernel read per event.
+// - Fastest path, `syncDelta`: the plan comes from the IncrementalCompiler's delta, checked
+//   against what we last wrote (`known`), and `known` is patched with the plan; cost in
+//   proportion to the change, no kernel read, no walk of the whole Ruleset.
+// - Fast path, `sync`: diff the whole Ruleset against `known`; no kernel read per event.
+// - Either falls back to reading the kernel and diffing the whole Ruleset when `known` is
+//   unknown (first sync, after a failure) and, for `syncDelta`, when the delta does not start
+//   from the Ruleset we last applied (the lineage is broken: the compiler was reset or rebuilt,
+//   a delta was skipped, or the last Ruleset came from somewhere else).
 // - `verify()` re-reads the kernel and repairs drift (a flushed chain, a removed or displaced
 //   hook, a destroyed set); the agent calls it periodically and shortly after writes.
 // - A failed apply forgets `known`, so the next sync re-reads the kernel (full resync).
@@ -8,11 +15,13 @@
 //   order, and a failed transaction leaves the previous rules in place (iptables-restore
 //   commits a table atomically).
 
-import { renderHook, ruleId } from '../compiler/render.ts';
+import type { RulesetDelta } from '../compiler/incremental.ts';
+import { ruleId } from '../compiler/render.ts';
 import type { Ruleset } from '../compiler/ruleset.ts';
 import { detectBackend, type Backend } from './backend.ts';
 import { parseFilterSave, parseIpsetSave, type KernelState } from './kernel-state.ts';
-import { canonicalEntry, diff, isEmpty, payloads, type Payloads, type Plan } from './plan.ts';
+import { DeltaMismatchError, planFromDelta } from './plan-from-delta.ts';
+import { applyPlan, canonicalEntry, diff, hookLine, isEmpty, payloads, type Payloads, type Plan } from './plan.ts';
 import { CommandError, mustRun, type Runner } from './runner.ts';
 
 export interface SyncResult {
@@ -22,6 +31,11 @@ export interface SyncResult {
   readonly wrote: boolean;
   /** True when the kernel was read for this sync (verify, first sync, after a failure). */
   readonly readKernel: boolean;
+  /**
+   * Where the plan came from: the compiler's delta checked against `known` (`delta`), a diff of
+   * the whole Ruleset against `known` (`known`), or against a fresh read of the kernel (`kernel`).
+   */
+  readonly planFrom: 'delta' | 'known' | 'kernel';
   readonly durationMs: number;
   readonly counts: { readonly rules: number; readonly setEntries: number };
 }
@@ -51,7 +65,10 @@ export const EMPTY_RULESET: Ruleset = { node: '', sets: [], chains: [], hooks: [
 export class Syncer {
   private readonly runner: Runner;
   private backendP: Promise<Backend> | undefined;
+  /** What the kernel holds of ours, as far as we know: set after every successful sync. */
   private known: KernelState | undefined;
+  /** The Ruleset `known` reflects (lineage check for deltas); undefined with `known`. */
+  private knownRuleset: Ruleset | undefined;
   private readonly dryRun: boolean;
   private readonly lockWait: number;
 
@@ -83,25 +100,65 @@ export class Syncer {
     const read = !!opts.readKernel || !this.known;
     const state = read ? await this.readKernel() : this.known!;
     const plan = diff(desired, state);
+    return this.execute(desired, plan, read ? 'kernel' : 'known', t0, (wrote) => (wrote ? stateOf(desired) : state));
+  }
+
+  /**
+   * Apply `desired` knowing what changed since `from`: `delta` is the IncrementalCompiler's
+   * `delta()` after the `ruleset()` call that returned `desired`, and `from` the Ruleset its
+   * previous `ruleset()` call returned. When `from` is the Ruleset this Syncer last applied
+   * (or found in place), the plan is built from the delta and `known` is patched with it, in
+   * proportion to the change; otherwise (first sync, after a failure, a reset or skipped
+   * compiler, a delta that does not fit) this re-reads the kernel and diffs the whole Ruleset.
+   */
+  async syncDelta(desired: Ruleset, delta: RulesetDelta, from: Ruleset): Promise<SyncResult> {
+    const t0 = performance.now();
+    const known = this.known;
+    if (!known || from !== this.knownRuleset) return this.sync(desired, { readKernel: true });
+    let plan: Plan;
+    try {
+      plan = planFromDelta(delta, known);
+    } catch (e) {
+      if (e instanceof DeltaMismatchError) return this.sync(desired, { readKernel: true });
+      throw e;
+    }
+    return this.execute(desired, plan, 'delta', t0, () => applyPlan(known, plan));
+  }
+
+  /**
+   * Render and apply a plan (dependency order, one iptables-restore transaction); then record
+   * what the kernel holds: `after(wrote)`. A failed apply forgets it instead (next sync reads).
+   */
+  private async execute(desired: Ruleset, plan: Plan, planFrom: SyncResult['planFrom'], t0: number, after: (wrote: boolean) => KernelState): Promise<SyncResult> {
     const p = payloads(plan);
     const counts = {
-      rules: p.iptables.split('\n').filter((l) => l.startsWith('-A ') || l.startsWith('-I ')).length,
+      rules: countRuleLines(p.iptables),
       setEntries: plan.addMembers.length + plan.delMembers.length + [...plan.createSets, ...plan.replaceSets].reduce((n, s) => n + s.members.length, 0),
     };
-    const result = (wrote: boolean): SyncResult => ({ plan, payloads: p, wrote, readKernel: read, durationMs: performance.now() - t0, counts });
+    const result = (wrote: boolean): SyncResult => ({ plan, payloads: p, wrote, readKernel: planFrom === 'kernel', planFrom, durationMs: performance.now() - t0, counts });
     if (isEmpty(plan)) {
-      this.known = state;
+      this.remember(desired, after(false));
       return result(false);
     }
     if (this.dryRun) return result(false);
     try {
       await this.apply(p);
     } catch (e) {
-      this.known = undefined; // the kernel is in an unknown state: read it next time
+      this.forget(); // the kernel is in an unknown state: read it next time
       throw e;
     }
-    this.known = stateOf(desired);
+    this.remember(desired, after(true));
     return result(true);
+  }
+
+  private remember(desired: Ruleset, state: KernelState): void {
+    this.known = state;
+    this.knownRuleset = desired;
+  }
+
+  private forget(): void {
+    this.known = undefined;
+    this.knownRuleset = undefined;
   }
 
   /** Re-read the kernel and repair whatever differs: drift, other agents' edits. */
@@ -125,6 +182,11 @@ export class Syncer {
         throw e;
       }
     };
+    if (!p.iptables) {
+      // No rule changes between the two set phases: one process, the same lines in the same order.
+      await step('ipset restore', 'ipset', ['restore', '-exist'], p.ipsetBefore + p.ipsetAfter);
+      return;
+    }
     await step('ipset restore (create and add)', 'ipset', ['restore', '-exist'], p.ipsetBefore);
     await step('iptables-restore', b.restore, ['--noflush', `--wait=${this.lockWait}`], p.iptables);
     await step('ipset restore (delete and destroy)', 'ipset', ['restore', '-exist'], p.ipsetAfter);
@@ -135,7 +197,17 @@ export class Syncer {
 export function stateOf(rs: Ruleset): KernelState {
   return {
     chains: new Map(rs.chains.map((c) => [c.name, { name: c.name, ruleIds: c.rules.map(ruleId) }])),
-    hooks: rs.hooks.map((h) => ({ chain: h.chain, target: h.target, position: 1, line: renderHook(h).replace(/^-I (\S+) 1 /, '-A $1 ') })),
+    hooks: rs.hooks.map((h) => ({ chain: h.chain, target: h.target, position: 1, line: hookLine(h) })),
     sets: new Map(rs.sets.map((s) => [s.name, { name: s.name, type: s.type, members: new Map(s.members.map((m) => [canonicalEntry(s.type, m.entry), !!m.nomatch])) }])),
   };
+}
+
+/** Rule lines (appended or inserted) in an iptables-restore payload. */
+function countRuleLines(payload: string): number {
+  let n = 0;
+  for (let i = payload.indexOf('\n-'); i >= 0; i = payload.indexOf('\n-', i + 1)) {
+    const c = payload[i + 2];
+    if (c === 'A' || c === 'I') n++;
+  }
+  return n;
 }

@@ -175,3 +175,101 @@ export const clusterArb: fc.Arbitrary<Cluster> = fc
     for (const pol of r.policies) m.upsert(pol);
     return { model: m, pods };
   });
+
+// ---- change sequences ------------------------------------------------------------------------
+// Random model changes against a `clusterArb` cluster, for the tests that follow a model through
+// its changes (the incremental compiler, the sync planner built on its delta).
+
+/** Namespaces pods may live in; `w` has no Namespace object (implicit). */
+export const POD_NAMESPACES = [...NAMESPACES, 'w'] as const;
+
+export interface PodSpec {
+  namespace: string;
+  labels: Record<string, string>;
+  node: number;
+  ports: ContainerPort[];
+  state: string;
+  /** Small range on purpose: two pods often share an address (a reused IP). */
+  ip: number;
+}
+
+export type ModelOp =
+  | { op: 'pod'; slot: number; spec: PodSpec }
+  | { op: 'relabel'; slot: number; labels: Record<string, string> }
+  | { op: 'delPod'; slot: number }
+  | { op: 'policy'; index: number; policy: PolicyRecord }
+  | { op: 'delPolicy'; index: number }
+  | { op: 'ns'; name: string; labels: Record<string, string> }
+  | { op: 'delNs'; name: string }
+  /** Not a model change: the consumer drops its state and rebuilds (a compiler's reset()). */
+  | { op: 'reset' };
+
+export const podSpecArb: fc.Arbitrary<PodSpec> = fc.record({
+  namespace: fc.constantFrom(...POD_NAMESPACES),
+  labels: labelsArb,
+  node: fc.constantFrom(0, 1),
+  ports: fc.subarray(PORT_CHOICES, { maxLength: 3 }),
+  state: fc.constantFrom('running', 'running', 'running', 'running', 'host', 'noip', 'failed', 'succeeded'),
+  ip: fc.integer({ min: 10, max: 16 }),
+});
+
+export const modelOpArb: fc.Arbitrary<ModelOp> = fc.oneof(
+  { arbitrary: fc.record({ op: fc.constant('pod' as const), slot: fc.integer({ min: 0, max: 9 }), spec: podSpecArb }), weight: 4 },
+  { arbitrary: fc.record({ op: fc.constant('relabel' as const), slot: fc.integer({ min: 0, max: 9 }), labels: labelsArb }), weight: 3 },
+  { arbitrary: fc.record({ op: fc.constant('delPod' as const), slot: fc.integer({ min: 0, max: 9 }) }), weight: 2 },
+  { arbitrary: fc.integer({ min: 0, max: 5 }).chain((index) => policyArb(index).map((policy) => ({ op: 'policy' as const, index, policy }))), weight: 3 },
+  { arbitrary: fc.record({ op: fc.constant('delPolicy' as const), index: fc.integer({ min: 0, max: 5 }) }), weight: 1 },
+  { arbitrary: fc.record({ op: fc.constant('ns' as const), name: fc.constantFrom(...POD_NAMESPACES), labels: nsLabelsArb }), weight: 2 },
+  { arbitrary: fc.record({ op: fc.constant('delNs' as const), name: fc.constantFrom(...POD_NAMESPACES) }), weight: 1 },
+  { arbitrary: fc.constant({ op: 'reset' as const }), weight: 1 },
+);
+
+/** Batches of changes: what a consumer sees between two of its syncs. */
+export const modelOpBatchesArb = fc.array(fc.array(modelOpArb, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 8 });
+
+export function podOf(slot: number, s: PodSpec): PodRecord {
+  const nd = NODES[s.node]!;
+  return {
+    kind: 'Pod',
+    uid: `pod-${slot}`,
+    namespace: s.namespace,
+    name: `pod${slot}`,
+    labels: s.labels,
+    nodeName: nd.name,
+    ips: s.state === 'noip' ? [] : s.state === 'host' ? [nd.ip] : [`${nd.prefix}${s.ip}`],
+    hostNetwork: s.state === 'host',
+    phase: s.state === 'failed' ? 'Failed' : s.state === 'succeeded' ? 'Succeeded' : 'Running',
+    ports: s.ports,
+  };
+}
+
+/** Apply one change to the model (`reset` changes nothing: the caller handles it). */
+export function applyModelOp(m: Model, o: ModelOp): void {
+  switch (o.op) {
+    case 'pod':
+      m.upsert(podOf(o.slot, o.spec));
+      break;
+    case 'relabel': {
+      const p = m.getPod(`pod-${o.slot}`);
+      if (p) m.upsert({ ...p, labels: o.labels });
+      break;
+    }
+    case 'delPod':
+      m.remove(`pod-${o.slot}`, 'Pod');
+      break;
+    case 'policy':
+      m.upsert(o.policy);
+      break;
+    case 'delPolicy':
+      m.remove(`pol-${o.index}`, 'NetworkPolicy');
+      break;
+    case 'ns':
+      m.upsert(ns(o.name, o.labels));
+      break;
+    case 'delNs':
+      m.remove(`ns-${o.name}`, 'Namespace');
+      break;
+    case 'reset':
+      break;
+  }
+}

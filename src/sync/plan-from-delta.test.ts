@@ -1,0 +1,159 @@
+// The plan built from the IncrementalCompiler's delta must be the plan a diff of the whole
+// Ruleset gives, and patching the known kernel state with it must give the state of the new
+// Ruleset. On random clusters and random batches of changes (resets of the compiler included),
+// for every node, the Syncer's fast path is replayed without a kernel:
+//   known = stateOf(first Ruleset); after each batch, with rs = ic.ruleset(), d = ic.delta():
+//   planFromDelta(d, known) == diff(rs, known)   (the same changes, in any order)
+//   known = applyPlan(known, plan) has the content of stateOf(rs)
+// Replay a failure with PROPERTY_SEED=<seed>.
+
+import fc from 'fast-check';
+import { isDeepStrictEqual } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { modelOf, node, ns, pod, podsPeer, policy, port, ports, rule, sel, block } from '../../test/support/builders.ts';
+import { NODES, applyModelOp, clusterArb, modelOpBatchesArb, type Cluster, type ModelOp } from '../../test/support/arbitraries.ts';
+import { IncrementalCompiler } from '../compiler/incremental.ts';
+import { ruleId } from '../compiler/render.ts';
+import type { Ruleset } from '../compiler/ruleset.ts';
+import type { Model } from '../model/store.ts';
+import { emptyState, type KernelState } from './kernel-state.ts';
+import { DeltaMismatchError, planFromDelta } from './plan-from-delta.ts';
+import { applyPlan, diff, isEmpty, type Plan } from './plan.ts';
+import { stateOf } from './syncer.ts';
+
+const RUNS = Number(process.env.PROPERTY_RUNS ?? 300);
+const SEED = process.env.PROPERTY_SEED ? Number(process.env.PROPERTY_SEED) : undefined;
+
+/** A plan as order-insensitive text: two plans that make the same changes give the same text. */
+function planKey(p: Plan): string {
+  const sorted = <T>(xs: readonly T[], k: (x: T) => string) => xs.map(k).sort().join('\n');
+  return [
+    sorted(p.createSets, (s) => `${s.name} ${s.type} ${s.members.map((m) => m.entry + (m.nomatch ? '!' : '')).join(',')}`),
+    sorted(p.replaceSets, (s) => `${s.name} ${s.type} ${s.members.map((m) => m.entry + (m.nomatch ? '!' : '')).join(',')}`),
+    sorted(p.addMembers, (m) => `${m.set} ${m.entry} ${!!m.nomatch}`),
+    sorted(p.delMembers, (m) => `${m.set} ${m.entry}`),
+    sorted(p.writeChains, (c) => `${c.name} ${c.rules.map(ruleId).join(',')}`),
+    sorted(p.deleteChains, (c) => c),
+    sorted(p.removeHooks, (h) => `${h.chain} ${h.position} ${h.line}`),
+    sorted(p.insertHooks, (h) => `${h.chain} ${h.target}`),
+    sorted(p.destroySets, (s) => s),
+  ].join('\n--\n');
+}
+
+/** The content `diff` compares: sets (type, members) and chains (rule ids), hooks (where, what). */
+function content(s: KernelState): unknown {
+  return {
+    sets: [...s.sets.values()].map((x) => [x.name, x.type, [...x.members].sort()]).sort(),
+    chains: [...s.chains.values()].map((c) => [c.name, c.ruleIds]).sort(),
+    hooks: s.hooks.map((h) => [h.chain, h.target, h.position, h.line]).sort(),
+  };
+}
+
+function follow(c: Cluster, batches: ModelOp[][]): void {
+  for (const nd of NODES) {
+    const ic = new IncrementalCompiler(c.model, nd.name);
+    let rs = ic.ruleset();
+    // The first sync: a full diff against an empty kernel, the state patched with that plan.
+    let known = applyPlan(emptyState(), diff(rs, emptyState()));
+    if (!isDeepStrictEqual(content(known), content(stateOf(rs)))) throw new Error(`node ${nd.name}: applyPlan of the first full plan does not give stateOf`);
+    batches.forEach((batch, i) => {
+      for (const o of batch) {
+        applyModelOp(c.model, o);
+        if (o.op === 'reset') ic.reset();
+      }
+      const step = `node ${nd.name}, after batch ${i} ${JSON.stringify(batch.map((o) => o.op))}`;
+      const next = ic.ruleset();
+      const plan = planFromDelta(ic.delta(), known);
+      const want = diff(next, known);
+      const [got, exp] = [planKey(plan), planKey(want)];
+      if (got !== exp) throw new Error(`${step}: plan from the delta differs from the diff\n--- from delta\n${got}\n--- diff\n${exp}`);
+      known = applyPlan(known, plan);
+      if (!isDeepStrictEqual(content(known), content(stateOf(next)))) throw new Error(`${step}: the patched state is not the state of the new Ruleset`);
+      // The patched state is a fixed point: nothing left to do.
+      if (!isEmpty(diff(next, known))) throw new Error(`${step}: a diff against the patched state is not empty`);
+      rs = next;
+    });
+    expect(rs).toBe(ic.ruleset());
+    ic.dispose();
+  }
+}
+
+function cluster(): Model {
+  return modelOf(
+    ns('x', { team: 'a' }),
+    ns('y'),
+    node('n1', '10.244.1.0/24', '192.168.50.11'),
+    pod('x', 'a', { app: 'web' }, { ip: '10.244.1.10', node: 'n1', ports: [port(80, 'http')] }),
+    pod('x', 'b', { app: 'db' }, { ip: '10.244.1.11', node: 'n1' }),
+    pod('x', 'r', { app: 'other' }, { ip: '10.244.2.11', node: 'n2' }),
+    policy('x', 'allow', sel({ app: 'web' }), { ingress: [rule([podsPeer('x', sel({ app: 'db' })), block('0.0.0.0/0', ['10.0.0.0/8'])], ports('http'))] }),
+  );
+}
+
+describe('planFromDelta', () => {
+  it(`gives the plan diff gives, and applyPlan the new Ruleset's state, on random change batches (${RUNS} runs)`, () => {
+    const result = fc.check(
+      fc.property(fc.tuple(clusterArb, modelOpBatchesArb), ([c, batches]) => follow(c, batches)),
+      { numRuns: RUNS, ...(SEED !== undefined ? { seed: SEED } : {}) },
+    );
+    if (result.failed) {
+      throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
+    }
+    expect(result.numRuns).toBe(RUNS);
+  });
+
+  it('a remote relabel is one set member: no chain, no walk of the other sets', () => {
+    const m = cluster();
+    const ic = new IncrementalCompiler(m, 'n1');
+    const known = stateOf(ic.ruleset());
+    m.upsert({ ...m.findPod('x', 'r')!, labels: { app: 'db' } });
+    ic.ruleset();
+    const plan = planFromDelta(ic.delta(), known);
+    expect(plan.addMembers).toEqual([{ set: expect.stringMatching(/^PCTL-p-/), entry: '10.244.2.11' }]);
+    expect(isEmpty({ ...plan, addMembers: [] })).toBe(true);
+  });
+
+  it('skips changes the kernel state already has, and reports a delta that does not fit', () => {
+    const m = cluster();
+    const ic = new IncrementalCompiler(m, 'n1');
+    let known = stateOf(ic.ruleset());
+    m.upsert({ ...m.findPod('x', 'r')!, labels: { app: 'db' } });
+    m.upsert(pod('x', 'c', { app: 'web' }, { ip: '10.244.1.12', node: 'n1', ports: [port(80, 'http')] }));
+    const rs = ic.ruleset();
+    const d = ic.delta();
+    known = applyPlan(known, planFromDelta(d, known));
+    // The same delta again: everything is in place already.
+    expect(isEmpty(planFromDelta(d, known))).toBe(true);
+    expect(isEmpty(diff(rs, known))).toBe(true);
+    // A state that lacks a set whose members the delta changes: not the delta's starting point.
+    const changed = d.memberChanges[0]!.set;
+    const other: KernelState = { ...known, sets: new Map([...known.sets].filter(([n]) => n !== changed)) };
+    expect(() => planFromDelta(d, other)).toThrow(DeltaMismatchError);
+  });
+
+  it('applyPlan moves hooks as the kernel does: removed, and inserted at position 1', () => {
+    const rs: Ruleset = stateOfRuleset();
+    const state = stateOf(rs);
+    // A foreign rule pushed our FORWARD jump to position 2, and a stale jump sits in INPUT.
+    const drifted: KernelState = {
+      ...state,
+      hooks: [
+        ...state.hooks.map((h) => (h.chain === 'FORWARD' ? { ...h, position: 2 } : h)),
+        { chain: 'INPUT', target: 'PCTL-OLD', position: 2, line: '-A INPUT -j PCTL-OLD' },
+      ],
+    };
+    const plan = diff(rs, drifted);
+    expect(plan.insertHooks.map((h) => h.chain)).toEqual(['FORWARD']);
+    expect(plan.removeHooks.map((h) => h.target).sort()).toEqual(['PCTL-FORWARD', 'PCTL-OLD']);
+    const after = applyPlan(drifted, plan);
+    expect(content(after)).toEqual(content(state));
+    expect(isEmpty(diff(rs, after))).toBe(true);
+  });
+});
+
+function stateOfRuleset(): Ruleset {
+  const ic = new IncrementalCompiler(cluster(), 'n1');
+  const rs = ic.ruleset();
+  ic.dispose();
+  return rs;
+}
