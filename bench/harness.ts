@@ -29,6 +29,8 @@ export interface Target {
   readonly unit: string;
   readonly value: number | null;
   readonly met: boolean | null;
+  /** How value and bound compare when the target is met; default `<`. */
+  readonly relation?: '<' | '<=' | '>=';
 }
 
 export interface PartResult {
@@ -121,7 +123,7 @@ export function formatTargets(targets: readonly Target[]): string {
   return formatTable({
     title: 'Targets',
     columns: ['metric', 'value', 'target', 'met'],
-    rows: targets.map((t) => [t.metric, t.value === null ? null : `${fmt(t.value)} ${t.unit}`, `< ${t.bound} ${t.unit}`, t.met === null ? 'not measured' : t.met ? 'yes' : 'NO']),
+    rows: targets.map((t) => [t.metric, t.value === null ? null : `${fmt(t.value)} ${t.unit}`.trim(), `${t.relation ?? '<'} ${t.bound} ${t.unit}`.trim(), t.met === null ? 'not measured' : t.met ? 'yes' : 'NO']),
   });
 }
 
