@@ -19,102 +19,10 @@ import { ruleId } from '../../src/compiler/render.ts';
 import type { RulesetDelta } from '../../src/compiler/incremental.ts';
 import type { KernelState } from '../../src/sync/kernel-state.ts';
 import { stateOf } from '../../src/sync/syncer.ts';
-import type { Model } from '../../src/model/store.ts';
-import type { ContainerPort, PodRecord, PolicyRecord } from '../../src/model/types.ts';
-import { NAMESPACES, NODES, PORT_CHOICES, clusterArb, labelsArb, nsLabelsArb, policyArb, type Cluster } from '../support/arbitraries.ts';
-import { ns } from '../support/builders.ts';
+import { NODES, applyModelOp, clusterArb, modelOpBatchesArb, type Cluster, type ModelOp } from '../support/arbitraries.ts';
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 300);
 const SEED = process.env.PROPERTY_SEED ? Number(process.env.PROPERTY_SEED) : undefined;
-const POD_NAMESPACES = [...NAMESPACES, 'w'] as const; // `w` has no Namespace object: implicit
-
-interface PodSpec {
-  namespace: string;
-  labels: Record<string, string>;
-  node: number;
-  ports: ContainerPort[];
-  state: string;
-  /** Small range on purpose: two pods often share an address (a reused IP). */
-  ip: number;
-}
-
-type Op =
-  | { op: 'pod'; slot: number; spec: PodSpec }
-  | { op: 'relabel'; slot: number; labels: Record<string, string> }
-  | { op: 'delPod'; slot: number }
-  | { op: 'policy'; index: number; policy: PolicyRecord }
-  | { op: 'delPolicy'; index: number }
-  | { op: 'ns'; name: string; labels: Record<string, string> }
-  | { op: 'delNs'; name: string }
-  /** Not a model change: the compilers drop their state and rebuild (the safety valve). */
-  | { op: 'reset' };
-
-const podSpecArb: fc.Arbitrary<PodSpec> = fc.record({
-  namespace: fc.constantFrom(...POD_NAMESPACES),
-  labels: labelsArb,
-  node: fc.constantFrom(0, 1),
-  ports: fc.subarray(PORT_CHOICES, { maxLength: 3 }),
-  state: fc.constantFrom('running', 'running', 'running', 'running', 'host', 'noip', 'failed', 'succeeded'),
-  ip: fc.integer({ min: 10, max: 16 }),
-});
-
-const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { arbitrary: fc.record({ op: fc.constant('pod' as const), slot: fc.integer({ min: 0, max: 9 }), spec: podSpecArb }), weight: 4 },
-  { arbitrary: fc.record({ op: fc.constant('relabel' as const), slot: fc.integer({ min: 0, max: 9 }), labels: labelsArb }), weight: 3 },
-  { arbitrary: fc.record({ op: fc.constant('delPod' as const), slot: fc.integer({ min: 0, max: 9 }) }), weight: 2 },
-  { arbitrary: fc.integer({ min: 0, max: 5 }).chain((index) => policyArb(index).map((policy) => ({ op: 'policy' as const, index, policy }))), weight: 3 },
-  { arbitrary: fc.record({ op: fc.constant('delPolicy' as const), index: fc.integer({ min: 0, max: 5 }) }), weight: 1 },
-  { arbitrary: fc.record({ op: fc.constant('ns' as const), name: fc.constantFrom(...POD_NAMESPACES), labels: nsLabelsArb }), weight: 2 },
-  { arbitrary: fc.record({ op: fc.constant('delNs' as const), name: fc.constantFrom(...POD_NAMESPACES) }), weight: 1 },
-  { arbitrary: fc.constant({ op: 'reset' as const }), weight: 1 },
-);
-
-function podOf(slot: number, s: PodSpec): PodRecord {
-  const nd = NODES[s.node]!;
-  return {
-    kind: 'Pod',
-    uid: `pod-${slot}`,
-    namespace: s.namespace,
-    name: `pod${slot}`,
-    labels: s.labels,
-    nodeName: nd.name,
-    ips: s.state === 'noip' ? [] : s.state === 'host' ? [nd.ip] : [`${nd.prefix}${s.ip}`],
-    hostNetwork: s.state === 'host',
-    phase: s.state === 'failed' ? 'Failed' : s.state === 'succeeded' ? 'Succeeded' : 'Running',
-    ports: s.ports,
-  };
-}
-
-function applyOp(m: Model, o: Op): void {
-  switch (o.op) {
-    case 'pod':
-      m.upsert(podOf(o.slot, o.spec));
-      break;
-    case 'relabel': {
-      const p = m.getPod(`pod-${o.slot}`);
-      if (p) m.upsert({ ...p, labels: o.labels });
-      break;
-    }
-    case 'delPod':
-      m.remove(`pod-${o.slot}`, 'Pod');
-      break;
-    case 'policy':
-      m.upsert(o.policy);
-      break;
-    case 'delPolicy':
-      m.remove(`pol-${o.index}`, 'NetworkPolicy');
-      break;
-    case 'ns':
-      m.upsert(ns(o.name, o.labels));
-      break;
-    case 'delNs':
-      m.remove(`ns-${o.name}`, 'Namespace');
-      break;
-    case 'reset':
-      break;
-  }
-}
-
 const text = (rs: Ruleset) => `${renderIpsetRestore(rs.sets)}${renderIptablesRestore(rs)}`;
 
 /**
@@ -153,7 +61,7 @@ function applyDelta(state: KernelState, d: RulesetDelta): void {
   }
 }
 
-function check(c: Cluster, batches: Op[][]): void {
+function check(c: Cluster, batches: ModelOp[][]): void {
   const compilers = NODES.map((n) => new IncrementalCompiler(c.model, n.name));
   const handedOut: { rs: Ruleset; text: string }[] = [];
   // What a sync layer applying only the deltas would hold, per node.
@@ -185,7 +93,7 @@ function check(c: Cluster, batches: Op[][]): void {
   compare('initial build');
   batches.forEach((batch, i) => {
     for (const o of batch) {
-      applyOp(c.model, o);
+      applyModelOp(c.model, o);
       if (o.op === 'reset') for (const ic of compilers) ic.reset();
     }
     compare(`after batch ${i} ${JSON.stringify(batch.map((o) => o.op))}`);
@@ -195,7 +103,7 @@ function check(c: Cluster, batches: Op[][]): void {
 
 describe('incremental compiler', () => {
   it(`equals a full compile after random change batches (${RUNS} runs)`, () => {
-    const arb = fc.tuple(clusterArb, fc.array(fc.array(opArb, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 8 }));
+    const arb = fc.tuple(clusterArb, modelOpBatchesArb);
     const result = fc.check(
       fc.property(arb, ([c, batches]) => check(c, batches)),
       { numRuns: RUNS, ...(SEED !== undefined ? { seed: SEED } : {}) },
