@@ -50,7 +50,7 @@ function formatPolicy(pol: PolicyView): string[] {
   const L: string[] = [];
   L.push(`Policy ${pol.name}${pol.issues.length ? '  [INVALID: isolates the pods it selects and allows nothing]' : ''}`);
   for (const i of pol.issues) L.push(`  error: ${i.field}: ${i.message} (got ${i.value})`);
-  L.push(`  podSelector: ${pol.podSelector}`);
+  L.push(`  podSelector: ${pol.podSelector}${pol.requirements.length === 0 ? ' (empty: selects every pod of the namespace)' : ''}`);
   for (const q of pol.requirements) L.push(`    ${q.matched ? 'match   ' : 'no match'} ${q.requirement} (${q.origin}; pod has ${q.actual})`);
   L.push(`  policyTypes: ${pol.policyTypes.join(', ')}${pol.policyTypesDefaulted ? ' (defaulted: policyTypes absent)' : ''}`);
   for (const ig of pol.ignored) L.push(`  ignored: ${ig} (its direction is not in policyTypes)`);
