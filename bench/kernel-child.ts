@@ -43,6 +43,8 @@ export interface KernelSample {
   readonly iptablesMs: number;
   readonly rules: number;
   readonly setEntries: number;
+  /** delta mode: the garbage collection run after the event (as the agent does), not in totalMs. */
+  readonly gcMs: number;
 }
 
 export interface KernelChildResult {
@@ -146,15 +148,22 @@ async function main(): Promise<void> {
     const t2 = performance.now();
     from = rs;
     const ipt = timed.calls.filter((x) => x.cmd.endsWith('-restore'));
+    const processMs = timed.calls.reduce((n, x) => n + x.ms, 0);
+    const processes = timed.calls.length;
+    // The agent collects the garbage (stale rules, chains, sets) right after each sync.
+    const t3 = performance.now();
+    if (mode === 'delta') await syncer.collectGarbage();
+    const gcMs = performance.now() - t3;
     return {
       kind,
       totalMs: t2 - t0,
       compileMs: t1 - t0,
-      processMs: timed.calls.reduce((n, x) => n + x.ms, 0),
-      processes: timed.calls.length,
+      processMs,
+      processes,
       iptablesMs: ipt.reduce((n, x) => n + x.ms, 0),
       rules: size.rules,
       setEntries: size.setEntries,
+      gcMs,
     };
   };
 

@@ -60,7 +60,7 @@ interface DiffSample {
 /** What a plan writes: rules (chain bodies and hooks) and set entries (added, deleted, in created sets). */
 export function planSize(p: Plan): { rules: number; chains: number; setEntries: number } {
   return {
-    rules: p.writeChains.reduce((n, c) => n + c.rules.length, 0) + p.insertHooks.length + p.removeHooks.length,
+    rules: p.writeChains.reduce((n, c) => n + c.rules.length, 0) + p.appendRules.reduce((n, a) => n + a.rules.length, 0) + p.insertHooks.length + p.removeHooks.length,
     chains: p.writeChains.length + p.deleteChains.length,
     setEntries: p.addMembers.length + p.delMembers.length + [...p.createSets, ...p.replaceSets].reduce((n, s) => n + s.members.length, 0),
   };
@@ -75,6 +75,8 @@ function planKey(p: Plan): string {
     sorted(p.addMembers, (m) => `${m.set} ${m.entry} ${!!m.nomatch}`),
     sorted(p.delMembers, (m) => `${m.set} ${m.entry}`),
     sorted(p.writeChains, (c) => `${c.name} ${c.rules.length}`),
+    sorted(p.appendRules, (a) => `${a.chain} ${a.rules.length}`),
+    sorted(p.removeRules, (r) => `${r.chain} ${r.ids.join(',')}`),
     sorted(p.deleteChains, (c) => c),
     sorted(p.removeHooks, (h) => h.line),
     sorted(p.insertHooks, (h) => h.chain),

@@ -193,6 +193,7 @@ export const kernelPart: BenchPart = {
           mean(s.map((x) => x.setEntries)),
           f.length ? median(f.map((x) => x.totalMs)) : null,
           f.length ? p99(f.map((x) => x.totalMs)) : null,
+          p99(s.map((x) => x.gcMs ?? 0)),
         ]);
       };
       for (const kind of EVENT_KINDS) {
@@ -237,13 +238,14 @@ export const kernelPart: BenchPart = {
           },
           {
             title: `Event to kernel: ${delta.samples.length} single events (${perKind} per kind, shuffled) after a cold apply, agent in the node's namespace`,
-            columns: ['event', 'n', 'p50 ms', 'p99 ms', 'max ms', 'compile p99', 'processes p99', 'processes', 'iptables ms', 'rules', 'set entries', 'rewrite p50', 'rewrite p99'],
+            columns: ['event', 'n', 'p50 ms', 'p99 ms', 'max ms', 'compile p99', 'processes p99', 'processes', 'iptables ms', 'rules', 'set entries', 'rewrite p50', 'rewrite p99', 'gc p99'],
             rows,
             notes: [
               'p50/p99/max: model change + IncrementalCompiler.ruleset()/delta() + Syncer.syncDelta() (plan from the delta, restore calls, known state patched), until it returns.',
               'compile p99: model change + ruleset() + delta(); processes p99: time inside the ipset / iptables-restore processes (spawn included); processes: mean number of them per event;',
               '  iptables ms: mean time in iptables-nft-restore per event (0 when no rule changes); rules / set entries: mean rules written and set entries added, deleted or created per event.',
               `rewrite p50/p99: the same events (${rewritePerKind} per kind) with the whole Ruleset written again per event (every set flushed and refilled, every chain rewritten; the incremental compile included, a full compile would add part 2's full-compile time).`,
+              'gc p99: the garbage collection after the event (stale rules of dispatch chains, chains and sets no longer wanted deleted), run right after the sync as the agent does; not in p50/p99/max.',
               `a process spawn (\`true\`) costs ${round(delta.spawnMs)} ms (median) here; cold apply inside the child: ${round(delta.coldMs)} ms.`,
               `both runs end with a fresh kernel read diffed against a full compile: nothing to do (delta: ${delta.verifyDetail}).`,
             ],

@@ -14,6 +14,9 @@
 // - A failed apply is retried with exponential backoff, and the retry re-reads the kernel.
 // - The kernel is re-read periodically and shortly after each write; drift is repaired.
 // - On stop, rules stay in place: pods stay isolated while the agent is away (fail closed).
+// - After each successful sync (metrics and status recorded), and on stop, the Syncer's pending
+//   garbage collection runs (stale rules, chains and sets deleted): the event-to-kernel time is
+//   the sync's; a failed collection makes the Syncer re-read the kernel on its next sync.
 
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
@@ -116,6 +119,7 @@ export class Agent {
     for (const t of [this.timer, this.verifyTimer, this.retryTimer]) clearTimeout(t);
     clearInterval(this.resyncTimer);
     await this.running;
+    await this.collectGarbage();
     this.compiler?.dispose();
     this.compiler = undefined;
     this.compiled = undefined;
@@ -218,6 +222,22 @@ export class Agent {
     this.applied = { revision, generation, at: new Date() };
     await this.writeStatus();
     for (const w of this.waiters.splice(0)) w();
+    await this.collectGarbage();
+  }
+
+  /** The Syncer's pending garbage collection; a failure is logged (the Syncer re-reads next time). */
+  private async collectGarbage(): Promise<void> {
+    try {
+      await this.o.syncer.collectGarbage();
+    } catch (e) {
+      this.metrics.failures.inc();
+      this.o.logger.error({ err: e instanceof Error ? e.message : String(e) }, 'garbage collection failed (stale rules, chains or sets of ours left in place); the next sync re-reads the kernel');
+      if (!this.stopped) {
+        clearTimeout(this.verifyTimer);
+        this.verifyTimer = setTimeout(() => this.verifySoon(), this.o.verifyAfterWriteMs);
+        this.verifyTimer.unref();
+      }
+    }
   }
 
   /**

@@ -41,7 +41,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     const r = await syncer.cleanup();
     const p = r.plan;
     io.out(`removed ${p.deleteChains.length} chains, ${p.removeHooks.length} hooks and ${p.destroySets.length} ipsets of ours${o.dryRun ? ' (dry run: nothing written)' : ''}\n`);
-    if (o.dryRun) io.out(r.payloads.ipsetBefore + r.payloads.iptables + r.payloads.ipsetAfter);
+    if (o.dryRun) io.out(r.payloads.ipsetBefore + r.payloads.iptables + r.payloads.ipsetAfter + r.payloads.gcIptables + r.payloads.gcIpset);
     return EXIT.ok;
   }
   if (!o.node) throw new CliError('--node is required (the name of this node, as in pods\' spec.nodeName)', EXIT.usage);
@@ -60,7 +60,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     const { compile } = await import('../compiler/compile.ts');
     const r = await syncer.sync(compile(source.model, o.node));
     await source.stop();
-    io.out(`# would write (dry run)\n# ipset restore -exist\n${r.payloads.ipsetBefore}# iptables-restore --noflush\n${r.payloads.iptables}# ipset restore -exist\n${r.payloads.ipsetAfter}`);
+    io.out(`# would write (dry run)\n# ipset restore -exist\n${r.payloads.ipsetBefore}# iptables-restore --noflush\n${r.payloads.iptables}# ipset restore -exist\n${r.payloads.ipsetAfter}# then, garbage collection: iptables-restore --noflush\n${r.payloads.gcIptables}# ipset restore -exist\n${r.payloads.gcIpset}`);
     return EXIT.ok;
   }
 

@@ -28,8 +28,16 @@
 //   dispatch set holds every address of the group, so a pod joining a group that already has a
 //   member in its bucket is an ipset add; a bucket chain is rewritten only when a group enters
 //   or leaves the bucket. An address is in one group per direction, except when two local pods
-//   share it (an IP reused while the old pod is still listed): then the first of their chains
-//   in name order decides for both (each still ends in DROP: the address stays isolated).
+//   share it (an IP reused while the old pod is still listed): then the first of their rules in
+//   the bucket chain decides for both (each chain still ends in DROP: the address stays isolated).
+// - The dispatch chains (PCTL-EGRESS, PCTL-INGRESS, PCTL-EB-k, PCTL-IB-k) are `unordered`: their
+//   rules match disjoint packets, so the sync layer may append a new rule and delete a stale one
+//   later instead of rewriting (flushing) the chain, which on the nft backend costs a slow
+//   transaction per event. The top chains' rules are disjoint by construction (the bucket masks
+//   split the address space). A bucket chain's rules are disjoint because groups' dispatch sets
+//   are: pod IPs are unique, and a pod is in one group per direction. With an address duplicated
+//   in two groups (an IP reused while the old pod is still listed) any one of their chains
+//   decides, whichever rule comes first; both end in DROP, so the address stays isolated.
 // - No self check: a pod reaching its own IP never leaves its network namespace (the route is
 //   local), so no rule sees it and it is always allowed. Hairpin traffic through a Service
 //   (pod -> ClusterIP -> the same pod) does cross FORWARD, and is policed as traffic from the
@@ -428,9 +436,9 @@ function bucketedDispatch(dir: PolicyType, groups: readonly { readonly rule: Rul
   for (let k = 0; k < BUCKETS; k++) {
     if (inBucket[k]!.length === 0) continue;
     top.push(BUCKET_RULES[dir][k]!);
-    buckets.push({ name: bucketChainName(dir, k), rules: inBucket[k]! });
+    buckets.push({ name: bucketChainName(dir, k), rules: inBucket[k]!, unordered: true });
   }
-  return { top: { name: dir === 'Ingress' ? INGRESS_CHAIN : EGRESS_CHAIN, rules: top }, buckets };
+  return { top: { name: dir === 'Ingress' ? INGRESS_CHAIN : EGRESS_CHAIN, rules: top, unordered: true }, buckets };
 }
 
 export function compile(model: Model, node: string): Ruleset {

@@ -798,13 +798,13 @@ export class IncrementalCompiler {
           }
           rules.push(BUCKET_RULES[dir][b.k]!);
           if (!b.out || this.dirtyBuckets.has(b)) {
-            const c: Chain = { name: b.name, rules: b.groups.items.map((g) => g.rule) };
+            const c: Chain = { name: b.name, rules: b.groups.items.map((g) => g.rule), unordered: true };
             if (!b.out || !sameRules(b.out, c)) b.out = c;
           }
           bucketChains.push(b.out);
         }
         const at = top.length;
-        const chain: Chain = { name: dir === 'Egress' ? EGRESS_CHAIN : INGRESS_CHAIN, rules };
+        const chain: Chain = { name: dir === 'Egress' ? EGRESS_CHAIN : INGRESS_CHAIN, rules, unordered: true };
         top.push(sameRules(prev[at], chain) ? prev[at]! : chain);
       }
       top.push(...bucketChains);

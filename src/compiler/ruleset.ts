@@ -66,6 +66,12 @@ export interface Rule {
 export interface Chain {
   readonly name: string;
   readonly rules: readonly Rule[];
+  /**
+   * The rules match disjoint packets, so their order carries no meaning: the sync layer compares
+   * the chain's rules as a set and may change it by appending and deleting single rules instead
+   * of rewriting it (a rewrite flushes the chain).
+   */
+  readonly unordered?: true;
 }
 
 /**

@@ -6,12 +6,18 @@
 // those jumping into our chains: our hooks.
 
 import { CHAIN_PREFIX, SET_PREFIX } from '../compiler/names.ts';
-import type { SetType } from '../compiler/ruleset.ts';
+import type { Rule, SetType } from '../compiler/ruleset.ts';
 
 export interface KernelChain {
   readonly name: string;
   /** Rule ids in order; undefined for a rule without our id (someone else's edit). */
   readonly ruleIds: readonly (string | undefined)[];
+  /**
+   * The same rules, to delete one by one (`-D chain <rule>`): as data (a chain we wrote) or as
+   * iptables-save printed it (`-A chain ...`, a chain we read). Absent: unknown, so the chain
+   * can only be rewritten whole.
+   */
+  readonly rules?: readonly (Rule | string)[];
 }
 
 export interface KernelHook {
@@ -73,7 +79,7 @@ const RULE_ID = /^[a-z2-7]{10}$/;
 
 /** Parse the filter table of an iptables-save dump into our chains and hooks. */
 export function parseFilterSave(dump: string): Pick<KernelState, 'chains' | 'hooks'> {
-  const chains = new Map<string, { name: string; ruleIds: (string | undefined)[] }>();
+  const chains = new Map<string, { name: string; ruleIds: (string | undefined)[]; rules: string[] }>();
   const hooks: KernelHook[] = [];
   const positions = new Map<string, number>();
   let inFilter = false;
@@ -86,7 +92,7 @@ export function parseFilterSave(dump: string): Pick<KernelState, 'chains' | 'hoo
     if (!inFilter) continue;
     if (line.startsWith(':')) {
       const name = line.slice(1).split(' ')[0]!;
-      if (name.startsWith(CHAIN_PREFIX)) chains.set(name, { name, ruleIds: [] });
+      if (name.startsWith(CHAIN_PREFIX)) chains.set(name, { name, ruleIds: [], rules: [] });
       continue;
     }
     if (!line.startsWith('-A ')) continue;
@@ -96,10 +102,11 @@ export function parseFilterSave(dump: string): Pick<KernelState, 'chains' | 'hoo
     positions.set(chain, pos);
     if (chain.startsWith(CHAIN_PREFIX)) {
       let c = chains.get(chain);
-      if (!c) chains.set(chain, (c = { name: chain, ruleIds: [] }));
+      if (!c) chains.set(chain, (c = { name: chain, ruleIds: [], rules: [] }));
       const ci = words.indexOf('--comment');
       const id = ci >= 0 ? words[ci + 1]?.split(' ')[0] : undefined;
       c.ruleIds.push(id && RULE_ID.test(id) ? id : undefined);
+      c.rules.push(line);
       continue;
     }
     const ti = Math.max(words.indexOf('-j'), words.indexOf('-g'));

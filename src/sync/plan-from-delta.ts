@@ -9,7 +9,9 @@
 //
 // Contract: when `known` has the content of `stateOf(from)`, where `from` is the Ruleset the
 // delta starts from (the previous `ruleset()` result), `planFromDelta(delta, known)` is the
-// same plan as `diff(desired, known)` (the same changes; the order of the lists may differ).
+// same plan as `diff(desired, known)` (the same changes; the order of the lists may differ),
+// unordered chains changed by the same edits (appended rules, stale rules for the garbage
+// collection).
 // plan-from-delta.test.ts checks it on random change sequences. Since every object the delta
 // names is compared with `known` rather than trusted, a delta that repeats a change already in
 // the kernel produces no write; a delta that does not fit `known` at all (entries changed in a
@@ -18,7 +20,7 @@
 
 import type { RulesetDelta } from '../compiler/incremental.ts';
 import type { KernelState } from './kernel-state.ts';
-import { canonicalEntry, chainDiffers, diffSet, planBuilder, type Plan } from './plan.ts';
+import { canonicalEntry, diffChain, diffSet, planBuilder, type Plan } from './plan.ts';
 
 export class DeltaMismatchError extends Error {}
 
@@ -55,7 +57,8 @@ export function planFromDelta(d: RulesetDelta, known: KernelState): Plan {
   const written = new Set<string>();
   for (const c of d.writtenChains) {
     written.add(c.name);
-    if (chainDiffers(c, known.chains.get(c.name))) out.writeChains.push(c);
+    // Unordered chains already in place change by edits, as in `diff` (with `edit`, its default).
+    diffChain(c, known.chains.get(c.name), out, true);
   }
   for (const name of d.removedChains) if (!written.has(name) && known.chains.has(name)) out.deleteChains.push(name);
   out.deleteChains.sort();

@@ -11,6 +11,13 @@
 // - `verify()` re-reads the kernel and repairs drift (a flushed chain, a removed or displaced
 //   hook, a destroyed set); the agent calls it periodically and shortly after writes.
 // - A failed apply forgets `known`, so the next sync re-reads the kernel (full resync).
+// - Two steps per write: the main apply (sets created and filled, rules written and appended,
+//   set members removed) is what a sync waits for: when it returns, the kernel enforces the
+//   desired Ruleset. Deleting stale rules of unordered chains, chains and sets no longer wanted
+//   is garbage collection, kept pending until `collectGarbage()` (the agent calls it right after
+//   each sync) or the start of the next sync, verify or cleanup, whichever comes first. `known`
+//   always reflects the kernel: after the main apply, unordered chains hold their stale rules
+//   too (the new ones appended at the end) until the garbage collection removes them.
 // - Isolation is never removed by an error: payloads only add or rewrite in dependency
 //   order, and a failed transaction leaves the previous rules in place (iptables-restore
 //   commits a table atomically).
@@ -21,7 +28,7 @@ import type { Ruleset } from '../compiler/ruleset.ts';
 import { detectBackend, type Backend } from './backend.ts';
 import { parseFilterSave, parseIpsetSave, type KernelState } from './kernel-state.ts';
 import { DeltaMismatchError, planFromDelta } from './plan-from-delta.ts';
-import { applyPlan, canonicalEntry, diff, hookLine, isEmpty, payloads, type Payloads, type Plan } from './plan.ts';
+import { applyGarbage, applyMain, canonicalEntry, diff, hookLine, isEmpty, payloads, type Payloads, type Plan } from './plan.ts';
 import { CommandError, mustRun, type Runner } from './runner.ts';
 
 export interface SyncResult {
@@ -69,6 +76,8 @@ export class Syncer {
   private known: KernelState | undefined;
   /** The Ruleset `known` reflects (lineage check for deltas); undefined with `known`. */
   private knownRuleset: Ruleset | undefined;
+  /** The garbage collection of the last applied plan, not run yet. */
+  private garbage: { readonly plan: Plan; readonly payloads: Payloads } | undefined;
   private readonly dryRun: boolean;
   private readonly lockWait: number;
 
@@ -97,10 +106,12 @@ export class Syncer {
   /** Apply the difference between `desired` and the kernel (or what we last wrote). */
   async sync(desired: Ruleset, opts: { readKernel?: boolean } = {}): Promise<SyncResult> {
     const t0 = performance.now();
+    await this.collectGarbage();
     const read = !!opts.readKernel || !this.known;
     const state = read ? await this.readKernel() : this.known!;
-    const plan = diff(desired, state);
-    return this.execute(desired, plan, read ? 'kernel' : 'known', t0, (wrote) => (wrote ? stateOf(desired) : state));
+    // What a kernel read finds different has drifted: written whole, not edited.
+    const plan = diff(desired, state, { edit: !read });
+    return this.execute(desired, plan, read ? 'kernel' : 'known', t0, () => applyMain(state, plan));
   }
 
   /**
@@ -113,6 +124,7 @@ export class Syncer {
    */
   async syncDelta(desired: Ruleset, delta: RulesetDelta, from: Ruleset): Promise<SyncResult> {
     const t0 = performance.now();
+    await this.collectGarbage();
     const known = this.known;
     if (!known || from !== this.knownRuleset) return this.sync(desired, { readKernel: true });
     let plan: Plan;
@@ -122,14 +134,40 @@ export class Syncer {
       if (e instanceof DeltaMismatchError) return this.sync(desired, { readKernel: true });
       throw e;
     }
-    return this.execute(desired, plan, 'delta', t0, () => applyPlan(known, plan));
+    return this.execute(desired, plan, 'delta', t0, () => applyMain(known, plan));
   }
 
   /**
-   * Render and apply a plan (dependency order, one iptables-restore transaction); then record
-   * what the kernel holds: `after(wrote)`. A failed apply forgets it instead (next sync reads).
+   * Run the pending garbage collection of the last apply, if any: delete the stale rules of
+   * unordered chains and the chains no longer wanted (one iptables-restore transaction), then
+   * destroy the sets no longer wanted. Resolves to whether it wrote. A failure forgets `known`
+   * (the next sync re-reads the kernel) and throws, like a failed apply.
    */
-  private async execute(desired: Ruleset, plan: Plan, planFrom: SyncResult['planFrom'], t0: number, after: (wrote: boolean) => KernelState): Promise<SyncResult> {
+  async collectGarbage(): Promise<boolean> {
+    const g = this.garbage;
+    if (!g) return false;
+    this.garbage = undefined;
+    try {
+      await this.applyGarbagePayloads(g.payloads);
+    } catch (e) {
+      this.forget();
+      throw e;
+    }
+    if (this.known) this.known = applyGarbage(this.known, g.plan);
+    return true;
+  }
+
+  /** Whether a garbage collection is pending. */
+  hasGarbage(): boolean {
+    return this.garbage !== undefined;
+  }
+
+  /**
+   * Render and apply the main part of a plan (dependency order, one iptables-restore
+   * transaction); then record what the kernel holds, `after()`, and keep the plan's garbage
+   * collection pending. A failed apply forgets `known` instead (next sync reads).
+   */
+  private async execute(desired: Ruleset, plan: Plan, planFrom: SyncResult['planFrom'], t0: number, after: () => KernelState): Promise<SyncResult> {
     const p = payloads(plan);
     const counts = {
       rules: countRuleLines(p.iptables),
@@ -137,7 +175,7 @@ export class Syncer {
     };
     const result = (wrote: boolean): SyncResult => ({ plan, payloads: p, wrote, readKernel: planFrom === 'kernel', planFrom, durationMs: performance.now() - t0, counts });
     if (isEmpty(plan)) {
-      this.remember(desired, after(false));
+      this.remember(desired, after());
       return result(false);
     }
     if (this.dryRun) return result(false);
@@ -147,7 +185,8 @@ export class Syncer {
       this.forget(); // the kernel is in an unknown state: read it next time
       throw e;
     }
-    this.remember(desired, after(true));
+    this.remember(desired, after());
+    if (p.gcIptables || p.gcIpset) this.garbage = { plan, payloads: p };
     return result(true);
   }
 
@@ -159,6 +198,7 @@ export class Syncer {
   private forget(): void {
     this.known = undefined;
     this.knownRuleset = undefined;
+    this.garbage = undefined;
   }
 
   /** Re-read the kernel and repair whatever differs: drift, other agents' edits. */
@@ -166,22 +206,32 @@ export class Syncer {
     return this.sync(desired, { readKernel: true });
   }
 
-  /** Remove every chain, hook and set we own, and nothing else. */
-  cleanup(): Promise<SyncResult> {
-    return this.sync(EMPTY_RULESET, { readKernel: true });
+  /** Remove every chain, hook and set we own, and nothing else (garbage collection included). */
+  async cleanup(): Promise<SyncResult> {
+    const r = await this.sync(EMPTY_RULESET, { readKernel: true });
+    await this.collectGarbage();
+    return r;
+  }
+
+  private async step(name: string, cmd: string, args: string[], input: string): Promise<void> {
+    if (!input) return;
+    try {
+      await mustRun(this.runner, cmd, args, { input });
+    } catch (e) {
+      if (e instanceof CommandError) throw new ApplyError(name, e, input);
+      throw e;
+    }
+  }
+
+  private async applyGarbagePayloads(p: Payloads): Promise<void> {
+    const b = await this.backend();
+    await this.step('iptables-restore (garbage collection)', b.restore, ['--noflush', `--wait=${this.lockWait}`], p.gcIptables);
+    await this.step('ipset restore (garbage collection)', 'ipset', ['restore', '-exist'], p.gcIpset);
   }
 
   private async apply(p: Payloads): Promise<void> {
     const b = await this.backend();
-    const step = async (name: string, cmd: string, args: string[], input: string) => {
-      if (!input) return;
-      try {
-        await mustRun(this.runner, cmd, args, { input });
-      } catch (e) {
-        if (e instanceof CommandError) throw new ApplyError(name, e, input);
-        throw e;
-      }
-    };
+    const step = (name: string, cmd: string, args: string[], input: string) => this.step(name, cmd, args, input);
     if (!p.iptables) {
       // No rule changes between the two set phases: one process, the same lines in the same order.
       await step('ipset restore', 'ipset', ['restore', '-exist'], p.ipsetBefore + p.ipsetAfter);
@@ -193,10 +243,10 @@ export class Syncer {
   }
 }
 
-/** The kernel state that results from a successful apply of `rs`. */
+/** The kernel state that results from a successful apply of `rs` (garbage collected). */
 export function stateOf(rs: Ruleset): KernelState {
   return {
-    chains: new Map(rs.chains.map((c) => [c.name, { name: c.name, ruleIds: c.rules.map(ruleId) }])),
+    chains: new Map(rs.chains.map((c) => [c.name, { name: c.name, ruleIds: c.rules.map(ruleId), rules: c.rules }])),
     hooks: rs.hooks.map((h) => ({ chain: h.chain, target: h.target, position: 1, line: hookLine(h) })),
     sets: new Map(rs.sets.map((s) => [s.name, { name: s.name, type: s.type, members: new Map(s.members.map((m) => [canonicalEntry(s.type, m.entry), !!m.nomatch])) }])),
   };

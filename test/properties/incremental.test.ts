@@ -57,7 +57,7 @@ function applyDelta(state: KernelState, d: RulesetDelta): void {
     const ids = c.rules.map(ruleId);
     const cur = state.chains.get(c.name);
     if (cur && isDeepStrictEqual(cur.ruleIds, ids)) fail(`rewrites chain ${c.name} with the same rules`);
-    state.chains.set(c.name, { name: c.name, ruleIds: ids });
+    state.chains.set(c.name, { name: c.name, ruleIds: ids, rules: c.rules });
   }
 }
 
