@@ -13,6 +13,7 @@ import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/re
 import { createLab, destroyLab, execInPod, findPod } from '../../src/lab/lab.ts';
 import type { LabState } from '../../src/lab/state.ts';
 import type { NamespaceRecord, PodRecord, PolicyRecord } from '../../src/model/types.ts';
+import type { Ruleset } from '../../src/compiler/ruleset.ts';
 import { NFT } from '../../src/sync/backend.ts';
 import { processRunner } from '../../src/sync/runner.ts';
 import { Syncer } from '../../src/sync/syncer.ts';
@@ -88,24 +89,42 @@ async function waitListening(lab: LabState, port: number): Promise<void> {
   throw new Error(`nothing listens on port ${port} in bench/server`);
 }
 
-async function measure(lab: LabState, crr: string, o: BenchOptions): Promise<{ rate: number; gbps: number; failures: number }> {
-  const runs = o.quick ? 2 : 3;
+interface Sample {
+  readonly rate: number;
+  readonly gbps: number;
+  readonly failures: number;
+}
+
+/** One connection-rate run and one throughput run between the two pods. */
+async function sample(lab: LabState, crr: string, seconds: number): Promise<Sample> {
+  const r = await execInPod(lab, 'bench/client', [crr, 'client', SERVER_IP, String(CRR_PORT), String(seconds), '2']);
+  const j = JSON.parse(r.stdout) as { rate: number; failures: number };
+  const t = await execInPod(lab, 'bench/client', ['iperf3', '-c', SERVER_IP, '-p', String(IPERF_PORT), '-t', String(seconds), '-J']);
+  const ij = JSON.parse(t.stdout) as { end: { sum_received: { bits_per_second: number } } };
+  // Let the closed connections' conntrack entries age a little between runs.
+  await new Promise((res) => setTimeout(res, 1000));
+  return { rate: j.rate, gbps: ij.end.sum_received.bits_per_second / 1e9, failures: j.failures };
+}
+
+/**
+ * Runs without and with the Ruleset, interleaved (without, with, without, with, ...), so a
+ * change in the machine's load during the part affects both sides alike.
+ */
+async function measure(lab: LabState, crr: string, syncer: Syncer, rs: Ruleset, o: BenchOptions): Promise<{ without: Sample; with: Sample }> {
+  const runs = o.quick ? 2 : 4;
   const seconds = o.quick ? 2 : 3;
-  const rates: number[] = [];
-  const gbps: number[] = [];
-  let failures = 0;
+  const a: Sample[] = [];
+  const b: Sample[] = [];
   for (let i = 0; i < runs; i++) {
-    const r = await execInPod(lab, 'bench/client', [crr, 'client', SERVER_IP, String(CRR_PORT), String(seconds), '2']);
-    const j = JSON.parse(r.stdout) as { rate: number; failures: number };
-    rates.push(j.rate);
-    failures += j.failures;
-    const t = await execInPod(lab, 'bench/client', ['iperf3', '-c', SERVER_IP, '-p', String(IPERF_PORT), '-t', String(seconds), '-J']);
-    const ij = JSON.parse(t.stdout) as { end: { sum_received: { bits_per_second: number } } };
-    gbps.push(ij.end.sum_received.bits_per_second / 1e9);
-    // Let the closed connections' conntrack entries age a little between runs.
-    await new Promise((r) => setTimeout(r, 1000));
+    await syncer.cleanup();
+    o.progress(`dataplane: run ${i + 1}/${runs} without policies`);
+    a.push(await sample(lab, crr, seconds));
+    await syncer.sync(rs, { readKernel: true });
+    o.progress(`dataplane: run ${i + 1}/${runs} with policies`);
+    b.push(await sample(lab, crr, seconds));
   }
-  return { rate: median(rates), gbps: median(gbps), failures };
+  const med = (xs: Sample[]): Sample => ({ rate: median(xs.map((x) => x.rate)), gbps: median(xs.map((x) => x.gbps)), failures: xs.reduce((n, x) => n + x.failures, 0) });
+  return { without: med(a), with: med(b) };
 }
 
 export const dataplanePart: BenchPart = {
@@ -147,13 +166,10 @@ export const dataplanePart: BenchPart = {
       await waitListening(lab, IPERF_PORT);
       await execInPod(lab, 'bench/client', ['sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65000']);
 
-      o.progress('dataplane: measuring without policies');
-      const without = await measure(lab, crr, o);
-      o.progress('dataplane: loading the Ruleset');
       const syncer = new Syncer({ runner: processRunner(lab.nodes[0]!.netns), backend: { ...NFT, reason: 'bench' } });
-      await syncer.sync(rs);
-      o.progress('dataplane: measuring with policies');
-      const withP = await measure(lab, crr, o);
+      const m = await measure(lab, crr, syncer, rs, o);
+      const without = m.without;
+      const withP = m.with;
       await destroyLab(lab);
 
       const connRatio = withP.rate / without.rate;
@@ -169,7 +185,10 @@ export const dataplanePart: BenchPart = {
               [`${rules} rules, ${rs.sets.length} sets (10k pods, 2k policies)`, Math.round(withP.rate), +withP.gbps.toFixed(2), withP.failures],
               ['ratio', +connRatio.toFixed(3), +tputRatio.toFixed(3), ''],
             ],
-            notes: [`a new connection traverses ${ours} of our rules (${t.steps.length} in all, flannel's and kube-proxy's included); an established packet traverses ${oursEstablished}`],
+            notes: [
+              `a new connection traverses ${ours} of our rules (${t.steps.length} in all, flannel's and kube-proxy's included); an established packet traverses ${oursEstablished}`,
+              `medians of ${o.quick ? 2 : 4} interleaved runs each (without, with, without, with, ...); TCP connect+close by bench/tools/crr.c with 2 threads, bulk by iperf3 -t ${o.quick ? 2 : 3}`,
+            ],
           },
         ],
         metrics: { conn_rate_ratio: +connRatio.toFixed(3), throughput_ratio: +tputRatio.toFixed(3), rules_per_new_connection: ours, conn_rate_no_policy: Math.round(without.rate), conn_rate_with_policies: Math.round(withP.rate) },
