@@ -70,6 +70,20 @@ describe('FileSource', () => {
     expect(src.revision()).toBe(await folderRevision(dir));
   });
 
+  it('keeps the model when the folder itself disappears, and refuses to start without it', async () => {
+    writeFileSync(join(dir, 'policy.yaml'), POLICY);
+    src = new FileSource({ dir, pollMs: 60_000 });
+    await src.start();
+    rmSync(dir, { recursive: true, force: true });
+    await src.rescan();
+    expect([...src.model.allPolicies()]).toHaveLength(1); // not "every object deleted"
+    expect(src.status()).toMatchObject({ healthy: false });
+    expect(src.status().detail).toContain('cannot read the manifest folder');
+    const missing = new FileSource({ dir: join(dir, 'nope') });
+    await expect(missing.start()).rejects.toThrow(/cannot read the manifest folder/);
+    await missing.stop();
+  });
+
   it('notifies on change only', async () => {
     writeFileSync(join(dir, 'pod.yaml'), POD);
     src = new FileSource({ dir, pollMs: 60_000 });

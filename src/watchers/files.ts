@@ -53,6 +53,8 @@ function revisionOf(dir: string, fileHashes: readonly (readonly [string, string]
   return h.digest('hex').slice(0, 16);
 }
 
+const FOLDER_UNREADABLE = 'cannot read the manifest folder';
+
 export class FileSource implements ModelSource {
   readonly model = new Model();
   private readonly dir: string;
@@ -80,6 +82,8 @@ export class FileSource implements ModelSource {
 
   async start(): Promise<void> {
     await this.rescan();
+    // A folder that cannot be read at start is a configuration error, not an empty cluster.
+    if (this.lastError.startsWith(FOLDER_UNREADABLE)) throw new Error(this.lastError);
     this.started = true;
     try {
       this.watcher = watch(this.dir, { recursive: true }, () => this.scheduleRescan());
@@ -127,7 +131,8 @@ export class FileSource implements ModelSource {
     }
     this.scanning = this.scan()
       .catch((e: unknown) => {
-        this.lastError = `scan of ${this.dir} failed: ${e instanceof Error ? e.message : String(e)}`;
+        const msg = e instanceof Error ? e.message : String(e);
+        this.lastError = msg.startsWith(FOLDER_UNREADABLE) ? msg : `scan of ${this.dir} failed: ${msg}`;
         this.log?.error({ err: e }, this.lastError);
       })
       .finally(() => {
@@ -143,6 +148,10 @@ export class FileSource implements ModelSource {
   private async scan(): Promise<void> {
     const listDiags: Diagnostic[] = [];
     const names = await listManifestFiles(this.dir, listDiags);
+    // The folder itself gone (unmounted, renamed) is not "every object deleted": keep the model
+    // as it is, so isolation stays, and report it.
+    const rootError = listDiags.find((d) => d.severity === 'error' && d.file === this.dir);
+    if (rootError) throw new Error(`${FOLDER_UNREADABLE} ${this.dir}: ${rootError.message}; keeping the last good objects`);
     const errors: string[] = listDiags.filter((d) => d.severity === 'error').map(formatDiagnostic);
     const next = new Map<string, FileEntry>();
     for (const file of names) {
