@@ -18,13 +18,14 @@
 //   garbage collection runs (stale rules, chains and sets deleted): the event-to-kernel time is
 //   the sync's; a failed collection makes the Syncer re-read the kernel on its next sync.
 
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { compile } from '../compiler/compile.ts';
 import { IncrementalCompiler, type RulesetDelta } from '../compiler/incremental.ts';
 import type { Ruleset } from '../compiler/ruleset.ts';
 import { isEmpty } from '../sync/plan.ts';
 import type { Syncer, SyncResult } from '../sync/syncer.ts';
+import { BRIDGE_NF_CALL_IPTABLES, bridgeNfCallIptables } from '../sync/sysctl.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { AgentMetrics } from './metrics.ts';
 
@@ -94,7 +95,7 @@ export class Agent {
       verifyAfterWriteMs: 1_000,
       backoffMinMs: 500,
       backoffMaxMs: 30_000,
-      bridgeNfPath: '/proc/sys/net/bridge/bridge-nf-call-iptables',
+      bridgeNfPath: BRIDGE_NF_CALL_IPTABLES,
       ...o,
     };
   }
@@ -105,7 +106,7 @@ export class Agent {
     log.info({ node: this.o.node }, 'starting: waiting for the initial content of the source before any write');
     await this.o.source.start();
     if (this.stopped) return; // stopped while waiting for the source: nothing to do
-    this.bridgeNf = await this.readBridgeNf();
+    this.bridgeNf = await bridgeNfCallIptables(this.o.bridgeNfPath);
     if (!this.bridgeNf) log.error({ path: this.o.bridgeNfPath }, 'net.bridge.bridge-nf-call-iptables is not 1: same-node pod traffic bypasses iptables; reporting not ready');
     const backend = await this.o.syncer.backend();
     log.info({ backend: backend.name, reason: backend.reason }, 'iptables backend');
@@ -259,14 +260,6 @@ export class Agent {
       this.metrics.compilerResets.inc();
       this.o.logger.error({ err: e instanceof Error ? e.message : String(e) }, 'incremental compiler failed: reset; compiling in full and diffing against the kernel');
       return { desired: compile(model, this.o.node) };
-    }
-  }
-
-  private async readBridgeNf(): Promise<boolean> {
-    try {
-      return (await readFile(this.o.bridgeNfPath, 'utf8')).trim() === '1';
-    } catch {
-      return false;
     }
   }
 

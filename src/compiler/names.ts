@@ -58,7 +58,3 @@ export function setName(kind: string, content: string): string {
   if (name.length > MAX_SET_NAME) throw new Error(`set name ${name} is longer than ${MAX_SET_NAME}`);
   return name;
 }
-
-export function isOurs(name: string): boolean {
-  return name.startsWith(CHAIN_PREFIX);
-}

@@ -4,7 +4,7 @@
 // given, comment, target) so a rendered rule and the kernel's copy can be compared line for line.
 
 import { hash64 } from './names.ts';
-import type { Chain, Hook, IpSet, Rule, Ruleset, SetType } from './ruleset.ts';
+import type { Chain, Hook, IpSet, Rule, Ruleset } from './ruleset.ts';
 
 /** the kernel keeps 255 characters of a comment; we keep to printable ASCII without quotes. */
 export const MAX_COMMENT = 255;
@@ -119,10 +119,3 @@ export function renderIptablesRestore(rs: Pick<Ruleset, 'chains' | 'hooks'>): st
   lines.push('COMMIT');
   return lines.join('\n') + '\n';
 }
-
-export const SET_ENTRY_SHAPE: Record<SetType, string> = {
-  'hash:ip': 'IP',
-  'hash:net': 'CIDR, optionally nomatch',
-  'hash:ip,port': 'IP,proto:port',
-  'hash:net,net': 'IP,IP',
-};

@@ -39,7 +39,7 @@ import {
   switchPortName,
   validateLabName,
 } from './names.ts';
-import { cniConfig, ipamDataDir, runCni } from './cni.ts';
+import { cniConfig, ipamDataDir, runCni, type CniCall } from './cni.ts';
 import { renderNodeFilter, renderNodeNat, renderServices, serviceKey, type LabService } from './rules.ts';
 import { NODE_CACHE_DIR, SERVER_SCRIPT, scriptArgv, scriptEnv, startDaemon } from './processes.ts';
 import {
@@ -237,13 +237,10 @@ function logFile(lab: LabState, what: string): string {
 }
 
 /** Namespace, CNI ADD and sysctls of a pod (no server yet). The pod is recorded in lab.pods first. */
-async function attachPod(lab: LabState, pod: LabPod): Promise<void> {
-  const node = findNode(lab, pod.node);
-  await run(['ip', 'netns', 'add', pod.netns], { context: `creating pod ${pod.key}` });
-  await setSysctls(pod.netns, CLIENT_SYSCTLS, `configuring pod ${pod.key}`);
-  await ipBatch(pod.netns, ['link set lo up'], `configuring pod ${pod.key}`);
-  const result = await runCni({
-    command: 'ADD',
+/** The CNI call of a pod: ADD and DEL must name the same container, config and address. */
+function podCniCall(lab: LabState, node: LabNode, pod: LabPod, command: 'ADD' | 'DEL'): CniCall {
+  return {
+    command,
     nodeNetns: node.netns,
     podNetns: pod.netns,
     containerId: pod.containerId,
@@ -251,7 +248,15 @@ async function attachPod(lab: LabState, pod: LabPod): Promise<void> {
     ...(pod.ip ? { ip: pod.ip } : {}),
     podNamespace: pod.namespace,
     podName: pod.name,
-  });
+  };
+}
+
+async function attachPod(lab: LabState, pod: LabPod): Promise<void> {
+  const node = findNode(lab, pod.node);
+  await run(['ip', 'netns', 'add', pod.netns], { context: `creating pod ${pod.key}` });
+  await setSysctls(pod.netns, CLIENT_SYSCTLS, `configuring pod ${pod.key}`);
+  await ipBatch(pod.netns, ['link set lo up'], `configuring pod ${pod.key}`);
+  const result = await runCni(podCniCall(lab, node, pod, 'ADD'));
   const address = result?.ips?.[0]?.address?.split('/')[0];
   if (!address) throw new LabError(`CNI ADD for pod ${pod.key} returned no address: ${JSON.stringify(result)}`);
   if (pod.ip && address !== pod.ip) {
@@ -367,16 +372,7 @@ async function teardownPod(lab: LabState, pod: LabPod): Promise<void> {
   const present = (await listNetns()).includes(pod.netns);
   if (present) await killPids(await netnsPids(pod.netns));
   if (node) {
-    await runCni({
-      command: 'DEL',
-      nodeNetns: node.netns,
-      podNetns: pod.netns,
-      containerId: pod.containerId,
-      config: nodeCniConfig(lab, node),
-      ...(pod.ip ? { ip: pod.ip } : {}),
-      podNamespace: pod.namespace,
-      podName: pod.name,
-    });
+    await runCni(podCniCall(lab, node, pod, 'DEL'));
   }
   if (present) await run(['ip', 'netns', 'del', pod.netns], { context: `deleting pod ${pod.key}` });
 }

@@ -198,7 +198,7 @@ function evaluateRule(
   selected: PodRecord,
 ): RuleResult {
   const peers: PeerResult[] = rule.peers
-    ? rule.peers.map((p, i) => matchPeer(model, pol, p, i, peer))
+    ? rule.peers.map((p, i) => matchPeer(model, p, i, peer))
     : [{ index: -1, matched: true, why: 'every peer (no from/to list)', isIpBlock: false }];
   // Named ports resolve on the destination pod: the selected pod for ingress, the peer for egress.
   const dstPod = direction === 'Ingress' ? selected : peer.kind === 'pod' ? peer.pod : undefined;
@@ -224,7 +224,7 @@ function evaluateRule(
   return { policy: policyKey(pol), ruleIndex: index, matched: peerOk && portOk, peers, ports, summary };
 }
 
-function matchPeer(model: Model, pol: PolicyRecord, peer: Peer, index: number, ep: Endpoint): PeerResult {
+function matchPeer(model: Model, peer: Peer, index: number, ep: Endpoint): PeerResult {
   const label = `peer ${index}`;
   if (peer.kind === 'ipBlock') {
     const ip = endpointIp(ep);

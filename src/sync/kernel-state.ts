@@ -6,7 +6,7 @@
 // those jumping into our chains: our hooks.
 
 import { CHAIN_PREFIX, SET_PREFIX } from '../compiler/names.ts';
-import type { Rule, SetType } from '../compiler/ruleset.ts';
+import type { Rule } from '../compiler/ruleset.ts';
 
 export interface KernelChain {
   readonly name: string;
@@ -128,8 +128,4 @@ export function parseIpsetSave(dump: string): Map<string, KernelSet> {
     }
   }
   return sets;
-}
-
-export function isSetType(t: string): t is SetType {
-  return t === 'hash:ip' || t === 'hash:net' || t === 'hash:ip,port' || t === 'hash:net,net';
 }

@@ -37,10 +37,8 @@ export type Mutator = (iptablesText: string, node: string) => string;
 
 export class Dataplane {
   readonly nodes = new Map<string, NodePlane>();
-  private readonly model: Model;
 
   constructor(model: Model, nodeNames: readonly string[], mutate?: Mutator) {
-    this.model = model;
     const base = parseIptablesRestore(FOREIGN_FILTER);
     for (const n of nodeNames) {
       const rs = compile(model, n);
