@@ -82,4 +82,69 @@ describe('Model', () => {
     expect(m.podsOnNode('n1').map((p) => p.name)).toEqual(['c']);
     expect(m.podsOnNode('n3')).toEqual([]);
   });
+
+  it('an address two enforceable pods claim belongs to neither until one goes, and is reported', () => {
+    const m = new Model();
+    const a = pod('x', 'a', { app: 'a' }, { ip: '10.244.1.5' });
+    const b = pod('y', 'b', { app: 'b' }, { ip: '10.244.1.5' });
+    m.upsert(a);
+    expect(m.findPod('x', 'a')!.ips).toEqual(['10.244.1.5']);
+    const seen: ModelChange[] = [];
+    m.subscribe((c) => seen.push(c));
+    m.upsert(b);
+    expect(m.findPod('x', 'a')!.ips).toEqual([]);
+    expect(m.findPod('y', 'b')!.ips).toEqual([]);
+    expect(m.enforceablePodsIn('x')).toEqual([]);
+    expect(m.addressConflicts()).toEqual(new Map([['10.244.1.5', [a.uid, b.uid].sort()]]));
+    // Both pods changed: the compilers follow the events.
+    expect(seen.map((c) => c.uid).sort()).toEqual([a.uid, b.uid].sort());
+    // The source's record is kept: when the old pod goes, the new one gets the address.
+    expect(m.sourceRecord(b.uid, 'Pod')).toEqual(b);
+    m.remove(a.uid);
+    expect(m.findPod('y', 'b')!.ips).toEqual(['10.244.1.5']);
+    expect(m.addressConflicts().size).toBe(0);
+  });
+
+  it('a Succeeded pod does not claim its old address; a relabel keeps the conflict', () => {
+    const m = new Model();
+    m.upsert(pod('x', 'done', {}, { ip: '10.244.1.6', phase: 'Succeeded' }));
+    m.upsert(pod('x', 'new', {}, { ip: '10.244.1.6' }));
+    expect(m.findPod('x', 'new')!.ips).toEqual(['10.244.1.6']);
+    m.upsert(pod('x', 'third', {}, { ip: '10.244.1.6' }));
+    m.upsert(pod('x', 'third', { l: '1' }, { ip: '10.244.1.6' }));
+    expect(m.findPod('x', 'new')!.ips).toEqual([]);
+    expect(m.findPod('x', 'third')!.ips).toEqual([]);
+    m.upsert(pod('x', 'third', { l: '1' }, { ip: '10.244.1.7' }));
+    expect(m.findPod('x', 'new')!.ips).toEqual(['10.244.1.6']);
+    expect(m.findPod('x', 'third')!.ips).toEqual(['10.244.1.7']);
+  });
+
+  it('adjusters change what is stored, re-run on readjust, and undo when removed', () => {
+    const m = new Model();
+    const a = pod('x', 'a', {}, { ip: null, phase: 'Pending' });
+    m.upsert(a);
+    const overlay = new Map<string, string[]>();
+    const stop = m.addAdjuster((r) => (r.kind === 'Pod' && overlay.has(r.name) ? { ...r, ips: overlay.get(r.name)! } : r));
+    expect(m.findPod('x', 'a')!.ips).toEqual([]);
+    overlay.set('a', ['10.244.1.9']);
+    const gen = m.generation;
+    m.readjust(a.uid, 'Pod');
+    expect(m.findPod('x', 'a')!.ips).toEqual(['10.244.1.9']);
+    expect(m.generation).toBeGreaterThan(gen);
+    // Readjusting with nothing new emits nothing.
+    const g2 = m.generation;
+    m.readjust(a.uid, 'Pod');
+    expect(m.generation).toBe(g2);
+    // A source update passes through the adjuster too; the source's record stays readable.
+    m.upsert({ ...a, labels: { v: '2' } });
+    expect(m.findPod('x', 'a')!).toMatchObject({ ips: ['10.244.1.9'], labels: { v: '2' } });
+    expect(m.sourceRecord(a.uid, 'Pod')!.ips).toEqual([]);
+    // An adjusted address conflicts like a reported one.
+    m.upsert(pod('y', 'b', {}, { ip: '10.244.1.9' }));
+    expect(m.findPod('x', 'a')!.ips).toEqual([]);
+    m.remove('pod-y-b');
+    expect(m.findPod('x', 'a')!.ips).toEqual(['10.244.1.9']);
+    stop();
+    expect(m.findPod('x', 'a')!.ips).toEqual([]);
+  });
 });

@@ -8,10 +8,15 @@
 // - Every change is reported to subscribers, synchronously and in order, with the record it
 //   replaced or removed (`before`) and the record now stored (`after`): the incremental
 //   compiler follows the model this way.
+// - What is stored is what sources upserted, passed through the adjusters (the agent's overlays)
+//   and, for pods, without any address that another enforceable pod claims as well: while two
+//   pods claim one address it belongs to neither (fail closed: in no allow set, and not a
+//   programmed address on its node), and `addressConflicts()` reports it. Everything that reads
+//   the model (semantics, compilers) sees only these effective records.
 
 import { selectorMatches } from './selector.ts';
 import type { NamespaceRecord, NodeRecord, ObjectRecord, PodRecord, PodsPeer, PolicyRecord, Requirement, Selector } from './types.ts';
-import { isEnforceable } from './types.ts';
+import { isEnforceable, sameRecord } from './types.ts';
 
 export const NAMESPACE_NAME_LABEL = 'kubernetes.io/metadata.name';
 
@@ -24,6 +29,11 @@ export interface ModelChange {
 }
 
 export type ModelListener = (change: ModelChange) => void;
+
+/** Adjusts a record before the model stores it; pure; returns its argument when unchanged. */
+export type Adjuster = (r: ObjectRecord) => ObjectRecord;
+
+const recordKey = (kind: ObjectRecord['kind'], uid: string): string => `${kind}|${uid}`;
 
 export class Model {
   private readonly pods = new Map<string, PodRecord>();
@@ -46,13 +56,181 @@ export class Model {
   private namespaceCache: NamespaceRecord[] | undefined;
   private readonly listeners = new Set<ModelListener>();
   private gen = 0;
+  private readonly adjusters: Adjuster[] = [];
+  /** kind|uid -> the record as its source stored it, only where an adjuster changed it. */
+  private readonly sourceRecords = new Map<string, ObjectRecord>();
+  /** pod uid -> the adjusted record, only where conflicted addresses were taken out of it. */
+  private readonly podBases = new Map<string, PodRecord>();
+  /** address -> uids of the enforceable pods (adjusted records) claiming it. */
+  private readonly claims = new Map<string, Set<string>>();
+  /** Addresses with more than one claimant. */
+  private readonly conflicted = new Set<string>();
 
   get generation(): number {
     return this.gen;
   }
 
-  /** Insert or replace a record (by UID). */
+  /**
+   * Insert or replace a record (by UID), as a source read it. What the model stores and
+   * serves is the record after the adjusters and, for a pod, without the addresses another pod
+   * claims too (see the class comment).
+   */
   upsert(r: ObjectRecord): void {
+    const key = recordKey(r.kind, r.uid);
+    const base = this.adjust(r);
+    if (base !== r) this.sourceRecords.set(key, r);
+    else this.sourceRecords.delete(key);
+    if (base.kind === 'Pod') this.claimAndPut(base);
+    else this.put(base);
+  }
+
+  /**
+   * Add a function that adjusts every record a source stores (the agent's overlays: addresses a
+   * CNI ADD reported before the API did, a quarantine). Adjusters run in the order added; each
+   * must be pure and return its argument itself when it changes nothing. Every stored record is
+   * adjusted again now, and again after the adjuster is removed.
+   */
+  addAdjuster(fn: Adjuster): () => void {
+    this.adjusters.push(fn);
+    this.readjustAll();
+    return () => {
+      const i = this.adjusters.indexOf(fn);
+      if (i < 0) return;
+      this.adjusters.splice(i, 1);
+      this.readjustAll();
+    };
+  }
+
+  /**
+   * Run the adjusters again on the source's record of this object (an adjuster's own state
+   * changed). Emits a change only when the stored record's content changes.
+   */
+  readjust(uid: string, kind: ObjectRecord['kind']): void {
+    const src = this.sourceRecord(uid, kind);
+    if (!src) return;
+    const key = recordKey(kind, uid);
+    const base = this.adjust(src);
+    if (base !== src) this.sourceRecords.set(key, src);
+    else this.sourceRecords.delete(key);
+    if (base.kind === 'Pod') {
+      const cur = this.podBases.get(uid) ?? this.pods.get(uid);
+      if (sameRecord(cur, base)) return;
+      this.claimAndPut(base);
+    } else {
+      if (sameRecord(this.current(uid, kind), base)) return;
+      this.put(base);
+    }
+  }
+
+  /** The record of this object as its source stored it, before any adjuster. */
+  sourceRecord(uid: string, kind: ObjectRecord['kind']): ObjectRecord | undefined {
+    const key = recordKey(kind, uid);
+    const src = this.sourceRecords.get(key);
+    if (src) return src;
+    return kind === 'Pod' ? (this.podBases.get(uid) ?? this.pods.get(uid)) : this.current(uid, kind);
+  }
+
+  /**
+   * Addresses claimed by more than one enforceable pod (an IP reused while the old pod is still
+   * listed, a copied manifest, a forged status), each with the UIDs of the pods claiming it.
+   * Invariant (fail closed): such an address is in no pod record the model serves, so it is in
+   * no allow set and, on the node that owns it, not a programmed address.
+   */
+  addressConflicts(): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    for (const ip of this.conflicted) out.set(ip, [...(this.claims.get(ip) ?? [])].sort());
+    return out;
+  }
+
+  private readjustAll(): void {
+    for (const kind of KINDS) {
+      const uids = kind === 'Pod' ? [...this.pods.keys()] : kind === 'Namespace' ? [...this.namespaces.keys()] : kind === 'Node' ? [...this.nodes.keys()] : [...this.policies.keys()];
+      for (const uid of uids) this.readjust(uid, kind);
+    }
+  }
+
+  private adjust(r: ObjectRecord): ObjectRecord {
+    let out = r;
+    for (const fn of this.adjusters) out = fn(out);
+    return out;
+  }
+
+  private current(uid: string, kind: ObjectRecord['kind']): ObjectRecord | undefined {
+    switch (kind) {
+      case 'Pod':
+        return this.pods.get(uid);
+      case 'Namespace':
+        return this.namespaces.get(uid);
+      case 'Node':
+        return this.nodes.get(uid);
+      case 'NetworkPolicy':
+        return this.policies.get(uid);
+    }
+  }
+
+  /**
+   * Record the addresses this pod claims (after the adjusters), store it without the addresses
+   * another pod claims too, and store again every other pod whose addresses' conflicts changed.
+   */
+  private claimAndPut(base: PodRecord): void {
+    const uid = base.uid;
+    const old = this.podBases.get(uid) ?? this.pods.get(uid);
+    const touched = new Set<string>();
+    if (old && isEnforceable(old)) for (const ip of old.ips) this.unclaim(ip, uid, touched);
+    if (isEnforceable(base)) for (const ip of base.ips) this.claim(ip, uid, touched);
+    this.putPod(base);
+    for (const other of this.claimantsOf(touched, uid)) this.refreshPod(other);
+  }
+
+  private claim(ip: string, uid: string, touched: Set<string>): void {
+    let s = this.claims.get(ip);
+    if (!s) this.claims.set(ip, (s = new Set()));
+    s.add(uid);
+    if (s.size > 1) {
+      this.conflicted.add(ip);
+      touched.add(ip);
+    }
+  }
+
+  private unclaim(ip: string, uid: string, touched: Set<string>): void {
+    const s = this.claims.get(ip);
+    if (!s || !s.delete(uid)) return;
+    if (s.size === 0) this.claims.delete(ip);
+    if (this.conflicted.has(ip)) {
+      touched.add(ip);
+      if (s.size <= 1) this.conflicted.delete(ip);
+    }
+  }
+
+  private claimantsOf(ips: Set<string>, except: string): Set<string> {
+    const out = new Set<string>();
+    for (const ip of ips) for (const u of this.claims.get(ip) ?? []) if (u !== except) out.add(u);
+    return out;
+  }
+
+  /** Store a pod's base record without its conflicted addresses (the base kept aside if they differ). */
+  private putPod(base: PodRecord): void {
+    let effective: PodRecord = base;
+    if (this.conflicted.size > 0 && base.ips.some((ip) => this.conflicted.has(ip))) {
+      effective = { ...base, ips: base.ips.filter((ip) => !this.conflicted.has(ip)) };
+    }
+    if (effective !== base) this.podBases.set(base.uid, base);
+    else this.podBases.delete(base.uid);
+    this.put(effective);
+  }
+
+  /** Store another pod again when the conflicts of its addresses changed. */
+  private refreshPod(uid: string): void {
+    const base = this.podBases.get(uid) ?? this.pods.get(uid);
+    const cur = this.pods.get(uid);
+    if (!base || !cur) return;
+    const want = base.ips.filter((ip) => !this.conflicted.has(ip));
+    if (want.length === cur.ips.length && want.every((ip, i) => ip === cur.ips[i])) return;
+    this.putPod(base);
+  }
+
+  /** Index a record as the model serves it and report the change. */
+  private put(r: ObjectRecord): void {
     const before = this.take(r.uid, r.kind);
     switch (r.kind) {
       case 'Pod': {
@@ -89,11 +267,20 @@ export class Model {
   remove(uid: string, kind?: ObjectRecord['kind']): boolean {
     let removed = false;
     for (const k of kind ? [kind] : KINDS) {
+      const base = k === 'Pod' ? this.podBases.get(uid) : undefined;
       const before = this.take(uid, k);
       if (!before) continue;
       removed = true;
+      this.sourceRecords.delete(recordKey(k, uid));
       this.gen++;
       this.emit({ kind: k, uid, before });
+      if (k === 'Pod') {
+        this.podBases.delete(uid);
+        const claimed = (base ?? before) as PodRecord;
+        const touched = new Set<string>();
+        if (isEnforceable(claimed)) for (const ip of claimed.ips) this.unclaim(ip, uid, touched);
+        for (const other of this.claimantsOf(touched, uid)) this.refreshPod(other);
+      }
     }
     return removed;
   }
