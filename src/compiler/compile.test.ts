@@ -2,10 +2,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { block, modelOf, node, ns, nsPeer, pod, podsPeer, policy, port, ports, rule, sel } from '../../test/support/builders.ts';
 import { Model } from '../model/store.ts';
-import { BUCKETS, bucketChainName, bucketOf, chunkPorts, compile, mergeRanges } from './compile.ts';
+import { BUCKETS, PROGRAMMED_SET, bucketChainName, bucketOf, chunkPorts, compile, mergeRanges } from './compile.ts';
+import { IncrementalCompiler } from './incremental.ts';
 import { renderIpsetRestore, renderIptablesRestore } from './render.ts';
 import type { Ruleset } from './ruleset.ts';
-import { checkReferences, parseIpsetRestore, parseIptablesRestore } from '../../test/support/tracer.ts';
+import { checkReferences, parseIpsetRestore, parseIptablesRestore, trace } from '../../test/support/tracer.ts';
 
 const goldenDir = new URL('../../test/fixtures/golden/', import.meta.url);
 
@@ -174,5 +175,75 @@ describe('compile', () => {
     const many = Array.from({ length: 20 }, (_, i) => ({ from: 1000 + 2 * i, to: 1000 + 2 * i }));
     const chunks = chunkPorts(many);
     expect(chunks.map((c) => c.length)).toEqual([15, 5]);
+  });
+
+  describe('unprogrammed addresses of the node\'s pod CIDRs', () => {
+    const rulesOf = (rs: Ruleset, chain: string) => rs.chains.find((c) => c.name === chain)!.rules;
+
+    it('PCTL-programmed holds every local enforceable pod, isolated or not, and nothing else', () => {
+      const m = modelOf(
+        node('n1', '10.244.1.0/24', '192.168.50.11'),
+        pod('x', 'open', {}, { ip: '10.244.1.2', node: 'n1' }),
+        pod('x', 'iso', { app: 'db' }, { ip: '10.244.1.3', node: 'n1' }),
+        pod('x', 'done', {}, { ip: '10.244.1.4', node: 'n1', phase: 'Succeeded' }),
+        pod('x', 'pending', {}, { ip: null, node: 'n1', phase: 'Pending' }),
+        pod('x', 'remote', {}, { ip: '10.244.2.2', node: 'n2' }),
+        pod('x', 'host', {}, { ip: '192.168.50.11', node: 'n1', hostNetwork: true }),
+        policy('x', 'deny', sel({ app: 'db' }), { types: ['Ingress'], ingress: [] }),
+      );
+      const rs = compile(m, 'n1');
+      expect(rs.sets.find((s) => s.name === PROGRAMMED_SET)!.members.map((x) => x.entry)).toEqual(['10.244.1.2', '10.244.1.3']);
+    });
+
+    it('drops new connections from and to unprogrammed pod-CIDR addresses, after the replies rule, in FORWARD and INPUT', () => {
+      const m = modelOf(node('n1', '10.244.1.0/24', '192.168.50.11'), pod('x', 'a', {}, { ip: '10.244.1.2', node: 'n1' }));
+      const rs = compile(m, 'n1', { podCidrs: ['10.99.0.0/24', '10.244.1.7/24'] });
+      const fwd = rulesOf(rs, 'PCTL-FORWARD');
+      expect(fwd[0]!.match.ctstate).toEqual(['RELATED', 'ESTABLISHED']);
+      const drops = fwd.filter((r) => r.action.kind === 'drop').map((r) => [r.match.srcNet ?? `dst ${r.match.dstNet}`, r.match.sets]);
+      // Configured CIDRs join the Node's, canonical and without duplicates.
+      expect(drops).toEqual([
+        ['10.244.1.0/24', [{ set: PROGRAMMED_SET, dirs: 'src', negate: true }]],
+        ['10.99.0.0/24', [{ set: PROGRAMMED_SET, dirs: 'src', negate: true }]],
+        ['dst 10.244.1.0/24', [{ set: PROGRAMMED_SET, dirs: 'dst', negate: true }]],
+        ['dst 10.99.0.0/24', [{ set: PROGRAMMED_SET, dirs: 'dst', negate: true }]],
+      ]);
+      const input = rulesOf(rs, 'PCTL-INPUT');
+      expect(input.filter((r) => r.action.kind === 'drop').map((r) => r.match.srcNet)).toEqual(['10.244.1.0/24', '10.99.0.0/24']);
+      // Traced: an unknown address on the bridge gets nothing either way; a programmed one passes.
+      const table = parseIptablesRestore(renderIptablesRestore(rs));
+      const sets = parseIpsetRestore(renderIpsetRestore(rs.sets));
+      const verdict = (src: string, dst: string, hook: 'FORWARD' | 'INPUT' = 'FORWARD') => trace(table, sets, hook, { src, dst, protocol: 'tcp', dport: 80, sport: 40000 }).verdict;
+      expect(verdict('10.244.1.9', '10.244.2.2')).toBe('DROP');
+      expect(verdict('10.244.2.2', '10.244.1.9')).toBe('DROP');
+      expect(verdict('192.168.7.7', '10.244.1.9')).toBe('DROP');
+      expect(verdict('10.244.1.9', '192.168.50.11', 'INPUT')).toBe('DROP');
+      expect(verdict('10.244.1.2', '10.244.2.2')).not.toBe('DROP');
+      expect(verdict('10.244.2.2', '10.244.1.2')).not.toBe('DROP');
+      expect(verdict('10.244.1.2', '192.168.50.11', 'INPUT')).not.toBe('DROP');
+    });
+
+    it('without pod CIDRs there is neither the set nor a drop', () => {
+      const rs = compile(modelOf(pod('x', 'a', {}, { ip: '10.244.1.2', node: 'n1' })), 'n1');
+      expect(rs.sets.map((s) => s.name)).not.toContain(PROGRAMMED_SET);
+      expect(rulesOf(rs, 'PCTL-FORWARD').some((r) => r.action.kind === 'drop')).toBe(false);
+    });
+
+    it('the incremental compiler follows a change of the node\'s pod CIDRs', () => {
+      const m = modelOf(pod('x', 'a', {}, { ip: '10.244.1.2', node: 'n1' }));
+      const ic = new IncrementalCompiler(m, 'n1');
+      const text = (rs: Ruleset) => renderIpsetRestore(rs.sets) + renderIptablesRestore(rs);
+      expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
+      m.upsert(node('n1', '10.244.1.0/24', '192.168.50.11'));
+      expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
+      expect(ic.ruleset().sets.map((s) => s.name)).toContain(PROGRAMMED_SET);
+      m.upsert(pod('x', 'b', {}, { ip: '10.244.1.3', node: 'n1' }));
+      const rs = ic.ruleset();
+      expect(text(rs)).toBe(text(compile(m, 'n1')));
+      expect(ic.delta().memberChanges).toEqual([{ set: PROGRAMMED_SET, added: ['10.244.1.3'], removed: [] }]);
+      m.remove('pod-x-a');
+      ic.ruleset();
+      expect(ic.delta().memberChanges).toEqual([{ set: PROGRAMMED_SET, added: [], removed: ['10.244.1.2'] }]);
+    });
   });
 });

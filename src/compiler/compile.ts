@@ -5,7 +5,10 @@
 //   FORWARD -> PCTL-FORWARD   (hook, position 1)
 //     1. ctstate RELATED,ESTABLISHED -> RETURN        replies of allowed connections
 //     2. -> PCTL-EGRESS, 3. -> PCTL-INGRESS
-//   INPUT -> PCTL-INPUT: replies RETURN, then -> PCTL-EGRESS (a pod's egress to its own node)
+//     between 1 and 2: new connections from or to an address of the node's pod CIDRs that is not
+//     in PCTL-programmed (the local pods this node enforces) -> DROP
+//   INPUT -> PCTL-INPUT: replies RETURN, unprogrammed pod-CIDR sources DROP, then -> PCTL-EGRESS
+//     (a pod's egress to its own node)
 //   PCTL-EGRESS: `-s 0.0.0.k/0.0.0.15 -g PCTL-EB-k` per bucket k (0..15) holding an
 //     egress-isolated local pod; the bucket of an address is its last octet & 15
 //   PCTL-INGRESS: `-d 0.0.0.k/0.0.0.15 -g PCTL-IB-k`, the same for ingress
@@ -49,10 +52,12 @@
 //   the model with no rules, so it isolates and allows nothing.
 
 import type { Model } from '../model/store.ts';
+import { parseCidr } from '../model/cidr.ts';
 import { selectorKey } from '../model/selector.ts';
 import type { IpBlockPeer, PodRecord, PodsPeer, PolicyRecord, PolicyRule, PolicyType, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { FORWARD_CHAIN, INPUT_CHAIN, PREFIX, chainName, setName } from './names.ts';
+import { contentText, quarantineGroups, rememberContentText, sortCollisions } from './collisions.ts';
 import type { Chain, IpSet, L4Protocol, Match, PortRange, Rule, Ruleset, SetMember, SetType } from './ruleset.ts';
 
 export const EGRESS_CHAIN = `${PREFIX}-EGRESS`;
@@ -335,7 +340,10 @@ export interface ChainContent {
 
 export function podChain(sets: SetSource, pod: PodRecord, dir: PolicyType, policies: readonly PolicyRecord[]): ChainContent {
   const rules = podChainRules(sets, pod, dir, policies);
-  return { name: chainName(dir === 'Ingress' ? 'I' : 'E', JSON.stringify(rules)), rules };
+  const text = JSON.stringify(rules);
+  const content = { name: chainName(dir === 'Ingress' ? 'I' : 'E', text), rules };
+  rememberContentText(content, text); // the collision guard compares contents by this text
+  return content;
 }
 
 /**
@@ -353,7 +361,8 @@ export function podPortsKey(pod: PodRecord, dir: PolicyType): string {
 /** Name of the hash:ip set dispatching local pods to a policy chain. */
 export function dispatchSetSpec(dir: PolicyType, chain: string): SetSpec {
   const kind = dir === 'Ingress' ? 'i' : 'e';
-  return { name: `${PREFIX}-${kind}-${chain.slice(-13)}`, type: 'hash:ip', purpose: `local pods dispatched to ${chain}` };
+  // The chain's name with its kind letter lower-cased: unique as the chain name is, and as long.
+  return { name: `${PREFIX}-${kind}${chain.slice(PREFIX.length + 2)}`, type: 'hash:ip', purpose: `local pods dispatched to ${chain}` };
 }
 
 /** The rule of a bucket chain sending the pods of a dispatch set to their policy chain (goto). */
@@ -401,8 +410,66 @@ export const EVALUATE_RULES: readonly Rule[] = [
   { match: {}, action: { kind: 'jump', chain: EGRESS_CHAIN }, comment: 'egress of local pods' },
   { match: {}, action: { kind: 'jump', chain: INGRESS_CHAIN }, comment: 'ingress of local pods' },
 ];
-export const FORWARD: Chain = { name: FORWARD_CHAIN, rules: [REPLIES_RULE, ...EVALUATE_RULES] };
-export const INPUT: Chain = { name: INPUT_CHAIN, rules: [REPLIES_RULE, EVALUATE_RULES[0]!] };
+
+/**
+ * The hash:ip set of every address of a local pod this node enforces (isolated or not).
+ * Invariant (fail closed in time): a new connection from or to an address of the node's pod
+ * CIDRs that is not in this set is dropped, so a pod the agent has not programmed yet (its IP
+ * not reported yet, attached by hand, an address two pods claim) gets nothing. The sync layer
+ * adds an address to it only after every other change of the same apply is in force (its
+ * dispatch and peer set entries, its chains), and removes one before anything else.
+ */
+export const PROGRAMMED_SET = `${PREFIX}-programmed`;
+export const PROGRAMMED_SPEC: SetSpec = { name: PROGRAMMED_SET, type: 'hash:ip', purpose: 'addresses of the local pods this node enforces' };
+
+/**
+ * The node's IPv4 pod CIDRs, canonical, sorted and without duplicates: `Node.spec.podCIDRs` of
+ * this node plus any given by the agent's configuration. Unparsable and IPv6 entries are left
+ * out (this compiler programs the IPv4 table only).
+ */
+export function nodePodCidrs(model: Model, node: string, extra: readonly string[] = []): string[] {
+  const out = new Set<string>();
+  for (const text of [...(model.findNode(node)?.podCIDRs ?? []), ...extra]) {
+    try {
+      const c = parseCidr(text);
+      if (c.family === 4) out.add(c.text);
+    } catch {
+      // An invalid podCIDR cannot be matched; the model's validation reports it.
+    }
+  }
+  return [...out].sort();
+}
+
+/** The drops of unprogrammed addresses of the node's pod CIDRs, on one side of a packet. */
+function unknownDrops(cidrs: readonly string[], side: 'src' | 'dst'): Rule[] {
+  return cidrs.map((net) => ({
+    match: { ...(side === 'src' ? { srcNet: net } : { dstNet: net }), sets: [{ set: PROGRAMMED_SET, dirs: side, negate: true }] },
+    action: DROP,
+    comment: `${side === 'src' ? 'from' : 'to'} an address of pod CIDR ${net} that is not a programmed pod`,
+  }));
+}
+
+/**
+ * PCTL-FORWARD and PCTL-INPUT for a node with these pod CIDRs (memoized: equal CIDRs give the
+ * same objects, so an unchanged top chain is skipped by identity). After the replies of allowed
+ * connections, new connections of unprogrammed pod-CIDR addresses are dropped (both sides in
+ * FORWARD; the source in INPUT, where the destination is the node itself), then the local pods'
+ * egress and ingress are evaluated. Without pod CIDRs (none known) there are no drops.
+ */
+export function topChains(cidrs: readonly string[]): { forward: Chain; input: Chain } {
+  const key = cidrs.join(',');
+  let t = topChainMemo.get(key);
+  if (!t) {
+    t = {
+      forward: { name: FORWARD_CHAIN, rules: [REPLIES_RULE, ...unknownDrops(cidrs, 'src'), ...unknownDrops(cidrs, 'dst'), ...EVALUATE_RULES] },
+      input: { name: INPUT_CHAIN, rules: [REPLIES_RULE, ...unknownDrops(cidrs, 'src'), EVALUATE_RULES[0]!] },
+    };
+    if (topChainMemo.size > 64) topChainMemo.clear();
+    topChainMemo.set(key, t);
+  }
+  return t;
+}
+const topChainMemo = new Map<string, { forward: Chain; input: Chain }>();
 export const HOOKS: Ruleset['hooks'] = [
   { table: 'filter', chain: 'FORWARD', target: FORWARD_CHAIN, comment: `${PREFIX}: NetworkPolicy enforcement, keep first` },
   { table: 'filter', chain: 'INPUT', target: INPUT_CHAIN, comment: `${PREFIX}: NetworkPolicy egress to this node, keep first` },
@@ -417,6 +484,8 @@ export function sortedMembers(members: Map<string, boolean>): SetMember[] {
 interface Group {
   readonly chain: ChainContent;
   readonly ips: Set<string>;
+  /** The texts of the contents grouped under the chain's name: more than one is a collision (collisions.ts). */
+  readonly texts: Set<string>;
 }
 
 /**
@@ -441,8 +510,14 @@ function bucketedDispatch(dir: PolicyType, groups: readonly { readonly rule: Rul
   return { top: { name: dir === 'Ingress' ? INGRESS_CHAIN : EGRESS_CHAIN, rules: top, unordered: true }, buckets };
 }
 
-export function compile(model: Model, node: string): Ruleset {
+export interface CompileOptions {
+  /** Pod CIDRs of the node besides its Node object's `spec.podCIDRs` (agent configuration). */
+  readonly podCidrs?: readonly string[];
+}
+
+export function compile(model: Model, node: string, opts: CompileOptions = {}): Ruleset {
   const ctx = new Context(model);
+  const cidrs = nodePodCidrs(model, node, opts.podCidrs);
   const groups: Record<PolicyType, Map<string, Group>> = { Ingress: new Map(), Egress: new Map() };
 
   const local = model.podsOnNode(node).filter(isEnforceable);
@@ -458,10 +533,20 @@ export function compile(model: Model, node: string): Ruleset {
       let content = ctx.chains.get(key);
       if (!content) ctx.chains.set(key, (content = podChain(ctx, pod, dir, policies)));
       let g = groups[dir].get(content.name);
-      if (!g) groups[dir].set(content.name, (g = { chain: content, ips: new Set() }));
+      if (!g) groups[dir].set(content.name, (g = { chain: content, ips: new Set(), texts: new Set() }));
+      g.texts.add(contentText(content));
       for (const ip of pod.ips) g.ips.add(ip);
     }
   }
+  if (cidrs.length > 0) {
+    ctx.set(PROGRAMMED_SPEC, (s) => {
+      for (const pod of local) for (const ip of pod.ips) s.members.set(ip, false);
+    });
+  }
+
+  // The collision guard: a name that stands for two contents isolates both groups (collisions.ts).
+  const make = (chain: ChainContent, ips: Set<string>): Group => ({ chain, ips, texts: new Set() });
+  const collisions = sortCollisions([...quarantineGroups('Egress', groups.Egress, make), ...quarantineGroups('Ingress', groups.Ingress, make)]);
 
   const chains: Chain[] = [];
   const dispatch = (dir: PolicyType) =>
@@ -479,12 +564,13 @@ export function compile(model: Model, node: string): Ruleset {
     );
   const egress = dispatch('Egress');
   const ingress = dispatch('Ingress');
-  const top: Chain[] = [FORWARD, INPUT, egress.top, ingress.top, ...egress.buckets, ...ingress.buckets];
+  const { forward, input } = topChains(cidrs);
+  const top: Chain[] = [forward, input, egress.top, ingress.top, ...egress.buckets, ...ingress.buckets];
   chains.sort((a, b) => (a.name < b.name ? -1 : 1));
 
   const sets: IpSet[] = [...ctx.sets.values()]
     .map((s) => ({ name: s.name, type: s.type, purpose: s.purpose, members: sortedMembers(s.members) }))
     .sort((a, b) => (a.name < b.name ? -1 : 1));
 
-  return { node, sets, chains: [...top, ...chains], hooks: HOOKS };
+  return { node, sets, chains: [...top, ...chains], hooks: HOOKS, ...(collisions.length > 0 && { collisions }) };
 }

@@ -75,10 +75,12 @@ describe('IncrementalCompiler', () => {
     expect(d.writtenChains).toEqual([]);
     expect(d.removedChains).toEqual([]);
     expect(d.createdSets).toEqual([]);
-    // Its address joins the group's dispatch set (and the peer set of x/allow's namespace peer).
+    // Its address joins the group's dispatch set, the peer set of x/allow's namespace peer, and
+    // the node's programmed addresses.
     expect(d.memberChanges.map((c) => [c.set.slice(0, 7), c.added, c.removed]).sort()).toEqual([
       ['PCTL-i-', ['10.244.1.26'], []],
       ['PCTL-p-', ['10.244.1.26'], []],
+      ['PCTL-pr', ['10.244.1.26'], []],
     ]);
   });
 

@@ -35,10 +35,9 @@ import {
   BUCKETS,
   BUCKET_RULES,
   EGRESS_CHAIN,
-  FORWARD,
   HOOKS,
   INGRESS_CHAIN,
-  INPUT,
+  PROGRAMMED_SPEC,
   blockSetSpec,
   bucketChainName,
   bucketOf,
@@ -46,15 +45,20 @@ import {
   dispatchSetSpec,
   namedPortEntries,
   namedPortSetSpec,
+  nodePodCidrs,
   peerKey,
   podChain,
   podPortsKey,
   podSetSpec,
   sortedMembers,
+  topChains,
   type ChainContent,
+  type CompileOptions,
   type SetSource,
   type SetSpec,
 } from './compile.ts';
+import { collisionOf, contentText, quarantineChain, sortCollisions, type NameCollision } from './collisions.ts';
+import { CHAIN_PREFIX } from './names.ts';
 import { ruleId } from './render.ts';
 import type { Chain, IpSet, Rule, Ruleset, SetMember } from './ruleset.ts';
 
@@ -217,6 +221,8 @@ class Recorder implements SetSource {
 interface ChainEntry {
   readonly content: ChainContent;
   readonly needs: readonly SetNeed[];
+  /** What the content's name was hashed from (the collision guard compares it). */
+  readonly text: string;
 }
 
 /** The local pods sharing one policy chain, and the set that dispatches them to it. */
@@ -317,6 +323,12 @@ export class IncrementalCompiler {
   private readonly dirtyBuckets = new Set<Bucket>();
 
   private readonly memo = new Map<string, ChainEntry>();
+  /** Per content-hashed chain name: the content texts local pods got under it, with their pod counts. */
+  private readonly contentsByName = new Map<string, Map<string, number>>();
+  /** Names standing for more than one content now. */
+  private readonly colliding = new Set<string>();
+  /** Names whose pods the last build sent to a quarantine chain (collisions.ts). */
+  private quarantined = new Set<string>();
   private readonly policyIds = new WeakMap<PolicyRecord, number>();
   private nextPolicyId = 1;
 
@@ -341,9 +353,16 @@ export class IncrementalCompiler {
   private rebuilt = true;
   private lastDelta: RulesetDelta = EMPTY_DELTA;
 
-  constructor(model: Model, node: string) {
+  /** The node's pod CIDRs as of the last build (a change of them rebuilds). */
+  private cidrs: string[] = [];
+  private readonly extraCidrs: readonly string[];
+  /** PCTL-programmed: the addresses of every local pod (undefined without pod CIDRs). */
+  private programmed: SetState | undefined;
+
+  constructor(model: Model, node: string, opts: CompileOptions = {}) {
     this.model = model;
     this.node = node;
+    this.extraCidrs = opts.podCidrs ?? [];
     this.unsubscribe = model.subscribe((c) => this.note(c));
   }
 
@@ -385,7 +404,12 @@ export class IncrementalCompiler {
         if (c.after) this.dirtyNamespaces.add((c.after as { name: string }).name);
         break;
       case 'Node':
-        break; // the compiler does not read nodes
+        // Only this node's pod CIDRs matter (the top chains and PCTL-programmed): rebuild when
+        // they change, which is rare (a Node's status updates leave them alone).
+        if (!this.needsBuild && [c.before, c.after].some((n) => (n as { name?: string } | undefined)?.name === this.node)) {
+          if (nodePodCidrs(this.model, this.node, this.extraCidrs).join(',') !== this.cidrs.join(',')) this.needsBuild = true;
+        }
+        break;
     }
   }
 
@@ -395,6 +419,13 @@ export class IncrementalCompiler {
     const stats = { podsChanged: this.dirtyPods.size, policiesChanged: this.dirtyPolicies, namespacesChanged: this.dirtyNamespaces.size, chainsRecomputed: 0, setsChanged: 0, full };
     if (full) this.build();
     else if (this.dirtyPods.size || this.dirtyPolicyNamespaces.size || this.dirtyNamespaces.size) this.apply(stats);
+    // The set of chain names standing for two contents changed: group again from scratch, with
+    // those names quarantined (a second build sees the same contents, so it is stable).
+    if (!sameKeys(this.colliding, this.quarantined)) {
+      this.quarantined = new Set(this.colliding);
+      this.build();
+      stats.full = true;
+    }
     this.dirtyPods.clear();
     this.dirtyPolicyNamespaces.clear();
     this.dirtyNamespaces.clear();
@@ -432,15 +463,24 @@ export class IncrementalCompiler {
     this.maybeDeadGroups.clear();
     this.locals.clear();
     this.memo.clear();
+    this.contentsByName.clear();
+    this.colliding.clear();
     this.changedSets.clear();
     // Every set is rebuilt: those of the previous output are gone unless built again.
     for (const name of this.prevStates.keys()) this.destroyedSince.add(name);
     this.setListDirty = this.groupListDirty = this.outputDirty = true;
     for (const n of this.model.allNamespaces()) this.knownNamespaces.add(n.name);
+    this.cidrs = nodePodCidrs(this.model, this.node, this.extraCidrs);
+    this.programmed = undefined;
+    if (this.cidrs.length > 0) {
+      this.programmed = this.createSet(PROGRAMMED_SPEC);
+      this.programmed.refs++;
+    }
     const dirty = new Set<string>();
     for (const p of this.model.podsOnNode(this.node)) {
       if (!isEnforceable(p)) continue;
       this.locals.set(p.uid, { pod: p, assigned: [] });
+      for (const ip of p.ips) this.programmed?.add(ip);
       dirty.add(p.uid);
     }
     this.recompute(dirty, { chainsRecomputed: 0 });
@@ -459,6 +499,7 @@ export class IncrementalCompiler {
       if (local) {
         this.unassign(local);
         this.locals.delete(uid);
+        for (const ip of local.pod.ips) this.programmed?.delete(ip);
       }
     }
 
@@ -497,6 +538,7 @@ export class IncrementalCompiler {
       this.forScope(p.namespace, (peer) => (!peer.podSelector || selectorMatches(peer.podSelector, p.labels)) && this.addMember(peer, p));
       if (p.nodeName === this.node) {
         this.locals.set(uid, { pod: p, assigned: [] });
+        for (const ip of p.ips) this.programmed?.add(ip);
         chainDirty.add(uid);
       }
     }
@@ -527,17 +569,20 @@ export class IncrementalCompiler {
       if (!entry) {
         const rec = new Recorder();
         const content = podChain(rec, pod, dir, policies);
-        entry = { content, needs: [...rec.needs.values()] };
+        entry = { content, needs: [...rec.needs.values()], text: contentText(content) };
         this.memo.set(key, entry);
         stats.chainsRecomputed++;
       }
       for (const need of entry.needs) this.ref(need);
-      let group = this.groups.get(entry.content.name);
+      this.noteContent(entry, 1);
+      // A name that stands for two contents sends its pods to a drop-all chain (collisions.ts).
+      const chain = this.quarantined.has(entry.content.name) ? quarantineChain(dir, entry.content.name) : entry.content;
+      let group = this.groups.get(chain.name);
       if (!group) {
-        const dispatch = this.createSet(dispatchSetSpec(dir, entry.content.name));
-        group = { dir, chain: entry.content, dispatch, rule: dispatchRule(dir, dispatch.spec.name, entry.content.name), pods: 0, inBucket: new Array<number>(BUCKETS).fill(0) };
+        const dispatch = this.createSet(dispatchSetSpec(dir, chain.name));
+        group = { dir, chain, dispatch, rule: dispatchRule(dir, dispatch.spec.name, chain.name), pods: 0, inBucket: new Array<number>(BUCKETS).fill(0) };
         dispatch.refs++;
-        this.groups.set(entry.content.name, group);
+        this.groups.set(chain.name, group);
         this.groupOrder.insert(group);
         this.groupsCreated.add(group);
         this.groupListDirty = true;
@@ -556,6 +601,7 @@ export class IncrementalCompiler {
     if (local.assigned.length === 0) return;
     for (const { entry, group } of local.assigned) {
       for (const need of entry.needs) this.unref(this.sets.get(need.spec.name)!);
+      this.noteContent(entry, -1);
       for (const ip of local.pod.ips) {
         group.dispatch.delete(ip);
         const k = bucketOf(ip);
@@ -578,6 +624,24 @@ export class IncrementalCompiler {
     const b = this.buckets[group.dir][k]!;
     b.groups.remove(group);
     this.dirtyBuckets.add(b);
+  }
+
+  /** Count a pod's use of a chain content under its name (+1 / -1); keeps `colliding` current. */
+  private noteContent(entry: ChainEntry, delta: 1 | -1): void {
+    const name = entry.content.name;
+    let texts = this.contentsByName.get(name);
+    if (!texts) this.contentsByName.set(name, (texts = new Map()));
+    const n = (texts.get(entry.text) ?? 0) + delta;
+    if (n > 0) texts.set(entry.text, n);
+    else texts.delete(entry.text);
+    if (texts.size === 0) this.contentsByName.delete(name);
+    if (texts.size > 1) this.colliding.add(name);
+    else this.colliding.delete(name);
+  }
+
+  /** The collisions the grouping honours, as compile() reports them. */
+  private collisions(): NameCollision[] {
+    return sortCollisions([...this.quarantined].map((name) => collisionOf(name.startsWith(`${CHAIN_PREFIX}I-`) ? 'Ingress' : 'Egress', name)));
   }
 
   private policyId(p: PolicyRecord): number {
@@ -787,7 +851,8 @@ export class IncrementalCompiler {
       if (this.groupListDirty || !this.last) this.policyChains = this.groupOrder.items.map((g) => g.chain);
       // Same order as compile: FORWARD, INPUT, EGRESS, INGRESS, then the egress and the ingress
       // bucket chains by bucket number. Unchanged chains keep their objects (same rule objects).
-      const top: Chain[] = [FORWARD, INPUT];
+      const { forward, input } = topChains(this.cidrs);
+      const top: Chain[] = [forward, input];
       const bucketChains: Chain[] = [];
       for (const dir of ['Egress', 'Ingress'] as const) {
         const rules: Rule[] = [];
@@ -841,7 +906,8 @@ export class IncrementalCompiler {
     }
     this.outputDirty = false;
     this.lastDelta = { createdSets, destroyedSets, memberChanges, rebuiltSets, writtenChains, removedChains };
-    this.last = { node: this.node, sets, chains, hooks: HOOKS };
+    const collisions = this.collisions();
+    this.last = { node: this.node, sets, chains, hooks: HOOKS, ...(collisions.length > 0 && { collisions }) };
     return this.last;
   }
 }
@@ -896,6 +962,12 @@ function sameRules(a: Chain | undefined, b: Chain): boolean {
 function sameRuleIds(a: Chain, b: Chain): boolean {
   if (a.rules.length !== b.rules.length) return false;
   for (let i = 0; i < a.rules.length; i++) if (a.rules[i] !== b.rules[i] && ruleId(a.rules[i]!) !== ruleId(b.rules[i]!)) return false;
+  return true;
+}
+
+function sameKeys(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const k of a) if (!b.has(k)) return false;
   return true;
 }
 

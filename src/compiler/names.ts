@@ -5,8 +5,18 @@
 // - every ipset name starts with SET_PREFIX and is at most 31 characters (ipset's limit);
 // - a name depends only on the content it names, so it is stable across restarts and equal on
 //   every node that needs the same object;
+// - names cannot be made to collide: the content includes text tenants choose (policy names,
+//   label keys and values), so a name must be a cryptographic digest of it, not a checksum a
+//   tenant can invert or search (a 64-bit FNV-1a was both). Names carry SHA-256 cut to what the
+//   kernel's name limits leave: 105 bits for chains, 120 bits for sets (see below); finding
+//   two contents with one name takes about 2^52 hashes, one matching a given name about 2^105;
 // - the prefix is ours alone: no other agent (KUBE-, FLANNEL-, CNI-, cali-, KUBE-ROUTER-,
 //   WEAVE-) uses it, so cleanup can remove every object carrying it and nothing else.
+//
+// The compiler still never trusts a name to be unique: it checks that one chain name never
+// stands for two contents (compile.ts, "name collisions"), and fails closed if it does.
+
+import { sha256 } from '@noble/hashes/sha2.js';
 
 export const PREFIX = 'PCTL';
 export const CHAIN_PREFIX = `${PREFIX}-`;
@@ -18,43 +28,73 @@ export const MAX_SET_NAME = 31;
 export const FORWARD_CHAIN = `${PREFIX}-FORWARD`;
 export const INPUT_CHAIN = `${PREFIX}-INPUT`;
 
+/**
+ * Digest characters in a chain name: `PCTL-` + a one-letter kind + `-` leave 28 - 7 = 21
+ * base32 characters, 105 bits of SHA-256.
+ */
+export const CHAIN_HASH_CHARS = 21;
+/** Digest characters in a set name: 31 - 7 = 24 base32 characters, 120 bits of SHA-256. */
+export const SET_HASH_CHARS = 24;
+
 const ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
 
+/** What a digest is for; lets a test make one kind of name collide and leave the others alone. */
+export type HashUse = 'chain' | 'set' | 'rule' | 'other';
+/** SHA-256 of the text's UTF-8 bytes (32 bytes), or a test's stand-in. */
+export type DigestFn = (text: string, use: HashUse) => Uint8Array;
+
+const encoder = new TextEncoder();
+const sha256Digest: DigestFn = (text) => sha256(encoder.encode(text));
+let digest: DigestFn = sha256Digest;
+
 /**
- * A 64-bit FNV-1a hash of the text, base32-encoded to 13 characters. Pure (no node:crypto:
- * the compiler may not import node modules). Collisions across a node's few thousand names
- * are negligible at 64 bits; names.test.ts checks there are none in a large sample.
+ * Tests only: replace the digest (e.g. by one that collides on purpose, to prove the collision
+ * guard). `undefined` restores SHA-256. Production code never calls this.
  */
-export function hash64(text: string): string {
-  // Two 32-bit FNV-1a lanes with different offsets, combined: BigInt-free for speed.
-  let h1 = 0x811c9dc5;
-  let h2 = 0x050c5d1f;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    h1 = Math.imul(h1 ^ c, 0x01000193);
-    h2 = Math.imul(h2 ^ c, 0x01000193) ^ (h1 >>> 15);
-  }
+export function setDigestForTests(fn: DigestFn | undefined): void {
+  digest = fn ?? sha256Digest;
+}
+
+/**
+ * The first `chars` * 5 bits of the text's digest, base32 (lower case and 2-7: valid in chain,
+ * set and comment text alike). Pure: @noble/hashes is plain JavaScript (the compiler may not
+ * import node modules).
+ */
+export function hashText(text: string, chars: number, use: HashUse = 'other'): string {
+  const d = digest(text, use);
+  if (chars * 5 > d.length * 8) throw new Error(`hashText: ${chars} characters need ${chars * 5} bits, the digest has ${d.length * 8}`);
   let out = '';
-  let a = h1 >>> 0;
-  let b = h2 >>> 0;
-  for (let i = 0; i < 13; i++) {
-    // Take 5 bits at a time from the 64-bit value b:a.
-    out += ALPHABET[a & 31];
-    a = ((a >>> 5) | ((b & 31) << 27)) >>> 0;
-    b = b >>> 5;
+  let acc = 0;
+  let bits = 0;
+  for (let i = 0; out.length < chars; ) {
+    if (bits < 5) {
+      acc = ((acc << 8) | d[i++]!) & 0xffff;
+      bits += 8;
+    }
+    bits -= 5;
+    out += ALPHABET[(acc >>> bits) & 31];
   }
   return out;
 }
 
-/** `PCTL-<kind>-<hash>`; kind is a short tag such as `I` (ingress chain) or `p` (pod set). */
+/**
+ * 65 bits of SHA-256 (13 characters), for names where a collision costs nothing but a retry
+ * (the sync layer's temporary swap sets). Kernel object names use chainName / setName.
+ */
+export function hash64(text: string): string {
+  return hashText(text, 13);
+}
+
+/** `PCTL-<kind>-<105 bits>`; kind is one letter such as `I` (ingress chain) or `E`. */
 export function chainName(kind: string, content: string): string {
-  const name = `${CHAIN_PREFIX}${kind}-${hash64(content)}`;
+  const name = `${CHAIN_PREFIX}${kind}-${hashText(content, CHAIN_HASH_CHARS, 'chain')}`;
   if (name.length > MAX_CHAIN_NAME) throw new Error(`chain name ${name} is longer than ${MAX_CHAIN_NAME}`);
   return name;
 }
 
+/** `PCTL-<kind>-<120 bits>`; kind is one letter such as `p` (pod set) or `b` (ipBlock set). */
 export function setName(kind: string, content: string): string {
-  const name = `${SET_PREFIX}${kind}-${hash64(content)}`;
+  const name = `${SET_PREFIX}${kind}-${hashText(content, SET_HASH_CHARS, 'set')}`;
   if (name.length > MAX_SET_NAME) throw new Error(`set name ${name} is longer than ${MAX_SET_NAME}`);
   return name;
 }

@@ -3,7 +3,7 @@
 // The rule text follows the order iptables-save prints (-s, -d, -p, then matches in the order
 // given, comment, target) so a rendered rule and the kernel's copy can be compared line for line.
 
-import { hash64 } from './names.ts';
+import { hashText } from './names.ts';
 import type { Chain, Hook, IpSet, Rule, Ruleset } from './ruleset.ts';
 
 /** the kernel keeps 255 characters of a comment; we keep to printable ASCII without quotes. */
@@ -34,14 +34,21 @@ export function renderIpsetRestore(sets: readonly IpSet[]): string {
 }
 
 /**
- * A short digest of a rule's content, written at the front of its comment. The sync layer
- * reads it back from iptables-save to compare chains without depending on how iptables-save
- * re-prints matches (Calico Felix does the same).
+ * Characters of a rule id: 24 base32 characters, 120 bits of SHA-256. The sync layer takes two
+ * rules with one id for the same rule, and the content includes tenant-chosen names, so ids
+ * must not be searchable for collisions (about 2^60 hashes for any pair at 120 bits).
+ */
+export const RULE_ID_CHARS = 24;
+
+/**
+ * A digest of a rule's content, written at the front of its comment. The sync layer reads it
+ * back from iptables-save to compare chains without depending on how iptables-save re-prints
+ * matches (Calico Felix does the same).
  */
 export function ruleId(rule: Rule): string {
   let id = ruleIds.get(rule);
   if (id === undefined) {
-    id = hash64(JSON.stringify([rule.match, rule.action, rule.comment])).slice(0, 10);
+    id = hashText(JSON.stringify([rule.match, rule.action, rule.comment]), RULE_ID_CHARS, 'rule');
     ruleIds.set(rule, id);
   }
   return id;

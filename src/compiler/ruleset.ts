@@ -4,6 +4,8 @@
 // restore text, the sync layer diffs them against the kernel, and the test tracer executes the
 // rendered text. Nothing here knows how it is applied.
 
+import type { NameCollision } from './collisions.ts';
+
 export type SetType = 'hash:ip' | 'hash:net' | 'hash:ip,port' | 'hash:net,net';
 
 export interface SetMember {
@@ -97,4 +99,10 @@ export interface Ruleset {
    */
   readonly chains: readonly Chain[];
   readonly hooks: readonly Hook[];
+  /**
+   * Chain names that stood for more than one content (never expected: names carry 105 bits of
+   * SHA-256). Absent when there are none. Their pods are isolated by a drop-all chain instead
+   * (collisions.ts); whoever applies the Ruleset reports these as errors.
+   */
+  readonly collisions?: readonly NameCollision[];
 }

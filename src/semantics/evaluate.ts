@@ -8,12 +8,13 @@
 // - egress: the source pod is not isolated for egress, or some egress rule of a policy
 //   selecting it matches the destination and port;
 // - ingress: the destination pod is not isolated for ingress, or some ingress rule matches.
-// Plus the fixed facts: a pod may always reach itself, and a pod's own node may always reach it.
+// Plus the fixed facts: a pod may always reach itself, a pod's own node may always reach it, and
+// an address of a node's pod CIDR that is not a pod that node enforces gets nothing.
 
-import { cidrContainsIp } from '../model/cidr.ts';
+import { cidrContainsIp, parseCidr } from '../model/cidr.ts';
 import { explainSelector, formatSelector, selectorMatches } from '../model/selector.ts';
 import type { Model } from '../model/store.ts';
-import type { Peer, PodRecord, PolicyRecord, PolicyRule, PolicyType, PortSpec, Protocol } from '../model/types.ts';
+import type { Cidr, Peer, PodRecord, PolicyRecord, PolicyRule, PolicyType, PortSpec, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 
 export type Endpoint =
@@ -115,6 +116,11 @@ export function allowed(model: Model, flow: Flow): Verdict {
     const fact = `traffic from the pod's own node ${host} is always allowed (kubelet probes, hostNetwork pods)`;
     return { allowed: true, summary: fact, fact, egress: notEvaluated('Egress', fact), ingress: notEvaluated('Ingress', fact) };
   }
+  const unknown = unprogrammed(model, src) ?? unprogrammed(model, dst, host);
+  if (unknown) {
+    const denied = (direction: PolicyType): DirectionResult => ({ ...notEvaluated(direction, unknown), allowed: false });
+    return { allowed: false, summary: `denied: ${unknown}`, fact: unknown, egress: denied('Egress'), ingress: denied('Ingress') };
+  }
   const egress = evaluateDirection(model, flow, 'Egress');
   const ingress = evaluateDirection(model, flow, 'Ingress');
   const ok = egress.allowed && ingress.allowed;
@@ -123,6 +129,49 @@ export function allowed(model: Model, flow: Flow): Verdict {
     : `denied: ${!egress.allowed ? egress.summary : ingress.summary}`;
   return { allowed: ok, summary, egress, ingress };
 }
+
+/**
+ * Why an endpoint's address gets no new connection at all, if it does not: it lies in a node's
+ * pod CIDR but is not the address of a pod that node enforces (an IP not reported yet, a
+ * finished pod, an address two pods claim, an interface attached by hand). Fail closed in time:
+ * that node drops new connections from and to such an address on every path, except its own
+ * traffic to it (`fromNode`).
+ */
+function unprogrammed(model: Model, e: Endpoint, fromNode?: string): string | undefined {
+  const ip = e.kind === 'ip' ? e.ip : e.pod.hostNetwork ? undefined : e.pod.ips[0];
+  if (ip === undefined) return undefined;
+  const { cidrs, programmed } = podCidrFacts(model);
+  for (const { node, cidr } of cidrs) {
+    if (!cidrContainsIp(cidr, ip)) continue;
+    // The node's own traffic to its bridge leaves through OUTPUT, which no policy polices.
+    if (node === fromNode || programmed.get(ip) === node) return undefined;
+    return `address ${ip} is in pod CIDR ${cidr.text} of node ${node} but is not a pod that node enforces (IP not reported yet, pod finished, or the address claimed by two pods): new connections from and to it are dropped`;
+  }
+  return undefined;
+}
+
+/** Every node's IPv4 pod CIDRs and the enforceable pods' addresses (-> node), per model generation. */
+function podCidrFacts(model: Model): { cidrs: { node: string; cidr: Cidr }[]; programmed: Map<string, string> } {
+  const cached = cidrFacts.get(model);
+  if (cached && cached.generation === model.generation) return cached;
+  const cidrs: { node: string; cidr: Cidr }[] = [];
+  for (const n of model.allNodes()) {
+    for (const text of n.podCIDRs) {
+      try {
+        const cidr = parseCidr(text);
+        if (cidr.family === 4) cidrs.push({ node: n.name, cidr });
+      } catch {
+        // unparsable: matches nothing (the model reports it)
+      }
+    }
+  }
+  const programmed = new Map<string, string>();
+  if (cidrs.length > 0) for (const p of model.allPods()) if (isEnforceable(p) && p.nodeName !== undefined) for (const ip of p.ips) programmed.set(ip, p.nodeName);
+  const facts = { generation: model.generation, cidrs, programmed };
+  cidrFacts.set(model, facts);
+  return facts;
+}
+const cidrFacts = new WeakMap<Model, { generation: number; cidrs: { node: string; cidr: Cidr }[]; programmed: Map<string, string> }>();
 
 /** The node an endpoint is the host of: a node's InternalIP, or a hostNetwork pod. */
 function hostNodeOf(model: Model, e: Endpoint): string | undefined {

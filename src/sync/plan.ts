@@ -4,7 +4,10 @@
 // Order (DESIGN invariant 4): phase 1 creates and fills sets (`ipset restore`), phase 2 writes
 // every iptables change of the filter table in one `iptables-restore --noflush` transaction,
 // phase 3 removes set members and flushes the sets no longer wanted. These three are the main
-// apply: when they are done the kernel enforces the desired Ruleset.
+// apply: when they are done the kernel enforces the desired Ruleset. The one exception is
+// PCTL-programmed (the addresses of the local pods the node enforces): its removals come first
+// of all and its additions last of all, so an address is programmed only while all its rules
+// are in force.
 //
 // Garbage collection, a second step the Syncer runs after the main apply (`collectGarbage`):
 // phase 4 deletes, in one iptables transaction, the stale rules of unordered chains and the
@@ -21,6 +24,7 @@
 // bucket chain dispatches nothing any more for the same reason. A chain that does not exist
 // yet, or that a kernel read found drifted, is written whole.
 
+import { PROGRAMMED_SET } from '../compiler/compile.ts';
 import { SET_PREFIX, hash64 } from '../compiler/names.ts';
 import { renderChainBody, renderHook, renderRule, renderSetCreate, renderSetMember, ruleId } from '../compiler/render.ts';
 import type { Chain, Hook, IpSet, Rule, Ruleset } from '../compiler/ruleset.ts';
@@ -361,8 +365,16 @@ export function payloads(p: Plan): Payloads {
   // Adds before iptables so a rule never sees a set missing a member it should have; a member
   // whose nomatch flag flips is deleted and re-added in this same phase.
   const flipped = new Set(p.addMembers.map((a) => `${a.set}|${a.entry}`));
+  // PCTL-programmed is the gate of a local address (fail closed in time): an address leaves it
+  // before anything else changes, and joins it only after everything else is in force (its
+  // dispatch and peer entries, its chains and bucket rules), at the very end of the apply.
+  const gateDels: string[] = [];
+  const gateAdds: string[] = [];
+  for (const d of p.delMembers) if (d.set === PROGRAMMED_SET && !flipped.has(`${d.set}|${d.entry}`)) gateDels.push(`del ${d.set} ${d.entry}`);
+  for (const a of p.addMembers) if (a.set === PROGRAMMED_SET) gateAdds.push(renderSetMember(a.set, a.entry, a.nomatch));
+  before.unshift(...gateDels);
   for (const d of p.delMembers) if (flipped.has(`${d.set}|${d.entry}`)) before.push(`del ${d.set} ${d.entry}`);
-  for (const a of p.addMembers) before.push(renderSetMember(a.set, a.entry, a.nomatch));
+  for (const a of p.addMembers) if (a.set !== PROGRAMMED_SET) before.push(renderSetMember(a.set, a.entry, a.nomatch));
 
   const ipt: string[] = [];
   if (p.writeChains.length || p.appendRules.length || p.removeHooks.length || p.insertHooks.length) {
@@ -377,10 +389,11 @@ export function payloads(p: Plan): Payloads {
   }
 
   const after: string[] = [];
-  for (const d of p.delMembers) if (!flipped.has(`${d.set}|${d.entry}`)) after.push(`del ${d.set} ${d.entry}`);
+  for (const d of p.delMembers) if (d.set !== PROGRAMMED_SET && !flipped.has(`${d.set}|${d.entry}`)) after.push(`del ${d.set} ${d.entry}`);
   // A set no longer wanted may still be used by a stale rule until garbage collection: empty it
   // now, so that rule matches nothing.
   for (const n of p.destroySets) after.push(`flush ${n}`);
+  after.push(...gateAdds);
 
   const gc: string[] = [];
   if (p.removeRules.length || p.deleteChains.length) {

@@ -13,7 +13,9 @@ export const NODES = [
 ] as const;
 export const NAMESPACES = ['x', 'y', 'z'] as const;
 /** Addresses outside every pod: the far side of flows to and from the outside world. */
-export const EXTERNAL_IPS = ['192.168.7.7', '8.8.8.8', '10.244.3.3'] as const;
+// 10.244.1.250 and 10.244.2.250 lie in the nodes' pod CIDRs but belong to no pod: an interface
+// attached by hand, or a pod whose IP has not been reported yet.
+export const EXTERNAL_IPS = ['192.168.7.7', '8.8.8.8', '10.244.3.3', '10.244.1.250', '10.244.2.250'] as const;
 
 const labelValue = { app: ['web', 'db', 'api'], tier: ['fe', 'be'] } as const;
 
@@ -146,7 +148,7 @@ export const clusterArb: fc.Arbitrary<Cluster> = fc
         node: fc.constantFrom(0, 1),
         ports: fc.subarray(PORT_CHOICES, { maxLength: 3 }),
         // Mostly ordinary pods; some hostNetwork, IP-less or finished ones.
-        state: fc.constantFrom('running', 'running', 'running', 'running', 'running', 'running', 'host', 'noip', 'failed'),
+        state: fc.constantFrom('running', 'running', 'running', 'running', 'running', 'running', 'host', 'noip', 'failed', 'succeeded'),
       }),
       { minLength: 2, maxLength: 7 },
     ),
@@ -167,7 +169,7 @@ export const clusterArb: fc.Arbitrary<Cluster> = fc
         nodeName: nd.name,
         ips: p.state === 'noip' ? [] : p.state === 'host' ? [nd.ip] : [`${nd.prefix}${10 + i}`],
         hostNetwork: p.state === 'host',
-        phase: p.state === 'failed' ? 'Failed' : 'Running',
+        phase: p.state === 'failed' ? 'Failed' : p.state === 'succeeded' ? 'Succeeded' : 'Running',
         ports: p.ports,
       };
     });

@@ -6,7 +6,8 @@
 import { compile } from '../../src/compiler/compile.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/render.ts';
 import type { Model } from '../../src/model/store.ts';
-import type { Protocol } from '../../src/model/types.ts';
+import { cidrContainsIp, parseCidr } from '../../src/model/cidr.ts';
+import type { Cidr, Protocol } from '../../src/model/types.ts';
 import type { Endpoint, Flow } from '../../src/semantics/evaluate.ts';
 import { parseIpsetRestore, parseIptablesRestore, trace, type IpsetState, type Table, type TraceResult } from './tracer.ts';
 
@@ -38,8 +39,11 @@ export type Mutator = (iptablesText: string, node: string) => string;
 export class Dataplane {
   readonly nodes = new Map<string, NodePlane>();
 
+  private readonly cidrs: { readonly node: string; readonly cidr: Cidr }[] = [];
+
   constructor(model: Model, nodeNames: readonly string[], mutate?: Mutator) {
     const base = parseIptablesRestore(FOREIGN_FILTER);
+    for (const n of model.allNodes()) for (const c of n.podCIDRs) this.cidrs.push({ node: n.name, cidr: parseCidr(c) });
     for (const n of nodeNames) {
       const rs = compile(model, n);
       let iptablesText = renderIptablesRestore(rs);
@@ -71,8 +75,10 @@ export class Dataplane {
     if (flow.src.kind === 'pod' && flow.dst.kind === 'pod' && flow.src.pod.uid === flow.dst.pod.uid) return { allowed: true, traces: [] };
     const src = ipOf(flow.src);
     const dst = ipOf(flow.dst);
-    const srcNode = flow.src.kind === 'pod' && !flow.src.pod.hostNetwork ? flow.src.pod.nodeName : undefined;
-    const dstNode = flow.dst.kind === 'pod' ? flow.dst.pod.nodeName : undefined;
+    // An outside address inside a node's pod CIDR is on that node's bridge (attached by hand,
+    // not reported yet): its packets cross that node's FORWARD.
+    const srcNode = flow.src.kind === 'pod' ? (!flow.src.pod.hostNetwork ? flow.src.pod.nodeName : undefined) : this.podCidrNode(src);
+    const dstNode = flow.dst.kind === 'pod' ? flow.dst.pod.nodeName : this.podCidrNode(dst);
     const dstIsHost = flow.dst.kind === 'pod' && flow.dst.pod.hostNetwork;
     const hops: { node: string; hook: 'FORWARD' | 'INPUT' }[] = [];
     if (srcNode) hops.push({ node: srcNode, hook: dstIsHost && dstNode === srcNode ? 'INPUT' : 'FORWARD' });
@@ -88,6 +94,10 @@ export class Dataplane {
       if (result.verdict === 'DROP') return { allowed: false, traces };
     }
     return { allowed: true, traces };
+  }
+
+  private podCidrNode(ip: string): string | undefined {
+    return this.cidrs.find((c) => cidrContainsIp(c.cidr, ip))?.node;
   }
 }
 
