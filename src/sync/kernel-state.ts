@@ -6,6 +6,7 @@
 // those jumping into our chains: our hooks.
 
 import { CHAIN_PREFIX, SET_PREFIX } from '../compiler/names.ts';
+import { RULE_ID_CHARS } from '../compiler/render.ts';
 import type { Rule } from '../compiler/ruleset.ts';
 
 export interface KernelChain {
@@ -75,7 +76,8 @@ export function splitWords(line: string): string[] {
   return out;
 }
 
-const RULE_ID = /^[a-z2-7]{10}$/;
+/** A rule id as render.ts writes it; an older agent's shorter ids read as none (the chain is rewritten). */
+const RULE_ID = new RegExp(`^[a-z2-7]{${RULE_ID_CHARS}}$`);
 
 /** Parse the filter table of an iptables-save dump into our chains and hooks. */
 export function parseFilterSave(dump: string): Pick<KernelState, 'chains' | 'hooks'> {
