@@ -41,9 +41,14 @@ export function rememberContentText(content: Content, text: string): void {
 
 /** The text a chain content was named from; compared in full when two contents share a name. */
 export function contentText(content: Content): string {
-  const t = texts.get(content);
-  if (t === undefined) throw new Error(`collision guard: chain ${content.name} was not built by podChain (no content text)`);
+  let t = texts.get(content);
+  if (t === undefined) texts.set(content, (t = JSON.stringify(content.rules))); // a quarantine chain
   return t;
+}
+
+/** Whether two chains with one name have the same rules (the cheap case first: one object). */
+export function sameContent(a: Content, b: Content): boolean {
+  return a === b || (a.name === b.name && contentText(a) === contentText(b));
 }
 
 /** `PCTL-I-<hash>` -> `PCTL-IX-<hash, one character shorter>` (28 characters at most). */

@@ -57,7 +57,7 @@ import {
   type SetSource,
   type SetSpec,
 } from './compile.ts';
-import { collisionOf, contentText, quarantineChain, sortCollisions, type NameCollision } from './collisions.ts';
+import { collisionOf, contentText, quarantineChain, sameContent, sortCollisions, type NameCollision } from './collisions.ts';
 import { CHAIN_PREFIX } from './names.ts';
 import { ruleId } from './render.ts';
 import type { Chain, IpSet, Rule, Ruleset, SetMember } from './ruleset.ts';
@@ -329,6 +329,8 @@ export class IncrementalCompiler {
   private readonly colliding = new Set<string>();
   /** Names whose pods the last build sent to a quarantine chain (collisions.ts). */
   private quarantined = new Set<string>();
+  /** Set when a pod met a group of its chain's name with other rules: the next step rebuilds. */
+  private regroup = false;
   private readonly policyIds = new WeakMap<PolicyRecord, number>();
   private nextPolicyId = 1;
 
@@ -421,7 +423,7 @@ export class IncrementalCompiler {
     else if (this.dirtyPods.size || this.dirtyPolicyNamespaces.size || this.dirtyNamespaces.size) this.apply(stats);
     // The set of chain names standing for two contents changed: group again from scratch, with
     // those names quarantined (a second build sees the same contents, so it is stable).
-    if (!sameKeys(this.colliding, this.quarantined)) {
+    if (this.regroup || !sameKeys(this.colliding, this.quarantined)) {
       this.quarantined = new Set(this.colliding);
       this.build();
       stats.full = true;
@@ -465,6 +467,7 @@ export class IncrementalCompiler {
     this.memo.clear();
     this.contentsByName.clear();
     this.colliding.clear();
+    this.regroup = false;
     this.changedSets.clear();
     // Every set is rebuilt: those of the previous output are gone unless built again.
     for (const name of this.prevStates.keys()) this.destroyedSince.add(name);
@@ -578,6 +581,9 @@ export class IncrementalCompiler {
       // A name that stands for two contents sends its pods to a drop-all chain (collisions.ts).
       const chain = this.quarantined.has(entry.content.name) ? quarantineChain(dir, entry.content.name) : entry.content;
       let group = this.groups.get(chain.name);
+      // A group under this name with other rules (a collision appearing, or a group left empty
+      // and not swept yet): grouping by name would merge them. Rebuild after this change.
+      if (group && !sameContent(group.chain, chain)) this.regroup = true;
       if (!group) {
         const dispatch = this.createSet(dispatchSetSpec(dir, chain.name));
         group = { dir, chain, dispatch, rule: dispatchRule(dir, dispatch.spec.name, chain.name), pods: 0, inBucket: new Array<number>(BUCKETS).fill(0) };
