@@ -29,7 +29,11 @@ import { detectBackend, type Backend } from './backend.ts';
 import { parseFilterSave, parseIpsetSave, type KernelState } from './kernel-state.ts';
 import { DeltaMismatchError, planFromDelta } from './plan-from-delta.ts';
 import { applyGarbage, applyMain, canonicalEntry, diff, hookLine, isEmpty, payloads, type Payloads, type Plan } from './plan.ts';
+import { ApplyError } from './apply-error.ts';
+import { applyPieces, type PiecesOptions, type PiecesResult } from './pieces.ts';
 import { CommandError, mustRun, type Runner } from './runner.ts';
+
+export { ApplyError };
 
 export interface SyncResult {
   readonly plan: Plan;
@@ -45,18 +49,6 @@ export interface SyncResult {
   readonly planFrom: 'delta' | 'known' | 'kernel';
   readonly durationMs: number;
   readonly counts: { readonly rules: number; readonly setEntries: number };
-}
-
-export class ApplyError extends Error {
-  readonly step: string;
-  readonly offendingLine?: string;
-  constructor(step: string, cause: CommandError, payload: string) {
-    const n = /(?:line:?\s*|Error in line )(\d+)/i.exec(cause.stderr)?.[1];
-    const offending = n ? payload.split('\n')[Number(n) - 1] : undefined;
-    super(`${step} failed: ${cause.message}${offending !== undefined ? `\noffending line ${n}: ${offending}` : ''}`);
-    this.step = step;
-    if (offending !== undefined) this.offendingLine = offending;
-  }
 }
 
 export interface SyncerOptions {
@@ -204,6 +196,25 @@ export class Syncer {
   /** Re-read the kernel and repair whatever differs: drift, other agents' edits. */
   verify(desired: Ruleset): Promise<SyncResult> {
     return this.sync(desired, { readKernel: true });
+  }
+
+  /**
+   * After an apply the kernel refused: re-read the kernel and apply the additions of the plan
+   * to `desired` piece by piece (src/sync/pieces.ts), so everything the kernel accepts is in
+   * force and the refused pieces are known. Removals are withheld (a removal could drop
+   * isolation while its replacement was refused). `known` is forgotten: the next sync re-reads
+   * the kernel. Under dry run, nothing is applied and nothing is refused.
+   */
+  async applyInPieces(desired: Ruleset, o: PiecesOptions = {}): Promise<PiecesResult> {
+    this.forget();
+    if (this.dryRun) return { rejected: [], applied: 0, blocked: 0, skipped: 0, withheld: 0, attempts: 0, complete: true };
+    try {
+      const state = await this.readKernel();
+      // With edits (appends to unordered chains), a new dispatch rule is a piece of its own.
+      return await applyPieces(diff(desired, state), (p) => this.apply(payloads(p)), o);
+    } finally {
+      this.forget();
+    }
   }
 
   /** Remove every chain, hook and set we own, and nothing else (garbage collection included). */
