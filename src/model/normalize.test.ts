@@ -354,6 +354,43 @@ describe('normalize: envelope', () => {
     expect(r.record).toBeUndefined();
   });
 
+  it.each([
+    ['v1', 'unknown apiVersion'],
+    ['networking.k8s.io', 'unknown apiVersion'],
+    ['Networking.k8s.io/v1', 'unknown apiVersion'],
+    ['NETWORKING.K8S.IO/V1', 'unknown apiVersion'],
+    ['networking.k8s.io/V1', 'unsupported apiVersion'],
+    ['networking.k8s.io/v1beta1', 'unsupported apiVersion'],
+    ['policy/v1', 'unknown apiVersion'],
+    ['policy.networking.k8s.io/v1alpha1', 'unknown apiVersion'],
+  ])('a NetworkPolicy with apiVersion %s is read fail-closed, with an issue naming the value', (apiVersion, message) => {
+    const r = normalize({ apiVersion, kind: 'NetworkPolicy', metadata: { name: 'deny', namespace: 'x' }, spec: { podSelector: { matchLabels: { app: 'db' } }, ingress: [{}] } });
+    const rec = r.record as PolicyRecord;
+    expectFailClosed(rec);
+    expect(rec.podSelector.requirements.map((q) => q.key)).toEqual(['app']); // isolates what it selects
+    expect(r.issues).toEqual([{ field: 'apiVersion', value: JSON.stringify(apiVersion), message: expect.stringContaining(message) }]);
+    expect(r.skipped).toBeUndefined();
+  });
+
+  it.each(['networkpolicy', 'Networkpolicy', 'NETWORKPOLICY', 'NetworkPolicies', 'networkpolicies'])('kind %s is read as a NetworkPolicy, fail-closed, with an issue', (kind) => {
+    const r = normalize({ apiVersion: 'networking.k8s.io/v1', kind, metadata: { name: 'deny', namespace: 'x' }, spec: { podSelector: {} } });
+    expectFailClosed(r.record as PolicyRecord);
+    expect(r.issues).toEqual([{ field: 'kind', value: JSON.stringify(kind), message: expect.stringContaining('expected NetworkPolicy') }]);
+    expect(r.ref).toBe('networkpolicy/x/deny');
+  });
+
+  it.each([['pod', 'Pod'], ['Pods', 'Pod'], ['namespace', 'Namespace'], ['NODE', 'Node']])('kind %s is read as a %s with an issue', (kind, as) => {
+    const r = normalize({ apiVersion: 'v1', kind, metadata: { name: 'a', namespace: 'x' } });
+    expect(r.record?.kind).toBe(as);
+    expect(fields(r.issues)).toEqual(['kind']);
+  });
+
+  it('other APIs with a kind of the same name stay skipped, whatever the case of the kind', () => {
+    for (const apiVersion of ['projectcalico.org/v3', 'crd.projectcalico.org/v1', 'cilium.io/v2']) {
+      for (const kind of ['NetworkPolicy', 'networkpolicy']) expect(normalize({ apiVersion, kind, metadata: { name: 'p', namespace: 'x' } }).skipped).toBeDefined();
+    }
+  });
+
   it('reports a wrong core apiVersion but keeps the record', () => {
     const r = normalize({ apiVersion: 'v2', kind: 'Pod', metadata: { name: 'a' } });
     expect(fields(r.issues)).toEqual(['apiVersion']);
@@ -415,10 +452,44 @@ describe('normalize: Pod', () => {
     expect(r.ips).toEqual(['10.244.1.7']);
   });
 
-  it('drops a bad pod IP with an issue and keeps the pod', () => {
+  it('a bad pod IP is reported and the pod keeps no address at all (fail closed), but stays', () => {
     const r = normalize(pod({ status: { podIPs: [{ ip: '10.244.1.300' }, { ip: '10.244.1.8' }] } }));
     expect(fields(r.issues)).toEqual(['status.podIPs[0].ip']);
-    expect((r.record as PodRecord).ips).toEqual(['10.244.1.8']);
+    expect((r.record as PodRecord).ips).toEqual([]);
+  });
+
+  it.each([
+    ['0.0.0.0', 'the unspecified address'],
+    ['0.1.2.3', '0.0.0.0/8'],
+    ['127.0.0.1', 'loopback'],
+    ['224.0.0.1', 'multicast'],
+    ['239.255.255.250', 'multicast'],
+    ['255.255.255.255', 'broadcast'],
+    ['240.0.0.1', 'reserved'],
+  ])('a pod IP that is not a unicast host address (%s) is reported with field and value; no address', (ip, what) => {
+    for (const status of [{ podIP: ip }, { podIP: ip, podIPs: [{ ip }] }]) {
+      const r = normalize(pod({ status }));
+      expect(r.issues).toContainEqual({ field: status.podIPs ? 'status.podIPs[0].ip' : 'status.podIP', value: JSON.stringify(ip), message: expect.stringContaining(what) });
+      expect((r.record as PodRecord).ips).toEqual([]);
+    }
+  });
+
+  it('podIPs[0] must equal podIP: reported with both values, and the pod gets no address', () => {
+    const r = normalize(pod({ status: { podIP: '10.244.1.5', podIPs: [{ ip: '10.244.1.6' }] } }));
+    expect(r.issues).toEqual([{ field: 'status.podIPs[0].ip', value: '"10.244.1.6"', message: expect.stringContaining('must equal status.podIP ("10.244.1.5")') }]);
+    expect((r.record as PodRecord).ips).toEqual([]);
+  });
+
+  it('two IPv4 addresses in podIPs (one per family at most) leave the pod without address', () => {
+    const r = normalize(pod({ status: { podIP: '10.244.1.5', podIPs: [{ ip: '10.244.1.5' }, { ip: '10.244.2.9' }] } }));
+    expect(fields(r.issues)).toEqual(['status.podIPs[1].ip']);
+    expect((r.record as PodRecord).ips).toEqual([]);
+    // Dual stack is fine; link-local and shared-address space are unicast.
+    for (const ip of ['169.254.3.4', '100.64.0.1', '10.0.0.0']) {
+      const ok = normalize(pod({ status: { podIP: ip, podIPs: [{ ip }, { ip: 'fd00::1' }] } }));
+      expect(ok.issues).toEqual([]);
+      expect((ok.record as PodRecord).ips).toEqual([ip]);
+    }
   });
 
   it('an IPv6-only pod has no IPs and no issue', () => {

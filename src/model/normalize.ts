@@ -3,7 +3,13 @@
 // Pure (no I/O): sources call `normalize` and decide what to do with the issues. Rules:
 // - Known kinds: Pod, Namespace, Node (core v1) and NetworkPolicy (networking.k8s.io/v1).
 //   Other kinds, and same-named kinds of other API groups (e.g. Calico's
-//   projectcalico.org/v3 NetworkPolicy), are `skipped`, not errors.
+//   projectcalico.org/v3 NetworkPolicy), are `skipped`, not errors. A known kind spelled
+//   another way (`networkpolicy`, `Pods`) or with a wrong apiVersion (`v1` for a
+//   NetworkPolicy, `networking.k8s.io` without a version, wrong case) is read as that kind
+//   with an issue on `kind` / `apiVersion`: it never vanishes silently, and a NetworkPolicy
+//   read that way fails closed like any invalid policy.
+// - Pod addresses are validated as the API server does (unicast, podIPs[0] = podIP); a pod
+//   with a bad one gets no address at all (fail closed: in no allow set).
 // - Defaults as the API server / kubectl apply would set them: namespace `default`, the
 //   `kubernetes.io/metadata.name` namespace label, protocol TCP, policyTypes.
 // - Fail closed (DESIGN 3.2): an invalid NetworkPolicy still yields a record that isolates
@@ -49,31 +55,73 @@ const KINDS: Readonly<Record<string, KindSpec>> = {
 /** Groups that once served a kind under another version: still that kind, with an issue. */
 const FORMER_GROUPS: Readonly<Record<string, readonly string[]>> = { NetworkPolicy: ['extensions'] };
 
+/**
+ * A known kind written another way (`networkpolicy`, `Networkpolicy`, `pods`): the API server
+ * would refuse it, and skipping it would silently drop what it enforces. Case-insensitive,
+ * with the plural kubectl accepts.
+ */
+const KIND_SPELLINGS: ReadonlyMap<string, string> = new Map(
+  Object.keys(KINDS).flatMap((k) => {
+    const lower = k.toLowerCase();
+    return [lower, lower.endsWith('y') ? `${lower.slice(0, -1)}ies` : `${lower}s`].map((s) => [s, k] as const);
+  }),
+);
+
+/** The known kind a `kind` value means, exactly or spelled another way; undefined for other kinds. */
+export function knownKind(kind: string): { readonly kind: string; readonly exact: boolean } | undefined {
+  if (KINDS[kind]) return { kind, exact: true };
+  const k = KIND_SPELLINGS.get(kind.toLowerCase());
+  return k ? { kind: k, exact: false } : undefined;
+}
+
+/**
+ * Whether an apiVersion names another API that happens to have a kind of the same name
+ * (Calico's `projectcalico.org/v3` NetworkPolicy, `crd.projectcalico.org/v1`): a well-formed
+ * `group/version` whose group is a lower-case DNS name with a dot and is not Kubernetes' own
+ * (`*.k8s.io`, `*.kubernetes.io`, or a built-in group without a dot). Anything else on a known
+ * kind (`v1` for a NetworkPolicy, `networking.k8s.io` without a version, wrong case) is a
+ * mistake in our kind, not another API.
+ */
+function isForeignApiVersion(apiVersion: unknown): boolean {
+  if (typeof apiVersion !== 'string') return false;
+  const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+)\/(v[1-9][0-9]*((alpha|beta)[1-9][0-9]*)?)$/.exec(apiVersion);
+  if (!m) return false;
+  const group = m[1]!;
+  return !/(^|\.)(k8s\.io|kubernetes\.io)$/.test(group);
+}
+
 export function normalize(obj: unknown): NormalizeResult {
   const issues = new IssueList();
   if (!isObject(obj)) {
     issues.add('', obj, 'not a Kubernetes object: expected a mapping with apiVersion, kind and metadata');
     return { issues: issues.items, ref: '<unknown>' };
   }
-  const kind = obj['kind'];
+  const rawKind = obj['kind'];
   const apiVersion = obj['apiVersion'];
   const meta = isObject(obj['metadata']) ? obj['metadata'] : undefined;
   const rawName = meta?.['name'];
   const rawNs = meta?.['namespace'];
   const displayName = typeof rawName === 'string' && rawName !== '' ? rawName : UNNAMED;
 
-  if (typeof kind !== 'string' || kind === '') {
-    issues.add('kind', kind, 'required field is missing or not a string');
+  if (typeof rawKind !== 'string' || rawKind === '') {
+    issues.add('kind', rawKind, 'required field is missing or not a string');
     return { issues: issues.items, ref: displayName === UNNAMED ? '<unknown>' : `<unknown>/${displayName}` };
   }
-  const spec = KINDS[kind];
+  const known = knownKind(rawKind);
   const [group, version] = splitApiVersion(apiVersion);
-  const ourGroup = spec && (group === spec.group || (FORMER_GROUPS[kind] ?? []).includes(group) || apiVersion === undefined);
-  if (!spec || !ourGroup) {
+  if (!known || isForeignApiVersion(apiVersion)) {
+    // Not ours: another kind, or a same-named kind of another API group.
     const ns = typeof rawNs === 'string' && rawNs !== '' ? `${rawNs}/` : '';
-    return { issues: [], ref: `${kind.toLowerCase()}/${ns}${displayName}`, skipped: spec ? `${kind} (${String(apiVersion)})` : kind };
+    return { issues: [], ref: `${rawKind.toLowerCase()}/${ns}${displayName}`, skipped: known ? `${rawKind} (${String(apiVersion)})` : rawKind };
   }
+  // From here the object is read as the known kind, and a wrong envelope is an issue (an
+  // error: the loader never lets an object of a known kind vanish without one).
+  const kind = known.kind;
+  const spec = KINDS[kind]!;
+  if (!known.exact) issues.add('kind', rawKind, `not a kind: kinds are singular and case-sensitive (expected ${kind}); read as ${kind}`);
+  const ourGroup = group === spec.group || (FORMER_GROUPS[kind] ?? []).includes(group);
   if (apiVersion === undefined) issues.add('apiVersion', apiVersion, `required field is missing (expected ${apiVersionOf(spec)})`);
+  else if (!ourGroup) issues.add('apiVersion', apiVersion, `unknown apiVersion for ${kind}: expected ${apiVersionOf(spec)}`);
   else if (group !== spec.group || version !== spec.version) issues.add('apiVersion', apiVersion, `unsupported apiVersion for ${kind}: expected ${apiVersionOf(spec)}`);
 
   const m = readMetadata(obj, kind, spec, issues);
@@ -216,27 +264,62 @@ function optionalString(o: Obj, field: string, path: string, issues: IssueList):
   return undefined;
 }
 
-/** status.podIPs (dual-stack aware) when present and non-empty, else status.podIP. */
+/**
+ * The address an IPv4 pod IP must not be, as words; undefined for a unicast address. A pod
+ * address in a hash:ip set must be a unicast host address: 0.0.0.0 makes `ipset restore` fail
+ * for the whole payload, and 127/8, multicast or broadcast in an allow set would match traffic
+ * that is no pod's.
+ */
+export function nonUnicastIPv4(ip: string): string | undefined {
+  const first = Number(ip.slice(0, ip.indexOf('.')));
+  if (ip === '0.0.0.0') return 'the unspecified address';
+  if (first === 0) return 'an address of 0.0.0.0/8 ("this network")';
+  if (first === 127) return 'a loopback address';
+  if (first >= 224 && first <= 239) return 'a multicast address';
+  if (ip === '255.255.255.255') return 'the broadcast address';
+  if (first >= 240) return 'a reserved address (240.0.0.0/4)';
+  return undefined;
+}
+
+/**
+ * status.podIPs (dual-stack aware) when present and non-empty, else status.podIP.
+ *
+ * Fail closed: when any address is malformed or not unicast, when podIPs[0] differs from
+ * podIP, or when podIPs holds two IPv4 addresses (the API server refuses each of these), the
+ * pod gets no address at all, so it is in no set: its claimed addresses are not to be trusted,
+ * and one of them may be another pod's.
+ */
 function readPodIPs(status: Obj, issues: IssueList): string[] {
   const out: string[] = [];
+  let bad = false;
+  const reject = (path: string, v: unknown, why: string): void => {
+    issues.add(path, v, `${why}; the pod gets no address (in no allow set) until it is fixed`);
+    bad = true;
+  };
   const add = (v: unknown, path: string): void => {
-    if (typeof v !== 'string' || v === '') {
-      issues.add(path, v, 'must be an IP address string; ignored');
-      return;
-    }
+    if (typeof v !== 'string' || v === '') return reject(path, v, 'must be an IP address string');
     if (v.includes(':')) return; // IPv6: valid, not programmed
     const ip = normalizeIPv4(v);
-    if (ip === undefined) issues.add(path, v, 'not a valid IPv4 address; ignored');
-    else if (!out.includes(ip)) out.push(ip);
+    if (ip === undefined) return reject(path, v, 'not a valid IPv4 address');
+    const special = nonUnicastIPv4(ip);
+    if (special !== undefined) return reject(path, v, `${special}, not a pod address`);
+    if (out.includes(ip)) return reject(path, v, 'duplicate address');
+    if (out.length > 0) return reject(path, v, `a second IPv4 address (the first is ${JSON.stringify(out[0])}): at most one address per family`);
+    out.push(ip);
   };
   const list = status['podIPs'];
+  const podIP = status['podIP'];
   if (Array.isArray(list) && list.length > 0) {
     list.forEach((e, i) => add(isObject(e) ? e['ip'] : e, `${indexPath('status.podIPs', i)}.ip`));
+    const first = isObject(list[0]) ? list[0]['ip'] : list[0];
+    if (typeof podIP === 'string' && podIP !== '' && first !== podIP) {
+      reject('status.podIPs[0].ip', first, `must equal status.podIP (${JSON.stringify(podIP)})`);
+    }
   } else {
     if (!isAbsent(list) && !Array.isArray(list)) issues.add('status.podIPs', list, 'must be a list of {ip}; ignored');
-    if (!isAbsent(status['podIP'])) add(status['podIP'], 'status.podIP');
+    if (!isAbsent(podIP)) add(podIP, 'status.podIP');
   }
-  return out;
+  return bad ? [] : out;
 }
 
 /**
