@@ -288,6 +288,26 @@ export class Agent {
     return new Promise((r) => this.waiters.push(r));
   }
 
+  /**
+   * Resolves true once a successful sync has applied model generation `generation` or a later
+   * one (what the CNI server waits for before it says a pod is enforced), false after
+   * `timeoutMs` or when the agent stops. Asks for a sync at once (no coalescing delay) while the
+   * applied generation is behind.
+   */
+  async waitApplied(generation: number, timeoutMs: number): Promise<boolean> {
+    const end = Date.now() + timeoutMs;
+    while ((this.applied?.generation ?? -1) < generation) {
+      const left = end - Date.now();
+      if (this.stopped || left <= 0) return false;
+      const next = this.nextSync();
+      if (this.o.source.status().synced) void this.syncNow('event');
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([next, new Promise<void>((r) => (timer = setTimeout(r, Math.min(left, 1_000))))]);
+      clearTimeout(timer);
+    }
+    return true;
+  }
+
   private async writeStatus(): Promise<void> {
     if (!this.o.statusFile) return;
     const tmp = `${this.o.statusFile}.tmp`;
