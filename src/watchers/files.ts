@@ -216,7 +216,8 @@ export class FileSource implements ModelSource {
     const before = this.model.generation;
     const present = new Map<string, ObjectRecord>();
     for (const r of [...this.model.allPods(), ...this.model.allPolicies(), ...this.model.allNodes(), ...this.model.allNamespaces()]) {
-      if (!(r.kind === 'Namespace' && r.implicit)) present.set(key(r), r);
+      // Compared as this source stored them, before the agent's adjusters (CNI overlay).
+      if (!(r.kind === 'Namespace' && r.implicit)) present.set(key(r), this.model.sourceRecord(r.uid, r.kind) ?? r);
     }
     for (const [k, r] of present) if (!wanted.has(k)) this.model.remove(r.uid, r.kind);
     for (const [k, r] of wanted) {
