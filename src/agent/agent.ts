@@ -12,6 +12,10 @@
 // - Nothing is written before the source is synced (DESIGN invariant 6).
 // - One sync at a time; changes during a sync cause exactly one more sync after it.
 // - A failed apply is retried with exponential backoff, and the retry re-reads the kernel.
+// - An apply the kernel refuses is contained first (src/agent/containment.ts): applied piece by
+//   piece (never less isolated than before), the objects behind the refused pieces quarantined
+//   fail-closed in the model, then compiled and applied again without them. Only what cannot be
+//   contained (a transient failure, a refusal no object explains) is retried with backoff.
 // - The kernel is re-read periodically and shortly after each write; drift is repaired.
 // - On stop, rules stay in place: pods stay isolated while the agent is away (fail closed).
 // - After each successful sync (metrics and status recorded), and on stop, the Syncer's pending
@@ -23,9 +27,11 @@ import type { Logger } from 'pino';
 import { compile } from '../compiler/compile.ts';
 import { IncrementalCompiler, type RulesetDelta } from '../compiler/incremental.ts';
 import type { Ruleset } from '../compiler/ruleset.ts';
+import { Containment, type QuarantineReport } from './containment.ts';
 import { isEmpty } from '../sync/plan.ts';
 import type { Syncer, SyncResult } from '../sync/syncer.ts';
-import { BRIDGE_NF_CALL_IPTABLES, bridgeNfCallIptables } from '../sync/sysctl.ts';
+import { BRIDGE_NF_CALL_IPTABLES, bridgeNfCallIptables, enableBridgeNfCallIptables } from '../sync/sysctl.ts';
+import { ReleasedAddresses, revokeDenied } from './flows.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { AgentMetrics } from './metrics.ts';
 
@@ -45,10 +51,20 @@ export interface AgentOptions {
   readonly verifyAfterWriteMs?: number;
   readonly backoffMinMs?: number;
   readonly backoffMaxMs?: number;
+  /** First retry of an object the kernel refused (quarantined fail-closed); doubles with each refusal, up to 30 min. */
+  readonly quarantineRetryMs?: number;
   /** A JSON file rewritten after every sync: what was applied, for `lab probe` and humans. */
   readonly statusFile?: string;
   /** Where to read bridge-nf-call-iptables (tests point it elsewhere). */
   readonly bridgeNfPath?: string;
+  /** Set bridge-nf-call-iptables back to 1 when it is found at 0 (`--set-bridge-nf`). */
+  readonly setBridgeNf?: boolean;
+  /** Pod CIDRs of this node besides its Node object's (`--pod-cidr`): their unprogrammed addresses get nothing. */
+  readonly podCidrs?: readonly string[];
+  /** End established connections that a change denies (`--revoke-established`). */
+  readonly revokeEstablished?: boolean;
+  /** Not ready when the last good sync is older than this (default: 3 resync intervals plus 5 s). */
+  readonly staleAfterMs?: number;
 }
 
 export interface AgentStatus {
@@ -59,12 +75,27 @@ export interface AgentStatus {
   readonly generation: number;
   readonly lastSyncAt?: string;
   readonly lastError?: string;
+  /** Objects the kernel refused, enforced fail-closed (each also a reason). */
+  readonly quarantined?: readonly QuarantineReport[];
   readonly syncs: number;
+  /** When this status was computed: a status file that stops being rewritten is stale. */
+  readonly updatedAt: string;
+  /** The agent's resync interval: its status is rewritten at least this often while it runs. */
+  readonly resyncMs: number;
 }
+
+/**
+ * Containment rounds per sync: each quarantines at least one new object, so a few suffice for a
+ * few bad objects (one round finds every refused piece it can); more means something no object
+ * explains, and the sync fails and is retried with backoff (the quarantine stays).
+ */
+const CONTAINMENT_ROUNDS = 4;
 
 export class Agent {
   readonly metrics: AgentMetrics;
-  private readonly o: Required<Omit<AgentOptions, 'statusFile' | 'metrics'>> & Pick<AgentOptions, 'statusFile'>;
+  private readonly o: Required<Omit<AgentOptions, 'statusFile' | 'metrics' | 'staleAfterMs'>> & Pick<AgentOptions, 'statusFile'> & { staleAfterMs: number };
+  /** Addresses that left the model: their conntrack entries go once the sync removing them is in force. */
+  private released: ReleasedAddresses | undefined;
   private timer: NodeJS.Timeout | undefined;
   private burstStart = 0;
   private running: Promise<void> | undefined;
@@ -84,11 +115,14 @@ export class Agent {
   private compiler: IncrementalCompiler | undefined;
   /** The Ruleset the compiler returned before the last one: where its delta starts. */
   private compiled: Ruleset | undefined;
+  /** Objects the kernel refuses: found by a piecewise apply, quarantined fail-closed in the model. */
+  private readonly containment: Containment;
 
   constructor(o: AgentOptions) {
     this.metrics = o.metrics ?? new AgentMetrics();
     this.metrics.followSource(o.source);
     this.o = {
+      quarantineRetryMs: 60_000,
       coalesceMs: 20,
       maxDelayMs: 250,
       resyncMs: 10_000,
@@ -96,18 +130,24 @@ export class Agent {
       backoffMinMs: 500,
       backoffMaxMs: 30_000,
       bridgeNfPath: BRIDGE_NF_CALL_IPTABLES,
+      setBridgeNf: false,
+      podCidrs: [],
+      revokeEstablished: false,
       ...o,
+      staleAfterMs: o.staleAfterMs ?? 3 * (o.resyncMs ?? 10_000) + 5_000,
     };
+    this.containment = new Containment({ model: o.source.model, node: o.node, syncer: o.syncer, logger: o.logger, metrics: this.metrics, retryMs: this.o.quarantineRetryMs });
+    this.containment.attach();
   }
 
   async start(): Promise<void> {
     const log = this.o.logger;
     this.o.source.onChange(() => this.changed());
-    log.info({ node: this.o.node }, 'starting: waiting for the initial content of the source before any write');
+    this.released = new ReleasedAddresses(this.o.source.model);
+    log.info({ node: this.o.node, podCidrs: this.o.podCidrs, revokeEstablished: this.o.revokeEstablished }, 'starting: waiting for the initial content of the source before any write');
     await this.o.source.start();
     if (this.stopped) return; // stopped while waiting for the source: nothing to do
-    this.bridgeNf = await bridgeNfCallIptables(this.o.bridgeNfPath);
-    if (!this.bridgeNf) log.error({ path: this.o.bridgeNfPath }, 'net.bridge.bridge-nf-call-iptables is not 1: same-node pod traffic bypasses iptables; reporting not ready');
+    await this.checkBridgeNf();
     const backend = await this.o.syncer.backend();
     log.info({ backend: backend.name, reason: backend.reason }, 'iptables backend');
     await this.syncNow('initial');
@@ -121,9 +161,11 @@ export class Agent {
     clearInterval(this.resyncTimer);
     await this.running;
     await this.collectGarbage();
+    this.released?.dispose();
     this.compiler?.dispose();
     this.compiler = undefined;
     this.compiled = undefined;
+    this.containment.dispose();
     await this.o.source.stop();
   }
 
@@ -173,16 +215,14 @@ export class Agent {
     }
     const verify = kind === 'verify' || this.pendingVerify;
     this.pendingVerify = false;
+    await this.checkBridgeNf();
     const generation = src.model.generation;
     const revision = src.revision();
     const t0 = performance.now();
     let desired: Ruleset;
     let res: SyncResult;
     try {
-      const c = this.compileIncremental();
-      desired = c.desired;
-      if (verify || !c.delta) res = await this.o.syncer.verify(desired);
-      else res = await this.o.syncer.syncDelta(desired, c.delta.delta, c.delta.from);
+      ({ desired, res } = await this.syncContained(verify));
     } catch (e) {
       this.failures++;
       this.lastError = e instanceof Error ? e.message : String(e);
@@ -220,10 +260,84 @@ export class Agent {
       this.verifyTimer = setTimeout(() => this.verifySoon(), this.o.verifyAfterWriteMs);
       this.verifyTimer.unref();
     }
+    await this.endFlows(res.wrote);
     this.applied = { revision, generation, at: new Date() };
     await this.writeStatus();
     for (const w of this.waiters.splice(0)) w();
     await this.collectGarbage();
+  }
+
+  /**
+   * Read bridge-nf-call-iptables again (every sync: someone may turn it off at any time, and back
+   * on): without it same-node pod traffic bypasses iptables, so the agent reports not ready.
+   * With `setBridgeNf`, a 0 is set back to 1 (logged).
+   */
+  private async checkBridgeNf(): Promise<void> {
+    const log = this.o.logger;
+    const path = this.o.bridgeNfPath;
+    let on = await bridgeNfCallIptables(path);
+    if (!on && this.o.setBridgeNf && !this.o.syncer.dryRun) {
+      try {
+        await enableBridgeNfCallIptables(path);
+        on = await bridgeNfCallIptables(path);
+        if (on) log.warn({ path }, 'net.bridge.bridge-nf-call-iptables was 0: set it back to 1 (same-node pod traffic is policed again)');
+      } catch (e) {
+        log.error({ err: e instanceof Error ? e.message : String(e) }, 'net.bridge.bridge-nf-call-iptables is 0 and could not be set back to 1');
+      }
+    }
+    if (on !== this.bridgeNf) {
+      if (!on) log.error({ path }, 'net.bridge.bridge-nf-call-iptables is not 1: same-node pod traffic bypasses iptables; reporting not ready');
+      else if (this.bridgeNf === false) log.info({ path }, 'net.bridge.bridge-nf-call-iptables is 1 again: ready as far as it is concerned');
+    }
+    this.bridgeNf = on;
+    this.metrics.bridgeNf.set(on ? 1 : 0);
+  }
+
+  /**
+   * After an apply is in force: delete the conntrack entries of addresses that left the model,
+   * and with `revokeEstablished`, those of connections the change now denies. A failure is
+   * logged and counted; the addresses stay pending and are retried after the next sync.
+   */
+  private async endFlows(wrote: boolean): Promise<void> {
+    if (this.o.syncer.dryRun) return;
+    const log = this.o.logger;
+    const runner = this.o.syncer.runner;
+    try {
+      const r = (await this.released?.flush(runner)) ?? { addresses: [], entries: 0 };
+      if (r.addresses.length > 0) {
+        this.metrics.conntrackDeleted.inc({ reason: 'address-released' }, r.entries);
+        log.info({ addresses: r.addresses, entries: r.entries }, 'connections of addresses that left the cluster deleted from conntrack');
+      }
+      if (this.o.revokeEstablished && wrote) {
+        const denied = await revokeDenied(this.o.source.model, this.o.node, runner);
+        if (denied.length > 0) {
+          this.metrics.conntrackDeleted.inc({ reason: 'revoked' }, denied.length);
+          log.info({ flows: denied.slice(0, 20).map((f) => `${f.protocol} ${f.src}:${f.sport ?? ''} -> ${f.dst}:${f.dport ?? ''}`), count: denied.length }, 'established connections now denied by policy: ended');
+        }
+      }
+    } catch (e) {
+      this.metrics.failures.inc();
+      log.error({ err: e instanceof Error ? e.message : String(e), pending: this.released?.size() }, 'deleting conntrack entries failed; retrying after the next sync');
+    }
+  }
+
+  /**
+   * Compile and apply. When the kernel refuses the apply, contain it: apply piece by piece,
+   * quarantine the objects behind the refused pieces (fail-closed in the model), then compile and
+   * apply again without them, a few rounds at most (each round must quarantine something new).
+   * Throws what the last apply threw when nothing more can be contained.
+   */
+  private async syncContained(verify: boolean): Promise<{ desired: Ruleset; res: SyncResult }> {
+    this.containment.review();
+    for (let round = 1; ; round++) {
+      const c = this.compileIncremental();
+      try {
+        const res = verify || !c.delta ? await this.o.syncer.verify(c.desired) : await this.o.syncer.syncDelta(c.desired, c.delta.delta, c.delta.from);
+        return { desired: c.desired, res };
+      } catch (e) {
+        if (round >= CONTAINMENT_ROUNDS || !(await this.containment.contain(c.desired, e))) throw e;
+      }
+    }
   }
 
   /** The Syncer's pending garbage collection; a failure is logged (the Syncer re-reads next time). */
@@ -247,7 +361,7 @@ export class Agent {
    */
   private compileIncremental(): { desired: Ruleset; delta?: { delta: RulesetDelta; from: Ruleset } } {
     const model = this.o.source.model;
-    this.compiler ??= new IncrementalCompiler(model, this.o.node);
+    this.compiler ??= new IncrementalCompiler(model, this.o.node, { podCidrs: this.o.podCidrs });
     const from = this.compiled;
     try {
       const desired = this.compiler.ruleset();
@@ -259,7 +373,7 @@ export class Agent {
       this.compiler.reset();
       this.metrics.compilerResets.inc();
       this.o.logger.error({ err: e instanceof Error ? e.message : String(e) }, 'incremental compiler failed: reset; compiling in full and diffing against the kernel');
-      return { desired: compile(model, this.o.node) };
+      return { desired: compile(model, this.o.node, { podCidrs: this.o.podCidrs }) };
     }
   }
 
@@ -270,7 +384,12 @@ export class Agent {
     if (!s.healthy) reasons.push(`source unhealthy, enforcing the last known state: ${s.detail}`);
     if (!this.applied) reasons.push('nothing applied yet');
     if (this.lastError) reasons.push(`last sync failed: ${this.lastError}`);
+    reasons.push(...this.containment.reasons());
     if (this.bridgeNf === false) reasons.push('net.bridge.bridge-nf-call-iptables is not 1');
+    if (this.applied && !this.stopped) {
+      const age = Date.now() - this.applied.at.getTime();
+      if (age > this.o.staleAfterMs) reasons.push(`last good sync ${Math.round(age / 1000)} s ago (more than ${Math.round(this.o.staleAfterMs / 1000)} s): the kernel may no longer follow the cluster`);
+    }
     return {
       node: this.o.node,
       ready: reasons.length === 0,
@@ -279,7 +398,10 @@ export class Agent {
       generation: this.applied?.generation ?? -1,
       ...(this.applied ? { lastSyncAt: this.applied.at.toISOString() } : {}),
       ...(this.lastError ? { lastError: this.lastError } : {}),
+      ...(this.containment.quarantine.list().length > 0 ? { quarantined: this.containment.report() } : {}),
       syncs: this.syncCount,
+      updatedAt: new Date().toISOString(),
+      resyncMs: this.o.resyncMs,
     };
   }
 

@@ -49,8 +49,28 @@ export class AgentMetrics {
   readonly sourceRestarts = this.fromStats(Counter, 'policyctl_source_restarts_total', 'Restarts of a watch with a fresh list, by reason (watchdog, resync, handler-error).', 'reason', (s) => s.restarts);
   readonly sourceEvents = this.fromStats(Counter, 'policyctl_source_events_total', 'Watch events received, by resource.', 'resource', (s) => s.events);
   readonly sourceHandlerErrors = this.fromStats(Counter, 'policyctl_source_handler_errors_total', 'Exceptions caught in the source (logged; the resource is relisted).', undefined, (s) => ({ '': s.handlerErrors }));
+  readonly bridgeNf = new Gauge({ name: 'policyctl_bridge_nf_call_iptables', help: 'net.bridge.bridge-nf-call-iptables as last read (1: same-node pod traffic passes iptables; 0: it bypasses every policy).', registers: [this.registry] });
+  readonly conntrackDeleted = new Counter({
+    name: 'policyctl_conntrack_entries_deleted_total',
+    help: 'Connection tracking entries deleted, by reason: address-released (a pod address left the cluster or is claimed twice), revoked (--revoke-established: a change denies the connection).',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
   readonly chains = new Gauge({ name: 'policyctl_chains', help: 'Chains in the desired ruleset.', registers: [this.registry] });
   readonly setEntries = new Gauge({ name: 'policyctl_set_entries', help: 'Set entries in the desired ruleset.', registers: [this.registry] });
+  readonly quarantined = new Gauge({
+    name: 'policyctl_quarantined_objects',
+    help: 'Objects the kernel refused, held fail-closed until they change or a retry is due, by kind (Pod: no address; NetworkPolicy: isolates, allows nothing).',
+    labelNames: ['kind'],
+    registers: [this.registry],
+  });
+  readonly kernelRejections = new Counter({ name: 'policyctl_kernel_rejections_total', help: 'Objects quarantined because the kernel refused what they produced (a set entry, a rule), by kind.', labelNames: ['kind'], registers: [this.registry] });
+  readonly piecewiseApplies = new Counter({
+    name: 'policyctl_piecewise_applies_total',
+    help: 'Applies the kernel refused and that were then applied piece by piece, by result: complete (every piece decided), incomplete (a bound stopped it), failed (a transient error aborted it).',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
 
   /** Read the source's state (health, invalid policies, its counters) at every scrape. */
   followSource(source: ModelSource): void {

@@ -2,6 +2,8 @@
 
 import pino from 'pino';
 import { Agent } from '../agent/agent.ts';
+import { CniServer } from '../agent/cni-server.ts';
+import { parseCidr } from '../model/cidr.ts';
 import { serveHealth } from '../agent/health.ts';
 import { Syncer } from '../sync/syncer.ts';
 import { processRunner } from '../sync/runner.ts';
@@ -23,6 +25,11 @@ export interface AgentCliOptions {
   dryRun?: boolean;
   cleanup?: boolean;
   statusFile?: string;
+  /** Serve policyctl-cni on this unix socket. */
+  cniSocket?: string;
+  podCidr?: string[];
+  revokeEstablished?: boolean;
+  setBridgeNf?: boolean;
   logLevel: string;
 }
 
@@ -46,6 +53,14 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   }
   if (!o.node) throw new CliError('--node is required (the name of this node, as in pods\' spec.nodeName)', EXIT.usage);
   const resyncMs = parseDuration(o.resyncInterval, '--resync-interval');
+  const podCidrs = o.podCidr ?? [];
+  for (const c of podCidrs) {
+    try {
+      if (parseCidr(c).family !== 4) throw new Error('only IPv4 pod CIDRs are enforced');
+    } catch (e) {
+      throw new CliError(`--pod-cidr must be an IPv4 CIDR such as 10.244.1.0/24, got ${JSON.stringify(c)}: ${e instanceof Error ? e.message : String(e)}`, EXIT.usage);
+    }
+  }
   if (o.kube && o.manifests) throw new CliError('give --kube (the cluster) or --manifests DIR, not both', EXIT.usage);
   if (!o.kube && (o.kubeconfig !== undefined || o.context !== undefined)) throw new CliError('--kubeconfig and --context need --kube', EXIT.usage);
   let source: ModelSource;
@@ -58,18 +73,32 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     // One pass: print what would be written, then exit.
     await source.start();
     const { compile } = await import('../compiler/compile.ts');
-    const r = await syncer.sync(compile(source.model, o.node));
+    const r = await syncer.sync(compile(source.model, o.node, { podCidrs }));
     await source.stop();
     io.out(`# would write (dry run)\n# ipset restore -exist\n${r.payloads.ipsetBefore}# iptables-restore --noflush\n${r.payloads.iptables}# ipset restore -exist\n${r.payloads.ipsetAfter}# then, garbage collection: iptables-restore --noflush\n${r.payloads.gcIptables}# ipset restore -exist\n${r.payloads.gcIpset}`);
     return EXIT.ok;
   }
 
-  const agent = new Agent({ node: o.node, source, syncer, logger, resyncMs, ...(o.statusFile ? { statusFile: o.statusFile } : {}) });
+  const agent = new Agent({
+    node: o.node,
+    source,
+    syncer,
+    logger,
+    resyncMs,
+    podCidrs,
+    revokeEstablished: !!o.revokeEstablished,
+    setBridgeNf: !!o.setBridgeNf,
+    ...(o.statusFile ? { statusFile: o.statusFile } : {}),
+  });
   const server = o.healthAddr ? await serveHealth(agent, o.healthAddr) : undefined;
+  // The CNI socket answers from the start: an ADD that comes while the source is still listing
+  // waits (within the plugin's timeout) instead of failing as if there were no agent.
+  const cni = o.cniSocket ? new CniServer({ socketPath: o.cniSocket, node: o.node, source, agent, runner: processRunner(), logger }) : undefined;
+  await cni?.listen();
   const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       logger.info({ signal: sig }, 'stopping; rules stay in place so pods stay isolated (run `policyctl agent --cleanup` to remove them)');
-      void agent.stop().then(() => {
+      void Promise.all([cni?.close(), agent.stop()]).then(() => {
         server?.close();
         resolve();
       });

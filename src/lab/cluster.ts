@@ -169,11 +169,16 @@ export interface AgentReport {
   readonly reasons: readonly string[];
 }
 
-async function agentReports(info: ClusterInfo): Promise<AgentReport[]> {
+export async function agentReports(info: ClusterInfo): Promise<AgentReport[]> {
   return Promise.all(
     info.agents.map(async (a) => {
       try {
-        const s = JSON.parse(await readFile(a.statusFile, 'utf8')) as AgentReport;
+        const s = JSON.parse(await readFile(a.statusFile, 'utf8')) as AgentReport & { updatedAt?: string; resyncMs?: number };
+        // The agent rewrites its status at least every resync interval: a file that stopped
+        // changing belongs to an agent that is gone (killed, hung), whatever it last said.
+        const age = s.updatedAt ? Date.now() - Date.parse(s.updatedAt) : 0;
+        const limit = 3 * (s.resyncMs ?? 10_000) + 5_000;
+        if (age > limit) return { node: a.node, revision: s.revision, ready: false, reasons: [`agent status not updated for ${Math.round(age / 1000)} s: the agent is down or stuck`] };
         return { node: a.node, revision: s.revision, ready: s.ready, reasons: s.reasons };
       } catch {
         return { node: a.node, revision: '', ready: false, reasons: ['no status yet'] };

@@ -62,7 +62,8 @@ export interface SyncerOptions {
 export const EMPTY_RULESET: Ruleset = { node: '', sets: [], chains: [], hooks: [] };
 
 export class Syncer {
-  private readonly runner: Runner;
+  /** What the syncer runs commands with (the agent runs conntrack through it too). */
+  readonly runner: Runner;
   private backendP: Promise<Backend> | undefined;
   /** What the kernel holds of ours, as far as we know: set after every successful sync. */
   private known: KernelState | undefined;
@@ -70,7 +71,7 @@ export class Syncer {
   private knownRuleset: Ruleset | undefined;
   /** The garbage collection of the last applied plan, not run yet. */
   private garbage: { readonly plan: Plan; readonly payloads: Payloads } | undefined;
-  private readonly dryRun: boolean;
+  readonly dryRun: boolean;
   private readonly lockWait: number;
 
   constructor(o: SyncerOptions) {

@@ -1,7 +1,7 @@
 // Kernel settings the enforcer depends on, read from /proc/sys of the namespace the process
 // runs in (net.* sysctls are per network namespace).
 
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 
 export const BRIDGE_NF_CALL_IPTABLES = '/proc/sys/net/bridge/bridge-nf-call-iptables';
 
@@ -14,5 +14,17 @@ export async function bridgeNfCallIptables(path: string = BRIDGE_NF_CALL_IPTABLE
     return (await readFile(path, 'utf8')).trim() === '1';
   } catch {
     return false;
+  }
+}
+
+/**
+ * Turn bridge-nf-call-iptables back on (the agent's `--set-bridge-nf`). Throws with the path and
+ * the cause when it cannot (no br_netfilter, read-only /proc/sys).
+ */
+export async function enableBridgeNfCallIptables(path: string = BRIDGE_NF_CALL_IPTABLES): Promise<void> {
+  try {
+    await writeFile(path, '1\n');
+  } catch (e) {
+    throw new Error(`cannot set ${path} to 1: ${e instanceof Error ? e.message : String(e)}`);
   }
 }

@@ -1,0 +1,215 @@
+// Established flows and health on the real kernel (a test namespace): conntrack entries of an
+// address that leaves the cluster are deleted, `--revoke-established` ends the connections a
+// change denies (and only with it), and readiness follows bridge-nf-call-iptables and the age
+// of the last good sync.
+
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { modelOf, node, pod, podsPeer, policy, rule, sel } from '../../test/support/builders.ts';
+import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
+import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
+import { NFT } from '../sync/backend.ts';
+import { listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
+import type { Runner } from '../sync/runner.ts';
+import { Syncer } from '../sync/syncer.ts';
+import { FileSource, folderRevision } from '../watchers/files.ts';
+import { Agent } from './agent.ts';
+import { deniedFlows } from './flows.ts';
+
+describe('deniedFlows', () => {
+  const m = modelOf(
+    node('n1', '10.244.1.0/24', '192.168.50.11'),
+    pod('app', 'web', { app: 'web' }, { ip: '10.244.1.10', node: 'n1' }),
+    pod('app', 'client', { app: 'client' }, { ip: '10.244.2.10', node: 'n2' }),
+    pod('app', 'other', { app: 'other' }, { ip: '10.244.2.11', node: 'n2' }),
+    policy('app', 'allow', sel({ app: 'web' }), { ingress: [rule([podsPeer('app', sel({ app: 'client' }))])] }),
+  );
+  const f = (src: string, dst: string, dport: number, extra: Partial<ConntrackFlow> = {}): ConntrackFlow => ({ protocol: 'tcp', src, dst, sport: 40000, dport, ...extra });
+
+  it('judges connections with a local pod at either end, by the backend behind a Service', () => {
+    const flows = [
+      f('10.244.2.10', '10.244.1.10', 80), // client -> web: allowed
+      f('10.244.2.11', '10.244.1.10', 80), // other -> web: denied
+      f('10.244.2.11', '10.96.0.10', 80, { replySrc: '10.244.1.10', replyDst: '10.244.2.11' }), // other -> Service -> web: denied
+      f('10.244.2.11', '10.244.2.10', 80), // not local: not ours to judge
+      f('10.244.2.11', '10.244.1.10', 0, { protocol: 'icmp' }), // no port: left alone
+      f('10.244.1.77', '10.244.2.10', 80), // unknown address of the node's pod CIDR... not a local pod: the release path handles it
+    ];
+    expect(deniedFlows(m, 'n1', flows).map((x) => `${x.src}>${x.dst}`)).toEqual(['10.244.2.11>10.244.1.10', '10.244.2.11>10.96.0.10']);
+  });
+});
+
+const PODS = `
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+spec: {podCIDR: 10.244.1.0/24}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: app, labels: {app: web}}
+spec: {nodeName: n1}
+status: {phase: Running, podIP: 10.244.1.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: cli, labels: {app: client}}
+spec: {nodeName: n2}
+status: {phase: Running, podIP: 10.244.2.10}
+`;
+const DENY = `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: app}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+`;
+
+const silent = pino({ level: process.env.TEST_LOG ?? 'silent' });
+
+async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<number> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    if (await cond()) return Date.now() - t0;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+describe.runIf(kernelTestsEnabled())('Agent: established flows and health, on the real kernel', () => {
+  let net: TestNetns;
+  let dir: string;
+  let agent: Agent | undefined;
+  let bridgeNf: string;
+
+  beforeEach(() => {
+    net = createNetns('pctl-flows');
+    net.sh(`iptables-nft-restore <<'EOF'\n${FOREIGN_FILTER}EOF`);
+    dir = mkdtempSync(join(tmpdir(), 'pctl-flows-'));
+    bridgeNf = join(dir, '.bridge-nf');
+    writeFileSync(bridgeNf, '1\n');
+    writeFileSync(join(dir, 'pods.yaml'), PODS);
+  });
+  let releaseStuck = () => {};
+  afterEach(async () => {
+    releaseStuck();
+    await agent?.stop();
+    agent = undefined;
+    net.remove();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function makeAgent(runner: Runner, extra: Partial<ConstructorParameters<typeof Agent>[0]> = {}): Agent {
+    agent = new Agent({
+      node: 'n1',
+      source: new FileSource({ dir, pollMs: 100, settleMs: 20 }),
+      syncer: new Syncer({ runner, backend: { ...NFT, reason: 'test' } }),
+      logger: silent,
+      bridgeNfPath: bridgeNf,
+      backoffMinMs: 50,
+      ...extra,
+    });
+    return agent;
+  }
+
+  const insert = (src: string, dst: string, proto: 'tcp' | 'udp', sport: number, dport: number) =>
+    net.sh(`conntrack -I -s ${src} -d ${dst} -p ${proto} --sport ${sport} --dport ${dport} ${proto === 'tcp' ? '--state ESTABLISHED ' : ''}--timeout 300 2>&1`);
+  const flows = async () => (await listFlows(net.runner)).map((f) => `${f.protocol} ${f.src}:${f.sport} > ${f.dst}:${f.dport}`).sort();
+
+  it('deletes the connections of a pod address that leaves the cluster once its removal is in force, and no other', async () => {
+    const a = makeAgent(net.runner);
+    await a.start();
+    insert('10.244.2.10', '10.244.1.10', 'udp', 4000, 53);
+    insert('10.244.1.10', '10.244.2.10', 'tcp', 4001, 80);
+    insert('10.244.2.10', '10.244.2.99', 'udp', 4002, 53);
+    expect(await flows()).toHaveLength(3);
+    // The web pod goes: its address may be given to another pod, which must not inherit them.
+    writeFileSync(join(dir, 'pods.yaml'), PODS.split('---').filter((d) => !d.includes('name: web')).join('---'));
+    const rev = await folderRevision(dir);
+    await until(() => a.status().revision === rev, 'the removal to be applied');
+    expect(await flows()).toEqual(['udp 10.244.2.10:4002 > 10.244.2.99:53']);
+    expect(net.sh('ipset list PCTL-programmed')).not.toContain('10.244.1.10');
+    expect(await a.metrics.registry.getSingleMetricAsString('policyctl_conntrack_entries_deleted_total')).toMatch(/reason="address-released"} 2/);
+  });
+
+  for (const revoke of [true, false]) {
+    it(`${revoke ? 'with' : 'without'} --revoke-established, connections a new policy denies ${revoke ? 'end within 1 s' : 'keep their entries'}`, async () => {
+      const a = makeAgent(net.runner, { revokeEstablished: revoke });
+      await a.start();
+      insert('10.244.2.10', '10.244.1.10', 'tcp', 4001, 80);
+      insert('10.244.2.10', '10.244.1.10', 'udp', 4002, 53);
+      insert('10.244.1.10', '10.244.2.10', 'tcp', 4003, 80); // egress of web: not denied by an ingress policy
+      writeFileSync(join(dir, 'deny.yaml'), DENY);
+      const t0 = Date.now();
+      const rev = await folderRevision(dir);
+      await until(() => a.status().revision === rev, 'the policy to be applied');
+      if (revoke) {
+        await until(async () => (await flows()).length === 1, 'the denied entries to go', 1000);
+        expect(Date.now() - t0).toBeLessThan(1000 + 300); // the folder's poll interval included
+        expect(await flows()).toEqual(['tcp 10.244.1.10:4003 > 10.244.2.10:80']);
+      } else {
+        await new Promise((r) => setTimeout(r, 300));
+        expect(await flows()).toHaveLength(3);
+      }
+    });
+  }
+
+  it('readiness follows bridge-nf-call-iptables both ways, read on every resync', async () => {
+    const a = makeAgent(net.runner, { resyncMs: 100 });
+    await a.start();
+    expect(a.status().ready).toBe(true);
+    writeFileSync(bridgeNf, '0\n');
+    await until(() => !a.status().ready, 'not ready');
+    expect(a.status().reasons).toContain('net.bridge.bridge-nf-call-iptables is not 1');
+    writeFileSync(bridgeNf, '1\n');
+    await until(() => a.status().ready, 'ready again');
+  });
+
+  it('starts with bridge-nf-call-iptables at 0: not ready, and ready soon after it is set to 1', async () => {
+    writeFileSync(bridgeNf, '0\n');
+    const a = makeAgent(net.runner, { resyncMs: 100 });
+    await a.start();
+    expect(a.status().ready).toBe(false);
+    writeFileSync(bridgeNf, '1\n');
+    await until(() => a.status().ready, 'ready', 2000);
+  });
+
+  it('with setBridgeNf, sets a 0 back to 1 and stays ready', async () => {
+    const a = makeAgent(net.runner, { resyncMs: 100, setBridgeNf: true });
+    await a.start();
+    writeFileSync(bridgeNf, '0\n');
+    await until(() => readFileSync(bridgeNf, 'utf8').trim() === '1', 'the agent to set it back');
+    expect(a.status().ready).toBe(true);
+  });
+
+  it('with setBridgeNf but no br_netfilter (the file cannot be written): not ready, with the reason', async () => {
+    const a = makeAgent(net.runner, { resyncMs: 100, setBridgeNf: true, bridgeNfPath: join(dir, 'no-such-dir', 'bridge-nf-call-iptables') });
+    await a.start();
+    expect(a.status().ready).toBe(false);
+    expect(a.status().reasons).toContain('net.bridge.bridge-nf-call-iptables is not 1');
+  });
+
+  it('turns not ready when the last good sync is too old (a sync that hangs)', async () => {
+    let hang = false;
+    const stuck: (() => void)[] = [];
+    const runner: Runner = {
+      run: (cmd, args, opts) =>
+        hang ? new Promise((resolve) => stuck.push(() => resolve({ stdout: '', stderr: 'released by the test', exitCode: 1 }))) : net.runner.run(cmd, args, opts),
+    };
+    releaseStuck = () => {
+      hang = false;
+      for (const r of stuck.splice(0)) r();
+    };
+    const a = makeAgent(runner, { resyncMs: 100, staleAfterMs: 400 });
+    await a.start();
+    expect(a.status().ready).toBe(true);
+    hang = true;
+    await until(() => !a.status().ready, 'not ready', 3000);
+    expect(a.status().reasons.join(';')).toMatch(/last good sync \d+ s ago/);
+    // Its status file (the lab reads it) carries when it was written and the resync interval.
+    expect(a.status()).toMatchObject({ resyncMs: 100 });
+    expect(Date.parse(a.status().updatedAt)).toBeGreaterThan(Date.now() - 1000);
+  });
+});
