@@ -96,6 +96,8 @@ export class Agent {
   private readonly o: Required<Omit<AgentOptions, 'statusFile' | 'metrics' | 'staleAfterMs'>> & Pick<AgentOptions, 'statusFile'> & { staleAfterMs: number };
   /** Addresses that left the model: their conntrack entries go once the sync removing them is in force. */
   private released: ReleasedAddresses | undefined;
+  /** Address conflicts already logged (`address|uids`). */
+  private conflicts = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private burstStart = 0;
   private running: Promise<void> | undefined;
@@ -260,11 +262,34 @@ export class Agent {
       this.verifyTimer = setTimeout(() => this.verifySoon(), this.o.verifyAfterWriteMs);
       this.verifyTimer.unref();
     }
+    this.reportConflicts();
     await this.endFlows(res.wrote);
     this.applied = { revision, generation, at: new Date() };
     await this.writeStatus();
     for (const w of this.waiters.splice(0)) w();
     await this.collectGarbage();
+  }
+
+  /**
+   * Log each address two pods claim once when it appears and once when it is resolved (the
+   * model keeps such an address out of every set and of the programmed addresses meanwhile).
+   */
+  private reportConflicts(): void {
+    const model = this.o.source.model;
+    const now = model.addressConflicts();
+    const ref = (uid: string) => {
+      const p = model.getPod(uid);
+      return p ? `pod/${p.namespace}/${p.name}` : uid;
+    };
+    for (const [ip, uids] of now) {
+      const key = `${ip}|${uids.join(',')}`;
+      if (this.conflicts.has(key)) continue;
+      this.o.logger.error({ address: ip, pods: uids.map(ref) }, 'one address claimed by several pods: it is in no allow set and gets no connection until one of them goes (fail closed)');
+    }
+    const keys = new Set([...now].map(([ip, uids]) => `${ip}|${uids.join(',')}`));
+    for (const key of this.conflicts) if (!keys.has(key)) this.o.logger.info({ address: key.split('|')[0] }, 'address conflict resolved');
+    this.conflicts = keys;
+    this.metrics.addressConflicts.set(now.size);
   }
 
   /**

@@ -134,6 +134,32 @@ describe.runIf(kernelTestsEnabled())('Agent: established flows and health, on th
     expect(await a.metrics.registry.getSingleMetricAsString('policyctl_conntrack_entries_deleted_total')).toMatch(/reason="address-released"} 2/);
   });
 
+  it('an address two pods claim is in no set and not programmed until one goes; the conflict is reported', async () => {
+    const a = makeAgent(net.runner);
+    await a.start();
+    insert('10.244.2.10', '10.244.1.10', 'udp', 4000, 53);
+    const twin = `
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: twin, namespace: other, labels: {app: web}}
+spec: {nodeName: n1}
+status: {phase: Running, podIP: 10.244.1.10}
+`;
+    writeFileSync(join(dir, 'twin.yaml'), twin);
+    let rev = await folderRevision(dir);
+    await until(() => a.status().revision === rev, 'the twin to be applied');
+    expect(net.sh('ipset save')).not.toContain('10.244.1.10');
+    expect(await a.metrics.registry.getSingleMetricAsString('policyctl_address_conflicts')).toMatch(/policyctl_address_conflicts 1/);
+    // The address left every set: its old flows went with it.
+    expect(await flows()).toEqual([]);
+    rmSync(join(dir, 'twin.yaml'));
+    rev = await folderRevision(dir);
+    await until(() => a.status().revision === rev, 'the twin removal to be applied');
+    expect(net.sh('ipset list PCTL-programmed')).toContain('10.244.1.10');
+    expect(await a.metrics.registry.getSingleMetricAsString('policyctl_address_conflicts')).toMatch(/policyctl_address_conflicts 0/);
+  });
+
   for (const revoke of [true, false]) {
     it(`${revoke ? 'with' : 'without'} --revoke-established, connections a new policy denies ${revoke ? 'end within 1 s' : 'keep their entries'}`, async () => {
       const a = makeAgent(net.runner, { revokeEstablished: revoke });
