@@ -2,14 +2,14 @@
 // retry with backoff, and the readiness it reports.
 //
 // Compiling follows the model incrementally (IncrementalCompiler) and the Syncer applies its
-// delta (`syncDelta`), so an event costs in proportion to the change (DESIGN invariant 5). If
+// delta (`syncDelta`), so an event costs in proportion to the change (docs/design.md, invariant cost-proportional). If
 // the incremental compiler throws, it is reset and that sync compiles in full and diffs the
 // whole Ruleset against a fresh read of the kernel; the next sync, with no delta to start
 // from (the reset compiler rebuilds), reads and diffs in full once more; then the fast path
 // resumes. Periodic verification always diffs the whole Ruleset against a fresh read.
 //
 // Invariants:
-// - Nothing is written before the source is synced (DESIGN invariant 6).
+// - Nothing is written before the source is synced (docs/design.md, invariant synced-before-write).
 // - One sync at a time; changes during a sync cause exactly one more sync after it.
 // - A failed apply is retried with exponential backoff, and the retry re-reads the kernel.
 // - An apply the kernel refuses is contained first (src/agent/containment.ts): applied piece by

@@ -27,7 +27,7 @@
 //   walked all of them (about 550 rules for 250 local pods under 2k policies).
 // - Policy chains are named by a hash of their content, and pods are dispatched to them by
 //   ipset: pods under the same policies share one chain, and a local pod that joins an existing
-//   group (or a peer pod that changes labels or IP) changes set members only (invariant 5). The
+//   group (or a peer pod that changes labels or IP) changes set members only (invariant cost-proportional). The
 //   dispatch set holds every address of the group, so a pod joining a group that already has a
 //   member in its bucket is an ipset add; a bucket chain is rewritten only when a group enters
 //   or leaves the bucket. An address is in one group per direction, except when two local pods

@@ -1,5 +1,5 @@
 // The incremental compiler: follows the model's changes and keeps the node's Ruleset current,
-// doing work in proportion to the change (DESIGN invariant 5), not to the cluster.
+// doing work in proportion to the change (docs/design.md, invariant cost-proportional), not to the cluster.
 //
 // Contract: after any sequence of model changes, `ruleset()` equals `compile(model, node)`
 // exactly (same sets, members, chains, rules, order; test/properties/incremental.test.ts checks

@@ -1,4 +1,4 @@
-// The real-kernel lab (DESIGN.md section 6): a flannel host-gw cluster in network namespaces.
+// The real-kernel lab (README.md, "The lab"): a flannel host-gw cluster in network namespaces.
 export {
   DEFAULT_CLUSTER_CIDR,
   DEFAULT_UNDERLAY_CIDR,

@@ -1,5 +1,5 @@
 // The real-kernel lab: a flannel host-gw cluster built from network namespaces on one machine
-// (DESIGN.md section 6).
+// (README.md, "The lab").
 //
 //   pl-<lab>.sw   switch: bridge br0 joining every node's eth0; its own address (.1 of the
 //                 underlay) is an "external host" outside the cluster with routes to the podCIDRs
@@ -39,7 +39,7 @@ import {
   switchPortName,
   validateLabName,
 } from './names.ts';
-import { cniConfig, ipamDataDir, runCni, type CniCall } from './cni.ts';
+import { cachedResult, cniConflist, ipamDataDir, runCni, type CniCall, type CniConflist } from './cni.ts';
 import { renderNodeFilter, renderNodeNat, renderServices, serviceKey, type LabService } from './rules.ts';
 import { NODE_CACHE_DIR, SERVER_SCRIPT, scriptArgv, scriptEnv, startDaemon } from './processes.ts';
 import {
@@ -66,7 +66,7 @@ import {
   type LabState,
 } from './state.ts';
 
-/** Client-side sysctls for namespaces that open many short connections (DESIGN section 6). */
+/** Client-side sysctls for namespaces that open many short connections (README.md, "The lab"). */
 const CLIENT_SYSCTLS = {
   'net.ipv4.tcp_tw_reuse': '1',
   'net.ipv4.ip_local_port_range': '15000 65000',
@@ -200,8 +200,15 @@ async function setUpSwitch(lab: LabState, prefix: number): Promise<void> {
   await ipBatch(sw, lines, `building switch ${sw}`);
 }
 
-function nodeCniConfig(lab: LabState, node: LabNode): Record<string, unknown> {
-  return cniConfig({ podCIDR: node.podCIDR, clusterCIDR: lab.clusterCIDR, ipamDataDir: ipamDataDir(lab.dir, node.name) });
+/** The node agent's CNI socket in a lab whose conflists chain policyctl-cni. */
+export function nodeCniSocket(labDir: string, node: string): string {
+  return join(labDir, 'cni', node, 'cni.sock');
+}
+
+/** The node's conflist: bridge, then policyctl-cni when the lab chains it (unless bypassed: a pod attached by hand). */
+function nodeCniConfig(lab: LabState, node: LabNode, bypassPolicyCni = false): CniConflist {
+  const input = { podCIDR: node.podCIDR, clusterCIDR: lab.clusterCIDR, ipamDataDir: ipamDataDir(lab.dir, node.name) };
+  return cniConflist(input, node.cniSocket && !bypassPolicyCni ? { socket: node.cniSocket, timeoutSeconds: lab.cniTimeoutSeconds ?? 10 } : undefined);
 }
 
 async function setUpNode(lab: LabState, node: LabNode, prefix: number): Promise<void> {
@@ -221,7 +228,7 @@ async function setUpNode(lab: LabState, node: LabNode, prefix: number): Promise<
   await ipBatch(node.netns, lines, `building node ${node.name}`);
   // The plugin gets its config on stdin; a copy is kept for people and agents to read.
   await mkdir(join(lab.dir, 'cni'), { recursive: true });
-  await writeFile(join(lab.dir, 'cni', `${node.name}.conf`), JSON.stringify(nodeCniConfig(lab, node), null, 2) + '\n');
+  await writeFile(join(lab.dir, 'cni', `${node.name}.conflist`), JSON.stringify(nodeCniConfig(lab, node), null, 2) + '\n');
   const input = { clusterCIDR: lab.clusterCIDR, podCIDR: node.podCIDR };
   await iptablesRestore(node.netns, renderNodeFilter(input) + renderNodeNat(input), `flannel/kube-proxy rules on node ${node.name}`);
 }
@@ -236,27 +243,47 @@ function logFile(lab: LabState, what: string): string {
   return join(lab.dir, 'logs', `${what.replaceAll('/', '_')}.log`);
 }
 
-/** Namespace, CNI ADD and sysctls of a pod (no server yet). The pod is recorded in lab.pods first. */
-/** The CNI call of a pod: ADD and DEL must name the same container, config and address. */
+/** The CNI call of a pod: ADD and DEL must name the same container, config and address (DEL gets the ADD's result, as a runtime caches it). */
 function podCniCall(lab: LabState, node: LabNode, pod: LabPod, command: 'ADD' | 'DEL'): CniCall {
   return {
     command,
     nodeNetns: node.netns,
     podNetns: pod.netns,
     containerId: pod.containerId,
-    config: nodeCniConfig(lab, node),
+    config: nodeCniConfig(lab, node, pod.unmanaged),
     ...(pod.ip ? { ip: pod.ip } : {}),
+    ...(command === 'DEL' && pod.ip ? { prevResult: cachedResult(pod.ip, node.podCIDR) } : {}),
     podNamespace: pod.namespace,
     podName: pod.name,
   };
 }
 
-async function attachPod(lab: LabState, pod: LabPod): Promise<void> {
+/** How `addPod` starts a pod; the defaults are a kubelet's order. */
+export interface AddPodOptions {
+  /** Attach with the bridge plugin alone, as if by hand: no policyctl-cni, never named to an agent. */
+  readonly bypassPolicyCni?: boolean;
+  /** Start the pod's server before its network (it listens as soon as the address exists): tests probing from the first instant. */
+  readonly serverFirst?: boolean;
+  /** Runs once the pod's namespace exists, before any CNI plugin (tests start probers in it). */
+  readonly beforeNetwork?: (pod: LabPod) => Promise<void>;
+}
+
+/** Namespace, sysctls and CNI ADD of a pod. The pod is recorded in lab.pods first. */
+async function attachPod(lab: LabState, pod: LabPod, opts: AddPodOptions = {}): Promise<void> {
   const node = findNode(lab, pod.node);
   await run(['ip', 'netns', 'add', pod.netns], { context: `creating pod ${pod.key}` });
+  pod.timeline = { created: Date.now() };
   await setSysctls(pod.netns, CLIENT_SYSCTLS, `configuring pod ${pod.key}`);
   await ipBatch(pod.netns, ['link set lo up'], `configuring pod ${pod.key}`);
-  const result = await runCni(podCniCall(lab, node, pod, 'ADD'));
+  if (opts.serverFirst) await startPodServer(lab, pod);
+  await opts.beforeNetwork?.(pod);
+  const timeline = pod.timeline;
+  const call = podCniCall(lab, node, pod, 'ADD');
+  call.onPlugin = (type) => {
+    if (type === 'bridge') timeline.networkUp = Date.now();
+  };
+  const result = await runCni(call);
+  timeline.added = Date.now();
   const address = result?.ips?.[0]?.address?.split('/')[0];
   if (!address) throw new LabError(`CNI ADD for pod ${pod.key} returned no address: ${JSON.stringify(result)}`);
   if (pod.ip && address !== pod.ip) {
@@ -304,7 +331,9 @@ export async function createLab(spec: LabSpec, opts: LabOptions = {}): Promise<L
     nodes,
     pods: [],
     services: [],
+    ...(spec.policyCni ? { cniTimeoutSeconds: spec.policyCni.timeoutSeconds ?? 10 } : {}),
   };
+  if (spec.policyCni) for (const n of nodes) n.cniSocket = nodeCniSocket(dir, n.name);
   // Validate every pod and service before touching the kernel.
   const pods: LabPod[] = [];
   for (const [i, p] of (spec.pods ?? []).entries()) {
@@ -367,27 +396,45 @@ export async function createLab(spec: LabSpec, opts: LabOptions = {}): Promise<L
   });
 }
 
-async function teardownPod(lab: LabState, pod: LabPod): Promise<void> {
+/**
+ * A kubelet's teardown: the pod's processes, CNI DEL (through the conflist in reverse, so the
+ * agent drops the address before host-local releases it), the namespace. A failed DEL leaves
+ * the namespace and the address in place (the caller retries), unless `force` (cleaning up a
+ * failed ADD: every plugin's DEL still runs).
+ */
+async function teardownPod(lab: LabState, pod: LabPod, force = false): Promise<void> {
   const node = lab.nodes.find((n) => n.name === pod.node);
   const present = (await listNetns()).includes(pod.netns);
   if (present) await killPids(await netnsPids(pod.netns));
+  let failed: unknown;
   if (node) {
-    await runCni(podCniCall(lab, node, pod, 'DEL'));
+    try {
+      await runCni({ ...podCniCall(lab, node, pod, 'DEL'), force });
+    } catch (e) {
+      if (!force) throw e;
+      failed = e;
+    }
   }
   if (present) await run(['ip', 'netns', 'del', pod.netns], { context: `deleting pod ${pod.key}` });
+  if (failed) throw failed;
 }
 
-/** Adds a pod to a running lab: namespace, CNI ADD with the requested IP, server. */
-export async function addPod(lab: LabState, spec: LabPodSpec): Promise<LabPod> {
+/**
+ * Adds a pod to a running lab: namespace, CNI ADD with the requested IP (through policyctl-cni
+ * when the lab chains it: ADD returns once the node's agent enforces the pod), server. When the
+ * ADD fails the pod is torn down again and the error thrown (a kubelet would retry).
+ */
+export async function addPod(lab: LabState, spec: LabPodSpec, opts: AddPodOptions = {}): Promise<LabPod> {
   return withLock(lab.name, async () => {
     const pod = resolvePod(lab, spec, 'addPod');
+    if (opts.bypassPolicyCni) pod.unmanaged = true;
     lab.pods.push(pod);
     try {
-      await attachPod(lab, pod);
-      await startPodServer(lab, pod);
+      await attachPod(lab, pod, opts);
+      if (!opts.serverFirst) await startPodServer(lab, pod);
     } catch (err) {
       lab.pods = lab.pods.filter((p) => p !== pod);
-      await teardownPod(lab, pod).catch(() => {});
+      await teardownPod(lab, pod, true).catch(() => {});
       throw err;
     }
     await saveState(lab);

@@ -10,7 +10,7 @@
 //   of a `List` / `*List`, is one object.
 // - Nothing stops the load: a syntax error in one document, an unreadable path or an invalid
 //   object is a diagnostic and the rest still loads. An invalid NetworkPolicy keeps its
-//   fail-closed record in `objects` (DESIGN 3.2) next to one diagnostic per issue.
+//   fail-closed record in `objects` (docs/design.md, invariant fail-closed) next to one diagnostic per issue.
 
 import { readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';

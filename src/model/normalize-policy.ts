@@ -2,7 +2,7 @@
 // (pkg/apis/networking/validation ValidateNetworkPolicySpec), defaulting as it does it
 // (SetDefaults_NetworkPolicy, protocol TCP), and the fail-closed shape for invalid policies.
 //
-// Invariant (DESIGN 3.2, fail closed): a policy with any issue still yields a record that
+// Invariant (docs/design.md, invariant fail-closed): a policy with any issue still yields a record that
 // selects pods (its own podSelector when that is valid, else every pod of its namespace),
 // keeps the policy types (both when unreadable) and has no rules, so it isolates and allows
 // nothing. An error never removes isolation.

@@ -15,7 +15,7 @@ function policyRecord(obj: unknown): PolicyRecord {
 
 const fields = (issues: readonly ValidationIssue[]): string[] => issues.map((i) => i.field);
 
-/** Fail-closed shape (DESIGN 3.2): rules gone, the selected pods stay isolated. */
+/** Fail-closed shape (docs/design.md, invariant fail-closed): rules gone, the selected pods stay isolated. */
 function expectFailClosed(r: PolicyRecord): void {
   expect(r.issues.length).toBeGreaterThan(0);
   expect(r.ingress).toEqual([]);

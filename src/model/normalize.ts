@@ -12,7 +12,7 @@
 //   with a bad one gets no address at all (fail closed: in no allow set).
 // - Defaults as the API server / kubectl apply would set them: namespace `default`, the
 //   `kubernetes.io/metadata.name` namespace label, protocol TCP, policyTypes.
-// - Fail closed (DESIGN 3.2): an invalid NetworkPolicy still yields a record that isolates
+// - Fail closed (docs/design.md, invariant fail-closed): an invalid NetworkPolicy still yields a record that isolates
 //   (see normalize-policy.ts). Pods, Namespaces and Nodes with bad fields yield a record
 //   without the unusable fields, as long as name (and namespace) are usable.
 // - The enforcer programs IPv4 only: IPv6 pod IPs, node addresses and podCIDRs are left out

@@ -2,7 +2,7 @@
 //
 // This is the reference statement of the meaning, written from the API reference and kept
 // independent of the compiler: the property tests check that the compiled rules, executed by
-// a packet tracer, agree with this module on random clusters (DESIGN invariant 1).
+// a packet tracer, agree with this module on random clusters (docs/design.md, invariant two-statements).
 //
 // A flow is allowed when both sides allow it:
 // - egress: the source pod is not isolated for egress, or some egress rule of a policy

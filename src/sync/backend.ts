@@ -1,5 +1,5 @@
 // Which iptables the host uses. Writing to the other backend would program rules the kernel
-// path of the other agents never sees (DESIGN section 4): detect, never assume.
+// path of the other agents never sees (docs/design.md, "What a node is programmed with"): detect, never assume.
 
 import type { Runner } from './runner.ts';
 

@@ -1,7 +1,7 @@
 // The difference between the desired Ruleset and what the kernel holds, and the restore
 // payloads that apply it. Pure: the syncer runs the payloads.
 //
-// Order (DESIGN invariant 4): phase 1 creates and fills sets (`ipset restore`), phase 2 writes
+// Order (docs/design.md, invariant dependency-order): phase 1 creates and fills sets (`ipset restore`), phase 2 writes
 // every iptables change of the filter table in one `iptables-restore --noflush` transaction,
 // phase 3 removes set members and flushes the sets no longer wanted. These three are the main
 // apply: when they are done the kernel enforces the desired Ruleset. The one exception is

@@ -2,7 +2,7 @@
 // Pods and NetworkPolicies, made fault tolerant.
 //
 // Invariants:
-// - Synced (DESIGN invariant 6): `status().synced` turns true, and `start()` resolves, only
+// - Synced (docs/design.md, invariant synced-before-write): `status().synced` turns true, and `start()` resolves, only
 //   after every resource was listed successfully once. Until then the source retries with
 //   backoff for ever and says in `status()` what fails; the agent awaits `start()` and so
 //   writes nothing while the cluster is half known.

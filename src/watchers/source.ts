@@ -3,7 +3,7 @@
 import type { Model } from '../model/store.ts';
 
 export interface SourceStatus {
-  /** Every initial list is done: the model describes the whole cluster (invariant 6). */
+  /** Every initial list is done: the model describes the whole cluster (invariant synced-before-write, docs/design.md). */
   readonly synced: boolean;
   /** The source is connected and current; false while it is retrying (the model is kept). */
   readonly healthy: boolean;

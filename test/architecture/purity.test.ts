@@ -1,4 +1,4 @@
-// DESIGN section 2: the model, semantics and compiler are pure. This test makes the rule
+// docs/design.md, "Layers": the model, semantics and compiler are pure. This test makes the rule
 // checkable: it scans their imports and fails on any I/O module or a forbidden layer.
 
 import { readdirSync, readFileSync, statSync } from 'node:fs';

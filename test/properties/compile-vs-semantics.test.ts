@@ -1,4 +1,4 @@
-// DESIGN invariant 1: two independent statements of the meaning must agree. On random
+// docs/design.md, invariant two-statements: two independent statements of the meaning must agree. On random
 // clusters, every flow between pods (and to and from outside addresses) gets the same verdict
 // from the semantics and from the tracer executing the compiled, rendered rules of each node
 // on the flow's path. The seed is printed on failure; replay with PROPERTY_SEED=<seed>.

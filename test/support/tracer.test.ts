@@ -40,7 +40,7 @@ interface Case {
   /** Substring of the deciding rule; `null` when the policy decided. */
   readonly by?: string | null;
   /**
-   * Substring of a rule that matched on the way. Allow is RETURN (DESIGN.md §4), so for an
+   * Substring of a rule that matched on the way. Allow is RETURN (docs/design.md, "What a node is programmed with"), so for an
    * allowed flow the policy decides and this names the rule that let it through.
    */
   readonly hit?: string;

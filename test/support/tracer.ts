@@ -1,6 +1,6 @@
 // A packet tracer that executes `iptables-restore` and `ipset restore` TEXT the way the kernel
 // would, so property tests can check compile(model) against the reference semantics
-// (DESIGN.md §3, invariant 1: two independent statements of the meaning).
+// (docs/design.md, invariant two-statements).
 //
 // It deliberately imports nothing from src/compiler: it reads the rendered text, so a renderer
 // bug (a wrong flag, a missing match, a bad port range) shows up here instead of being shared
