@@ -139,11 +139,13 @@ export class Agent {
       staleAfterMs: o.staleAfterMs ?? 3 * (o.resyncMs ?? 10_000) + 5_000,
     };
     this.containment = new Containment({ model: o.source.model, node: o.node, syncer: o.syncer, logger: o.logger, metrics: this.metrics, retryMs: this.o.quarantineRetryMs });
-    this.containment.attach();
   }
 
   async start(): Promise<void> {
     const log = this.o.logger;
+    // The quarantine's adjuster is added here, after those added since the agent was made (the
+    // CNI overlay), so it runs last: a quarantined record stays fail-closed whatever they give it.
+    this.containment.attach();
     this.o.source.onChange(() => this.changed());
     this.released = new ReleasedAddresses(this.o.source.model);
     log.info({ node: this.o.node, podCidrs: this.o.podCidrs, revokeEstablished: this.o.revokeEstablished }, 'starting: waiting for the initial content of the source before any write');

@@ -101,7 +101,9 @@ export class Containment {
       res = await this.o.syncer.applyInPieces(desired, {
         skip,
         onRejected: (r) => {
-          const owners = prov.owners(r.piece, r.line, quarantined);
+          // An object already quarantined that still produces a refused piece (an adjuster after
+          // ours gave it back?) is no progress: that refusal is reported as unexplained.
+          const owners = prov.owners(r.piece, r.line, quarantined).filter((c) => !this.quarantine.has(culpritKey(c)));
           if (owners.length === 0) unexplained.push(r);
           for (const c of owners) if (!found.has(culpritKey(c))) found.set(culpritKey(c), { culprit: c, rejection: r });
         },

@@ -1,0 +1,140 @@
+// The quarantine as a model adjuster, and the provenance of refused pieces (which objects a set
+// entry, a rule or a chain comes from). No kernel here: see containment.test.ts for that.
+
+import { describe, expect, it } from 'vitest';
+import { block, modelOf, node, ns, pod, podsPeer, policy, port, ports, rule, sel } from '../../test/support/builders.ts';
+import { PROGRAMMED_SET, compile } from '../compiler/compile.ts';
+import { renderRule } from '../compiler/render.ts';
+import type { Chain } from '../compiler/ruleset.ts';
+import type { PodRecord, PolicyRecord } from '../model/types.ts';
+import { emptyState } from '../sync/kernel-state.ts';
+import { planPieces, type Piece } from '../sync/pieces.ts';
+import { diff } from '../sync/plan.ts';
+import { Provenance, culpritKey } from './provenance.ts';
+import { Quarantine, failClosed } from './quarantine.ts';
+
+const N1 = node('n1', '10.244.1.0/24', '192.168.50.11');
+const web = pod('app', 'web', { app: 'web' }, { ip: '10.244.1.10', node: 'n1', ports: [port(80, 'http')] });
+const db = pod('app', 'db', { app: 'db' }, { ip: '10.244.1.11', node: 'n1' });
+const client = pod('app', 'client', { app: 'client' }, { ip: '10.244.2.10', node: 'n2', ports: [port(8080, 'metrics')] });
+const deny = policy('app', 'deny', sel(), { types: ['Ingress'], ingress: [] });
+const allow = policy('app', 'allow', sel({ app: 'web' }), { ingress: [rule([podsPeer('app', sel({ app: 'client' }))], ports('http')), rule([block('0.0.0.0/0', ['10.0.0.0/8'])])] });
+const dbEgress = policy('app', 'db-egress', sel({ app: 'db' }), { types: ['Egress'], egress: [rule([podsPeer('app', sel({ app: 'client' }))], ports('metrics'))] });
+
+describe('Quarantine', () => {
+  function setup() {
+    let now = 1_000_000;
+    const m = modelOf(ns('app'), N1, web, db, client, deny, allow);
+    const q = new Quarantine(m, { retryMs: 1000, maxRetryMs: 3000, now: () => now });
+    q.attach();
+    return { m, q, tick: (ms: number) => (now += ms) };
+  }
+  const culprit = (r: PodRecord | PolicyRecord, field: string, value: string) => ({ kind: r.kind, uid: r.uid, ref: `${r.kind}/${r.name}`, field, value });
+
+  it('stores a quarantined object fail-closed: a pod without address, a policy without rules; the source record stays', () => {
+    const { m, q } = setup();
+    q.add(culprit(client, 'status.podIP', '10.244.2.10'), 'refused');
+    q.add(culprit(allow, 'spec.ingress[0]', '-A ...'), 'refused');
+    expect(m.getPod(client.uid)!.ips).toEqual([]);
+    expect(m.findPolicy('app', 'allow')).toMatchObject({ ingress: [], egress: [], podSelector: allow.podSelector, policyTypes: allow.policyTypes });
+    expect(m.sourceRecord(client.uid, 'Pod')).toEqual(client);
+    expect(q.list().map((e) => e.ref)).toEqual(['NetworkPolicy/allow', 'Pod/client']);
+    expect(q.has(culpritKey(client))).toBe(true);
+    // Other records are untouched (the same objects).
+    expect(m.getPod(web.uid)).toBe(web);
+    expect(failClosed(deny)).toBe(deny);
+  });
+
+  it('the same content stored again stays quarantined; a change lifts it and the object is tried as it is', () => {
+    const { m, q } = setup();
+    q.add(culprit(client, 'status.podIP', '10.244.2.10'), 'refused');
+    m.upsert({ ...client }); // a resync of the same object
+    expect(q.review()).toEqual([]);
+    expect(m.getPod(client.uid)!.ips).toEqual([]);
+    const moved = { ...client, ips: ['10.244.2.11'] };
+    m.upsert(moved);
+    expect(q.review().map((l) => l.why)).toEqual(['changed']);
+    expect(m.getPod(client.uid)).toEqual(moved);
+    expect(q.list()).toEqual([]);
+  });
+
+  it('an object that leaves the source leaves the quarantine', () => {
+    const { m, q } = setup();
+    q.add(culprit(allow, 'spec.ingress[0]', '-A ...'), 'refused');
+    m.remove(allow.uid, 'NetworkPolicy');
+    expect(q.review().map((l) => l.why)).toEqual(['deleted']);
+    expect(q.add(culprit(allow, 'spec.ingress[0]', '-A ...'), 'refused')).toBeUndefined();
+  });
+
+  it('is retried after a delay that doubles with each refusal of the same content, up to a bound', () => {
+    const { m, q, tick } = setup();
+    const delays: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const e = q.add(culprit(client, 'status.podIP', '10.244.2.10'), 'refused')!;
+      delays.push(e.retryAt - e.since.getTime());
+      expect(e.strikes).toBe(i + 1);
+      tick(e.retryAt - e.since.getTime() - 1);
+      expect(q.review()).toEqual([]);
+      tick(1);
+      expect(q.review().map((l) => l.why)).toEqual(['retry']);
+      expect(m.getPod(client.uid)).toEqual(client); // tried again as it is
+    }
+    expect(delays).toEqual([1000, 2000, 3000, 3000]);
+  });
+});
+
+describe('Provenance', () => {
+  const model = () => modelOf(ns('app'), N1, web, db, client, deny, allow, dbEgress);
+  function pieces(m = model()) {
+    const rs = compile(m, 'n1');
+    const pp = planPieces(diff(rs, emptyState()));
+    return { m, rs, all: [...pp.sets, ...pp.rest, ...pp.programmed], prov: new Provenance(m, 'n1', rs) };
+  }
+  const refs = (cs: { ref: string; field: string; value: string }[]) => cs.map((c) => `${c.ref} ${c.field} ${c.value}`);
+
+  it('a set entry comes from the pods with its address; the field is the address', () => {
+    const { all, prov } = pieces();
+    const entries = all.filter((p): p is Extract<Piece, { kind: 'member' }> => p.kind === 'member' && p.entry.startsWith('10.244.2.10'));
+    expect(entries.map((p) => p.setType).sort()).toEqual(['hash:ip', 'hash:ip,port']); // the peer set and the named-port set
+    for (const p of entries) expect(refs(prov.owners(p))).toEqual(['pod/app/client status.podIP 10.244.2.10']);
+    const programmed = all.find((p) => p.kind === 'member' && p.set === PROGRAMMED_SET && p.entry === '10.244.1.11')!;
+    expect(refs(prov.owners(programmed))).toEqual(['pod/app/db status.podIP 10.244.1.11']);
+  });
+
+  it('an ipBlock entry and a set come from the policies whose rules match the set', () => {
+    const { all, prov } = pieces();
+    const blockEntry = all.find((p) => p.kind === 'member' && p.setType === 'hash:net')!;
+    expect(refs(prov.owners(blockEntry)).map((s) => s.split(' ').slice(0, 2).join(' '))).toEqual(['networkpolicy/app/allow spec.ingress[1]']);
+    const peerSet = all.find((p) => p.kind === 'set' && p.setType === 'hash:ip,port')!;
+    expect(prov.owners(peerSet).map((c) => `${c.ref} ${c.field}`)).toEqual(['networkpolicy/app/db-egress spec.egress[0]']);
+    // The programmed set and the hooks are no one object's doing.
+    expect(prov.owners(all.find((p) => p.kind === 'set' && p.set === PROGRAMMED_SET)!)).toEqual([]);
+    expect(prov.owners(all.find((p) => p.kind === 'hooks')!)).toEqual([]);
+  });
+
+  it("a rule the kernel named comes from its policy (the field names the rule); a dispatch rule from its chain's policies", () => {
+    const { all, prov, rs } = pieces();
+    const chain = all.find((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && p.chain.rules.some((r) => r.comment === 'app/allow ingress[0]'))!;
+    const line = renderRule(chain.chain.name, chain.chain.rules.find((r) => r.comment === 'app/allow ingress[0]')!);
+    expect(prov.owners(chain, line)).toEqual([{ kind: 'NetworkPolicy', uid: allow.uid, ref: 'networkpolicy/app/allow', field: 'spec.ingress[0]', value: line }]);
+    // Refused whole (no line): the policies that put rules in it (app/deny puts none).
+    expect(prov.owners(chain).map((c) => c.ref)).toEqual(['networkpolicy/app/allow']);
+    // The bucket chain's rule going to it.
+    const bucket = rs.chains.find((c) => c.name.startsWith('PCTL-IB-') && c.rules.some((r) => r.action.kind === 'goto' && r.action.chain === chain.chain.name))!;
+    const dispatch = bucket.rules.find((r) => r.action.kind === 'goto' && r.action.chain === chain.chain.name)!;
+    const bucketPiece = all.find((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && p.chain.name === bucket.name)!;
+    expect(prov.owners(bucketPiece, renderRule(bucket.name, dispatch)).map((c) => c.ref)).toEqual(['networkpolicy/app/allow']);
+    // Top chains: nobody's.
+    expect(prov.owners(all.find((p) => p.kind === 'chain' && p.chain.name === 'PCTL-FORWARD')!)).toEqual([]);
+  });
+
+  it('a chain still refused once its policies are quarantined falls to the local pods dispatched to it', () => {
+    const { all, prov } = pieces();
+    const denyOnly = all.find((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && p.chain.rules.length === 1 && p.chain.rules[0]!.comment.includes('isolated by app/deny'))! as { chain: Chain } & Piece;
+    // Only app/deny isolates app/db for ingress: it puts no rule in the chain.
+    expect(prov.owners(denyOnly).map((c) => `${c.ref} ${c.field}`)).toEqual(['pod/app/db metadata.labels']);
+    expect(prov.owners(denyOnly, undefined, (k) => k === culpritKey(db))).toEqual([]);
+    const allowChain = all.find((p) => p.kind === 'chain' && p.chain.rules.some((r) => r.comment.startsWith('app/allow')))!;
+    expect(prov.owners(allowChain, undefined, (k) => k === culpritKey(allow)).map((c) => c.ref)).toEqual(['pod/app/web']);
+  });
+});
