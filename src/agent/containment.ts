@@ -93,6 +93,7 @@ export class Containment {
     // A piece whose every object is already found bad is not tried: its object leaves the
     // Ruleset with the quarantine anyway (a pod in 40 peer sets costs one refusal, not 40).
     const skip = (p: Piece) => {
+      if (found.size === 0) return false;
       const owners = p.kind === 'hooks' || p.kind === 'set' ? [] : prov.owners(p);
       return owners.length > 0 && owners.every((c) => found.has(culpritKey(c)));
     };

@@ -18,15 +18,16 @@
 //   chains and sets deleted) are withheld: with a piece refused, a removal could be the one that
 //   drops a pod's isolation (its address deleted from its old dispatch set while the new one was
 //   refused). So after a piecewise apply the kernel enforces at least what it enforced before,
-//   plus every accepted addition: never less isolated than the last state in force. The sync
-//   that follows (after the agent's quarantine) does the removals.
+//   plus every accepted addition: never less isolated than the last state in force (invariant
+//   *fail-closed*: an error never removes isolation). The sync that follows (after the agent's
+//   quarantine) does the removals.
 // - A piece is tried together with the pieces it needs that are not in the kernel yet (the sets
 //   its rules match, the chains its rules go to); a piece whose need was refused or skipped is
 //   never tried ("blocked"), so a refusal is never blamed on what merely depends on it.
 // - Addresses of the programmed set (PROGRAMMED_SET: the local pods this node enforces) are added
 //   last, only when no set, chain, rule or hook piece was refused, blocked or skipped, and never
 //   an address refused (or skipped) in another set: an address enters it only once everything
-//   that enforces it is in force.
+//   that enforces it is in force (invariant *fail-closed-in-time*).
 // - Every try is an ordinary, idempotent restore: `ipset restore -exist` (which keeps the lines
 //   before a failing one: trying them again changes nothing) or one atomic
 //   `iptables-restore --noflush` transaction (all or nothing).
