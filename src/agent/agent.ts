@@ -70,6 +70,7 @@ export interface AgentOptions {
 export interface AgentStatus {
   readonly node: string;
   readonly ready: boolean;
+  /** Why it is not ready, then what it reports without being unready (objects quarantined fail-closed). */
   readonly reasons: readonly string[];
   readonly revision: string;
   readonly generation: number;
@@ -411,16 +412,19 @@ export class Agent {
     if (!s.healthy) reasons.push(`source unhealthy, enforcing the last known state: ${s.detail}`);
     if (!this.applied) reasons.push('nothing applied yet');
     if (this.lastError) reasons.push(`last sync failed: ${this.lastError}`);
-    reasons.push(...this.containment.reasons());
     if (this.bridgeNf === false) reasons.push('net.bridge.bridge-nf-call-iptables is not 1');
     if (this.applied && !this.stopped) {
       const age = Date.now() - this.applied.at.getTime();
       if (age > this.o.staleAfterMs) reasons.push(`last good sync ${Math.round(age / 1000)} s ago (more than ${Math.round(this.o.staleAfterMs / 1000)} s): the kernel may no longer follow the cluster`);
     }
+    // A quarantined object is reported (a reason on /readyz) without making the node unready:
+    // everything else is enforced and the object itself fails closed, and one tenant's object
+    // must not be able to take every node's agent out of service.
+    const warnings = this.containment.reasons();
     return {
       node: this.o.node,
       ready: reasons.length === 0,
-      reasons,
+      reasons: [...reasons, ...warnings],
       revision: this.applied?.revision ?? '',
       generation: this.applied?.generation ?? -1,
       ...(this.applied ? { lastSyncAt: this.applied.at.toISOString() } : {}),

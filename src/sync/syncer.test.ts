@@ -276,16 +276,19 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     // group is new to that bucket. One set member, then one appended rule; nothing deleted.
     const join = await step(() => m.upsert(pod('x', 'a2', { app: 'web' }, { ip: '10.244.1.27', node: 'n1', ports: [port(80, 'http')] })));
     expect(join.planFrom).toBe('delta');
-    // The set members: the new dispatch set entry (and the peer and named-port sets of x/a2).
+    // The set members: the new dispatch set entry (and the peer and named-port sets of x/a2);
+    // then the rule; then, once both are in force, the address joins the programmed ones.
     expect(writesOf(rec)).toEqual([
       { cmd: 'ipset', input: expect.stringMatching(/^(add PCTL-[pni]-\w+ 10\.244\.1\.27(,tcp:80)?\n)+$/) },
       { cmd: 'iptables-nft-restore', input: expect.stringMatching(/^\*filter\n-A PCTL-IB-11 -m set --match-set PCTL-i-\w+ dst -m comment --comment "\w+ ingress policy of the local pods in PCTL-i-\w+" -g PCTL-I-\w+\nCOMMIT\n$/) },
+      { cmd: 'ipset', input: 'add PCTL-programmed 10.244.1.27\n' },
     ]);
     expect(syncer.hasGarbage()).toBe(false);
     // It leaves: the member goes in the main apply; the stale rule waits for the collection.
     const leave = await step(() => m.remove('pod-x-a2', 'Pod'));
     expect(leave.payloads.iptables).toBe('');
-    expect(writesOf(rec)).toEqual([{ cmd: 'ipset', input: expect.stringMatching(/^(del PCTL-[pni]-\w+ 10\.244\.1\.27(,tcp:80)?\n)+$/) }]);
+    // The programmed address goes first of all.
+    expect(writesOf(rec)).toEqual([{ cmd: 'ipset', input: expect.stringMatching(/^del PCTL-programmed 10\.244\.1\.27\n(del PCTL-[pni]-\w+ 10\.244\.1\.27(,tcp:80)?\n)+$/) }]);
     expect(writesOf(rec)[0]!.input).toMatch(/^del PCTL-i-/m);
     expect(leave.payloads.gcIptables).toMatch(/^\*filter\n-D PCTL-IB-11 -m set --match-set PCTL-i-\w+ dst -m comment --comment "\w+ ingress policy [^"]+" -g PCTL-I-\w+\nCOMMIT\n$/);
     expect(net.sh('iptables -S PCTL-IB-11').split('\n').filter((l) => l.startsWith('-A')).length).toBe(2);
