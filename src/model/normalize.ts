@@ -1,7 +1,8 @@
 // One Kubernetes object as read from a manifest or the API -> one validated, defaulted record.
 //
 // Pure (no I/O): sources call `normalize` and decide what to do with the issues. Rules:
-// - Known kinds: Pod, Namespace, Node (core v1) and NetworkPolicy (networking.k8s.io/v1).
+// - Known kinds: Pod, Namespace, Node (core v1), NetworkPolicy (networking.k8s.io/v1) and
+//   ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2, cluster-scoped).
 //   Other kinds, and same-named kinds of other API groups (e.g. Calico's
 //   projectcalico.org/v3 NetworkPolicy), are `skipped`, not errors. A known kind spelled
 //   another way (`networkpolicy`, `Pods`) or with a wrong apiVersion (`v1` for a
@@ -13,13 +14,15 @@
 // - Defaults as the API server / kubectl apply would set them: namespace `default`, the
 //   `kubernetes.io/metadata.name` namespace label, protocol TCP, policyTypes.
 // - Fail closed (docs/design.md, invariant fail-closed): an invalid NetworkPolicy still yields a record that isolates
-//   (see normalize-policy.ts). Pods, Namespaces and Nodes with bad fields yield a record
+//   (see normalize-policy.ts), and so does an invalid ClusterNetworkPolicy: it denies what its rules
+//   would have decided (see normalize-cluster-policy.ts). Pods, Namespaces and Nodes with bad fields yield a record
 //   without the unusable fields, as long as name (and namespace) are usable.
 // - The enforcer programs IPv4 only: IPv6 pod IPs, node addresses and podCIDRs are left out
 //   without an issue (they are valid, just not ours).
 
 import { CidrError, normalizeIPv4, parseCidr } from './cidr.ts';
 import { IssueList, type Obj, childPath, indexPath, isAbsent, isObject, keyPath } from './issues.ts';
+import { normalizeClusterPolicy } from './normalize-cluster-policy.ts';
 import { normalizePolicy } from './normalize-policy.ts';
 import { NAMESPACE_NAME_LABEL } from './store.ts';
 import type { ContainerPort, NamespaceRecord, NodeRecord, ObjectRecord, PodRecord, Protocol, ValidationIssue } from './types.ts';
@@ -29,7 +32,10 @@ import { dns1123LabelErrors, dns1123SubdomainErrors, labelKeyErrors, labelValueE
 export interface NormalizeResult {
   /** Absent when the object is skipped or too broken to identify. */
   readonly record?: ObjectRecord;
-  /** Everything wrong with the object; a NetworkPolicy record carries the same list. */
+  /**
+   * Everything wrong with the object; a NetworkPolicy record carries the same list. For a
+   * ClusterNetworkPolicy: its `issues`, then its `unsupported` constructs (both fail closed).
+   */
   readonly issues: ValidationIssue[];
   /** kubectl-style reference, e.g. `networkpolicy/ns/name`; `<unnamed>` stands in for a missing name. */
   readonly ref: string;
@@ -50,6 +56,7 @@ const KINDS: Readonly<Record<string, KindSpec>> = {
   Namespace: { group: '', version: 'v1', namespaced: false },
   Node: { group: '', version: 'v1', namespaced: false },
   NetworkPolicy: { group: 'networking.k8s.io', version: 'v1', namespaced: true },
+  ClusterNetworkPolicy: { group: 'policy.networking.k8s.io', version: 'v1alpha2', namespaced: false },
 };
 
 /** Groups that once served a kind under another version: still that kind, with an issue. */
@@ -129,6 +136,13 @@ export function normalize(obj: unknown): NormalizeResult {
   const usable = m.name !== undefined && (!spec.namespaced || m.namespace !== undefined);
 
   let record: ObjectRecord | undefined;
+  if (kind === 'ClusterNetworkPolicy') {
+    // Fail closed: even an unnamed policy is enforced (it then applies to every pod).
+    const name = m.name ?? UNNAMED;
+    const unsupported = new IssueList();
+    const cnp = normalizeClusterPolicy(obj, { uid: m.uid ?? name, name, named: m.name !== undefined }, issues, unsupported);
+    return { record: cnp, issues: [...issues.items, ...unsupported.items], ref };
+  }
   if (kind === 'NetworkPolicy') {
     // Fail closed: even an unnamed policy isolates, as long as we know its namespace.
     if (m.namespace !== undefined) {
@@ -146,6 +160,12 @@ export function normalize(obj: unknown): NormalizeResult {
 
 function apiVersionOf(spec: KindSpec): string {
   return spec.group === '' ? spec.version : `${spec.group}/${spec.version}`;
+}
+
+/** The apiVersion a known kind is read in (`v1`, `networking.k8s.io/v1`, ...). */
+export function apiVersionOfKind(kind: string): string | undefined {
+  const spec = KINDS[kind];
+  return spec ? apiVersionOf(spec) : undefined;
 }
 
 function splitApiVersion(v: unknown): [group: string, version: string] {

@@ -15,7 +15,7 @@
 //   the model (semantics, compilers) sees only these effective records.
 
 import { selectorMatches } from './selector.ts';
-import type { NamespaceRecord, NodeRecord, ObjectRecord, PodRecord, PodsPeer, PolicyRecord, Requirement, Selector } from './types.ts';
+import type { ClusterPolicyRecord, CnpTier, NamespaceRecord, NodeRecord, ObjectRecord, PodRecord, PodsPeer, PolicyRecord, Requirement, Selector } from './types.ts';
 import { isEnforceable, sameRecord } from './types.ts';
 
 export const NAMESPACE_NAME_LABEL = 'kubernetes.io/metadata.name';
@@ -41,6 +41,10 @@ export class Model {
   private readonly namespacesByName = new Map<string, NamespaceRecord>();
   private readonly nodes = new Map<string, NodeRecord>(); // by uid
   private readonly policies = new Map<string, PolicyRecord>();
+  /** ClusterNetworkPolicies by uid; cluster-scoped, so they name no namespace. */
+  private readonly clusterPolicies = new Map<string, ClusterPolicyRecord>();
+  /** clusterPoliciesInTier(), kept until a ClusterNetworkPolicy changes. */
+  private tierCache: ReadonlyMap<CnpTier, readonly ClusterPolicyRecord[]> | undefined;
   /** namespace name -> uids of its pods */
   private readonly podsByNamespace = new Map<string, Set<string>>();
   /** node name -> uids of the pods bound to it */
@@ -144,7 +148,16 @@ export class Model {
 
   private readjustAll(): void {
     for (const kind of KINDS) {
-      const uids = kind === 'Pod' ? [...this.pods.keys()] : kind === 'Namespace' ? [...this.namespaces.keys()] : kind === 'Node' ? [...this.nodes.keys()] : [...this.policies.keys()];
+      const uids =
+        kind === 'Pod'
+          ? [...this.pods.keys()]
+          : kind === 'Namespace'
+            ? [...this.namespaces.keys()]
+            : kind === 'Node'
+              ? [...this.nodes.keys()]
+              : kind === 'NetworkPolicy'
+                ? [...this.policies.keys()]
+                : [...this.clusterPolicies.keys()];
       for (const uid of uids) this.readjust(uid, kind);
     }
   }
@@ -165,6 +178,8 @@ export class Model {
         return this.nodes.get(uid);
       case 'NetworkPolicy':
         return this.policies.get(uid);
+      case 'ClusterNetworkPolicy':
+        return this.clusterPolicies.get(uid);
     }
   }
 
@@ -258,6 +273,10 @@ export class Model {
         this.policies.set(r.uid, r);
         if (addTo(this.policiesByNamespace, r.namespace, r.uid)) this.namespaceCache = undefined;
         break;
+      case 'ClusterNetworkPolicy':
+        this.clusterPolicies.set(r.uid, r);
+        this.tierCache = undefined;
+        break;
     }
     this.gen++;
     this.emit({ kind: r.kind, uid: r.uid, ...(before ? { before } : {}), after: r });
@@ -340,6 +359,13 @@ export class Model {
         if (removeFrom(this.policiesByNamespace, pol.namespace, uid)) this.namespaceCache = undefined;
         return pol;
       }
+      case 'ClusterNetworkPolicy': {
+        const cnp = this.clusterPolicies.get(uid);
+        if (!cnp) return undefined;
+        this.clusterPolicies.delete(uid);
+        this.tierCache = undefined;
+        return cnp;
+      }
     }
   }
 
@@ -349,6 +375,35 @@ export class Model {
   allPolicies(): Iterable<PolicyRecord> {
     return this.policies.values();
   }
+  allClusterPolicies(): Iterable<ClusterPolicyRecord> {
+    return this.clusterPolicies.values();
+  }
+
+  /**
+   * The ClusterNetworkPolicies of a tier in evaluation order: lower priority first; at one
+   * priority, by name, then UID. The API leaves the order of equal priorities undefined; name
+   * order makes ours deterministic (the semantics warn where it matters).
+   */
+  clusterPoliciesInTier(tier: CnpTier): readonly ClusterPolicyRecord[] {
+    if (!this.tierCache) {
+      const byTier = new Map<CnpTier, ClusterPolicyRecord[]>([
+        ['Admin', []],
+        ['Baseline', []],
+      ]);
+      for (const c of this.clusterPolicies.values()) byTier.get(c.tier)!.push(c);
+      for (const list of byTier.values()) list.sort(compareClusterPolicies);
+      this.tierCache = byTier;
+    }
+    return this.tierCache.get(tier)!;
+  }
+
+  /** The ClusterNetworkPolicy with this name (the first in UID order if a source holds two). */
+  findClusterPolicy(name: string): ClusterPolicyRecord | undefined {
+    let found: ClusterPolicyRecord | undefined;
+    for (const c of this.clusterPolicies.values()) if (c.name === name && (!found || c.uid < found.uid)) found = c;
+    return found;
+  }
+
   allNodes(): Iterable<NodeRecord> {
     return this.nodes.values();
   }
@@ -477,7 +532,12 @@ interface Candidates {
   readonly size: number;
 }
 
-const KINDS: readonly ObjectRecord['kind'][] = ['Pod', 'Namespace', 'Node', 'NetworkPolicy'];
+const KINDS: readonly ObjectRecord['kind'][] = ['Pod', 'Namespace', 'Node', 'NetworkPolicy', 'ClusterNetworkPolicy'];
+
+/** Evaluation order within a tier: priority, then name, then UID. */
+export function compareClusterPolicies(a: ClusterPolicyRecord, b: ClusterPolicyRecord): number {
+  return a.priority - b.priority || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) || (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0);
+}
 
 function candidatesFor(req: Requirement, byKey: Map<string, Map<string, Set<string>>> | undefined): Candidates | undefined {
   if (req.operator !== 'In' && req.operator !== 'Exists') return undefined;

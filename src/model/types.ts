@@ -145,15 +145,110 @@ export interface PolicyRecord {
   readonly issues: readonly ValidationIssue[];
 }
 
-export type ObjectRecord = PodRecord | NamespaceRecord | NodeRecord | PolicyRecord;
+// ---- ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) ---------------------------------
+//
+// Cluster-scoped policies in two tiers around NetworkPolicies: Admin (before them) and Baseline
+// (after them). Records hold the *effective* rules: a rule that fails closed is stored in the form
+// it is enforced in (see `CnpRule.failClosed`), so the semantics and the compiler never decide
+// what an unsupported or invalid construct means (docs/design.md, invariant fail-closed).
 
-/** kubectl-style reference: `pod/ns/name`, `networkpolicy/ns/name`, `namespace/name`, `node/name`. */
+export type CnpTier = 'Admin' | 'Baseline';
+export const CNP_TIERS: readonly CnpTier[] = ['Admin', 'Baseline'];
+
+export type CnpAction = 'Accept' | 'Deny' | 'Pass';
+export const CNP_ACTIONS: readonly CnpAction[] = ['Accept', 'Deny', 'Pass'];
+
+/** A `networks` peer (egress only): any address inside one of the CIDRs, pod IPs included. */
+export interface NetworksPeer {
+  readonly kind: 'networks';
+  /** IPv4 and IPv6 as written (IPv6 never matches IPv4 traffic). */
+  readonly cidrs: readonly Cidr[];
+}
+
+/** Every address, pod or not: the peer of a rule that fails closed as "deny all". */
+export interface AnyPeer {
+  readonly kind: 'any';
+}
+
+/**
+ * A CNP peer. `namespaces` and `pods` peers are `PodsPeer`s with a namespace selector
+ * (`namespaces.kind` is always `selector`): `pods` absent for a `namespaces` peer (every pod of
+ * the selected namespaces), present for a `pods` peer. As for NetworkPolicy, only enforceable
+ * pods match (host-network pods never do).
+ */
+export type CnpPeer = PodsPeer | NetworksPeer | AnyPeer;
+
+/**
+ * One `protocols` entry. `port`: a TCP, UDP or SCTP destination port or inclusive range
+ * (`endPort` absent for a single port). `namedPort`: `destinationNamedPort`, resolved on the
+ * destination pod: every container port of that name, with its own protocol; it never matches
+ * a destination that is not a pod.
+ */
+export type CnpProtocolMatch =
+  | { readonly kind: 'port'; readonly protocol: Protocol; readonly port: number; readonly endPort?: number }
+  | { readonly kind: 'namedPort'; readonly name: string };
+
+export interface CnpRule {
+  /** `name` as written; '' when absent. */
+  readonly name: string;
+  readonly action: CnpAction;
+  /** A connection matches when any peer matches (an empty list matches nothing). */
+  readonly peers: readonly CnpPeer[];
+  /** Absent: every protocol and port. Otherwise any entry must match. */
+  readonly protocols?: readonly CnpProtocolMatch[];
+  /**
+   * Set when the rule as written could not be enforced and this record holds its fail-closed
+   * form instead, saying why: an Accept rule then has no peers (it matches nothing); a Deny or
+   * Pass rule, or a rule of an invalid policy, becomes `Deny` to `[{kind: 'any'}]` with no
+   * protocols (it denies everything).
+   */
+  readonly failClosed?: string;
+}
+
+export interface ClusterPolicyRecord {
+  readonly kind: 'ClusterNetworkPolicy';
+  readonly uid: string;
+  /** metadata.name (cluster-scoped: no namespace). */
+  readonly name: string;
+  /** `Admin` also when the tier could not be read (the stricter reading, fail closed). */
+  readonly tier: CnpTier;
+  /** 0-1000, lower first; 0 when it could not be read. */
+  readonly priority: number;
+  /**
+   * The pods the policy applies to (enforceable pods only, as a peer selects them). Every pod of
+   * the cluster when the subject could not be read or names nothing this agent understands.
+   */
+  readonly subject: PodsPeer;
+  /** Rules in written order; empty: the policy does not affect that direction. */
+  readonly ingress: readonly CnpRule[];
+  readonly egress: readonly CnpRule[];
+  /**
+   * Non-empty when the policy is invalid (the API server would refuse it). It is then enforced
+   * fail-closed: each direction it has rules for holds one rule denying everything.
+   */
+  readonly issues: readonly ValidationIssue[];
+  /**
+   * Constructs that are valid but not supported (experimental `nodes` and `domainNames` peers, a
+   * peer or subject with no field this agent knows): the rules that use them fail closed, the
+   * rest of the policy is enforced as written.
+   */
+  readonly unsupported: readonly ValidationIssue[];
+}
+
+export type ObjectRecord = PodRecord | NamespaceRecord | NodeRecord | PolicyRecord | ClusterPolicyRecord;
+
+/**
+ * kubectl-style reference: `pod/ns/name`, `networkpolicy/ns/name`, `clusternetworkpolicy/name`,
+ * `namespace/name`, `node/name`.
+ */
 export function refOf(r: ObjectRecord): string {
   switch (r.kind) {
     case 'Pod':
       return `pod/${r.namespace}/${r.name}`;
     case 'NetworkPolicy':
       return `networkpolicy/${r.namespace}/${r.name}`;
+    case 'ClusterNetworkPolicy':
+      return `clusternetworkpolicy/${r.name}`;
     case 'Namespace':
       return `namespace/${r.name}`;
     case 'Node':

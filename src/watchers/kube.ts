@@ -320,7 +320,7 @@ export class KubeSource implements ModelSource {
   }
 
   stats(): KubeSourceStats {
-    const objectsWithIssues = { Namespace: 0, Node: 0, Pod: 0, NetworkPolicy: 0 };
+    const objectsWithIssues = { Namespace: 0, Node: 0, Pod: 0, NetworkPolicy: 0, ClusterNetworkPolicy: 0 }; // CNPs are not watched yet
     for (const w of this.watched) for (const e of w.entries.values()) if (e.issues.length) objectsWithIssues[w.spec.kind]++;
     const c = this.counters;
     return { events: { ...c.events }, lists: { ...c.lists }, errors: { ...c.errors }, restarts: { ...c.restarts }, handlerErrors: c.handlerErrors, objectsWithIssues };
@@ -640,7 +640,7 @@ export class KubeSource implements ModelSource {
     if (!this.log) return;
     const policy = w.spec.kind === 'NetworkPolicy';
     const r = res.record;
-    const where = r && r.kind !== 'Node' && r.kind !== 'Namespace' ? { namespace: r.namespace, name: r.name } : { name: r?.name };
+    const where = r && r.kind !== 'Node' && r.kind !== 'Namespace' && r.kind !== 'ClusterNetworkPolicy' ? { namespace: r.namespace, name: r.name } : { name: r?.name };
     for (const i of res.issues) {
       const fields = { object: res.ref, ...where, resourceVersion: rv, field: i.field, value: i.value };
       const line = `${res.ref}: ${i.field ? `${i.field}: ` : ''}${i.message}${i.value !== '' ? ` (got ${i.value})` : ''}`;
