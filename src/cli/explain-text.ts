@@ -1,7 +1,7 @@
 // Text rendering of an ExplainReport. Pure formatting: every fact comes from the report.
 
-import type { DirectionResult, RuleResult } from '../semantics/evaluate.ts';
-import type { ExplainReport, PolicyView, RuleView } from '../semantics/explain.ts';
+import type { ClusterRuleResult, DirectionResult, RuleResult } from '../semantics/evaluate.ts';
+import { clusterPolicyRef, type ClusterPolicyView, type ClusterRuleView, type ExplainReport, type PolicyView, type RuleView } from '../semantics/explain.ts';
 
 const labelsText = (l: Readonly<Record<string, string>>) =>
   Object.keys(l).length ? Object.entries(l).map(([k, v]) => `${k}=${v}`).join(', ') : '<none>';
@@ -18,7 +18,20 @@ export function formatExplain(r: ExplainReport): string {
   if (!p.enforced) L.push(`Enforcement: none: the pod ${p.notEnforcedReason}; policies neither isolate it nor select it as a peer`);
   L.push('');
   for (const iso of r.isolation) {
-    L.push(`${iso.direction.padEnd(8)} ${iso.isolated ? `isolated by ${iso.by.join(', ')}` : 'not isolated (no policy of that type selects the pod): all allowed'}`);
+    const cnps = r.clusterPolicies.some((c) => (iso.direction === 'Ingress' ? c.ingress : c.egress).length > 0);
+    const open = cnps ? 'not isolated by a NetworkPolicy (none of that type selects the pod); the ClusterNetworkPolicies below decide' : 'not isolated (no policy of that type selects the pod): all allowed';
+    L.push(`${iso.direction.padEnd(8)} ${iso.isolated ? `isolated by ${iso.by.join(', ')}` : open}`);
+  }
+  const admin = r.clusterPolicies.filter((c) => c.tier === 'Admin');
+  const baseline = r.clusterPolicies.filter((c) => c.tier === 'Baseline');
+  for (const [list, title] of [
+    [admin, 'Admin tier (decides before NetworkPolicies)'],
+    [baseline, 'Baseline tier (decides after NetworkPolicies, for directions no NetworkPolicy isolates)'],
+  ] as const) {
+    if (list.length === 0) continue;
+    L.push('');
+    L.push(`ClusterNetworkPolicies selecting this pod, ${title}:`);
+    for (const c of list) L.push(...formatClusterPolicy(c));
   }
   const selecting = r.policies.filter((x) => x.selects);
   const others = r.policies.filter((x) => !x.selects);
@@ -83,9 +96,53 @@ function formatRule(dir: string, rv: RuleView): string[] {
   return L;
 }
 
+function formatClusterPolicy(c: ClusterPolicyView): string[] {
+  const L = [`  ${c.tier} ${c.priority} ${clusterPolicyRef(c)}${c.issues.length ? '  [INVALID: fails closed, denying all traffic of each direction it has rules for]' : ''}`];
+  for (const i of c.issues) L.push(`    error: ${i.field}: ${i.message} (got ${i.value})`);
+  for (const i of c.unsupported) L.push(`    unsupported: ${i.field}: ${i.message} (got ${i.value})`);
+  L.push(`    subject: ${c.subject}`);
+  for (const [dir, rules] of [
+    ['ingress', c.ingress],
+    ['egress', c.egress],
+  ] as const) {
+    for (const rv of rules) L.push(...formatClusterRule(dir, rv));
+  }
+  return L;
+}
+
+function formatClusterRule(dir: 'ingress' | 'egress', rv: ClusterRuleView): string[] {
+  const L = [`    ${dir} rule ${rv.index}${rv.name ? ` ${JSON.stringify(rv.name)}` : ''}: ${rv.action}`];
+  if (rv.failClosed) L.push(`      fails closed: ${rv.failClosed}`);
+  const word = dir === 'ingress' ? 'from' : 'to';
+  if (rv.peers.length === 0) L.push(`      ${word}: nothing (matches no traffic)`);
+  for (const peer of rv.peers) {
+    const pods = peer.pods ? (peer.pods.length ? ` -> ${peer.pods.join(', ')}` : ' -> no pods now') : '';
+    L.push(`      ${word}: ${peer.description}${pods}`);
+  }
+  if (rv.ports === 'all') L.push('      protocols: every protocol and port');
+  else {
+    for (const port of rv.ports) {
+      L.push(`      protocol: ${port.description}${port.resolved ? ` -> ${port.resolved.length ? port.resolved.join(', ') : 'no pod has it: matches nothing'}` : ''}`);
+    }
+  }
+  return L;
+}
+
 function formatDirection(d: DirectionResult): string[] {
-  const L = [`  ${d.direction.toLowerCase()}: ${d.allowed ? 'allowed' : 'DENIED'}: ${d.enforced && d.isolatedBy.length ? (d.allowedBy ? `by ${d.allowedBy.policy} ${d.direction.toLowerCase()} rule ${d.allowedBy.ruleIndex}` : `isolated by ${d.isolatedBy.join(', ')}, no rule matches`) : d.summary}`];
+  // Enforced: the tier path, e.g. `[Admin 10 cnp/wall rule "x"] Pass -> [NetworkPolicy] ... -> DENIED`.
+  const L = [`  ${d.direction.toLowerCase()}: ${d.enforced ? d.pathText : `${d.allowed ? 'allowed' : 'DENIED'}: ${d.summary}`}`];
+  for (const w of d.warnings) L.push(`    warning: ${w}`);
+  for (const r of d.clusterRules) L.push(...formatClusterRuleResult(r));
   for (const r of d.rules) L.push(...formatRuleResult(r));
+  return L;
+}
+
+function formatClusterRuleResult(r: ClusterRuleResult): string[] {
+  const name = r.ruleName ? ` ${JSON.stringify(r.ruleName)}` : '';
+  const L = [`    ${r.matched ? 'matches       ' : 'does not match'} ${r.tier} ${r.priority} cnp/${r.policy} rule ${r.ruleIndex}${name} (${r.action})`];
+  if (r.failClosed) L.push(`      ! fails closed: ${r.failClosed}`);
+  for (const p of r.peers) L.push(`      ${p.matched ? '+' : '-'} ${p.why}`);
+  for (const p of r.ports) L.push(`      ${p.matched ? '+' : '-'} ${p.why}`);
   return L;
 }
 

@@ -4,6 +4,7 @@
 
 import { buildModel, formatDiagnostic, loadManifests } from '../manifests/load.ts';
 import type { Model } from '../model/store.ts';
+import { clusterPriorityTies } from '../semantics/cluster-ties.ts';
 import { defaultKubeconfigPresent, loadKubeConfig } from '../watchers/kube-client.ts';
 import { KubeSource } from '../watchers/kube.ts';
 import { CliError, EXIT, type Io } from './io.ts';
@@ -33,13 +34,29 @@ export async function loadSource(o: SourceOptions, io: Io): Promise<Source> {
   const invalid = result.objects.flatMap((o) => (o.record.kind === 'NetworkPolicy' && o.record.issues.length > 0 ? [`${o.record.namespace}/${o.record.name}`] : []));
   noteInvalid(invalid, io);
   if (result.objects.length === 0 && errors > 0) throw new CliError(`no object could be loaded from ${o.files.join(', ')}`);
-  return { model: buildModel(result), errors };
+  const model = buildModel(result);
+  noteClusterPolicies(model, io);
+  return { model, errors };
 }
 
 function noteInvalid(invalid: readonly string[], io: Io): void {
   if (invalid.length) {
     io.err(`note: invalid NetworkPolicies ${invalid.join(', ')} are enforced fail-closed: each isolates the pods it selects and allows nothing\n`);
   }
+}
+
+/**
+ * What the model's ClusterNetworkPolicies need said once: the invalid ones (each fails closed,
+ * denying all traffic of the directions it has rules for), and ties of one tier and priority
+ * whose order the API leaves undefined.
+ */
+function noteClusterPolicies(model: Model, io: Io): void {
+  const cnps = [...model.allClusterPolicies()].sort((a, b) => (a.name < b.name ? -1 : 1));
+  const invalid = cnps.filter((c) => c.issues.length > 0).map((c) => c.name);
+  if (invalid.length) {
+    io.err(`note: invalid ClusterNetworkPolicies ${invalid.join(', ')} are enforced fail-closed: each denies all traffic, in each direction it has rules for, of the pods its subject selects (every pod when the subject is unreadable)\n`);
+  }
+  for (const tie of clusterPriorityTies(model)) io.err(`warning: ${tie.message}\n`);
 }
 
 /** Every Namespace, Node, Pod and NetworkPolicy of the cluster, listed once. */
@@ -67,5 +84,6 @@ async function loadCluster(o: SourceOptions, io: Io): Promise<Source> {
     [...src.model.allPolicies()].filter((p) => p.issues.length > 0).map((p) => `${p.namespace}/${p.name}`).sort(),
     io,
   );
+  noteClusterPolicies(src.model, io);
   return { model: src.model, errors };
 }

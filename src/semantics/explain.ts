@@ -1,20 +1,42 @@
-// `policyctl explain` as data: everything about one pod's isolation, policy by policy.
-// Pure; the CLI only formats this report.
+// `policyctl explain` as data: everything about one pod's isolation, policy by policy: the
+// ClusterNetworkPolicies whose subject selects it (Admin and Baseline tiers) and the
+// NetworkPolicies of its namespace. Pure; the CLI only formats this report.
 
 import { explainSelector, formatSelector, selectorMatches, type RequirementResult } from '../model/selector.ts';
 import type { Model } from '../model/store.ts';
-import type { Peer, PodRecord, PolicyRecord, PolicyRule, PolicyType, PortSpec, ValidationIssue } from '../model/types.ts';
-import { isEnforceable } from '../model/types.ts';
-import { allowed, isolatingPolicies, notEnforceableReason, podKey, policyKey, type Endpoint, type Verdict } from './evaluate.ts';
+import type {
+  ClusterPolicyRecord,
+  CnpAction,
+  CnpPeer,
+  CnpProtocolMatch,
+  CnpRule,
+  CnpTier,
+  Peer,
+  PodRecord,
+  PodsPeer,
+  PolicyRecord,
+  PolicyRule,
+  PolicyType,
+  PortSpec,
+  ValidationIssue,
+} from '../model/types.ts';
+import { CNP_TIERS, isEnforceable } from '../model/types.ts';
+import { allowed, clusterPolicyLabel, isolatingPolicies, notEnforceableReason, podKey, policyKey, subjectSelects, type Endpoint, type Verdict } from './evaluate.ts';
 
 export interface PeerView {
-  /** `pods` selectors, `ipBlock`, or `all` when the rule has no from/to list. */
-  readonly kind: 'pods' | 'ipBlock' | 'all';
+  /**
+   * `pods` selectors, `ipBlock`, or `all` when the rule has no from/to list; for
+   * ClusterNetworkPolicies also `networks` (CIDRs) and `any` (every address: a rule that fails
+   * closed as deny all).
+   */
+  readonly kind: 'pods' | 'ipBlock' | 'all' | 'networks' | 'any';
   readonly description: string;
   /** Current enforceable pods the peer selects (namespace/name), for pod peers and `all`. */
   readonly pods?: readonly string[];
   readonly cidr?: string;
   readonly except?: readonly string[];
+  /** For `networks`: the CIDRs. */
+  readonly cidrs?: readonly string[];
 }
 
 export interface PortView {
@@ -42,6 +64,30 @@ export interface PolicyView {
   readonly egress: readonly RuleView[];
 }
 
+export interface ClusterRuleView {
+  readonly index: number;
+  /** The rule's name ('' when it has none). */
+  readonly name: string;
+  readonly action: CnpAction;
+  /** Empty for an Accept rule that fails closed (it matches nothing). */
+  readonly peers: readonly PeerView[];
+  readonly ports: readonly PortView[] | 'all';
+  /** Why the rule is enforced in its fail-closed form (see CnpRule.failClosed). */
+  readonly failClosed?: string;
+}
+
+export interface ClusterPolicyView {
+  /** The ClusterNetworkPolicy's name. */
+  readonly name: string;
+  readonly tier: CnpTier;
+  readonly priority: number;
+  readonly subject: string;
+  readonly issues: readonly ValidationIssue[];
+  readonly unsupported: readonly ValidationIssue[];
+  readonly ingress: readonly ClusterRuleView[];
+  readonly egress: readonly ClusterRuleView[];
+}
+
 export interface ExplainReport {
   readonly pod: {
     readonly ref: string;
@@ -59,6 +105,11 @@ export interface ExplainReport {
   readonly isolation: readonly { direction: PolicyType; isolated: boolean; by: readonly string[] }[];
   /** Every policy of the pod's namespace; `selects` tells whether it applies to the pod. */
   readonly policies: readonly PolicyView[];
+  /**
+   * The ClusterNetworkPolicies whose subject selects the pod, in evaluation order: Admin tier
+   * (before NetworkPolicies) then Baseline tier (after them), each by priority then name.
+   */
+  readonly clusterPolicies: readonly ClusterPolicyView[];
   /** With --from / --to: the verdict for each port asked. */
   readonly flows?: readonly { from: string; to: string; port: number; protocol: string; verdict: Verdict }[];
 }
@@ -99,6 +150,7 @@ export function explainPod(model: Model, pod: PodRecord, query?: FlowQuery): Exp
       return { direction: d, isolated: by.length > 0, by };
     }),
     policies,
+    clusterPolicies: CNP_TIERS.flatMap((t) => model.clusterPoliciesInTier(t).filter((c) => subjectSelects(model, c, pod)).map((c) => clusterPolicyView(model, c, pod))),
   };
   if (!query) return report;
   const self: Endpoint = { kind: 'pod', pod };
@@ -165,4 +217,62 @@ function portView(s: PortSpec, dir: PolicyType, pod: PodRecord, peerPods: () => 
     .flatMap((p) => on(p).map((n) => `${podKey(p)}:${n}`))
     .sort();
   return { description: `named port ${name}/${s.protocol} (resolved on each destination pod; never on an ipBlock)`, resolved };
+}
+
+function clusterPolicyView(model: Model, c: ClusterPolicyRecord, pod: PodRecord): ClusterPolicyView {
+  const rules = (list: readonly CnpRule[], dir: PolicyType) => list.map((r, i) => clusterRuleView(model, r, i, dir, pod));
+  return {
+    name: c.name,
+    tier: c.tier,
+    priority: c.priority,
+    subject: describePodsPeer(c.subject),
+    issues: c.issues,
+    unsupported: c.unsupported,
+    ingress: rules(c.ingress, 'Ingress'),
+    egress: rules(c.egress, 'Egress'),
+  };
+}
+
+function describePodsPeer(p: PodsPeer): string {
+  const nsPart = p.namespaces.kind === 'own' ? `namespace ${p.namespaces.name}` : `namespaces matching ${formatSelector(p.namespaces.selector)}`;
+  return `${p.pods ? `pods matching ${formatSelector(p.pods)}` : 'all pods'} in ${nsPart}`;
+}
+
+function clusterRuleView(model: Model, rule: CnpRule, index: number, dir: PolicyType, pod: PodRecord): ClusterRuleView {
+  const peers = rule.peers.map((p) => clusterPeerView(model, p));
+  const peerPods = (): PodRecord[] => rule.peers.flatMap((p) => (p.kind === 'pods' ? model.enforceablePodsOf(p) : p.kind === 'any' ? [...model.allPods()].filter(isEnforceable) : []));
+  const ports = rule.protocols ? rule.protocols.map((m) => clusterPortView(m, dir, pod, peerPods)) : ('all' as const);
+  return { index, name: rule.name, action: rule.action, peers, ports, ...(rule.failClosed !== undefined && { failClosed: rule.failClosed }) };
+}
+
+function clusterPeerView(model: Model, p: CnpPeer): PeerView {
+  switch (p.kind) {
+    case 'any':
+      return { kind: 'any', description: 'every address (fail closed)' };
+    case 'networks':
+      return { kind: 'networks', description: `networks ${p.cidrs.map((c) => c.text + (c.written !== c.text ? ` (written ${c.written})` : '')).join(', ')}`, cidrs: p.cidrs.map((c) => c.text) };
+    case 'pods':
+      return { kind: 'pods', description: describePodsPeer(p), pods: model.enforceablePodsOf(p).map(podKey).sort() };
+  }
+}
+
+function clusterPortView(m: CnpProtocolMatch, dir: PolicyType, pod: PodRecord, peerPods: () => PodRecord[]): PortView {
+  if (m.kind === 'port') return { description: m.endPort !== undefined ? `${m.port}-${m.endPort}/${m.protocol}` : `${m.port}/${m.protocol}` };
+  const on = (p: PodRecord) => p.ports.filter((cp) => cp.name === m.name).map((cp) => `${cp.containerPort}/${cp.protocol}`);
+  if (dir === 'Ingress') {
+    const nums = on(pod);
+    return {
+      description: `destinationNamedPort ${m.name}`,
+      resolved: nums.length ? nums.map((n) => `${podKey(pod)}:${n}`) : [`${podKey(pod)} has no port named ${m.name}: matches nothing`],
+    };
+  }
+  const resolved = peerPods()
+    .flatMap((p) => on(p).map((n) => `${podKey(p)}:${n}`))
+    .sort();
+  return { description: `destinationNamedPort ${m.name} (resolved on each destination pod)`, resolved };
+}
+
+/** `cnp/NAME` of a view, as the tier path prints it. */
+export function clusterPolicyRef(v: Pick<ClusterPolicyView, 'name'>): string {
+  return clusterPolicyLabel(v.name);
 }
