@@ -7,6 +7,7 @@ import {
   STANDARD_PODS,
   cellKey,
   listCaseFiles,
+  listCnpCaseFiles,
   loadCase,
   parseCase,
   parseMatrix,
@@ -206,5 +207,80 @@ describe('CaseRunner: state carries over between steps', () => {
   it('a change naming an unknown object throws with the step', () => {
     const text = `name: t\nsteps:\n  - changes: [{op: label-pod, pod: q/q, labels: {}}]\n    probes: [{port: 80, protocol: TCP, matrix: "x/a\\nx/a ."}]\n`;
     expect(() => [...new CaseRunner(parseCase(text, 't.yaml')).steps()]).toThrow('t.yaml: steps[0]: label-pod: no pod "q/q"');
+  });
+});
+
+describe('ClusterNetworkPolicy corpus (test/fixtures/conformance-cnp)', () => {
+  const cnpFiles = listCnpCaseFiles();
+
+  it('holds the shared cases and our transcriptions', () => {
+    const names = cnpFiles.map((f) => f.split('/').pop());
+    for (const shared of ['c01-admin-ingress-tcp.yaml', 'c05-admin-np-baseline-integration.yaml', 'c08-baseline-ingress-tcp.yaml', 'o09-egress-accept-does-not-open-ingress.yaml']) expect(names).toContain(shared);
+    expect(cnpFiles.length).toBeGreaterThanOrEqual(4);
+  });
+
+  it.each(cnpFiles.map((f) => [f.split('/').pop()!, f]))('%s loads; matrices are complete; every assert is a cell its matrix agrees with; no issues', (_name, file) => {
+    const c = loadCase(file);
+    expect(c.id).toMatch(/^[a-z][0-9]{2}$/);
+    const states = [...new CaseRunner(c).steps()];
+    const pods = [...states[0]!.model.allPods()].map((p) => `${p.namespace}/${p.name}`).sort();
+    for (const s of states) {
+      expect(s.issues).toEqual([]);
+      expect(JSON.stringify(s.objects)).not.toContain('${');
+      for (const probe of s.probes) {
+        expect([...probe.pods].sort()).toEqual(pods);
+        expect(probe.matrix.size).toBe(pods.length * pods.length);
+      }
+      for (const a of s.step.asserts) {
+        expect(a.from, a.text).not.toBe(a.to);
+        const probe = s.probes.find((p) => p.port === a.port && p.protocol === a.protocol);
+        expect(probe, `${file}: steps[${s.index}]: no probe for ${a.text}`).toBeDefined();
+        expect(probe!.matrix.get(cellKey(a.from, a.to)), `${file}: steps[${s.index}]: ${a.text}`).toBe(a.allowed);
+      }
+    }
+  });
+
+  it('a case with its own model: nodes, namespaces with their labels, pods with ports', () => {
+    const c = loadCase(cnpFiles.find((f) => f.includes('/c01-'))!);
+    const [s] = [...new CaseRunner(c).steps()];
+    expect([...s!.model.allNodes()].map((n) => [n.name, n.podCIDRs, n.internalIPs])).toEqual([
+      ['node-1', ['10.244.1.0/24'], ['192.168.50.11']],
+      ['node-2', ['10.244.2.0/24'], ['192.168.50.12']],
+    ]);
+    expect(s!.model.namespace('g').labels).toEqual({ 'conformance-house': 'gryffindor', 'kubernetes.io/metadata.name': 'g' });
+    const ga = s!.model.findPod('g', 'a')!;
+    expect([ga.nodeName, ga.ips, ga.labels]).toEqual(['node-1', ['10.244.1.10'], { 'conformance-house': 'gryffindor' }]);
+    expect(ga.ports).toContainEqual({ name: 'web', containerPort: 80, protocol: 'TCP' });
+    expect(ga.ports).toContainEqual({ containerPort: 5353, protocol: 'UDP' });
+    expect(s!.model.findClusterPolicy('ingress-tcp')).toMatchObject({ tier: 'Admin', priority: 3 });
+    expect(s!.step.asserts[0]).toEqual({ from: 'r/a', to: 'g/a', protocol: 'TCP', port: 80, allowed: true, text: 'r/a -> g/a TCP/80 allow' });
+  });
+
+  it('apply replaces a ClusterNetworkPolicy by name; delete-policy takes a bare name for it, namespace/name for a NetworkPolicy', () => {
+    const cnp = (name: string, priority: number) =>
+      `      - apiVersion: policy.networking.k8s.io/v1alpha2\n        kind: ClusterNetworkPolicy\n        metadata: {name: ${name}}\n        spec: {tier: Admin, priority: ${priority}, subject: {namespaces: {}}, ingress: [{action: Deny, from: [{namespaces: {}}]}]}\n`;
+    const np = `      - apiVersion: networking.k8s.io/v1\n        kind: NetworkPolicy\n        metadata: {name: p, namespace: "x"}\n        spec: {podSelector: {}}\n`;
+    const probes = `    probes: [{port: 80, protocol: TCP, matrix: "x/a\\nx/a ."}]\n`;
+    const text =
+      `name: t\nsteps:\n` +
+      `  - apply:\n${cnp('wall', 5)}${cnp('other', 6)}${np}${probes}    asserts: ["x/a -> x/b TCP/80 deny"]\n` +
+      `  - apply:\n${cnp('wall', 40)}${probes}` +
+      `  - changes: [{op: delete-policy, name: wall}, {op: delete-policy, name: x/p}]\n${probes}` +
+      `  - changes: [{op: delete-all-policies}]\n${probes}`;
+    const [s1, s2, s3, s4] = [...new CaseRunner(parseCase(text, 't.yaml')).steps()];
+    expect(s1!.step.asserts.map((a) => [a.from, a.to, a.allowed])).toEqual([['x/a', 'x/b', false]]);
+    expect([...s1!.model.allClusterPolicies()].map((c) => c.name).sort()).toEqual(['other', 'wall']);
+    expect(s2!.model.findClusterPolicy('wall')!.priority).toBe(40);
+    expect(s2!.objects.filter((o) => o['kind'] === 'ClusterNetworkPolicy')).toHaveLength(2);
+    expect([...s3!.model.allClusterPolicies()].map((c) => c.name)).toEqual(['other']);
+    expect([...s3!.model.allPolicies()]).toEqual([]);
+    expect([...s4!.model.allClusterPolicies()]).toEqual([]);
+    const bad = `name: t\nsteps:\n  - changes: [{op: delete-policy, name: nope}]\n${probes}`;
+    expect(() => [...new CaseRunner(parseCase(bad, 't.yaml')).steps()]).toThrow('delete-policy: no policy "nope"');
+  });
+
+  it('rejects a malformed assert, naming the field', () => {
+    const text = `name: t\nsteps:\n  - probes: [{port: 80, protocol: TCP, matrix: "a\\na ."}]\n    asserts: ["a to b allowed"]\n`;
+    expect(() => parseCase(text, 'case.yaml')).toThrow('case.yaml: steps[0].asserts[0]: expected "SRC -> DST PROTO/PORT allow|deny"');
   });
 });

@@ -1,10 +1,12 @@
-// Conformance cases (test/fixtures/conformance, format in UPSTREAM-README.md) as test data:
-// parsing a case, the standard cluster every case starts from, placeholder substitution, and a
-// runner that yields the model after each step.
+// Conformance cases (test/fixtures/conformance, format in UPSTREAM-README.md; and the
+// ClusterNetworkPolicy cases of test/fixtures/conformance-cnp, format additions in its README) as
+// test data: parsing a case, the standard cluster every case starts from, placeholder
+// substitution, and a runner that yields the model after each step.
 //
 // Invariants:
-// - Every case starts from `standardCluster()` with no policy; state carries over between the
-//   steps of one case and never between cases (each runner copies the cluster objects).
+// - Every case starts from `standardCluster()` (or the cluster of its own `model:`) with no
+//   policy; state carries over between the steps of one case and never between cases (each
+//   runner copies the cluster objects).
 // - `apply` creates or replaces by kind/namespace/name, in the listed order (cases 020, 036).
 // - Matrices are keyed `from|to` with names `ns/pod`; true = the connection must succeed. The
 //   diagonal is upstream's value but informational only (README: ignoreLoopback).
@@ -20,6 +22,7 @@ import type { Protocol, ValidationIssue } from '../../src/model/types.ts';
 import { PROTOCOLS } from '../../src/model/types.ts';
 
 export const CONFORMANCE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'conformance');
+export const CNP_CONFORMANCE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'conformance-cnp');
 
 export const STANDARD_NAMESPACES = ['x', 'y', 'z'] as const;
 export const STANDARD_POD_NAMES = ['a', 'b', 'c'] as const;
@@ -38,8 +41,21 @@ export interface Probe {
 export type Change =
   | { readonly op: 'label-namespace'; readonly namespace: string; readonly labels: Readonly<Record<string, string>> }
   | { readonly op: 'label-pod'; readonly pod: string; readonly labels: Readonly<Record<string, string>> }
+  /** `namespace/name`: a NetworkPolicy; a bare name: a ClusterNetworkPolicy. */
   | { readonly op: 'delete-policy'; readonly name: string }
+  /** Every NetworkPolicy and every ClusterNetworkPolicy. */
   | { readonly op: 'delete-all-policies' };
+
+/** One connection upstream checks after a step: `"SRC -> DST PROTO/PORT allow|deny"`. */
+export interface Assert {
+  readonly from: string;
+  readonly to: string;
+  readonly protocol: Protocol;
+  readonly port: number;
+  readonly allowed: boolean;
+  /** As written. */
+  readonly text: string;
+}
 
 export interface CaseStep {
   readonly description: string;
@@ -47,6 +63,8 @@ export interface CaseStep {
   /** Raw objects as written, placeholders still in place. */
   readonly apply: readonly unknown[];
   readonly probes: readonly Probe[];
+  /** Upstream's own checks after this step (ClusterNetworkPolicy cases); empty elsewhere. */
+  readonly asserts: readonly Assert[];
 }
 
 export interface ConformanceCase {
@@ -55,6 +73,10 @@ export interface ConformanceCase {
   readonly id: string;
   readonly name: string;
   readonly notes: string;
+  /** `origin:` as written ('' when absent). */
+  readonly origin: string;
+  /** The cluster of the case's own `model:` (Nodes, Namespaces, Pods); absent: the standard model. */
+  readonly cluster?: readonly RawObject[];
   readonly steps: readonly CaseStep[];
 }
 
@@ -70,6 +92,14 @@ export function listCaseFiles(dir: string = CONFORMANCE_DIR): string[] {
     .map((f) => join(dir, f));
 }
 
+/** Every ClusterNetworkPolicy case file (`cNN-*`: upstream transcriptions, `oNN-*`: our own), sorted. */
+export function listCnpCaseFiles(dir: string = CNP_CONFORMANCE_DIR): string[] {
+  return readdirSync(dir)
+    .filter((f) => /^[a-z][0-9]+-.*\.yaml$/.test(f))
+    .sort()
+    .map((f) => join(dir, f));
+}
+
 export function loadCase(file: string): ConformanceCase {
   return parseCase(readFileSync(file, 'utf8'), file);
 }
@@ -80,7 +110,7 @@ export function parseCase(text: string, file: string): ConformanceCase {
   };
   const doc: unknown = parse(text);
   if (!isObj(doc)) return fail('top level', 'expected a mapping');
-  if (doc['model'] !== undefined) fail('model', 'custom models are not supported; every corpus case uses the standard model');
+  const cluster = doc['model'] === undefined ? undefined : parseModel(doc['model'], fail);
   if (typeof doc['name'] !== 'string') fail('name', `expected a string, got ${JSON.stringify(doc['name'])}`);
   const rawSteps = doc['steps'];
   if (!Array.isArray(rawSteps) || rawSteps.length === 0) return fail('steps', 'expected a non-empty list');
@@ -91,13 +121,16 @@ export function parseCase(text: string, file: string): ConformanceCase {
     const apply = optionalList(s['apply'], `${where}.apply`, fail);
     const probes = optionalList(s['probes'], `${where}.probes`, fail).map((p, j) => parseProbe(p, `${where}.probes[${j}]`, fail));
     if (probes.length === 0) fail(`${where}.probes`, 'a step without probes checks nothing');
-    return { description: typeof s['description'] === 'string' ? s['description'] : '', changes, apply, probes };
+    const asserts = optionalList(s['asserts'], `${where}.asserts`, fail).map((a, j) => parseAssert(a, `${where}.asserts[${j}]`, fail));
+    return { description: typeof s['description'] === 'string' ? s['description'] : '', changes, apply, probes, asserts };
   });
   return {
     file,
-    id: /^([0-9]+)/.exec(basename(file))?.[1] ?? basename(file),
+    id: /^([a-z]?[0-9]+)/.exec(basename(file))?.[1] ?? basename(file),
     name: doc['name'] as string,
     notes: typeof doc['notes'] === 'string' ? doc['notes'] : '',
+    origin: typeof doc['origin'] === 'string' ? doc['origin'] : '',
+    ...(cluster && { cluster }),
     steps,
   };
 }
@@ -134,6 +167,54 @@ function parseChange(c: unknown, where: string, fail: Fail): Change {
     default:
       return fail(`${where}.op`, `unknown change ${JSON.stringify(c['op'])}`);
   }
+}
+
+function parseAssert(a: unknown, where: string, fail: Fail): Assert {
+  const m = typeof a === 'string' ? /^\s*(\S+)\s*->\s*(\S+)\s+(TCP|UDP|SCTP)\/([0-9]+)\s+(allow|deny)\s*$/.exec(a) : null;
+  if (!m) return fail(where, `expected "SRC -> DST PROTO/PORT allow|deny", got ${JSON.stringify(a)}`);
+  return { from: m[1]!, to: m[2]!, protocol: m[3] as Protocol, port: Number(m[4]), allowed: m[5] === 'allow', text: (a as string).trim() };
+}
+
+/**
+ * A case's own cluster: `nodes` (name -> podCIDR), `namespaces` (name -> complete label map),
+ * `pods` (`name: ns/pod`, `node`, `ip`, `labels`, `ports` as container ports), as raw objects in
+ * the order Nodes, Namespaces, Pods (the standard cluster's order).
+ */
+function parseModel(v: unknown, fail: Fail): RawObject[] {
+  if (!isObj(v)) return fail('model', 'expected a mapping with nodes, namespaces and pods');
+  const out: RawObject[] = [];
+  const nodes = isObj(v['nodes']) ? v['nodes'] : fail('model.nodes', 'expected a map of node name to podCIDR');
+  Object.entries(nodes).forEach(([name, cidr], i) => {
+    if (typeof cidr !== 'string') fail(`model.nodes.${name}`, `expected a CIDR, got ${JSON.stringify(cidr)}`);
+    const internalIP = STANDARD_NODES.find((n) => n.name === name)?.internalIP ?? `192.168.50.${11 + i}`;
+    out.push({
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name, labels: { 'kubernetes.io/hostname': name } },
+      spec: { podCIDR: cidr, podCIDRs: [cidr] },
+      status: { addresses: [{ type: 'InternalIP', address: internalIP }, { type: 'Hostname', address: name }] },
+    });
+  });
+  const namespaces = isObj(v['namespaces']) ? v['namespaces'] : fail('model.namespaces', 'expected a map of namespace name to labels');
+  for (const [name, labels] of Object.entries(namespaces)) {
+    out.push({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: labelMap(labels, `model.namespaces.${name}`, fail) } });
+  }
+  optionalList(v['pods'], 'model.pods', fail).forEach((p, i) => {
+    const where = `model.pods[${i}]`;
+    if (!isObj(p) || typeof p['name'] !== 'string' || !p['name'].includes('/')) return fail(where, 'expected a pod with name ns/pod, node, ip, labels and ports');
+    const [namespace, name] = p['name'].split('/') as [string, string];
+    const node = typeof p['node'] === 'string' ? p['node'] : fail(`${where}.node`, 'expected a node name');
+    const ip = typeof p['ip'] === 'string' ? p['ip'] : fail(`${where}.ip`, 'expected an IP address');
+    const ports = optionalList(p['ports'], `${where}.ports`, fail);
+    out.push({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace, labels: labelMap(p['labels'] ?? {}, `${where}.labels`, fail) },
+      spec: { nodeName: node, containers: ports.map((port, j) => ({ name: `serve-${j}`, image: 'registry.k8s.io/e2e-test-images/agnhost:2.53', ports: [port] })) },
+      status: { phase: 'Running', podIP: ip, podIPs: [{ ip }] },
+    });
+  });
+  return out;
 }
 
 function parseProbe(p: unknown, where: string, fail: Fail): Probe {
@@ -324,7 +405,7 @@ export class CaseRunner {
 
   constructor(c: ConformanceCase, opts: CaseRunnerOptions = {}) {
     this.case = c;
-    this.cluster = opts.cluster ?? standardCluster();
+    this.cluster = opts.cluster ?? c.cluster ?? standardCluster();
     this.podIps = podIpsOf(this.cluster);
   }
 
@@ -357,9 +438,11 @@ function metaOf(o: RawObject): Record<string, unknown> {
   return isObj(o['metadata']) ? o['metadata'] : {};
 }
 
+const CLUSTER_SCOPED = new Set(['Namespace', 'Node', 'ClusterNetworkPolicy']);
+
 function objectKey(o: RawObject): string {
   const m = metaOf(o);
-  const namespaced = o['kind'] !== 'Namespace' && o['kind'] !== 'Node';
+  const namespaced = !CLUSTER_SCOPED.has(String(o['kind']));
   return `${String(o['kind'])}/${namespaced ? String(m['namespace'] ?? 'default') : ''}/${String(m['name'])}`;
 }
 
@@ -380,12 +463,13 @@ function applyChange(state: Map<string, RawObject>, change: Change, where: strin
       return;
     }
     case 'delete-policy': {
-      const [ns, name] = change.name.split('/');
-      if (!state.delete(`NetworkPolicy/${ns}/${name}`)) throw new Error(`${where}: delete-policy: no policy ${JSON.stringify(change.name)}`);
+      // `namespace/name` names a NetworkPolicy; a bare name a (cluster-scoped) ClusterNetworkPolicy.
+      const key = change.name.includes('/') ? `NetworkPolicy/${change.name}` : `ClusterNetworkPolicy//${change.name}`;
+      if (!state.delete(key)) throw new Error(`${where}: delete-policy: no policy ${JSON.stringify(change.name)}`);
       return;
     }
     case 'delete-all-policies':
-      for (const [k, o] of state) if (o['kind'] === 'NetworkPolicy') state.delete(k);
+      for (const [k, o] of state) if (o['kind'] === 'NetworkPolicy' || o['kind'] === 'ClusterNetworkPolicy') state.delete(k);
       return;
   }
 }
