@@ -1,6 +1,9 @@
 // A lab built from manifests: Nodes, Pods and their ports become namespaces, CNI attachments
-// and servers; one agent per node enforces the same folder; the folder is re-read to add,
-// remove or re-address pods while the lab runs.
+// and servers; one agent per node enforces the folder's objects; the folder is re-read to add,
+// remove or re-address pods while the lab runs. The lab runs in a cluster's order (kubelet.ts):
+// the agents watch what the API would serve (`source`), where a new pod appears before its
+// sandbox, gets its IP only a status report after its CNI ADD (bridge, host-local,
+// policyctl-cni), and stays until its CNI DEL has run.
 
 import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -11,9 +14,10 @@ import { folderRevision } from '../watchers/files.ts';
 import { LabError } from './exec.ts';
 import { spawn } from 'node:child_process';
 import { mkdir, open } from 'node:fs/promises';
-import { addPod, createLab, findNode, openLab, removePod, startInNode, type LabOptions } from './lab.ts';
+import { createLab, openLab, startInNode, type AddPodOptions, type LabOptions } from './lab.ts';
+import { DEFAULT_STATUS_DELAY_MS, LabKubelet, type KubeletStatus } from './kubelet.ts';
 import { nodeBinary } from './processes.ts';
-import type { LabNodeSpec, LabPodSpec } from './spec.ts';
+import type { LabNodeSpec, LabPodSpec, LabSpec } from './spec.ts';
 import type { LabState } from './state.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'policyctl.js');
@@ -21,10 +25,14 @@ const BIN = join(import.meta.dirname, '..', '..', 'bin', 'policyctl.js');
 /** What `lab up` records beside the lab's state: where its manifests are, how its agents run. */
 export interface ClusterInfo {
   readonly manifests: string;
+  /** What the agents watch: the folder's objects as the API serves them (see kubelet.ts). */
+  readonly source: string;
+  /** Between a pod's CNI ADD and its IP reaching the source. */
+  readonly statusDelayMs: number;
   readonly agents: readonly AgentInfo[];
   /** The `lab watch` process that attaches and detaches pods as the folder changes. */
   readonly watcherPid?: number;
-  /** Written by the watcher after each reconcile: the folder revision the pods match. */
+  /** Written by the watcher whenever the source changes (KubeletStatus): the folder revision the pods match, the source revision. */
   readonly watcherStatusFile: string;
 }
 
@@ -38,14 +46,22 @@ export interface AgentInfo {
   readonly statusFile: string;
   readonly logFile: string;
   readonly resyncInterval: string;
+  /** The folder it watches (the cluster's source). */
+  readonly source: string;
+  /** The node's CNI socket, which policyctl-cni in the node's conflist asks. */
+  readonly cniSocket: string;
+  readonly podCIDR: string;
 }
 
 /** Start (or restart) the agent of one node: a real `policyctl agent` process in the node's namespace. */
-export function startAgent(lab: LabState, manifests: string, a: AgentInfo): Promise<number> {
+export function startAgent(lab: LabState, a: AgentInfo): Promise<number> {
   return startInNode(
     lab,
     a.node,
-    [nodeBinary(), '--no-warnings', BIN, 'agent', '--node', a.node, '--manifests', manifests, '--status-file', a.statusFile, '--resync-interval', a.resyncInterval],
+    [
+      ...[nodeBinary(), '--no-warnings', BIN, 'agent', '--node', a.node, '--manifests', a.source, '--status-file', a.statusFile, '--resync-interval', a.resyncInterval],
+      ...['--cni-socket', a.cniSocket, '--pod-cidr', a.podCIDR],
+    ],
     { logName: `agent-${a.node}`, readyLine: false },
   );
 }
@@ -106,60 +122,83 @@ export interface UpOptions {
   /** Bound on waiting for the agents' first apply. */
   readonly timeoutMs?: number;
   readonly resyncInterval?: string;
+  /** Between a pod's CNI ADD and its IP reaching the agents' source (kubelet's status report). Default 500 ms. */
+  readonly statusDelayMs?: number;
+  /** policyctl-cni's timeoutSeconds in the conflists. Default 10. */
+  readonly cniTimeoutSeconds?: number;
+  /**
+   * false: no `lab watch` process; `labUp` returns the kubelet, and the caller reconciles the
+   * folder itself (`kubelet.reconcile()`), in process (tests, with `addPodOptions`).
+   */
+  readonly watch?: boolean;
+  readonly addPodOptions?: AddPodOptions;
+  /** Ports served by the external host (the switch namespace's address). */
+  readonly externalPorts?: LabSpec['externalPorts'];
 }
 
-export async function labUp(o: UpOptions): Promise<{ lab: LabState; skipped: string[] }> {
+/**
+ * Build a lab from a folder, in a cluster's order: nodes; the folder's objects in the agents'
+ * source (pods pending, without IP); one agent per node (`--cni-socket`, `--pod-cidr`); then the
+ * pods, each through CNI ADD (bridge, host-local, policyctl-cni), its IP published a status
+ * report later. Returns once the agents have applied it all.
+ */
+export async function labUp(o: UpOptions): Promise<{ lab: LabState; skipped: string[]; kubelet?: LabKubelet }> {
   const log = o.log ?? (() => {});
   const manifests = resolve(o.manifests);
   const { model, errors } = await loadFolder(manifests);
   for (const e of errors) log(`warning: ${e}`);
   const nodes = labNodes(model);
   if (nodes.length === 0) throw new LabError(`no nodes in ${manifests}: give Node objects with spec.podCIDR, or pods with spec.nodeName`);
-  const { pods, skipped } = labPods(model, nodes);
+  const { skipped } = labPods(model, nodes);
   const opts: LabOptions = { log };
-  const lab = await createLab({ name: o.name, nodes, pods, ...(o.stateDir ? { stateDir: o.stateDir } : {}) }, opts);
-  const agents: AgentInfo[] = [];
+  const lab = await createLab({ name: o.name, nodes, pods: [], policyCni: { timeoutSeconds: o.cniTimeoutSeconds ?? 10 }, ...(o.externalPorts ? { externalPorts: o.externalPorts } : {}), ...(o.stateDir ? { stateDir: o.stateDir } : {}) }, opts);
+  const timeoutMs = o.timeoutMs ?? 30_000;
   await mkdir(clusterDir(lab), { recursive: true });
+  const source = join(clusterDir(lab), 'source');
+  const watcherStatusFile = join(clusterDir(lab), 'watcher.json');
+  const statusDelayMs = o.statusDelayMs ?? DEFAULT_STATUS_DELAY_MS;
+  const kubelet = new LabKubelet({ lab, manifests, source, statusFile: watcherStatusFile, statusDelayMs, log, ...(o.addPodOptions ? { addPodOptions: o.addPodOptions } : {}) });
+  await kubelet.publishObjects();
+  const agents: AgentInfo[] = [];
   for (const n of lab.nodes) {
-    const agent = { node: n.name, statusFile: join(clusterDir(lab), `agent-${n.name}.json`), logFile: join(lab.dir, 'logs', `agent-${n.name}.log`), resyncInterval: o.resyncInterval ?? '5s' };
+    const agent: AgentInfo = {
+      node: n.name,
+      statusFile: join(clusterDir(lab), `agent-${n.name}.json`),
+      logFile: join(lab.dir, 'logs', `agent-${n.name}.log`),
+      resyncInterval: o.resyncInterval ?? '5s',
+      source,
+      cniSocket: n.cniSocket!,
+      podCIDR: n.podCIDR,
+    };
     log(`lab ${lab.name}: agent on ${n.name}`);
-    await startAgent(lab, manifests, agent);
+    await startAgent(lab, agent);
     agents.push(agent);
   }
-  const watcherStatusFile = join(clusterDir(lab), 'watcher.json');
-  await writeFile(watcherStatusFile, JSON.stringify({ revision: await folderRevision(manifests) }) + '\n');
-  const watcherPid = await startWatcher(lab, o.stateDir);
-  const info: ClusterInfo = { manifests, agents, watcherPid, watcherStatusFile };
+  let info: ClusterInfo = { manifests, source, statusDelayMs, agents, watcherStatusFile };
+  // The agents serve their CNI sockets from the start; ready means they have applied the source.
+  await waitAgents(lab, info, timeoutMs);
+  if (o.watch === false) {
+    await kubelet.reconcile();
+  } else {
+    const watcherPid = await startWatcher(lab, o.stateDir);
+    info = { ...info, watcherPid };
+  }
   await writeFile(clusterInfoFile(lab), JSON.stringify(info, null, 2) + '\n');
-  await waitApplied(lab, info, o.timeoutMs ?? 30_000);
-  return { lab, skipped };
+  await waitApplied(lab, info, timeoutMs);
+  const current = await openLab(lab.name, o.stateDir ? { stateDir: o.stateDir } : {});
+  return { lab: current, skipped, ...(o.watch === false ? { kubelet } : {}) };
 }
 
-/** Add, remove or re-address lab pods so they match the folder. Returns what changed. */
-export async function reconcilePods(lab: LabState, info: ClusterInfo, log: (l: string) => void = () => {}): Promise<string[]> {
-  const { model } = await loadFolder(info.manifests);
-  const nodes = lab.nodes.map((n) => ({ name: n.name, podCIDR: n.podCIDR }));
-  const { pods } = labPods(model, nodes);
-  const want = new Map(pods.map((p) => [`${p.namespace}/${p.name}`, p]));
-  const changes: string[] = [];
-  for (const have of [...lab.pods]) {
-    const w = want.get(have.key);
-    const same =
-      w && w.node === have.node && w.ip === have.ip && JSON.stringify((w.ports ?? []).map((p) => `${p.port}/${p.protocol}`).sort()) === JSON.stringify(have.ports.map((p) => `${p.port}/${p.protocol}`).sort());
-    if (!same) {
-      await removePod(lab, have.key);
-      changes.push(`removed ${have.key}`);
-      log(`lab ${lab.name}: removed pod ${have.key}`);
-    }
+/** Wait (bounded) until every agent reports ready. */
+async function waitAgents(lab: LabState, info: ClusterInfo, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  let last: AgentReport[] = [];
+  while (Date.now() < end) {
+    last = await agentReports(info);
+    if (last.every((r) => r.ready)) return;
+    await new Promise((r) => setTimeout(r, 50));
   }
-  for (const [key, p] of want) {
-    if (lab.pods.some((q) => q.key === key)) continue;
-    findNode(lab, p.node);
-    await addPod(lab, p);
-    changes.push(`added ${key}`);
-    log(`lab ${lab.name}: added pod ${key} (${p.ip} on ${p.node})`);
-  }
-  return changes;
+  throw new LabError(`agents of lab ${lab.name} not ready within ${timeoutMs} ms: ${last.filter((r) => !r.ready).map((r) => `${r.node} (${r.reasons.join('; ')})`).join(', ')}; see ${info.agents.map((a) => a.logFile).join(', ')}`);
 }
 
 export interface AgentReport {
@@ -187,29 +226,34 @@ export async function agentReports(info: ClusterInfo): Promise<AgentReport[]> {
   );
 }
 
-async function watcherRevision(info: ClusterInfo): Promise<string> {
+async function watcherStatus(info: ClusterInfo): Promise<KubeletStatus | undefined> {
   try {
-    return (JSON.parse(await readFile(info.watcherStatusFile, 'utf8')) as { revision: string }).revision;
+    return JSON.parse(await readFile(info.watcherStatusFile, 'utf8')) as KubeletStatus;
   } catch {
-    return '';
+    return undefined;
   }
 }
 
-/** Wait (bounded) until the pods match the folder and every agent has applied its content. */
+/**
+ * Wait (bounded) until the pods match the folder (every pod started or stopped, its IP
+ * reported) and every agent has applied the source that results.
+ */
 export async function waitApplied(lab: LabState, info: ClusterInfo, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
   let last: AgentReport[] = [];
-  let pods = '';
+  let w: KubeletStatus | undefined;
+  let rev = '';
   while (Date.now() < end) {
-    const rev = await folderRevision(info.manifests);
+    rev = await folderRevision(info.manifests);
     last = await agentReports(info);
-    pods = await watcherRevision(info);
-    if (pods === rev && last.every((r) => r.revision === rev && r.ready)) return;
+    w = await watcherStatus(info);
+    if (w && w.revision === rev && w.settled && last.every((r) => r.revision === w!.source && r.ready)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  const rev = await folderRevision(info.manifests);
-  const lagging = last.filter((r) => r.revision !== rev || !r.ready).map((r) => `${r.node} (applied ${r.revision || 'nothing'}; ${r.reasons.join('; ') || 'no reason given'})`);
-  if (pods !== rev) lagging.push(`the pod watcher (reconciled ${pods || 'nothing'}; see ${join(lab.dir, 'logs', 'watcher.log')})`);
+  const lagging = last.filter((r) => r.revision !== w?.source || !r.ready).map((r) => `${r.node} (applied ${r.revision || 'nothing'}; ${r.reasons.join('; ') || 'no reason given'})`);
+  if (!w || w.revision !== rev || !w.settled) {
+    lagging.push(`the pod watcher (reconciled ${w?.revision || 'nothing'}${w && !w.settled ? ', not settled' : ''}${w?.error ? `: ${w.error}` : ''}; see ${join(lab.dir, 'logs', 'watcher.log')})`);
+  }
   throw new LabError(`agents of lab ${lab.name} did not apply ${info.manifests} (revision ${rev}) within ${timeoutMs} ms: ${lagging.join(', ')}; see ${info.agents.map((a) => a.logFile).join(', ')}`);
 }
 
@@ -228,35 +272,40 @@ async function startWatcher(lab: LabState, stateDir?: string): Promise<number> {
 }
 
 /**
- * The watcher loop: whenever the folder's content changes, attach new pods, detach removed
- * ones, re-attach moved or re-addressed ones, then record the revision the pods now match.
+ * The watcher loop (the lab's kubelet, kubelet.ts): whenever the folder's content changes,
+ * publish it to the agents' source, attach new pods, detach removed ones, re-attach moved or
+ * re-addressed ones; retry a second after a failure (a kubelet retries a failed ADD or DEL).
  * Runs until the lab is gone or the process is signalled.
  */
 export async function watchLab(name: string, stateDir: string | undefined, log: (l: string) => void, signal?: AbortSignal): Promise<void> {
-  let done = '';
+  let kubelet: LabKubelet | undefined;
+  let retryAt = 0;
   while (!signal?.aborted) {
     let lab: LabState;
     try {
       lab = await openLab(name, stateDir ? { stateDir } : {});
     } catch {
       log(`lab ${name} is gone; the watcher stops`);
+      kubelet?.stop();
       return;
     }
     const info = await readClusterInfo(lab).catch(() => undefined);
     if (info) {
+      kubelet ??= new LabKubelet({ lab, manifests: info.manifests, source: info.source, statusFile: info.watcherStatusFile, statusDelayMs: info.statusDelayMs, log });
       const rev = await folderRevision(info.manifests);
-      if (rev !== done) {
+      if (rev !== kubelet.reconciled && Date.now() >= retryAt) {
         try {
-          const changes = await reconcilePods(lab, info, log);
-          await writeFile(info.watcherStatusFile, JSON.stringify({ revision: rev, changes }) + '\n');
-          done = rev;
+          await kubelet.reconcile();
+          retryAt = 0;
         } catch (e) {
-          log(`reconciling the pods of lab ${name} failed (retrying): ${(e as Error).message}`);
+          retryAt = Date.now() + 1_000;
+          log(`reconciling the pods of lab ${name} failed (retrying in 1 s): ${(e as Error).message}`);
         }
       }
     }
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, 100));
   }
+  kubelet?.stop();
 }
 
 /** Stop the watcher of a lab, if it runs. */

@@ -1,13 +1,20 @@
 // Attaching pods with the real CNI `bridge` plugin and `host-local` IPAM, configured the way
-// flannel's CNI plugin delegates to them, run the way a kubelet runs them: with the node's
-// network namespace as the plugin's own and the pod's namespace in CNI_NETNS.
+// flannel's CNI plugin delegates to them, chained with policyctl-cni as the DaemonSet installs
+// it, and run the way a container runtime runs a conflist (libcni): with the node's network
+// namespace as the plugins' own and the pod's namespace in CNI_NETNS; ADD through the plugins
+// in order, each given the previous one's result as `prevResult`; DEL in reverse, each given the
+// ADD's result.
 
 import { join } from 'node:path';
 import { run } from './exec.ts';
 import { CNI_BRIDGE, CNI_NETWORK_NAME, POD_IFNAME } from './names.ts';
 import { NETNS_DIR } from './exec.ts';
+import { nodeBinary } from './processes.ts';
 
 export const CNI_PATH = process.env['POLICYCTL_LAB_CNI_PATH'] ?? '/usr/lib/cni';
+/** The version of the lab's conflist (as the DaemonSet's): from 0.4.0 on, DEL gets the ADD's result. */
+export const CNI_VERSION = '1.0.0';
+const POLICYCTL_CNI = join(import.meta.dirname, '..', '..', 'bin', 'policyctl-cni.js');
 
 export interface CniConfigInput {
   podCIDR: string;
@@ -42,6 +49,28 @@ export function cniConfig(input: CniConfigInput): Record<string, unknown> {
   };
 }
 
+export interface PolicyCniConfig {
+  /** The node agent's CNI socket. */
+  socket: string;
+  timeoutSeconds: number;
+}
+
+export interface CniConflist {
+  cniVersion: string;
+  name: string;
+  plugins: Record<string, unknown>[];
+}
+
+/** The node's conflist: bridge (with host-local), then policyctl-cni when given (the DaemonSet's chain). */
+export function cniConflist(input: CniConfigInput, policy?: PolicyCniConfig): CniConflist {
+  const { cniVersion: _v, name: _n, ...bridge } = cniConfig(input);
+  return {
+    cniVersion: CNI_VERSION,
+    name: CNI_NETWORK_NAME,
+    plugins: [bridge, ...(policy ? [{ type: 'policyctl-cni', socket: policy.socket, timeoutSeconds: policy.timeoutSeconds }] : [])],
+  };
+}
+
 export function ipamDataDir(labDir: string, node: string): string {
   return join(labDir, 'ipam', node);
 }
@@ -51,19 +80,31 @@ export interface CniCall {
   nodeNetns: string;
   podNetns: string;
   containerId: string;
-  config: Record<string, unknown>;
+  config: CniConflist;
   /** Requested pod IP (status.podIP); host-local picks one when absent. */
   ip?: string;
   podNamespace: string;
   podName: string;
+  /** DEL: the ADD's result, as a runtime caches it. */
+  prevResult?: CniAddResult;
+  /** DEL: go on through the remaining plugins when one fails (the lab cleaning up a failed ADD); the first error is thrown at the end. */
+  force?: boolean;
+  /** Called as each plugin returns (ADD: with its result), e.g. to note when the pod's network is up. */
+  onPlugin?: (type: string, result: CniAddResult | undefined) => void;
 }
 
 export interface CniAddResult {
+  cniVersion?: string;
   ips: Array<{ address: string; gateway?: string }>;
   interfaces?: Array<{ name: string; sandbox?: string }>;
 }
 
-/** Runs the bridge plugin inside the node's namespace. Returns the plugin's JSON result for ADD. */
+/** The command that runs a plugin of this type (policyctl-cni with the lab's Node 24, whatever `node` is on PATH). */
+function pluginArgv(type: string): string[] {
+  return type === 'policyctl-cni' ? [nodeBinary(), '--no-warnings', POLICYCTL_CNI] : [join(CNI_PATH, type)];
+}
+
+/** Runs the conflist inside the node's namespace. Returns the chain's result for ADD. */
 export async function runCni(call: CniCall): Promise<CniAddResult | undefined> {
   const args = [
     'IgnoreUnknown=1',
@@ -80,15 +121,33 @@ export async function runCni(call: CniCall): Promise<CniAddResult | undefined> {
     CNI_PATH,
     CNI_ARGS: args,
   };
-  const argv = ['ip', 'netns', 'exec', call.nodeNetns, join(CNI_PATH, 'bridge')];
   const envText = Object.entries(env)
     .map(([k, v]) => `${k}='${v}'`)
     .join(' ');
-  const r = await run(argv, {
-    env,
-    input: JSON.stringify(call.config),
-    context: `CNI ${call.command} for pod ${call.podNamespace}/${call.podName} (env ${envText})`,
-  });
-  if (call.command !== 'ADD') return undefined;
-  return JSON.parse(r.stdout) as CniAddResult;
+  const plugins = call.command === 'ADD' ? call.config.plugins : [...call.config.plugins].reverse();
+  let prev: CniAddResult | undefined = call.command === 'DEL' ? call.prevResult : undefined;
+  let firstError: unknown;
+  for (const plugin of plugins) {
+    const type = String(plugin['type']);
+    const netconf = { cniVersion: call.config.cniVersion, name: call.config.name, ...plugin, ...(prev ? { prevResult: prev } : {}) };
+    try {
+      const r = await run(['ip', 'netns', 'exec', call.nodeNetns, ...pluginArgv(type)], {
+        env,
+        input: JSON.stringify(netconf),
+        context: `CNI ${call.command} (${type}) for pod ${call.podNamespace}/${call.podName} (env ${envText})`,
+      });
+      if (call.command === 'ADD') prev = JSON.parse(r.stdout) as CniAddResult;
+      call.onPlugin?.(type, call.command === 'ADD' ? prev : undefined);
+    } catch (e) {
+      if (call.command !== 'DEL' || !call.force) throw e;
+      firstError ??= e;
+    }
+  }
+  if (firstError) throw firstError;
+  return call.command === 'ADD' ? prev : undefined;
+}
+
+/** The result a runtime would have cached for a pod attached at `ip` in `podCIDR`. */
+export function cachedResult(ip: string, podCIDR: string): CniAddResult {
+  return { cniVersion: CNI_VERSION, ips: [{ address: `${ip}/${podCIDR.split('/')[1]}` }] };
 }

@@ -262,8 +262,6 @@ function podCniCall(lab: LabState, node: LabNode, pod: LabPod, command: 'ADD' | 
 export interface AddPodOptions {
   /** Attach with the bridge plugin alone, as if by hand: no policyctl-cni, never named to an agent. */
   readonly bypassPolicyCni?: boolean;
-  /** Start the pod's server before its network (it listens as soon as the address exists): tests probing from the first instant. */
-  readonly serverFirst?: boolean;
   /** Runs once the pod's namespace exists, before any CNI plugin (tests start probers in it). */
   readonly beforeNetwork?: (pod: LabPod) => Promise<void>;
 }
@@ -275,7 +273,6 @@ async function attachPod(lab: LabState, pod: LabPod, opts: AddPodOptions = {}): 
   pod.timeline = { created: Date.now() };
   await setSysctls(pod.netns, CLIENT_SYSCTLS, `configuring pod ${pod.key}`);
   await ipBatch(pod.netns, ['link set lo up'], `configuring pod ${pod.key}`);
-  if (opts.serverFirst) await startPodServer(lab, pod);
   await opts.beforeNetwork?.(pod);
   const timeline = pod.timeline;
   const call = podCniCall(lab, node, pod, 'ADD');
@@ -431,7 +428,7 @@ export async function addPod(lab: LabState, spec: LabPodSpec, opts: AddPodOption
     lab.pods.push(pod);
     try {
       await attachPod(lab, pod, opts);
-      if (!opts.serverFirst) await startPodServer(lab, pod);
+      await startPodServer(lab, pod);
     } catch (err) {
       lab.pods = lab.pods.filter((p) => p !== pod);
       await teardownPod(lab, pod, true).catch(() => {});

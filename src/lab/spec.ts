@@ -55,6 +55,12 @@ export interface LabSpec {
   /** Ports served by the external host (the switch namespace's address). */
   externalPorts?: LabPortSpec[];
   services?: LabServiceSpec[];
+  /**
+   * Chain policyctl-cni after bridge in every node's conflist, as the DaemonSet does. Each
+   * node's agent must then serve the node's socket (`--cni-socket`; `nodeCniSocket`), or no
+   * pod can be added there.
+   */
+  policyCni?: { timeoutSeconds?: number };
 }
 
 export interface LabServiceSpec {

@@ -33,6 +33,8 @@ export interface LabNode {
   /** The cni0 address, the first address of podCIDR. */
   gateway: string;
   netns: string;
+  /** The node agent's CNI socket, when the node's conflist chains policyctl-cni after bridge. */
+  cniSocket?: string;
 }
 
 export interface LabPod {
@@ -50,6 +52,10 @@ export interface LabPod {
   containerId: string;
   /** Pid of the server process, when the pod serves any port. */
   serverPid?: number;
+  /** When (epoch ms) its namespace was created, its network came up (bridge ADD returned), and the whole CNI ADD returned. */
+  timeline?: { created: number; networkUp?: number; added?: number };
+  /** Attached by hand (no policyctl-cni): the folder watcher leaves it alone. */
+  unmanaged?: boolean;
 }
 
 export interface LabExternal {
@@ -72,6 +78,8 @@ export interface LabState {
   nodes: LabNode[];
   pods: LabPod[];
   services: LabService[];
+  /** policyctl-cni's timeoutSeconds in the nodes' conflists (nodes with a cniSocket). */
+  cniTimeoutSeconds?: number;
 }
 
 export async function saveState(state: LabState): Promise<void> {

@@ -158,7 +158,7 @@ status: {phase: Running, podIP: 10.244.2.20}
     expect(await reach('app/intruder')).toBe(false);
     const agent = info.agents.find((a) => a.node === 'n1')!;
     const logBefore = readFileSync(agent.logFile, 'utf8').length;
-    await startAgent(lab, info.manifests, agent);
+    await startAgent(lab, agent);
     // Probe the closed flow over and over while the new agent starts and syncs.
     const t0 = Date.now();
     let opened = 0;
