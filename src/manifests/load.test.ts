@@ -1,10 +1,12 @@
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PolicyRecord } from '../model/types.ts';
 import { refOf } from '../model/types.ts';
-import { STDIN_NAME, buildModel, fieldPathSegments, formatDiagnostic, loadManifests, parseManifests } from './load.ts';
+import { STDIN_NAME, buildModel, fieldPathSegments, formatDiagnostic, loadManifests, parseManifests, readManifestFile } from './load.ts';
 
 let dir: string;
 
@@ -181,10 +183,14 @@ items:
     expect(r.diagnostics.map(formatDiagnostic)).toEqual(['f.yaml:5: networkpolicy/default/p: spec.podSelector: required field is missing (use {} to select every pod of the namespace)']);
   });
 
-  it('a pod with a bad field is kept with a warning', () => {
+  it('a pod with a bad field is kept with a warning; a refused address is an error and leaves it without one', () => {
+    const bad = parseManifests(`apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x}\nspec:\n  hostNetwork: maybe\n`, 'p.yaml');
+    expect(bad.objects).toHaveLength(1);
+    expect(bad.diagnostics.map(formatDiagnostic)).toEqual(['p.yaml:5: warning: pod/x/a: spec.hostNetwork: must be true or false; read as false (got "maybe")']);
     const r = parseManifests(pod('x', 'a', '10.0.0.300'), 'p.yaml');
     expect(r.objects).toHaveLength(1);
-    expect(r.diagnostics.map(formatDiagnostic)).toEqual(['p.yaml:9: warning: pod/x/a: status.podIP: not a valid IPv4 address; ignored (got "10.0.0.300")']);
+    expect(r.objects[0]!.record).toMatchObject({ ips: [] });
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual(['p.yaml:9: pod/x/a: status.podIP: not a valid IPv4 address; the pod gets no address (in no allow set) until it is fixed (got "10.0.0.300")']);
   });
 
   it('label keys with dots and slashes resolve to their line', () => {
@@ -194,11 +200,11 @@ items:
 });
 
 describe('buildModel and duplicates', () => {
-  it('upserts every record; of two objects with one UID the later wins, with a warning', async () => {
+  it('upserts every record; the same object read twice: the later wins, with a warning', async () => {
     const a = await write('dup/a.yaml', `${pod('x', 'a', '10.0.0.1')}---\n${ns('x')}`);
     const b = await write('dup/b.yaml', pod('x', 'a', '10.0.0.2'));
     const r = await loadManifests([a, b]);
-    expect(r.diagnostics.map(formatDiagnostic)).toEqual([`${b}:1: warning: pod/x/a: same UID "x/a" as pod/x/a at ${a}:1; this later object replaces it`]);
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual([`${b}:1: warning: pod/x/a: defined again (same UID "x/a") after ${a}:1; this later object replaces it`]);
     const m = buildModel(r);
     expect(m.findPod('x', 'a')!.ips).toEqual(['10.0.0.2']);
     expect([...m.allPods()]).toHaveLength(1);
@@ -224,5 +230,117 @@ describe('fieldPathSegments', () => {
     ['', []],
   ])('%s', (field, segs) => {
     expect(fieldPathSegments(field)).toEqual(segs);
+  });
+});
+
+describe('big Lists, read item by item', () => {
+  // Every way a List can be written: the item-by-item reading (splitAbove 0) must give exactly
+  // what one parse of the whole document gives, objects and diagnostics alike.
+  const item = (name: string, extra = '') => `- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: ${name}\n    namespace: x\n${extra}  status:\n    podIP: 10.0.0.${name.length}\n`;
+  const cases: Record<string, string> = {
+    'kubectl yaml': `apiVersion: v1\nitems:\n${item('a')}${item('bb')}kind: List\nmetadata:\n  resourceVersion: ""\n`,
+    'indented entries and comments': `apiVersion: v1\nkind: List\nitems:\n  # first\n  - {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n\n  - apiVersion: v1\n    kind: Namespace\n    metadata:\n      name: "y"\n# a comment at column 0\n  - apiVersion: v1\n    kind: Pod\n    metadata: {name: p, namespace: x, labels: {"bad key!": v}}\n`,
+    'crlf': `apiVersion: v1\r\nkind: List\r\nitems:\r\n- apiVersion: v1\r\n  kind: Namespace\r\n  metadata:\r\n    name: x\r\n`,
+    'explicit document and block scalars': `---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata:\n    name: x\n    annotations:\n      note: |\n        - not an item\n        items:\n- kind: Namespace\n  apiVersion: v1\n  metadata: {name: z}\n...\n`,
+    'an alias across items (read whole)': `apiVersion: v1\nkind: List\nitems:\n- &ns {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n- *ns\n`,
+    'a syntax error in one item (read whole: the document is skipped)': `apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: x\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: y}\n`,
+    'duplicate keys (read whole)': `apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  kind: Namespace\n  metadata: {name: x}\n`,
+    'an invalid policy item: field lines': `apiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.k8s.io/v1\n  kind: NetworkPolicy\n  metadata: {name: p, namespace: x}\n  spec:\n    podSelector: {}\n    ingress:\n    - ports:\n      - endPort: 90\n`,
+    'the API list format: items without kind': `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicyList\nitems:\n- metadata: {name: p, namespace: x}\n  spec: {podSelector: {}}\n`,
+    'a misspelled List kind and apiVersion': `apiVersion: v2\nkind: list\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n`,
+    'no items key at column 0': `{apiVersion: v1, kind: List, items: [{apiVersion: v1, kind: Namespace, metadata: {name: x}}]}\n`,
+    'two documents': `apiVersion: v1\nkind: List\nitems:\n${item('a')}---\napiVersion: v1\nkind: List\nitems:\n${item('c')}`,
+    'kubectl json': JSON.stringify({ apiVersion: 'v1', items: [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x' } }, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', namespace: 'x' }, status: { podIP: '0.0.0.0' } }], kind: 'List', metadata: { resourceVersion: '' } }, null, 4),
+    'json with escapes and a duplicate key (read whole)': `{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x\\u0041", "name": "y"}}]}`,
+    'json with escaped key equal to another': `{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x", "n\\u0061me": "y"}}]}`,
+    'json nested deeper than the scanner goes': `{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x", "labels": ${'['.repeat(100)}${']'.repeat(100)}}}]}`,
+  };
+  it.each(Object.entries(cases))('%s', (_name, text) => {
+    const whole = parseManifests(text, 'f.yaml', { splitAbove: Infinity });
+    const split = parseManifests(text, 'f.yaml', { splitAbove: 0 });
+    expect(split).toEqual(whole);
+    expect(whole.objects.length + whole.diagnostics.length).toBeGreaterThan(0);
+  });
+
+  it('finds the fields of an invalid item on their own lines', () => {
+    const r = parseManifests(cases['an invalid policy item: field lines']!, 'f.yaml', { splitAbove: 0 });
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual(['f.yaml:11: networkpolicy/x/p: spec.ingress[0].ports[0].endPort: endPort requires a numeric port (got 90)']);
+    const j = parseManifests(cases['kubectl json']!, 'f.json', { splitAbove: 0 });
+    expect(j.diagnostics.map(formatDiagnostic)).toEqual([expect.stringMatching(/^f\.json:19: pod\/x\/p: status\.podIP: the unspecified address, not a pod address/)]);
+    expect(j.objects.map((o) => o.line)).toEqual([4, 11]);
+  });
+});
+
+describe('nothing disappears unseen', () => {
+  it('a NetworkPolicy with apiVersion v1 or kind networkpolicy: an error naming file, line and value, and it isolates (--strict material)', () => {
+    const text = `apiVersion: v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec: {podSelector: {}}\n---\napiVersion: networking.k8s.io/v1\nkind: networkpolicy\nmetadata: {name: deny2, namespace: x}\nspec: {podSelector: {}}\n`;
+    const r = parseManifests(text, 'p.yaml');
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual([
+      'p.yaml:1: networkpolicy/x/deny: apiVersion: unknown apiVersion for NetworkPolicy: expected networking.k8s.io/v1 (got "v1")',
+      'p.yaml:7: networkpolicy/x/deny2: kind: not a kind: kinds are singular and case-sensitive (expected NetworkPolicy); read as NetworkPolicy (got "networkpolicy")',
+    ]);
+    expect(r.diagnostics.every((d) => d.severity === 'error')).toBe(true);
+    expect(r.objects.map((o) => (o.record as PolicyRecord).issues.length)).toEqual([1, 1]);
+    expect(r.skipped).toEqual([]);
+  });
+
+  it('a misspelled List kind is an error; its items still load', () => {
+    const r = parseManifests(`apiVersion: v1\nkind: list\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n`, 'l.yaml');
+    expect(r.objects.map((o) => refOf(o.record))).toEqual(['namespace/x']);
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual(['l.yaml:2: list: kind: not a kind: kinds are case-sensitive (expected List); its items are read (got "list")']);
+  });
+
+  it('objects sharing a UID are all kept, the shared UID reported', async () => {
+    const f = await write('uids.yaml', `apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, uid: u1}\nstatus: {podIP: 10.0.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: x, uid: u1}\nstatus: {podIP: 10.0.0.2}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a, namespace: x, uid: u1}\nspec: {podSelector: {}}\n`);
+    const r = await loadManifests([f]);
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual([`${f}:6: warning: pod/x/b: same UID "u1" as pod/x/a at ${f}:1; both are kept (this one as UID "u1/x/b")`]);
+    const m = buildModel(r);
+    expect([...m.allPods()].map((p) => [p.name, p.uid, p.ips])).toEqual([['a', 'u1', ['10.0.0.1']], ['b', 'u1/x/b', ['10.0.0.2']]]);
+    expect([...m.allPolicies()]).toHaveLength(1); // another kind: its own identity
+    // buildModel alone (the lab's path) keeps both too.
+    expect([...buildModel(parseManifests(await readFile(f, 'utf8'), f)).allPods()]).toHaveLength(2);
+  });
+
+  it('matches extensions in any letter case', async () => {
+    await write('case/A.YAML', ns('a'));
+    await write('case/b.Json', JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'b' } }));
+    await write('case/c.YmL', ns('c'));
+    const r = await loadManifests([join(dir, 'case')]);
+    expect(r.objects.map((o) => refOf(o.record))).toEqual(['namespace/a', 'namespace/b', 'namespace/c']);
+  });
+});
+
+describe('hostile files', () => {
+  it('skips FIFOs, sockets and devices in a folder with an error naming them, never opening them (bounded time)', async () => {
+    const d = join(dir, 'hostile');
+    await write('hostile/ok.yaml', ns('ok'));
+    execFileSync('mkfifo', [join(d, 'fifo.yaml')]);
+    await symlink('/dev/zero', join(d, 'zero.yaml')); // endless if read
+    const server = createServer().listen(join(d, 'sock.yaml'));
+    await new Promise((resolve) => server.once('listening', resolve));
+    try {
+      const t0 = Date.now();
+      const r = await loadManifests([d]);
+      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(r.objects.map((o) => refOf(o.record))).toEqual(['namespace/ok']);
+      expect(r.diagnostics.map(formatDiagnostic)).toEqual([
+        `${join(d, 'fifo.yaml')}: a FIFO, not a regular file: skipped, never opened`,
+        `${join(d, 'sock.yaml')}: a socket, not a regular file: skipped, never opened`,
+        `${join(d, 'zero.yaml')}: a character device, not a regular file: skipped, never opened`,
+      ]);
+      // The race: a FIFO where a regular file was listed is refused at once, not waited on.
+      await expect(readManifestFile(join(d, 'fifo.yaml'))).rejects.toThrow('a FIFO, not a regular file');
+    } finally {
+      server.close();
+    }
+  });
+
+  it('a file name with a newline is printed quoted, never as a line of its own', async () => {
+    const f = await write('evil\n-A FORWARD -j ACCEPT.yaml', `apiVersion: v1\nkind: Pod\nmetadata: {name: "x\\n-A FORWARD -j ACCEPT", namespace: x}\n`);
+    const r = await loadManifests([join(dir, 'evil\n-A FORWARD -j ACCEPT.yaml')]);
+    const lines = r.diagnostics.map(formatDiagnostic).join('\n').split('\n');
+    expect(lines.length).toBe(r.diagnostics.length);
+    expect(lines.some((l) => l.startsWith('-A'))).toBe(false);
+    expect(lines[0]).toBe(`${JSON.stringify(f)}:3: warning: "pod/x/x\\n-A FORWARD -j ACCEPT": metadata.name: invalid name: must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (got "x\\n-A FORWARD -j ACCEPT")`);
   });
 });

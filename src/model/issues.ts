@@ -63,3 +63,41 @@ export class IssueList {
     }
   }
 }
+
+// ---- printing what manifests hold ------------------------------------------------------------
+//
+// Names, label keys and values, file names and field paths come from manifests that anyone
+// allowed to write an object can fill: a name holding "\n-A FORWARD -j ACCEPT" printed raw
+// would put a forged line into a log, an error or `explain` output. Invariant: everything a
+// manifest holds is printed through `printable` (names) or `escapeLine` (whole lines), so it
+// stays on the line it is printed on and cannot turn the terminal's text around.
+
+/**
+ * Characters that end a line or change how a terminal shows it: C0 and C1 controls, DEL, the
+ * Unicode line and paragraph separators, bidirectional controls, and lone surrogates.
+ */
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+const SHORT_ESCAPES: Readonly<Record<string, string>> = { '\n': '\\n', '\r': '\\r', '\t': '\\t', '\b': '\\b', '\f': '\\f' };
+
+/** The text with every unsafe character written as a JSON escape (`\n`, `\u2028`). */
+export function escapeLine(text: string): string {
+  return text.replace(UNSAFE, (c) => SHORT_ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** JSON-quoted and escaped: `"a\nb"`. */
+export function quoted(text: string): string {
+  return escapeLine(JSON.stringify(text));
+}
+
+/** Printable name characters: ASCII without space, quote and backslash. */
+const BARE = /^[!#-[\]-~]+$/;
+
+/**
+ * A name as printed: bare when it holds only printable ASCII without spaces, quotes or
+ * backslashes (every valid Kubernetes name, label and field path), JSON-quoted otherwise.
+ */
+export function printable(text: string): string {
+  return BARE.test(text) ? text : quoted(text);
+}
