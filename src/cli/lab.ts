@@ -153,11 +153,19 @@ Examples:
   withName(
     lab
       .command('up')
-      .description('Build a lab from the Nodes, Namespaces, Pods and NetworkPolicies in a folder, start one agent per node, and return once they have applied it. The agents keep watching the folder.')
-      .requiredOption('-f, --filename <dir>', 'folder of manifests (watched while the lab runs)'),
+      .description(
+        "Build a lab from the Nodes, Namespaces, Pods and NetworkPolicies in a folder, start one agent per node, and return once they have applied it. Pods start in a cluster's order: CNI ADD through bridge, host-local and policyctl-cni (which returns once the node's agent enforces the pod), and the pod's IP reaches the agents only a status report later. The lab keeps following the folder.",
+      )
+      .requiredOption('-f, --filename <dir>', 'folder of manifests (watched while the lab runs)')
+      .option('--status-delay <ms>', "delay between a pod's CNI ADD and its IP reaching the agents (kubelet's status report)", '500')
+      .option('--cni-timeout <seconds>', "policyctl-cni's timeoutSeconds in the nodes' conflists", '10'),
   ).action(async (o) => {
     requireRoot();
-    const { lab: l, skipped } = await labUp({ name: o.name, manifests: o.filename, log: (x) => io.err(`${x}\n`), ...(o.stateDir ? { stateDir: o.stateDir } : {}) });
+    const statusDelayMs = Number(o.statusDelay);
+    const cniTimeoutSeconds = Number(o.cniTimeout);
+    if (!Number.isFinite(statusDelayMs) || statusDelayMs < 0) throw new CliError(`--status-delay must be a number of milliseconds, got ${JSON.stringify(o.statusDelay)}`, EXIT.usage);
+    if (!Number.isFinite(cniTimeoutSeconds) || cniTimeoutSeconds <= 0) throw new CliError(`--cni-timeout must be a positive number of seconds, got ${JSON.stringify(o.cniTimeout)}`, EXIT.usage);
+    const { lab: l, skipped } = await labUp({ name: o.name, manifests: o.filename, statusDelayMs, cniTimeoutSeconds, log: (x) => io.err(`${x}\n`), ...(o.stateDir ? { stateDir: o.stateDir } : {}) });
     for (const s of skipped) io.err(`skipped pod ${s}\n`);
     io.out(`lab ${l.name} is up: ${l.nodes.length} nodes, ${l.pods.length} pods; state in ${clusterInfoFile(l)}\n`);
     setCode(EXIT.ok);
