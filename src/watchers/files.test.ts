@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,5 +97,32 @@ describe('FileSource', () => {
     await src.rescan();
     expect(changes).toBe(2);
     expect(src.model.findPod('app', 'web')!.labels).toEqual({ app: 'api' });
+  });
+
+  it('never opens a FIFO named like a manifest: starts at once, reports it, loads the rest', async () => {
+    writeFileSync(join(dir, 'pod.yaml'), POD);
+    execFileSync('mkfifo', [join(dir, 'x.yaml')]);
+    src = new FileSource({ dir, pollMs: 60_000 });
+    const t0 = Date.now();
+    await src.start();
+    await src.rescan();
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect([...src.model.allPods()].map((p) => p.name)).toEqual(['web']);
+    expect(src.status()).toMatchObject({ healthy: false, detail: `${join(dir, 'x.yaml')}: a FIFO, not a regular file: skipped, never opened` });
+    expect(src.revision()).toBe(await folderRevision(dir)); // the revision never reads it either
+  });
+
+  it('keeps both objects of a copied manifest that kept the UID', async () => {
+    writeFileSync(join(dir, 'a.yaml'), POD.replace('metadata: {', 'metadata: {uid: u-1, '));
+    writeFileSync(join(dir, 'b.yaml'), POD.replace('metadata: {', 'metadata: {uid: u-1, ').replace('name: web', 'name: copy'));
+    src = new FileSource({ dir, pollMs: 60_000 });
+    await src.start();
+    expect([...src.model.allPods()].map((p) => [p.name, p.uid]).sort()).toEqual([['copy', 'u-1/app/copy'], ['web', 'u-1']]);
+    const gen = src.model.generation;
+    await src.rescan(); // stable: nothing changes on a re-read
+    expect(src.model.generation).toBe(gen);
+    rmSync(join(dir, 'a.yaml'));
+    await src.rescan();
+    expect([...src.model.allPods()].map((p) => [p.name, p.uid])).toEqual([['copy', 'u-1']]);
   });
 });

@@ -5,14 +5,19 @@
 //   error), the objects it held last time stay in the model, so a half-written or broken
 //   policy file never removes isolation. Invalid objects inside a parsed file are loaded
 //   fail-closed by normalize (they isolate and allow nothing).
+// - Only regular files are read: a FIFO, socket or device named like a manifest is reported
+//   and never opened, so it cannot hang the agent (the read itself refuses one that replaced a
+//   listed file).
+// - Objects sharing a UID are all kept, as the CLI's loader keeps them (load.ts
+//   disambiguateUids): a copied manifest never hides the object it was copied from.
 // - The model is updated by difference (upsert what changed, remove what is gone), so an
 //   unchanged object keeps its identity and the model's generation only moves on real change.
 
 import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { formatDiagnostic, listManifestFiles, parseManifests, type Diagnostic } from '../manifests/load.ts';
+import { disambiguateUids, formatDiagnostic, listManifestFiles, parseManifests, readManifestFile, type Diagnostic } from '../manifests/load.ts';
+import { printable } from '../model/issues.ts';
 import { Model } from '../model/store.ts';
 import { sameRecord, type ObjectRecord } from '../model/types.ts';
 import type { ModelSource, SourceStatus } from './source.ts';
@@ -39,7 +44,7 @@ export interface FileSourceOptions {
 export async function folderRevision(dir: string): Promise<string> {
   const files = await listManifestFiles(dir, []);
   const hashes: [string, string][] = [];
-  for (const f of files) hashes.push([f, sha256(await readFile(f, 'utf8').catch(() => ''))]);
+  for (const f of files) hashes.push([f, sha256(await readManifestFile(f).catch(() => ''))]);
   return revisionOf(dir, hashes);
 }
 
@@ -71,6 +76,10 @@ export class FileSource implements ModelSource {
   private scanning: Promise<void> | undefined;
   private rescanPending = false;
   private lastError = '';
+  /** Folder-level errors of the last scan (logged when new). */
+  private listErrors = new Set<string>();
+  /** Shared UIDs reported by the last apply (logged when it changes). */
+  private uidReport = '';
   private invalid = 0;
 
   constructor(o: FileSourceOptions) {
@@ -153,15 +162,19 @@ export class FileSource implements ModelSource {
     const rootError = listDiags.find((d) => d.severity === 'error' && d.file === this.dir);
     if (rootError) throw new Error(`${FOLDER_UNREADABLE} ${this.dir}: ${rootError.message}; keeping the last good objects`);
     const errors: string[] = listDiags.filter((d) => d.severity === 'error').map(formatDiagnostic);
+    // Folder-level errors (a FIFO or device named like a manifest, an unreadable sub-folder) are
+    // logged when they first appear, not on every poll; they stay in the status detail.
+    for (const e of errors) if (!this.listErrors.has(e)) this.log?.error({ dir: this.dir }, e);
+    this.listErrors = new Set(errors);
     const next = new Map<string, FileEntry>();
     for (const file of names) {
       let text: string;
       try {
-        text = await readFile(file, 'utf8');
+        text = await readManifestFile(file); // refuses a FIFO or device that replaced the file since the listing
       } catch (e) {
         const prev = this.files.get(file);
         if (prev) next.set(file, { hash: '', records: prev.records });
-        errors.push(`${file}: cannot read (${e instanceof Error ? e.message : String(e)}); keeping its last good objects`);
+        errors.push(`${printable(file)}: cannot read (${e instanceof Error ? e.message : String(e)}); keeping its last good objects`);
         continue;
       }
       const hash = sha256(text);
@@ -175,7 +188,7 @@ export class FileSource implements ModelSource {
       // objects is most likely mid-write, and dropping its policies would open traffic. Its
       // objects stay until the file has content again or is deleted.
       if (prev && prev.records.length > 0 && text.trim() === '') {
-        const error = `${file}: file is empty; keeping its last good objects (delete the file to remove them)`;
+        const error = `${printable(file)}: file is empty; keeping its last good objects (delete the file to remove them)`;
         errors.push(error);
         next.set(file, { hash, records: prev.records, error });
         continue;
@@ -190,7 +203,7 @@ export class FileSource implements ModelSource {
         else this.log?.warn({ file, object: d.ref }, line);
       }
       if (broken.length && prev) {
-        const error = `${file}: ${broken.length} unreadable document(s); keeping its last good objects`;
+        const error = `${printable(file)}: ${broken.length} unreadable document(s); keeping its last good objects`;
         errors.push(error);
         next.set(file, { hash, records: prev.records, error });
         continue;
@@ -211,8 +224,16 @@ export class FileSource implements ModelSource {
     // Keyed by kind and UID: objects read from files have no UID and fall back to
     // namespace/name, which a Pod and a NetworkPolicy of the same name share.
     const key = (r: ObjectRecord) => `${r.kind}|${r.uid}`;
+    // Objects sharing a UID across files are all kept (identity is kind, namespace and name):
+    // the later ones get a derived UID, as the CLI's loader does; reported when that changes.
+    const all: { record: ObjectRecord }[] = [];
+    for (const e of this.files.values()) for (const record of e.records) all.push({ record });
+    const { objects, diagnostics } = disambiguateUids(all);
+    const report = diagnostics.map((d) => `${printable(d.ref ?? '')}: ${d.message}`).join('\n');
+    if (report !== this.uidReport && report !== '') this.log?.warn({ dir: this.dir }, report.replaceAll('\n', '; '));
+    this.uidReport = report;
     const wanted = new Map<string, ObjectRecord>();
-    for (const e of this.files.values()) for (const r of e.records) wanted.set(key(r), r);
+    for (const o of objects) wanted.set(key(o.record), o.record);
     const before = this.model.generation;
     const present = new Map<string, ObjectRecord>();
     for (const r of [...this.model.allPods(), ...this.model.allPolicies(), ...this.model.allNodes(), ...this.model.allNamespaces()]) {
