@@ -197,6 +197,19 @@ Examples:
       code = await runAgent(o, io);
     });
 
+  program
+    .command('install-cni')
+    .description("Install the policyctl-cni plugin into a node's CNI bin folder (the DaemonSet's init container does this): a policyctl-cni script there runs the plugin with this Node.")
+    .option('--bin-dir <dir>', "the node's CNI bin folder, as mounted", '/opt/cni/bin')
+    .action(async (o: { binDir: string }) => {
+      const { installPlugin } = await import('../cni/install.ts');
+      const { readFile } = await import('node:fs/promises');
+      const version = (JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+      const r = await installPlugin({ binDir: o.binDir, version });
+      io.out(`installed ${r.wrapper} (policyctl-cni ${version}, files in ${r.dir})\n`);
+      code = EXIT.ok;
+    });
+
   program.addCommand(labCommand(io, (c) => (code = c)));
 
   try {

@@ -613,6 +613,51 @@ export function checkFlannel(objects: K8sObject[]): string[] {
   return problems;
 }
 
+/**
+ * policyctl-cni: the conflist ends with it (so DEL reaches the agent before host-local releases
+ * the address) with a timeout, at a cniVersion whose DEL carries the ADD's result; an init
+ * container installs it from the policyctl image before the conflist is written; the agent
+ * serves the conflist's socket from a host folder the runtime's plugins see.
+ */
+export function checkPolicyCni(objects: K8sObject[]): string[] {
+  const spec = podSpecOf(objects);
+  const agent = containerOf(objects, AGENT_CONTAINER);
+  if (!spec || !agent) return [`DaemonSet has no container named ${AGENT_CONTAINER}`];
+  const problems: string[] = [];
+  const cm = objectsOfKind<ConfigMap>(objects, 'ConfigMap').find((o) => o.metadata?.name === FLANNEL_CONFIGMAP);
+  type Plugin = { type?: unknown; socket?: unknown; timeoutSeconds?: unknown };
+  const cni = parseJson(cm?.data?.['cni-conf.json'], 'cni-conf.json', problems) as { cniVersion?: unknown; plugins?: Plugin[] } | undefined;
+  let socket: unknown = '/run/policyctl/cni.sock';
+  if (cni && Array.isArray(cni.plugins)) {
+    const last = cni.plugins.at(-1);
+    if (last?.type !== 'policyctl-cni') problems.push(`cni-conf.json: the last plugin must be policyctl-cni (DEL runs in reverse: it must come before host-local's release), got ${JSON.stringify(last?.type)}`);
+    else {
+      socket = last.socket ?? socket;
+      if (typeof last.timeoutSeconds !== 'number' || !(last.timeoutSeconds > 0)) problems.push(`cni-conf.json policyctl-cni timeoutSeconds must be a positive number, got ${JSON.stringify(last.timeoutSeconds)}`);
+    }
+    const [major = 0, minor = 0] = String(cni.cniVersion).split('.').map(Number);
+    if (major === 0 && minor < 4) problems.push(`cni-conf.json cniVersion must be 0.4.0 or later (DEL then carries the ADD's result), got ${JSON.stringify(cni.cniVersion)}`);
+  }
+  const argv = argvOf(agent);
+  const served = flagValue(argv, '--cni-socket');
+  if (served !== socket) problems.push(`policyctl --cni-socket ${JSON.stringify(served)} is not the conflist's socket ${JSON.stringify(socket)}`);
+  if (typeof served === 'string') problems.push(...checkHostPathMount(spec, agent, served.slice(0, served.lastIndexOf('/')), { type: 'DirectoryOrCreate' }));
+
+  const inits = spec.initContainers ?? [];
+  const i = inits.findIndex((c) => c.name === 'install-policyctl-cni');
+  const install = inits[i];
+  if (!install) problems.push('no install-policyctl-cni init container');
+  else {
+    if (install.image !== agent.image) problems.push(`install-policyctl-cni must run the policyctl image ${JSON.stringify(agent.image)}, got ${JSON.stringify(install.image)}`);
+    const a = argvOf(install);
+    if (!a.includes('install-cni') || flagValue(a, '--bin-dir') !== '/opt/cni/bin') problems.push(`install-policyctl-cni must run policyctl install-cni --bin-dir /opt/cni/bin, got ${JSON.stringify(a)}`);
+    problems.push(...checkHostPathMount(spec, install, '/opt/cni/bin', {}));
+    const conf = inits.findIndex((c) => c.name === 'install-cni');
+    if (conf >= 0 && conf < i) problems.push('install-policyctl-cni must run before install-cni (the conflist must never name a missing plugin)');
+  }
+  return problems;
+}
+
 /** The policyctl image's tag follows package.json's version (placeholder registry or not). */
 export function checkImageVersion(objects: K8sObject[], version: string): string[] {
   const image = containerOf(objects, AGENT_CONTAINER)?.image ?? '';

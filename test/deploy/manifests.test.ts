@@ -26,6 +26,7 @@ import {
   checkFlannel,
   checkImageVersion,
   checkKinds,
+  checkPolicyCni,
   checkRbac,
   entrypointOf,
   only,
@@ -70,6 +71,7 @@ const manifestChecks: Record<string, (m: K8sObject[]) => string[]> = {
   daemonSet: checkDaemonSet,
   agent: (m) => checkAgentContainer(m, entrypoint),
   flannel: checkFlannel,
+  policyCni: checkPolicyCni,
   imageVersion: (m) => checkImageVersion(m, version),
 };
 
@@ -94,7 +96,7 @@ describe('deploy/*.yaml', () => {
 
   it('runs the agent with the node name from the downward API and health on the probed port', () => {
     const c = agent(objects);
-    expect([...c.command!, ...c.args!]).toEqual(['node', '/app/bin/policyctl.js', 'agent', '--node', '$(NODE_NAME)', '--kube', '--health-addr', ':9102']);
+    expect([...c.command!, ...c.args!]).toEqual(['node', '/app/bin/policyctl.js', 'agent', '--node', '$(NODE_NAME)', '--kube', '--health-addr', ':9102', '--cni-socket', '/run/policyctl/cni.sock']);
     expect(c.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
     expect(c.readinessProbe!.httpGet).toEqual({ path: '/readyz', port: 9102 });
     expect(c.ports).toContainEqual({ name: 'metrics', containerPort: 9102, protocol: 'TCP' });
@@ -103,9 +105,20 @@ describe('deploy/*.yaml', () => {
   it('reads the flannel ConfigMap the way flanneld and the CNI runtime will', () => {
     const data = flannelCfg(objects).data!;
     expect(JSON.parse(data['net-conf.json']!)).toEqual({ Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } });
-    const conflist = JSON.parse(data['cni-conf.json']!) as { plugins: { type: string; delegate?: unknown }[] };
-    expect(conflist.plugins.map((p) => p.type)).toEqual(['flannel', 'portmap']);
+    const conflist = JSON.parse(data['cni-conf.json']!) as { cniVersion: string; plugins: { type: string; delegate?: unknown }[] };
+    expect(conflist.cniVersion).toBe('1.0.0');
+    expect(conflist.plugins.map((p) => p.type)).toEqual(['flannel', 'portmap', 'policyctl-cni']);
     expect(conflist.plugins[0]!.delegate).toEqual({ hairpinMode: true, isDefaultGateway: true });
+    expect(conflist.plugins[2]).toEqual({ type: 'policyctl-cni', socket: '/run/policyctl/cni.sock', timeoutSeconds: 10 });
+  });
+
+  it('installs policyctl-cni with the policyctl CLI the image holds', async () => {
+    const init = pod(objects).initContainers!.find((c) => c.name === 'install-policyctl-cni')!;
+    expect([...init.command!, ...init.args!]).toEqual(['node', '/app/bin/policyctl.js', 'install-cni', '--bin-dir', '/opt/cni/bin']);
+    let help = '';
+    const io = { out: (t: string) => void (help += t), err: (t: string) => void (help += t), readStdin: async () => '' };
+    expect(await main(['install-cni', '--help'], io)).toBe(0);
+    expect(help).toContain('--bin-dir');
   });
 });
 
@@ -223,6 +236,14 @@ const mutations: Mutation[] = [
   { name: 'isDefaultGateway missing', check: 'flannel', mutate: (m) => void (flannelCfg(m).data!['cni-conf.json'] = flannelCfg(m).data!['cni-conf.json']!.replace('"isDefaultGateway": true', '"ipMasq": false')), expect: /isDefaultGateway must be true/ },
   { name: 'the conflist is not JSON', check: 'flannel', mutate: (m) => void (flannelCfg(m).data!['cni-conf.json'] += ','), expect: /cni-conf\.json is not JSON/ },
   { name: 'the conflist installed as .conf', check: 'flannel', mutate: (m) => void (pod(m).initContainers!.find((c) => c.name === 'install-cni')!.args![2] = '/etc/cni/net.d/10-flannel.conf'), expect: /install-cni must copy .* to \/etc\/cni\/net\.d\/10-flannel\.conflist/ },
+  // policyCni
+  { name: 'policyctl-cni not last in the chain', check: 'policyCni', mutate: (m) => void (flannelCfg(m).data!['cni-conf.json'] = JSON.stringify({ ...JSON.parse(flannelCfg(m).data!['cni-conf.json']!), plugins: [...(JSON.parse(flannelCfg(m).data!['cni-conf.json']!) as { plugins: unknown[] }).plugins].reverse() })), expect: /the last plugin must be policyctl-cni/ },
+  { name: 'a cniVersion whose DEL has no prevResult', check: 'policyCni', mutate: (m) => void (flannelCfg(m).data!['cni-conf.json'] = flannelCfg(m).data!['cni-conf.json']!.replace('"1.0.0"', '"0.3.1"')), expect: /cniVersion must be 0\.4\.0 or later/ },
+  { name: 'no timeout', check: 'policyCni', mutate: (m) => void (flannelCfg(m).data!['cni-conf.json'] = flannelCfg(m).data!['cni-conf.json']!.replace('"timeoutSeconds": 10', '"timeoutSeconds": 0')), expect: /timeoutSeconds must be a positive number/ },
+  { name: 'the agent serves another socket', check: 'policyCni', mutate: (m) => setArg(agent(m), '--cni-socket', '/var/run/x.sock'), expect: /is not the conflist's socket/ },
+  { name: 'the socket folder not shared with the host', check: 'policyCni', mutate: (m) => void (agent(m).volumeMounts = agent(m).volumeMounts!.filter((v) => v.mountPath !== '/run/policyctl')), expect: /does not mount \/run\/policyctl/ },
+  { name: 'the plugin installed after the conflist', check: 'policyCni', mutate: (m) => void pod(m).initContainers!.push(pod(m).initContainers!.splice(pod(m).initContainers!.findIndex((c) => c.name === 'install-policyctl-cni'), 1)[0]!), expect: /must run before install-cni/ },
+  { name: 'the plugin from another image', check: 'policyCni', mutate: (m) => void (pod(m).initContainers!.find((c) => c.name === 'install-policyctl-cni')!.image = 'registry.example.com/policyctl:0.0.1'), expect: /must run the policyctl image/ },
   { name: 'the flannel config from another ConfigMap', check: 'flannel', mutate: (m) => void (pod(m).volumes!.find((v) => v.name === 'flannel-cfg')!.configMap!.name = 'kube-flannel-cfg'), expect: /must come from ConfigMap policyctl-flannel-cfg/ },
   // image version
   { name: 'an image tag behind package.json', check: 'imageVersion', mutate: (m) => void (agent(m).image = 'registry.example.com/policyctl:0.0.9'), expect: /not tagged with package\.json's version/ },

@@ -1,0 +1,38 @@
+// The host install the DaemonSet's init container makes: the wrapper runs the plugin with the
+// copied Node, from any working directory, and an upgrade replaces the previous version.
+
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { installPlugin } from './install.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'pctl-cni-install-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function run(file: string, env: Record<string, string>, input: string): Promise<{ code: number; stdout: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(file, [], { env: { PATH: '/usr/bin:/bin', ...env }, cwd: '/' }, (err, stdout) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout }));
+    child.stdin!.end(input);
+  });
+}
+
+describe('policyctl install-cni', () => {
+  it('installs a wrapper that runs the plugin with its own Node, and replaces an older version', async () => {
+    await installPlugin({ binDir: dir, version: '0.0.9' });
+    const { wrapper } = await installPlugin({ binDir: dir, version: '0.1.0' });
+    expect(statSync(wrapper).mode & 0o111).not.toBe(0);
+    expect(readdirSync(join(dir, 'policyctl-cni.d'))).toEqual(['0.1.0']);
+    const version = await run(wrapper, { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
+    expect(version).toEqual({ code: 0, stdout: '{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}\n' });
+    const add = await run(
+      wrapper,
+      { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_ARGS: 'K8S_POD_NAMESPACE=a;K8S_POD_NAME=b', NODE_COMPILE_CACHE: join(dir, 'cache') },
+      JSON.stringify({ cniVersion: '1.0.0', name: 'cbr0', type: 'policyctl-cni', socket: join(dir, 'none.sock'), prevResult: { ips: [{ address: '10.244.1.5/24' }] } }),
+    );
+    expect(add.code).toBe(1);
+    expect(JSON.parse(add.stdout)).toMatchObject({ code: 11, msg: expect.stringContaining('none.sock does not exist') });
+    expect(existsSync(`${wrapper}.tmp`)).toBe(false);
+  }, 30_000);
+});
