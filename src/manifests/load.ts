@@ -32,7 +32,7 @@ import { open, readdir, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Document, LineCounter, type Node as YamlNode, isMap, isScalar, isSeq, parseAllDocuments, parseDocument } from 'yaml';
 import { escapeLine, printable } from '../model/issues.ts';
-import { knownKind, normalize } from '../model/normalize.ts';
+import { apiVersionOfKind, knownKind, normalize } from '../model/normalize.ts';
 import { Model } from '../model/store.ts';
 import type { ObjectRecord, ValidationIssue } from '../model/types.ts';
 import { refOf } from '../model/types.ts';
@@ -391,7 +391,7 @@ function listOf(v: unknown): ListDoc | undefined {
   if (kind.endsWith('List')) {
     const of = knownKind(kind.slice(0, -4));
     if (!of?.exact) return { items, kind, apiVersion }; // another kind's list: its items are read (and skipped) one by one
-    const want = of.kind === 'NetworkPolicy' ? 'networking.k8s.io/v1' : 'v1';
+    const want = apiVersionOfKind(of.kind) ?? 'v1';
     return { items, kind, apiVersion, itemKind: of.kind, ...(apiVersion !== want && { apiVersionIssue: want }) };
   }
   if (!/list$/i.test(kind)) return undefined;
@@ -760,7 +760,8 @@ function addObject(result: LoadResult, obj: unknown, place: Place): void {
   if (res.issues.length > 0) {
     const where = place.locate();
     for (const issue of res.issues) {
-      const severity = !res.record || res.record.kind === 'NetworkPolicy' || isErrorIssue(issue) ? 'error' : 'warning';
+      // Policies of either kind fail closed on any issue (ClusterNetworkPolicies also on what they do not support): errors.
+      const severity = !res.record || res.record.kind === 'NetworkPolicy' || res.record.kind === 'ClusterNetworkPolicy' || isErrorIssue(issue) ? 'error' : 'warning';
       result.diagnostics.push(issueDiagnostic(issue, severity, res.ref, place.file, where.node, where.lineAt));
     }
   }
