@@ -1,11 +1,9 @@
-import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { CaseRunner, cellKey, listCaseFiles, loadCase } from '../../test/support/conformance.ts';
-import { createNetns, kernelTestsEnabled } from '../../test/support/netns.ts';
 import type { Io } from './io.ts';
 import { main } from './main.ts';
 
