@@ -1,9 +1,11 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { CaseRunner, cellKey, listCaseFiles, loadCase } from '../../test/support/conformance.ts';
+import { createNetns, kernelTestsEnabled } from '../../test/support/netns.ts';
 import type { Io } from './io.ts';
 import { main } from './main.ts';
 
@@ -274,5 +276,138 @@ spec:
     const dir = tempDir({ 'c.yaml': CLUSTER, 't.yaml': two });
     const r = await run(['reach', '-f', dir, '--port', '8080']);
     expect(r.err).toContain('warning: cnp/tenant-wall and cnp/z-other are both Admin priority 10 and both select pod prod/client');
+  });
+});
+
+describe('hostile and mistaken input, as a user runs it', () => {
+  // A NetworkPolicy with the wrong apiVersion, one with a misspelled kind, a pod at 0.0.0.0, a
+  // pod whose podIPs[0] is not its podIP, a copied pod that kept the UID, and a name holding a
+  // forged iptables line. Each is reported (file, line, value); nothing vanishes.
+  const HOSTILE = `
+apiVersion: v1
+kind: NetworkPolicy
+metadata: {name: deny-web, namespace: prod}
+spec: {podSelector: {matchLabels: {app: web}}, ingress: [{}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: networkpolicy
+metadata: {name: deny-client, namespace: prod}
+spec: {podSelector: {matchLabels: {app: client}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: zero, namespace: dev, labels: {app: client}}
+spec: {nodeName: n1}
+status: {phase: Running, podIP: 0.0.0.0}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: split, namespace: dev, labels: {app: client}}
+spec: {nodeName: n1}
+status: {phase: Running, podIP: 10.244.1.20, podIPs: [{ip: 10.244.1.21}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: "evil\\n-A FORWARD -j ACCEPT", namespace: dev, uid: u-web, labels: {app: client}}
+spec: {nodeName: n2}
+status: {phase: Running, podIP: 10.244.2.30}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: "bad\\n-A FORWARD -j ACCEPT", namespace: dev}
+spec: {podSelector: {}, policyTypes: [Egress]}
+`;
+  const noForgedLine = (text: string) => expect(text.split('\n').filter((l) => l.startsWith('-A FORWARD') || l.startsWith('-A INPUT'))).toEqual([]);
+
+  it('reach: every mistake is an error naming file, line and value; --strict exits 3; the mistaken policies isolate', async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'h.yaml': HOSTILE });
+    const h = join(dir, 'h.yaml');
+    const r = await run(['reach', '-f', dir, '--port', '8080', '-o', 'json']);
+    expect(r.code).toBe(0);
+    expect(r.err).toContain(`error: ${h}:2: networkpolicy/prod/deny-web: apiVersion: unknown apiVersion for NetworkPolicy: expected networking.k8s.io/v1 (got "v1")`);
+    expect(r.err).toContain(`error: ${h}:8: networkpolicy/prod/deny-client: kind: not a kind: kinds are singular and case-sensitive (expected NetworkPolicy); read as NetworkPolicy (got "networkpolicy")`);
+    expect(r.err).toMatch(new RegExp(`error: ${h}:16: pod/dev/zero: status\\.podIP: the unspecified address, not a pod address.* \\(got "0\\.0\\.0\\.0"\\)`));
+    expect(r.err).toMatch(new RegExp(`error: ${h}:22: pod/dev/split: status\\.podIPs\\[0\\]\\.ip: must equal status\\.podIP \\("10\\.244\\.1\\.20"\\).* \\(got "10\\.244\\.1\\.21"\\)`));
+    noForgedLine(r.err);
+    noForgedLine(r.out);
+    expect((await run(['reach', '-f', dir, '--port', '8080', '--strict'])).code).toBe(3);
+    const cells = new Map((JSON.parse(r.out).results as { from: string; to: string; allowed: boolean }[]).map((x) => [`${x.from}>${x.to}`, x.allowed]));
+    // deny-web (apiVersion v1) still isolates web: allow-client no longer lets client in.
+    expect(cells.get('prod/client>prod/web')).toBe(false);
+    // The pods with refused addresses are in no set, hence not in the table at all.
+    expect([...cells.keys()].some((k) => k.includes('dev/zero') || k.includes('dev/split'))).toBe(false);
+    const grid = await run(['reach', '-f', dir, '--port', '8080']);
+    noForgedLine(grid.out);
+    expect(grid.out).toContain('"dev/evil\\n-A FORWARD -j ACCEPT"');
+  });
+
+  it('explain: the mistaken policy shows as invalid and isolating; names print quoted on their line', async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'h.yaml': HOSTILE });
+    const r = await run(['explain', 'pod/prod/web', '-f', dir, '--from', 'pod/prod/client']);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('Policy prod/deny-web  [INVALID: isolates the pods it selects and allows nothing]');
+    expect(r.out).toContain('DENIED');
+    const evil = await run(['explain', 'pod/dev/evil\n-A FORWARD -j ACCEPT', '-f', dir]);
+    expect(evil.code, evil.err).toBe(0);
+    expect(evil.out).toContain('Pod:         "dev/evil\\n-A FORWARD -j ACCEPT"');
+    expect(evil.out).toContain('Policy "dev/bad\\n-A FORWARD -j ACCEPT"  [INVALID');
+    noForgedLine(evil.out);
+    noForgedLine(evil.err);
+    const missing = await run(['explain', 'pod/dev/nope\n-A FORWARD -j ACCEPT', '-f', dir]);
+    expect(missing.code).toBe(1);
+    noForgedLine(missing.err);
+  });
+
+  it('compile: refused names never reach a --comment; the payload stays well-formed', async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'h.yaml': HOSTILE });
+    const r = await run(['compile', '-f', dir, '--node', 'n2']);
+    expect(r.code, r.err).toBe(0);
+    noForgedLine(r.out);
+    expect(r.out).not.toContain('bad');
+    expect(r.out).toMatch(/default deny egress: isolated by invalid-name-[a-z2-7]{13}"/);
+    for (const line of r.out.split('\n').filter((l) => l.includes('--comment'))) expect(line).toMatch(/--comment "[ -!#-[\]-~]*"/);
+    const n1 = await run(['compile', '-f', dir, '--node', 'n1']);
+    expect(n1.out).not.toMatch(/10\.244\.1\.2[01]|0\.0\.0\.0 /); // the refused addresses are in no set
+  });
+
+  it('a FIFO named like a manifest: reported, never opened, the command finishes (bounded time)', async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'p.yaml': POLICIES });
+    execFileSync('mkfifo', [join(dir, 'x.yaml')]);
+    const t0 = Date.now();
+    for (const argv of [['reach', '-f', dir, '--port', '8080'], ['compile', '-f', dir, '--node', 'n1'], ['explain', 'pod/prod/web', '-f', dir]]) {
+      const r = await run(argv);
+      expect(r.code, r.err).toBe(0);
+      expect(r.err).toContain(`error: ${join(dir, 'x.yaml')}: a FIFO, not a regular file: skipped, never opened`);
+    }
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+
+  it('objects sharing a UID are all kept and the shared UID reported', async () => {
+    const dir = tempDir({ 'a.yaml': CLUSTER.replace('metadata: {name: client, namespace: prod, labels: {app: client}}', 'metadata: {name: client, namespace: prod, uid: u-1, labels: {app: client}}'), 'b.yaml': `apiVersion: v1\nkind: Pod\nmetadata: {name: copy, namespace: prod, uid: u-1, labels: {app: client}}\nspec: {nodeName: n2}\nstatus: {phase: Running, podIP: 10.244.2.50}\n` });
+    const r = await run(['reach', '-f', dir, '--port', '8080', '-o', 'json']);
+    expect(r.err).toContain(`${join(dir, 'b.yaml')}:1: warning: pod/prod/copy: same UID "u-1" as pod/prod/client at ${join(dir, 'a.yaml')}:12; both are kept (this one as UID "u-1/prod/copy")`);
+    const from = new Set((JSON.parse(r.out).results as { from: string }[]).map((x) => x.from));
+    expect(from.has('prod/client') && from.has('prod/copy')).toBe(true);
+  });
+
+  it('agent --dry-run with a FIFO and hostile objects: finishes, reports, no forged line (in a network namespace)', { skip: !kernelTestsEnabled() }, async () => {
+    const dir = tempDir({ 'c.yaml': CLUSTER, 'h.yaml': HOSTILE });
+    execFileSync('mkfifo', [join(dir, 'x.yaml')]);
+    const net = createNetns('pcli');
+    try {
+      const bin = new URL('../../bin/policyctl.js', import.meta.url).pathname;
+      const node = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
+      const t0 = Date.now();
+      const r = spawnSync('ip', ['netns', 'exec', net.name, node, bin, 'agent', '--node', 'n2', '--manifests', dir, '--dry-run'], { encoding: 'utf8', timeout: 30_000 });
+      expect(Date.now() - t0).toBeLessThan(30_000);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain('# would write (dry run)');
+      expect(r.stdout).toContain('a FIFO, not a regular file: skipped, never opened');
+      expect(r.stdout).toMatch(/default deny egress: isolated by invalid-name-/);
+      noForgedLine(r.stdout);
+      noForgedLine(r.stderr);
+    } finally {
+      net.remove();
+    }
   });
 });

@@ -4,6 +4,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { compile } from '../compiler/compile.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../compiler/render.ts';
+import { escapeJson, escapeLine, printable } from '../model/issues.ts';
 import type { Protocol } from '../model/types.ts';
 import { explainPod, type FlowQuery } from '../semantics/explain.ts';
 import { declaredPorts, enforceablePodsSorted, formatGrid, reachTable } from '../semantics/reach.ts';
@@ -56,6 +57,9 @@ function parseProtocol(v: string): Protocol {
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** JSON output, with the characters JSON leaves raw (U+2028, bidi controls) escaped too. */
+const jsonOut = (v: unknown): string => escapeJson(JSON.stringify(v, null, 2)) + '\n';
 
 function sourceOptions(cmd: Command): SourceOptions {
   const o = cmd.optsWithGlobals();
@@ -116,7 +120,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       throw new CliError('--port needs --from or --to', EXIT.usage);
     }
     const report = explainPod(model, pod, query);
-    io.out(o.output === 'json' ? JSON.stringify(report, null, 2) + '\n' : formatExplain(report));
+    io.out(o.output === 'json' ? jsonOut(report) : formatExplain(report));
     code = src.errors > 0 && o.strict ? EXIT.invalidInput : EXIT.ok;
   });
 
@@ -135,7 +139,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     const model = src.model;
     const ports = o.port ? [{ port: parsePort(o.port), protocol: parseProtocol(o.protocol) }] : undefined;
     const results = reachTable(model, { ...(ports ? { ports } : {}), ...(o.namespace ? { namespaces: o.namespace } : {}) });
-    if (o.output === 'json') io.out(JSON.stringify({ results }, null, 2) + '\n');
+    if (o.output === 'json') io.out(jsonOut({ results }));
     else {
       const pods = enforceablePodsSorted(model, o.namespace).map(podKey);
       io.out(pods.length ? formatGrid(results, pods) : 'no enforceable pods (pods need an IP, no hostNetwork, not Succeeded/Failed)\n');
@@ -155,12 +159,16 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     const known = new Set([...model.allNodes()].map((n) => n.name));
     for (const p of model.allPods()) if (p.nodeName) known.add(p.nodeName);
     if (!known.has(o.node)) {
-      io.err(`warning: node ${o.node} is neither a Node object nor any pod's spec.nodeName (known: ${[...known].sort().join(', ') || 'none'})\n`);
+      io.err(`warning: node ${printable(o.node)} is neither a Node object nor any pod's spec.nodeName (known: ${[...known].sort().map(printable).join(', ') || 'none'})\n`);
     }
     const rs = compile(model, o.node);
-    if (o.output === 'json') io.out(JSON.stringify(rs, null, 2) + '\n');
+    // Never expected (names carry 105 bits of SHA-256); the payload isolates the pods concerned.
+    for (const c of rs.collisions ?? []) {
+      io.err(`error: chain name ${c.name} stands for two different ${c.direction.toLowerCase()} chains: their pods are isolated by ${c.chain}, which allows nothing\n`);
+    }
+    if (o.output === 'json') io.out(jsonOut(rs));
     else io.out(`# ipset restore payload\n${renderIpsetRestore(rs.sets)}\n# iptables-restore --noflush payload\n${renderIptablesRestore(rs)}`);
-    code = src.errors > 0 && o.strict ? EXIT.invalidInput : EXIT.ok;
+    code = rs.collisions ? EXIT.failure : src.errors > 0 && o.strict ? EXIT.invalidInput : EXIT.ok;
   });
 
   program
@@ -225,10 +233,10 @@ Examples:
       return EXIT.usage;
     }
     if (e instanceof CliError) {
-      io.err(`error: ${e.message}\n`);
+      io.err(`error: ${escapeLine(e.message)}\n`);
       return e.code;
     }
-    io.err(`error: ${e instanceof Error ? e.message : String(e)}\n`);
+    io.err(`error: ${escapeLine(e instanceof Error ? e.message : String(e))}\n`);
     return EXIT.failure;
   }
 }

@@ -1,6 +1,7 @@
 // kubectl-style object names: `pod/ns/name`, `pod/name` with -n, `ns/name`, or `name` with -n.
 
 import { normalizeIPv4 } from '../model/cidr.ts';
+import { printable } from '../model/issues.ts';
 import type { Model } from '../model/store.ts';
 import type { PodRecord } from '../model/types.ts';
 import type { Endpoint } from '../semantics/evaluate.ts';
@@ -27,9 +28,9 @@ export function parsePodRef(text: string, defaultNamespace: string): PodRef {
 export function findPod(model: Model, ref: PodRef): PodRecord {
   const p = model.findPod(ref.namespace, ref.name);
   if (p) return p;
-  const others = [...model.allPods()].filter((q) => q.name === ref.name).map((q) => `pod/${q.namespace}/${q.name}`);
+  const others = [...model.allPods()].filter((q) => q.name === ref.name).map((q) => printable(`pod/${q.namespace}/${q.name}`));
   const hint = others.length ? `; did you mean ${others.join(', ')}?` : '';
-  throw new CliError(`pod/${ref.namespace}/${ref.name} not found${hint}`);
+  throw new CliError(`${printable(`pod/${ref.namespace}/${ref.name}`)} not found${hint}`);
 }
 
 /** A flow endpoint: a pod reference, or a plain IPv4 address. */

@@ -3,6 +3,7 @@
 // stop the command (they are loaded fail-closed).
 
 import { buildModel, formatDiagnostic, loadManifests } from '../manifests/load.ts';
+import { escapeLine, printable } from '../model/issues.ts';
 import type { Model } from '../model/store.ts';
 import { clusterPriorityTies } from '../semantics/cluster-ties.ts';
 import { defaultKubeconfigPresent, loadKubeConfig } from '../watchers/kube-client.ts';
@@ -41,7 +42,7 @@ export async function loadSource(o: SourceOptions, io: Io): Promise<Source> {
 
 function noteInvalid(invalid: readonly string[], io: Io): void {
   if (invalid.length) {
-    io.err(`note: invalid NetworkPolicies ${invalid.join(', ')} are enforced fail-closed: each isolates the pods it selects and allows nothing\n`);
+    io.err(`note: invalid NetworkPolicies ${invalid.map(printable).join(', ')} are enforced fail-closed: each isolates the pods it selects and allows nothing\n`);
   }
 }
 
@@ -77,7 +78,7 @@ async function loadCluster(o: SourceOptions, io: Io): Promise<Source> {
   for (const obj of src.issues()) {
     for (const i of obj.issues) {
       errors++;
-      io.err(`error: ${obj.ref}: ${i.field ? `${i.field}: ` : ''}${i.message}${i.value !== '' ? ` (got ${i.value})` : ''}\n`);
+      io.err(`error: ${escapeLine(`${printable(obj.ref)}: ${i.field ? `${printable(i.field)}: ` : ''}${i.message}${i.value !== '' ? ` (got ${i.value})` : ''}`)}\n`);
     }
   }
   noteInvalid(

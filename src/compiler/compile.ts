@@ -56,7 +56,7 @@ import { parseCidr } from '../model/cidr.ts';
 import { selectorKey } from '../model/selector.ts';
 import type { IpBlockPeer, PodRecord, PodsPeer, PolicyRecord, PolicyRule, PolicyType, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
-import { FORWARD_CHAIN, INPUT_CHAIN, PREFIX, chainName, setName } from './names.ts';
+import { FORWARD_CHAIN, INPUT_CHAIN, PREFIX, chainName, policyCommentRef, setName } from './names.ts';
 import { contentText, quarantineGroups, rememberContentText, sortCollisions } from './collisions.ts';
 import type { Chain, IpSet, L4Protocol, Match, PortRange, Rule, Ruleset, SetMember, SetType } from './ruleset.ts';
 
@@ -246,7 +246,7 @@ function addPorts(plan: PortPlan, protocol: Protocol, ranges: PortRange[] | 'all
 }
 
 function rulesFor(sets: SetSource, pol: PolicyRecord, index: number, rule: PolicyRule, dir: PolicyType, selected: PodRecord): Rule[] {
-  const comment = `${pol.namespace}/${pol.name} ${dir.toLowerCase()}[${index}]`;
+  const comment = `${policyCommentRef(pol.namespace, pol.name)} ${dir.toLowerCase()}[${index}]`;
   const peers = peerMatches(sets, rule, dir);
   if (peers.length === 0) return [];
   if (!rule.ports) return peers.map((p) => ({ match: p.match, action: RETURN, comment }));
@@ -327,7 +327,7 @@ function podChainRules(sets: SetSource, pod: PodRecord, dir: PolicyType, policie
   for (const pol of policies) {
     (dir === 'Ingress' ? pol.ingress : pol.egress).forEach((r, i) => rules.push(...rulesFor(sets, pol, i, r, dir, pod)));
   }
-  const by = policies.map((p) => `${p.namespace}/${p.name}`).join(',');
+  const by = policies.map((p) => policyCommentRef(p.namespace, p.name)).join(','); // never a refused name
   rules.push({ match: {}, action: DROP, comment: `default deny ${dir.toLowerCase()}: isolated by ${by}` });
   return rules;
 }

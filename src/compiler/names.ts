@@ -17,6 +17,7 @@
 // stands for two contents (compile.ts, "name collisions"), and fails closed if it does.
 
 import { sha256 } from '@noble/hashes/sha2.js';
+import { dns1123LabelErrors, dns1123SubdomainErrors } from '../model/validation.ts';
 
 export const PREFIX = 'PCTL';
 export const CHAIN_PREFIX = `${PREFIX}-`;
@@ -97,4 +98,16 @@ export function setName(kind: string, content: string): string {
   const name = `${SET_PREFIX}${kind}-${hashText(content, SET_HASH_CHARS, 'set')}`;
   if (name.length > MAX_SET_NAME) throw new Error(`set name ${name} is longer than ${MAX_SET_NAME}`);
   return name;
+}
+
+/**
+ * A policy as a rule comment names it: `namespace/name` when both are valid Kubernetes names
+ * (DNS labels and subdomains: lower-case letters, digits, `-` and `.`, which can neither break
+ * the quoted comment nor the restore line); otherwise `invalid-name-<digest>`, so that text a
+ * tenant chose and validation refused never reaches the kernel. Deterministic (part of the
+ * chain content, hence of its name).
+ */
+export function policyCommentRef(namespace: string, name: string): string {
+  if (dns1123LabelErrors(namespace).length === 0 && dns1123SubdomainErrors(name).length === 0) return `${namespace}/${name}`;
+  return `invalid-name-${hashText(JSON.stringify([namespace, name]), 13)}`;
 }

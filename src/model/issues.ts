@@ -101,3 +101,12 @@ const BARE = /^[!#-[\]-~]+$/;
 export function printable(text: string): string {
   return BARE.test(text) ? text : quoted(text);
 }
+
+/**
+ * JSON text with the characters JSON.stringify leaves raw inside strings (C1 controls, the
+ * line and paragraph separators, bidirectional controls) escaped too; the layout's own
+ * newlines stay.
+ */
+export function escapeJson(json: string): string {
+  return json.replace(/[\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}

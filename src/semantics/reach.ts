@@ -1,5 +1,6 @@
 // `policyctl reach` as data: the truth table over every ordered pair of enforceable pods.
 
+import { printable } from '../model/issues.ts';
 import type { Model } from '../model/store.ts';
 import type { PodRecord, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
@@ -67,17 +68,19 @@ export function formatGrid(results: readonly ReachResult[], pods: readonly strin
     if (!g) groups.set(k, (g = new Map()));
     g.set(`${r.from}|${r.to}`, r.allowed);
   }
-  const width = Math.max(3, ...pods.map((p) => p.length));
+  // Pod names come from manifests: printed quoted when not plain, so a row stays one line.
+  const shown = new Map(pods.map((p) => [p, printable(p)]));
+  const width = Math.max(3, ...[...shown.values()].map((p) => p.length));
   const pad = (s: string) => s.padEnd(width);
   const blocks: string[] = [];
   for (const [k, g] of groups) {
-    const lines = [`${k}`, `${pad('')} ${pods.map(pad).join(' ')}`];
+    const lines = [`${k}`, `${pad('')} ${pods.map((p) => pad(shown.get(p)!)).join(' ')}`];
     for (const from of pods) {
       const cells = pods.map((to) => {
         const v = g.get(`${from}|${to}`);
         return pad(v === undefined ? '-' : v ? '.' : 'X');
       });
-      lines.push(`${pad(from)} ${cells.join(' ')}`.trimEnd());
+      lines.push(`${pad(shown.get(from)!)} ${cells.join(' ')}`.trimEnd());
     }
     blocks.push(lines.join('\n'));
   }
