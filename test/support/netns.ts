@@ -5,9 +5,13 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { processRunner, type Runner } from '../../src/sync/runner.ts';
 
-/** Kernel tests run when root (and must run under CI=true: a missing tool fails, never skips). */
+/**
+ * Kernel tests run when root (and must run under CI=true: a missing tool fails, never skips).
+ * `PCTL_KERNEL_TESTS=0` turns them off (`npm run test:unit`), except under CI=true.
+ */
 export function kernelTestsEnabled(): boolean {
   if (process.env.CI === 'true') return true;
+  if (process.env.PCTL_KERNEL_TESTS === '0') return false;
   return process.getuid?.() === 0 && hasTool('ipset') && hasTool('iptables-nft-restore');
 }
 
