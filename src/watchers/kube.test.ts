@@ -212,7 +212,7 @@ describe('events', () => {
     await s.start();
     let changes = 0;
     s.onChange(() => changes++);
-    for (let i = 0; i < 500; i++) api.create(pod('burst', `p${i}`, `10.244.3.${i % 250}`, { i: String(i) }));
+    for (let i = 0; i < 500; i++) api.create(pod('burst', `p${i}`, `10.244.${3 + Math.floor(i / 250)}.${i % 250}`, { i: String(i) }));
     for (let i = 0; i < 500; i++) api.patchLabels('Pod', 'burst', `p${i}`, { i: null, done: 'yes' });
     await waitUntil(() => s.model.enforceablePodsIn('burst', { requirements: [{ key: 'done', operator: 'Exists', values: [], origin: 't' }] }).length === 500, '1000 events', { timeoutMs: 10_000 });
     expect(changes).toBe(1000);
