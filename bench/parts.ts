@@ -1,10 +1,11 @@
-// Every benchmark part, in the order `bench/run.ts` runs them. Part 4 (dataplane) runs last:
+// Every benchmark part, in the order `bench/run.ts` runs them (the kernel-bound ones last):
 // write a `BenchPart` in bench/parts/<name>.ts and list it.
 
 import type { BenchPart } from './harness.ts';
+import { cniPart } from './parts/cni.ts';
 import { compilePart } from './parts/compile.ts';
 import { dataplanePart } from './parts/dataplane.ts';
 import { incrementalPart } from './parts/incremental.ts';
 import { kernelPart } from './parts/kernel.ts';
 
-export const PARTS: readonly BenchPart[] = [compilePart, incrementalPart, kernelPart, dataplanePart];
+export const PARTS: readonly BenchPart[] = [compilePart, incrementalPart, kernelPart, dataplanePart, cniPart];
