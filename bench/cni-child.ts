@@ -50,7 +50,8 @@ const source: ModelSource = {
   status: () => ({ synced: true, healthy: true, detail: 'the synthetic cluster' }),
   invalidPolicies: () => 0,
 };
-const logger = pino({ level: 'warn' });
+// Info on stderr: the CNI server's line per ADD and DEL carries the agent's own share ("ms").
+const logger = pino({ level: 'info' }, pino.destination(2));
 const runner = processRunner();
 const agent = new Agent({ node: CNI_NODE, source, syncer: new Syncer({ runner, backend: { ...NFT, reason: 'bench' } }), logger });
 const server = new CniServer({ socketPath: values.socket!, node: CNI_NODE, source, agent, runner, logger });

@@ -43,11 +43,22 @@ function runPlugin(env: Record<string, string>, input: string): Promise<{ ms: nu
 const round = (x: number) => Math.round(x * 1000) / 1000;
 const p99 = (s: readonly number[]) => percentile(s, 99);
 
-async function cniAdd(o: BenchOptions, n: number): Promise<{ add: number[]; del: number[]; version: number[]; startMs: number }> {
+async function cniAdd(o: BenchOptions, n: number): Promise<{ add: number[]; del: number[]; version: number[]; agentAdd: number[]; agentDel: number[]; startMs: number }> {
   const netns = `pctl-bc-${randomBytes(4).toString('hex')}`;
   const dir = mkdtempSync(join(tmpdir(), 'pctl-bench-cni-'));
   execFileSync('ip', ['netns', 'add', netns]);
-  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, CHILD, '--socket', join(dir, 'run', 'cni.sock'), '--pods', String(n + 3), '--seed', String(o.seed)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, CHILD, '--socket', join(dir, 'run', 'cni.sock'), '--pods', String(n + 3), '--seed', String(o.seed)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // The agent's own share of each call, from its log line ("CNI ADD: ...", "ms").
+  const agentMs: { ADD: number[]; DEL: number[] } = { ADD: [], DEL: [] };
+  createInterface({ input: child.stderr! }).on('line', (l) => {
+    try {
+      const e = JSON.parse(l) as { command?: 'ADD' | 'DEL'; ms?: number; level?: number; msg?: string };
+      if (e.command && typeof e.ms === 'number' && e.msg?.startsWith(`CNI ${e.command}:`)) agentMs[e.command].push(e.ms);
+      else if ((e.level ?? 0) >= 40) process.stderr.write(`cni child: ${l}\n`);
+    } catch {
+      process.stderr.write(`cni child: ${l}\n`);
+    }
+  });
   try {
     execFileSync('ip', ['netns', 'exec', netns, 'ip', 'link', 'set', 'lo', 'up']);
     o.progress('cni: agent for node-001 of the 10k-pod cluster starting in a fresh namespace');
@@ -78,7 +89,7 @@ async function cniAdd(o: BenchOptions, n: number): Promise<{ add: number[]; del:
         del.push(d.ms);
       }
     }
-    return { add, del, version, startMs: ready.startMs };
+    return { add, del, version, agentAdd: agentMs.ADD.slice(3), agentDel: agentMs.DEL.slice(3), startMs: ready.startMs };
   } finally {
     child.stdin!.end();
     await new Promise((r) => {
@@ -129,6 +140,8 @@ export const cniPart: BenchPart = {
       cni_del_ms_p50: round(median(c.del)),
       cni_del_ms_p99: round(p99(c.del)),
       cni_version_ms_p50: round(median(c.version)),
+      cni_add_agent_ms_p50: round(median(c.agentAdd)),
+      cni_add_agent_ms_p99: round(p99(c.agentAdd)),
       cni_adds: c.add.length,
       pod_start_pods: report.pods.length,
       pod_start_leaks: report.leaks.length,
@@ -154,6 +167,8 @@ export const cniPart: BenchPart = {
             ['ADD (until the agent applied the pod)', c.add.length, median(c.add), p99(c.add), max(c.add)],
             ['DEL (address out of every set, conntrack flushed)', c.del.length, median(c.del), p99(c.del), max(c.del)],
             ['VERSION (no agent: the plugin process alone)', c.version.length, median(c.version), p99(c.version), max(c.version)],
+            ["  the agent's share of ADD (request to answer)", c.agentAdd.length, median(c.agentAdd), p99(c.agentAdd), max(c.agentAdd)],
+            ["  the agent's share of DEL", c.agentDel.length, median(c.agentDel), p99(c.agentDel), max(c.agentDel)],
           ],
           notes: [
             'Each call is a new process (node bin/policyctl-cni.js, compile cache warm), timed from spawn to exit, as the container runtime runs it.',
