@@ -7,5 +7,6 @@ import { compilePart } from './parts/compile.ts';
 import { dataplanePart } from './parts/dataplane.ts';
 import { incrementalPart } from './parts/incremental.ts';
 import { kernelPart } from './parts/kernel.ts';
+import { loadPart } from './parts/load.ts';
 
-export const PARTS: readonly BenchPart[] = [compilePart, incrementalPart, kernelPart, dataplanePart, cniPart];
+export const PARTS: readonly BenchPart[] = [compilePart, incrementalPart, loadPart, kernelPart, dataplanePart, cniPart];
