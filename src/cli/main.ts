@@ -23,7 +23,9 @@ Objects are read from the cluster, or from manifests with -f.
   context). The same objects as files give the same output.
 - Manifests: -f takes files, folders (read recursively) or - for standard input; YAML or
   JSON, several documents per file, and List objects as printed by
-  \`kubectl get pods,namespaces,networkpolicies,nodes -A -o yaml\`.
+  \`kubectl get pods,namespaces,networkpolicies,nodes -A -o yaml\`. ClusterNetworkPolicies
+  (policy.networking.k8s.io/v1alpha2, Admin and Baseline tiers) are read from manifests;
+  explain prints the tiers each direction went through.
 
 Names are kubectl-style: pod/NAMESPACE/NAME, or pod/NAME with -n NAMESPACE.
 
