@@ -75,7 +75,9 @@ export class LabKubelet {
   /** Pod key -> the IP the source reports for it (after its status report). */
   private readonly published = new Map<string, string>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** What this kubelet wrote to the source, by path (files found there at first are included: they go when the folder no longer has them). */
   private readonly written = new Map<string, string>();
+  private scanned = false;
   private writing: Promise<void> = Promise.resolve();
   private reconciling = false;
   private lastError: string | undefined;
@@ -236,6 +238,10 @@ export class LabKubelet {
   }
 
   private async writeSourceNow(): Promise<void> {
+    if (!this.scanned) {
+      for (const f of await listManifestFiles(this.o.source, [])) this.written.set(f, '\0(found on disk)');
+      this.scanned = true;
+    }
     const managed = this.managed();
     const out = new Map<string, string>();
     for (const [file, f] of this.files) {
