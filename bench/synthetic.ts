@@ -301,7 +301,8 @@ export function generateCluster(spec: ClusterSpec): SyntheticCluster {
     uid: rng.uid(),
     name: `node-${String(i).padStart(3, '0')}`,
     podCIDRs: [`${nodeIp(i, 0)}/24`],
-    internalIPs: [`192.168.${i >> 8}.${(i & 255) + 1}`],
+    // 192.168.0.1 upwards, skipping .0 and .255 of every /24 (a node address is a unicast host address).
+    internalIPs: [`192.168.${Math.floor(i / 254)}.${(i % 254) + 1}`],
   }));
   const nodeIndex = new Map(nodes.map((n, i) => [n.name, i]));
 

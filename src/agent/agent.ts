@@ -97,6 +97,8 @@ export class Agent {
   private readonly o: Required<Omit<AgentOptions, 'statusFile' | 'metrics' | 'staleAfterMs'>> & Pick<AgentOptions, 'statusFile'> & { staleAfterMs: number };
   /** Addresses that left the model: their conntrack entries go once the sync removing them is in force. */
   private released: ReleasedAddresses | undefined;
+  /** Name collisions already logged. */
+  private collisions = new Set<string>();
   /** Address conflicts already logged (`address|uids`). */
   private conflicts = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
@@ -266,11 +268,27 @@ export class Agent {
       this.verifyTimer.unref();
     }
     this.reportConflicts();
+    this.reportCollisions(desired);
     await this.endFlows(res.wrote);
     this.applied = { revision, generation, at: new Date() };
     await this.writeStatus();
     for (const w of this.waiters.splice(0)) w();
     await this.collectGarbage();
+  }
+
+  /**
+   * A chain name that stood for two contents (invariant own-only-ours: the guard sent their pods
+   * to a drop-all chain, so they are isolated and allow nothing): logged once per collision, and
+   * the gauge says how many there are now.
+   */
+  private reportCollisions(rs: Ruleset): void {
+    const now = new Set((rs.collisions ?? []).map((c) => `${c.direction}|${c.name}|${c.chain}`));
+    for (const c of rs.collisions ?? []) {
+      if (this.collisions.has(`${c.direction}|${c.name}|${c.chain}`)) continue;
+      this.o.logger.error({ direction: c.direction, name: c.name, chain: c.chain }, 'two different chain contents got one hashed name: their pods are isolated by a drop-all chain until it changes');
+    }
+    this.collisions = now;
+    this.metrics.nameCollisions.set(now.size);
   }
 
   /**

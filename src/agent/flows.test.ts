@@ -11,6 +11,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { modelOf, node, pod, podsPeer, policy, rule, sel } from '../../test/support/builders.ts';
 import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
 import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
+import { createHash } from 'node:crypto';
+import { setDigestForTests } from '../compiler/names.ts';
 import { NFT } from '../sync/backend.ts';
 import { listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
 import type { Runner } from '../sync/runner.ts';
@@ -158,6 +160,34 @@ status: {phase: Running, podIP: 10.244.1.10}
     await until(() => a.status().revision === rev, 'the twin removal to be applied');
     expect(net.sh('ipset list PCTL-programmed')).toContain('10.244.1.10');
     expect(await a.metrics.registry.getSingleMetricAsString('policyctl_address_conflicts')).toMatch(/policyctl_address_conflicts 0/);
+  });
+
+  it('reports a forced chain-name collision (logged, gauge), whose pods stay isolated', async () => {
+    // Every policy chain gets one name: the deny and the allow chains of web and other collide.
+    setDigestForTests((text, use) => (use === 'chain' && text.includes('ingress') ? new Uint8Array(32) : new Uint8Array(createHash('sha256').update(text).digest())));
+    try {
+      writeFileSync(join(dir, 'deny.yaml'), DENY);
+      writeFileSync(
+        join(dir, 'open.yaml'),
+        `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: open, namespace: other}
+spec: {podSelector: {}, ingress: [{}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: o, namespace: other}
+spec: {nodeName: n1}
+status: {phase: Running, podIP: 10.244.1.11}
+`,
+      );
+      const a = makeAgent(net.runner);
+      await a.start();
+      expect(await a.metrics.registry.getSingleMetricAsString('policyctl_name_collisions')).toMatch(/policyctl_name_collisions 1/);
+      expect(net.sh('iptables-save -t filter')).toMatch(/-A PCTL-IX-\S+ .*-j DROP/);
+    } finally {
+      setDigestForTests(undefined);
+    }
   });
 
   for (const revoke of [true, false]) {
