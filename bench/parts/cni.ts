@@ -8,14 +8,14 @@
 //     of the same sandbox (the address leaves every set, its conntrack entries are deleted);
 //     one pod at a time, node-001's free addresses reused. `cni_add_ms_p99` is the target.
 //     VERSION (no agent involved) gives the plugin's own start-up cost.
-// (b) Pod start in the lab (test/support/pod-start.ts): pods started one after another under
-//     default deny in the lab's real order, each probed from its first instant both ways by
-//     same-node and other-node pods and the external host; `pod_start_leaks` counts the
-//     connections that succeeded although the policies deny them (must be 0).
+// (b) Pod start in the lab (test/support/pod-start.ts): pods started one after another (on the
+//     two nodes in turn) under default deny in the lab's real order, each probed from its first
+//     instant both ways by same-node and other-node pods and the external host;
+//     `pod_start_leaks` counts the connections that succeeded although the policies deny them
+//     (must be 0).
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -121,7 +121,7 @@ export const cniPart: BenchPart = {
     const c = await cniAdd(o, n);
 
     o.progress(`cni: pod start in the lab, ${podCount} pods under default deny`);
-    const s = new PodStartScenario({ name: `bc${process.pid % 100000}`, resyncInterval: '2s' });
+    const s = new PodStartScenario({ name: `bc${process.pid % 100000}` });
     let report;
     try {
       await s.up();
@@ -176,7 +176,7 @@ export const cniPart: BenchPart = {
           ],
         },
         {
-          title: `(b) pod start in the lab: ${report.pods.length} pods one after another under default deny (ingress, egress, both), probed from their first instant`,
+          title: `(b) pod start in the lab: ${report.pods.length} pods one after another (two nodes in turn) under default deny (ingress, egress, both), probed from their first instant`,
           columns: ['pods', 'probe attempts', 'leaks', 'allowed flows', 'slow (> 1 s)', 'denied flows', 'first success p50 ms', 'p99 ms', 'policyctl-cni p50 ms', 'p99 ms'],
           rows: [[report.pods.length, report.attempts, report.leaks.length, report.allowedFlows, report.slow.length, report.deniedFlows, median(first), p99(first), median(addInLab), p99(addInLab)]],
           notes: [

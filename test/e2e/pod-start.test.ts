@@ -1,10 +1,11 @@
 // Fail closed in time, on the real kernel, in the lab's real order (CNI ADD through bridge,
 // host-local and policyctl-cni; the pod's IP reaches the agents' source only a status report
 // later):
-// - pod start: 51 pods started one after another under default deny (ingress, egress, both),
-//   each probed from its first instant both ways by same-node and other-node pods and by the
-//   external host: no connection the policies deny succeeds, and every flow they allow works
-//   within 1 s of the pod's network coming up (test/support/pod-start.ts);
+// - pod start: 51 pods started one after another (on both nodes in turn) under default deny
+//   (ingress, egress, both), each probed from its first instant both ways by
+//   same-node and other-node pods and by the external host: no connection the policies deny
+//   succeeds, and every flow they allow works within 1 s of the pod's network coming up
+//   (test/support/pod-start.ts);
 // - a pod attached to cni0 by hand (bridge alone, never named to an agent) gets nothing in or out;
 // - agent killed: existing isolation holds, a new pod's ADD fails and the pod gets no network
 //   (nothing in or out, from friends neither) until the agent is back; after the restart the
@@ -22,7 +23,7 @@ const started = Date.now();
 const PODS = 51;
 
 describe.runIf(kernelTestsEnabled())('pod start, unknown pods and agent outage on the real kernel', () => {
-  const s = new PodStartScenario({ name: `ps${process.pid % 100000}`, resyncInterval: '1s' });
+  const s = new PodStartScenario({ name: `ps${process.pid % 100000}` });
 
   beforeAll(async () => {
     await s.up();

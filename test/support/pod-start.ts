@@ -209,7 +209,8 @@ export class PodStartScenario {
       name: this.o.name,
       manifests: this.dir,
       stateDir: this.stateDir,
-      resyncInterval: this.o.resyncInterval ?? '2s',
+      // The agents' default: a kernel re-read every 10 s (and 1 s after each write).
+      resyncInterval: this.o.resyncInterval ?? '10s',
       watch: false,
       externalPorts: [{ port: EXTERNAL_PORT }, { port: EXTERNAL_PORT, protocol: 'UDP' }],
       addPodOptions: { beforeNetwork: (pod) => this.beforeNetwork(pod) },
@@ -245,10 +246,13 @@ export class PodStartScenario {
     await s.ready;
   }
 
-  /** Write a new pod to the folder and let the kubelet start it (rejects when its ADD fails). */
-  async startPod(p: NewPod): Promise<void> {
-    appendFileSync(join(this.dir, 'new-pods.yaml'), podYaml(p));
-    this.started.push(p);
+  /**
+   * Write new pods to the folder and let the kubelet start them (rejects when an ADD fails). The
+   * kubelet starts one pod at a time per node, nodes side by side.
+   */
+  async startPod(...pods: NewPod[]): Promise<void> {
+    appendFileSync(join(this.dir, 'new-pods.yaml'), pods.map(podYaml).join(''));
+    this.started.push(...pods);
     await this.kubelet.reconcile();
   }
 
