@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildModel, loadManifests } from '../manifests/load.ts';
 import { LabKubelet } from './kubelet.ts';
-import type { LabState } from './state.ts';
+import type { addPod, removePod } from './lab.ts';
+import { saveState, type LabPod, type LabState } from './state.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'pctl-kubelet-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -63,5 +64,47 @@ describe('LabKubelet source', () => {
     writeFileSync(join(source, 'stale.yaml'), POLICY.replace('deny', 'stale'));
     await new LabKubelet({ lab: lab(dir), manifests, source, statusFile: join(dir, 'status.json') }).publishObjects();
     expect(existsSync(join(source, 'stale.yaml'))).toBe(false);
+  });
+});
+
+describe('LabKubelet order', () => {
+  it('ADD sees the pod pending without its IP, the IP comes a status delay later, DEL runs before the pod leaves', async () => {
+    const dir = join(mkdtempSync(join(root, 'o-')), 'k'); // <state root>/<lab name>, as openLab finds it
+    mkdirSync(dir);
+    const manifests = join(dir, 'in');
+    const source = join(dir, 'src');
+    mkdirSync(manifests);
+    await saveState(lab(dir));
+    const seen: string[] = [];
+    const served = async () => buildModel(await loadManifests([source])).findPod('x', 'a');
+    // Stand-ins for the kernel's part: record what the agents' source held when each step ran.
+    const ops = {
+      addPod: (async (l: LabState, spec) => {
+        const p = await served();
+        seen.push(`ADD: source has ${p ? `the pod with IPs [${p.ips.join(',')}]` : 'no pod'}`);
+        const pod = { key: 'x/a', namespace: 'x', name: 'a', node: spec.node, ip: spec.ip!, ports: [], unserved: [], netns: 'n', containerId: 'c' } satisfies LabPod;
+        l.pods.push(pod);
+        await saveState(l);
+        return pod;
+      }) as typeof addPod,
+      removePod: (async (l: LabState, key: string) => {
+        const p = await served();
+        seen.push(`DEL: source has ${p ? `the pod with IPs [${p.ips.join(',')}]` : 'no pod'}`);
+        l.pods = l.pods.filter((x) => x.key !== key);
+        await saveState(l);
+      }) as typeof removePod,
+    };
+    const k = new LabKubelet({ lab: lab(dir), manifests, source, statusFile: join(dir, 'status.json'), statusDelayMs: 200, ops });
+    writeFileSync(join(manifests, 'a.yaml'), POD('a', '10.244.1.10'));
+    await k.reconcile();
+    expect((await served())?.ips).toEqual([]);
+    expect(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8'))).toMatchObject({ settled: false });
+    await new Promise((r) => setTimeout(r, 400));
+    expect((await served())?.ips).toEqual(['10.244.1.10']);
+    expect(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8'))).toMatchObject({ settled: true });
+    unlinkSync(join(manifests, 'a.yaml'));
+    await k.reconcile();
+    expect(await served()).toBeUndefined();
+    expect(seen).toEqual(['ADD: source has the pod with IPs []', 'DEL: source has the pod with IPs [10.244.1.10]']);
   });
 });

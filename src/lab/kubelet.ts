@@ -44,6 +44,8 @@ export interface KubeletOptions {
   readonly log?: (line: string) => void;
   /** Passed to `addPod` (tests: probers from the first instant). */
   readonly addPodOptions?: AddPodOptions;
+  /** How pods are started and stopped (tests substitute their own); default the lab's addPod and removePod. */
+  readonly ops?: { readonly addPod: typeof addPod; readonly removePod: typeof removePod };
 }
 
 /** What `waitApplied` reads: the folder revision reconciled, the source revision written, and whether anything is still on its way. */
@@ -124,7 +126,7 @@ export class LabKubelet {
           w && w.node === have.node && w.ip === have.ip && JSON.stringify((w.ports ?? []).map((p) => `${p.port}/${p.protocol}`).sort()) === JSON.stringify(have.ports.map((p) => `${p.port}/${p.protocol}`).sort());
         if (same) continue;
         try {
-          await removePod(this.lab, have.key); // processes, CNI DEL, namespace
+          await (this.o.ops ?? { removePod }).removePod(this.lab, have.key); // processes, CNI DEL, namespace
         } catch (e) {
           errors.push(`removing pod ${have.key}: ${(e as Error).message}`);
           continue;
@@ -145,7 +147,7 @@ export class LabKubelet {
             const key = keyOf(spec);
             let pod: LabPod;
             try {
-              pod = await addPod(this.lab, spec, this.o.addPodOptions);
+              pod = await (this.o.ops ?? { addPod }).addPod(this.lab, spec, this.o.addPodOptions);
             } catch (e) {
               errors.push(`adding pod ${key}: ${(e as Error).message}`);
               continue;
