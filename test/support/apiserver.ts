@@ -18,7 +18,14 @@
 //   timeoutSeconds ends the stream cleanly; sendInitialEvents=true ends the initial state with a
 //   BOOKMARK annotated `k8s.io/initial-events-end: "true"`;
 // - defaulting on write: NetworkPolicy policyTypes and port protocols, Pod container port
-//   protocols, the namespace's `kubernetes.io/metadata.name` label and `status.phase: Active`.
+//   protocols, the namespace's `kubernetes.io/metadata.name` label and `status.phase: Active`;
+// - ClusterNetworkPolicies (`policy.networking.k8s.io/v1alpha2`, cluster-scoped) as the custom
+//   resource they are: served only while their CRD is installed (`clusterNetworkPolicyCrd`,
+//   `setCrdInstalled`); without it their paths answer 404 and discovery omits the group. Removing
+//   the CRD deletes every instance (DELETED events, as the CRD's cleanup finalizer does) and ends
+//   the open watches; field selectors: metadata.name only, as for every custom resource;
+// - a BOOKMARK 2 s before a watch's timeoutSeconds runs out (watches that asked for bookmarks),
+//   besides the periodic ones, as the watch cache does.
 //
 // Not modelled: writes over HTTP (mutate through the methods below), validation, admission,
 // graceful deletion (use `modify` to set deletionTimestamp yourself), namespace cascade,
@@ -34,7 +41,7 @@ import { join } from 'node:path';
 // ---------------------------------------------------------------------------------------------
 // Public types
 
-export type ResourceName = 'pods' | 'namespaces' | 'nodes' | 'networkpolicies';
+export type ResourceName = 'pods' | 'namespaces' | 'nodes' | 'networkpolicies' | 'clusternetworkpolicies';
 
 export interface ObjectMeta {
   name?: string;
@@ -87,6 +94,8 @@ export interface ApiServerOptions {
   host?: string;
   /** Port to listen on. Default: a free one. */
   port?: number;
+  /** Start with the ClusterNetworkPolicy CRD installed. Default false (as on most clusters). */
+  clusterNetworkPolicyCrd?: boolean;
 }
 
 export interface WaitOptions {
@@ -113,12 +122,18 @@ interface ResourceInfo {
   kind: string;
   listKind: string;
   singular: string;
-  group: '' | 'networking.k8s.io';
+  group: Group;
   apiVersion: string;
   namespaced: boolean;
   shortNames: string[];
   fields: Record<string, (o: KubeObject) => string>;
+  /** A custom resource: served only while its CRD is installed. */
+  crd?: boolean;
 }
+
+type Group = '' | 'networking.k8s.io' | 'policy.networking.k8s.io';
+/** The version each group serves. */
+const GROUP_VERSIONS: Record<Group, string> = { '': 'v1', 'networking.k8s.io': 'v1', 'policy.networking.k8s.io': 'v1alpha2' };
 
 const str = (v: unknown): string => (v === undefined || v === null ? '' : String(v));
 const at = (o: KubeObject, ...path: string[]): unknown => {
@@ -165,6 +180,12 @@ const RESOURCES: Record<ResourceName, ResourceInfo> = {
     group: 'networking.k8s.io', apiVersion: 'networking.k8s.io/v1', namespaced: true, shortNames: ['netpol'],
     fields: { 'metadata.name': metaName, 'metadata.namespace': metaNamespace },
   },
+  clusternetworkpolicies: {
+    resource: 'clusternetworkpolicies', kind: 'ClusterNetworkPolicy', listKind: 'ClusterNetworkPolicyList', singular: 'clusternetworkpolicy',
+    group: 'policy.networking.k8s.io', apiVersion: 'policy.networking.k8s.io/v1alpha2', namespaced: false, shortNames: ['cnp'],
+    fields: { 'metadata.name': metaName },
+    crd: true,
+  },
 };
 
 /** Resolve 'Pod', 'pod', 'pods', 'po', 'NetworkPolicy', 'netpol', ... to the resource. */
@@ -173,7 +194,7 @@ export function resolveResource(kindOrResource: string): ResourceName {
   for (const r of Object.values(RESOURCES)) {
     if (k === r.resource || k === r.kind.toLowerCase() || k === r.singular || r.shortNames.includes(k)) return r.resource;
   }
-  throw new Error(`apiserver double: unknown kind or resource ${JSON.stringify(kindOrResource)} (known: pods, namespaces, nodes, networkpolicies)`);
+  throw new Error(`apiserver double: unknown kind or resource ${JSON.stringify(kindOrResource)} (known: ${Object.keys(RESOURCES).join(', ')})`);
 }
 
 interface ResourcePath {
@@ -182,17 +203,17 @@ interface ResourcePath {
   name?: string;
 }
 
-/** Parse `/api/v1[/namespaces/{ns}]/{resource}[/{name}]` and the networking.k8s.io/v1 equivalent;
- *  undefined when the path names no served resource (404). */
+/** Parse `/api/v1[/namespaces/{ns}]/{resource}[/{name}]` and the `/apis/{group}/{version}`
+ *  equivalents; undefined when the path names no resource of the double (404). */
 function parseResourcePath(pathname: string): ResourcePath | undefined {
   const segs = pathname.split('/').filter((s) => s !== '');
-  let group: '' | 'networking.k8s.io';
+  let group: Group;
   let rest: string[];
   if (segs[0] === 'api' && segs[1] === 'v1') {
     group = '';
     rest = segs.slice(2);
-  } else if (segs[0] === 'apis' && segs[1] === 'networking.k8s.io' && segs[2] === 'v1') {
-    group = 'networking.k8s.io';
+  } else if (segs[0] === 'apis' && segs[1] !== undefined && segs[1] !== '' && segs[1] in GROUP_VERSIONS && GROUP_VERSIONS[segs[1] as Group] === segs[2]) {
+    group = segs[1] as Group;
     rest = segs.slice(3);
   } else return undefined;
   let namespace: string | undefined;
@@ -477,7 +498,7 @@ function bookmarkObject(info: ResourceInfo, rv: number, annotations?: Record<str
   const o: KubeObject = { kind: info.kind, apiVersion: info.apiVersion, metadata };
   if (info.resource === 'pods') Object.assign(o, { spec: { containers: null }, status: {} });
   else if (info.resource === 'networkpolicies') Object.assign(o, { spec: { podSelector: {} } });
-  else Object.assign(o, { spec: {}, status: {} });
+  else if (!info.crd) Object.assign(o, { spec: {}, status: {} }); // a custom resource's is unstructured: metadata only
   return o;
 }
 
@@ -512,7 +533,7 @@ export class ApiServerDouble {
   /** Every request received, in order (also while unavailable in '503' mode). */
   readonly requests: RequestRecord[] = [];
 
-  private readonly opts: Required<Omit<ApiServerOptions, 'token' | 'retainEvents' | 'defaultWatchTimeoutSeconds' | 'host' | 'port'>> &
+  private readonly opts: Required<Omit<ApiServerOptions, 'token' | 'retainEvents' | 'defaultWatchTimeoutSeconds' | 'host' | 'port' | 'clusterNetworkPolicyCrd'>> &
     Pick<ApiServerOptions, 'token' | 'retainEvents' | 'defaultWatchTimeoutSeconds' | 'port'>;
   private readonly host: string;
   private server: Server | undefined;
@@ -528,6 +549,10 @@ export class ApiServerDouble {
   private stalledRequests = false;
   private readonly parked: Parked[] = [];
   private closed = false;
+  /** Whether the ClusterNetworkPolicy CRD is installed (its resource served). */
+  private crdInstalled: boolean;
+  /** Each resource's objects in key order at `rv` (no write since): what LIST pages cut from. */
+  private readonly sorted = new Map<ResourceName, { rv: number; keys: string[]; objects: KubeObject[] }>();
 
   private constructor(opts: ApiServerOptions) {
     this.opts = {
@@ -539,6 +564,7 @@ export class ApiServerDouble {
     this.host = opts.host ?? '127.0.0.1';
     this.rv = this.opts.initialResourceVersion;
     this.compactedRV = this.rv;
+    this.crdInstalled = opts.clusterNetworkPolicyCrd ?? false;
     for (const r of Object.keys(RESOURCES) as ResourceName[]) this.store.set(r, new Map());
   }
 
@@ -599,6 +625,7 @@ export class ApiServerDouble {
     const o = clone(obj) as KubeObject;
     if (typeof o.kind !== 'string') throw new Error(`apiserver double: create needs a kind, received ${JSON.stringify(o.kind)}`);
     const info = RESOURCES[resolveResource(o.kind)];
+    this.mustServe(info);
     const meta = (o.metadata ??= {});
     if (!meta.name) throw new Error(`apiserver double: create ${info.kind} needs metadata.name`);
     if (info.namespaced) meta.namespace ||= 'default';
@@ -700,6 +727,31 @@ export class ApiServerDouble {
     return this.snapshot(info.resource, this.rv)
       .filter((o) => !namespace || o.metadata?.namespace === namespace)
       .map(clone);
+  }
+
+  /**
+   * Install or remove the ClusterNetworkPolicy CRD. Removing it deletes every instance first (a
+   * DELETED event each, as the CRD's cleanup finalizer does), then ends the open watches of the
+   * resource cleanly; from then on its paths answer 404 until it is installed again.
+   */
+  setCrdInstalled(on: boolean): void {
+    if (on === this.crdInstalled) return;
+    if (!on) {
+      for (const o of this.list('ClusterNetworkPolicy')) this.delete('ClusterNetworkPolicy', undefined, o.metadata!.name!);
+      this.crdInstalled = false;
+      this.endWatches({ resource: 'clusternetworkpolicies' });
+      return;
+    }
+    this.crdInstalled = true;
+  }
+
+  /** Whether a resource is served now (a custom resource only while its CRD is installed). */
+  private served(info: ResourceInfo): boolean {
+    return !info.crd || this.crdInstalled;
+  }
+
+  private mustServe(info: ResourceInfo): void {
+    if (!this.served(info)) throw new Error(`apiserver double: no matches for kind "${info.kind}" in version "${info.apiVersion}": install the CRD first (setCrdInstalled)`);
   }
 
   // ------------------------------------------------------------------ history and faults
@@ -936,27 +988,26 @@ export class ApiServerDouble {
     if (p === '/api') {
       return this.sendJSON(res, 200, { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `${this.host}:${this.port}` }] });
     }
-    if (p === '/apis') {
-      const group = { name: 'networking.k8s.io', versions: [{ groupVersion: 'networking.k8s.io/v1', version: 'v1' }], preferredVersion: { groupVersion: 'networking.k8s.io/v1', version: 'v1' } };
-      return this.sendJSON(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups: [group] });
-    }
-    if (p === '/apis/networking.k8s.io') {
-      return this.sendJSON(res, 200, { kind: 'APIGroup', apiVersion: 'v1', name: 'networking.k8s.io', versions: [{ groupVersion: 'networking.k8s.io/v1', version: 'v1' }], preferredVersion: { groupVersion: 'networking.k8s.io/v1', version: 'v1' } });
-    }
-    const resourceList = (gv: string, group: string) => ({
+    const groups = (Object.keys(GROUP_VERSIONS) as Group[]).filter((g) => g !== '' && Object.values(RESOURCES).some((r) => r.group === g && this.served(r)));
+    const groupObject = (g: Group) => ({ name: g, versions: [{ groupVersion: `${g}/${GROUP_VERSIONS[g]}`, version: GROUP_VERSIONS[g] }], preferredVersion: { groupVersion: `${g}/${GROUP_VERSIONS[g]}`, version: GROUP_VERSIONS[g] } });
+    if (p === '/apis') return this.sendJSON(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups: groups.map(groupObject) });
+    const resourceList = (group: Group) => ({
       kind: 'APIResourceList',
       apiVersion: 'v1',
-      groupVersion: gv,
+      groupVersion: group === '' ? 'v1' : `${group}/${GROUP_VERSIONS[group]}`,
       resources: Object.values(RESOURCES)
         .filter((r) => r.group === group)
         .map((r) => ({ name: r.resource, singularName: r.singular, namespaced: r.namespaced, kind: r.kind, verbs: ['get', 'list', 'watch'], shortNames: r.shortNames })),
     });
-    if (p === '/api/v1') return this.sendJSON(res, 200, resourceList('v1', ''));
-    if (p === '/apis/networking.k8s.io/v1') return this.sendJSON(res, 200, resourceList('networking.k8s.io/v1', 'networking.k8s.io'));
+    if (p === '/api/v1') return this.sendJSON(res, 200, resourceList(''));
+    for (const g of groups) {
+      if (p === `/apis/${g}`) return this.sendJSON(res, 200, { kind: 'APIGroup', apiVersion: 'v1', ...groupObject(g) });
+      if (p === `/apis/${g}/${GROUP_VERSIONS[g]}`) return this.sendJSON(res, 200, resourceList(g));
+    }
 
     // Resources.
     const target = parseResourcePath(url.pathname);
-    if (!target) return notFound();
+    if (!target || !this.served(target.info)) return notFound();
     const { info, namespace, name } = target;
 
     const watch = parseBool(q.get('watch'));
@@ -997,6 +1048,14 @@ export class ApiServerDouble {
 
   /** The objects of a resource as they were at revision `rv` (>= compactedRV), in key order. */
   private snapshot(resource: ResourceName, rv: number): KubeObject[] {
+    return this.sortedSnapshot(resource, rv).objects;
+  }
+
+  /** `snapshot` with the keys beside the objects; the current state's is kept until the next
+   *  write, so that the pages of a big LIST do not sort the whole resource each. */
+  private sortedSnapshot(resource: ResourceName, rv: number): { keys: string[]; objects: KubeObject[] } {
+    const cached = this.sorted.get(resource);
+    if (cached && cached.rv === rv && rv === this.rv) return cached;
     const state = new Map(this.store.get(resource)!);
     for (let i = this.events.length - 1; i >= 0; i--) {
       const ev = this.events[i]!;
@@ -1005,7 +1064,10 @@ export class ApiServerDouble {
       if (ev.type === 'ADDED') state.delete(ev.key);
       else state.set(ev.key, ev.prev!);
     }
-    return [...state.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, o]) => o);
+    const entries = [...state.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const out = { rv, keys: entries.map(([k]) => k), objects: entries.map(([, o]) => o) };
+    if (rv === this.rv) this.sorted.set(resource, out);
+    return out;
   }
 
   private matches(w: { info: ResourceInfo; namespace?: string | undefined; labels: LabelRequirement[]; fields: FieldRequirement[] }, o: KubeObject): boolean {
@@ -1045,16 +1107,29 @@ export class ApiServerDouble {
       }
     }
     const w = { info, namespace, labels, fields };
-    const all = this.snapshot(info.resource, atRV).filter((o) => {
-      const key = keyOf(o.metadata?.namespace, o.metadata?.name ?? '');
-      return key >= startKey && this.matches(w, o);
-    });
-    const page = limit > 0 ? all.slice(0, limit) : all;
+    const snap = this.sortedSnapshot(info.resource, atRV);
+    // The first key >= startKey (binary search), then matching objects up to the limit; past
+    // it, only counted (remainingItemCount).
+    let lo = 0;
+    let hi = snap.keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (snap.keys[mid]! < startKey) lo = mid + 1;
+      else hi = mid;
+    }
+    const page: KubeObject[] = [];
+    let remaining = 0;
+    for (let i = lo; i < snap.objects.length; i++) {
+      const o = snap.objects[i]!;
+      if (!this.matches(w, o)) continue;
+      if (limit > 0 && page.length === limit) remaining++;
+      else page.push(o);
+    }
     const metadata: Record<string, unknown> = { resourceVersion: String(atRV) };
-    if (limit > 0 && all.length > limit) {
+    if (limit > 0 && remaining > 0) {
       const last = page[page.length - 1]!;
       metadata.continue = encodeContinue(atRV, keyOf(last.metadata?.namespace, last.metadata?.name ?? '') + '\u0000');
-      if (labels.length === 0 && fields.length === 0) metadata.remainingItemCount = all.length - limit;
+      if (labels.length === 0 && fields.length === 0) metadata.remainingItemCount = remaining;
     }
     this.sendJSON(res, 200, { kind: info.listKind, apiVersion: info.apiVersion, metadata, items: page.map(stripTypeMeta) });
   }
@@ -1102,6 +1177,13 @@ export class ApiServerDouble {
     }
     if (timeoutSeconds !== undefined && Number.isFinite(timeoutSeconds) && timeoutSeconds > 0) {
       const t = setTimeout(() => this.endWatch(w), timeoutSeconds * 1000);
+      t.unref();
+      w.timers.push(t);
+    }
+    if (bookmarks && timeoutSeconds !== undefined && Number.isFinite(timeoutSeconds) && timeoutSeconds > 2) {
+      // The watch cache's last bookmark, 2 s before the deadline: the client resumes from as
+      // recent a resourceVersion as possible.
+      const t = setTimeout(() => this.send(w, { type: 'BOOKMARK', object: bookmarkObject(info, this.rv) }), (timeoutSeconds - 2) * 1000);
       t.unref();
       w.timers.push(t);
     }
