@@ -172,12 +172,14 @@ describe('events', () => {
     api.delete('NetworkPolicy', 'app', 'allow');
     await waitUntil(() => !s.model.findPolicy('app', 'allow'), 'policy delete');
     expect(s.stats().events.pods).toBeGreaterThanOrEqual(3);
-    // The informers cache identities only (memory): no spec, no status, no managedFields.
-    const informers = (s as unknown as { watched: { informer: { list(): KubeObject[] } }[] }).watched.map((w) => w.informer);
-    const cached = informers.flatMap((i) => i.list());
-    expect(cached.length).toBe(5); // namespace app, node-1, pods db and web, policy deny
-    for (const o of cached) expect(Object.keys(o).sort()).toEqual(['apiVersion', 'kind', 'metadata']);
-    expect(Object.keys(cached.find((o) => o.metadata?.name === 'web')!.metadata!).sort()).toEqual(['name', 'namespace', 'resourceVersion', 'uid']);
+    // Besides the model, the source keeps one entry per object (memory): its identity, its
+    // record and its issues; no raw object (no spec, no status, no managedFields), and no
+    // informer cache.
+    const watched = (s as unknown as { watched: { entries: Map<string, object>; informer?: unknown }[] }).watched;
+    const entries = watched.flatMap((w) => [...w.entries.values()]);
+    expect(entries.length).toBe(5); // namespace app, node-1, pods db and web, policy deny
+    for (const e of entries) expect(Object.keys(e).sort()).toEqual(['issues', 'record', 'ref', 'rv', 'uid']);
+    expect(watched.every((w) => w.informer === undefined)).toBe(true);
   });
 
   it('an update that changes no record leaves the model alone (no notification)', async () => {

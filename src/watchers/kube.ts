@@ -1,5 +1,6 @@
-// The Kubernetes API as a model source: client-node informers (ListWatch) on Namespaces, Nodes,
-// Pods and NetworkPolicies, made fault tolerant.
+// The Kubernetes API as a model source: a list and a watch of Namespaces, Nodes, Pods,
+// NetworkPolicies and ClusterNetworkPolicies each (what an informer does, without its cache: the
+// model and one small entry per object are the only copy), made fault tolerant.
 //
 // Invariants:
 // - Synced (docs/design.md, invariant synced-before-write): `status().synced` turns true, and `start()` resolves, only
@@ -15,55 +16,69 @@
 //   changed, remove what is gone), whoever triggered it: the initial list, the informer's own
 //   relist after 410 Gone, a watchdog restart, the periodic resync. A missed event therefore
 //   lasts at most one resync period.
-// - Nothing this source runs throws into client-node: every handler is wrapped; a failure is
-//   logged, counted and answered with a fresh relist of that resource.
+// - No handler throws into the watch stream: every handler is wrapped; a failure is logged,
+//   counted and answered with a fresh relist of that resource.
 // - Every object goes through `normalize`; an invalid NetworkPolicy is still upserted (it
 //   isolates and allows nothing) and is logged once per resourceVersion with the field path and
 //   the value received.
-// - After `stop()` no timer, request or watch of this source remains (a watch whose response
-//   headers never arrive is the exception: client-node gives no handle on it before its 30 s
-//   request timeout; it is aborted when that returns).
+// - After `stop()` no timer, request or watch of this source remains.
 //
-// Memory: the informer caches what it is given. It is given stubs (kind, name, namespace, uid,
-// resourceVersion), not the objects: a real Pod with its managedFields weighs kilobytes, and
-// ten thousand of them would not fit the agent's memory limit. Objects are normalized as they
-// arrive (lists: in the list function; events: in the watch's line handler, the result kept
-// with the stub); only the records stay.
+// ClusterNetworkPolicies are custom resources: a cluster without their CRD answers 404. The
+// resource then counts as listed (with none: the source syncs, invariant synced-before-write
+// holds for what the cluster has), the log says once that they are not enforced, and the list
+// is tried again with backoff (up to `backoffMaxMs`) until the CRD appears; a watch answering
+// 404 later (the CRD removed, and with it every instance) empties them from the model the same
+// way. Any other failure of that resource is an error like any other.
+//
+// Memory (the agent keeps only what enforcement needs, docs/design.md layer `src/watchers`):
+// no object is held whole. A LIST is read page by page (500 objects) and each page is
+// normalized as it arrives, its raw objects dropped before the next page is read; a watch event
+// is normalized in the watch's line handler. What stays is the model's record (for a pod: its
+// namespace, name, uid, labels, node, addresses, phase, hostNetwork and container ports) and,
+// per object, the entry below (uid, resourceVersion, validation issues), which is all a relist
+// or an event needs to be compared with. There is no informer cache besides (client-node's
+// informer keeps one of its own, and loading client-node costs more memory than the model of a
+// 10k-pod cluster: see kube-client.ts). A real Pod with its managedFields weighs kilobytes, and
+// holding the raw objects of a 10k-pod LIST at once took the agent to 400 MB.
 //
 // Liveness ("is this watch alive?"): a resource is alive when its watch delivered a line (an
-// event, or a BOOKMARK, which this source asks for) or a LIST succeeded, within `watchdogMs`.
-// A watch that merely reconnects does not count: a server whose watch cache is wedged (the
-// double's `stall()`) accepts watches and then says nothing. A resource that stays silent for
-// `watchdogMs` is restarted with a fresh LIST; on a truly quiet resource this costs one LIST
-// per period and changes nothing in the model. (A real API server sends a watcher its first
-// bookmark about a minute after it connects, while client-node's Watch reconnects after 30 s
-// without data: so in practice only events keep a real watch "alive", and a resource with no
-// change for `watchdogMs` -- typically the agent's own Node, or namespaces -- is relisted once
-// per period. A LIST without resourceVersion is a consistent read from etcd, which is exactly
-// what a wedged watch cache cannot give.)
+// event, or a BOOKMARK, which this source asks for) or a LIST succeeded. A watch that merely
+// reconnects does not count: a server whose watch cache is wedged (the double's `stall()`)
+// accepts watches and then says nothing. The API server sends a watcher a BOOKMARK about every
+// minute and one 2 s before the watch's deadline; each watch asks for a deadline of a quarter
+// of `watchdogMs` (30 s by default; the idle timeout of a stream is never below the bookmark
+// interval), so a healthy watch on a quiet resource delivers a line about every 30 s
+// and is resumed at once from its resourceVersion after each deadline. Hence the bound
+// (`watchdogMs`, `--stale-watch`, default 2 minutes, four deadlines): a resource silent past
+// half of it (two missed bookmarks) makes `status()` unhealthy, naming the resource and the
+// age (the agent's /readyz turns not ready: the kernel may be enforcing stale labels); a
+// resource silent for the whole bound is restarted with a fresh LIST (a LIST without
+// resourceVersion is a consistent read from etcd, which is exactly what a wedged watch cache
+// cannot give).
 //
-// Errors: client-node's informer stops on any error but 410 (which it answers with a relist)
-// and its own request timeout (a silent reconnect). This source restarts a stopped informer
-// with `start()` (which resumes the watch from the last resourceVersion, or relists when that
-// expired), after an exponential, jittered backoff (`backoffMinMs` doubling to `backoffMaxMs`),
-// for ever. The backoff resets once the restarted informer shows life.
+// Errors: a watch that the server ends (its deadline) or that goes idle is resumed at once from
+// its resourceVersion; a 410 Gone (an ERROR event or the response) relists. Any other error
+// stops the resource's loop, which is started again (resuming the watch from the last
+// resourceVersion, or relisting when that expired) after an exponential, jittered backoff
+// (`backoffMinMs` doubling to `backoffMaxMs`), for ever. The backoff resets once the restarted
+// loop shows life.
 
-import type { KubeConfig, KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
-import { ListWatch } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { normalize as defaultNormalize, type NormalizeResult } from '../model/normalize.ts';
 import { Model } from '../model/store.ts';
 import { sameRecord, type ObjectRecord, type ValidationIssue } from '../model/types.ts';
-import { ListError, ObservedWatch, abortableDelay, errorText, listRaw, serverOf } from './kube-client.ts';
+import { ListError, errorText, listRaw, serverOf, watchStream, type KubeAccess, type KubernetesObject } from './kube-client.ts';
 import type { ModelSource, SourceStats, SourceStatus } from './source.ts';
 
-export type ResourceName = 'namespaces' | 'nodes' | 'pods' | 'networkpolicies';
+export type ResourceName = 'namespaces' | 'nodes' | 'pods' | 'networkpolicies' | 'clusternetworkpolicies';
 
 interface ResourceSpec {
   readonly name: ResourceName;
   readonly kind: ObjectRecord['kind'];
   readonly apiVersion: string;
   readonly path: string;
+  /** A custom resource: a 404 means its CRD is not installed (none exist), not a failure. */
+  readonly crd?: true;
 }
 
 /** Namespaces and Nodes first: a pod's namespace labels are known by the time its pods are. */
@@ -72,10 +87,18 @@ const RESOURCES: readonly ResourceSpec[] = [
   { name: 'nodes', kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes' },
   { name: 'pods', kind: 'Pod', apiVersion: 'v1', path: '/api/v1/pods' },
   { name: 'networkpolicies', kind: 'NetworkPolicy', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/networkpolicies' },
+  {
+    name: 'clusternetworkpolicies',
+    kind: 'ClusterNetworkPolicy',
+    apiVersion: 'policy.networking.k8s.io/v1alpha2',
+    path: '/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies',
+    crd: true,
+  },
 ];
 
 export interface KubeSourceOptions {
-  readonly kubeConfig: KubeConfig;
+  /** A kubeconfig context (`loadKubeConfig`, or @kubernetes/client-node's KubeConfig). */
+  readonly kubeConfig: KubeAccess;
   readonly logger?: Logger;
   /** Watch only this Node object (the agent's own); absent: every Node (the CLI). */
   readonly nodeName?: string;
@@ -86,7 +109,11 @@ export interface KubeSourceOptions {
   readonly once?: boolean;
   /** Period of the full relist that reconciles the model with the server (0: never). Default 10 min. */
   readonly resyncMs?: number;
-  /** A resource silent (no event, no bookmark, no successful list) this long is restarted with a fresh list. Default 5 min. */
+  /**
+   * The stale-watch bound: a resource silent (no event, no bookmark, no successful list) past
+   * half of it makes the source unhealthy; silent this long, it is restarted with a fresh list.
+   * Each watch asks the server for a deadline of a quarter of it (at least 3 s). Default 2 min.
+   */
   readonly watchdogMs?: number;
   /** Retry delay after the first failure; doubles per consecutive failure. Default 200 ms. */
   readonly backoffMinMs?: number;
@@ -119,13 +146,16 @@ export interface KubeSourceStats extends SourceStats {
   readonly errors: Readonly<Record<ResourceName, number>>;
   /** Fresh restarts (stop + new informer + list), by reason. */
   readonly restarts: Readonly<Record<'watchdog' | 'resync' | 'handler-error', number>>;
+  /** LISTs of a custom resource answered 404 (its CRD not installed), per resource. */
+  readonly absent: Readonly<Record<ResourceName, number>>;
   /** Exceptions caught in handlers and listeners (never thrown into client-node). */
   readonly handlerErrors: number;
   /** Objects currently in the model with validation issues, per kind (a gauge). */
   readonly objectsWithIssues: Readonly<Record<ObjectRecord['kind'], number>>;
 }
 
-type State = 'idle' | 'starting' | 'watching' | 'backoff';
+/** `absent`: a custom resource the server does not serve (404); polled with backoff. */
+type State = 'idle' | 'starting' | 'watching' | 'backoff' | 'absent';
 
 interface Entry {
   readonly uid: string;
@@ -135,13 +165,25 @@ interface Entry {
   readonly ref: string;
 }
 
+/** One object of a LIST, normalized as its page arrived (the raw object is not kept). */
+interface Listed {
+  readonly key: string;
+  readonly uid: string;
+  readonly rv: string;
+  /** Absent when the model already holds this uid at this resourceVersion (nothing to do). */
+  readonly result?: NormalizeResult;
+  readonly error?: unknown;
+}
+
 interface Watched {
   readonly spec: ResourceSpec;
   readonly fieldSelector: string | undefined;
   /** namespace/name -> what the model holds for it. */
   readonly entries: Map<string, Entry>;
-  informer: ListWatch<KubernetesObject> | undefined;
+  /** Aborts the current list/watch loop (a restart or stop() replaces it). */
   abort: AbortController;
+  /** Where the watch resumes: the last LIST's or event's resourceVersion ('' = list first). */
+  watchRv: string;
   state: State;
   listed: boolean;
   /** Consecutive failures without a sign of life in between. */
@@ -157,6 +199,10 @@ interface Watched {
   starting: Promise<void> | undefined;
   /** A relist after a handler error is scheduled. */
   restartPending: boolean;
+  /** A custom resource whose last LIST (or watch) answered 404: its CRD is not installed. */
+  absent: boolean;
+  /** Consecutive 404s (the poll's backoff). */
+  absentPolls: number;
 }
 
 const zero = <K extends string>(keys: readonly K[]): Record<K, number> => Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
@@ -164,7 +210,7 @@ const NAMES = RESOURCES.map((r) => r.name);
 
 export class KubeSource implements ModelSource {
   readonly model = new Model();
-  private readonly kc: KubeConfig;
+  private readonly kc: KubeAccess;
   private readonly log: Logger | undefined;
   private readonly once: boolean;
   private readonly resyncMs: number;
@@ -176,8 +222,6 @@ export class KubeSource implements ModelSource {
   private readonly normalizeFn: (obj: unknown) => NormalizeResult;
   private readonly watched: Watched[];
   private readonly listeners: (() => void)[] = [];
-  /** Normalized content of watch events, by the stub the informer passes to the handlers. */
-  private readonly prepared = new WeakMap<object, { result?: NormalizeResult; error?: unknown }>();
   private synced = false;
   private stopped = false;
   private started = false;
@@ -190,6 +234,7 @@ export class KubeSource implements ModelSource {
     errors: zero(NAMES),
     restarts: { watchdog: 0, resync: 0, 'handler-error': 0 },
     handlerErrors: 0,
+    absent: zero(NAMES),
   };
 
   constructor(o: KubeSourceOptions) {
@@ -197,7 +242,7 @@ export class KubeSource implements ModelSource {
     this.log = o.logger;
     this.once = o.once ?? false;
     this.resyncMs = o.resyncMs ?? 600_000;
-    this.watchdogMs = o.watchdogMs ?? 300_000;
+    this.watchdogMs = o.watchdogMs ?? 120_000;
     this.backoffMinMs = o.backoffMinMs ?? 200;
     this.backoffMaxMs = o.backoffMaxMs ?? 30_000;
     this.listTimeoutMs = o.listTimeoutMs ?? 60_000;
@@ -207,8 +252,8 @@ export class KubeSource implements ModelSource {
       spec,
       fieldSelector: spec.name === 'nodes' && o.nodeName !== undefined ? `metadata.name=${o.nodeName}` : undefined,
       entries: new Map(),
-      informer: undefined,
       abort: new AbortController(),
+      watchRv: '',
       state: 'idle',
       listed: false,
       failures: 0,
@@ -220,6 +265,8 @@ export class KubeSource implements ModelSource {
       rv: '',
       starting: undefined,
       restartPending: false,
+      absent: false,
+      absentPolls: 0,
     }));
   }
 
@@ -256,8 +303,7 @@ export class KubeSource implements ModelSource {
     }
     this.syncWaiter?.();
     this.syncWaiter = undefined;
-    // In-flight starts end quickly once aborted; a watch still connecting to a server that
-    // never answers is bounded by client-node's request timeout: do not wait for that.
+    // Loops end at once when aborted (their requests are destroyed); the cap is a safety net.
     let cap: NodeJS.Timeout | undefined;
     await Promise.race([Promise.allSettled(pending), new Promise<void>((r) => (cap = setTimeout(r, 2000)))]);
     clearTimeout(cap);
@@ -269,12 +315,17 @@ export class KubeSource implements ModelSource {
 
   /**
    * The resourceVersion each resource's content in the model reflects, e.g.
-   * `namespaces=1003,nodes=1001,pods=1042,networkpolicies=1040`. Each model change comes from
-   * an event or a LIST with a newer resourceVersion of its resource, so this changes whenever
-   * the content does (and sometimes when it does not: an event that changes no record).
+   * `namespaces=1003,nodes=1001,pods=1042,networkpolicies=1040` (and
+   * `clusternetworkpolicies=...` while their CRD is installed). Each model change comes from an
+   * event or a LIST with a newer resourceVersion of its resource, or from a CRD going away, so
+   * this changes whenever the content does (and sometimes when it does not: an event that
+   * changes no record).
    */
   revision(): string {
-    return this.watched.map((w) => `${w.spec.name}=${w.rv}`).join(',');
+    return this.watched
+      .filter((w) => !w.absent)
+      .map((w) => `${w.spec.name}=${w.rv}`)
+      .join(',');
   }
 
   status(): SourceStatus {
@@ -286,6 +337,7 @@ export class KubeSource implements ModelSource {
       return `${w.spec.name}: ${w.error}${retry}`;
     });
     if (this.stopped) return { synced: this.synced, healthy: false, detail: 'stopped' };
+    const absent = this.watched.filter((w) => w.absent).map((w) => `${w.spec.name} not served (CRD not installed): ${w.spec.kind}s are not enforced`);
     if (!this.synced) {
       const waiting = this.watched.filter((w) => !w.listed).map((w) => w.spec.name);
       const detail = failing.length
@@ -296,7 +348,20 @@ export class KubeSource implements ModelSource {
     if (failing.length) {
       return { synced: true, healthy: false, detail: `API server ${server} lost, enforcing the last known state: ${failures.join('; ')}` };
     }
-    return { synced: true, healthy: true, detail: `watching ${NAMES.join(', ')} at ${server}` };
+    // Past half the bound a watch has missed two bookmarks: what the model says of that
+    // resource may be stale (the watchdog relists it at the full bound).
+    const silent = this.watched
+      .filter((w) => w.state === 'watching' && now - w.lastAlive > this.watchdogMs / 2)
+      .map((w) => `${w.spec.name}: no event or bookmark for ${Math.round((now - w.lastAlive) / 1000)} s`);
+    if (silent.length) {
+      return {
+        synced: true,
+        healthy: false,
+        detail: `watch silent past half the stale-watch bound of ${Math.round(this.watchdogMs / 1000)} s (it is relisted at the bound), enforcing what it last said: ${silent.join('; ')}`,
+      };
+    }
+    const watching = this.watched.filter((w) => !w.absent).map((w) => w.spec.name);
+    return { synced: true, healthy: true, detail: [`watching ${watching.join(', ')} at ${server}`, ...absent].join('; ') };
   }
 
   invalidPolicies(): number {
@@ -320,10 +385,10 @@ export class KubeSource implements ModelSource {
   }
 
   stats(): KubeSourceStats {
-    const objectsWithIssues = { Namespace: 0, Node: 0, Pod: 0, NetworkPolicy: 0, ClusterNetworkPolicy: 0 }; // CNPs are not watched yet
+    const objectsWithIssues = { Namespace: 0, Node: 0, Pod: 0, NetworkPolicy: 0, ClusterNetworkPolicy: 0 };
     for (const w of this.watched) for (const e of w.entries.values()) if (e.issues.length) objectsWithIssues[w.spec.kind]++;
     const c = this.counters;
-    return { events: { ...c.events }, lists: { ...c.lists }, errors: { ...c.errors }, restarts: { ...c.restarts }, handlerErrors: c.handlerErrors, objectsWithIssues };
+    return { events: { ...c.events }, lists: { ...c.lists }, errors: { ...c.errors }, restarts: { ...c.restarts }, absent: { ...c.absent }, handlerErrors: c.handlerErrors, objectsWithIssues };
   }
 
   /**
@@ -343,6 +408,11 @@ export class KubeSource implements ModelSource {
         try {
           return await this.list(w);
         } catch (e) {
+          // A custom resource whose CRD is not installed: there are none.
+          if (w.spec.crd && isNotFound(e)) {
+            w.absent = true;
+            return { resourceVersion: '', items: [] };
+          }
           throw new Error(`cannot list ${w.spec.name} from the API server ${server}: ${errorText(e)}`, { cause: e });
         }
       }),
@@ -352,62 +422,107 @@ export class KubeSource implements ModelSource {
     this.synced = true;
   }
 
-  // ------------------------------------------------------------------ informers
+  // ------------------------------------------------------------------ list and watch
 
-  /** A new informer for this resource (fresh cache: its start() lists). */
+  /** Start this resource afresh: a new loop that lists first. */
   private launch(w: Watched): void {
-    const abort = new AbortController();
-    w.abort = abort;
-    const watch = new ObservedWatch(this.kc, {
-      signal: abort.signal,
-      onLine: (type) => this.onLine(w, abort, type),
-      transform: (type, obj) => this.stub(w, obj, type !== 'DELETED'),
-    });
-    const listFn = async (): Promise<KubernetesListObject<KubernetesObject>> => {
-      const l = await this.list(w, abort.signal);
-      if (abort.signal.aborted) throw new Error('stopped');
-      // The model follows the list here, by difference; the informer's add/update/delete
-      // callbacks for the same items then find nothing to do.
-      try {
-        this.applyList(w, l.items, l.resourceVersion);
-      } catch (e) {
-        this.counters.handlerErrors++;
-        throw new ListError(`applying the list failed: ${errorText(e)}`, undefined, { cause: e });
-      }
-      return { apiVersion: 'v1', kind: 'List', metadata: { resourceVersion: l.resourceVersion }, items: l.items.map((o) => this.stub(w, o, false)) };
-    };
-    const inf = new ListWatch<KubernetesObject>(w.spec.path, watch, listFn, false, undefined, w.fieldSelector, { delayFn: abortableDelay(abort.signal) });
-    inf.on('add', (o) => this.guard(w, abort, 'add', () => this.onUpsert(w, o)));
-    inf.on('update', (o) => this.guard(w, abort, 'update', () => this.onUpsert(w, o)));
-    inf.on('delete', (o) => this.guard(w, abort, 'delete', () => this.onDelete(w, o)));
-    inf.on('error', (e) => this.guard(w, abort, 'error', () => this.onError(w, abort, e)));
-    w.informer = inf;
-    void this.startInformer(w, abort);
+    w.abort = new AbortController();
+    w.watchRv = '';
+    void this.startInformer(w, w.abort);
   }
 
-  /** Stop the current informer; its late callbacks (AbortError included) are ignored. */
+  /** Stop the current loop; its late callbacks (AbortError included) are ignored. */
   private retire(w: Watched): void {
     w.abort.abort();
-    const inf = w.informer;
-    w.informer = undefined;
-    if (inf) void inf.stop().catch(() => {});
   }
 
-  /** (Re)start the current informer: a first list, or a watch resumed from its last resourceVersion. */
+  /** (Re)start the loop: a first list, or a watch resumed from its last resourceVersion. */
   private async startInformer(w: Watched, abort: AbortController): Promise<void> {
-    const inf = w.informer;
-    if (!inf || abort.signal.aborted || this.stopped) return;
+    if (abort.signal.aborted || this.stopped) return;
     w.state = 'starting';
-    const seq = w.errorSeq;
-    const p = inf.start().catch((e: unknown) => this.onError(w, abort, e));
+    const p = this.loop(w, abort).catch((e: unknown) => this.guard(w, abort, 'error', () => this.onError(w, abort, e)));
     w.starting = p;
     await p;
     if (w.starting === p) w.starting = undefined;
-    if (abort.signal.aborted || this.stopped || w.errorSeq !== seq) return;
-    // The list (if any) and the watch's response headers arrived: connected.
+  }
+
+  /**
+   * List (when there is no resourceVersion to resume from), then watch, resuming after each
+   * stream the server ends, for as long as nothing fails; returns when aborted, throws what
+   * failed (the caller retries with backoff).
+   */
+  private async loop(w: Watched, abort: AbortController): Promise<void> {
+    const signal = abort.signal;
+    const timeoutSeconds = String(Math.max(3, Math.round(this.watchdogMs / 4000)));
+    const idleTimeoutMs = Math.max(90_000, this.watchdogMs);
+    let quickEnds = 0;
+    for (;;) {
+      if (signal.aborted || this.stopped) return;
+      if (!w.watchRv) {
+        const l = await this.list(w, signal);
+        if (signal.aborted) return;
+        try {
+          this.applyList(w, l.items, l.resourceVersion);
+        } catch (e) {
+          this.counters.handlerErrors++;
+          throw new ListError(`applying the list failed: ${errorText(e)}`, undefined, { cause: e });
+        }
+        w.watchRv = l.resourceVersion || '0';
+      }
+      const opened = Date.now();
+      let lines = 0;
+      try {
+        await watchStream(this.kc, w.spec.path, {
+          query: { resourceVersion: w.watchRv, allowWatchBookmarks: 'true', timeoutSeconds, ...(w.fieldSelector ? { fieldSelector: w.fieldSelector } : {}) },
+          signal,
+          idleTimeoutMs,
+          onOpen: () => this.connected(w, abort),
+          onEvent: (type, obj) => {
+            lines++;
+            this.onEvent(w, abort, type, obj);
+          },
+        });
+      } catch (e) {
+        if (signal.aborted || this.stopped) return;
+        // Idle past the bound of a healthy stream: resume silently (the watchdog judges).
+        if (e instanceof Error && e.name === 'TimeoutError') continue;
+        if ((e as { statusCode?: unknown }).statusCode === 410) {
+          w.watchRv = '';
+          continue;
+        }
+        throw e;
+      }
+      // Ended by the server: its deadline (resume at once, as client-go does), or an ERROR 410
+      // event (relist). A stream that ends at once without a line is retried with a growing
+      // delay, so a server that does so cannot make this a tight loop of requests.
+      if (Date.now() - opened < 1000 && lines === 0) {
+        quickEnds++;
+        await delay(Math.min(30_000, 1000 * 2 ** Math.min(quickEnds - 1, 5)), signal);
+      } else quickEnds = 0;
+    }
+  }
+
+  /** The server accepted a watch: after a (re)start, the resource is connected again. */
+  private connected(w: Watched, abort: AbortController): void {
+    if (abort.signal.aborted || w.state === 'watching') return;
     w.state = 'watching';
     w.lastAlive = Date.now();
     this.recovered(w);
+  }
+
+  /** One event of the current watch: applied to the model, guarded (a throw relists). */
+  private onEvent(w: Watched, abort: AbortController, type: string, o: KubernetesObject): void {
+    if (abort.signal.aborted) return;
+    this.onLine(w, abort, type);
+    const rv = o.metadata?.resourceVersion;
+    if (type === 'ERROR') {
+      // 410 Gone: the resourceVersion is too old; the stream ends, and the loop relists.
+      if ((o as { code?: unknown }).code === 410) w.watchRv = '';
+      return;
+    }
+    if (type === 'ADDED' || type === 'MODIFIED') this.guard(w, abort, type === 'ADDED' ? 'add' : 'update', () => this.onUpsert(w, o));
+    else if (type === 'DELETED') this.guard(w, abort, 'delete', () => this.onDelete(w, o));
+    if (rv) w.watchRv = rv;
   }
 
   /** A request of this resource succeeded again after an error. */
@@ -419,6 +534,7 @@ export class KubeSource implements ModelSource {
 
   private onError(w: Watched, abort: AbortController, e: unknown): void {
     if (abort.signal.aborted || this.stopped) return; // our own stop() (AbortError) or a retired informer
+    if (w.spec.crd && isNotFound(e)) return this.onAbsent(w);
     w.errorSeq++;
     w.failures++;
     this.counters.errors[w.spec.name]++;
@@ -440,13 +556,50 @@ export class KubeSource implements ModelSource {
     w.timer.unref();
   }
 
+  /**
+   * The server does not serve this custom resource (404 on its LIST, or on a watch: the CRD was
+   * removed, and with it every instance). None exist: the model drops what it held of them, the
+   * resource counts as listed (the source can sync without the CRD), and the list is tried
+   * again with backoff until the CRD appears. Said once per absence, not per poll.
+   */
+  private onAbsent(w: Watched): void {
+    w.errorSeq++;
+    this.retire(w);
+    this.counters.absent[w.spec.name]++;
+    const first = !w.absent;
+    w.absent = true;
+    w.absentPolls++;
+    w.error = undefined;
+    w.failures = 0;
+    w.state = 'absent';
+    this.reconcile(w, [], '');
+    if (first) {
+      this.log?.warn(
+        { resource: w.spec.name, apiVersion: w.spec.apiVersion },
+        `${w.spec.name}: the API server does not serve ${w.spec.apiVersion} ${w.spec.name} (its CRD is not installed): ${w.spec.kind}s are not enforced; checking again with backoff up to ${Math.round(this.backoffMaxMs / 1000)} s`,
+      );
+    }
+    if (!w.listed) {
+      w.listed = true;
+      this.checkSynced();
+    }
+    const delay = this.backoff(w.absentPolls);
+    w.retryAt = Date.now() + delay;
+    clearTimeout(w.timer);
+    w.timer = setTimeout(() => {
+      w.timer = undefined;
+      if (!this.stopped && w.state === 'absent') this.launch(w);
+    }, delay);
+    w.timer.unref();
+  }
+
   /** min * 2^(n-1), capped, times a jitter in [0.75, 1.25) (capped again). */
   private backoff(failures: number): number {
     const base = Math.min(this.backoffMaxMs, this.backoffMinMs * 2 ** Math.min(failures - 1, 30));
     return Math.round(Math.min(this.backoffMaxMs, base * (0.75 + Math.random() * 0.5)));
   }
 
-  /** A line from the current informer's watch: an event, a BOOKMARK or an ERROR event. */
+  /** A line from the current watch: an event, a BOOKMARK or an ERROR event. */
   private onLine(w: Watched, abort: AbortController, type: string): void {
     if (abort.signal.aborted) return;
     if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') this.counters.events[w.spec.name]++;
@@ -481,9 +634,9 @@ export class KubeSource implements ModelSource {
   }
 
   /**
-   * Run a callback of the informer (or our list reconciliation) so that it never throws into
-   * client-node: an exception is logged, counted, and answered with a fresh relist of the
-   * resource (the model may have missed that change).
+   * Run a handler so that it never throws into the watch stream: an exception is logged,
+   * counted, and answered with a fresh relist of the resource (the model may have missed that
+   * change).
    */
   private guard(w: Watched, abort: AbortController, what: string, fn: () => void): void {
     if (abort.signal.aborted && what !== 'error') return;
@@ -493,7 +646,7 @@ export class KubeSource implements ModelSource {
       this.counters.handlerErrors++;
       this.log?.error({ resource: w.spec.name, handler: what, err: errorText(e) }, `${w.spec.name}: ${what} handler failed: ${errorText(e)}; the resource will be relisted`);
       if (!this.stopped && !abort.signal.aborted && !w.restartPending) {
-        // Not from inside the informer's callback: restart on the next turn, once per burst.
+        // Not from inside the stream's handler: restart on the next turn, once per burst.
         w.restartPending = true;
         setImmediate(() => {
           w.restartPending = false;
@@ -505,22 +658,49 @@ export class KubeSource implements ModelSource {
 
   // ------------------------------------------------------------------ model updates
 
-  private async list(w: Watched, signal?: AbortSignal): Promise<{ resourceVersion: string; items: KubernetesObject[] }> {
-    return listRaw(this.kc, w.spec.path, {
+  /**
+   * LIST a resource, normalizing each page as it arrives (the raw objects are dropped page by
+   * page; see Memory above).
+   */
+  private async list(w: Watched, signal?: AbortSignal): Promise<{ resourceVersion: string; items: Listed[] }> {
+    const items: Listed[] = [];
+    const l = await listRaw(this.kc, w.spec.path, {
       kind: w.spec.kind,
       apiVersion: w.spec.apiVersion,
       pageSize: this.pageSize,
       timeoutMs: this.listTimeoutMs,
       ...(w.fieldSelector ? { fieldSelector: w.fieldSelector } : {}),
       ...(signal ? { signal } : {}),
+      onItems: (page) => {
+        for (const o of page) {
+          const key = keyOf(o);
+          const uid = o.metadata?.uid || key;
+          const rv = o.metadata?.resourceVersion ?? '';
+          if (this.isCurrent(w, key, uid, rv)) {
+            items.push({ key, uid, rv });
+            continue;
+          }
+          try {
+            items.push({ key, uid, rv, result: this.normalizeFn(o) });
+          } catch (e) {
+            items.push({ key, uid, rv, error: e });
+          }
+        }
+      },
     });
+    return { resourceVersion: l.resourceVersion, items };
   }
 
-  private applyList(w: Watched, items: readonly KubernetesObject[], rv: string): void {
+  private applyList(w: Watched, items: readonly Listed[], rv: string): void {
     this.reconcile(w, items, rv);
     this.counters.lists[w.spec.name]++;
     this.alive(w);
     this.recovered(w);
+    if (w.absent) {
+      w.absent = false;
+      w.absentPolls = 0;
+      this.log?.info({ resource: w.spec.name, objects: items.length }, `${w.spec.name}: the API server serves ${w.spec.apiVersion} ${w.spec.name} now (its CRD is installed): ${items.length} listed, watching them`);
+    }
     if (!w.listed) {
       w.listed = true;
       this.checkSynced();
@@ -528,18 +708,20 @@ export class KubeSource implements ModelSource {
   }
 
   /** Bring this resource's part of the model to exactly `items`, by difference. */
-  private reconcile(w: Watched, items: readonly KubernetesObject[], rv: string): void {
+  private reconcile(w: Watched, items: readonly Listed[], rv: string): void {
     const seen = new Set<string>();
     let changed = false;
-    for (const o of items) {
-      seen.add(keyOf(o));
+    for (const l of items) {
+      seen.add(l.key);
+      if (l.result === undefined && l.error === undefined) continue; // the model holds it already
       try {
-        if (this.upsert(w, o)) changed = true;
+        if (l.error !== undefined) throw l.error;
+        if (this.apply(w, l.key, l.uid, l.rv, l.result!)) changed = true;
       } catch (e) {
         // One object that cannot be applied must not hold up the others; what the model held
         // for it stays (it was seen, so it is not removed).
         this.counters.handlerErrors++;
-        this.log?.error({ resource: w.spec.name, object: keyOf(o), err: errorText(e) }, `${w.spec.name}: cannot apply ${keyOf(o)}: ${errorText(e)}; keeping what the model held for it`);
+        this.log?.error({ resource: w.spec.name, object: l.key, err: errorText(e) }, `${w.spec.name}: cannot apply ${l.key}: ${errorText(e)}; keeping what the model held for it`);
       }
     }
     for (const [k, e] of [...w.entries]) {
@@ -554,34 +736,11 @@ export class KubeSource implements ModelSource {
     if (changed) this.notify();
   }
 
-  /**
-   * What the informer caches for an object: its identity only. With `normalized`, the object
-   * is normalized now (a watch event) and the result kept for the add/update handler.
-   */
-  private stub(w: Watched, o: KubernetesObject, normalized: boolean): KubernetesObject {
-    const m = o.metadata ?? {};
-    const stub: KubernetesObject = {
-      apiVersion: w.spec.apiVersion,
-      kind: w.spec.kind,
-      metadata: { name: m.name ?? '', ...(m.namespace ? { namespace: m.namespace } : {}), ...(m.uid ? { uid: m.uid } : {}), ...(m.resourceVersion ? { resourceVersion: m.resourceVersion } : {}) },
-    };
-    if (normalized) {
-      try {
-        this.prepared.set(stub, { result: this.normalizeFn(o.kind ? o : { ...o, kind: w.spec.kind, apiVersion: w.spec.apiVersion }) });
-      } catch (e) {
-        this.prepared.set(stub, { error: e });
-      }
-    }
-    return stub;
-  }
-
-  /** An add or update from the informer: a watch event (normalized in `stub`) or a list item (already applied). */
+  /** An added or modified object of a watch event: normalized and applied. */
   private onUpsert(w: Watched, o: KubernetesObject): void {
-    const p = this.prepared.get(o);
-    if (!p) return; // a list item: the list function applied the whole list
-    this.prepared.delete(o);
-    if (p.error !== undefined) throw p.error;
-    const changed = this.apply(w, o, p.result!);
+    const res = this.normalizeFn(o.kind ? o : { ...o, kind: w.spec.kind, apiVersion: w.spec.apiVersion });
+    const key = keyOf(o);
+    const changed = this.apply(w, key, o.metadata?.uid || key, o.metadata?.resourceVersion ?? '', res);
     w.rv = o.metadata?.resourceVersion ?? w.rv;
     if (changed) this.notify();
   }
@@ -599,25 +758,15 @@ export class KubeSource implements ModelSource {
     }
   }
 
-  /** Insert or replace one object of a list; returns whether the model changed. */
-  private upsert(w: Watched, raw: KubernetesObject): boolean {
-    if (this.current(w, raw)) return false;
-    return this.apply(w, raw, this.normalizeFn(raw.kind ? raw : { ...raw, kind: w.spec.kind, apiVersion: w.spec.apiVersion }));
-  }
-
   /** The model already holds this uid at this resourceVersion. */
-  private current(w: Watched, o: KubernetesObject): boolean {
-    const cur = w.entries.get(keyOf(o));
-    const rv = o.metadata?.resourceVersion ?? '';
-    return cur !== undefined && cur.uid === (o.metadata?.uid || keyOf(o)) && rv !== '' && cur.rv === rv;
+  private isCurrent(w: Watched, key: string, uid: string, rv: string): boolean {
+    const cur = w.entries.get(key);
+    return cur !== undefined && cur.uid === uid && rv !== '' && cur.rv === rv;
   }
 
-  /** Store the normalized object under its name, replacing the record of another uid; returns whether the model changed. */
-  private apply(w: Watched, o: KubernetesObject, res: NormalizeResult): boolean {
-    if (this.current(w, o)) return false;
-    const k = keyOf(o);
-    const uid = o.metadata?.uid || k;
-    const rv = o.metadata?.resourceVersion ?? '';
+  /** Store the normalized object under its name `k`, replacing the record of another uid; returns whether the model changed. */
+  private apply(w: Watched, k: string, uid: string, rv: string, res: NormalizeResult): boolean {
+    if (this.isCurrent(w, k, uid, rv)) return false;
     const cur = w.entries.get(k);
     let changed = false;
     if (cur?.record && (cur.uid !== uid || !res.record)) {
@@ -638,13 +787,14 @@ export class KubeSource implements ModelSource {
   /** Logged once per resourceVersion: upsert runs once per new resourceVersion of an object. */
   private reportIssues(w: Watched, res: NormalizeResult, rv: string): void {
     if (!this.log) return;
-    const policy = w.spec.kind === 'NetworkPolicy';
+    const policy = w.spec.kind === 'NetworkPolicy' || w.spec.kind === 'ClusterNetworkPolicy';
     const r = res.record;
     const where = r && r.kind !== 'Node' && r.kind !== 'Namespace' && r.kind !== 'ClusterNetworkPolicy' ? { namespace: r.namespace, name: r.name } : { name: r?.name };
     for (const i of res.issues) {
       const fields = { object: res.ref, ...where, resourceVersion: rv, field: i.field, value: i.value };
       const line = `${res.ref}: ${i.field ? `${i.field}: ` : ''}${i.message}${i.value !== '' ? ` (got ${i.value})` : ''}`;
-      if (policy) this.log.error(fields, `invalid NetworkPolicy ${line}; enforced fail-closed: it isolates the pods it selects and allows nothing`);
+      if (w.spec.kind === 'NetworkPolicy') this.log.error(fields, `invalid NetworkPolicy ${line}; enforced fail-closed: it isolates the pods it selects and allows nothing`);
+      else if (policy) this.log.error(fields, `invalid ClusterNetworkPolicy ${line}; enforced fail-closed: it denies all traffic, in each direction it has rules for, of the pods its subject selects`);
       else this.log.warn(fields, `invalid ${w.spec.kind} ${line}`);
     }
   }
@@ -667,6 +817,26 @@ export class KubeSource implements ModelSource {
       }
     }
   }
+}
+
+/** A 404 from the API server: on a LIST (ListError) or a watch (client-node's statusCode). */
+function isNotFound(e: unknown): boolean {
+  if (e instanceof ListError) return e.code === 404;
+  return typeof e === 'object' && e !== null && (e as { statusCode?: unknown }).statusCode === 404;
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts (its timer cleared). */
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 function keyOf(o: KubernetesObject): string {
