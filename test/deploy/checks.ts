@@ -718,7 +718,18 @@ export function checkDockerfile(text: string): string[] {
   const ins = parseDockerfile(text);
   const froms = ins.filter((i) => i.keyword === 'FROM');
   if (froms.length !== 1) problems.push(`expected one FROM (a single stage), found ${froms.length}`);
-  const base = froms[0]?.args.split(/\s+/).filter((w) => !w.startsWith('--'))[0] ?? '';
+  const from = froms[0]?.args.split(/\s+/).filter((w) => !w.startsWith('--'))[0] ?? '';
+  // The base is a build argument (scripts/build-image.sh passes a local equivalent where no
+  // registry serves it): what must be Node 24 is the default a user's plain build gets.
+  const argRef = /^\$\{?(\w+)\}?$/.exec(from)?.[1];
+  const argDefault = (name: string) =>
+    ins
+      .slice(0, ins.indexOf(froms[0]!))
+      .filter((i) => i.keyword === 'ARG')
+      .map((i) => /^(\w+)=(\S*)$/.exec(i.args))
+      .find((m) => m?.[1] === name)?.[2];
+  const base = argRef ? (argDefault(argRef) ?? '') : from;
+  if (argRef && !base) problems.push(`FROM uses build argument ${argRef}, which has no default (ARG ${argRef}=...) before it`);
   if (!/^(docker\.io\/(library\/)?)?node:24([.-][\w.-]*)?(@sha256:[0-9a-f]{64})?$/.test(base)) {
     problems.push(`base image must be Node 24 (node:24-...), got ${JSON.stringify(base)}`);
   }

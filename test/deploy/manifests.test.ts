@@ -258,8 +258,10 @@ describe('each check rejects a broken copy', () => {
   });
 
   const dockerMutations: [string, (s: string) => string, RegExp][] = [
-    ['a Node 22 base', (s) => s.replace(/^FROM node:24\S*/m, 'FROM node:22-bookworm-slim'), /base image must be Node 24/],
-    ['a base that only looks like Node 24', (s) => s.replace(/^FROM node:24\S*/m, 'FROM node:240'), /base image must be Node 24/],
+    ['a Node 22 base', (s) => s.replace(/^ARG BASE=\S*/m, 'ARG BASE=node:22-bookworm-slim'), /base image must be Node 24/],
+    ['a base that only looks like Node 24', (s) => s.replace(/^ARG BASE=\S*/m, 'ARG BASE=docker.io/library/node:240'), /base image must be Node 24/],
+    ['a base argument without a default', (s) => s.replace(/^ARG BASE=\S*/m, 'ARG BASE'), /build argument BASE, which has no default/],
+    ['a fixed Node 22 base', (s) => s.replace(/^FROM .*$/m, 'FROM node:22-bookworm-slim'), /base image must be Node 24/],
     ['no ipset', (s) => s.replace(/^\s*ipset \\\n/m, ''), /does not install ipset/],
     ['no iptables', (s) => s.replace(/^\s*iptables \\\n/m, ''), /does not install iptables/],
     ['recommends installed', (s) => s.replace(' --no-install-recommends', ''), /--no-install-recommends/],
