@@ -13,8 +13,13 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 apt-get install -y -qq --no-install-recommends \
   iptables ipset iproute2 conntrack containernetworking-plugins iputils-ping ncat kmod procps iperf3 gcc libc6-dev >/dev/null
+# The image test (test/e2e/image.test.ts, scripts/build-image.sh): podman and buildah run as root
+# with runc (scripts/containers.conf says why not crun); mmdebstrap builds the local Debian base
+# where no registry serves node:24-bookworm-slim. Rootful on the machine's own filesystem: no
+# uidmap or fuse-overlayfs needed.
+apt-get install -y -qq --no-install-recommends podman buildah runc mmdebstrap >/dev/null
 # br_netfilter makes bridged pod-to-pod traffic visible to iptables (built in on some kernels).
 modprobe br_netfilter 2>/dev/null || true
 
 npm ci --no-audit --no-fund --loglevel=error
-echo "setup: done ($(node_modules/.bin/node --version), $(iptables --version), $(ipset --version | head -1))"
+echo "setup: done ($(node_modules/.bin/node --version), $(iptables --version), $(ipset --version | head -1), $(podman --version))"
