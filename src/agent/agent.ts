@@ -34,6 +34,7 @@ import { BRIDGE_NF_CALL_IPTABLES, bridgeNfCallIptables, enableBridgeNfCallIptabl
 import { ReleasedAddresses, revokeDenied } from './flows.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { AgentMetrics } from './metrics.ts';
+import { errorText } from '../util/error-text.ts';
 
 export interface AgentOptions {
   readonly node: string;
@@ -232,7 +233,7 @@ export class Agent {
       ({ desired, res } = await this.syncContained(verify));
     } catch (e) {
       this.failures++;
-      this.lastError = e instanceof Error ? e.message : String(e);
+      this.lastError = errorText(e);
       this.metrics.failures.inc();
       this.metrics.syncs.inc({ result: 'error', kind });
       const delay = Math.min(this.o.backoffMaxMs, this.o.backoffMinMs * 2 ** (this.failures - 1));
@@ -328,7 +329,7 @@ export class Agent {
         on = await bridgeNfCallIptables(path);
         if (on) log.warn({ path }, 'net.bridge.bridge-nf-call-iptables was 0: set it back to 1 (same-node pod traffic is policed again)');
       } catch (e) {
-        log.error({ err: e instanceof Error ? e.message : String(e) }, 'net.bridge.bridge-nf-call-iptables is 0 and could not be set back to 1');
+        log.error({ err: errorText(e) }, 'net.bridge.bridge-nf-call-iptables is 0 and could not be set back to 1');
       }
     }
     if (on !== this.bridgeNf) {
@@ -363,7 +364,7 @@ export class Agent {
       }
     } catch (e) {
       this.metrics.failures.inc();
-      log.error({ err: e instanceof Error ? e.message : String(e), pending: this.released?.size() }, 'deleting conntrack entries failed; retrying after the next sync');
+      log.error({ err: errorText(e), pending: this.released?.size() }, 'deleting conntrack entries failed; retrying after the next sync');
     }
   }
 
@@ -392,7 +393,7 @@ export class Agent {
       await this.o.syncer.collectGarbage();
     } catch (e) {
       this.metrics.failures.inc();
-      this.o.logger.error({ err: e instanceof Error ? e.message : String(e) }, 'garbage collection failed (stale rules, chains or sets of ours left in place); the next sync re-reads the kernel');
+      this.o.logger.error({ err: errorText(e) }, 'garbage collection failed (stale rules, chains or sets of ours left in place); the next sync re-reads the kernel');
       if (!this.stopped) {
         clearTimeout(this.verifyTimer);
         this.verifyTimer = setTimeout(() => this.verifySoon(), this.o.verifyAfterWriteMs);
@@ -418,7 +419,7 @@ export class Agent {
       this.compiled = undefined;
       this.compiler.reset();
       this.metrics.compilerResets.inc();
-      this.o.logger.error({ err: e instanceof Error ? e.message : String(e) }, 'incremental compiler failed: reset; compiling in full and diffing against the kernel');
+      this.o.logger.error({ err: errorText(e) }, 'incremental compiler failed: reset; compiling in full and diffing against the kernel');
       return { desired: compile(model, this.o.node, { podCidrs: this.o.podCidrs }) };
     }
   }

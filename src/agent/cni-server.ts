@@ -28,6 +28,7 @@ import { isEnforceable } from '../model/types.ts';
 import { deleteAddressFlows } from '../sync/conntrack.ts';
 import type { Runner } from '../sync/runner.ts';
 import type { ModelSource } from '../watchers/source.ts';
+import { errorText } from '../util/error-text.ts';
 
 /** What the server needs of the Agent. */
 export interface CniAgent {
@@ -180,7 +181,7 @@ export class CniServer {
       return { ok: true, detail };
     } catch (e) {
       const code = e instanceof Refusal ? e.code : CNI_ERROR.ioFailure;
-      const msg = e instanceof Error ? e.message : String(e);
+      const msg = errorText(e);
       log.warn({ command: req.command, pod: who, containerId: req.containerId, ips: req.ips, code, ms: Math.round(performance.now() - t0) }, `CNI ${req.command} failed: ${msg}`);
       return { ok: false, code, msg };
     }

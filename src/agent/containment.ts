@@ -26,6 +26,7 @@ import type { Syncer } from '../sync/syncer.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { culpritKey, Provenance, type Culprit } from './provenance.ts';
 import { Quarantine, type QuarantineEntry, type QuarantineOptions } from './quarantine.ts';
+import { errorText } from '../util/error-text.ts';
 
 export interface ContainmentOptions extends QuarantineOptions {
   readonly model: Model;
@@ -111,7 +112,7 @@ export class Containment {
       });
     } catch (e) {
       this.o.metrics.piecewiseApplies.inc({ result: 'failed' });
-      log.error({ err: e instanceof Error ? e.message : String(e) }, 'applying piece by piece failed: nothing quarantined; retrying with backoff');
+      log.error({ err: errorText(e) }, 'applying piece by piece failed: nothing quarantined; retrying with backoff');
       return false;
     }
     this.o.metrics.piecewiseApplies.inc({ result: res.complete ? 'complete' : 'incomplete' });

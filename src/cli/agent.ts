@@ -12,6 +12,7 @@ import { loadKubeConfig } from '../watchers/kube-client.ts';
 import { KubeSource } from '../watchers/kube.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { CliError, EXIT, type Io } from './io.ts';
+import { errorText } from '../util/error-text.ts';
 
 export interface AgentCliOptions {
   node?: string;
@@ -58,7 +59,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     try {
       if (parseCidr(c).family !== 4) throw new Error('only IPv4 pod CIDRs are enforced');
     } catch (e) {
-      throw new CliError(`--pod-cidr must be an IPv4 CIDR such as 10.244.1.0/24, got ${JSON.stringify(c)}: ${e instanceof Error ? e.message : String(e)}`, EXIT.usage);
+      throw new CliError(`--pod-cidr must be an IPv4 CIDR such as 10.244.1.0/24, got ${JSON.stringify(c)}: ${errorText(e)}`, EXIT.usage);
     }
   }
   if (o.kube && o.manifests) throw new CliError('give --kube (the cluster) or --manifests DIR, not both', EXIT.usage);
@@ -117,7 +118,7 @@ export function kubeSource(o: Pick<AgentCliOptions, 'kubeconfig' | 'context'>, n
   try {
     kubeConfig = loadKubeConfig({ inCluster: o.kubeconfig === undefined, ...(o.kubeconfig !== undefined ? { kubeconfig: o.kubeconfig } : {}), ...(o.context !== undefined ? { context: o.context } : {}) });
   } catch (e) {
-    throw new CliError(e instanceof Error ? e.message : String(e));
+    throw new CliError(errorText(e));
   }
   return new KubeSource({ kubeConfig, nodeName: node, logger });
 }

@@ -9,6 +9,7 @@ import { clusterPriorityTies } from '../semantics/cluster-ties.ts';
 import { defaultKubeconfigPresent, loadKubeConfig } from '../watchers/kube-client.ts';
 import { KubeSource } from '../watchers/kube.ts';
 import { CliError, EXIT, type Io } from './io.ts';
+import { errorText } from '../util/error-text.ts';
 
 export interface SourceOptions {
   readonly files: readonly string[];
@@ -72,7 +73,7 @@ async function loadCluster(o: SourceOptions, io: Io): Promise<Source> {
     await src.start();
     await src.stop();
   } catch (e) {
-    throw new CliError(e instanceof Error ? e.message : String(e));
+    throw new CliError(errorText(e));
   }
   let errors = 0;
   for (const obj of src.issues()) {

@@ -36,6 +36,7 @@ import { apiVersionOfKind, knownKind, normalize } from '../model/normalize.ts';
 import { Model } from '../model/store.ts';
 import type { ObjectRecord, ValidationIssue } from '../model/types.ts';
 import { refOf } from '../model/types.ts';
+import { errorText } from '../util/error-text.ts';
 
 export interface Diagnostic {
   readonly severity: 'error' | 'warning';
@@ -130,11 +131,6 @@ async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
   return Buffer.concat(chunks).toString('utf8');
-}
-
-function errorText(e: unknown): string {
-  if (e instanceof Error) return (e as NodeJS.ErrnoException).code ? `${(e as NodeJS.ErrnoException).code}: ${e.message}` : e.message;
-  return String(e);
 }
 
 /** What a non-regular file is, in words (for the diagnostic). */

@@ -2,6 +2,7 @@
 // runs in (net.* sysctls are per network namespace).
 
 import { readFile, writeFile } from 'node:fs/promises';
+import { errorText } from '../util/error-text.ts';
 
 export const BRIDGE_NF_CALL_IPTABLES = '/proc/sys/net/bridge/bridge-nf-call-iptables';
 
@@ -25,6 +26,6 @@ export async function enableBridgeNfCallIptables(path: string = BRIDGE_NF_CALL_I
   try {
     await writeFile(path, '1\n');
   } catch (e) {
-    throw new Error(`cannot set ${path} to 1: ${e instanceof Error ? e.message : String(e)}`);
+    throw new Error(`cannot set ${path} to 1: ${errorText(e)}`);
   }
 }

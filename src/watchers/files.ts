@@ -21,6 +21,7 @@ import { printable } from '../model/issues.ts';
 import { Model } from '../model/store.ts';
 import { sameRecord, type ObjectRecord } from '../model/types.ts';
 import type { ModelSource, SourceStatus } from './source.ts';
+import { errorText } from '../util/error-text.ts';
 
 interface FileEntry {
   /** sha256 of the text on disk (also when that text could not be parsed). */
@@ -140,7 +141,7 @@ export class FileSource implements ModelSource {
     }
     this.scanning = this.scan()
       .catch((e: unknown) => {
-        const msg = e instanceof Error ? e.message : String(e);
+        const msg = errorText(e);
         this.lastError = msg.startsWith(FOLDER_UNREADABLE) ? msg : `scan of ${this.dir} failed: ${msg}`;
         this.log?.error({ err: e }, this.lastError);
       })
@@ -174,7 +175,7 @@ export class FileSource implements ModelSource {
       } catch (e) {
         const prev = this.files.get(file);
         if (prev) next.set(file, { hash: '', records: prev.records });
-        errors.push(`${printable(file)}: cannot read (${e instanceof Error ? e.message : String(e)}); keeping its last good objects`);
+        errors.push(`${printable(file)}: cannot read (${errorText(e)}); keeping its last good objects`);
         continue;
       }
       const hash = sha256(text);

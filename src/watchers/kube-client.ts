@@ -27,6 +27,10 @@ import http from 'node:http';
 import https from 'node:https';
 import { dirname, isAbsolute, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { errorText } from '../util/error-text.ts';
+
+/** The one error-text helper (src/util/error-text.ts), re-exported for this module's users. */
+export { errorText };
 
 /** An object as the API server sends it (the fields the kube source reads). */
 export interface KubernetesObject {
@@ -305,20 +309,6 @@ export function loadKubeConfig(o: KubeConfigOptions = {}): LeanKubeConfig {
 /** The API server URL of the current context (for messages). */
 export function serverOf(kc: KubeAccess): string {
   return kc.getCurrentCluster()?.server ?? '(no cluster)';
-}
-
-/** An error's message with its network cause (`fetch failed (ECONNREFUSED)`), on one line. */
-export function errorText(e: unknown): string {
-  if (!(e instanceof Error)) return String(e);
-  if (e.name === 'AbortError') return 'aborted';
-  if (e.name === 'TimeoutError') return 'timed out';
-  const cause = (e as { cause?: unknown }).cause;
-  const code = cause && typeof cause === 'object' ? (cause as { code?: unknown }).code : undefined;
-  const status = (e as { statusCode?: unknown }).statusCode;
-  const parts = [e.message];
-  if (typeof code === 'string' && !e.message.includes(code)) parts.push(`(${code})`);
-  else if (typeof status === 'number' && !e.message.includes(String(status))) parts.push(`(HTTP ${status})`);
-  return parts.join(' ');
 }
 
 /** A LIST that failed: the HTTP status (when the server answered) and the Status message. */
