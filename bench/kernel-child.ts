@@ -18,7 +18,7 @@
 import { parseArgs } from 'node:util';
 import { compile } from '../src/compiler/compile.ts';
 import { IncrementalCompiler } from '../src/compiler/incremental.ts';
-import { renderChainBody, renderSetCreate, renderSetMember } from '../src/compiler/render.ts';
+import { renderChainBody, renderSetCreate, renderSetMember } from '../src/sync/render.ts';
 import type { Ruleset } from '../src/compiler/ruleset.ts';
 import { NFT } from '../src/sync/backend.ts';
 import { isEmpty } from '../src/sync/plan.ts';

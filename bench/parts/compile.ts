@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { compile } from '../../src/compiler/compile.ts';
 import { IncrementalCompiler } from '../../src/compiler/incremental.ts';
-import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/render.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
 import type { Ruleset } from '../../src/compiler/ruleset.ts';
 import { isEnforceable } from '../../src/model/types.ts';
 import { collect, gcAvailable, median, memoryMb, percentile, target, timeRuns, type BenchOptions, type BenchPart, type Cell, type PartResult } from '../harness.ts';

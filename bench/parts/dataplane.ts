@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compile } from '../../src/compiler/compile.ts';
-import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/render.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
 import { createLab, destroyLab, execInPod, findPod } from '../../src/lab/lab.ts';
 import type { LabState } from '../../src/lab/state.ts';
 import type { NamespaceRecord, PodRecord, PolicyRecord } from '../../src/model/types.ts';

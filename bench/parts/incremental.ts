@@ -18,7 +18,7 @@
 
 import { compile } from '../../src/compiler/compile.ts';
 import { IncrementalCompiler } from '../../src/compiler/incremental.ts';
-import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/render.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
 import type { Ruleset } from '../../src/compiler/ruleset.ts';
 import type { KernelState } from '../../src/sync/kernel-state.ts';
 import { planFromDelta } from '../../src/sync/plan-from-delta.ts';

@@ -17,7 +17,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { compile } from '../../src/compiler/compile.ts';
-import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/render.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
 import { NFT } from '../../src/sync/backend.ts';
 import { isEmpty } from '../../src/sync/plan.ts';
 import { mustRun, processRunner, type Runner } from '../../src/sync/runner.ts';

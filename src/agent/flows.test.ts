@@ -12,7 +12,7 @@ import { modelOf, node, pod, podsPeer, policy, rule, sel } from '../../test/supp
 import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
 import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
 import { createHash } from 'node:crypto';
-import { setDigestForTests } from '../compiler/names.ts';
+import { setDigestForTests } from '../util/digest.ts';
 import { NFT } from '../sync/backend.ts';
 import { listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
 import type { Runner } from '../sync/runner.ts';

@@ -31,9 +31,8 @@ export class ReleasedAddresses {
 
   private note(c: ModelChange): void {
     if (c.kind !== 'Pod') return;
-    const before = c.before as PodRecord | undefined;
+    const { before, after } = c;
     if (!before || !isEnforceable(before)) return;
-    const after = c.after as PodRecord | undefined;
     const kept = after && isEnforceable(after) ? after.ips : [];
     for (const ip of before.ips) if (!kept.includes(ip)) this.pending.add(ip);
   }

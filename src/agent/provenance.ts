@@ -4,7 +4,7 @@
 //
 // Computed from the model and the Ruleset the compiler produced from it, on demand (only after
 // a refusal), with the compiler's own builders: a policy chain's rules are matched to the policy
-// that produced them by rule id (each policy's rules are rebuilt alone with `podChain`; they are
+// that produced them by rule id (each policy's rules are rebuilt alone with its tier's `policyRules`; they are
 // the same rules, comment and all, as in the shared chain), so nothing depends on parsing a
 // comment except the rule index in the reported field, which is a best effort.
 //
@@ -22,11 +22,13 @@
 //   then, and the chain leaves the Ruleset.
 // - the top chains, the hooks, the programmed set itself: nothing (not one object's doing).
 
-import { isolating, blockSetSpec, namedPortSetSpec, podChain, podSetSpec, type SetSource } from '../compiler/compile.ts';
-import { renderRule, ruleId } from '../compiler/render.ts';
+import { DIRECTIONS } from '../compiler/layout.ts';
+import { blockSetSpec, namedPortSetSpec, podSetSpec, type SetSource } from '../compiler/rules.ts';
+import { selectTiers, tierChains, type TierPolicy } from '../compiler/tiers.ts';
+import { renderRule, ruleId } from '../sync/render.ts';
 import type { Chain, Rule, Ruleset } from '../compiler/ruleset.ts';
 import type { Model } from '../model/store.ts';
-import { isEnforceable, refOf, type PodRecord, type PolicyRecord, type PolicyType } from '../model/types.ts';
+import { isEnforceable, refOf, type PodRecord, type PolicyType } from '../model/types.ts';
 import { entryAddress, type Piece } from '../sync/pieces.ts';
 
 /** A model object held responsible for a refused piece, and the field of it that produced the piece. */
@@ -53,8 +55,8 @@ const NAMES: SetSource = {
 interface PolicyChain {
   readonly dir: PolicyType;
   /** rule id -> the policy that produced the rule (the final DROP belongs to none). */
-  readonly byRule: Map<string, PolicyRecord>;
-  /** The local pods dispatched to the chain. */
+  readonly byRule: Map<string, TierPolicy>;
+  /** The local pods whose packets go through the chain. */
   readonly pods: PodRecord[];
 }
 
@@ -158,20 +160,16 @@ export class Provenance {
     this.chains = new Map(this.desired.chains.map((c) => [c.name, c]));
     for (const pod of this.model.podsOnNode(this.node)) {
       if (!isEnforceable(pod)) continue;
-      for (const dir of ['Ingress', 'Egress'] as const) {
-        const policies = isolating(this.model, pod, dir);
-        if (policies.length === 0) continue;
-        const name = podChain(NAMES, pod, dir, policies).name;
-        let pc = this.policyChains.get(name);
-        if (!pc) {
-          pc = { dir, byRule: new Map(), pods: [] };
-          for (const pol of policies) {
-            const alone = podChain(NAMES, pod, dir, [pol]).rules;
-            for (const r of alone.slice(0, -1)) pc.byRule.set(ruleId(r), pol);
+      for (const dir of DIRECTIONS) {
+        for (const tc of tierChains(NAMES, pod, dir, selectTiers(this.model, pod, dir))) {
+          let pc = this.policyChains.get(tc.chain.name);
+          if (!pc) {
+            pc = { dir, byRule: new Map(), pods: [] };
+            for (const pol of tc.policies) for (const r of tc.tier.policyRules(NAMES, pod, dir, pol, tc.next)) pc.byRule.set(ruleId(r), pol);
+            this.policyChains.set(tc.chain.name, pc);
           }
-          this.policyChains.set(name, pc);
+          pc.pods.push(pod);
         }
-        pc.pods.push(pod);
       }
     }
     this.setUsers = new Map();
@@ -187,7 +185,7 @@ export class Provenance {
   }
 }
 
-function policyCulprit(pol: PolicyRecord, dir: PolicyType, rule: Rule, line: string): Culprit {
+function policyCulprit(pol: TierPolicy, dir: PolicyType, rule: Rule, line: string): Culprit {
   // The compiler's comment names the rule (`ns/name ingress[2]`); without it, the section.
   const m = /\b(ingress|egress)\[(\d+)\]$/.exec(rule.comment);
   const field = m ? `spec.${m[1]}[${m[2]}]` : `spec.${dir.toLowerCase()}`;

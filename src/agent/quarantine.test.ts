@@ -3,8 +3,9 @@
 
 import { describe, expect, it } from 'vitest';
 import { block, modelOf, node, ns, pod, podsPeer, policy, port, ports, rule, sel } from '../../test/support/builders.ts';
-import { PROGRAMMED_SET, compile } from '../compiler/compile.ts';
-import { renderRule } from '../compiler/render.ts';
+import { compile } from '../compiler/compile.ts';
+import { PROGRAMMED_SET } from '../compiler/layout.ts';
+import { renderRule } from '../sync/render.ts';
 import type { Chain } from '../compiler/ruleset.ts';
 import type { PodRecord, PolicyRecord } from '../model/types.ts';
 import { emptyState } from '../sync/kernel-state.ts';

@@ -3,7 +3,7 @@
 
 import { Command, CommanderError, Option } from 'commander';
 import { compile } from '../compiler/compile.ts';
-import { renderIpsetRestore, renderIptablesRestore } from '../compiler/render.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
 import { escapeJson, escapeLine, printable } from '../model/issues.ts';
 import type { Protocol } from '../model/types.ts';
 import { explainPod, type FlowQuery } from '../semantics/explain.ts';
@@ -15,6 +15,7 @@ import { formatExplain } from './explain-text.ts';
 import { CliError, EXIT, processIo, type Io } from './io.ts';
 import { findPod, parseEndpoint, parsePodRef } from './refs.ts';
 import { loadSource, type SourceOptions } from './source.ts';
+import { errorText } from '../util/error-text.ts';
 
 const HELP_FOOTER = `
 Objects are read from the cluster, or from manifests with -f.
@@ -238,7 +239,7 @@ Examples:
       io.err(`error: ${escapeLine(e.message)}\n`);
       return e.code;
     }
-    io.err(`error: ${escapeLine(e instanceof Error ? e.message : String(e))}\n`);
+    io.err(`error: ${escapeLine(errorText(e))}\n`);
     return EXIT.failure;
   }
 }

@@ -11,8 +11,8 @@ import type { Model } from '../model/store.ts';
 import { quarantineChainName } from './collisions.ts';
 import { compile } from './compile.ts';
 import { IncrementalCompiler } from './incremental.ts';
-import { setDigestForTests } from './names.ts';
-import { renderIpsetRestore, renderIptablesRestore } from './render.ts';
+import { setDigestForTests } from '../util/digest.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
 import type { Ruleset } from './ruleset.ts';
 
 const sha256 = (text: string) => new Uint8Array(createHash('sha256').update(text).digest());

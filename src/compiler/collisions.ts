@@ -1,13 +1,16 @@
 // The collision guard: one chain name must never stand for two different chain contents.
 //
 // Policy chains are named by a digest of their rules (names.ts), and both compilers group the
-// local pods by that name: pods whose chains have one name share one chain and one dispatch set.
-// If two different contents ever got one name (a broken or weakened hash: names carry 105 bits
-// of SHA-256, so not by chance or by search), grouping by name would send the second group's
-// pods to the first group's rules: a silent merge that can open traffic. Instead:
-// - every group under a name that stands for more than one content (among this node's local
-//   pods) is dispatched to one quarantine chain that drops everything: those pods are isolated
-//   in that direction and allow nothing, whatever their policies say (fail closed);
+// local pods by those names: pods whose chains have one name share one chain and one dispatch
+// set, and a tier chain names the next one by name. If two different contents ever got one name
+// (a broken or weakened hash: names carry 105 bits of SHA-256, so not by chance or by search),
+// grouping by name would send the second group's pods to the first group's rules: a silent merge
+// that can open traffic. Instead:
+// - a name that stands for more than one content (among the chains of this node's local pods)
+//   is not programmed, and every pod whose chains use it is dispatched to a quarantine chain
+//   that drops everything (named after the first such name of its chains, in name order): those
+//   pods are isolated in that direction and allow nothing, whatever their policies say
+//   (invariant fail-closed);
 // - the quarantine chain's name is outside the content-hashed names (`PCTL-IX-` / `PCTL-EX-`
 //   never comes out of chainName, whose kinds are one letter), so it cannot collide with them;
 // - the Ruleset lists each collision (`collisions`), and the chain's DROP rule says why.
@@ -15,17 +18,11 @@
 // so the incremental compiler reaches the same result as compile() (it rebuilds when the set of
 // colliding names changes).
 
+import { LRUCache } from 'lru-cache';
 import type { PolicyType } from '../model/types.ts';
-import { CHAIN_PREFIX, MAX_CHAIN_NAME } from './names.ts';
-import type { Rule } from './ruleset.ts';
+import { CHAIN_PREFIX, MAX_CHAIN_NAME, type NameCollision, type Rule } from './ruleset.ts';
 
-export interface NameCollision {
-  readonly direction: PolicyType;
-  /** The content-hashed chain name that stood for more than one content. */
-  readonly name: string;
-  /** The chain that drops everything, where the pods of every such content are sent instead. */
-  readonly chain: string;
-}
+export type { NameCollision };
 
 interface Content {
   readonly name: string;
@@ -59,7 +56,7 @@ export function quarantineChainName(name: string): string {
   return q;
 }
 
-const quarantines = new Map<string, Content>();
+const quarantines = new LRUCache<string, Content>({ max: 1024 });
 
 /** The quarantine chain for a colliding name: one DROP rule (shared objects, so rule ids are memoized). */
 export function quarantineChain(dir: PolicyType, name: string): Content {
@@ -72,7 +69,6 @@ export function quarantineChain(dir: PolicyType, name: string): Content {
       comment: `name collision: ${name} stands for different ${dir.toLowerCase()} chains; isolated, allows nothing`,
     };
     c = { name: qname, rules: [rule] };
-    if (quarantines.size > 1024) quarantines.clear();
     quarantines.set(qname, c);
   }
   return c;
@@ -85,28 +81,4 @@ export function collisionOf(dir: PolicyType, name: string): NameCollision {
 /** Collisions in the order both compilers report them: by name. */
 export function sortCollisions(list: NameCollision[]): NameCollision[] {
   return list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-}
-
-/**
- * The full compiler's guard, on one direction's groups (by chain name, each with the texts of
- * the contents grouped under it): every group whose name stands for more than one text is
- * replaced by the quarantine group of that name, which keeps every address. Returns the
- * collisions found.
- */
-export function quarantineGroups<G extends { readonly chain: Content; readonly ips: Set<string>; readonly texts: Set<string> }>(
-  dir: PolicyType,
-  groups: Map<string, G>,
-  make: (chain: Content, ips: Set<string>) => G,
-): NameCollision[] {
-  const found: NameCollision[] = [];
-  for (const [name, g] of [...groups]) {
-    if (g.texts.size < 2) continue;
-    groups.delete(name);
-    const chain = quarantineChain(dir, name);
-    const q = groups.get(chain.name);
-    if (q) for (const ip of g.ips) q.ips.add(ip);
-    else groups.set(chain.name, make(chain, new Set(g.ips)));
-    found.push(collisionOf(dir, name));
-  }
-  return found;
 }

@@ -1,34 +1,17 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { block, modelOf, node, ns, nsPeer, pod, podsPeer, policy, port, ports, rule, sel } from '../../test/support/builders.ts';
+import { block, modelOf, node, pod, policy, port, rule, sel } from '../../test/support/builders.ts';
 import { Model } from '../model/store.ts';
-import { BUCKETS, PROGRAMMED_SET, bucketChainName, bucketOf, chunkPorts, compile, mergeRanges } from './compile.ts';
+import { compile } from './compile.ts';
+import { BUCKETS, PROGRAMMED_SET, bucketChainName, bucketOf } from './layout.ts';
+import { chunkPorts, mergeRanges } from './rules.ts';
 import { IncrementalCompiler } from './incremental.ts';
-import { renderIpsetRestore, renderIptablesRestore } from './render.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
 import type { Ruleset } from './ruleset.ts';
+import { sampleCluster } from '../../test/support/clusters.ts';
 import { checkReferences, parseIpsetRestore, parseIptablesRestore, trace } from '../../test/support/tracer.ts';
 
 const goldenDir = new URL('../../test/fixtures/golden/', import.meta.url);
-
-/** A cluster that exercises every rule shape the compiler emits. */
-function sampleCluster(): Model {
-  return modelOf(
-    ns('x', { team: 'a' }),
-    ns('y'),
-    node('n1', '10.244.1.0/24', '192.168.50.11'),
-    pod('x', 'a', { app: 'web' }, { ip: '10.244.1.10', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }),
-    pod('x', 'a2', { app: 'web' }, { ip: '10.244.1.12', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }),
-    pod('x', 'b', { app: 'db' }, { ip: '10.244.1.11', node: 'n1' }),
-    pod('y', 'c', { app: 'web' }, { ip: '10.244.2.10', node: 'n2', ports: [port(8080, 'http')] }),
-    pod('x', 'r', { app: 'other' }, { ip: '10.244.2.11', node: 'n2' }),
-    pod('y', 'h', { app: 'db' }, { ip: '192.168.50.12', node: 'n2', hostNetwork: true }),
-    policy('x', 'deny', sel(), { types: ['Ingress'], ingress: [] }),
-    policy('x', 'allow', sel({ app: 'web' }), {
-      ingress: [rule([podsPeer('x', sel({ app: 'db' })), block('0.0.0.0/0', ['10.0.0.0/8'])], ports('http', { protocol: 'UDP', port: 'dns' }, [1000, 2000]))],
-    }),
-    policy('x', 'eg', sel({ app: 'db' }), { types: ['Egress'], egress: [rule([nsPeer(sel())], ports('http')), rule([block('192.168.0.0/16')], ports({ protocol: 'SCTP' }))] }),
-  );
-}
 
 /** Every jump and goto lands on a chain we define; every set a rule names is defined. */
 function danglingReferences(rs: Ruleset): string[] {
@@ -78,8 +61,8 @@ describe('compile', () => {
   it('shares one chain between local pods under the same policies', () => {
     const rs = compile(sampleCluster(), 'n1');
     const ingressChains = rs.chains.filter((c) => c.name.startsWith('PCTL-I-'));
-    // x/a and x/a2 share; x/b has its own (deny only).
-    expect(ingressChains).toHaveLength(2);
+    // x/a and x/a2 share; x/b has its own (deny only); so has y/d (y/web).
+    expect(ingressChains).toHaveLength(3);
   });
 
   it('a peer pod relabel changes set members only, no chain', () => {
@@ -97,24 +80,26 @@ describe('compile', () => {
     const members = rs.sets.flatMap((s) => s.members.map((m) => m.entry));
     expect(members.some((e) => e.startsWith('192.168.50.12'))).toBe(false);
     const dispatched = rs.sets.filter((s) => /^PCTL-[ie]-/.test(s.name)).flatMap((s) => s.members.map((m) => m.entry));
-    expect([...new Set(dispatched)].sort()).toEqual(['10.244.1.10', '10.244.1.11', '10.244.1.12']);
+    expect([...new Set(dispatched)].sort()).toEqual(['10.244.1.10', '10.244.1.11', '10.244.1.12', '10.244.1.14']);
   });
 
   it('dispatches by bucket (last octet & 15): a bucket chain per non-empty bucket, goto all the way', () => {
     const rs = compile(sampleCluster(), 'n1');
     const chain = (name: string) => rs.chains.find((c) => c.name === name);
-    // Ingress: x/a (.10) and x/a2 (.12) share a chain, x/b (.11) has its own. Egress: x/b only.
+    // Ingress: x/a (.10) and x/a2 (.12) share a chain, x/b (.11) and y/d (.14) have their own.
+    // Egress: x/b only.
     expect(chain('PCTL-INGRESS')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([
       ['0.0.0.10/0.0.0.15', { kind: 'goto', chain: 'PCTL-IB-10' }],
       ['0.0.0.11/0.0.0.15', { kind: 'goto', chain: 'PCTL-IB-11' }],
       ['0.0.0.12/0.0.0.15', { kind: 'goto', chain: 'PCTL-IB-12' }],
+      ['0.0.0.14/0.0.0.15', { kind: 'goto', chain: 'PCTL-IB-14' }],
     ]);
     expect(chain('PCTL-EGRESS')!.rules.map((r) => [r.match.srcNet, r.action])).toEqual([['0.0.0.11/0.0.0.15', { kind: 'goto', chain: 'PCTL-EB-11' }]]);
     const shared = chain('PCTL-IB-10')!.rules;
     expect(shared).toHaveLength(1);
     expect(chain('PCTL-IB-12')!.rules).toEqual(shared);
     expect(shared[0]!.action.kind).toBe('goto');
-    expect(rs.chains.filter((c) => /^PCTL-[EI]B-/.test(c.name)).map((c) => c.name)).toEqual(['PCTL-EB-11', 'PCTL-IB-10', 'PCTL-IB-11', 'PCTL-IB-12']);
+    expect(rs.chains.filter((c) => /^PCTL-[EI]B-/.test(c.name)).map((c) => c.name)).toEqual(['PCTL-EB-11', 'PCTL-IB-10', 'PCTL-IB-11', 'PCTL-IB-12', 'PCTL-IB-14']);
     // No self check any more.
     expect(rs.chains.some((c) => c.name === 'PCTL-SELF')).toBe(false);
     expect(rs.sets.some((s) => s.name === 'PCTL-local')).toBe(false);
@@ -132,7 +117,7 @@ describe('compile', () => {
     const third = compile(m, 'n1');
     const names = (rs: Ruleset) => rs.chains.map((c) => c.name);
     expect(names(third).filter((n) => !names(after).includes(n))).toEqual(['PCTL-IB-13']);
-    expect(third.chains.find((c) => c.name === 'PCTL-INGRESS')!.rules).toHaveLength(4);
+    expect(third.chains.find((c) => c.name === 'PCTL-INGRESS')!.rules).toHaveLength(5);
   });
 
   it('bucket chain names are fixed and within the kernel limit', () => {
@@ -240,10 +225,10 @@ describe('compile', () => {
       m.upsert(pod('x', 'b', {}, { ip: '10.244.1.3', node: 'n1' }));
       const rs = ic.ruleset();
       expect(text(rs)).toBe(text(compile(m, 'n1')));
-      expect(ic.delta().memberChanges).toEqual([{ set: PROGRAMMED_SET, added: ['10.244.1.3'], removed: [] }]);
+      expect(ic.delta().memberChanges).toEqual([{ set: PROGRAMMED_SET, added: ['10.244.1.3'], removed: [], gate: true }]);
       m.remove('pod-x-a');
       ic.ruleset();
-      expect(ic.delta().memberChanges).toEqual([{ set: PROGRAMMED_SET, added: [], removed: ['10.244.1.2'] }]);
+      expect(ic.delta().memberChanges).toEqual([{ set: PROGRAMMED_SET, added: [], removed: ['10.244.1.2'], gate: true }]);
     });
   });
 });

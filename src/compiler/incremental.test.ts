@@ -1,41 +1,25 @@
 import { describe, expect, it } from 'vitest';
 import { EventSource, EVENT_KINDS } from '../../bench/events.ts';
 import { generateCluster } from '../../bench/synthetic.ts';
-import { modelOf, node, ns, nsPeer, pod, podsPeer, policy, port, ports, rule, sel } from '../../test/support/builders.ts';
-import type { Model } from '../model/store.ts';
+import { node, ns, nsPeer, pod, policy, port, rule, sel } from '../../test/support/builders.ts';
+import { sampleCluster } from '../../test/support/clusters.ts';
 import { compile } from './compile.ts';
 import { IncrementalCompiler } from './incremental.ts';
-import { renderIpsetRestore, renderIptablesRestore } from './render.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
 import type { Ruleset } from './ruleset.ts';
 
 const text = (rs: Ruleset) => renderIpsetRestore(rs.sets) + renderIptablesRestore(rs);
 
-function cluster(): Model {
-  return modelOf(
-    ns('x', { team: 'a' }),
-    ns('y'),
-    node('n1', '10.244.1.0/24', '192.168.50.11'),
-    pod('x', 'a', { app: 'web' }, { ip: '10.244.1.10', node: 'n1', ports: [port(80, 'http')] }),
-    pod('x', 'b', { app: 'db' }, { ip: '10.244.1.11', node: 'n1' }),
-    pod('y', 'c', { app: 'web' }, { ip: '10.244.1.12', node: 'n1', ports: [port(8080, 'http')] }),
-    pod('x', 'r', { app: 'other' }, { ip: '10.244.2.11', node: 'n2' }),
-    pod('y', 's', { app: 'db' }, { ip: '10.244.2.12', node: 'n2' }),
-    policy('x', 'deny', sel(), { types: ['Ingress'], ingress: [] }),
-    policy('x', 'allow', sel({ app: 'web' }), { ingress: [rule([podsPeer('x', sel({ app: 'db' })), nsPeer(sel({ team: 'a' }))], ports('http'))] }),
-    policy('y', 'web', sel({ app: 'web' }), { ingress: [rule([nsPeer(sel(), sel({ app: 'db' }))])] }),
-  );
-}
-
 describe('IncrementalCompiler', () => {
   it('builds what compile builds', () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     expect(ic.ruleset()).toEqual(compile(m, 'n1'));
     expect(ic.stats()?.full).toBe(true);
   });
 
   it('returns the same Ruleset and an empty delta when nothing changed', () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     const a = ic.ruleset();
     m.upsert(node('n2', '10.244.2.0/24', '192.168.50.12')); // nodes do not matter to the compiler
@@ -44,7 +28,7 @@ describe('IncrementalCompiler', () => {
   });
 
   it('a remote peer relabel changes set members only: same chain objects, no chain built', () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     const before = ic.ruleset();
     m.upsert({ ...m.findPod('x', 'r')!, labels: { app: 'db' } });
@@ -63,10 +47,10 @@ describe('IncrementalCompiler', () => {
   });
 
   it('a local pod joining an existing group with a member in its bucket changes set members only', () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     const before = ic.ruleset();
-    m.upsert(pod('x', 'a2', { app: 'web' }, { ip: '10.244.1.26', node: 'n1', ports: [port(80, 'http')] })); // 26 & 15 = 10, as x/a
+    m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.26', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] })); // 26 & 15 = 10, as x/a
     const after = ic.ruleset();
     expect(text(after)).toBe(text(compile(m, 'n1')));
     expect(ic.stats()?.chainsRecomputed).toBe(0); // memoized: same policies, same named ports
@@ -75,32 +59,34 @@ describe('IncrementalCompiler', () => {
     expect(d.writtenChains).toEqual([]);
     expect(d.removedChains).toEqual([]);
     expect(d.createdSets).toEqual([]);
-    // Its address joins the group's dispatch set, the peer set of x/allow's namespace peer, and
-    // the node's programmed addresses.
+    // Its address joins the group's dispatch set, the peer sets of x/allow's namespace peer and
+    // of x/eg's (every pod), x/eg's named-port set (http), and the node's programmed addresses.
     expect(d.memberChanges.map((c) => [c.set.slice(0, 7), c.added, c.removed]).sort()).toEqual([
       ['PCTL-i-', ['10.244.1.26'], []],
+      ['PCTL-n-', ['10.244.1.26,tcp:80'], []],
+      ['PCTL-p-', ['10.244.1.26'], []],
       ['PCTL-p-', ['10.244.1.26'], []],
       ['PCTL-pr', ['10.244.1.26'], []],
     ]);
   });
 
   it('a local pod joining an existing group in a new bucket writes that bucket chain and the bucket list', () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     ic.ruleset();
-    m.upsert(pod('x', 'a2', { app: 'web' }, { ip: '10.244.1.13', node: 'n1', ports: [port(80, 'http')] }));
+    m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.13', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }));
     expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
     expect(ic.delta().writtenChains.map((c) => c.name).sort()).toEqual(['PCTL-IB-13', 'PCTL-INGRESS']);
     expect(ic.delta().createdSets).toEqual([]);
     // And leaving it again removes them.
-    m.remove('pod-x-a2', 'Pod');
+    m.remove('pod-x-a3', 'Pod');
     expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
     expect(ic.delta().writtenChains.map((c) => c.name)).toEqual(['PCTL-INGRESS']);
     expect(ic.delta().removedChains).toEqual(['PCTL-IB-13']);
   });
 
   it('a policy change rebuilds the chains of its namespace only', () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     const before = ic.ruleset();
     m.upsert(policy('y', 'web', sel({ app: 'web' }), { ingress: [rule([nsPeer(sel(), sel({ app: 'api' }))])] }));
@@ -109,27 +95,27 @@ describe('IncrementalCompiler', () => {
     expect(ic.stats()?.chainsRecomputed).toBe(1);
     const d = ic.delta();
     expect(d.removedChains).toHaveLength(1);
-    // The pod's new policy chain, and the bucket chain dispatching to it (y/c is 10.244.1.12).
-    expect(d.writtenChains.map((c) => c.name).sort()).toEqual(['PCTL-IB-12', after.chains.find((c) => !before.chains.some((b) => b.name === c.name))!.name].sort());
+    // The pod's new policy chain, and the bucket chain dispatching to it (y/d is 10.244.1.14).
+    expect(d.writtenChains.map((c) => c.name).sort()).toEqual(['PCTL-IB-14', after.chains.find((c) => !before.chains.some((b) => b.name === c.name))!.name].sort());
     // The old peer set (app=db everywhere) went, the new one (app=api) came, empty.
     expect(d.destroyedSets).toHaveLength(2); // old peer set and old dispatch set
     expect(d.createdSets.map((s) => s.members.length).sort()).toEqual([0, 1]);
   });
 
   it('a namespace relabel moves its pods in and out of namespace-selector sets', () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     ic.ruleset();
     m.upsert(ns('y', { team: 'a' }));
     expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
     const added = ic.delta().memberChanges.flatMap((c) => c.added).sort();
-    expect(added).toEqual(['10.244.1.12', '10.244.2.12']);
+    expect(added).toEqual(['10.244.1.14', '10.244.2.10', '10.244.2.12']);
     m.remove('ns-x', 'Namespace'); // x becomes implicit: no team label
     expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
   });
 
   it('stops following the model after dispose()', () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     const a = ic.ruleset();
     ic.dispose();
@@ -138,7 +124,7 @@ describe('IncrementalCompiler', () => {
   });
 
   it('reset() rebuilds from the model, and the delta says what differs from the last Ruleset', () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     const a = ic.ruleset();
     m.remove('pod-y-c', 'Pod');

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CHAIN_HASH_CHARS, CHAIN_PREFIX, MAX_CHAIN_NAME, MAX_SET_NAME, SET_HASH_CHARS, chainName, hash64, hashText, setDigestForTests, setName } from './names.ts';
-import { RULE_ID_CHARS, ruleId } from './render.ts';
+import { CHAIN_HASH_CHARS, CHAIN_PREFIX, MAX_CHAIN_NAME, MAX_SET_NAME, SET_HASH_CHARS, chainName, setName } from './names.ts';
+import { hash64, hashText, setDigestForTests } from '../util/digest.ts';
+import { RULE_ID_CHARS, ruleId } from '../sync/render.ts';
 
 /** The first `chars` base32 characters of SHA-256, computed independently with node:crypto. */
 function reference(text: string, chars: number): string {

@@ -14,20 +14,14 @@
 //   WEAVE-) uses it, so cleanup can remove every object carrying it and nothing else.
 //
 // The compiler still never trusts a name to be unique: it checks that one chain name never
-// stands for two contents (compile.ts, "name collisions"), and fails closed if it does.
+// stands for two contents (collisions.ts), and fails closed if it does. The digest itself is
+// src/util/digest.ts (shared with the sync layer's rule ids).
 
-import { sha256 } from '@noble/hashes/sha2.js';
 import { dns1123LabelErrors, dns1123SubdomainErrors } from '../model/validation.ts';
+import { hashText } from '../util/digest.ts';
+import { CHAIN_PREFIX, MAX_CHAIN_NAME, MAX_SET_NAME, PREFIX, SET_PREFIX } from './ruleset.ts';
 
-export const PREFIX = 'PCTL';
-export const CHAIN_PREFIX = `${PREFIX}-`;
-export const SET_PREFIX = `${PREFIX}-`;
-export const MAX_CHAIN_NAME = 28;
-export const MAX_SET_NAME = 31;
-
-/** Top-level chains the hooks jump to. */
-export const FORWARD_CHAIN = `${PREFIX}-FORWARD`;
-export const INPUT_CHAIN = `${PREFIX}-INPUT`;
+export { CHAIN_PREFIX, MAX_CHAIN_NAME, MAX_SET_NAME, PREFIX, SET_PREFIX };
 
 /**
  * Digest characters in a chain name: `PCTL-` + a one-letter kind + `-` leave 28 - 7 = 21
@@ -36,55 +30,6 @@ export const INPUT_CHAIN = `${PREFIX}-INPUT`;
 export const CHAIN_HASH_CHARS = 21;
 /** Digest characters in a set name: 31 - 7 = 24 base32 characters, 120 bits of SHA-256. */
 export const SET_HASH_CHARS = 24;
-
-const ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
-
-/** What a digest is for; lets a test make one kind of name collide and leave the others alone. */
-export type HashUse = 'chain' | 'set' | 'rule' | 'other';
-/** SHA-256 of the text's UTF-8 bytes (32 bytes), or a test's stand-in. */
-export type DigestFn = (text: string, use: HashUse) => Uint8Array;
-
-const encoder = new TextEncoder();
-const sha256Digest: DigestFn = (text) => sha256(encoder.encode(text));
-let digest: DigestFn = sha256Digest;
-
-/**
- * Tests only: replace the digest (e.g. by one that collides on purpose, to prove the collision
- * guard). `undefined` restores SHA-256. Production code never calls this.
- */
-export function setDigestForTests(fn: DigestFn | undefined): void {
-  digest = fn ?? sha256Digest;
-}
-
-/**
- * The first `chars` * 5 bits of the text's digest, base32 (lower case and 2-7: valid in chain,
- * set and comment text alike). Pure: @noble/hashes is plain JavaScript (the compiler may not
- * import node modules).
- */
-export function hashText(text: string, chars: number, use: HashUse = 'other'): string {
-  const d = digest(text, use);
-  if (chars * 5 > d.length * 8) throw new Error(`hashText: ${chars} characters need ${chars * 5} bits, the digest has ${d.length * 8}`);
-  let out = '';
-  let acc = 0;
-  let bits = 0;
-  for (let i = 0; out.length < chars; ) {
-    if (bits < 5) {
-      acc = ((acc << 8) | d[i++]!) & 0xffff;
-      bits += 8;
-    }
-    bits -= 5;
-    out += ALPHABET[(acc >>> bits) & 31];
-  }
-  return out;
-}
-
-/**
- * 65 bits of SHA-256 (13 characters), for names where a collision costs nothing but a retry
- * (the sync layer's temporary swap sets). Kernel object names use chainName / setName.
- */
-export function hash64(text: string): string {
-  return hashText(text, 13);
-}
 
 /** `PCTL-<kind>-<105 bits>`; kind is one letter such as `I` (ingress chain) or `E`. */
 export function chainName(kind: string, content: string): string {

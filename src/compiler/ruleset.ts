@@ -1,10 +1,30 @@
-// The compiler's output: ipsets and iptables chains for one node, as plain data.
+// The compiler's output: ipsets and iptables chains for one node, as plain data. This file is
+// the whole contract between the compiler and the sync layer: the sync layer imports nothing
+// else from src/compiler (test/architecture/purity.test.ts checks it), so everything it must
+// know is data here: the types, the prefix that marks what we own (docs/design.md, invariant
+// own-only-ours), and which set is the gate (`IpSet.gate`, invariant fail-closed-in-time).
 //
-// Rules are data (match, action, comment), as in Calico Felix: the renderer turns them into
-// restore text, the sync layer diffs them against the kernel, and the test tracer executes the
-// rendered text. Nothing here knows how it is applied.
+// Rules are data (match, action, comment), as in Calico Felix: the sync layer renders them into
+// restore text (src/sync/render.ts), diffs them against the kernel, and the test tracer executes
+// the rendered text. Nothing here knows how it is applied.
 
-import type { NameCollision } from './collisions.ts';
+/** What marks every kernel object we own: chains `PCTL-...`, ipsets `PCTL-...`. */
+export const PREFIX = 'PCTL';
+export const CHAIN_PREFIX = `${PREFIX}-`;
+export const SET_PREFIX = `${PREFIX}-`;
+/** iptables' limit on a chain name. */
+export const MAX_CHAIN_NAME = 28;
+/** ipset's limit on a set name. */
+export const MAX_SET_NAME = 31;
+
+/** A chain name that stood for more than one content (src/compiler/collisions.ts). */
+export interface NameCollision {
+  readonly direction: 'Ingress' | 'Egress';
+  /** The content-hashed chain name that stood for more than one content. */
+  readonly name: string;
+  /** The chain that drops everything, where the pods of every such content are sent instead. */
+  readonly chain: string;
+}
 
 export type SetType = 'hash:ip' | 'hash:net' | 'hash:ip,port' | 'hash:net,net';
 
@@ -22,6 +42,13 @@ export interface IpSet {
   readonly members: readonly SetMember[];
   /** What the set holds, for humans (`policyctl compile -o json`, logs). */
   readonly purpose: string;
+  /**
+   * The gate (docs/design.md, invariant fail-closed-in-time): the addresses of the local pods
+   * this node enforces; new connections of the node's pod CIDRs from or to any other address are
+   * dropped. Whoever applies the Ruleset adds its members after every other change of the same
+   * apply is in force, and removes them before anything else.
+   */
+  readonly gate?: true;
 }
 
 /** `src` / `dst` for single-dimension sets; `dst,dst` for hash:ip,port; `src,dst` for hash:net,net. */
@@ -93,9 +120,8 @@ export interface Ruleset {
   /** Sorted by name. Every set a rule references is here. */
   readonly sets: readonly IpSet[];
   /**
-   * Dependency order is not required. The hook targets and the dispatch chains first
-   * (PCTL-FORWARD, PCTL-INPUT, PCTL-EGRESS, PCTL-INGRESS, PCTL-EB-k and PCTL-IB-k by k), then the
-   * policy chains sorted by name.
+   * Dependency order is not required. The layout's chains first, in the layout's order
+   * (src/compiler/layout.ts), then the policy chains sorted by name.
    */
   readonly chains: readonly Chain[];
   readonly hooks: readonly Hook[];
@@ -105,4 +131,32 @@ export interface Ruleset {
    * (collisions.ts); whoever applies the Ruleset reports these as errors.
    */
   readonly collisions?: readonly NameCollision[];
+}
+
+/**
+ * What changed between two successive Rulesets of the incremental compiler, in terms of the
+ * kernel objects: a sync layer that applied the previous Ruleset can apply this instead of
+ * diffing the whole Ruleset (invariant cost-proportional). Hooks never change.
+ */
+export interface RulesetDelta {
+  /** Sets new in this Ruleset, with all their members. */
+  readonly createdSets: readonly IpSet[];
+  /** Sets of the previous Ruleset that are gone. */
+  readonly destroyedSets: readonly string[];
+  /** Sets in both, same object lineage: the entries added and removed (each set at most once). */
+  readonly memberChanges: readonly MemberChange[];
+  /** Sets in both that were dropped and rebuilt in between: compare their members whole. */
+  readonly rebuiltSets: readonly { readonly before: IpSet; readonly after: IpSet }[];
+  /** Chains new in this Ruleset or with different rules (their object differs from the previous one's). */
+  readonly writtenChains: readonly Chain[];
+  /** Chains of the previous Ruleset that are gone. */
+  readonly removedChains: readonly string[];
+}
+
+export interface MemberChange {
+  readonly set: string;
+  readonly added: readonly string[];
+  readonly removed: readonly string[];
+  /** The set is the gate (IpSet.gate). */
+  readonly gate?: true;
 }

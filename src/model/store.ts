@@ -20,12 +20,34 @@ import { isEnforceable, sameRecord } from './types.ts';
 
 export const NAMESPACE_NAME_LABEL = 'kubernetes.io/metadata.name';
 
-/** One change to the model: `before` absent for an insert, `after` absent for a removal. */
-export interface ModelChange {
-  readonly kind: ObjectRecord['kind'];
-  readonly uid: string;
-  readonly before?: ObjectRecord;
-  readonly after?: ObjectRecord;
+type Kind = ObjectRecord['kind'];
+type RecordOf<K extends Kind> = Extract<ObjectRecord, { readonly kind: K }>;
+
+/**
+ * One change to the model: `before` absent for an insert, `after` absent for a removal. A union
+ * by kind, so a subscriber that switches on `kind` gets `before` and `after` typed as that kind's
+ * record without a cast.
+ */
+export type ModelChange = {
+  readonly [K in Kind]: { readonly kind: K; readonly uid: string; readonly before?: RecordOf<K>; readonly after?: RecordOf<K> };
+}[Kind];
+
+/** The change from `before` to `after` (records of one kind: the model keeps one map per kind). */
+function changeOf(uid: string, before: ObjectRecord | undefined, after: ObjectRecord | undefined): ModelChange {
+  const r = after ?? before;
+  if (!r) throw new Error(`model: a change of ${uid} with neither a record before nor after`);
+  switch (r.kind) {
+    case 'Pod':
+      return { kind: r.kind, uid, ...(before?.kind === 'Pod' && { before }), ...(after?.kind === 'Pod' && { after }) };
+    case 'Namespace':
+      return { kind: r.kind, uid, ...(before?.kind === 'Namespace' && { before }), ...(after?.kind === 'Namespace' && { after }) };
+    case 'Node':
+      return { kind: r.kind, uid, ...(before?.kind === 'Node' && { before }), ...(after?.kind === 'Node' && { after }) };
+    case 'NetworkPolicy':
+      return { kind: r.kind, uid, ...(before?.kind === 'NetworkPolicy' && { before }), ...(after?.kind === 'NetworkPolicy' && { after }) };
+    case 'ClusterNetworkPolicy':
+      return { kind: r.kind, uid, ...(before?.kind === 'ClusterNetworkPolicy' && { before }), ...(after?.kind === 'ClusterNetworkPolicy' && { after }) };
+  }
 }
 
 export type ModelListener = (change: ModelChange) => void;
@@ -279,7 +301,7 @@ export class Model {
         break;
     }
     this.gen++;
-    this.emit({ kind: r.kind, uid: r.uid, ...(before ? { before } : {}), after: r });
+    this.emit(changeOf(r.uid, before, r));
   }
 
   /** Remove the record with this UID, if any. Returns whether something was removed. */
@@ -292,7 +314,7 @@ export class Model {
       removed = true;
       this.sourceRecords.delete(recordKey(k, uid));
       this.gen++;
-      this.emit({ kind: k, uid, before });
+      this.emit(changeOf(uid, before, undefined));
       if (k === 'Pod') {
         this.podBases.delete(uid);
         const claimed = (base ?? before) as PodRecord;

@@ -1,13 +1,12 @@
 // What the kernel holds of ours, read from `iptables-save -t filter` and `ipset save`.
 //
 // Our rules are recognised by chain name (prefix) and compared by the rule id written at the
-// front of each comment (see compiler/render.ts ruleId), so the comparison does not depend on
+// front of each comment (see render.ts ruleId), so the comparison does not depend on
 // how iptables-save re-prints matches. In chains we do not own, the only rules we look at are
 // those jumping into our chains: our hooks.
 
-import { CHAIN_PREFIX, SET_PREFIX } from '../compiler/names.ts';
-import { RULE_ID_CHARS } from '../compiler/render.ts';
-import type { Rule } from '../compiler/ruleset.ts';
+import { CHAIN_PREFIX, SET_PREFIX, type Rule } from '../compiler/ruleset.ts';
+import { RULE_ID_CHARS } from './render.ts';
 
 export interface KernelChain {
   readonly name: string;

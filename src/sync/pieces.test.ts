@@ -5,7 +5,8 @@
 
 import { describe, expect, it } from 'vitest';
 import { block, modelOf, node, ns, nsPeer, pod, podsPeer, policy, port, ports, rule, sel } from '../../test/support/builders.ts';
-import { PROGRAMMED_SET, compile } from '../compiler/compile.ts';
+import { compile } from '../compiler/compile.ts';
+import { PROGRAMMED_SET } from '../compiler/layout.ts';
 import { ApplyError } from './apply-error.ts';
 import { emptyState } from './kernel-state.ts';
 import { applyPieces, planPieces, split, type Attempt, type Piece } from './pieces.ts';

@@ -24,7 +24,7 @@
 // - A piece is tried together with the pieces it needs that are not in the kernel yet (the sets
 //   its rules match, the chains its rules go to); a piece whose need was refused or skipped is
 //   never tried ("blocked"), so a refusal is never blamed on what merely depends on it.
-// - Addresses of the programmed set (PROGRAMMED_SET: the local pods this node enforces) are added
+// - Addresses of the gate set (IpSet.gate, PCTL-programmed: the local pods this node enforces) are added
 //   last, only when no set, chain, rule or hook piece was refused, blocked or skipped, and never
 //   an address refused (or skipped) in another set: an address enters it only once everything
 //   that enforces it is in force (invariant *fail-closed-in-time*).
@@ -34,7 +34,6 @@
 // - Bounded: at most `maxAttempts` tries and `maxRejected` refused pieces, so a systemic failure
 //   (every piece refused: a kernel without the ipset module) stops early (`complete: false`).
 
-import { PROGRAMMED_SET } from '../compiler/compile.ts';
 import type { Chain, Rule } from '../compiler/ruleset.ts';
 import { canonicalEntry, payloads, planBuilder, type Plan, type PlanBuilder } from './plan.ts';
 import { ApplyError } from './apply-error.ts';
@@ -238,14 +237,15 @@ export function planPieces(plan: Plan): PlanPieces {
     sets.push(p);
     setPiece.set(s.name, p);
   }
-  const member = (set: string, setType: string, entry: string, nomatch: boolean | undefined, flip: boolean): void => {
-    const add = { set, entry, ...(nomatch ? { nomatch } : {}) };
-    const p: Piece = { kind: 'member', set, setType, entry, plan: fragment({ addMembers: [add], delMembers: flip ? [{ set, entry }] : [] }) };
+  const member = (set: string, setType: string, entry: string, nomatch: boolean | undefined, flip: boolean, gate: boolean | undefined): void => {
+    const g = gate ? { gate: true as const } : {};
+    const add = { set, entry, ...(nomatch ? { nomatch } : {}), ...g };
+    const p: Piece = { kind: 'member', set, setType, entry, plan: fragment({ addMembers: [add], delMembers: flip ? [{ set, entry, ...g }] : [] }) };
     const created = setPiece.get(set);
     if (created) needs.set(p, [created]);
-    (set === PROGRAMMED_SET ? programmed : rest).push(p);
+    (gate ? programmed : rest).push(p);
   };
-  for (const s of plan.createSets) for (const m of s.members) member(s.name, s.type, m.entry, m.nomatch, false);
+  for (const s of plan.createSets) for (const m of s.members) member(s.name, s.type, m.entry, m.nomatch, false, s.gate);
   const types = new Map<string, string>();
   for (const s of plan.createSets) types.set(s.name, s.type);
   const flipped = new Set(plan.delMembers.map((d) => `${d.set}|${d.entry}`));
@@ -253,7 +253,7 @@ export function planPieces(plan: Plan): PlanPieces {
   for (const a of plan.addMembers) {
     const flip = flipped.has(`${a.set}|${a.entry}`);
     if (flip) flips++;
-    member(a.set, types.get(a.set) ?? '', a.entry, a.nomatch, flip);
+    member(a.set, types.get(a.set) ?? '', a.entry, a.nomatch, flip, a.gate);
   }
 
   const ruleNeeds = (rules: readonly Rule[], self?: string): Piece[] => {

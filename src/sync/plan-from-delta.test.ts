@@ -13,12 +13,12 @@
 import fc from 'fast-check';
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { modelOf, node, ns, pod, podsPeer, policy, port, ports, rule, sel, block } from '../../test/support/builders.ts';
+import { pod, port } from '../../test/support/builders.ts';
+import { sampleCluster } from '../../test/support/clusters.ts';
 import { NODES, applyModelOp, clusterArb, modelOpBatchesArb, type Cluster, type ModelOp } from '../../test/support/arbitraries.ts';
 import { IncrementalCompiler } from '../compiler/incremental.ts';
-import { ruleId } from '../compiler/render.ts';
+import { ruleId } from './render.ts';
 import type { Ruleset } from '../compiler/ruleset.ts';
-import type { Model } from '../model/store.ts';
 import { emptyState, type KernelState } from './kernel-state.ts';
 import { DeltaMismatchError, planFromDelta } from './plan-from-delta.ts';
 import { applyGarbage, applyMain, applyPlan, diff, isEmpty, type Plan } from './plan.ts';
@@ -122,18 +122,6 @@ function checkMain(step: string, main: KernelState, before: Map<string, readonly
   if (plan.removeRules.some((r) => r.lines.some((l) => !l.startsWith(`-D ${r.chain} `)))) throw new Error(`${step}: a stale rule is not removed by -D`);
 }
 
-function cluster(): Model {
-  return modelOf(
-    ns('x', { team: 'a' }),
-    ns('y'),
-    node('n1', '10.244.1.0/24', '192.168.50.11'),
-    pod('x', 'a', { app: 'web' }, { ip: '10.244.1.10', node: 'n1', ports: [port(80, 'http')] }),
-    pod('x', 'b', { app: 'db' }, { ip: '10.244.1.11', node: 'n1' }),
-    pod('x', 'r', { app: 'other' }, { ip: '10.244.2.11', node: 'n2' }),
-    policy('x', 'allow', sel({ app: 'web' }), { ingress: [rule([podsPeer('x', sel({ app: 'db' })), block('0.0.0.0/0', ['10.0.0.0/8'])], ports('http'))] }),
-  );
-}
-
 describe('planFromDelta', () => {
   it(`gives the plan diff gives, and applyPlan the new Ruleset's state, on random change batches (${RUNS} runs)`, () => {
     const result = fc.check(
@@ -172,23 +160,27 @@ describe('planFromDelta', () => {
     expect(diff(rs, state).writeChains.map((c) => c.name)).toEqual([bucket.name]);
   });
 
-  it('a remote relabel is one set member: no chain, no walk of the other sets', () => {
-    const m = cluster();
+  it('a remote relabel is set members only: no chain, no walk of the other sets', () => {
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     const known = stateOf(ic.ruleset());
     m.upsert({ ...m.findPod('x', 'r')!, labels: { app: 'db' } });
     ic.ruleset();
     const plan = planFromDelta(ic.delta(), known);
-    expect(plan.addMembers).toEqual([{ set: expect.stringMatching(/^PCTL-p-/), entry: '10.244.2.11' }]);
+    // Two peers select it now: app=db in x (x/allow) and app=db everywhere (y/web).
+    expect(plan.addMembers).toEqual([
+      { set: expect.stringMatching(/^PCTL-p-/), entry: '10.244.2.11' },
+      { set: expect.stringMatching(/^PCTL-p-/), entry: '10.244.2.11' },
+    ]);
     expect(isEmpty({ ...plan, addMembers: [] })).toBe(true);
   });
 
   it('skips changes the kernel state already has, and reports a delta that does not fit', () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     let known = stateOf(ic.ruleset());
     m.upsert({ ...m.findPod('x', 'r')!, labels: { app: 'db' } });
-    m.upsert(pod('x', 'c', { app: 'web' }, { ip: '10.244.1.12', node: 'n1', ports: [port(80, 'http')] }));
+    m.upsert(pod('x', 'c', { app: 'web' }, { ip: '10.244.1.13', node: 'n1', ports: [port(80, 'http')] }));
     const rs = ic.ruleset();
     const d = ic.delta();
     known = applyPlan(known, planFromDelta(d, known));
@@ -222,7 +214,7 @@ describe('planFromDelta', () => {
 });
 
 function stateOfRuleset(): Ruleset {
-  const ic = new IncrementalCompiler(cluster(), 'n1');
+  const ic = new IncrementalCompiler(sampleCluster(), 'n1');
   const rs = ic.ruleset();
   ic.dispose();
   return rs;

@@ -18,7 +18,7 @@
 // set the kernel does not have) throws `DeltaMismatchError`, and the Syncer then re-reads the
 // kernel and diffs the whole Ruleset.
 
-import type { RulesetDelta } from '../compiler/incremental.ts';
+import type { RulesetDelta } from '../compiler/ruleset.ts';
 import type { KernelState } from './kernel-state.ts';
 import { canonicalEntry, diffChain, diffSet, planBuilder, type Plan } from './plan.ts';
 
@@ -38,17 +38,18 @@ export function planFromDelta(d: RulesetDelta, known: KernelState): Plan {
   for (const c of d.memberChanges) {
     const cur = known.sets.get(c.set);
     if (!cur) throw new DeltaMismatchError(`the delta changes members of set ${c.set}, which the kernel state does not hold`);
+    const gate = c.gate ? { gate: true as const } : {};
     for (const raw of c.removed) {
       const entry = canonicalEntry(cur.type, raw);
-      if (cur.members.has(entry)) out.delMembers.push({ set: c.set, entry });
+      if (cur.members.has(entry)) out.delMembers.push({ set: c.set, entry, ...gate });
     }
     for (const raw of c.added) {
       const entry = canonicalEntry(cur.type, raw);
       const has = cur.members.get(entry);
       if (has === false) continue;
       // Entries the compiler adds one by one are never `nomatch` (ipBlock sets are fixed).
-      if (has === true) out.delMembers.push({ set: c.set, entry });
-      out.addMembers.push({ set: c.set, entry });
+      if (has === true) out.delMembers.push({ set: c.set, entry, ...gate });
+      out.addMembers.push({ set: c.set, entry, ...gate });
     }
   }
   for (const name of d.destroyedSets) if (!present.has(name) && known.sets.has(name)) out.destroySets.push(name);

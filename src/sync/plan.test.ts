@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { modelOf, node, pod, policy, sel } from '../../test/support/builders.ts';
-import { PROGRAMMED_SET, compile } from '../compiler/compile.ts';
+import { compile } from '../compiler/compile.ts';
+import { PROGRAMMED_SET } from '../compiler/layout.ts';
 import { diff, payloads } from './plan.ts';
 import { stateOf } from './syncer.ts';
 

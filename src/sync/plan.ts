@@ -5,7 +5,7 @@
 // every iptables change of the filter table in one `iptables-restore --noflush` transaction,
 // phase 3 removes set members and flushes the sets no longer wanted. These three are the main
 // apply: when they are done the kernel enforces the desired Ruleset. The one exception is
-// PCTL-programmed (the addresses of the local pods the node enforces): its removals come first
+// the gate set (IpSet.gate, PCTL-programmed: the addresses of the local pods the node enforces): its removals come first
 // of all and its additions last of all, so an address is programmed only while all its rules
 // are in force.
 //
@@ -24,16 +24,17 @@
 // bucket chain dispatches nothing any more for the same reason. A chain that does not exist
 // yet, or that a kernel read found drifted, is written whole.
 
-import { PROGRAMMED_SET } from '../compiler/compile.ts';
-import { SET_PREFIX, hash64 } from '../compiler/names.ts';
-import { renderChainBody, renderHook, renderRule, renderSetCreate, renderSetMember, ruleId } from '../compiler/render.ts';
-import type { Chain, Hook, IpSet, Rule, Ruleset } from '../compiler/ruleset.ts';
+import { SET_PREFIX, type Chain, type Hook, type IpSet, type Rule, type Ruleset } from '../compiler/ruleset.ts';
+import { hash64 } from '../util/digest.ts';
+import { renderChainBody, renderHook, renderRule, renderSetCreate, renderSetMember, ruleId } from './render.ts';
 import type { KernelChain, KernelHook, KernelSet, KernelState } from './kernel-state.ts';
 
 export interface SetChange {
   readonly set: string;
   readonly entry: string;
   readonly nomatch?: boolean;
+  /** A change of the gate set (IpSet.gate): removals first of all, additions last of all. */
+  readonly gate?: true;
 }
 
 /** Rules appended to an existing unordered chain (main apply). */
@@ -132,15 +133,16 @@ export function diffSet(s: IpSet, cur: KernelSet | undefined, out: PlanBuilder):
     return;
   }
   const want = new Map<string, boolean>();
+  const gate = s.gate ? { gate: true as const } : {};
   for (const m of s.members) want.set(canonicalEntry(s.type, m.entry), !!m.nomatch);
   for (const [entry, nomatch] of want) {
     const has = cur.members.get(entry);
     if (has === nomatch) continue;
     // A flipped nomatch flag is a delete then an add of the same entry.
-    if (has !== undefined) out.delMembers.push({ set: s.name, entry });
-    out.addMembers.push({ set: s.name, entry, ...(nomatch ? { nomatch } : {}) });
+    if (has !== undefined) out.delMembers.push({ set: s.name, entry, ...gate });
+    out.addMembers.push({ set: s.name, entry, ...(nomatch ? { nomatch } : {}), ...gate });
   }
-  for (const entry of cur.members.keys()) if (!want.has(entry)) out.delMembers.push({ set: s.name, entry });
+  for (const entry of cur.members.keys()) if (!want.has(entry)) out.delMembers.push({ set: s.name, entry, ...gate });
 }
 
 /**
@@ -365,16 +367,16 @@ export function payloads(p: Plan): Payloads {
   // Adds before iptables so a rule never sees a set missing a member it should have; a member
   // whose nomatch flag flips is deleted and re-added in this same phase.
   const flipped = new Set(p.addMembers.map((a) => `${a.set}|${a.entry}`));
-  // PCTL-programmed is the gate of a local address (fail closed in time): an address leaves it
-  // before anything else changes, and joins it only after everything else is in force (its
-  // dispatch and peer entries, its chains and bucket rules), at the very end of the apply.
+  // The gate set (IpSet.gate, invariant fail-closed-in-time): an address leaves it before
+  // anything else changes, and joins it only after everything else is in force (its dispatch and
+  // peer entries, its chains and bucket rules), at the very end of the apply.
   const gateDels: string[] = [];
   const gateAdds: string[] = [];
-  for (const d of p.delMembers) if (d.set === PROGRAMMED_SET && !flipped.has(`${d.set}|${d.entry}`)) gateDels.push(`del ${d.set} ${d.entry}`);
-  for (const a of p.addMembers) if (a.set === PROGRAMMED_SET) gateAdds.push(renderSetMember(a.set, a.entry, a.nomatch));
+  for (const d of p.delMembers) if (d.gate && !flipped.has(`${d.set}|${d.entry}`)) gateDels.push(`del ${d.set} ${d.entry}`);
+  for (const a of p.addMembers) if (a.gate) gateAdds.push(renderSetMember(a.set, a.entry, a.nomatch));
   before.unshift(...gateDels);
   for (const d of p.delMembers) if (flipped.has(`${d.set}|${d.entry}`)) before.push(`del ${d.set} ${d.entry}`);
-  for (const a of p.addMembers) if (a.set !== PROGRAMMED_SET) before.push(renderSetMember(a.set, a.entry, a.nomatch));
+  for (const a of p.addMembers) if (!a.gate) before.push(renderSetMember(a.set, a.entry, a.nomatch));
 
   const ipt: string[] = [];
   if (p.writeChains.length || p.appendRules.length || p.removeHooks.length || p.insertHooks.length) {
@@ -389,7 +391,7 @@ export function payloads(p: Plan): Payloads {
   }
 
   const after: string[] = [];
-  for (const d of p.delMembers) if (d.set !== PROGRAMMED_SET && !flipped.has(`${d.set}|${d.entry}`)) after.push(`del ${d.set} ${d.entry}`);
+  for (const d of p.delMembers) if (!d.gate && !flipped.has(`${d.set}|${d.entry}`)) after.push(`del ${d.set} ${d.entry}`);
   // A set no longer wanted may still be used by a stale rule until garbage collection: empty it
   // now, so that rule matches nothing.
   for (const n of p.destroySets) after.push(`flush ${n}`);

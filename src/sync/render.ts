@@ -1,10 +1,12 @@
-// Renders Ruleset data into `ipset restore` and `iptables-restore` text.
+// Renders Ruleset data into `ipset restore` and `iptables-restore` text: the kernel's syntax,
+// which the sync layer owns (the compiler produces data only; `policyctl compile` and the test
+// tracer render through here too).
 //
 // The rule text follows the order iptables-save prints (-s, -d, -p, then matches in the order
 // given, comment, target) so a rendered rule and the kernel's copy can be compared line for line.
 
-import { hashText } from './names.ts';
-import type { Chain, Hook, IpSet, Rule, Ruleset } from './ruleset.ts';
+import type { Chain, Hook, IpSet, Rule, Ruleset } from '../compiler/ruleset.ts';
+import { hashText } from '../util/digest.ts';
 
 /** the kernel keeps 255 characters of a comment; we keep to printable ASCII without quotes. */
 export const MAX_COMMENT = 255;

@@ -1,7 +1,7 @@
 // The sync layer on the real kernel, inside a fresh network namespace per test.
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { modelOf, node, ns, nsPeer, pod, podsPeer, policy, port, ports, rule, sel, block } from '../../test/support/builders.ts';
+import { ns, nsPeer, pod, podsPeer, policy, port, ports, rule, sel } from '../../test/support/builders.ts';
 import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
 import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
 import { EVENT_KINDS, EventSource } from '../../bench/events.ts';
@@ -9,28 +9,13 @@ import { generateCluster } from '../../bench/synthetic.ts';
 import { compile } from '../compiler/compile.ts';
 import { IncrementalCompiler, type RulesetDelta } from '../compiler/incremental.ts';
 import type { Ruleset } from '../compiler/ruleset.ts';
-import type { Model } from '../model/store.ts';
+import { sampleCluster } from '../../test/support/clusters.ts';
 import { NFT, detectBackend } from './backend.ts';
 import { allowed, type Flow } from '../semantics/evaluate.ts';
 import { formatTrace, traceTexts } from '../../test/support/tracer.ts';
 import { isEmpty } from './plan.ts';
 import { RecordingRunner } from './runner.ts';
 import { ApplyError, Syncer } from './syncer.ts';
-
-function cluster(): Model {
-  return modelOf(
-    ns('x', { team: 'a' }),
-    ns('y'),
-    node('n1', '10.244.1.0/24', '192.168.50.11'),
-    pod('x', 'a', { app: 'web' }, { ip: '10.244.1.10', node: 'n1', ports: [port(80, 'http')] }),
-    pod('x', 'b', { app: 'db' }, { ip: '10.244.1.11', node: 'n1' }),
-    pod('y', 'c', { app: 'web' }, { ip: '10.244.2.10', node: 'n2', ports: [port(8080, 'http')] }),
-    pod('x', 'r', { app: 'other' }, { ip: '10.244.2.11', node: 'n2' }),
-    policy('x', 'deny', sel(), { types: ['Ingress'], ingress: [] }),
-    policy('x', 'allow', sel({ app: 'web' }), { ingress: [rule([podsPeer('x', sel({ app: 'db' })), block('0.0.0.0/0', ['10.0.0.0/8'])], ports('http', [1000, 2000]))] }),
-    policy('x', 'eg', sel({ app: 'db' }), { types: ['Egress'], egress: [rule([nsPeer(sel())], ports('http'))] }),
-  );
-}
 
 const writesOf = (r: RecordingRunner) => r.writes().map((c) => ({ cmd: c.cmd, input: c.input ?? '' }));
 const readsOf = (r: RecordingRunner) => r.calls.filter((c) => c.cmd.endsWith('-save') || c.args.includes('save'));
@@ -46,7 +31,7 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     net.sh(`iptables-nft-restore <<'EOF'\n${FOREIGN_FILTER}EOF`);
     rec = new RecordingRunner(net.runner);
     syncer = new Syncer({ runner: rec, backend: { ...NFT, reason: 'test' } });
-    desired = compile(cluster(), 'n1');
+    desired = compile(sampleCluster(), 'n1');
   });
   afterEach(() => net.remove());
 
@@ -65,24 +50,24 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     await syncer.sync(desired);
     rec.calls.length = 0;
     const again = await syncer.sync(desired);
-    const reread = await syncer.sync(compile(cluster(), 'n1'), { readKernel: true });
+    const reread = await syncer.sync(compile(sampleCluster(), 'n1'), { readKernel: true });
     expect(again.wrote || reread.wrote).toBe(false);
     expect(writesOf(rec)).toEqual([]);
   });
 
   it("a peer pod's label change writes set members only", async () => {
-    const m = cluster();
+    const m = sampleCluster();
     await syncer.sync(compile(m, 'n1'));
     rec.calls.length = 0;
     const r = m.findPod('x', 'r')!;
-    m.upsert({ ...r, labels: { app: 'db' } }); // x/r (on n2) becomes a peer of x/a's allow rule
+    m.upsert({ ...r, labels: { app: 'db' } }); // x/r (on n2) becomes a peer of x/allow's and y/web's rules
     const res = await syncer.sync(compile(m, 'n1'));
     const written = writesOf(rec);
     expect(res.payloads.iptables).toBe('');
     expect(written).toHaveLength(1);
     expect(written[0]!.cmd).toBe('ipset');
-    // The whole write: one member added to the pod set of "app=db in x".
-    expect(written[0]!.input).toMatch(/^add PCTL-p-\w+ 10\.244\.2\.11\n$/);
+    // The whole write: a member added to the pod sets of "app=db in x" and "app=db everywhere".
+    expect(written[0]!.input).toMatch(/^add PCTL-p-\w+ 10\.244\.2\.11\nadd PCTL-p-\w+ 10\.244\.2\.11\n$/);
     expect(net.sh('ipset save')).toContain('10.244.2.11');
   });
 
@@ -127,7 +112,7 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
   });
 
   it('syncDelta follows the incremental compiler: the plan from its delta, no kernel read, only the change written', async () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     let from = ic.ruleset();
     // The first sync has nothing to start from: it reads the kernel and diffs everything.
@@ -144,12 +129,12 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
       await syncer.collectGarbage(); // as the agent does after each sync
       return r;
     };
-    // A remote pod becomes a peer: one set member, nothing else.
+    // A remote pod becomes a peer: set members (of two peers), nothing else.
     const relabel = await step(() => m.upsert({ ...m.findPod('x', 'r')!, labels: { app: 'db' } }));
     expect(relabel.payloads.iptables).toBe('');
-    expect(writesOf(rec)).toEqual([{ cmd: 'ipset', input: expect.stringMatching(/^add PCTL-p-\w+ 10\.244\.2\.11\n$/) }]);
+    expect(writesOf(rec)).toEqual([{ cmd: 'ipset', input: expect.stringMatching(/^add PCTL-p-\w+ 10\.244\.2\.11\nadd PCTL-p-\w+ 10\.244\.2\.11\n$/) }]);
     // A local pod joins the web pods: set members, and at most dispatch chains (no policy chain).
-    const local = await step(() => m.upsert(pod('x', 'a2', { app: 'web' }, { ip: '10.244.1.13', node: 'n1', ports: [port(80, 'http')] })));
+    const local = await step(() => m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.13', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] })));
     expect(local.plan.addMembers.map((a) => a.entry)).toContain('10.244.1.13');
     expect(local.plan.writeChains.filter((c) => /^PCTL-[IE]-/.test(c.name))).toEqual([]);
     expect(local.plan.createSets).toEqual([]);
@@ -173,7 +158,7 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
   });
 
   it('syncDelta re-reads the kernel and diffs everything when the delta does not start from what it applied', async () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     const first = ic.ruleset();
     await syncer.sync(first);
@@ -260,7 +245,7 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
   });
 
   it('unordered chains change by edits: -A in the main transaction, -D deferred to the garbage collection', async () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     let from = ic.ruleset();
     await syncer.sync(from);
@@ -272,11 +257,11 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
       from = rs;
       return r;
     };
-    // (a) x/a2 (web) lands in bucket 11 (27 & 15), where only x/b (db) was: the web pods' ingress
+    // (a) x/a3 (web) lands in bucket 11 (27 & 15), where only x/b (db) was: the web pods' ingress
     // group is new to that bucket. One set member, then one appended rule; nothing deleted.
-    const join = await step(() => m.upsert(pod('x', 'a2', { app: 'web' }, { ip: '10.244.1.27', node: 'n1', ports: [port(80, 'http')] })));
+    const join = await step(() => m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.27', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] })));
     expect(join.planFrom).toBe('delta');
-    // The set members: the new dispatch set entry (and the peer and named-port sets of x/a2);
+    // The set members: the new dispatch set entry (and the peer and named-port sets of x/a3);
     // then the rule; then, once both are in force, the address joins the programmed ones.
     expect(writesOf(rec)).toEqual([
       { cmd: 'ipset', input: expect.stringMatching(/^(add PCTL-[pni]-\w+ 10\.244\.1\.27(,tcp:80)?\n)+$/) },
@@ -285,7 +270,7 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     ]);
     expect(syncer.hasGarbage()).toBe(false);
     // It leaves: the member goes in the main apply; the stale rule waits for the collection.
-    const leave = await step(() => m.remove('pod-x-a2', 'Pod'));
+    const leave = await step(() => m.remove('pod-x-a3', 'Pod'));
     expect(leave.payloads.iptables).toBe('');
     // The programmed address goes first of all.
     expect(writesOf(rec)).toEqual([{ cmd: 'ipset', input: expect.stringMatching(/^del PCTL-programmed 10\.244\.1\.27\n(del PCTL-[pni]-\w+ 10\.244\.1\.27(,tcp:80)?\n)+$/) }]);
@@ -303,7 +288,7 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
   });
 
   it('a policy change moving pods between groups never opens a closed flow before the garbage collection', async () => {
-    const m = cluster();
+    const m = sampleCluster();
     m.upsert(pod('x', 'd', { app: 'web' }, { ip: '10.244.1.26', node: 'n1', ports: [port(80, 'http')] }));
     m.upsert(pod('x', 'e', { app: 'db' }, { ip: '10.244.1.27', node: 'n1', ports: [port(1500, 'alt')] }));
     m.upsert(pod('y', 'f', { app: 'web' }, { ip: '10.244.1.42', node: 'n1', ports: [port(80, 'http')] }));
@@ -356,7 +341,7 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
   });
 
   it('a failed garbage collection forgets the known state: the next sync re-reads the kernel', async () => {
-    const m = cluster();
+    const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     let failGc = true;
     const flaky = new Syncer({
@@ -365,12 +350,12 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     });
     let from = ic.ruleset();
     await flaky.sync(from);
-    m.upsert(pod('x', 'a2', { app: 'web' }, { ip: '10.244.1.27', node: 'n1', ports: [port(80, 'http')] }));
+    m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.27', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }));
     from = ic.ruleset();
     ic.delta();
     await flaky.sync(from);
     await flaky.collectGarbage();
-    m.remove('pod-x-a2', 'Pod');
+    m.remove('pod-x-a3', 'Pod');
     const rs = ic.ruleset();
     const r = await flaky.syncDelta(rs, ic.delta(), from);
     expect(r.plan.removeRules.length).toBe(1);

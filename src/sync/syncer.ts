@@ -22,9 +22,8 @@
 //   order, and a failed transaction leaves the previous rules in place (iptables-restore
 //   commits a table atomically).
 
-import type { RulesetDelta } from '../compiler/incremental.ts';
-import { ruleId } from '../compiler/render.ts';
-import type { Ruleset } from '../compiler/ruleset.ts';
+import type { Ruleset, RulesetDelta } from '../compiler/ruleset.ts';
+import { ruleId } from './render.ts';
 import { detectBackend, type Backend } from './backend.ts';
 import { parseFilterSave, parseIpsetSave, type KernelState } from './kernel-state.ts';
 import { DeltaMismatchError, planFromDelta } from './plan-from-delta.ts';

@@ -23,8 +23,10 @@ function importsOf(file: string): string[] {
   return out;
 }
 
-// Pure layers may import each other only downward: compiler -> model; semantics -> model.
+// Pure layers may import each other only downward: compiler -> model; semantics -> model; all of
+// them -> util (helpers that import nothing of the project).
 const rules: Record<string, { forbidden: RegExp[] }> = {
+  'src/util': { forbidden: [/^node:/, /^(fs|path|os|child_process|net|http)$/, /execa/, /@kubernetes/, /pino/, /^\.\.?\//] },
   'src/model': { forbidden: [/^node:/, /^(fs|path|os|child_process|net|http)$/, /execa/, /@kubernetes/, /pino/, /\/(compiler|semantics|sync|watchers|agent|lab|cli|manifests)\//] },
   'src/semantics': { forbidden: [/^node:/, /^(fs|path|os|child_process|net|http)$/, /execa/, /@kubernetes/, /pino/, /\/(compiler|sync|watchers|agent|lab|cli|manifests)\//] },
   'src/compiler': { forbidden: [/^node:/, /^(fs|path|os|child_process|net|http)$/, /execa/, /@kubernetes/, /pino/, /\/(semantics|sync|watchers|agent|lab|cli|manifests)\//] },
@@ -40,6 +42,17 @@ describe('layer purity', () => {
       expect(bad).toEqual([]);
     });
   }
+
+  // The compiler hands the sync layer data: the sync layer imports its contract module
+  // (types, the owned prefix) and nothing else of the compiler, so it renders and diffs the data
+  // without depending on how it was built.
+  it('src/sync imports nothing from src/compiler but the Ruleset contract (ruleset.ts)', () => {
+    const bad: string[] = [];
+    for (const f of tsFiles(join(root, 'src/sync'))) {
+      for (const imp of importsOf(f)) if (/\/compiler\//.test(imp) && !/\/compiler\/ruleset\.ts$/.test(imp)) bad.push(`${relative(root, f)} imports ${imp}`);
+    }
+    expect(bad).toEqual([]);
+  });
 
   it('the scanner sees imports (guards against a regex that matches nothing)', () => {
     const seen = tsFiles(join(root, 'src/compiler')).flatMap(importsOf);

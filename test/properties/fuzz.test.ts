@@ -15,7 +15,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { compile } from '../../src/compiler/compile.ts';
-import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/render.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
 import { buildModel, formatDiagnostic, parseManifests } from '../../src/manifests/load.ts';
 import { nonUnicastIPv4 } from '../../src/model/normalize.ts';
 import type { ObjectRecord } from '../../src/model/types.ts';

@@ -4,7 +4,7 @@
 // compare with the semantics.
 
 import { compile } from '../../src/compiler/compile.ts';
-import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/render.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
 import type { Model } from '../../src/model/store.ts';
 import { cidrContainsIp, parseCidr } from '../../src/model/cidr.ts';
 import type { Cidr, Protocol } from '../../src/model/types.ts';

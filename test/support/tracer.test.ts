@@ -3,7 +3,7 @@
 // renderer's output to pin that the two agree on syntax.
 
 import { describe, expect, it } from 'vitest';
-import { renderIpsetRestore, renderIptablesRestore } from '../../src/compiler/render.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
 import type { Ruleset } from '../../src/compiler/ruleset.ts';
 import {
   checkReferences,

@@ -1,0 +1,279 @@
+// The incremental compiler's groups and dispatch: the local pods sharing the chains they are
+// dispatched to (a group), the dispatch set of each group, the dispatch buckets each group has an
+// address in, and the policy chains the groups use, kept so that an output rewrites a bucket
+// chain only when a group enters or leaves the bucket, and lists a policy chain only while a
+// group uses it. The chains themselves come from layout.ts, as for the full compiler.
+
+import type { PolicyType } from '../../model/types.ts';
+import { sameContent } from '../collisions.ts';
+import { BUCKETS, DIRECTIONS, bucketChain, bucketOf, dispatchChain, dispatchRule, dispatchSetSpec, layoutChains, type ChainContent, type Dispatch } from '../layout.ts';
+import type { Chain, Rule } from '../ruleset.ts';
+import type { SetRegistry, SetState } from './sets.ts';
+import { SortedList } from './sorted-list.ts';
+
+/** The local pods dispatched to one chain, and the set that dispatches them to it. */
+export interface Group {
+  readonly dir: PolicyType;
+  /** The chains its pods go through, the one dispatched to first (its name is the group's). */
+  readonly chains: readonly ChainContent[];
+  readonly dispatch: SetState;
+  readonly rule: Rule;
+  pods: number;
+  /** Addresses contributed by its pods in each dispatch bucket (a reused address counts twice). */
+  readonly inBucket: number[];
+}
+
+/** One dispatch bucket of one direction: the groups with an address in it, by chain name. */
+interface Bucket {
+  readonly dir: PolicyType;
+  readonly k: number;
+  readonly groups: SortedList<Group>;
+  /** The chain handed out last (undefined when the bucket was empty or is new). */
+  out: Chain | undefined;
+}
+
+/** A policy chain and the number of groups using it. */
+interface ChainUse {
+  readonly chain: ChainContent;
+  refs: number;
+}
+
+const nameOf = (g: Group): string => g.chains[0]!.name;
+
+/** What the chains of an output are, and which of them changed since the previous output. */
+export interface ChainOutput {
+  readonly chains: readonly Chain[];
+  readonly writtenChains: readonly Chain[];
+  readonly removedChains: readonly string[];
+}
+
+export class DispatchState {
+  private readonly sets: SetRegistry;
+  private readonly groups = new Map<string, Group>();
+  private readonly maybeDeadGroups = new Set<Group>();
+  private readonly buckets: Record<PolicyType, Bucket[]> = { Ingress: newBuckets('Ingress'), Egress: newBuckets('Egress') };
+  /** Buckets whose list of groups changed since the last output. */
+  private readonly dirtyBuckets = new Set<Bucket>();
+  /** The policy chains the groups use, sorted by name as the output lists them. */
+  private readonly uses = new Map<string, ChainUse>();
+  private readonly useOrder = new SortedList<ChainUse>((u) => u.chain.name);
+  private chainListDirty = true;
+  /** Policy chains that came and went since the last output; `rebuilt` after reset(). */
+  private readonly chainsCreated = new Set<ChainUse>();
+  private readonly chainsRemoved = new Set<string>();
+  private rebuilt = true;
+  // The chains of the last output.
+  private layout: readonly Chain[] = [];
+  private policyChains: readonly Chain[] = [];
+  private prevChains = new Map<string, Chain>();
+  private last: readonly Chain[] | undefined;
+
+  constructor(sets: SetRegistry) {
+    this.sets = sets;
+  }
+
+  /** Changes since the last output that its chains must show. */
+  get dirty(): boolean {
+    return this.chainListDirty || this.dirtyBuckets.size > 0 || !this.last;
+  }
+
+  /** Forget every group (a rebuild): the next output compares every chain by name. */
+  reset(): void {
+    this.groups.clear();
+    this.maybeDeadGroups.clear();
+    for (const dir of DIRECTIONS) {
+      for (const b of this.buckets[dir]) {
+        b.groups.clear();
+        b.out = undefined;
+      }
+    }
+    this.dirtyBuckets.clear();
+    this.uses.clear();
+    this.useOrder.clear();
+    this.chainsCreated.clear();
+    this.chainsRemoved.clear();
+    this.rebuilt = true;
+    this.chainListDirty = true;
+  }
+
+  /**
+   * A pod joins the group of these chains (created when new). Returns the group and whether a
+   * group of that name already held other chains (a collision appearing, or a group left empty
+   * and not swept yet): grouping by name would merge them, so the caller rebuilds.
+   */
+  join(dir: PolicyType, chains: readonly ChainContent[], ips: readonly string[]): { group: Group; conflict: boolean } {
+    const name = chains[0]!.name;
+    let group = this.groups.get(name);
+    const conflict = group !== undefined && !sameChains(group.chains, chains);
+    if (!group) {
+      const dispatch = this.sets.create(dispatchSetSpec(name));
+      dispatch.refs++;
+      group = { dir, chains, dispatch, rule: dispatchRule(dir, dispatch.spec.name, name), pods: 0, inBucket: new Array<number>(BUCKETS).fill(0) };
+      this.groups.set(name, group);
+      for (const c of chains) this.useChain(c);
+    }
+    group.pods++;
+    for (const ip of ips) {
+      group.dispatch.add(ip);
+      const k = bucketOf(ip);
+      if (group.inBucket[k]!++ === 0) this.enterBucket(group, k);
+    }
+    return { group, conflict };
+  }
+
+  /** A pod leaves its group. */
+  leave(group: Group, ips: readonly string[]): void {
+    for (const ip of ips) {
+      group.dispatch.delete(ip);
+      const k = bucketOf(ip);
+      if (--group.inBucket[k]! === 0) this.leaveBucket(group, k);
+    }
+    if (--group.pods === 0) this.maybeDeadGroups.add(group);
+  }
+
+  /** Drop the groups with no pod left, and the chains no group uses. */
+  sweep(): void {
+    for (const g of this.maybeDeadGroups) {
+      if (g.pods > 0 || this.groups.get(nameOf(g)) !== g) continue;
+      this.groups.delete(nameOf(g));
+      this.sets.unref(g.dispatch);
+      for (const c of g.chains) this.unuseChain(c.name);
+    }
+    this.maybeDeadGroups.clear();
+  }
+
+  private useChain(c: ChainContent): void {
+    const u = this.uses.get(c.name);
+    if (u) {
+      u.refs++;
+      return;
+    }
+    const nu: ChainUse = { chain: c, refs: 1 };
+    this.uses.set(c.name, nu);
+    this.useOrder.insert(nu);
+    this.chainsCreated.add(nu);
+    this.chainListDirty = true;
+  }
+
+  private unuseChain(name: string): void {
+    const u = this.uses.get(name)!;
+    if (--u.refs > 0) return;
+    this.uses.delete(name);
+    this.useOrder.remove(u);
+    if (!this.chainsCreated.delete(u)) this.chainsRemoved.add(name);
+    this.chainListDirty = true;
+  }
+
+  /** A group's first address in bucket k: the bucket chain gets its dispatch rule. */
+  private enterBucket(group: Group, k: number): void {
+    const b = this.buckets[group.dir][k]!;
+    b.groups.insert(group);
+    this.dirtyBuckets.add(b);
+  }
+
+  /** A group's last address in bucket k went. */
+  private leaveBucket(group: Group, k: number): void {
+    const b = this.buckets[group.dir][k]!;
+    b.groups.remove(group);
+    this.dirtyBuckets.add(b);
+  }
+
+  /**
+   * The chains of this output (the layout's for these pod CIDRs, then the policy chains), and
+   * which were written or removed since the previous output. Unchanged chains keep their objects
+   * (same rule objects), so a consumer can skip them by identity.
+   */
+  output(cidrs: readonly string[]): ChainOutput {
+    if (!this.dirty && this.last) return { chains: this.last, writtenChains: [], removedChains: [] };
+    const prevLayout = this.layout;
+    if (this.chainListDirty || !this.last) this.policyChains = this.useOrder.items.map((u) => u.chain);
+    const dispatch: Record<PolicyType, Dispatch> = { Egress: this.dispatchOf('Egress', prevLayout), Ingress: this.dispatchOf('Ingress', prevLayout) };
+    this.dirtyBuckets.clear();
+    const layout = layoutChains(cidrs, dispatch);
+    this.layout = layout;
+    this.chainListDirty = false;
+    const chains = [...layout, ...this.policyChains];
+    const writtenChains: Chain[] = [];
+    const removedChains: string[] = [];
+    const changed = (c: Chain) => {
+      const was = this.prevChains.get(c.name);
+      return was !== c && !(was && sameRules(was, c, true));
+    };
+    if (!this.last || this.rebuilt) {
+      // After a rebuild every object is new: compare the whole list by name.
+      const next = new Map<string, Chain>();
+      for (const c of chains) {
+        next.set(c.name, c);
+        if (changed(c)) writtenChains.push(c);
+      }
+      for (const name of this.prevChains.keys()) if (!next.has(name)) removedChains.push(name);
+      this.prevChains = next;
+      this.rebuilt = false;
+    } else {
+      // Policy chains only come and go (a chain's content is its name); layout chains change.
+      for (const c of layout) if (changed(c)) writtenChains.push(c);
+      for (const c of prevLayout) if (!layout.some((t) => t.name === c.name)) removedChains.push(c.name);
+      for (const u of this.chainsCreated) writtenChains.push(u.chain);
+      removedChains.push(...this.chainsRemoved);
+      for (const name of removedChains) this.prevChains.delete(name);
+      for (const c of writtenChains) this.prevChains.set(c.name, c);
+      for (const c of layout) this.prevChains.set(c.name, c);
+    }
+    this.chainsCreated.clear();
+    this.chainsRemoved.clear();
+    this.last = chains;
+    return { chains, writtenChains, removedChains };
+  }
+
+  /** One direction's dispatch chain and bucket chains, reusing the objects of unchanged ones. */
+  private dispatchOf(dir: PolicyType, prevLayout: readonly Chain[]): Dispatch {
+    const present: number[] = [];
+    const buckets: Chain[] = [];
+    for (const b of this.buckets[dir]) {
+      if (b.groups.items.length === 0) {
+        b.out = undefined;
+        continue;
+      }
+      present.push(b.k);
+      if (!b.out || this.dirtyBuckets.has(b)) {
+        const c = bucketChain(dir, b.k, b.groups.items.map((g) => g.rule));
+        if (!b.out || !sameRules(b.out, c, false)) b.out = c;
+      }
+      buckets.push(b.out);
+    }
+    const chain = dispatchChain(dir, present);
+    const prev = prevLayout.find((c) => c.name === chain.name);
+    return { chain: prev && sameRules(prev, chain, false) ? prev : chain, buckets };
+  }
+}
+
+function newBuckets(dir: PolicyType): Bucket[] {
+  return Array.from({ length: BUCKETS }, (_, k) => ({ dir, k, groups: new SortedList<Group>(nameOf), out: undefined }));
+}
+
+function sameChains(a: readonly ChainContent[], b: readonly ChainContent[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!sameContent(a[i]!, b[i]!)) return false;
+  return true;
+}
+
+/**
+ * Same name and rules: rule objects compared by identity, or (`byContent`) by their content when
+ * they differ (memoized per rule object: cheap for the shared ones).
+ */
+function sameRules(a: Chain, b: Chain, byContent: boolean): boolean {
+  if (a.name !== b.name || a.rules.length !== b.rules.length) return false;
+  for (let i = 0; i < a.rules.length; i++) {
+    const [x, y] = [a.rules[i]!, b.rules[i]!];
+    if (x !== y && (!byContent || ruleText(x) !== ruleText(y))) return false;
+  }
+  return true;
+}
+
+/** A rule's content as text, memoized per rule object (rules are immutable). */
+function ruleText(r: Rule): string {
+  let t = ruleTexts.get(r);
+  if (t === undefined) ruleTexts.set(r, (t = JSON.stringify(r)));
+  return t;
+}
+const ruleTexts = new WeakMap<Rule, string>();

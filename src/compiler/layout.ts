@@ -1,0 +1,347 @@
+// The layout of a node's filter table: every chain we own that is not a policy chain, in what
+// order, what each holds, and how a packet goes from one to the next. Both compilers (compile.ts
+// and incremental/) build these chains only through this file, so the layout is written once;
+// what a policy means (the rules inside policy chains) is built elsewhere (rules.ts, tiers.ts).
+// docs/design.md, "What a node is programmed with", draws the same picture.
+//
+//   FORWARD -> PCTL-FORWARD (hook, position 1)         TOP_CHAINS, HOOKS
+//     1. ctstate RELATED,ESTABLISHED -> RETURN          replies of allowed connections
+//     2. -s <podCIDR> ! src in PCTL-programmed -> DROP  unknown sources of the node's pod CIDRs
+//     3. -d <podCIDR> ! dst in PCTL-programmed -> DROP  unknown destinations
+//     4. -> PCTL-EGRESS, 5. -> PCTL-INGRESS             DIRECTIONS, in this order
+//   INPUT -> PCTL-INPUT: 1, 2, then -> PCTL-EGRESS (a pod's egress to its own node)
+//   PCTL-EGRESS: `-s <bucket k> -g PCTL-EB-k` per bucket holding a dispatched local pod   DISPATCH
+//   PCTL-EB-k:   `src in <dispatch set> -g <entry chain>` per group of local pods with a pod in k
+//   entry chain: the pod's first tier chain; tier chains go to the next tier by goto   linkTiers
+//   (PCTL-INGRESS, PCTL-IB-k the same by destination)
+//
+// Where to make a change:
+// - a tier: tiers.ts (its place in TIERS, its chain kinds, which policies apply, its rules);
+//   the linking here (a tier that leaves a packet undecided goes to the next by goto) holds for
+//   any number of tiers;
+// - an address family (IPv6): FAMILY (bucket of an address, the bucket match, which CIDRs
+//   apply); the renderer's table and set family (src/sync/render.ts) would follow it;
+// - a logging action: VERDICTS (e.g. deny as a goto to a chain that logs, then drops, added to
+//   TOP_CHAINS' neighbours by layoutChains).
+//
+// Why this shape (docs/design.md invariants):
+// - Allow is RETURN, never ACCEPT, so the other side's chain and other agents' rules still run;
+//   both the sender's egress and the receiver's ingress are evaluated in one FORWARD pass.
+// - Two-level dispatch by goto (cost-proportional at scale): a new connection tests at most
+//   BUCKETS bucket rules, then only the groups with a local pod in its bucket (about 1/16 of
+//   them), and no rule after the one that matched: `-g` leaves no return point, so a RETURN in a
+//   tier chain (or falling off a bucket chain: a pod nothing applies to) returns straight to
+//   PCTL-FORWARD (or PCTL-INPUT), which goes on with the other direction.
+// - The dispatch chains are `unordered`: their rules match disjoint packets (bucket masks split
+//   the address space; a group's dispatch set holds its pods' addresses, and a pod is in one
+//   group per direction), so the sync layer may append and delete single rules instead of
+//   rewriting them. With an address in two groups (an IP reused while the old pod is still
+//   listed; the model takes such addresses out, so only a quarantine race leaves one) any one of
+//   their chains decides; each ends isolated, so the address stays isolated.
+// - Fail closed in time: PCTL-programmed (the gate, IpSet.gate) holds the local pods the node
+//   enforces; new connections of the pod CIDRs from or to any other address are dropped.
+// - No mark bits are used, so nothing collides with kube-proxy, kubelet or flannel marks.
+
+import { LRUCache } from 'lru-cache';
+import { parseCidr } from '../model/cidr.ts';
+import type { Model } from '../model/store.ts';
+import type { PolicyType } from '../model/types.ts';
+import { PREFIX, type Action, type Chain, type Hook, type Rule } from './ruleset.ts';
+
+// ---- family ----------------------------------------------------------------------------------
+
+/** What the layout needs to know of an address family. */
+export interface Family {
+  /** `family` of the model's CIDRs this table matches (others never match: a v4 table ignores v6). */
+  readonly cidrFamily: 4 | 6;
+  /** The dispatch bucket of a pod address (throws on an address of another family). */
+  bucketOf(ip: string): number;
+  /** The address match (`-s`/`-d` value) selecting the addresses of bucket k. */
+  bucketNet(k: number): string;
+  /** The match selecting every address, for how a rule says "bucket k" in a comment. */
+  readonly bucketMaskText: string;
+}
+
+/** Pods are dispatched by the low bits of their address: this many buckets (a power of two). */
+export const BUCKETS = 16;
+
+const IPV4_RE = /^(?:(?:0|[1-9][0-9]{0,2})\.){3}(0|[1-9][0-9]{0,2})$/;
+
+/** IPv4: the bucket of an address is its last octet & (BUCKETS - 1). */
+export const IPV4: Family = {
+  cidrFamily: 4,
+  bucketOf(ip: string): number {
+    const m = IPV4_RE.exec(ip);
+    const octet = m ? Number(m[1]) : NaN;
+    if (!(octet <= 255)) throw new Error(`dispatch bucket: pod address "${ip}" is not a dotted-quad IPv4 address`);
+    return octet & (BUCKETS - 1);
+  },
+  bucketNet: (k) => `0.0.0.${k}/0.0.0.${BUCKETS - 1}`,
+  bucketMaskText: `address & ${BUCKETS - 1}`,
+};
+
+/** The family this compiler programs (the IPv4 filter table). */
+export const FAMILY: Family = IPV4;
+
+/** The dispatch bucket of a pod address. */
+export function bucketOf(ip: string): number {
+  return FAMILY.bucketOf(ip);
+}
+
+// ---- verdicts --------------------------------------------------------------------------------
+
+/**
+ * How a decision is expressed on the kernel. `allow` returns (to PCTL-FORWARD or PCTL-INPUT,
+ * which goes on with the other direction and then other agents' rules); `deny` drops; `next`
+ * hands the packet to the next tier chain of the same pod and direction by goto (so its RETURN
+ * still returns to PCTL-FORWARD), or allows when no tier follows.
+ */
+const ALLOW: Action = { kind: 'return' };
+const DENY: Action = { kind: 'drop' };
+export const VERDICTS = {
+  allow: ALLOW,
+  deny: DENY,
+  next: (chain: string | undefined): Action => (chain === undefined ? ALLOW : { kind: 'goto', chain }),
+} as const;
+
+// ---- top chains and hooks --------------------------------------------------------------------
+
+/** The directions in the order PCTL-FORWARD evaluates them. */
+export const DIRECTIONS: readonly PolicyType[] = ['Egress', 'Ingress'];
+
+export const FORWARD_CHAIN = `${PREFIX}-FORWARD`;
+export const INPUT_CHAIN = `${PREFIX}-INPUT`;
+export const EGRESS_CHAIN = `${PREFIX}-EGRESS`;
+export const INGRESS_CHAIN = `${PREFIX}-INGRESS`;
+
+/** How a direction dispatches its local pods: from which chain, by which side of the packet. */
+export const DISPATCH: Record<PolicyType, { readonly chain: string; readonly side: 'src' | 'dst'; readonly letter: 'E' | 'I' }> = {
+  Egress: { chain: EGRESS_CHAIN, side: 'src', letter: 'E' },
+  Ingress: { chain: INGRESS_CHAIN, side: 'dst', letter: 'I' },
+};
+
+/** One step of a top chain. */
+type TopStep =
+  | { readonly kind: 'replies' }
+  /** New connections from (`src`) or to (`dst`) an unprogrammed address of the pod CIDRs: drop. */
+  | { readonly kind: 'unknown'; readonly side: 'src' | 'dst' }
+  /** Jump to a direction's dispatch chain. */
+  | { readonly kind: 'evaluate'; readonly dir: PolicyType };
+
+interface TopChain {
+  readonly name: string;
+  readonly hook: Hook['chain'];
+  readonly hookComment: string;
+  readonly steps: readonly TopStep[];
+}
+
+/**
+ * The chains the hooks jump to, in Ruleset order. INPUT sees packets addressed to the node
+ * itself: a pod's egress to its own node is checked there; the destination is the node, so only
+ * the source can be an unknown pod address.
+ */
+export const TOP_CHAINS: readonly TopChain[] = [
+  {
+    name: FORWARD_CHAIN,
+    hook: 'FORWARD',
+    hookComment: `${PREFIX}: NetworkPolicy enforcement, keep first`,
+    steps: [{ kind: 'replies' }, { kind: 'unknown', side: 'src' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
+  },
+  {
+    name: INPUT_CHAIN,
+    hook: 'INPUT',
+    hookComment: `${PREFIX}: NetworkPolicy egress to this node, keep first`,
+    steps: [{ kind: 'replies' }, { kind: 'unknown', side: 'src' }, { kind: 'evaluate', dir: 'Egress' }],
+  },
+];
+
+/** Our only rules in chains we do not own: a jump at position 1 (invariant own-only-ours). */
+export const HOOKS: readonly Hook[] = TOP_CHAINS.map((t) => ({ table: 'filter', chain: t.hook, target: t.name, comment: t.hookComment }));
+
+/**
+ * The gate (invariant fail-closed-in-time): the hash:ip set of every address of a local pod this
+ * node enforces (isolated or not). The sync layer adds an address to it only after every other
+ * change of the same apply is in force, and removes one before anything else (IpSet.gate).
+ */
+export const PROGRAMMED_SET = `${PREFIX}-programmed`;
+export const PROGRAMMED_SPEC = { name: PROGRAMMED_SET, type: 'hash:ip', purpose: 'addresses of the local pods this node enforces', gate: true } as const;
+
+export const REPLIES_RULE: Rule = { match: { ctstate: ['RELATED', 'ESTABLISHED'] }, action: VERDICTS.allow, comment: 'replies of allowed connections' };
+
+const EVALUATE_RULES: Record<PolicyType, Rule> = {
+  Egress: { match: {}, action: { kind: 'jump', chain: EGRESS_CHAIN }, comment: 'egress of local pods' },
+  Ingress: { match: {}, action: { kind: 'jump', chain: INGRESS_CHAIN }, comment: 'ingress of local pods' },
+};
+
+/** The drops of unprogrammed addresses of the node's pod CIDRs, on one side of a packet. */
+function unknownDrops(cidrs: readonly string[], side: 'src' | 'dst'): Rule[] {
+  return cidrs.map((net) => ({
+    match: { ...(side === 'src' ? { srcNet: net } : { dstNet: net }), sets: [{ set: PROGRAMMED_SET, dirs: side, negate: true }] },
+    action: VERDICTS.deny,
+    comment: `${side === 'src' ? 'from' : 'to'} an address of pod CIDR ${net} that is not a programmed pod`,
+  }));
+}
+
+/**
+ * The top chains for a node with these pod CIDRs, in TOP_CHAINS order (memoized: equal CIDRs
+ * give the same objects, so an unchanged top chain is skipped by identity). Without pod CIDRs
+ * (none known) there are no drops.
+ */
+export function topChains(cidrs: readonly string[]): readonly Chain[] {
+  const key = cidrs.join(',');
+  let t = topChainMemo.get(key);
+  if (!t) {
+    t = TOP_CHAINS.map((tc) => ({
+      name: tc.name,
+      rules: tc.steps.flatMap((s): Rule[] => (s.kind === 'replies' ? [REPLIES_RULE] : s.kind === 'unknown' ? unknownDrops(cidrs, s.side) : [EVALUATE_RULES[s.dir]])),
+    }));
+    topChainMemo.set(key, t);
+  }
+  return t;
+}
+const topChainMemo = new LRUCache<string, readonly Chain[]>({ max: 64 });
+
+/**
+ * The node's pod CIDRs of the layout's family, canonical, sorted and without duplicates:
+ * `Node.spec.podCIDRs` of this node plus any given by the agent's configuration. Unparsable
+ * entries and other families are left out.
+ */
+export function nodePodCidrs(model: Model, node: string, extra: readonly string[] = []): string[] {
+  const out = new Set<string>();
+  for (const text of [...(model.findNode(node)?.podCIDRs ?? []), ...extra]) {
+    try {
+      const c = parseCidr(text);
+      if (c.family === FAMILY.cidrFamily) out.add(c.text);
+    } catch {
+      // An invalid podCIDR cannot be matched; the model's validation reports it.
+    }
+  }
+  return [...out].sort();
+}
+
+// ---- dispatch --------------------------------------------------------------------------------
+
+/** `PCTL-EB-<k>` / `PCTL-IB-<k>`: the chain of the groups with a local pod in bucket k. */
+export function bucketChainName(dir: PolicyType, k: number): string {
+  return `${PREFIX}-${DISPATCH[dir].letter}B-${k}`;
+}
+
+function makeBucketRules(dir: PolicyType): readonly Rule[] {
+  return Array.from({ length: BUCKETS }, (_, k): Rule => {
+    const net = FAMILY.bucketNet(k);
+    return {
+      match: DISPATCH[dir].side === 'dst' ? { dstNet: net } : { srcNet: net },
+      action: { kind: 'goto', chain: bucketChainName(dir, k) },
+      comment: `${dir.toLowerCase()} of local pods in bucket ${k} (${FAMILY.bucketMaskText})`,
+    };
+  });
+}
+
+/** The rules of PCTL-EGRESS / PCTL-INGRESS, one per bucket (shared objects: memoized ids). */
+export const BUCKET_RULES: Record<PolicyType, readonly Rule[]> = { Egress: makeBucketRules('Egress'), Ingress: makeBucketRules('Ingress') };
+
+/**
+ * The hash:ip set dispatching a group's local pods to its entry chain: the chain's name with
+ * the kind letter lower-cased (unique as the chain name is, and as long).
+ */
+export function dispatchSetSpec(chain: string): { readonly name: string; readonly type: 'hash:ip'; readonly purpose: string } {
+  const at = PREFIX.length + 1;
+  return { name: `${chain.slice(0, at)}${chain.charAt(at).toLowerCase()}${chain.slice(at + 1)}`, type: 'hash:ip', purpose: `local pods dispatched to ${chain}` };
+}
+
+/** The rule of a bucket chain sending the pods of a dispatch set to their entry chain (goto). */
+export function dispatchRule(dir: PolicyType, set: string, chain: string): Rule {
+  return {
+    match: { sets: [{ set, dirs: DISPATCH[dir].side }] },
+    action: { kind: 'goto', chain },
+    // No member count in the comment: a pod joining the group must change the set only.
+    comment: `${dir.toLowerCase()} policy of the local pods in ${set}`,
+  };
+}
+
+/** A direction's dispatch chain and bucket chains, from the bucket chains' rules (empty: no chain). */
+export interface Dispatch {
+  readonly chain: Chain;
+  /** By bucket number, only the buckets holding a dispatched address. */
+  readonly buckets: readonly Chain[];
+}
+
+/** A bucket chain (unordered: its rules match disjoint packets). */
+export function bucketChain(dir: PolicyType, k: number, rules: readonly Rule[]): Chain {
+  return { name: bucketChainName(dir, k), rules, unordered: true };
+}
+
+/** PCTL-EGRESS / PCTL-INGRESS: a bucket rule for each bucket in `present` (ascending). */
+export function dispatchChain(dir: PolicyType, present: readonly number[]): Chain {
+  return { name: DISPATCH[dir].chain, rules: present.map((k) => BUCKET_RULES[dir][k]!), unordered: true };
+}
+
+/**
+ * A direction's dispatch from its groups (each a dispatch rule and the addresses it
+ * dispatches), given in the order their rules go into each bucket chain.
+ */
+export function bucketedDispatch(dir: PolicyType, groups: readonly { readonly rule: Rule; readonly ips: Iterable<string> }[]): Dispatch {
+  const inBucket: Rule[][] = Array.from({ length: BUCKETS }, () => []);
+  for (const g of groups) {
+    const seen = new Set<number>();
+    for (const ip of g.ips) seen.add(bucketOf(ip));
+    for (const k of seen) inBucket[k]!.push(g.rule);
+  }
+  const present: number[] = [];
+  const buckets: Chain[] = [];
+  for (let k = 0; k < BUCKETS; k++) {
+    if (inBucket[k]!.length === 0) continue;
+    present.push(k);
+    buckets.push(bucketChain(dir, k, inBucket[k]!));
+  }
+  return { chain: dispatchChain(dir, present), buckets };
+}
+
+// ---- tiers -----------------------------------------------------------------------------------
+
+/** One tier's chain for a pod and direction, before it is named: its rules, given where `next` goes. */
+export type TierBody = (next: string | undefined) => readonly Rule[];
+
+/** A chain with its content-hashed name. */
+export interface ChainContent {
+  readonly name: string;
+  readonly rules: readonly Rule[];
+}
+
+/**
+ * A pod's tier chains in one direction, linked: built from the last tier to the first, each
+ * given the name of the one after it (its `next`), so a tier that leaves a packet undecided
+ * goes on by goto and the pod's first tier chain is the entry its dispatch rule goes to.
+ * `tiers` holds the tiers that apply, in tier order; `name` names a chain from its rules. A
+ * tier whose body has no rule decides nothing, so it gets no chain and the tier before it goes
+ * straight to the one after it. A body that leaves a packet undecided must say so with a last
+ * rule going to `next`: falling off the end of a tier chain reached by goto returns to
+ * PCTL-FORWARD, which is allow. Empty when no tier has rules (the pod is not dispatched in that
+ * direction). Each chain comes with the tier it was built for and the `next` it was given.
+ */
+export function linkTiers<T extends { readonly kind: string; readonly body: TierBody }>(
+  tiers: readonly T[],
+  name: (kind: string, rules: readonly Rule[]) => ChainContent,
+): { readonly chain: ChainContent; readonly tier: T; readonly next: string | undefined }[] {
+  const path: { chain: ChainContent; tier: T; next: string | undefined }[] = [];
+  let next: string | undefined;
+  for (let i = tiers.length - 1; i >= 0; i--) {
+    const tier = tiers[i]!;
+    const rules = tier.body(next);
+    if (rules.length === 0) continue;
+    const chain = name(tier.kind, rules);
+    path.unshift({ chain, tier, next });
+    next = chain.name;
+  }
+  return path;
+}
+
+// ---- the Ruleset's chain list ----------------------------------------------------------------
+
+/**
+ * The layout's chains in Ruleset order: the top chains, each direction's dispatch chain, then
+ * each direction's bucket chains by bucket number (policy chains follow, by name).
+ */
+export function layoutChains(cidrs: readonly string[], dispatch: Record<PolicyType, Dispatch>): Chain[] {
+  return [...topChains(cidrs), ...DIRECTIONS.map((d) => dispatch[d].chain), ...DIRECTIONS.flatMap((d) => dispatch[d].buckets)];
+}
