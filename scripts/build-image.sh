@@ -81,7 +81,7 @@ image_exists() {
   if [ "$BUILDER" = podman ]; then podman image exists "$1"; else buildah inspect --type image "$1" >/dev/null 2>&1; fi
 }
 image_size() { "$BUILDER" images --format '{{.Size}}' "$1" | head -n1; }
-image_id() { "$BUILDER" images -q --no-trunc "$1" 2>/dev/null | head -n1; }
+image_id() { "$BUILDER" images -q --no-trunc "$1" 2>/dev/null | head -n1 || true; }
 
 # The local equivalent of the default base (step 5 above).
 node_arch() {
