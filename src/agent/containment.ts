@@ -152,14 +152,21 @@ export class Containment {
   }
 
   private gauge(): void {
-    const n = { Pod: 0, NetworkPolicy: 0 };
+    const n: Record<Culprit['kind'], number> = { Pod: 0, NetworkPolicy: 0, ClusterNetworkPolicy: 0 };
     for (const e of this.quarantine.list()) n[e.kind]++;
     for (const [kind, v] of Object.entries(n)) this.o.metrics.quarantined.set({ kind }, v);
   }
 }
 
 function enforcedAs(kind: Culprit['kind']): string {
-  return kind === 'Pod' ? 'enforced fail-closed (in no allow set; if local, isolated: not a programmed address)' : 'enforced fail-closed (isolates the pods it selects, allows nothing)';
+  switch (kind) {
+    case 'Pod':
+      return 'enforced fail-closed (in no allow set; if local, isolated: not a programmed address)';
+    case 'NetworkPolicy':
+      return 'enforced fail-closed (isolates the pods it selects, allows nothing)';
+    case 'ClusterNetworkPolicy':
+      return 'enforced fail-closed (denies all traffic of each direction it has rules for, for the pods its subject selects)';
+  }
 }
 
 function describe(p: Piece): string {

@@ -33,9 +33,9 @@ import { entryAddress, type Piece } from '../sync/pieces.ts';
 
 /** A model object held responsible for a refused piece, and the field of it that produced the piece. */
 export interface Culprit {
-  readonly kind: 'Pod' | 'NetworkPolicy';
+  readonly kind: 'Pod' | 'NetworkPolicy' | 'ClusterNetworkPolicy';
   readonly uid: string;
-  /** `pod/NS/NAME`, `networkpolicy/NS/NAME`. */
+  /** `pod/NS/NAME`, `networkpolicy/NS/NAME`, `clusternetworkpolicy/NAME`. */
   readonly ref: string;
   /** `status.podIP`, `status.podIPs[1]`, `spec.ingress[0]`, ... */
   readonly field: string;
@@ -50,6 +50,7 @@ const NAMES: SetSource = {
   podSet: (peer) => podSetSpec(peer).name,
   namedPortSet: (peer, port, protocol) => namedPortSetSpec(peer, port, protocol).name,
   blockSet: (b) => blockSetSpec(b).name,
+  netSet: (spec) => spec.name,
 };
 
 interface PolicyChain {
@@ -189,7 +190,7 @@ function policyCulprit(pol: TierPolicy, dir: PolicyType, rule: Rule, line: strin
   // The compiler's comment names the rule (`ns/name ingress[2]`); without it, the section.
   const m = /\b(ingress|egress)\[(\d+)\]$/.exec(rule.comment);
   const field = m ? `spec.${m[1]}[${m[2]}]` : `spec.${dir.toLowerCase()}`;
-  return { kind: 'NetworkPolicy', uid: pol.uid, ref: refOf(pol), field, value: line };
+  return { kind: pol.kind, uid: pol.uid, ref: refOf(pol), field, value: line };
 }
 
 function dedupe(cs: Culprit[]): Culprit[] {

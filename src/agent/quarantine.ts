@@ -6,7 +6,10 @@
 // - a pod gets no address: it is in no allow set, no dispatch set and, when local, it is not a
 //   programmed address, so the node's gate drops its new connections (it stays isolated);
 // - a policy keeps its selector and policy types and loses its rules: it isolates what it
-//   selects and allows nothing, as an invalid policy does.
+//   selects and allows nothing, as an invalid policy does;
+// - a ClusterNetworkPolicy keeps its tier, priority and subject, and each direction it has rules
+//   for holds one rule denying everything, as an invalid one does (invariant fail-closed: a CNP
+//   never isolates by selecting, so dropping its rules would open what its Deny rules closed).
 //
 // Invariants:
 // - The adjuster is pure: it reads only the set of quarantined keys, never the record's history.
@@ -18,7 +21,7 @@
 //   loaded, a bug fixed): after `retryMs`, doubling with each refusal of the same content, up to
 //   `maxRetryMs`. A retry that is refused again costs one failed apply and a piecewise one.
 
-import { recordJson, type ObjectRecord } from '../model/types.ts';
+import { recordJson, type CnpRule, type ObjectRecord } from '../model/types.ts';
 import type { Model } from '../model/store.ts';
 import { culpritKey, type Culprit } from './provenance.ts';
 
@@ -54,6 +57,13 @@ export function failClosed(r: ObjectRecord): ObjectRecord {
       return r.ips.length === 0 ? r : { ...r, ips: [] };
     case 'NetworkPolicy':
       return r.ingress.length === 0 && r.egress.length === 0 ? r : { ...r, ingress: [], egress: [] };
+    case 'ClusterNetworkPolicy': {
+      const closed = (rules: readonly CnpRule[], dir: string): CnpRule[] =>
+        rules.length === 0 ? [] : [{ name: '', action: 'Deny', peers: [{ kind: 'any' }], failClosed: `quarantined: the kernel refused it; fails closed, denying all ${dir} traffic` }];
+      const failed = (rules: readonly CnpRule[]) => rules.length === 1 && rules[0]!.failClosed?.startsWith('quarantined:') === true;
+      if ((r.ingress.length === 0 || failed(r.ingress)) && (r.egress.length === 0 || failed(r.egress))) return r;
+      return { ...r, ingress: closed(r.ingress, 'ingress'), egress: closed(r.egress, 'egress') };
+    }
     default:
       return r; // namespaces and nodes are never held responsible
   }

@@ -18,16 +18,23 @@ import { isEnforceable } from '../model/types.ts';
 import { collisionOf, contentText, quarantineChain, sortCollisions } from './collisions.ts';
 import { DIRECTIONS, HOOKS, PROGRAMMED_SPEC, bucketedDispatch, dispatchRule, dispatchSetSpec, layoutChains, nodePodCidrs, type ChainContent, type Dispatch } from './layout.ts';
 import { blockSetSpec, namedPortEntries, namedPortSetSpec, peerKey, podSetSpec, sortedMembers, type SetSource, type SetSpec } from './rules.ts';
-import type { Chain, IpSet, NameCollision, Ruleset } from './ruleset.ts';
+import type { Chain, IpSet, NameCollision, Ruleset, SetMember } from './ruleset.ts';
 import { directionPath, selectTiers, selectionKey } from './tiers.ts';
 
 interface SetBuilder extends SetSpec {
   readonly members: Map<string, boolean>; // entry -> nomatch
 }
 
-/** Per-compile state: sets are shared by name across policies and pods. */
+/**
+ * Per-compile state: sets are shared by name across policies and pods. The rule builders name
+ * the sets they match (`podSet`, ...); a set is filled only if a chain's rule still uses it when
+ * its path is built (a tier drops the rules at its end that change nothing), as the incremental
+ * compiler keeps only the sets a path's rules use.
+ */
 class Context implements SetSource {
   readonly sets = new Map<string, SetBuilder>();
+  /** Sets named by a rule builder, filled on demand (`materialize`). */
+  private readonly named = new Map<string, { readonly spec: SetSpec; readonly fill: (s: SetBuilder) => void }>();
   readonly podsByPeer = new Map<string, PodRecord[]>();
   /** A pod's chains in one direction, by selection key (layout: entry first). */
   readonly paths = new Map<string, ChainContent[]>();
@@ -36,6 +43,7 @@ class Context implements SetSource {
     this.model = model;
   }
 
+  /** Create and fill a set now. */
   set(spec: SetSpec, fill: (s: SetBuilder) => void): string {
     if (!this.sets.has(spec.name)) {
       const s: SetBuilder = { ...spec, members: new Map() };
@@ -43,6 +51,24 @@ class Context implements SetSource {
       this.sets.set(spec.name, s);
     }
     return spec.name;
+  }
+
+  /** Name a set for a rule; it is created only when a path's rule uses it. */
+  private lazy(spec: SetSpec, fill: (s: SetBuilder) => void): string {
+    if (!this.named.has(spec.name)) this.named.set(spec.name, { spec, fill });
+    return spec.name;
+  }
+
+  /** Create the sets the rules of these chains match. */
+  materialize(chains: readonly ChainContent[]): void {
+    for (const c of chains) {
+      for (const r of c.rules) {
+        for (const m of r.match.sets ?? []) {
+          const n = this.named.get(m.set);
+          if (n) this.set(n.spec, n.fill);
+        }
+      }
+    }
   }
 
   /** Enforceable pods a peer selects; `any` = every enforceable pod in the cluster. */
@@ -57,20 +83,23 @@ class Context implements SetSource {
   }
 
   podSet(peer: PodsPeer): string {
-    return this.set(podSetSpec(peer), (s) => {
+    return this.lazy(podSetSpec(peer), (s) => {
       for (const p of this.peerPods(peer)) for (const ip of p.ips) s.members.set(ip, false);
     });
   }
 
-  namedPortSet(peer: PodsPeer | 'any', portName: string, protocol: Protocol): string {
-    return this.set(namedPortSetSpec(peer, portName, protocol), (s) => {
+  namedPortSet(peer: PodsPeer | 'any', portName: string, protocol: Protocol | undefined): string {
+    return this.lazy(namedPortSetSpec(peer, portName, protocol), (s) => {
       for (const p of this.peerPods(peer)) for (const e of namedPortEntries(p, portName, protocol)) s.members.set(e, false);
     });
   }
 
   blockSet(b: IpBlockPeer): string {
-    const spec = blockSetSpec(b);
-    return this.set(spec, (s) => {
+    return this.netSet(blockSetSpec(b));
+  }
+
+  netSet(spec: SetSpec & { readonly members: readonly SetMember[] }): string {
+    return this.lazy({ name: spec.name, type: spec.type, purpose: spec.purpose }, (s) => {
       for (const m of spec.members) s.members.set(m.entry, !!m.nomatch);
     });
   }
@@ -102,7 +131,10 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
       if (sel.length === 0) continue;
       const key = selectionKey(dir, sel, pod, (p) => p.uid);
       let path = ctx.paths.get(key);
-      if (!path) ctx.paths.set(key, (path = directionPath(ctx, pod, dir, sel)));
+      if (!path) {
+        ctx.paths.set(key, (path = directionPath(ctx, pod, dir, sel)));
+        ctx.materialize(path);
+      }
       if (path.length > 0) paths.push({ pod, dir, path });
     }
   }

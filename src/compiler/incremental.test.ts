@@ -59,12 +59,11 @@ describe('IncrementalCompiler', () => {
     expect(d.writtenChains).toEqual([]);
     expect(d.removedChains).toEqual([]);
     expect(d.createdSets).toEqual([]);
-    // Its address joins the group's dispatch set, the peer sets of x/allow's namespace peer and
-    // of x/eg's (every pod), x/eg's named-port set (http), and the node's programmed addresses.
+    // Its address joins the group's dispatch set, the peer set of x/allow's namespace peer, x/eg's
+    // named-port set (http on every pod), and the node's programmed addresses.
     expect(d.memberChanges.map((c) => [c.set.slice(0, 7), c.added, c.removed]).sort()).toEqual([
       ['PCTL-i-', ['10.244.1.26'], []],
       ['PCTL-n-', ['10.244.1.26,tcp:80'], []],
-      ['PCTL-p-', ['10.244.1.26'], []],
       ['PCTL-p-', ['10.244.1.26'], []],
       ['PCTL-pr', ['10.244.1.26'], []],
     ]);

@@ -18,9 +18,13 @@
 // What a change touches:
 // - a pod: the peers whose scope holds its namespace (before and after) and whose selector
 //   matches it; its own chains when it is local;
-// - a policy of a tier scoped by namespace (NetworkPolicy): the chains of the local pods of its
-//   namespace;
-// - a namespace's labels: the namespace-selector peers that start or stop matching it;
+// - a NetworkPolicy: the chains of the local pods of its namespace;
+// - a ClusterNetworkPolicy: the chains of every local pod (cluster-scoped: its subject may select
+//   any of them; unchanged chains come from the memo, so only the pods whose chains change cost
+//   more than a lookup);
+// - a namespace's labels: the namespace-selector peers that start or stop matching it, and, when
+//   there are ClusterNetworkPolicies (whose subjects select namespaces), the chains of its local
+//   pods;
 // - the node's pod CIDRs: everything (a rebuild; rare).
 //
 // Output objects are shared between successive Rulesets when unchanged (an IpSet or Chain
@@ -69,6 +73,8 @@ export class IncrementalCompiler {
   private readonly dirtyPods = new Map<string, PodRecord | undefined>();
   private readonly dirtyPolicyNamespaces = new Set<string>();
   private readonly dirtyNamespaces = new Set<string>();
+  /** A ClusterNetworkPolicy changed: every local pod's chains are looked at again. */
+  private dirtyCluster = false;
   private dirtyPolicies = 0;
   private needsBuild = true;
 
@@ -150,7 +156,8 @@ export class IncrementalCompiler {
         }
         break;
       case 'ClusterNetworkPolicy':
-        // Not compiled yet.
+        this.dirtyPolicies++;
+        this.dirtyCluster = true;
         break;
     }
   }
@@ -160,10 +167,12 @@ export class IncrementalCompiler {
     const full = this.needsBuild;
     const stats = { podsChanged: this.dirtyPods.size, policiesChanged: this.dirtyPolicies, namespacesChanged: this.dirtyNamespaces.size, chainsRecomputed: 0, setsChanged: 0, full };
     if (full) this.build();
-    else if (this.dirtyPods.size || this.dirtyPolicyNamespaces.size || this.dirtyNamespaces.size) this.apply(stats);
+    else if (this.dirtyPods.size || this.dirtyPolicyNamespaces.size || this.dirtyNamespaces.size || this.dirtyCluster) this.apply(stats);
     // The set of chain names standing for two contents changed: group again from scratch, with
-    // those names quarantined (a second build sees the same contents, so it is stable).
-    if (this.regroup || !sameKeys(this.contents.colliding, this.quarantined)) {
+    // those names quarantined. A build sees the contents of every local pod's chains as they are
+    // now, so the next one is stable; one more covers a pod that met a stale group on the way.
+    for (let i = 0; this.regroup || !sameKeys(this.contents.colliding, this.quarantined); i++) {
+      if (i === 3) throw new Error('incremental compiler: the grouping of chains with colliding names does not settle (bookkeeping bug)');
       this.quarantined = new Map(this.contents.colliding);
       this.build();
       stats.full = true;
@@ -171,6 +180,7 @@ export class IncrementalCompiler {
     this.dirtyPods.clear();
     this.dirtyPolicyNamespaces.clear();
     this.dirtyNamespaces.clear();
+    this.dirtyCluster = false;
     this.dirtyPolicies = 0;
     stats.setsChanged = this.sets.changedCount;
     this.lastStats = stats;
@@ -224,9 +234,16 @@ export class IncrementalCompiler {
     // (b) Namespaces whose labels changed: selector peers that start or stop matching them.
     for (const name of this.dirtyNamespaces) this.peers.namespaceChanged(name, (uid) => this.dirtyPods.has(uid));
 
-    // (c) Policies changed: the chains of the local pods of their namespaces.
-    if (this.dirtyPolicyNamespaces.size) {
-      for (const [uid, l] of this.locals) if (this.dirtyPolicyNamespaces.has(l.pod.namespace)) chainDirty.add(uid);
+    // (c) Policies changed: the chains of the local pods of their namespaces, or of every local
+    // pod for a ClusterNetworkPolicy. Namespaces relabelled: their local pods' chains, when
+    // ClusterNetworkPolicies (whose subjects select by namespace labels) exist.
+    if (this.dirtyCluster) {
+      for (const uid of this.locals.keys()) chainDirty.add(uid);
+    } else {
+      const cnps = this.dirtyNamespaces.size > 0 && (this.model.clusterPoliciesInTier('Admin').length > 0 || this.model.clusterPoliciesInTier('Baseline').length > 0);
+      if (this.dirtyPolicyNamespaces.size || cnps) {
+        for (const [uid, l] of this.locals) if (this.dirtyPolicyNamespaces.has(l.pod.namespace) || (cnps && this.dirtyNamespaces.has(l.pod.namespace))) chainDirty.add(uid);
+      }
     }
 
     // (d) Put back what changed pods contribute now.
@@ -267,7 +284,11 @@ export class IncrementalCompiler {
       let path = this.memo.get(key);
       if (!path) {
         const rec = new Recorder();
-        path = { dir, chains: directionPath(rec, pod, dir, sel), needs: [...rec.needs.values()] };
+        const chains = directionPath(rec, pod, dir, sel);
+        // The sets the path's rules still match (a tier drops the rules at its end that change
+        // nothing), as compile() keeps them.
+        const used = new Set(chains.flatMap((c) => c.rules.flatMap((r) => (r.match.sets ?? []).map((m) => m.set))));
+        path = { dir, chains, needs: [...rec.needs.values()].filter((n) => used.has(n.spec.name)) };
         this.memo.set(key, path);
         stats.chainsRecomputed++;
       }

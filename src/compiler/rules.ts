@@ -7,10 +7,12 @@
 // never depends on its members: a pod joining a peer is a set add (invariant cost-proportional).
 
 import { selectorKey } from '../model/selector.ts';
-import type { IpBlockPeer, PodRecord, PodsPeer, PolicyRecord, PolicyRule, PolicyType, Protocol } from '../model/types.ts';
-import { VERDICTS } from './layout.ts';
+import type { Cidr, ClusterPolicyRecord, CnpAction, CnpRule, IpBlockPeer, PodRecord, PodsPeer, PolicyRecord, PolicyRule, PolicyType, Protocol } from '../model/types.ts';
+import { dns1123SubdomainErrors } from '../model/validation.ts';
+import { hashText } from '../util/digest.ts';
+import { FAMILY, VERDICTS } from './layout.ts';
 import { policyCommentRef, setName } from './names.ts';
-import type { L4Protocol, Match, PortRange, Rule, SetMember, SetType } from './ruleset.ts';
+import type { Action, L4Protocol, Match, PortRange, Rule, SetMember, SetType } from './ruleset.ts';
 
 /** multiport takes at most 15 port slots; a range uses two. */
 const MULTIPORT_SLOTS = 15;
@@ -30,8 +32,11 @@ export interface SetSpec {
  */
 export interface SetSource {
   podSet(peer: PodsPeer): string;
-  namedPortSet(peer: PodsPeer | 'any', portName: string, protocol: Protocol): string;
+  /** `protocol` undefined: the container ports of that name whatever their protocol (a CNP's). */
+  namedPortSet(peer: PodsPeer | 'any', portName: string, protocol: Protocol | undefined): string;
   blockSet(b: IpBlockPeer): string;
+  /** A hash:net set of fixed members (a CNP's `networks`). */
+  netSet(spec: SetSpec & { readonly members: readonly SetMember[] }): string;
 }
 
 const peerKeys = new WeakMap<PodsPeer, string>();
@@ -69,18 +74,22 @@ export function podSetSpec(peer: PodsPeer): SetSpec {
   return spec;
 }
 
-/** The hash:ip,port set of the peer's pods' containerPorts called portName (protocol included). */
-export function namedPortSetSpec(peer: PodsPeer | 'any', portName: string, protocol: Protocol): SetSpec {
-  const key = `${peerKey(peer)}|${portName}/${protocol}`;
-  return { name: setName('n', key), type: 'hash:ip,port', purpose: `named port ${portName}/${protocol} on ${describePeer(peer)} (${key})` };
+/**
+ * The hash:ip,port set of the peer's pods' containerPorts called portName: of one protocol (a
+ * NetworkPolicy's named port), or of any (`undefined`: a ClusterNetworkPolicy's
+ * destinationNamedPort, which matches each port with its own protocol).
+ */
+export function namedPortSetSpec(peer: PodsPeer | 'any', portName: string, protocol: Protocol | undefined): SetSpec {
+  const key = `${peerKey(peer)}|${portName}/${protocol ?? '*'}`;
+  return { name: setName('n', key), type: 'hash:ip,port', purpose: `named port ${portName}/${protocol ?? 'any protocol'} on ${describePeer(peer)} (${key})` };
 }
 
 /** A pod's entries in a named-port set: `ip,proto:port` for each matching containerPort. */
-export function namedPortEntries(p: PodRecord, portName: string, protocol: Protocol): string[] {
+export function namedPortEntries(p: PodRecord, portName: string, protocol: Protocol | undefined): string[] {
   const out: string[] = [];
   for (const cp of p.ports) {
-    if (cp.name !== portName || cp.protocol !== protocol) continue;
-    for (const ip of p.ips) out.push(`${ip},${l4(protocol)}:${cp.containerPort}`);
+    if (cp.name !== portName || (protocol !== undefined && cp.protocol !== protocol)) continue;
+    for (const ip of p.ips) out.push(`${ip},${l4(cp.protocol)}:${cp.containerPort}`);
   }
   return out;
 }
@@ -248,4 +257,114 @@ export function podPortsKey(pod: PodRecord, dir: PolicyType): string {
 export function sortedMembers(members: Map<string, boolean>): SetMember[] {
   const entries = [...members.keys()].sort();
   return entries.map((entry): SetMember => (members.get(entry) ? { entry, nomatch: true } : { entry }));
+}
+
+// ---- ClusterNetworkPolicy rules ----------------------------------------------------------------
+
+/**
+ * A ClusterNetworkPolicy as a rule comment names it: `cnp/NAME` when the name is a valid
+ * Kubernetes name, else `cnp/invalid-name-<digest>` (text a tenant chose and validation refused
+ * never reaches the kernel).
+ */
+export function clusterPolicyCommentRef(name: string): string {
+  return dns1123SubdomainErrors(name).length === 0 ? `cnp/${name}` : `cnp/invalid-name-${hashText(JSON.stringify(name), 13)}`;
+}
+
+/**
+ * A `networks` peer with several IPv4 CIDRs as one hash:net set (one rule instead of one per
+ * CIDR). hash:net cannot hold a /0; a list holding one matches everything and needs no set.
+ */
+export function networksSetSpec(cidrs: readonly Cidr[]): SetSpec & { readonly members: readonly SetMember[] } {
+  const texts = [...new Set(cidrs.map((c) => c.text))].sort();
+  const key = texts.join(',');
+  return { name: setName('w', key), type: 'hash:net', purpose: `networks ${key}`, members: texts.map((entry) => ({ entry })) };
+}
+
+/** One way a CNP rule's peers can match: match fields on the peer's address. */
+interface CnpPeerMatch {
+  readonly match: Match;
+  /** The pods a destination named port resolves among: the peer's, or any pod (`any`). */
+  readonly pods: PodsPeer | 'any';
+}
+
+function cnpPeerMatches(sets: SetSource, rule: CnpRule, dir: PolicyType): CnpPeerMatch[] {
+  const side = peerSide(dir);
+  const net = (text: string): Match => (side === 'src' ? { srcNet: text } : { dstNet: text });
+  const out: CnpPeerMatch[] = [];
+  for (const peer of rule.peers) {
+    if (peer.kind === 'pods') out.push({ match: { sets: [{ set: sets.podSet(peer), dirs: side }] }, pods: peer });
+    else if (peer.kind === 'any') out.push({ match: {}, pods: 'any' });
+    else {
+      // Any address in the CIDRs, pod addresses included. CIDRs of another family never match.
+      const cidrs = peer.cidrs.filter((c) => c.family === FAMILY.cidrFamily);
+      if (cidrs.length === 0) continue;
+      if (cidrs.some((c) => c.prefix === 0)) out.push({ match: {}, pods: 'any' });
+      else if (new Set(cidrs.map((c) => c.text)).size === 1) out.push({ match: net(cidrs[0]!.text), pods: 'any' });
+      else out.push({ match: { sets: [{ set: sets.netSet(networksSetSpec(cidrs)), dirs: side }] }, pods: 'any' });
+    }
+  }
+  return out;
+}
+
+/** How a CNP rule's action is expressed in its tier's chain (`next`: where Pass goes). */
+function cnpAction(action: CnpAction, next: string | undefined): Action {
+  return action === 'Accept' ? VERDICTS.allow : action === 'Deny' ? VERDICTS.deny : VERDICTS.next(next);
+}
+
+/**
+ * The rules one ClusterNetworkPolicy puts into its tier's chain for a pod it selects, in written
+ * order: each rule matches when one of its peers and one of its protocols match, and then
+ * decides by its action (Accept: allow, Deny: drop, Pass: on to `next`).
+ */
+export function clusterPolicyRules(sets: SetSource, pod: PodRecord, dir: PolicyType, cnp: ClusterPolicyRecord, next: string | undefined): Rule[] {
+  const ref = clusterPolicyCommentRef(cnp.name);
+  const out: Rule[] = [];
+  (dir === 'Ingress' ? cnp.ingress : cnp.egress).forEach((rule, index) => {
+    const action = cnpAction(rule.action, next);
+    const comment = `${ref} ${cnp.tier} ${cnp.priority} ${rule.action} ${dir.toLowerCase()}[${index}]`;
+    const peers = cnpPeerMatches(sets, rule, dir);
+    if (!rule.protocols) {
+      for (const p of peers) out.push({ match: p.match, action, comment });
+      return;
+    }
+    const numeric: PortPlan = new Map();
+    const named: string[] = [];
+    for (const m of rule.protocols) {
+      if (m.kind === 'port') addPorts(numeric, m.protocol, [{ from: m.port, to: m.endPort ?? m.port }]);
+      else if (dir === 'Ingress') {
+        // destinationNamedPort resolves on the destination: for ingress, the selected pod itself.
+        for (const cp of pod.ports) if (cp.name === m.name) addPorts(numeric, cp.protocol, [{ from: cp.containerPort, to: cp.containerPort }]);
+      } else named.push(m.name);
+    }
+    const ports = portMatches(numeric);
+    for (const p of peers) {
+      for (const pm of ports) out.push({ match: { ...p.match, ...pm }, action, comment });
+      // Egress: on each destination pod, an ip,port set of the peer's pods (any protocol). The
+      // set holds pod addresses only, so a destination that is not a pod never matches.
+      for (const name of named) {
+        const set = { set: sets.namedPortSet(p.pods, name, undefined), dirs: 'dst,dst' as const };
+        out.push({ match: { ...p.match, sets: p.pods === 'any' ? [...(p.match.sets ?? []), set] : [set] }, action, comment });
+      }
+    }
+  });
+  return out;
+}
+
+/**
+ * A ClusterNetworkPolicy tier's chain for a pod: the rules of the policies selecting it, in tier
+ * order (priority, then name); a packet no rule decides goes on to `next` (the NetworkPolicy or
+ * Baseline tier), or is allowed past the last tier. Rules at the end that would only do what
+ * falling through does are left out, and a tier whose rules all are gets no chain (a Baseline
+ * tier without a Deny, for one).
+ */
+export function clusterTierRules(sets: SetSource, pod: PodRecord, dir: PolicyType, cnps: readonly ClusterPolicyRecord[], next: string | undefined): Rule[] {
+  const rules = cnps.flatMap((c) => clusterPolicyRules(sets, pod, dir, c, next));
+  const through = VERDICTS.next(next);
+  while (rules.length > 0 && sameAction(rules[rules.length - 1]!.action, through)) rules.pop();
+  if (rules.length > 0 && next !== undefined) rules.push({ match: {}, action: through, comment: `no ${cnps[0]!.tier} rule decides: next tier` });
+  return rules;
+}
+
+function sameAction(a: Action, b: Action): boolean {
+  return a.kind === b.kind && (a.kind !== 'jump' && a.kind !== 'goto' ? true : b.kind === a.kind && a.chain === b.chain);
 }

@@ -8,21 +8,27 @@
 // and past the last tier the packet is allowed (RETURN to PCTL-FORWARD). A tier that does not
 // apply to the pod has no chain; a pod no tier applies to is not dispatched at all.
 
+import { selectorMatches } from '../model/selector.ts';
 import type { Model } from '../model/store.ts';
-import type { PodRecord, PolicyRecord, PolicyType } from '../model/types.ts';
+import type { ClusterPolicyRecord, CnpTier, PodRecord, PolicyRecord, PolicyType } from '../model/types.ts';
+import { isEnforceable } from '../model/types.ts';
 import { rememberContentText } from './collisions.ts';
 import { linkTiers, type ChainContent } from './layout.ts';
 import { chainName } from './names.ts';
-import { networkPolicyRules, podPortsKey, type SetSource } from './rules.ts';
+import { clusterPolicyRules, clusterTierRules, networkPolicyRules, podPortsKey, type SetSource } from './rules.ts';
 import type { Rule } from './ruleset.ts';
 
-export type TierName = 'NetworkPolicy';
+export type TierName = 'Admin' | 'NetworkPolicy' | 'Baseline';
 
 /** A policy of some tier, as the model stores it. */
-export type TierPolicy = PolicyRecord;
+export type TierPolicy = PolicyRecord | ClusterPolicyRecord;
 
-/** Who invalidates a tier's chains when its policies change (the incremental compiler). */
-export type TierScope = 'namespace';
+/**
+ * Which changes invalidate a tier's chains (the incremental compiler): a NetworkPolicy affects the
+ * pods of its namespace; a ClusterNetworkPolicy any pod, and which pods its subject selects
+ * changes with namespace labels too.
+ */
+export type TierScope = 'namespace' | 'cluster';
 
 export interface Tier {
   readonly name: TierName;
@@ -50,17 +56,62 @@ export function isolating(model: Model, pod: PodRecord, dir: PolicyType): Policy
   return model.policiesSelecting(pod).filter((p) => p.policyTypes.includes(dir));
 }
 
+/**
+ * The ClusterNetworkPolicies of a tier whose subject selects the pod and that have rules for the
+ * direction, in evaluation order (Model.clusterPoliciesInTier: priority, then name, then UID, as
+ * the semantics apply them). A CNP never isolates: selecting a pod only puts its rules first.
+ */
+export function clusterPoliciesSelecting(model: Model, pod: PodRecord, tier: CnpTier, dir: PolicyType): ClusterPolicyRecord[] {
+  const all = model.clusterPoliciesInTier(tier);
+  if (all.length === 0 || !isEnforceable(pod)) return [];
+  let nsLabels: Record<string, string> | undefined;
+  return all.filter((c) => {
+    if ((dir === 'Ingress' ? c.ingress : c.egress).length === 0) return false;
+    const s = c.subject;
+    if (s.namespaces.kind === 'own') {
+      if (s.namespaces.name !== pod.namespace) return false;
+    } else if (!selectorMatches(s.namespaces.selector, (nsLabels ??= model.namespace(pod.namespace).labels))) return false;
+    return !s.pods || selectorMatches(s.pods, pod.labels);
+  });
+}
+
+const cnps = (policies: readonly TierPolicy[]): ClusterPolicyRecord[] => policies.filter((p): p is ClusterPolicyRecord => p.kind === 'ClusterNetworkPolicy');
+const nps = (policies: readonly TierPolicy[]): PolicyRecord[] => policies.filter((p): p is PolicyRecord => p.kind === 'NetworkPolicy');
+
+/** A ClusterNetworkPolicy tier: its policies' rules in order, undecided packets to `next`. */
+function clusterTier(name: CnpTier, kinds: Record<PolicyType, string>, select: Tier['select']): Tier {
+  return {
+    name,
+    kinds,
+    scope: 'cluster',
+    select,
+    rules: (sets, pod, dir, policies, next) => clusterTierRules(sets, pod, dir, cnps(policies), next),
+    policyRules: (sets, pod, dir, policy, next) => (policy.kind === 'ClusterNetworkPolicy' ? clusterPolicyRules(sets, pod, dir, policy, next) : []),
+  };
+}
+
+/**
+ * In order: Admin, NetworkPolicy, Baseline; past the last, allowed. Chain kind letters: E and I
+ * for NetworkPolicy chains (as before tiers), A and D for Admin, F and J for Baseline; their
+ * lower cases name dispatch sets, apart from the set kinds p, n, b, w and t.
+ */
 export const TIERS: readonly Tier[] = [
+  // First match decides: Accept allows this direction, Deny drops, Pass skips to the next tier.
+  clusterTier('Admin', { Egress: 'A', Ingress: 'D' }, (model, pod, dir) => clusterPoliciesSelecting(model, pod, 'Admin', dir)),
   {
     // A pod a NetworkPolicy isolates is decided here: its allow rules, then the default deny.
     name: 'NetworkPolicy',
     kinds: { Egress: 'E', Ingress: 'I' },
     scope: 'namespace',
     select: (model, pod, dir) => isolating(model, pod, dir),
-    rules: (sets, pod, dir, policies) => networkPolicyRules(sets, pod, dir, policies),
+    rules: (sets, pod, dir, policies) => networkPolicyRules(sets, pod, dir, nps(policies)),
     // Its allow rules, without the default deny that ends every NetworkPolicy chain.
-    policyRules: (sets, pod, dir, policy) => networkPolicyRules(sets, pod, dir, [policy]).slice(0, -1),
+    policyRules: (sets, pod, dir, policy) => (policy.kind === 'NetworkPolicy' ? networkPolicyRules(sets, pod, dir, [policy]).slice(0, -1) : []),
   },
+  // Only for pods no NetworkPolicy isolates in that direction; Pass and no match allow.
+  clusterTier('Baseline', { Egress: 'F', Ingress: 'J' }, (model, pod, dir, earlier) =>
+    (earlier.get('NetworkPolicy')?.length ?? 0) > 0 ? [] : clusterPoliciesSelecting(model, pod, 'Baseline', dir),
+  ),
 ];
 
 /** The tiers that apply to a pod in one direction, each with its policies, in tier order. */

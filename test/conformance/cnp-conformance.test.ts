@@ -1,11 +1,10 @@
 // Every ClusterNetworkPolicy case (test/fixtures/conformance-cnp), step by step, through the
-// semantics (`reach` as data) and through `policyctl reach -o json` on manifests written to disk:
-// every off-diagonal cell of every matrix, and every connection upstream itself checks (`asserts`).
-// Diagonal cells are informational, as in the NetworkPolicy corpus.
-//
-// The compiled rules (tracer) and the lab on the real kernel are the other statements of the
-// meaning (docs/design.md, invariant two-statements); the compiler does not enforce
-// ClusterNetworkPolicies yet, so those runs are listed as todo below, not skipped silently.
+// semantics (`reach` as data), through `policyctl reach -o json` on manifests written to disk,
+// and through the compiled rules of both nodes executed by the packet tracer: every
+// off-diagonal cell of every matrix, and every connection upstream itself checks (`asserts`).
+// Diagonal cells are informational, as in the NetworkPolicy corpus. The lab on the real kernel
+// runs the same cases (test/e2e/lab-cnp-conformance.test.ts); together they are the statements
+// of the meaning docs/design.md's invariant two-statements asks to agree.
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +15,7 @@ import type { Io } from '../../src/cli/io.ts';
 import { main } from '../../src/cli/main.ts';
 import { reachTable, type ReachResult } from '../../src/semantics/reach.ts';
 import { CaseRunner, cellKey, listCnpCaseFiles, loadCase, type StepState } from '../support/conformance.ts';
+import { Dataplane } from '../support/dataplane.ts';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -74,6 +74,19 @@ describe.each(listCnpCaseFiles().map((f) => [f.split('/').pop()!, f] as const))(
     expect(wrong).toEqual([]);
   });
 
-  it.todo('compiled rules of both nodes through the packet tracer (needs the compiler to enforce ClusterNetworkPolicies: issue 10, item 3)');
-  it.todo('lab probe on the real kernel, TCP and UDP (needs the compiler and the agent to enforce ClusterNetworkPolicies: issue 10, items 3 and 5)');
+  it.each(steps.map((s) => [s.index, s] as const))('step %i: compiled rules through the packet tracer', (_i, s) => {
+    const plane = new Dataplane(s.model, [...s.model.allNodes()].map((n) => n.name));
+    const wrong: string[] = [];
+    for (const probe of s.probes) {
+      const results = new Map<string, boolean>();
+      for (const cell of probe.matrix.keys()) {
+        const [from, to] = cell.split('|') as [string, string];
+        const src = s.model.findPod(...(from.split('/') as [string, string]))!;
+        const dst = s.model.findPod(...(to.split('/') as [string, string]))!;
+        results.set(cell, plane.traverse({ src: { kind: 'pod', pod: src }, dst: { kind: 'pod', pod: dst }, port: probe.port, protocol: probe.protocol }).allowed);
+      }
+      wrong.push(...differences(s, results, probe.port, probe.protocol, 'compiled rules'));
+    }
+    expect(wrong).toEqual([]);
+  });
 });

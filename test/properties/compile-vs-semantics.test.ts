@@ -6,7 +6,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { allowed, podKey, type Endpoint, type Flow } from '../../src/semantics/evaluate.ts';
+import type { ClusterPolicyRecord } from '../../src/model/types.ts';
 import { EXTERNAL_IPS, FLOW_PORTS, NODES, clusterArb, type Cluster } from '../support/arbitraries.ts';
+import { clusterPoliciesArb } from '../support/cnp-arbitraries.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
 import { formatTrace } from '../support/tracer.ts';
 
@@ -48,16 +50,51 @@ function checkAgreement(c: Cluster, mutate?: Mutator): void {
   }
 }
 
-function params(runs: number): fc.Parameters<[Cluster]> {
+function params<T>(runs: number): fc.Parameters<[T]> {
   return { numRuns: runs, ...(SEED !== undefined ? { seed: SEED } : {}) };
+}
+
+/** A random cluster with random ClusterNetworkPolicies of both tiers (cnp-arbitraries.ts). */
+const tieredArb: fc.Arbitrary<Cluster> = fc.tuple(clusterArb, clusterPoliciesArb(1, 4)).map(([c, cnps]: [Cluster, ClusterPolicyRecord[]]) => {
+  for (const r of cnps) c.model.upsert(r);
+  return c;
+});
+
+function failWith(result: fc.RunDetails<[Cluster]>): void {
+  if (result.failed) {
+    throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
+  }
+}
+
+/**
+ * The rules of each Admin tier chain (PCTL-A-* egress, PCTL-D-* ingress) but its last in reverse
+ * order: later priorities before earlier ones.
+ */
+function reverseAdminRules(t: string): string {
+  const lines = t.split('\n');
+  const byChain = new Map<string, number[]>();
+  lines.forEach((l, i) => {
+    const m = /^-A (PCTL-[AD]-\S+) /.exec(l);
+    if (m) byChain.set(m[1]!, [...(byChain.get(m[1]!) ?? []), i]);
+  });
+  for (const idx of byChain.values()) {
+    if (idx.length < 3) continue;
+    const body = idx.slice(0, -1).map((i) => lines[i]!);
+    body.reverse().forEach((l, j) => (lines[idx[j]!] = l));
+  }
+  return lines.join('\n');
 }
 
 describe('compiled rules agree with the semantics', () => {
   it(`on ${RUNS} random clusters, every flow`, () => {
-    const result = fc.check(fc.property(clusterArb, (c) => checkAgreement(c)), params(RUNS));
-    if (result.failed) {
-      throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
-    }
+    const result = fc.check(fc.property(clusterArb, (c) => checkAgreement(c)), params<Cluster>(RUNS));
+    failWith(result);
+    expect(result.numRuns).toBe(RUNS);
+  });
+
+  it(`on ${RUNS} random clusters with random ClusterNetworkPolicies (Admin and Baseline tiers), every flow`, () => {
+    const result = fc.check(fc.property(tieredArb, (c) => checkAgreement(c)), params<Cluster>(RUNS));
+    failWith(result);
     expect(result.numRuns).toBe(RUNS);
   });
 
@@ -70,7 +107,19 @@ describe('compiled rules agree with the semantics', () => {
     'an egress dispatch rule matches the destination': (t) => t.replace(/-A (PCTL-EB-\d+) -m set --match-set (\S+) src/, '-A $1 -m set --match-set $2 dst'),
     'an ingress bucket rule tests the source address': (t) => t.replace(/-A PCTL-INGRESS -d (0\.0\.0\.\d+\/0\.0\.0\.15)/, '-A PCTL-INGRESS -s $1'),
   };
-  for (const [what, mutate] of Object.entries(mutations)) {
+  // The tiers: the order they are walked in, and Pass.
+  const tierMutations: Record<string, Mutator> = {
+    'an Admin Pass allows instead of going on to the next tier': (t) => t.replace(/(-A PCTL-[AD]-\S+ [^\n]* Pass (?:ingress|egress)\[\d+\]" )-g PCTL-\S+/g, '$1-j RETURN'),
+    'an Admin Pass goes to the end of the tiers instead of the next one (skips the NetworkPolicy tier)': (t) => t.replace(/(-A PCTL-[AD]-\S+ [^\n]* Pass (?:ingress|egress)\[\d+\]" )-g PCTL-[EI]-\S+/g, '$1-j RETURN'),
+    'the Admin tier falls through to allow instead of to the next tier': (t) => t.replace(/(-A PCTL-[AD]-\S+ [^\n]*next tier" )-g PCTL-\S+/g, '$1-j RETURN'),
+    'the Admin tier walks its policies and rules in reverse order': reverseAdminRules,
+    'a Baseline Deny allows (RETURN)': (t) => t.replace(/(-A PCTL-[FJ]-\S+ [^\n]* Deny (?:ingress|egress)\[\d+\]" )-j DROP/g, '$1-j RETURN'),
+  };
+  const all: [string, Mutator, fc.Arbitrary<Cluster>][] = [
+    ...Object.entries(mutations).map(([w, m]): [string, Mutator, fc.Arbitrary<Cluster>] => [w, m, clusterArb]),
+    ...Object.entries(tierMutations).map(([w, m]): [string, Mutator, fc.Arbitrary<Cluster>] => [w, m, tieredArb]),
+  ];
+  for (const [what, mutate, arb] of all) {
     it(`fails when ${what}`, () => {
       let mutated = false;
       const spy: Mutator = (t, n) => {
@@ -78,7 +127,7 @@ describe('compiled rules agree with the semantics', () => {
         if (m !== t) mutated = true;
         return m;
       };
-      const result = fc.check(fc.property(clusterArb, (c) => checkAgreement(c, spy)), { numRuns: RUNS, seed: 42 });
+      const result = fc.check(fc.property(arb, (c) => checkAgreement(c, spy)), { numRuns: RUNS, seed: 42 });
       expect(mutated, 'the mutation never applied: it tests nothing').toBe(true);
       expect(result.failed, `the property did not notice: ${what}`).toBe(true);
     });

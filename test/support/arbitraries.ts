@@ -4,8 +4,9 @@
 
 import fc from 'fast-check';
 import { Model } from '../../src/model/store.ts';
-import type { ContainerPort, Peer, PodRecord, PolicyRecord, PolicyRule, PolicyType, PortSpec, Protocol, Requirement, Selector } from '../../src/model/types.ts';
+import type { ClusterPolicyRecord, ContainerPort, Peer, PodRecord, PolicyRecord, PolicyRule, PolicyType, PortSpec, Protocol, Requirement, Selector } from '../../src/model/types.ts';
 import { block, node, ns } from './builders.ts';
+import { clusterPolicyArb } from './cnp-arbitraries.ts';
 
 export const NODES = [
   { name: 'n1', cidr: '10.244.1.0/24', ip: '192.168.50.11', prefix: '10.244.1.' },
@@ -203,6 +204,9 @@ export type ModelOp =
   | { op: 'delPolicy'; index: number }
   | { op: 'ns'; name: string; labels: Record<string, string> }
   | { op: 'delNs'; name: string }
+  /** A ClusterNetworkPolicy added or changed (tier, priority, subject, rules), or deleted. */
+  | { op: 'cnp'; index: number; policy: ClusterPolicyRecord }
+  | { op: 'delCnp'; index: number }
   /** Not a model change: the consumer drops its state and rebuilds (a compiler's reset()). */
   | { op: 'reset' };
 
@@ -223,6 +227,8 @@ export const modelOpArb: fc.Arbitrary<ModelOp> = fc.oneof(
   { arbitrary: fc.record({ op: fc.constant('delPolicy' as const), index: fc.integer({ min: 0, max: 5 }) }), weight: 1 },
   { arbitrary: fc.record({ op: fc.constant('ns' as const), name: fc.constantFrom(...POD_NAMESPACES), labels: nsLabelsArb }), weight: 2 },
   { arbitrary: fc.record({ op: fc.constant('delNs' as const), name: fc.constantFrom(...POD_NAMESPACES) }), weight: 1 },
+  { arbitrary: fc.integer({ min: 0, max: 3 }).chain((index) => clusterPolicyArb(index).map((policy) => ({ op: 'cnp' as const, index, policy }))), weight: 3 },
+  { arbitrary: fc.record({ op: fc.constant('delCnp' as const), index: fc.integer({ min: 0, max: 3 }) }), weight: 1 },
   { arbitrary: fc.constant({ op: 'reset' as const }), weight: 1 },
 );
 
@@ -270,6 +276,12 @@ export function applyModelOp(m: Model, o: ModelOp): void {
       break;
     case 'delNs':
       m.remove(`ns-${o.name}`, 'Namespace');
+      break;
+    case 'cnp':
+      m.upsert(o.policy);
+      break;
+    case 'delCnp':
+      m.remove(`cnp-${o.index}`, 'ClusterNetworkPolicy');
       break;
     case 'reset':
       break;

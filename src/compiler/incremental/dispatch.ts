@@ -98,19 +98,20 @@ export class DispatchState {
 
   /**
    * A pod joins the group of these chains (created when new). Returns the group and whether a
-   * group of that name already held other chains (a collision appearing, or a group left empty
-   * and not swept yet): grouping by name would merge them, so the caller rebuilds.
+   * group or a chain of one of these names already stood for other rules (a collision appearing,
+   * or a group left empty and not swept yet): grouping by name would merge them, so the caller
+   * rebuilds.
    */
   join(dir: PolicyType, chains: readonly ChainContent[], ips: readonly string[]): { group: Group; conflict: boolean } {
     const name = chains[0]!.name;
     let group = this.groups.get(name);
-    const conflict = group !== undefined && !sameChains(group.chains, chains);
+    let conflict = group !== undefined && !sameChains(group.chains, chains);
     if (!group) {
       const dispatch = this.sets.create(dispatchSetSpec(name));
       dispatch.refs++;
       group = { dir, chains, dispatch, rule: dispatchRule(dir, dispatch.spec.name, name), pods: 0, inBucket: new Array<number>(BUCKETS).fill(0) };
       this.groups.set(name, group);
-      for (const c of chains) this.useChain(c);
+      for (const c of chains) if (!this.useChain(c)) conflict = true;
     }
     group.pods++;
     for (const ip of ips) {
@@ -142,17 +143,19 @@ export class DispatchState {
     this.maybeDeadGroups.clear();
   }
 
-  private useChain(c: ChainContent): void {
+  /** One more group uses the chain; false when its name is in use for other rules. */
+  private useChain(c: ChainContent): boolean {
     const u = this.uses.get(c.name);
     if (u) {
       u.refs++;
-      return;
+      return sameContent(u.chain, c);
     }
     const nu: ChainUse = { chain: c, refs: 1 };
     this.uses.set(c.name, nu);
     this.useOrder.insert(nu);
     this.chainsCreated.add(nu);
     this.chainListDirty = true;
+    return true;
   }
 
   private unuseChain(name: string): void {

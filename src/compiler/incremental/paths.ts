@@ -14,7 +14,8 @@ import type { SetMember } from '../ruleset.ts';
 /** A set a chain needs, recorded while the chain is built. */
 export type SetNeed =
   | { readonly kind: 'p'; readonly spec: SetSpec; readonly peer: PodsPeer }
-  | { readonly kind: 'n'; readonly spec: SetSpec; readonly peer: PodsPeer | 'any'; readonly portName: string; readonly protocol: Protocol }
+  | { readonly kind: 'n'; readonly spec: SetSpec; readonly peer: PodsPeer | 'any'; readonly portName: string; readonly protocol: Protocol | undefined }
+  /** A set of fixed members (ipBlock, networks). */
   | { readonly kind: 'b'; readonly spec: SetSpec; readonly members: readonly SetMember[] };
 
 /** The rule builder's set source: records the sets a path needs instead of filling them. */
@@ -25,14 +26,16 @@ export class Recorder implements SetSource {
     if (!this.needs.has(spec.name)) this.needs.set(spec.name, { kind: 'p', spec, peer });
     return spec.name;
   }
-  namedPortSet(peer: PodsPeer | 'any', portName: string, protocol: Protocol): string {
+  namedPortSet(peer: PodsPeer | 'any', portName: string, protocol: Protocol | undefined): string {
     const spec = namedPortSetSpec(peer, portName, protocol);
     if (!this.needs.has(spec.name)) this.needs.set(spec.name, { kind: 'n', spec, peer, portName, protocol });
     return spec.name;
   }
   blockSet(b: IpBlockPeer): string {
-    const spec = blockSetSpec(b);
-    if (!this.needs.has(spec.name)) this.needs.set(spec.name, { kind: 'b', spec, members: spec.members });
+    return this.netSet(blockSetSpec(b));
+  }
+  netSet(spec: SetSpec & { readonly members: readonly SetMember[] }): string {
+    if (!this.needs.has(spec.name)) this.needs.set(spec.name, { kind: 'b', spec: { name: spec.name, type: spec.type, purpose: spec.purpose }, members: spec.members });
     return spec.name;
   }
 }

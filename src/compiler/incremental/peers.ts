@@ -25,7 +25,7 @@ export interface PeerState {
   readonly members: Map<string, Map<string, PodRecord>>;
   pset: SetState | undefined;
   /** Named-port sets by set name. */
-  readonly nsets: Map<string, { readonly set: SetState; readonly portName: string; readonly protocol: Protocol }>;
+  readonly nsets: Map<string, { readonly set: SetState; readonly portName: string; readonly protocol: Protocol | undefined }>;
   /** Namespace-selector peers: the namespaces it matches now. */
   readonly nsMatch: Set<string> | undefined;
 }
@@ -96,7 +96,7 @@ export class PeerIndex {
   }
 
   /** A new named-port set of the peer: filled with its members' entries. */
-  attachNamedPortSet(peer: PeerState, s: SetState, portName: string, protocol: Protocol): void {
+  attachNamedPortSet(peer: PeerState, s: SetState, portName: string, protocol: Protocol | undefined): void {
     peer.nsets.set(s.spec.name, { set: s, portName, protocol });
     for (const inNs of peer.members.values()) for (const p of inNs.values()) for (const e of namedPortEntries(p, portName, protocol)) s.add(e);
   }
