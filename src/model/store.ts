@@ -87,8 +87,12 @@ export class Model {
   private readonly sourceRecords = new Map<string, ObjectRecord>();
   /** pod uid -> the adjusted record, only where conflicted addresses were taken out of it. */
   private readonly podBases = new Map<string, PodRecord>();
-  /** address -> uids of the enforceable pods (adjusted records) claiming it. */
-  private readonly claims = new Map<string, Set<string>>();
+  /**
+   * address -> uid of the enforceable pod (adjusted record) claiming it, or a Set of uids while
+   * several do (no Set per address in the usual case: at 50k pods that is 5 MB of the agent's
+   * memory).
+   */
+  private readonly claims = new Map<string, string | Set<string>>();
   /** Addresses with more than one claimant. */
   private readonly conflicted = new Set<string>();
 
@@ -164,7 +168,7 @@ export class Model {
    */
   addressConflicts(): Map<string, string[]> {
     const out = new Map<string, string[]>();
-    for (const ip of this.conflicted) out.set(ip, [...(this.claims.get(ip) ?? [])].sort());
+    for (const ip of this.conflicted) out.set(ip, [...this.claimants(ip)].sort());
     return out;
   }
 
@@ -219,9 +223,20 @@ export class Model {
     for (const other of this.claimantsOf(touched, uid)) this.refreshPod(other);
   }
 
+  private claimants(ip: string): Iterable<string> {
+    const c = this.claims.get(ip);
+    return c === undefined ? [] : typeof c === 'string' ? [c] : c;
+  }
+
   private claim(ip: string, uid: string, touched: Set<string>): void {
-    let s = this.claims.get(ip);
-    if (!s) this.claims.set(ip, (s = new Set()));
+    const c = this.claims.get(ip);
+    if (c === undefined) {
+      this.claims.set(ip, uid);
+      return;
+    }
+    if (c === uid) return;
+    const s = typeof c === 'string' ? new Set([c]) : c;
+    if (s !== c) this.claims.set(ip, s);
     s.add(uid);
     if (s.size > 1) {
       this.conflicted.add(ip);
@@ -230,18 +245,28 @@ export class Model {
   }
 
   private unclaim(ip: string, uid: string, touched: Set<string>): void {
-    const s = this.claims.get(ip);
-    if (!s || !s.delete(uid)) return;
-    if (s.size === 0) this.claims.delete(ip);
+    const c = this.claims.get(ip);
+    let left: number;
+    if (c === undefined) return;
+    if (typeof c === 'string') {
+      if (c !== uid) return;
+      this.claims.delete(ip);
+      left = 0;
+    } else {
+      if (!c.delete(uid)) return;
+      left = c.size;
+      if (left === 0) this.claims.delete(ip);
+      else if (left === 1) this.claims.set(ip, c.values().next().value!);
+    }
     if (this.conflicted.has(ip)) {
       touched.add(ip);
-      if (s.size <= 1) this.conflicted.delete(ip);
+      if (left <= 1) this.conflicted.delete(ip);
     }
   }
 
   private claimantsOf(ips: Set<string>, except: string): Set<string> {
     const out = new Set<string>();
-    for (const ip of ips) for (const u of this.claims.get(ip) ?? []) if (u !== except) out.add(u);
+    for (const ip of ips) for (const u of this.claimants(ip)) if (u !== except) out.add(u);
     return out;
   }
 

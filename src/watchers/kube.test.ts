@@ -178,7 +178,12 @@ describe('events', () => {
     const watched = (s as unknown as { watched: { entries: Map<string, object>; informer?: unknown }[] }).watched;
     const entries = watched.flatMap((w) => [...w.entries.values()]);
     expect(entries.length).toBe(5); // namespace app, node-1, pods db and web, policy deny
-    for (const e of entries) expect(Object.keys(e).sort()).toEqual(['issues', 'record', 'ref', 'rv', 'uid']);
+    for (const e of entries) expect(Object.keys(e).sort()).toEqual(['issues', 'record', 'rv', 'uid']);
+    // Pods of one workload share their labels and ports (one instance each).
+    api.create(pod('app', 'web-2', '10.244.1.12', { app: 'web', v: '2' }));
+    await waitUntil(() => !!s.model.findPod('app', 'web-2'), 'a second replica');
+    expect(s.model.findPod('app', 'web-2')!.labels).toBe(s.model.findPod('app', 'web')!.labels);
+    expect(s.model.findPod('app', 'web-2')!.ports).toBe(s.model.findPod('app', 'web')!.ports);
     expect(watched.every((w) => w.informer === undefined)).toBe(true);
   });
 

@@ -66,7 +66,7 @@
 import type { Logger } from 'pino';
 import { normalize as defaultNormalize, type NormalizeResult } from '../model/normalize.ts';
 import { Model } from '../model/store.ts';
-import { sameRecord, type ObjectRecord, type ValidationIssue } from '../model/types.ts';
+import { sameRecord, type ObjectRecord, type PodRecord, type ValidationIssue } from '../model/types.ts';
 import { ListError, errorText, listRaw, serverOf, watchStream, type KubeAccess, type KubernetesObject } from './kube-client.ts';
 import type { ModelSource, SourceStats, SourceStatus } from './source.ts';
 
@@ -161,8 +161,38 @@ interface Entry {
   readonly uid: string;
   readonly rv: string;
   readonly record: ObjectRecord | undefined;
+  /** NO_ISSUES (shared) when valid. */
   readonly issues: readonly ValidationIssue[];
-  readonly ref: string;
+  /** kubectl-style reference, kept only with issues (it is printed with them). */
+  readonly ref?: string;
+}
+
+const NO_ISSUES: readonly ValidationIssue[] = Object.freeze([]);
+
+/**
+ * A bounded map that keeps one instance of equal values (the most recently used `max` keys).
+ * The replicas of a workload carry equal labels and container ports, and namespaces and node
+ * names repeat: 50k pods would otherwise hold 50k copies of each. Replicas arrive together (a
+ * LIST is in name order, and a rollout's events come in a burst), so a small bound finds them.
+ */
+class Interner<T> {
+  private readonly m = new Map<string, T>();
+  private readonly max: number;
+  constructor(max: number) {
+    this.max = max;
+  }
+  /** The instance kept for `key`, else `value` (kept from now on). */
+  get(key: string, value: T): T {
+    const hit = this.m.get(key);
+    if (hit !== undefined) {
+      this.m.delete(key);
+      this.m.set(key, hit);
+      return hit;
+    }
+    this.m.set(key, value);
+    if (this.m.size > this.max) this.m.delete(this.m.keys().next().value!);
+    return value;
+  }
 }
 
 /** One object of a LIST, normalized as its page arrived (the raw object is not kept). */
@@ -222,6 +252,11 @@ export class KubeSource implements ModelSource {
   private readonly normalizeFn: (obj: unknown) => NormalizeResult;
   private readonly watched: Watched[];
   private readonly listeners: (() => void)[] = [];
+  private readonly interned = {
+    strings: new Interner<string>(4096),
+    labels: new Interner<PodRecord['labels']>(4096),
+    ports: new Interner<PodRecord['ports']>(1024),
+  };
   private synced = false;
   private stopped = false;
   private started = false;
@@ -378,7 +413,7 @@ export class KubeSource implements ModelSource {
     for (const w of this.watched) {
       for (const k of [...w.entries.keys()].sort()) {
         const e = w.entries.get(k)!;
-        if (e.issues.length) out.push({ ref: e.ref, kind: w.spec.kind, resourceVersion: e.rv, issues: e.issues });
+        if (e.issues.length) out.push({ ref: e.ref ?? k, kind: w.spec.kind, resourceVersion: e.rv, issues: e.issues });
       }
     }
     return out;
@@ -459,15 +494,9 @@ export class KubeSource implements ModelSource {
     for (;;) {
       if (signal.aborted || this.stopped) return;
       if (!w.watchRv) {
-        const l = await this.list(w, signal);
-        if (signal.aborted) return;
-        try {
-          this.applyList(w, l.items, l.resourceVersion);
-        } catch (e) {
-          this.counters.handlerErrors++;
-          throw new ListError(`applying the list failed: ${errorText(e)}`, undefined, { cause: e });
-        }
-        w.watchRv = l.resourceVersion || '0';
+        const rv = await this.relist(w, signal);
+        if (rv === undefined) return;
+        w.watchRv = rv || '0';
       }
       const opened = Date.now();
       let lines = 0;
@@ -500,6 +529,23 @@ export class KubeSource implements ModelSource {
         await delay(Math.min(30_000, 1000 * 2 ** Math.min(quickEnds - 1, 5)), signal);
       } else quickEnds = 0;
     }
+  }
+
+  /**
+   * LIST and reconcile; the resourceVersion to watch from, or undefined when aborted. A method
+   * of its own so that the listed items die with its frame (the loop that awaits it runs for as
+   * long as the watch does).
+   */
+  private async relist(w: Watched, signal: AbortSignal): Promise<string | undefined> {
+    const l = await this.list(w, signal);
+    if (signal.aborted) return undefined;
+    try {
+      this.applyList(w, l.items, l.resourceVersion);
+    } catch (e) {
+      this.counters.handlerErrors++;
+      throw new ListError(`applying the list failed: ${errorText(e)}`, undefined, { cause: e });
+    }
+    return l.resourceVersion;
   }
 
   /** The server accepted a watch: after a (re)start, the resource is connected again. */
@@ -775,13 +821,34 @@ export class KubeSource implements ModelSource {
       changed = true;
     }
     const keep = cur && cur.uid === uid && res.record && sameRecord(cur.record, res.record);
-    if (res.record && !keep) {
-      this.model.upsert(res.record);
+    // The entry and the model share one record (an equal new one is dropped).
+    const record = keep ? cur.record : res.record && this.shared(res.record);
+    if (record && !keep) {
+      this.model.upsert(record);
       changed = true;
     }
-    w.entries.set(k, { uid, rv, record: res.record, issues: res.issues, ref: res.ref });
+    w.entries.set(k, res.issues.length ? { uid, rv, record, issues: res.issues, ref: res.ref } : { uid, rv, record, issues: NO_ISSUES });
     if (res.issues.length) this.reportIssues(w, res, rv);
     return changed;
+  }
+
+  /**
+   * The record as the model keeps it: a pod's labels, ports and repeated strings are the
+   * instances other pods share, and every array is exactly as long as its content (an array
+   * built by push reserves 16 slots: 150 bytes for a pod's one address).
+   */
+  private shared(r: ObjectRecord): ObjectRecord {
+    if (r.kind !== 'Pod') return compact(r);
+    const { strings, labels, ports } = this.interned;
+    return {
+      ...r,
+      namespace: strings.get(r.namespace, r.namespace),
+      labels: labels.get(JSON.stringify(r.labels), r.labels),
+      ports: ports.get(JSON.stringify(r.ports), compact(r.ports)),
+      ips: compact(r.ips),
+      ...(r.nodeName !== undefined ? { nodeName: strings.get(r.nodeName, r.nodeName) } : {}),
+      ...(r.phase !== undefined ? { phase: strings.get(r.phase, r.phase) } : {}),
+    };
   }
 
   /** Logged once per resourceVersion: upsert runs once per new resourceVersion of an object. */
@@ -823,6 +890,17 @@ export class KubeSource implements ModelSource {
 function isNotFound(e: unknown): boolean {
   if (e instanceof ListError) return e.code === 404;
   return typeof e === 'object' && e !== null && (e as { statusCode?: unknown }).statusCode === 404;
+}
+
+/** A copy of plain objects and arrays with every array exactly as long as its content. */
+function compact<T>(v: T): T {
+  if (Array.isArray(v)) return v.map(compact) as T;
+  if (v !== null && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(v)) out[k] = compact((v as Record<string, unknown>)[k]);
+    return out as T;
+  }
+  return v;
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts (its timer cleared). */
