@@ -148,8 +148,11 @@ build_local_base() {
     'Acquire::Languages "none";' \
     'Apt::AutoRemove::SuggestsImportant "false";' \
     > "$stage/etc/apt/apt.conf.d/docker-clean"
+  # eatmydata: dpkg without fsync while the tree is built (mmdebstrap's own hook; it removes
+  # itself from the result).
   mmdebstrap --quiet --variant=minbase --format=tar \
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+    --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata \
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' \
