@@ -71,6 +71,18 @@ describe('FileSource', () => {
     expect(src.revision()).toBe(await folderRevision(dir));
   });
 
+  it('removes a ClusterNetworkPolicy that leaves the folder, and replaces one that changes', async () => {
+    const cnp = (name: string, priority: number) =>
+      `apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: ${name}}\nspec: {tier: Admin, priority: ${priority}, subject: {namespaces: {}}, ingress: [{action: Deny, from: [{namespaces: {}}]}]}\n`;
+    writeFileSync(join(dir, 'cnp.yaml'), `${cnp('a', 1)}---\n${cnp('b', 2)}`);
+    src = new FileSource({ dir, pollMs: 60_000 });
+    await src.start();
+    expect([...src.model.allClusterPolicies()].map((c) => c.name).sort()).toEqual(['a', 'b']);
+    writeFileSync(join(dir, 'cnp.yaml'), cnp('b', 3));
+    await src.rescan();
+    expect([...src.model.allClusterPolicies()].map((c) => [c.name, c.priority])).toEqual([['b', 3]]);
+  });
+
   it('keeps the model when the folder itself disappears, and refuses to start without it', async () => {
     writeFileSync(join(dir, 'policy.yaml'), POLICY);
     src = new FileSource({ dir, pollMs: 60_000 });

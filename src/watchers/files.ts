@@ -237,7 +237,7 @@ export class FileSource implements ModelSource {
     for (const o of objects) wanted.set(key(o.record), o.record);
     const before = this.model.generation;
     const present = new Map<string, ObjectRecord>();
-    for (const r of [...this.model.allPods(), ...this.model.allPolicies(), ...this.model.allNodes(), ...this.model.allNamespaces()]) {
+    for (const r of [...this.model.allPods(), ...this.model.allPolicies(), ...this.model.allClusterPolicies(), ...this.model.allNodes(), ...this.model.allNamespaces()]) {
       // Compared as this source stored them, before the agent's adjusters (CNI overlay).
       if (!(r.kind === 'Namespace' && r.implicit)) present.set(key(r), this.model.sourceRecord(r.uid, r.kind) ?? r);
     }
