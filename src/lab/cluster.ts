@@ -51,6 +51,8 @@ export interface AgentInfo {
   /** The node's CNI socket, which policyctl-cni in the node's conflist asks. */
   readonly cniSocket: string;
   readonly podCIDR: string;
+  /** More `policyctl agent` flags (e.g. `--revoke-established`). */
+  readonly extraArgs?: readonly string[];
 }
 
 /** Start (or restart) the agent of one node: a real `policyctl agent` process in the node's namespace. */
@@ -61,6 +63,7 @@ export function startAgent(lab: LabState, a: AgentInfo): Promise<number> {
     [
       ...[nodeBinary(), '--no-warnings', BIN, 'agent', '--node', a.node, '--manifests', a.source, '--status-file', a.statusFile, '--resync-interval', a.resyncInterval],
       ...['--cni-socket', a.cniSocket, '--pod-cidr', a.podCIDR],
+      ...(a.extraArgs ?? []),
     ],
     { logName: `agent-${a.node}`, readyLine: false },
   );
@@ -134,6 +137,8 @@ export interface UpOptions {
   readonly addPodOptions?: AddPodOptions;
   /** Ports served by the external host (the switch namespace's address). */
   readonly externalPorts?: LabSpec['externalPorts'];
+  /** More `policyctl agent` flags, per node name (e.g. `{ n1: ['--revoke-established'] }`). */
+  readonly agentArgs?: Readonly<Record<string, readonly string[]>>;
 }
 
 /**
@@ -169,6 +174,7 @@ export async function labUp(o: UpOptions): Promise<{ lab: LabState; skipped: str
       source,
       cniSocket: n.cniSocket!,
       podCIDR: n.podCIDR,
+      ...(o.agentArgs?.[n.name] ? { extraArgs: o.agentArgs[n.name] } : {}),
     };
     log(`lab ${lab.name}: agent on ${n.name}`);
     await startAgent(lab, agent);

@@ -1,0 +1,67 @@
+// Long-lived flows for the established-connection tests, run inside a namespace:
+//   ip netns exec <netns> node test/support/flow-tool.ts recv --port 9999
+//     a TCP and a UDP server on the port (UDP echoed); one JSON line per received chunk or datagram:
+//     {"proto":"TCP"|"UDP","from":"10.244.1.10:40001","t":1733000000123}
+//   ip netns exec <netns> node test/support/flow-tool.ts send --to IP:PORT --proto TCP|UDP [--sport N] [--interval MS]
+//     one TCP connection (or one UDP socket bound to --sport) that sends a line every interval
+//     until SIGTERM: the same connection (the same 5-tuple) all along, so after its first packet
+//     every later one is "established" for conntrack.
+// Prints "ready" once listening (recv) or once the first packet is sent (send).
+// Node standard library only.
+
+import { createSocket } from 'node:dgram';
+import { connect, createServer } from 'node:net';
+
+const [mode, ...rest] = process.argv.slice(2);
+const arg = (name: string, dflt?: string): string => {
+  const i = rest.indexOf(name);
+  const v = i >= 0 ? rest[i + 1] : dflt;
+  if (v === undefined) throw new Error(`flow-tool: ${name} is required`);
+  return v;
+};
+
+if (mode === 'recv') {
+  const port = Number(arg('--port'));
+  const line = (proto: string, from: string) => process.stdout.write(JSON.stringify({ proto, from, t: Date.now() }) + '\n');
+  const tcp = createServer((sock) => {
+    sock.on('data', () => line('TCP', `${sock.remoteAddress}:${sock.remotePort}`));
+    sock.on('error', () => {});
+  });
+  const udp = createSocket('udp4');
+  // Every datagram is echoed: with a reply seen, conntrack holds the flow as ESTABLISHED (a
+  // flow nobody answers stays NEW, and any rule change stops it without help).
+  udp.on('message', (m, r) => {
+    line('UDP', `${r.address}:${r.port}`);
+    udp.send(m, r.port, r.address);
+  });
+  let up = 0;
+  const ready = () => ++up === 2 && process.stdout.write('ready\n');
+  tcp.listen(port, '0.0.0.0', ready);
+  udp.bind(port, '0.0.0.0', ready);
+} else if (mode === 'send') {
+  const [ip, portText] = arg('--to').split(':');
+  const port = Number(portText);
+  const interval = Number(arg('--interval', '50'));
+  const proto = arg('--proto', 'UDP');
+  let said = false;
+  const sent = () => {
+    if (!said) process.stdout.write('ready\n');
+    said = true;
+  };
+  if (proto === 'TCP') {
+    const sock = connect({ host: ip!, port, localPort: Number(arg('--sport', '0')) || undefined });
+    sock.on('connect', () => {
+      setInterval(() => sock.write('x\n', sent), interval);
+    });
+    // A dropped connection just stops: the test sees no more lines at the receiver.
+    sock.on('error', () => {});
+  } else {
+    const udp = createSocket('udp4');
+    udp.bind(Number(arg('--sport', '0')), () => {
+      setInterval(() => udp.send('x\n', port, ip!, sent), interval);
+    });
+  }
+} else {
+  process.stderr.write('usage: flow-tool.ts recv --port P | send --to IP:PORT --proto TCP|UDP [--sport N] [--interval MS]\n');
+  process.exit(2);
+}
