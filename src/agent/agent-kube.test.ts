@@ -137,6 +137,35 @@ describe.runIf(kernelTestsEnabled())('Agent on the kube source', () => {
     }
   });
 
+  it('a silent watch turns /readyz not ready within half the stale-watch bound, naming the resource and its age; the restart relists and applies', async () => {
+    await api.close();
+    api = await startApiServer({ bookmarkIntervalMs: 50 }); // healthy watches say something every 50 ms
+    seed(api);
+    api.create(DENY);
+    const bound = 2000;
+    const a = makeAgent({ watchdogMs: bound });
+    await a.start();
+    const server = await serveHealth(a, '127.0.0.1:0');
+    try {
+      const readyz = `http://127.0.0.1:${(server.address() as { port: number }).port}/readyz`;
+      await waitUntil(() => applied(a), 'the initial state applied');
+      expect((await fetch(readyz)).status).toBe(200);
+      api.stall(); // the open watches stay connected and say nothing more; LISTs still work
+      const stalledAt = Date.now();
+      api.patchLabels('Pod', 'app', 'web', { app: 'web', stale: 'yes' });
+      await waitUntil(() => !a.status().ready, 'not ready', { timeoutMs: bound, intervalMs: 10 });
+      expect(Date.now() - stalledAt).toBeLessThanOrEqual(bound / 2 + 300);
+      const res = await fetch(readyz);
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { reasons: string[] }).reasons.join('\n')).toMatch(/watch silent past half the stale-watch bound of 2\.0 s .*pods: no event or bookmark for \d\.\d s/);
+      await waitUntil(() => source.model.findPod('app', 'web')?.labels.stale === 'yes' && applied(a), 'the relist applied', { timeoutMs: 3 * bound });
+      expect(source.stats().restarts.watchdog).toBeGreaterThan(0);
+    } finally {
+      server.close();
+      api.resume();
+    }
+  });
+
   it('a burst of 1000 pod events coalesces into a few syncs', async () => {
     api.create(DENY);
     const a = makeAgent();
@@ -188,5 +217,9 @@ describe('policyctl agent --kube', () => {
     expect(err).toMatch(/--kubeconfig and --context need --kube/);
     expect(await main(['agent', '--node', 'n1', '--kube', '--kubeconfig', '/nonexistent/kubeconfig'], io)).toBe(1);
     expect(err).toMatch(/cannot read kubeconfig \/nonexistent\/kubeconfig/);
+    expect(await main(['agent', '--node', 'n1', '--kube', '--stale-watch', '5m'], io)).toBe(2);
+    expect(err).toMatch(/--stale-watch must be between 10s and 2m, got "5m"/);
+    expect(await main(['agent', '--node', 'n1', '--kube', '--stale-watch', 'soon'], io)).toBe(2);
+    expect(err).toMatch(/--stale-watch must be a duration like 500ms, 10s or 2m, got "soon"/);
   });
 });

@@ -12,6 +12,7 @@ import { loadKubeConfig } from '../watchers/kube-client.ts';
 import { KubeSource } from '../watchers/kube.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { CliError, EXIT, type Io } from './io.ts';
+import { tuneV8ForAgent } from './v8-tuning.ts';
 import { errorText } from '../util/error-text.ts';
 
 export interface AgentCliOptions {
@@ -23,6 +24,8 @@ export interface AgentCliOptions {
   context?: string;
   healthAddr?: string;
   resyncInterval: string;
+  /** With --kube: the stale-watch bound (default 2m). */
+  staleWatch?: string;
   dryRun?: boolean;
   cleanup?: boolean;
   statusFile?: string;
@@ -66,7 +69,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   if (!o.kube && (o.kubeconfig !== undefined || o.context !== undefined)) throw new CliError('--kubeconfig and --context need --kube', EXIT.usage);
   let source: ModelSource;
   if (makeSource) source = makeSource(logger);
-  else if (o.kube) source = kubeSource(o, o.node, logger);
+  else if (o.kube) source = kubeSource(o, o.node, logger, staleWatchMs(o.staleWatch ?? '2m'));
   else if (o.manifests) source = new FileSource({ dir: o.manifests, logger });
   else throw new CliError('give --kube (watch the cluster) or --manifests DIR (a folder of manifests to enforce)', EXIT.usage);
 
@@ -80,6 +83,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     return EXIT.ok;
   }
 
+  tuneV8ForAgent(); // the long-running agent only (not --dry-run, --cleanup)
   const agent = new Agent({
     node: o.node,
     source,
@@ -112,13 +116,24 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   return EXIT.ok;
 }
 
-/** The cluster as the agent's source: every Namespace, Pod and NetworkPolicy, and this node's Node. */
-export function kubeSource(o: Pick<AgentCliOptions, 'kubeconfig' | 'context'>, node: string, logger: pino.Logger): KubeSource {
+/**
+ * `--stale-watch`: between 10 s (each watch's deadline is a quarter of it, and the API server
+ * sends its bookmark 2 s before a deadline) and 2 minutes (past half of it, a minute, the API
+ * server has missed both its minute bookmark and two deadline bookmarks: /readyz says so).
+ */
+function staleWatchMs(text: string): number {
+  const ms = parseDuration(text, '--stale-watch');
+  if (ms < 10_000 || ms > 120_000) throw new CliError(`--stale-watch must be between 10s and 2m, got ${JSON.stringify(text)}`, EXIT.usage);
+  return ms;
+}
+
+/** The cluster as the agent's source: every Namespace, Pod, NetworkPolicy and ClusterNetworkPolicy, and this node's Node. */
+export function kubeSource(o: Pick<AgentCliOptions, 'kubeconfig' | 'context'>, node: string, logger: pino.Logger, watchdogMs?: number): KubeSource {
   let kubeConfig;
   try {
     kubeConfig = loadKubeConfig({ inCluster: o.kubeconfig === undefined, ...(o.kubeconfig !== undefined ? { kubeconfig: o.kubeconfig } : {}), ...(o.context !== undefined ? { context: o.context } : {}) });
   } catch (e) {
     throw new CliError(errorText(e));
   }
-  return new KubeSource({ kubeConfig, nodeName: node, logger });
+  return new KubeSource({ kubeConfig, nodeName: node, logger, ...(watchdogMs !== undefined ? { watchdogMs } : {}) });
 }

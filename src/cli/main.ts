@@ -196,6 +196,7 @@ Examples:
     .option('--context <name>', 'with --kube: kubeconfig context to use')
     .option('--health-addr <host:port>', 'serve /healthz, /readyz and /metrics here (e.g. :9102)')
     .option('--resync-interval <duration>', 're-read the kernel and repair drift this often', '10s')
+    .option('--stale-watch <duration>', 'with --kube: a watch with no event and no bookmark for this long is restarted with a fresh list, and /readyz is not ready past half of it (the API server sends a bookmark about every minute and before each watch deadline; 10s to 2m)', '2m')
     .option('--status-file <path>', 'rewrite this JSON file after every sync (what was applied)')
     .option('--cni-socket <path>', 'serve the policyctl-cni plugin on this unix socket (folder created 0700); the plugin\'s default and the DaemonSet\'s: /run/policyctl/cni.sock')
     .option('--pod-cidr <cidr>', "this node's pod CIDR, besides its Node's spec.podCIDRs (repeatable): new connections of its addresses that are not programmed pods are dropped", (v: string, prev: string[] = []) => [...prev, v])

@@ -13,3 +13,13 @@ import v8 from 'node:v8';
 export function tuneV8(): void {
   v8.setFlagsFromString('--no-allocation-site-pretenuring');
 }
+
+/**
+ * The node agent runs for weeks under a container memory limit, and its CPU is mostly idle
+ * between changes: V8's memory saver mode (smaller heap growth steps, memory-reducing
+ * collections) costs it a little CPU and keeps it well inside that limit. At 50k pods / 10k
+ * policies it took the agent from 285 to 221 MB RSS (bench part `agent`).
+ */
+export function tuneV8ForAgent(): void {
+  v8.setFlagsFromString('--memory-saver-mode');
+}

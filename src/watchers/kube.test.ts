@@ -360,6 +360,135 @@ describe('faults', () => {
   });
 });
 
+describe('stale watches', () => {
+  it('a silent watch (open, no events, no bookmarks) is unhealthy within half the bound, named with its age; the restart relists and the state converges', async () => {
+    await restartApi({ bookmarkIntervalMs: 50 }); // a healthy watch says something every 50 ms
+    seed();
+    const bound = 1600;
+    const s = source({ watchdogMs: bound });
+    await watching(s);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(s.status()).toMatchObject({ synced: true, healthy: true });
+    const lists = s.stats().lists.pods;
+    // Every open watch stays connected and says nothing more (a wedged watch cache); LISTs work.
+    api.stall();
+    const stalledAt = Date.now();
+    api.patchLabels('Pod', 'app', 'web', { app: 'web', v: 'stale' }); // never delivered on the muted watch
+    await waitUntil(() => !s.status().healthy, 'the silence to be reported', { timeoutMs: bound, intervalMs: 10 });
+    const reportedAfter = Date.now() - stalledAt;
+    expect(reportedAfter).toBeLessThanOrEqual(bound / 2 + 300); // the poll and a loaded machine's timers
+    expect(reportedAfter).toBeGreaterThanOrEqual(bound / 2 - 100); // not before: a bookmark may be late
+    expect(s.status().detail).toMatch(/^watch silent past half the stale-watch bound of 1\.6 s .*pods: no event or bookmark for 0\.[89] s/);
+    expect(s.stats().restarts.watchdog).toBe(0); // reported, not restarted yet
+    expect(s.model.findPod('app', 'web')?.labels.v).toBeUndefined();
+    // At the bound: restarted with a fresh list, and the model has what the watch missed.
+    await waitUntil(() => s.model.findPod('app', 'web')?.labels.v === 'stale', 'the relist', { timeoutMs: 3 * bound });
+    expect(Date.now() - stalledAt).toBeGreaterThanOrEqual(bound - 100);
+    expect(s.stats().restarts.watchdog).toBeGreaterThan(0);
+    expect(s.stats().lists.pods).toBeGreaterThan(lists);
+    expect(s.status().healthy).toBe(true); // the LIST is fresh
+    expect(logLines.some((l) => /pods: no event or bookmark for 1\.\d s; restarting the watch with a fresh list/.test(String(l.msg)))).toBe(true);
+    api.resume();
+  });
+
+  it('each watch asks for a deadline of a quarter of the bound, and a watch ended by the server is resumed at once from its resourceVersion', async () => {
+    await restartApi({ bookmarkIntervalMs: 60_000 }); // only the bookmark before each deadline
+    seed();
+    const s = source({ watchdogMs: 16_000 });
+    await watching(s);
+    const podWatches = () => api.requests.filter((r) => r.resource === 'pods' && r.watch);
+    expect(podWatches()[0]!.query).toMatchObject({ timeoutSeconds: '4', allowWatchBookmarks: 'true' });
+    // The server ends it after 4 s (a bookmark 2 s before): the watch resumes, no relist, still healthy.
+    await waitUntil(() => podWatches().length >= 2, 'the resumed watch', { timeoutMs: 6000 });
+    expect(Number(podWatches()[1]!.query.resourceVersion)).toBeGreaterThan(0);
+    expect(s.stats().lists.pods).toBe(1);
+    expect(s.status().healthy).toBe(true);
+    api.create(pod('app', 'late', '10.244.1.77'));
+    await waitUntil(() => !!s.model.findPod('app', 'late'), 'an event on the resumed watch');
+  }, 15_000);
+});
+
+describe('ClusterNetworkPolicies', () => {
+  const cnp = (name: string, priority: number, tier = 'Admin'): KubeObject => ({
+    kind: 'ClusterNetworkPolicy',
+    metadata: { name },
+    spec: { tier, priority, subject: { namespaces: {} }, ingress: [{ name: 'deny-all', action: 'Deny', from: [{ namespaces: {} }] }] },
+  });
+  const cnpNames = (s: KubeSource) => [...s.model.allClusterPolicies()].map((c) => `${c.name}:${c.tier}:${c.priority}`).sort();
+
+  it('with their CRD: listed, then added, updated (priority) and deleted through the watch', async () => {
+    await restartApi({ clusterNetworkPolicyCrd: true });
+    seed();
+    api.create(cnp('listed', 10));
+    api.create(cnp('baseline', 100, 'Baseline'));
+    const s = source();
+    await watching(s, 5);
+    expect(cnpNames(s)).toEqual(['baseline:Baseline:100', 'listed:Admin:10']);
+    expect(s.model.findClusterPolicy('listed')?.uid).toBe(api.get('ClusterNetworkPolicy', undefined, 'listed')!.metadata!.uid);
+    expect(s.revision()).toMatch(/,clusternetworkpolicies=\d+$/);
+    expect(s.status()).toMatchObject({ synced: true, healthy: true });
+    expect(s.status().detail).not.toMatch(/not enforced/);
+    let changes = 0;
+    s.onChange(() => changes++);
+    api.create(cnp('added', 20));
+    await waitUntil(() => cnpNames(s).includes('added:Admin:20'), 'the added CNP');
+    api.modify('ClusterNetworkPolicy', undefined, 'added', (o) => ((o.spec as { priority: number }).priority = 5));
+    await waitUntil(() => cnpNames(s).includes('added:Admin:5'), 'the priority change');
+    api.delete('ClusterNetworkPolicy', undefined, 'listed');
+    await waitUntil(() => !s.model.findClusterPolicy('listed'), 'the deletion');
+    expect(cnpNames(s)).toEqual(['added:Admin:5', 'baseline:Baseline:100']);
+    expect(changes).toBeGreaterThanOrEqual(3);
+    expect(s.stats().events.clusternetworkpolicies).toBe(3);
+    // An invalid one is kept fail-closed and reported once.
+    api.create({ kind: 'ClusterNetworkPolicy', metadata: { name: 'bad' }, spec: { tier: 'Admin', priority: 5000, subject: { namespaces: {} }, ingress: [] } });
+    await waitUntil(() => !!s.model.findClusterPolicy('bad'), 'the invalid CNP');
+    expect(s.model.findClusterPolicy('bad')!.issues).toContainEqual(expect.objectContaining({ field: 'spec.priority', value: '5000' }));
+    expect(s.stats().objectsWithIssues.ClusterNetworkPolicy).toBe(1);
+    expect(logLines.filter((l) => l.level === 50 && /invalid ClusterNetworkPolicy clusternetworkpolicy\/bad: spec\.priority/.test(String(l.msg)))).toHaveLength(1);
+  });
+
+  it('without their CRD: synced, says once that they are not enforced, picks them up when the CRD appears, and drops them when it goes', async () => {
+    seed();
+    const s = source();
+    await s.start(); // no CRD: the source syncs all the same
+    expect(s.status()).toMatchObject({ synced: true, healthy: true });
+    expect(s.status().detail).toMatch(/clusternetworkpolicies not served \(CRD not installed\): ClusterNetworkPolicies are not enforced/);
+    expect(s.revision()).toMatch(/^namespaces=\d+,nodes=\d+,pods=\d+,networkpolicies=\d+$/);
+    await waitUntil(() => s.stats().absent.clusternetworkpolicies >= 3, 'the list retried with backoff');
+    const notEnforced = () => logLines.filter((l) => /ClusterNetworkPolicies are not enforced/.test(String(l.msg)));
+    expect(notEnforced()).toHaveLength(1);
+    expect(s.stats().errors.clusternetworkpolicies).toBe(0);
+
+    api.setCrdInstalled(true);
+    api.create(cnp('late', 7));
+    await waitUntil(() => cnpNames(s).join() === 'late:Admin:7', 'the CNPs once the CRD is installed', { timeoutMs: 3000 });
+    expect(logLines.some((l) => /serves policy\.networking\.k8s\.io\/v1alpha2 clusternetworkpolicies now \(its CRD is installed\): 1 listed/.test(String(l.msg)))).toBe(true);
+    expect(s.status().detail).not.toMatch(/not enforced/);
+    expect(s.revision()).toMatch(/,clusternetworkpolicies=\d+$/);
+    await api.waitForWatchers(1, { resource: 'clusternetworkpolicies' });
+    api.create(cnp('watched', 8, 'Baseline'));
+    await waitUntil(() => cnpNames(s).includes('watched:Baseline:8'), 'a CNP through the watch');
+
+    // The CRD removed: its instances go (DELETED events, then a 404), and so do they from the model.
+    api.setCrdInstalled(false);
+    await waitUntil(() => cnpNames(s).length === 0 && /ClusterNetworkPolicies are not enforced/.test(s.status().detail), 'the CNPs gone with their CRD');
+    expect(notEnforced()).toHaveLength(2); // once per absence
+    expect(s.status().healthy).toBe(true);
+  });
+
+  it('one-shot: a cluster without the CRD lists no CNP and no error; with it, lists them', async () => {
+    seed();
+    const a = source({ once: true });
+    await a.start();
+    expect(cnpNames(a)).toEqual([]);
+    api.setCrdInstalled(true);
+    api.create(cnp('guard', 1));
+    const b = source({ once: true });
+    await b.start();
+    expect(cnpNames(b)).toEqual(['guard:Admin:1']);
+  });
+});
+
 describe('invalid objects and failing handlers', () => {
   it('an invalid NetworkPolicy is upserted fail-closed, reported once per resourceVersion, and isolates its pods', async () => {
     seed();

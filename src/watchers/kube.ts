@@ -79,17 +79,20 @@ interface ResourceSpec {
   readonly path: string;
   /** A custom resource: a 404 means its CRD is not installed (none exist), not a failure. */
   readonly crd?: true;
+  /** The kind in the plural, for messages. */
+  readonly kinds: string;
 }
 
 /** Namespaces and Nodes first: a pod's namespace labels are known by the time its pods are. */
 const RESOURCES: readonly ResourceSpec[] = [
-  { name: 'namespaces', kind: 'Namespace', apiVersion: 'v1', path: '/api/v1/namespaces' },
-  { name: 'nodes', kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes' },
-  { name: 'pods', kind: 'Pod', apiVersion: 'v1', path: '/api/v1/pods' },
-  { name: 'networkpolicies', kind: 'NetworkPolicy', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/networkpolicies' },
+  { name: 'namespaces', kind: 'Namespace', kinds: 'Namespaces', apiVersion: 'v1', path: '/api/v1/namespaces' },
+  { name: 'nodes', kind: 'Node', kinds: 'Nodes', apiVersion: 'v1', path: '/api/v1/nodes' },
+  { name: 'pods', kind: 'Pod', kinds: 'Pods', apiVersion: 'v1', path: '/api/v1/pods' },
+  { name: 'networkpolicies', kind: 'NetworkPolicy', kinds: 'NetworkPolicies', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/networkpolicies' },
   {
     name: 'clusternetworkpolicies',
     kind: 'ClusterNetworkPolicy',
+    kinds: 'ClusterNetworkPolicies',
     apiVersion: 'policy.networking.k8s.io/v1alpha2',
     path: '/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies',
     crd: true,
@@ -372,7 +375,7 @@ export class KubeSource implements ModelSource {
       return `${w.spec.name}: ${w.error}${retry}`;
     });
     if (this.stopped) return { synced: this.synced, healthy: false, detail: 'stopped' };
-    const absent = this.watched.filter((w) => w.absent).map((w) => `${w.spec.name} not served (CRD not installed): ${w.spec.kind}s are not enforced`);
+    const absent = this.watched.filter((w) => w.absent).map((w) => `${w.spec.name} not served (CRD not installed): ${w.spec.kinds} are not enforced`);
     if (!this.synced) {
       const waiting = this.watched.filter((w) => !w.listed).map((w) => w.spec.name);
       const detail = failing.length
@@ -387,12 +390,12 @@ export class KubeSource implements ModelSource {
     // resource may be stale (the watchdog relists it at the full bound).
     const silent = this.watched
       .filter((w) => w.state === 'watching' && now - w.lastAlive > this.watchdogMs / 2)
-      .map((w) => `${w.spec.name}: no event or bookmark for ${Math.round((now - w.lastAlive) / 1000)} s`);
+      .map((w) => `${w.spec.name}: no event or bookmark for ${seconds(now - w.lastAlive)} s`);
     if (silent.length) {
       return {
         synced: true,
         healthy: false,
-        detail: `watch silent past half the stale-watch bound of ${Math.round(this.watchdogMs / 1000)} s (it is relisted at the bound), enforcing what it last said: ${silent.join('; ')}`,
+        detail: `watch silent past half the stale-watch bound of ${seconds(this.watchdogMs)} s (it is relisted at the bound), enforcing what it last said: ${silent.join('; ')}`,
       };
     }
     const watching = this.watched.filter((w) => !w.absent).map((w) => w.spec.name);
@@ -622,7 +625,7 @@ export class KubeSource implements ModelSource {
     if (first) {
       this.log?.warn(
         { resource: w.spec.name, apiVersion: w.spec.apiVersion },
-        `${w.spec.name}: the API server does not serve ${w.spec.apiVersion} ${w.spec.name} (its CRD is not installed): ${w.spec.kind}s are not enforced; checking again with backoff up to ${Math.round(this.backoffMaxMs / 1000)} s`,
+        `${w.spec.name}: the API server does not serve ${w.spec.apiVersion} ${w.spec.name} (its CRD is not installed): ${w.spec.kinds} are not enforced; checking again with backoff up to ${Math.round(this.backoffMaxMs / 1000)} s`,
       );
     }
     if (!w.listed) {
@@ -662,8 +665,8 @@ export class KubeSource implements ModelSource {
   private restartFresh(w: Watched, reason: 'watchdog' | 'resync' | 'handler-error'): void {
     if (this.stopped) return;
     this.counters.restarts[reason]++;
-    const silentS = Math.round((Date.now() - w.lastAlive) / 100) / 10;
-    if (reason === 'watchdog') this.log?.warn({ resource: w.spec.name, silentSeconds: silentS }, `${w.spec.name}: no event or bookmark for ${silentS}s; restarting the watch with a fresh list`);
+    const silentMs = Date.now() - w.lastAlive;
+    if (reason === 'watchdog') this.log?.warn({ resource: w.spec.name, silentSeconds: Math.round(silentMs / 100) / 10 }, `${w.spec.name}: no event or bookmark for ${seconds(silentMs)} s; restarting the watch with a fresh list`);
     else if (reason === 'handler-error') this.log?.warn({ resource: w.spec.name }, `${w.spec.name}: an event could not be applied; relisting`);
     else this.log?.debug({ resource: w.spec.name }, `${w.spec.name}: periodic resync (full list)`);
     clearTimeout(w.timer);
@@ -890,6 +893,11 @@ export class KubeSource implements ModelSource {
 function isNotFound(e: unknown): boolean {
   if (e instanceof ListError) return e.code === 404;
   return typeof e === 'object' && e !== null && (e as { statusCode?: unknown }).statusCode === 404;
+}
+
+/** Milliseconds as seconds for messages: one decimal under 10 s. */
+function seconds(ms: number): string {
+  return (ms / 1000).toFixed(ms < 10_000 ? 1 : 0);
 }
 
 /** A copy of plain objects and arrays with every array exactly as long as its content. */
