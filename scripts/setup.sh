@@ -18,6 +18,10 @@ apt-get install -y -qq --no-install-recommends \
 # where no registry serves node:24-bookworm-slim. Rootful on the machine's own filesystem: no
 # uidmap or fuse-overlayfs needed.
 apt-get install -y -qq --no-install-recommends podman buildah runc mmdebstrap >/dev/null
+# kubectl renders deploy/kustomization.yaml in test/deploy/kustomize.test.ts. Where none is
+# installed, Debian's kubernetes-client (kubectl 1.20 on bookworm: its kustomize renders the base;
+# the overlay tests need kustomize 4 or later and are skipped with it).
+command -v kubectl >/dev/null || apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
 # br_netfilter makes bridged pod-to-pod traffic visible to iptables (built in on some kernels).
 modprobe br_netfilter 2>/dev/null || true
 

@@ -133,7 +133,7 @@ const CLUSTER_SCOPED = new Set(['ClusterRole', 'ClusterRoleBinding']);
 
 /**
  * The API access the DaemonSet's service account needs, as "apiGroup/resource" -> verbs ("" is
- * the core group). The agent reads its four sources; flannel with --kube-subnet-mgr gets pods,
+ * the core group). The agent reads its five sources; flannel with --kube-subnet-mgr gets pods,
  * watches nodes and patches its node's status. The role must grant exactly the union.
  */
 export const AGENT_NEEDS: Record<string, string[]> = {
@@ -141,6 +141,7 @@ export const AGENT_NEEDS: Record<string, string[]> = {
   '/namespaces': ['get', 'list', 'watch'],
   '/nodes': ['get', 'list', 'watch'],
   'networking.k8s.io/networkpolicies': ['get', 'list', 'watch'],
+  'policy.networking.k8s.io/clusternetworkpolicies': ['get', 'list', 'watch'],
 };
 export const FLANNEL_NEEDS: Record<string, string[]> = {
   '/pods': ['get'],

@@ -38,8 +38,9 @@ import {
 const root = new URL('../../', import.meta.url).pathname;
 const deployDir = join(root, 'deploy');
 
+// kustomization.yaml is kustomize's, not a Kubernetes object (test/deploy/kustomize.test.ts).
 const manifestFiles = readdirSync(deployDir)
-  .filter((f) => /\.ya?ml$/.test(f))
+  .filter((f) => /\.ya?ml$/.test(f) && f !== 'kustomization.yaml')
   .sort();
 const loaded = manifestFiles.map((f) => parseManifestFile(`deploy/${f}`, readFileSync(join(deployDir, f), 'utf8')));
 const objects: K8sObject[] = loaded.flatMap((l) => l.docs.map((d) => d.object));
@@ -202,6 +203,7 @@ const mutations: Mutation[] = [
   { name: 'read access to secrets', check: 'rbac', mutate: (m) => void role(m).rules![0]!.resources!.push('secrets'), expect: /secrets/ },
   { name: 'watch on networkpolicies dropped', check: 'rbac', mutate: (m) => void (role(m).rules![2]!.verbs = ['get', 'list']), expect: /missing watch on networking\.k8s\.io\/networkpolicies/ },
   { name: 'networkpolicies in the wrong API group', check: 'rbac', mutate: (m) => void (role(m).rules![2]!.apiGroups = ['extensions']), expect: /missing get, list, watch on networking\.k8s\.io\/networkpolicies/ },
+  { name: 'watch on clusternetworkpolicies dropped', check: 'rbac', mutate: (m) => void (role(m).rules!.find((r) => r.resources?.includes('clusternetworkpolicies'))!.verbs = ['get', 'list']), expect: /missing watch on policy\.networking\.k8s\.io\/clusternetworkpolicies/ },
   { name: 'a write verb the agent does not need', check: 'rbac', mutate: (m) => void role(m).rules![0]!.verbs!.push('delete'), expect: /more than needed: delete on \/pods/ },
   { name: 'flannel cannot patch node status', check: 'rbac', mutate: (m) => void role(m).rules!.splice(1, 1), expect: /missing patch on \/nodes\/status/ },
   // daemonSet
