@@ -2,6 +2,7 @@
 // write a `BenchPart` in bench/parts/<name>.ts and list it.
 
 import type { BenchPart } from './harness.ts';
+import { agentPart } from './parts/agent.ts';
 import { cniPart } from './parts/cni.ts';
 import { compilePart } from './parts/compile.ts';
 import { dataplanePart } from './parts/dataplane.ts';
@@ -9,4 +10,4 @@ import { incrementalPart } from './parts/incremental.ts';
 import { kernelPart } from './parts/kernel.ts';
 import { loadPart } from './parts/load.ts';
 
-export const PARTS: readonly BenchPart[] = [compilePart, incrementalPart, loadPart, kernelPart, dataplanePart, cniPart];
+export const PARTS: readonly BenchPart[] = [compilePart, incrementalPart, loadPart, kernelPart, dataplanePart, cniPart, agentPart];
