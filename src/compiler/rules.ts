@@ -321,7 +321,8 @@ export function clusterPolicyRules(sets: SetSource, pod: PodRecord, dir: PolicyT
   const out: Rule[] = [];
   (dir === 'Ingress' ? cnp.ingress : cnp.egress).forEach((rule, index) => {
     const action = cnpAction(rule.action, next);
-    const comment = `${ref} ${cnp.tier} ${cnp.priority} ${rule.action} ${dir.toLowerCase()}[${index}]`;
+    // No priority in the comment: a priority change that leaves the order as it was changes no rule.
+    const comment = `${ref} ${cnp.tier} ${rule.action} ${dir.toLowerCase()}[${index}]`;
     const peers = cnpPeerMatches(sets, rule, dir);
     if (!rule.protocols) {
       for (const p of peers) out.push({ match: p.match, action, comment });
