@@ -19,14 +19,15 @@ import { errorText } from '../util/error-text.ts';
 
 const HELP_FOOTER = `
 Objects are read from the cluster, or from manifests with -f.
-- Cluster (no -f): every Namespace, Node, Pod and NetworkPolicy is listed once through the
-  kubeconfig: --kubeconfig PATH, else KUBECONFIG, else ~/.kube/config (--context picks a
-  context). The same objects as files give the same output.
+- Cluster (no -f): every Namespace, Node, Pod, NetworkPolicy and (where their CRD is
+  installed) ClusterNetworkPolicy is listed once through the kubeconfig: --kubeconfig PATH,
+  else KUBECONFIG, else ~/.kube/config (--context picks a context). The same objects as files
+  give the same output.
 - Manifests: -f takes files, folders (read recursively) or - for standard input; YAML or
   JSON, several documents per file, and List objects as printed by
   \`kubectl get pods,namespaces,networkpolicies,nodes -A -o yaml\`. ClusterNetworkPolicies
-  (policy.networking.k8s.io/v1alpha2, Admin and Baseline tiers) are read from manifests;
-  explain prints the tiers each direction went through.
+  (policy.networking.k8s.io/v1alpha2, Admin and Baseline tiers) are read from manifests and
+  from the cluster; explain prints the tiers each direction went through.
 
 Names are kubectl-style: pod/NAMESPACE/NAME, or pod/NAME with -n NAMESPACE.
 

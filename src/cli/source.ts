@@ -61,7 +61,7 @@ function noteClusterPolicies(model: Model, io: Io): void {
   for (const tie of clusterPriorityTies(model)) io.err(`warning: ${tie.message}\n`);
 }
 
-/** Every Namespace, Node, Pod and NetworkPolicy of the cluster, listed once. */
+/** Every Namespace, Node, Pod, NetworkPolicy and ClusterNetworkPolicy (where their CRD is installed) of the cluster, listed once. */
 async function loadCluster(o: SourceOptions, io: Io): Promise<Source> {
   if (o.kubeconfig === undefined && !defaultKubeconfigPresent()) {
     throw new CliError('no objects to read: give -f FILE, -f FOLDER or -f - (standard input), or a cluster with --kubeconfig PATH (or KUBECONFIG, or ~/.kube/config)', EXIT.usage);
