@@ -150,6 +150,8 @@ describe.runIf(kernelTestsEnabled())('Agent on the kube source', () => {
       const readyz = `http://127.0.0.1:${(server.address() as { port: number }).port}/readyz`;
       await waitUntil(() => applied(a), 'the initial state applied');
       expect((await fetch(readyz)).status).toBe(200);
+      // Ready, with a note: the double serves no ClusterNetworkPolicy CRD.
+      expect(a.status().reasons).toEqual(['clusternetworkpolicies not served (CRD not installed): ClusterNetworkPolicies are not enforced']);
       api.stall(); // the open watches stay connected and say nothing more; LISTs still work
       const stalledAt = Date.now();
       api.patchLabels('Pod', 'app', 'web', { app: 'web', stale: 'yes' });

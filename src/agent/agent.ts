@@ -439,7 +439,9 @@ export class Agent {
     // A quarantined object is reported (a reason on /readyz) without making the node unready:
     // everything else is enforced and the object itself fails closed, and one tenant's object
     // must not be able to take every node's agent out of service.
-    const warnings = this.containment.reasons();
+    // So is what the source cannot read on this cluster (ClusterNetworkPolicies without their
+    // CRD: none exist to enforce, and the node is as isolated as the cluster asks).
+    const warnings = [...(s.notes ?? []), ...this.containment.reasons()];
     return {
       node: this.o.node,
       ready: reasons.length === 0,

@@ -453,6 +453,7 @@ describe('ClusterNetworkPolicies', () => {
     await s.start(); // no CRD: the source syncs all the same
     expect(s.status()).toMatchObject({ synced: true, healthy: true });
     expect(s.status().detail).toMatch(/clusternetworkpolicies not served \(CRD not installed\): ClusterNetworkPolicies are not enforced/);
+    expect(s.status().notes).toEqual(['clusternetworkpolicies not served (CRD not installed): ClusterNetworkPolicies are not enforced']);
     expect(s.revision()).toMatch(/^namespaces=\d+,nodes=\d+,pods=\d+,networkpolicies=\d+$/);
     await waitUntil(() => s.stats().absent.clusternetworkpolicies >= 3, 'the list retried with backoff');
     const notEnforced = () => logLines.filter((l) => /ClusterNetworkPolicies are not enforced/.test(String(l.msg)));
@@ -464,6 +465,7 @@ describe('ClusterNetworkPolicies', () => {
     await waitUntil(() => cnpNames(s).join() === 'late:Admin:7', 'the CNPs once the CRD is installed', { timeoutMs: 3000 });
     expect(logLines.some((l) => /serves policy\.networking\.k8s\.io\/v1alpha2 clusternetworkpolicies now \(its CRD is installed\): 1 listed/.test(String(l.msg)))).toBe(true);
     expect(s.status().detail).not.toMatch(/not enforced/);
+    expect(s.status().notes).toBeUndefined();
     expect(s.revision()).toMatch(/,clusternetworkpolicies=\d+$/);
     await api.waitForWatchers(1, { resource: 'clusternetworkpolicies' });
     api.create(cnp('watched', 8, 'Baseline'));

@@ -399,7 +399,7 @@ export class KubeSource implements ModelSource {
       };
     }
     const watching = this.watched.filter((w) => !w.absent).map((w) => w.spec.name);
-    return { synced: true, healthy: true, detail: [`watching ${watching.join(', ')} at ${server}`, ...absent].join('; ') };
+    return { synced: true, healthy: true, detail: [`watching ${watching.join(', ')} at ${server}`, ...absent].join('; '), ...(absent.length ? { notes: absent } : {}) };
   }
 
   invalidPolicies(): number {

@@ -8,6 +8,8 @@ export interface SourceStatus {
   /** The source is connected and current; false while it is retrying (the model is kept). */
   readonly healthy: boolean;
   readonly detail: string;
+  /** What holds without making the source unhealthy (a kind the cluster does not serve, e.g.). */
+  readonly notes?: readonly string[];
 }
 
 export interface ModelSource {
