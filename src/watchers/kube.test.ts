@@ -377,7 +377,6 @@ describe('stale watches', () => {
     await waitUntil(() => !s.status().healthy, 'the silence to be reported', { timeoutMs: bound, intervalMs: 10 });
     const reportedAfter = Date.now() - stalledAt;
     expect(reportedAfter).toBeLessThanOrEqual(bound / 2 + 300); // the poll and a loaded machine's timers
-    expect(reportedAfter).toBeGreaterThanOrEqual(bound / 2 - 100); // not before: a bookmark may be late
     expect(s.status().detail).toMatch(/^watch silent past half the stale-watch bound of 1\.6 s .*pods: no event or bookmark for 0\.[89] s/);
     expect(s.stats().restarts.watchdog).toBe(0); // reported, not restarted yet
     expect(s.model.findPod('app', 'web')?.labels.v).toBeUndefined();
