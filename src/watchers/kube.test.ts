@@ -2,7 +2,9 @@
 // propagation, every fault the double can make (cut watches, 410 relists, refusal, stalls),
 // UID keying, bursts, invalid policies and throwing handlers.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer, type RequestOptions } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -11,7 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ApiServerDouble, type ApiServerOptions, type KubeObject, startApiServer, waitUntil } from '../../test/support/apiserver.ts';
 import { normalize } from '../model/normalize.ts';
 import { allowed, podFlow } from '../semantics/evaluate.ts';
-import { loadKubeConfig, serverOf } from './kube-client.ts';
+import { listRaw, loadKubeConfig, serverOf } from './kube-client.ts';
 import { KubeSource, type KubeSourceOptions } from './kube.ts';
 
 let api: ApiServerDouble;
@@ -590,6 +592,79 @@ describe('loadKubeConfig', () => {
       expect(() => loadKubeConfig({ kubeconfig: path, context: 'other' })).toThrow('context "other" is not in the kubeconfig (it has: apiserver-double)');
       expect(() => loadKubeConfig({ kubeconfig: join(dir, 'missing') })).toThrow(/^cannot read kubeconfig .*missing/);
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('kubeconfig paths are relative to its file; tokens from token files; client certificates; merged KUBECONFIG files; proxy-url refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kubeconfig-'));
+    const saved = process.env.KUBECONFIG;
+    try {
+      writeFileSync(join(dir, 'ca.crt'), 'CA');
+      writeFileSync(join(dir, 'token'), 'from-file\n');
+      writeFileSync(
+        join(dir, 'a'),
+        ['apiVersion: v1', 'kind: Config', 'current-context: b-ctx', 'clusters:', '- name: c', '  cluster: {server: "https://api.example:6443", certificate-authority: ca.crt, tls-server-name: kubernetes}', 'users:', '- name: u', '  user: {tokenFile: token}', '- name: cert', `  user: {client-certificate-data: ${Buffer.from('CERT').toString('base64')}, client-key-data: ${Buffer.from('KEY').toString('base64')}}`, 'contexts:', '- name: a-ctx', '  context: {cluster: c, user: cert}', ''].join('\n'),
+      );
+      writeFileSync(join(dir, 'b'), ['apiVersion: v1', 'kind: Config', 'contexts:', '- name: b-ctx', '  context: {cluster: c, user: u}', ''].join('\n'));
+      process.env.KUBECONFIG = `${join(dir, 'a')}:${join(dir, 'b')}`;
+      const kc = loadKubeConfig();
+      expect(kc.getCurrentContext()).toBe('b-ctx');
+      expect(kc.getCurrentCluster()).toMatchObject({ server: 'https://api.example:6443', caFile: join(dir, 'ca.crt'), tlsServerName: 'kubernetes' });
+      const opts: RequestOptions = {};
+      await kc.applyToHTTPSOptions(opts);
+      expect(opts).toMatchObject({ headers: { Authorization: 'Bearer from-file' }, ca: Buffer.from('CA'), servername: 'kubernetes' });
+      const certOpts: RequestOptions = {};
+      await loadKubeConfig({ context: 'a-ctx' }).applyToHTTPSOptions(certOpts);
+      expect(certOpts).toMatchObject({ cert: Buffer.from('CERT'), key: Buffer.from('KEY') });
+      expect((certOpts.headers as Record<string, string>).Authorization).toBeUndefined();
+      writeFileSync(join(dir, 'p'), ['apiVersion: v1', 'kind: Config', 'current-context: x', 'clusters:', '- name: c', '  cluster: {server: "https://a:6443", proxy-url: "http://proxy:3128"}', 'contexts:', '- name: x', '  context: {cluster: c}', ''].join('\n'));
+      expect(() => loadKubeConfig({ kubeconfig: join(dir, 'p') })).toThrow('cluster "c" of the kubeconfig sets proxy-url, which policyctl does not support (got "http://proxy:3128")');
+    } finally {
+      if (saved === undefined) delete process.env.KUBECONFIG;
+      else process.env.KUBECONFIG = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a user with an exec plugin is authenticated through client-node (loaded then), and lists work with it', async () => {
+    seed();
+    const dir = mkdtempSync(join(tmpdir(), 'kubeconfig-'));
+    try {
+      const credential = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: 'from-exec' } });
+      writeFileSync(
+        join(dir, 'config'),
+        ['apiVersion: v1', 'kind: Config', 'current-context: x', 'clusters:', '- name: c', `  cluster: {server: "${api.url}", insecure-skip-tls-verify: true}`, 'users:', '- name: u', '  user:', '    exec:', '      apiVersion: client.authentication.k8s.io/v1', '      command: sh', `      args: ["-c", ${JSON.stringify(`echo '${credential}'`)}]`, '      interactiveMode: Never', 'contexts:', '- name: x', '  context: {cluster: c, user: u}', ''].join('\n'),
+      );
+      const s = new KubeSource({ kubeConfig: loadKubeConfig({ kubeconfig: join(dir, 'config') }), once: true });
+      await s.start();
+      expect(podNames(s)).toEqual(['app/client', 'app/web']);
+      expect(api.requests.at(-1)!.authorization).toBe('Bearer from-exec');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('TLS: the API server certificate is checked against the kubeconfig CA (and refused without it)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kubeconfig-tls-'));
+    const server = createHttpsServer();
+    try {
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=apiserver', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+      server.setSecureContext({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) });
+      server.on('request', (req, res) => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify({ kind: 'NamespaceList', apiVersion: 'v1', metadata: { resourceVersion: '7' }, items: [{ metadata: { name: 'tls', uid: 'u1', resourceVersion: '7' } }], auth: req.headers.authorization }));
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      const url = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
+      const config = (ca: string) => ['apiVersion: v1', 'kind: Config', 'current-context: x', 'clusters:', '- name: c', `  cluster: {server: "${url}"${ca}}`, 'users:', '- name: u', '  user: {token: t0k3n}', 'contexts:', '- name: x', '  context: {cluster: c, user: u}', ''].join('\n');
+      writeFileSync(join(dir, 'with-ca'), config(', certificate-authority: cert.pem'));
+      writeFileSync(join(dir, 'without-ca'), config(''));
+      const list = await listRaw(loadKubeConfig({ kubeconfig: join(dir, 'with-ca') }), '/api/v1/namespaces', { kind: 'Namespace', apiVersion: 'v1' });
+      expect(list).toMatchObject({ resourceVersion: '7', items: [{ kind: 'Namespace', metadata: { name: 'tls' } }] });
+      await expect(listRaw(loadKubeConfig({ kubeconfig: join(dir, 'without-ca') }), '/api/v1/namespaces', { kind: 'Namespace', apiVersion: 'v1' })).rejects.toThrow(/list \/api\/v1\/namespaces: .*SELF_SIGNED/i);
+    } finally {
+      server.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
