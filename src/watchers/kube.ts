@@ -9,12 +9,12 @@
 //   writes nothing while the cluster is half known.
 // - The model is kept when the API server goes away: errors only ever cause retries. Objects
 //   leave the model only through a DELETED event or a successful LIST that no longer has them.
-// - Records are keyed by UID: an object recreated under the same name (which the informer,
-//   keyed by namespace/name, reports as an update) is a removal of the old record plus an
-//   insertion of the new one.
+// - Records are keyed by UID: an object recreated under the same name (which a relist, keyed by
+//   namespace/name, sees as a change) is a removal of the old record plus an insertion of the
+//   new one.
 // - Every LIST reconciles the model by difference with what the server returned (upsert what
-//   changed, remove what is gone), whoever triggered it: the initial list, the informer's own
-//   relist after 410 Gone, a watchdog restart, the periodic resync. A missed event therefore
+//   changed, remove what is gone), whoever triggered it: the initial list, the relist after
+//   410 Gone, a watchdog restart, the periodic resync. A missed event therefore
 //   lasts at most one resync period.
 // - No handler throws into the watch stream: every handler is wrapped; a failure is logged,
 //   counted and answered with a fresh relist of that resource.
@@ -36,10 +36,12 @@
 // is normalized in the watch's line handler. What stays is the model's record (for a pod: its
 // namespace, name, uid, labels, node, addresses, phase, hostNetwork and container ports) and,
 // per object, the entry below (uid, resourceVersion, validation issues), which is all a relist
-// or an event needs to be compared with. There is no informer cache besides (client-node's
-// informer keeps one of its own, and loading client-node costs more memory than the model of a
-// 10k-pod cluster: see kube-client.ts). A real Pod with its managedFields weighs kilobytes, and
-// holding the raw objects of a 10k-pod LIST at once took the agent to 400 MB.
+// or an event needs to be compared with. The replicas of a workload share one label map and one
+// port list, repeated strings are shared, and arrays are as long as their content (`shared`).
+// There is no informer cache besides (client-node's informer keeps one of its own, and loading
+// client-node costs more memory than the model of a 10k-pod cluster: see kube-client.ts). A real
+// Pod with its managedFields weighs kilobytes, and holding the raw objects of a 10k-pod LIST at
+// once took the agent to 400 MB.
 //
 // Liveness ("is this watch alive?"): a resource is alive when its watch delivered a line (an
 // event, or a BOOKMARK, which this source asks for) or a LIST succeeded. A watch that merely
@@ -145,9 +147,9 @@ export interface KubeSourceStats extends SourceStats {
   readonly events: Readonly<Record<ResourceName, number>>;
   /** Successful LISTs, per resource. */
   readonly lists: Readonly<Record<ResourceName, number>>;
-  /** Errors that stopped an informer (each followed by a retry), per resource. */
+  /** Errors that stopped a resource's list/watch loop (each followed by a retry), per resource. */
   readonly errors: Readonly<Record<ResourceName, number>>;
-  /** Fresh restarts (stop + new informer + list), by reason. */
+  /** Fresh restarts (stop + a new loop that lists first), by reason. */
   readonly restarts: Readonly<Record<'watchdog' | 'resync' | 'handler-error', number>>;
   /** LISTs of a custom resource answered 404 (its CRD not installed), per resource. */
   readonly absent: Readonly<Record<ResourceName, number>>;
@@ -221,8 +223,6 @@ interface Watched {
   listed: boolean;
   /** Consecutive failures without a sign of life in between. */
   failures: number;
-  /** Increases on every error of the current informer (start() compares it). */
-  errorSeq: number;
   error: string | undefined;
   retryAt: number;
   timer: NodeJS.Timeout | undefined;
@@ -295,7 +295,6 @@ export class KubeSource implements ModelSource {
       state: 'idle',
       listed: false,
       failures: 0,
-      errorSeq: 0,
       error: undefined,
       retryAt: 0,
       timer: undefined,
@@ -466,7 +465,7 @@ export class KubeSource implements ModelSource {
   private launch(w: Watched): void {
     w.abort = new AbortController();
     w.watchRv = '';
-    void this.startInformer(w, w.abort);
+    void this.startLoop(w, w.abort);
   }
 
   /** Stop the current loop; its late callbacks (AbortError included) are ignored. */
@@ -475,7 +474,7 @@ export class KubeSource implements ModelSource {
   }
 
   /** (Re)start the loop: a first list, or a watch resumed from its last resourceVersion. */
-  private async startInformer(w: Watched, abort: AbortController): Promise<void> {
+  private async startLoop(w: Watched, abort: AbortController): Promise<void> {
     if (abort.signal.aborted || this.stopped) return;
     w.state = 'starting';
     const p = this.loop(w, abort).catch((e: unknown) => this.guard(w, abort, 'error', () => this.onError(w, abort, e)));
@@ -582,9 +581,8 @@ export class KubeSource implements ModelSource {
   }
 
   private onError(w: Watched, abort: AbortController, e: unknown): void {
-    if (abort.signal.aborted || this.stopped) return; // our own stop() (AbortError) or a retired informer
+    if (abort.signal.aborted || this.stopped) return; // our own stop() (AbortError) or a retired loop
     if (w.spec.crd && isNotFound(e)) return this.onAbsent(w);
-    w.errorSeq++;
     w.failures++;
     this.counters.errors[w.spec.name]++;
     const phase = e instanceof ListError ? 'list failed' : 'watch failed';
@@ -600,7 +598,7 @@ export class KubeSource implements ModelSource {
     clearTimeout(w.timer);
     w.timer = setTimeout(() => {
       w.timer = undefined;
-      void this.startInformer(w, abort);
+      void this.startLoop(w, abort);
     }, delay);
     w.timer.unref();
   }
@@ -612,7 +610,6 @@ export class KubeSource implements ModelSource {
    * again with backoff until the CRD appears. Said once per absence, not per poll.
    */
   private onAbsent(w: Watched): void {
-    w.errorSeq++;
     this.retire(w);
     this.counters.absent[w.spec.name]++;
     const first = !w.absent;
@@ -661,7 +658,7 @@ export class KubeSource implements ModelSource {
     w.failures = 0;
   }
 
-  /** Replace the informer with a new one that starts with a full list. */
+  /** Replace the loop with a new one that starts with a full list. */
   private restartFresh(w: Watched, reason: 'watchdog' | 'resync' | 'handler-error'): void {
     if (this.stopped) return;
     this.counters.restarts[reason]++;
