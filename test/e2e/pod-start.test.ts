@@ -46,7 +46,7 @@ describe.runIf(kernelTestsEnabled())('pod start, unknown pods and agent outage o
     expect(r.attempts).toBeGreaterThan(PODS * 100);
     // ADD (bridge plus policyctl-cni) returned only once the pod was enforced: after its network was up.
     for (const p of r.pods) expect(p.added).toBeGreaterThanOrEqual(p.networkUp);
-  }, 180_000);
+  }, 300_000);
 
   it('a pod attached to cni0 by hand, never named to the agent, gets no connection in or out', async () => {
     const lab = await s.refresh();
