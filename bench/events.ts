@@ -3,7 +3,7 @@
 // by `apply`; the incremental part times from there to the Ruleset diff.
 
 import type { Model } from '../src/model/store.ts';
-import type { NamespaceRecord, PodRecord, PolicyRecord } from '../src/model/types.ts';
+import type { ClusterPolicyRecord, NamespaceRecord, PodRecord, PolicyRecord } from '../src/model/types.ts';
 import { isEnforceable } from '../src/model/types.ts';
 import { appPolicy, nodeIp, type Deployment, type SyntheticCluster } from './synthetic.ts';
 
@@ -18,7 +18,9 @@ export const EVENT_KINDS = [
   'policy-delete',
   'namespace-label',
 ] as const;
-export type EventKind = (typeof EVENT_KINDS)[number];
+/** Changes of ClusterNetworkPolicies (bench/cnps.ts), drawn only where the cluster has them. */
+export const CNP_EVENT_KINDS = ['cnp-add', 'cnp-delete', 'cnp-priority'] as const;
+export type EventKind = (typeof EVENT_KINDS)[number] | (typeof CNP_EVENT_KINDS)[number];
 
 export const EVENT_DESCRIPTIONS: Record<EventKind, string> = {
   'pod-label': 'a pod anywhere changes its version label',
@@ -30,6 +32,9 @@ export const EVENT_DESCRIPTIONS: Record<EventKind, string> = {
   'policy-add': 'a new app policy in a random namespace',
   'policy-delete': 'an app policy is deleted',
   'namespace-label': "a namespace's env label changes (namespace selectors flip)",
+  'cnp-add': 'a ClusterNetworkPolicy deleted earlier comes back (or a copy of one under a new name)',
+  'cnp-delete': 'a ClusterNetworkPolicy is deleted',
+  'cnp-priority': "a ClusterNetworkPolicy's priority changes (its place in the tier may move)",
 };
 
 export interface ModelEvent {
@@ -51,6 +56,8 @@ export class EventSource {
   private readonly nodeNames: string[];
   private serial = 100000;
   private readonly freeIps = new Map<string, string[]>();
+  private readonly cnps: ClusterPolicyRecord[];
+  private readonly deletedCnps: ClusterPolicyRecord[] = [];
 
   constructor(c: SyntheticCluster, node: string) {
     this.c = c;
@@ -60,6 +67,7 @@ export class EventSource {
     for (const n of c.namespaces) this.namespaces.set(n.name, n);
     this.deployments = c.deployments.filter((d) => !['kube-system', 'monitoring', 'ingress-nginx'].includes(d.namespace));
     this.nodeNames = c.nodes.map((n) => n.name).filter((n) => !(n in c.spec.localPods));
+    this.cnps = [...c.model.allClusterPolicies()];
   }
 
   /** `count` events of each kind, shuffled together. */
@@ -129,6 +137,25 @@ export class EventSource {
         const next: NamespaceRecord = { ...n, labels: { ...n.labels, env } };
         this.namespaces.set(n.name, next);
         return { kind, apply: (m) => m.upsert(next) };
+      }
+      case 'cnp-add': {
+        const back = this.deletedCnps.length ? this.deletedCnps.splice(Math.floor(rng.next() * this.deletedCnps.length), 1)[0]! : undefined;
+        const base = back ?? rng.pick(this.cnps);
+        const c: ClusterPolicyRecord = back ?? { ...base, uid: `bench-cnp-${this.serial}`, name: `${base.name}-copy-${this.serial++}` };
+        this.cnps.push(c);
+        return { kind, apply: (m) => m.upsert(c) };
+      }
+      case 'cnp-delete': {
+        const i = Math.floor(rng.next() * this.cnps.length);
+        const c = this.cnps.splice(i, 1)[0]!;
+        this.deletedCnps.push(c);
+        return { kind, apply: (m) => void m.remove(c.uid, 'ClusterNetworkPolicy') };
+      }
+      case 'cnp-priority': {
+        const i = Math.floor(rng.next() * this.cnps.length);
+        const c: ClusterPolicyRecord = { ...this.cnps[i]!, priority: rng.int(0, 1000) };
+        this.cnps[i] = c;
+        return { kind, apply: (m) => m.upsert(c) };
       }
     }
   }

@@ -3,7 +3,10 @@
 // ipset and iptables-restore are spawned directly, as the agent spawns them (no `ip netns exec`
 // per command). Prints one JSON document on stdout; progress on stderr.
 //
-//   node --expose-gc bench/kernel-child.ts --mode delta|rewrite --per-kind N [--seed S]
+//   node --expose-gc bench/kernel-child.ts --mode delta|rewrite --per-kind N [--seed S] [--cnps N]
+//
+// With `--cnps N`, N ClusterNetworkPolicies (bench/cnps.ts) are added to the cluster first, and
+// the events include their changes (added, deleted, priority changed).
 //
 // Both modes: the 10k-pod / 2k-policy cluster, node-001 (250 pods); its Ruleset applied cold by
 // the Syncer; then `per-kind` events of each kind (bench/events.ts), shuffled, each timed from
@@ -24,7 +27,8 @@ import { NFT } from '../src/sync/backend.ts';
 import { isEmpty } from '../src/sync/plan.ts';
 import { mustRun, processRunner, type Runner } from '../src/sync/runner.ts';
 import { Syncer } from '../src/sync/syncer.ts';
-import { EventSource, type EventKind } from './events.ts';
+import { addClusterPolicies } from './cnps.ts';
+import { CNP_EVENT_KINDS, EVENT_KINDS, EventSource, type EventKind } from './events.ts';
 import { collect } from './harness.ts';
 import { generateCluster } from './synthetic.ts';
 
@@ -102,13 +106,16 @@ async function rewrite(runner: Runner, rs: Ruleset, prev: Ruleset): Promise<{ ru
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { mode: { type: 'string' }, 'per-kind': { type: 'string' }, seed: { type: 'string', default: '1' } } });
+  const { values } = parseArgs({ options: { mode: { type: 'string' }, 'per-kind': { type: 'string' }, seed: { type: 'string', default: '1' }, cnps: { type: 'string', default: '0' } } });
   const mode = values.mode;
   if (mode !== 'delta' && mode !== 'rewrite') throw new Error(`--mode must be delta or rewrite, got ${JSON.stringify(mode)}`);
   const perKind = Number(values['per-kind']);
   const progress = (l: string) => process.stderr.write(`  [kernel ${mode}] ${l}\n`);
 
   const c = generateCluster({ pods: 10_000, policies: 2_000, seed: Number(values.seed) });
+  const cnps = Number(values.cnps);
+  if (cnps > 0) addClusterPolicies(c, cnps);
+  const kinds: readonly EventKind[] = cnps > 0 ? [...EVENT_KINDS, ...CNP_EVENT_KINDS] : EVENT_KINDS;
   const model = c.model;
   const ic = new IncrementalCompiler(model, KERNEL_NODE);
   const timed = new TimedRunner(processRunner());
@@ -168,10 +175,10 @@ async function main(): Promise<void> {
   };
 
   // Warm-up: one event of each kind, not recorded.
-  for (const kind of events.sequence(1)) await step(kind);
+  for (const kind of events.sequence(1, kinds)) await step(kind);
   collect();
   const samples: KernelSample[] = [];
-  const seq = events.sequence(perKind);
+  const seq = events.sequence(perKind, kinds);
   for (const [i, kind] of seq.entries()) {
     if (i % 50 === 0) progress(`event ${i}/${seq.length}`);
     samples.push(await step(kind));

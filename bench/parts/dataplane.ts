@@ -1,8 +1,10 @@
 // Part 4, the dataplane: what policies cost the packets. In a real-kernel lab, two pods on one
 // node (the bridge path, br_netfilter on) measure TCP connection rate and bulk throughput with
 // no policy, then with the node's Ruleset of a 10k-pod / 2k-policy cluster loaded (250 local
-// pods) and both pods isolated by policies that allow them to talk. Also the number of rules a
-// new connection traverses, counted by the tracer over the same rendered rules.
+// pods) and both pods isolated by policies that allow them to talk, then with 100
+// ClusterNetworkPolicies added (bench/cnps.ts; the pods' namespace in team00, so the team's
+// Admin policies select them as well as the cluster-wide ones). Also the number of rules a new
+// connection traverses, counted by the tracer over the same rendered rules.
 
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,6 +21,7 @@ import { processRunner } from '../../src/sync/runner.ts';
 import { Syncer } from '../../src/sync/syncer.ts';
 import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
 import { parseIpsetRestore, parseIptablesRestore, trace } from '../../test/support/tracer.ts';
+import { addClusterPolicies } from '../cnps.ts';
 import { median, type BenchOptions, type BenchPart, type PartResult } from '../harness.ts';
 import { generateCluster } from '../synthetic.ts';
 
@@ -107,14 +110,16 @@ async function sample(lab: LabState, crr: string, seconds: number): Promise<Samp
 }
 
 /**
- * Runs without and with the Ruleset, interleaved (without, with, without, with, ...), so a
- * change in the machine's load during the part affects both sides alike.
+ * Runs without the Ruleset, with it, and with the Ruleset of the cluster with
+ * ClusterNetworkPolicies, interleaved (without, with, with CNPs, without, ...), so a change in
+ * the machine's load during the part affects every side alike.
  */
-async function measure(lab: LabState, crr: string, syncer: Syncer, rs: Ruleset, o: BenchOptions): Promise<{ without: Sample; with: Sample }> {
+async function measure(lab: LabState, crr: string, syncer: Syncer, rs: Ruleset, rsCnp: Ruleset, o: BenchOptions): Promise<{ without: Sample; with: Sample; withCnp: Sample }> {
   const runs = o.quick ? 2 : 4;
   const seconds = o.quick ? 2 : 3;
   const a: Sample[] = [];
   const b: Sample[] = [];
+  const c: Sample[] = [];
   for (let i = 0; i < runs; i++) {
     await syncer.cleanup();
     o.progress(`dataplane: run ${i + 1}/${runs} without policies`);
@@ -122,9 +127,22 @@ async function measure(lab: LabState, crr: string, syncer: Syncer, rs: Ruleset, 
     await syncer.sync(rs, { readKernel: true });
     o.progress(`dataplane: run ${i + 1}/${runs} with policies`);
     b.push(await sample(lab, crr, seconds));
+    await syncer.sync(rsCnp, { readKernel: true });
+    o.progress(`dataplane: run ${i + 1}/${runs} with policies and ClusterNetworkPolicies`);
+    c.push(await sample(lab, crr, seconds));
   }
   const med = (xs: Sample[]): Sample => ({ rate: median(xs.map((x) => x.rate)), gbps: median(xs.map((x) => x.gbps)), failures: xs.reduce((n, x) => n + x.failures, 0) });
-  return { without: med(a), with: med(b) };
+  return { without: med(a), with: med(b), withCnp: med(c) };
+}
+
+/** Rules of ours a new connection and an established packet of the bench flow traverse. */
+function rulesWalked(rs: Ruleset): { ours: number; all: number; established: number } {
+  const table = parseIptablesRestore(renderIptablesRestore(rs), { base: parseIptablesRestore(FOREIGN_FILTER), noflush: true });
+  const sets = parseIpsetRestore(renderIpsetRestore(rs.sets));
+  const t = trace(table, sets, 'FORWARD', { src: CLIENT_IP, dst: SERVER_IP, protocol: 'tcp', dport: CRR_PORT, sport: 40000 });
+  if (t.verdict !== 'ACCEPT') throw new Error(`the bench flow is not allowed by its own policies: ${t.reason}`);
+  const established = trace(table, sets, 'FORWARD', { src: CLIENT_IP, dst: SERVER_IP, protocol: 'tcp', dport: CRR_PORT, sport: 40000, ctstate: 'ESTABLISHED' });
+  return { ours: t.steps.filter((s) => s.chain.startsWith('PCTL-')).length, all: t.steps.length, established: established.steps.filter((s) => s.chain.startsWith('PCTL-')).length };
 }
 
 export const dataplanePart: BenchPart = {
@@ -141,14 +159,17 @@ export const dataplanePart: BenchPart = {
       const extra = benchObjects();
       for (const r of [extra.ns, ...extra.pods, ...extra.policies]) cluster.model.upsert(r);
       const rs = compile(cluster.model, NODE);
+      // The same cluster with ClusterNetworkPolicies, the bench namespace in a team.
+      addClusterPolicies(cluster);
+      cluster.model.upsert({ ...extra.ns, labels: { ...extra.ns.labels, team: 'team00', env: 'prod' } });
+      const rsCnp = compile(cluster.model, NODE);
+      const cnpCount = [...cluster.model.allClusterPolicies()].length;
 
       // Rules a new connection walks, counted over the rendered text by the tracer.
-      const table = parseIptablesRestore(renderIptablesRestore(rs), { base: parseIptablesRestore(FOREIGN_FILTER), noflush: true });
-      const t = trace(table, parseIpsetRestore(renderIpsetRestore(rs.sets)), 'FORWARD', { src: CLIENT_IP, dst: SERVER_IP, protocol: 'tcp', dport: CRR_PORT, sport: 40000 });
-      if (t.verdict !== 'ACCEPT') throw new Error(`the bench flow is not allowed by its own policies: ${t.reason}`);
-      const ours = t.steps.filter((s) => s.chain.startsWith('PCTL-')).length;
-      const established = trace(table, parseIpsetRestore(renderIpsetRestore(rs.sets)), 'FORWARD', { src: CLIENT_IP, dst: SERVER_IP, protocol: 'tcp', dport: CRR_PORT, sport: 40000, ctstate: 'ESTABLISHED' });
-      const oursEstablished = established.steps.filter((s) => s.chain.startsWith('PCTL-')).length;
+      const walked = rulesWalked(rs);
+      const walkedCnp = rulesWalked(rsCnp);
+      const ours = walked.ours;
+      const oursEstablished = walked.established;
 
       o.progress('dataplane: building the lab');
       const lab = await createLab({
@@ -167,14 +188,18 @@ export const dataplanePart: BenchPart = {
       await execInPod(lab, 'bench/client', ['sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65000']);
 
       const syncer = new Syncer({ runner: processRunner(lab.nodes[0]!.netns), backend: { ...NFT, reason: 'bench' } });
-      const m = await measure(lab, crr, syncer, rs, o);
+      const m = await measure(lab, crr, syncer, rs, rsCnp, o);
       const without = m.without;
       const withP = m.with;
+      const withC = m.withCnp;
       await destroyLab(lab);
 
       const connRatio = withP.rate / without.rate;
       const tputRatio = withP.gbps / without.gbps;
+      const connRatioCnp = withC.rate / without.rate;
+      const tputRatioCnp = withC.gbps / without.gbps;
       const rules = rs.chains.reduce((n, c) => n + c.rules.length, 0);
+      const rulesCnp = rsCnp.chains.reduce((n, c) => n + c.rules.length, 0);
       return {
         tables: [
           {
@@ -184,17 +209,31 @@ export const dataplanePart: BenchPart = {
               ['no policy', Math.round(without.rate), +without.gbps.toFixed(2), without.failures],
               [`${rules} rules, ${rs.sets.length} sets (10k pods, 2k policies)`, Math.round(withP.rate), +withP.gbps.toFixed(2), withP.failures],
               ['ratio', +connRatio.toFixed(3), +tputRatio.toFixed(3), ''],
+              [`${rulesCnp} rules, ${rsCnp.sets.length} sets (and ${cnpCount} ClusterNetworkPolicies)`, Math.round(withC.rate), +withC.gbps.toFixed(2), withC.failures],
+              ['ratio', +connRatioCnp.toFixed(3), +tputRatioCnp.toFixed(3), ''],
             ],
             notes: [
-              `a new connection traverses ${ours} of our rules (${t.steps.length} in all, flannel's and kube-proxy's included); an established packet traverses ${oursEstablished}`,
+              `a new connection traverses ${ours} of our rules (${walked.all} in all, flannel's and kube-proxy's included); an established packet traverses ${oursEstablished}`,
+              `with the ClusterNetworkPolicies, a new connection traverses ${walkedCnp.ours} of our rules (${walkedCnp.all} in all); an established packet ${walkedCnp.established}`,
               `medians of ${o.quick ? 2 : 4} interleaved runs each (without, with, without, with, ...); TCP connect+close by bench/tools/crr.c with 2 threads, bulk by iperf3 -t ${o.quick ? 2 : 3}`,
             ],
           },
         ],
-        metrics: { conn_rate_ratio: +connRatio.toFixed(3), throughput_ratio: +tputRatio.toFixed(3), rules_per_new_connection: ours, conn_rate_no_policy: Math.round(without.rate), conn_rate_with_policies: Math.round(withP.rate) },
+        metrics: {
+          conn_rate_ratio: +connRatio.toFixed(3),
+          throughput_ratio: +tputRatio.toFixed(3),
+          rules_per_new_connection: ours,
+          conn_rate_no_policy: Math.round(without.rate),
+          conn_rate_with_policies: Math.round(withP.rate),
+          conn_rate_ratio_cnp100: +connRatioCnp.toFixed(3),
+          throughput_ratio_cnp100: +tputRatioCnp.toFixed(3),
+          rules_per_new_connection_cnp100: walkedCnp.ours,
+          conn_rate_with_cnp100: Math.round(withC.rate),
+        },
         targets: [
           { metric: 'conn_rate_ratio', bound: 0.9, unit: '', relation: '>=', value: +connRatio.toFixed(3), met: connRatio >= 0.9 },
           { metric: 'throughput_ratio', bound: 0.97, unit: '', relation: '>=', value: +tputRatio.toFixed(3), met: tputRatio >= 0.97 },
+          { metric: 'conn_rate_ratio_cnp100', bound: 0.9, unit: '', relation: '>=', value: +connRatioCnp.toFixed(3), met: connRatioCnp >= 0.9 },
         ],
       };
     } finally {

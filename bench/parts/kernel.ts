@@ -11,8 +11,10 @@
 //     bench/kernel-child.ts) applies the Ruleset cold, then times single events of every kind
 //     from the model change until the Syncer returns (incremental compile, plan from the delta,
 //     kernel write). The same is done in another namespace with a full rewrite of the Ruleset
-//     per event (every set flushed and refilled, every chain rewritten), for comparison. Each
-//     child ends by diffing a fresh kernel read against a full compile: it must be empty.
+//     per event (every set flushed and refilled, every chain rewritten), for comparison; and in a
+//     third namespace with 100 ClusterNetworkPolicies added to the cluster (bench/cnps.ts), their
+//     own changes among the events. Each child ends by diffing a fresh kernel read against a full
+//     compile: it must be empty.
 
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -23,12 +25,14 @@ import { isEmpty } from '../../src/sync/plan.ts';
 import { mustRun, processRunner, type Runner } from '../../src/sync/runner.ts';
 import { Syncer } from '../../src/sync/syncer.ts';
 import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
-import { EVENT_KINDS } from '../events.ts';
+import { CNP_EVENT_KINDS, EVENT_KINDS, type EventKind } from '../events.ts';
 import { max, mean, median, percentile, target, type BenchOptions, type BenchPart, type Cell, type PartResult } from '../harness.ts';
 import type { KernelChildResult, KernelSample } from '../kernel-child.ts';
 import { generateCluster } from '../synthetic.ts';
 
 const NODE = 'node-001';
+/** ClusterNetworkPolicies added for the third run of (b). */
+const CNPS = 100;
 
 /** Fresh namespaces, all deleted by `removeAll` (called in a finally). */
 class Namespaces {
@@ -70,10 +74,10 @@ function timedRunner(inner: Runner): Runner & { byCmd: Map<string, number> } {
   };
 }
 
-function runChild(netns: string, mode: 'delta' | 'rewrite', perKind: number, seed: number): Promise<KernelChildResult> {
+function runChild(netns: string, mode: 'delta' | 'rewrite', perKind: number, seed: number, cnps = 0): Promise<KernelChildResult> {
   const child = new URL('../kernel-child.ts', import.meta.url).pathname;
   return new Promise((resolve, reject) => {
-    const p = spawn('ip', ['netns', 'exec', netns, process.execPath, '--expose-gc', child, '--mode', mode, '--per-kind', String(perKind), '--seed', String(seed)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn('ip', ['netns', 'exec', netns, process.execPath, '--expose-gc', child, '--mode', mode, '--per-kind', String(perKind), '--seed', String(seed), '--cnps', String(cnps)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.setEncoding('utf8');
     p.stdout.on('data', (d: string) => (out += d));
@@ -159,12 +163,12 @@ export const kernelPart: BenchPart = {
       const ratio = median(ours) / median(raw);
 
       // ---- (b) event to kernel ------------------------------------------------------------
-      const child = async (mode: 'delta' | 'rewrite', n: number) => {
+      const child = async (mode: 'delta' | 'rewrite', n: number, cnps = 0) => {
         const ns = spaces.create();
         try {
           execFileSync('ip', ['netns', 'exec', ns, NFT.restore], { input: FOREIGN_FILTER });
-          o.progress(`kernel: ${mode === 'delta' ? 'event to kernel through syncDelta' : 'full rewrite per event'}, ${n} events per kind, in namespace ${ns}`);
-          const r = await runChild(ns, mode, n, o.seed);
+          o.progress(`kernel: ${mode === 'delta' ? 'event to kernel through syncDelta' : 'full rewrite per event'}, ${n} events per kind${cnps ? `, ${cnps} ClusterNetworkPolicies` : ''}, in namespace ${ns}`);
+          const r = await runChild(ns, mode, n, o.seed, cnps);
           if (!r.verifiedEqual) throw new Error(`kernel (${mode}): after the events, a fresh read differs from a full compile: ${r.verifyDetail}`);
           return r;
         } finally {
@@ -173,6 +177,7 @@ export const kernelPart: BenchPart = {
       };
       const delta = await child('delta', perKind);
       const full = await child('rewrite', rewritePerKind);
+      const withCnps = await child('delta', perKind, CNPS);
 
       const p99 = (xs: readonly number[]) => percentile(xs, 99);
       const rows: Cell[][] = [];
@@ -203,6 +208,21 @@ export const kernelPart: BenchPart = {
       }
       row('all kinds', delta.samples, full.samples);
 
+      // The same with 100 ClusterNetworkPolicies in the cluster, their own changes included.
+      const cnpRows: Cell[][] = [];
+      const cnpKinds: readonly EventKind[] = [...EVENT_KINDS, ...CNP_EVENT_KINDS];
+      const cnpRow = (label: string, s: readonly KernelSample[]) => {
+        const tot = s.map((x) => x.totalMs);
+        cnpRows.push([label, s.length, median(tot), p99(tot), max(tot), p99(s.map((x) => x.compileMs)), mean(s.map((x) => x.iptablesMs)), mean(s.map((x) => x.rules)), mean(s.map((x) => x.setEntries))]);
+      };
+      for (const kind of cnpKinds) {
+        const s = withCnps.samples.filter((x) => x.kind === kind);
+        cnpRow(kind, s);
+        metrics[`event_to_kernel_ms_p99_cnp${CNPS}_${kind.replaceAll('-', '_')}`] = round(p99(s.map((x) => x.totalMs)));
+      }
+      cnpRow('all kinds', withCnps.samples);
+      const cnpAll = withCnps.samples.map((x) => x.totalMs);
+
       const all = delta.samples.map((x) => x.totalMs);
       const fullAll = full.samples.map((x) => x.totalMs);
       Object.assign(metrics, {
@@ -217,6 +237,9 @@ export const kernelPart: BenchPart = {
         event_to_kernel_rewrite_ms_p99: round(p99(fullAll)),
         event_to_kernel_spawn_ms: round(delta.spawnMs),
         event_to_kernel_events: all.length,
+        [`event_to_kernel_ms_p50_cnp${CNPS}`]: round(median(cnpAll)),
+        [`event_to_kernel_ms_p99_cnp${CNPS}`]: round(p99(cnpAll)),
+        [`event_to_kernel_compile_ms_p99_cnp${CNPS}`]: round(p99(withCnps.samples.map((x) => x.compileMs))),
       });
 
       const med = (f: (x: (typeof parts)[number]) => number) => median(parts.map(f));
@@ -250,14 +273,24 @@ export const kernelPart: BenchPart = {
               `both runs end with a fresh kernel read diffed against a full compile: nothing to do (delta: ${delta.verifyDetail}).`,
             ],
           },
+          {
+            title: `Event to kernel with ${CNPS} ClusterNetworkPolicies added (bench/cnps.ts): ${withCnps.samples.length} single events (${perKind} per kind, shuffled), agent in the node's namespace`,
+            columns: ['event', 'n', 'p50 ms', 'p99 ms', 'max ms', 'compile p99', 'iptables ms', 'rules', 'set entries'],
+            rows: cnpRows,
+            notes: [
+              'The same cluster and events as above plus the ClusterNetworkPolicies, and their own changes: cnp-add (one deleted earlier comes back, or a copy under a new name), cnp-delete, cnp-priority.',
+              `ends with a fresh kernel read diffed against a full compile: nothing to do (${withCnps.verifyDetail}).`,
+            ],
+          },
         ],
         metrics,
         targets: [
           { metric: 'cold_apply_ratio', bound: 1.5, unit: 'x (at most)', value: round(ratio), met: ratio <= 1.5 },
           target('event_to_kernel_ms_p99', p99(all), 30, 'ms'),
+          target(`event_to_kernel_ms_p99_cnp${CNPS}`, p99(cnpAll), 30, 'ms'),
         ],
         notes,
-        detail: { cold: { ours, raw, parts, rawParts }, delta: delta.samples, rewrite: full.samples },
+        detail: { cold: { ours, raw, parts, rawParts }, delta: delta.samples, rewrite: full.samples, withCnps: withCnps.samples },
       };
     } finally {
       spaces.removeAll();

@@ -19,9 +19,8 @@
 // - a pod: the peers whose scope holds its namespace (before and after) and whose selector
 //   matches it; its own chains when it is local;
 // - a NetworkPolicy: the chains of the local pods of its namespace;
-// - a ClusterNetworkPolicy: the chains of every local pod (cluster-scoped: its subject may select
-//   any of them; unchanged chains come from the memo, so only the pods whose chains change cost
-//   more than a lookup);
+// - a ClusterNetworkPolicy: the chains of the local pods its subject selects, before or after
+//   (cluster-scoped: any namespace);
 // - a namespace's labels: the namespace-selector peers that start or stop matching it, and, when
 //   there are ClusterNetworkPolicies (whose subjects select namespaces), the chains of its local
 //   pods;
@@ -31,13 +30,13 @@
 // object that is `===` to the previous one has the same content), so a consumer can skip them.
 
 import type { Model, ModelChange } from '../model/store.ts';
-import type { PodRecord, PolicyType } from '../model/types.ts';
+import type { ClusterPolicyRecord, PodRecord, PolicyType } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { quarantineChain } from './collisions.ts';
 import type { CompileOptions } from './compile.ts';
 import { DIRECTIONS, HOOKS, PROGRAMMED_SPEC, nodePodCidrs } from './layout.ts';
 import type { Ruleset, RulesetDelta } from './ruleset.ts';
-import { directionPath, selectTiers, selectionKey, type TierPolicy } from './tiers.ts';
+import { directionPath, selectTiers, selectionKey, subjectSelects, type TierPolicy } from './tiers.ts';
 import { DispatchState, type Group } from './incremental/dispatch.ts';
 import { ContentTracker, Recorder, collisionsOf, newPathMemo, type PathEntry, type SetNeed } from './incremental/paths.ts';
 import { PeerIndex } from './incremental/peers.ts';
@@ -62,6 +61,8 @@ export interface IncrementalStats {
 interface LocalPod {
   readonly pod: PodRecord;
   readonly assigned: { readonly path: PathEntry; readonly group: Group }[];
+  /** The selection key per direction its paths were built for ('' where nothing applies); undefined before its first assignment. */
+  keys?: string[];
 }
 
 export class IncrementalCompiler {
@@ -73,8 +74,8 @@ export class IncrementalCompiler {
   private readonly dirtyPods = new Map<string, PodRecord | undefined>();
   private readonly dirtyPolicyNamespaces = new Set<string>();
   private readonly dirtyNamespaces = new Set<string>();
-  /** A ClusterNetworkPolicy changed: every local pod's chains are looked at again. */
-  private dirtyCluster = false;
+  /** ClusterNetworkPolicies changed, as they were and as they are: the local pods their subjects select are looked at again. */
+  private readonly dirtyClusterPolicies: ClusterPolicyRecord[] = [];
   private dirtyPolicies = 0;
   private needsBuild = true;
 
@@ -157,7 +158,8 @@ export class IncrementalCompiler {
         break;
       case 'ClusterNetworkPolicy':
         this.dirtyPolicies++;
-        this.dirtyCluster = true;
+        if (c.before) this.dirtyClusterPolicies.push(c.before);
+        if (c.after) this.dirtyClusterPolicies.push(c.after);
         break;
     }
   }
@@ -167,7 +169,7 @@ export class IncrementalCompiler {
     const full = this.needsBuild;
     const stats = { podsChanged: this.dirtyPods.size, policiesChanged: this.dirtyPolicies, namespacesChanged: this.dirtyNamespaces.size, chainsRecomputed: 0, setsChanged: 0, full };
     if (full) this.build();
-    else if (this.dirtyPods.size || this.dirtyPolicyNamespaces.size || this.dirtyNamespaces.size || this.dirtyCluster) this.apply(stats);
+    else if (this.dirtyPods.size || this.dirtyPolicyNamespaces.size || this.dirtyNamespaces.size || this.dirtyClusterPolicies.length) this.apply(stats);
     // The set of chain names standing for two contents changed: group again from scratch, with
     // those names quarantined. A build sees the contents of every local pod's chains as they are
     // now, so the next one is stable; one more covers a pod that met a stale group on the way.
@@ -180,7 +182,7 @@ export class IncrementalCompiler {
     this.dirtyPods.clear();
     this.dirtyPolicyNamespaces.clear();
     this.dirtyNamespaces.clear();
-    this.dirtyCluster = false;
+    this.dirtyClusterPolicies.length = 0;
     this.dirtyPolicies = 0;
     stats.setsChanged = this.sets.changedCount;
     this.lastStats = stats;
@@ -234,15 +236,17 @@ export class IncrementalCompiler {
     // (b) Namespaces whose labels changed: selector peers that start or stop matching them.
     for (const name of this.dirtyNamespaces) this.peers.namespaceChanged(name, (uid) => this.dirtyPods.has(uid));
 
-    // (c) Policies changed: the chains of the local pods of their namespaces, or of every local
-    // pod for a ClusterNetworkPolicy. Namespaces relabelled: their local pods' chains, when
-    // ClusterNetworkPolicies (whose subjects select by namespace labels) exist.
-    if (this.dirtyCluster) {
-      for (const uid of this.locals.keys()) chainDirty.add(uid);
-    } else {
-      const cnps = this.dirtyNamespaces.size > 0 && (this.model.clusterPoliciesInTier('Admin').length > 0 || this.model.clusterPoliciesInTier('Baseline').length > 0);
-      if (this.dirtyPolicyNamespaces.size || cnps) {
-        for (const [uid, l] of this.locals) if (this.dirtyPolicyNamespaces.has(l.pod.namespace) || (cnps && this.dirtyNamespaces.has(l.pod.namespace))) chainDirty.add(uid);
+    // (c) Policies changed: the chains of the local pods of their namespaces (NetworkPolicy), or
+    // of the local pods a changed ClusterNetworkPolicy's subject selects, as it was or as it is
+    // (cluster-scoped: any namespace). Namespaces relabelled: their local pods' chains, when there
+    // are ClusterNetworkPolicies now or were before this step (their subjects select by namespace
+    // labels). A pod whose selection did not change keeps its chains (assign).
+    const cnps = this.dirtyClusterPolicies;
+    const relabelled = this.dirtyNamespaces.size > 0 && (cnps.length > 0 || this.model.clusterPoliciesInTier('Admin').length > 0 || this.model.clusterPoliciesInTier('Baseline').length > 0);
+    if (this.dirtyPolicyNamespaces.size || cnps.length || relabelled) {
+      for (const [uid, l] of this.locals) {
+        const ns = l.pod.namespace;
+        if (this.dirtyPolicyNamespaces.has(ns) || (relabelled && this.dirtyNamespaces.has(ns)) || cnps.some((c) => subjectSelects(this.model, c, l.pod))) chainDirty.add(uid);
       }
     }
 
@@ -269,18 +273,23 @@ export class IncrementalCompiler {
   private recompute(uids: Iterable<string>, stats: { chainsRecomputed: number }): void {
     for (const uid of uids) {
       const local = this.locals.get(uid);
-      if (!local) continue;
-      this.unassign(local);
-      this.assign(local, stats);
+      if (local) this.assign(local, stats);
     }
   }
 
+  /** (Re)assign a local pod to the paths and groups of what applies to it now. */
   private assign(local: LocalPod, stats: { chainsRecomputed: number }): void {
     const pod = local.pod;
-    for (const dir of DIRECTIONS) {
-      const sel = selectTiers(this.model, pod, dir);
+    const sels = DIRECTIONS.map((dir) => selectTiers(this.model, pod, dir));
+    const keys = DIRECTIONS.map((dir, i) => (sels[i]!.length === 0 ? '' : selectionKey(dir, sels[i]!, pod, (p) => this.policyId(p))));
+    // The same policies in the same order (same records) give the same chains: nothing to do.
+    if (local.keys && keys.every((k, i) => k === local.keys![i])) return;
+    this.unassign(local);
+    local.keys = keys;
+    for (const [i, dir] of DIRECTIONS.entries()) {
+      const sel = sels[i]!;
       if (sel.length === 0) continue;
-      const key = selectionKey(dir, sel, pod, (p) => this.policyId(p));
+      const key = keys[i]!;
       let path = this.memo.get(key);
       if (!path) {
         const rec = new Recorder();

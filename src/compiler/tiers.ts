@@ -10,7 +10,7 @@
 
 import { selectorMatches } from '../model/selector.ts';
 import type { Model } from '../model/store.ts';
-import type { ClusterPolicyRecord, CnpTier, PodRecord, PolicyRecord, PolicyType } from '../model/types.ts';
+import type { ClusterPolicyRecord, CnpTier, Labels, PodRecord, PolicyRecord, PolicyType } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { rememberContentText } from './collisions.ts';
 import { linkTiers, type ChainContent } from './layout.ts';
@@ -64,15 +64,22 @@ export function isolating(model: Model, pod: PodRecord, dir: PolicyType): Policy
 export function clusterPoliciesSelecting(model: Model, pod: PodRecord, tier: CnpTier, dir: PolicyType): ClusterPolicyRecord[] {
   const all = model.clusterPoliciesInTier(tier);
   if (all.length === 0 || !isEnforceable(pod)) return [];
-  let nsLabels: Record<string, string> | undefined;
-  return all.filter((c) => {
-    if ((dir === 'Ingress' ? c.ingress : c.egress).length === 0) return false;
-    const s = c.subject;
-    if (s.namespaces.kind === 'own') {
-      if (s.namespaces.name !== pod.namespace) return false;
-    } else if (!selectorMatches(s.namespaces.selector, (nsLabels ??= model.namespace(pod.namespace).labels))) return false;
-    return !s.pods || selectorMatches(s.pods, pod.labels);
-  });
+  let nsLabels: Labels | undefined;
+  const labels = () => (nsLabels ??= model.namespace(pod.namespace).labels);
+  return all.filter((c) => (dir === 'Ingress' ? c.ingress : c.egress).length > 0 && subjectMatches(c, pod, labels));
+}
+
+/** Whether a ClusterNetworkPolicy's subject selects the pod (an enforceable pod). */
+export function subjectSelects(model: Model, c: ClusterPolicyRecord, pod: PodRecord): boolean {
+  return isEnforceable(pod) && subjectMatches(c, pod, () => model.namespace(pod.namespace).labels);
+}
+
+function subjectMatches(c: ClusterPolicyRecord, pod: PodRecord, nsLabels: () => Labels): boolean {
+  const s = c.subject;
+  if (s.namespaces.kind === 'own') {
+    if (s.namespaces.name !== pod.namespace) return false;
+  } else if (!selectorMatches(s.namespaces.selector, nsLabels())) return false;
+  return !s.pods || selectorMatches(s.pods, pod.labels);
 }
 
 const cnps = (policies: readonly TierPolicy[]): ClusterPolicyRecord[] => policies.filter((p): p is ClusterPolicyRecord => p.kind === 'ClusterNetworkPolicy');
