@@ -366,7 +366,7 @@ describe('stale watches', () => {
   it('a silent watch (open, no events, no bookmarks) is unhealthy within half the bound, named with its age; the restart relists and the state converges', async () => {
     await restartApi({ bookmarkIntervalMs: 50 }); // a healthy watch says something every 50 ms
     seed();
-    const bound = 1600;
+    const bound = 3000;
     const s = source({ watchdogMs: bound });
     await watching(s);
     await new Promise((r) => setTimeout(r, 300));
@@ -378,8 +378,8 @@ describe('stale watches', () => {
     api.patchLabels('Pod', 'app', 'web', { app: 'web', v: 'stale' }); // never delivered on the muted watch
     await waitUntil(() => !s.status().healthy, 'the silence to be reported', { timeoutMs: bound, intervalMs: 10 });
     const reportedAfter = Date.now() - stalledAt;
-    expect(reportedAfter).toBeLessThanOrEqual(bound / 2 + 300); // the poll and a loaded machine's timers
-    expect(s.status().detail).toMatch(/^watch silent past half the stale-watch bound of 1\.6 s .*pods: no event or bookmark for 0\.[89] s/);
+    expect(reportedAfter).toBeLessThanOrEqual(bound / 2 + 500); // the poll and a loaded machine's timers
+    expect(s.status().detail).toMatch(/^watch silent past half the stale-watch bound of 3\.0 s \(it is relisted at the bound\), enforcing what it last said: (namespaces|nodes|pods|networkpolicies): no event or bookmark for \d\.\d s/);
     expect(s.stats().restarts.watchdog).toBe(0); // reported, not restarted yet
     expect(s.model.findPod('app', 'web')?.labels.v).toBeUndefined();
     // At the bound: restarted with a fresh list, and the model has what the watch missed.
@@ -388,7 +388,7 @@ describe('stale watches', () => {
     expect(s.stats().restarts.watchdog).toBeGreaterThan(0);
     expect(s.stats().lists.pods).toBeGreaterThan(lists);
     expect(s.status().healthy).toBe(true); // the LIST is fresh
-    expect(logLines.some((l) => /pods: no event or bookmark for 1\.\d s; restarting the watch with a fresh list/.test(String(l.msg)))).toBe(true);
+    expect(logLines.some((l) => /pods: no event or bookmark for \d\.\d s; restarting the watch with a fresh list/.test(String(l.msg)))).toBe(true);
     api.resume();
   });
 
