@@ -162,7 +162,8 @@ export class Provenance {
     for (const pod of this.model.podsOnNode(this.node)) {
       if (!isEnforceable(pod)) continue;
       for (const dir of DIRECTIONS) {
-        for (const tc of tierChains(NAMES, pod, dir, selectTiers(this.model, pod, dir))) {
+        const t = tierChains(NAMES, pod, dir, selectTiers(this.model, pod, dir));
+        for (const tc of [...t.entry, ...t.next]) {
           let pc = this.policyChains.get(tc.chain.name);
           if (!pc) {
             pc = { dir, byRule: new Map(), pods: [] };

@@ -16,10 +16,10 @@ import type { Model } from '../model/store.ts';
 import type { IpBlockPeer, PodRecord, PodsPeer, PolicyType, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { collisionOf, contentText, quarantineChain, sortCollisions } from './collisions.ts';
-import { DIRECTIONS, HOOKS, PROGRAMMED_SPEC, bucketedDispatch, dispatchRule, dispatchSetSpec, layoutChains, nodePodCidrs, type ChainContent, type Dispatch } from './layout.ts';
+import { DIRECTIONS, HOOKS, PROGRAMMED_SPEC, bucketedDispatch, dispatchRule, dispatchSetSpec, layoutChains, nodePodCidrs, type ChainContent, type Dispatch, type DispatchLevel } from './layout.ts';
 import { blockSetSpec, namedPortEntries, namedPortSetSpec, peerKey, podSetSpec, sortedMembers, type SetSource, type SetSpec } from './rules.ts';
 import type { Chain, IpSet, NameCollision, Ruleset, SetMember } from './ruleset.ts';
-import { directionPath, selectTiers, selectionKey } from './tiers.ts';
+import { PodSelection, directionPath, selectTiers, selectionKey, type DirectionPath } from './tiers.ts';
 
 interface SetBuilder extends SetSpec {
   readonly members: Map<string, boolean>; // entry -> nomatch
@@ -36,8 +36,8 @@ class Context implements SetSource {
   /** Sets named by a rule builder, filled on demand (`materialize`). */
   private readonly named = new Map<string, { readonly spec: SetSpec; readonly fill: (s: SetBuilder) => void }>();
   readonly podsByPeer = new Map<string, PodRecord[]>();
-  /** A pod's chains in one direction, by selection key (layout: entry first). */
-  readonly paths = new Map<string, ChainContent[]>();
+  /** A pod's chains in one direction, by selection key. */
+  readonly paths = new Map<string, DirectionPath>();
   readonly model: Model;
   constructor(model: Model) {
     this.model = model;
@@ -105,10 +105,12 @@ class Context implements SetSource {
   }
 }
 
-/** The local pods dispatched to one chain (their entry chain, or a quarantine chain). */
+/** The local pods dispatched to one chain at one level (their entry chain, a quarantine chain, or their next tier chain). */
 interface Group {
-  /** The chains the group's pods go through, the one dispatched to first. */
+  /** The chains the group's pods go through from there, the one dispatched to first. */
   readonly chains: readonly ChainContent[];
+  /** They end in a chain that goes on to the next-level dispatch. */
+  readonly continues: boolean;
   readonly ips: Set<string>;
 }
 
@@ -124,18 +126,19 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
   const local = model.podsOnNode(node).filter(isEnforceable);
   local.sort((a, b) => (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0));
   // Each local pod's chains per direction; pods with equal selections share them (built once).
-  const paths: { pod: PodRecord; dir: PolicyType; path: ChainContent[] }[] = [];
+  const paths: { pod: PodRecord; dir: PolicyType; path: DirectionPath }[] = [];
   for (const pod of local) {
+    const selection = new PodSelection(model, pod);
     for (const dir of DIRECTIONS) {
-      const sel = selectTiers(model, pod, dir);
+      const sel = selectTiers(model, pod, dir, selection);
       if (sel.length === 0) continue;
       const key = selectionKey(dir, sel, pod, (p) => p.uid);
       let path = ctx.paths.get(key);
       if (!path) {
         ctx.paths.set(key, (path = directionPath(ctx, pod, dir, sel)));
-        ctx.materialize(path);
+        ctx.materialize([...path.entry, ...path.next]);
       }
-      if (path.length > 0) paths.push({ pod, dir, path });
+      if (path.entry.length > 0) paths.push({ pod, dir, path });
     }
   }
   if (cidrs.length > 0) {
@@ -146,10 +149,10 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
 
   // The collision guard (collisions.ts): a chain name that stands for two contents among this
   // node's chains is not programmed; every pod whose chains use it goes to a drop-all chain
-  // named after the first such name (in name order) instead.
+  // named after the first such name (in name order) instead, at the entry level.
   const texts = new Map<string, Set<string>>();
   for (const { path } of paths) {
-    for (const c of path) {
+    for (const c of [...path.entry, ...path.next]) {
       let t = texts.get(c.name);
       if (!t) texts.set(c.name, (t = new Set()));
       t.add(contentText(c));
@@ -157,33 +160,50 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
   }
   const colliding = new Set([...texts].filter(([, t]) => t.size > 1).map(([name]) => name));
   const collisions: NameCollision[] = [];
-  const groups: Record<PolicyType, Map<string, Group>> = { Ingress: new Map(), Egress: new Map() };
+  const groups: Record<DispatchLevel, Record<PolicyType, Map<string, Group>>> = {
+    entry: { Ingress: new Map(), Egress: new Map() },
+    next: { Ingress: new Map(), Egress: new Map() },
+  };
+  const join = (level: DispatchLevel, dir: PolicyType, chains: readonly ChainContent[], continues: boolean, ips: readonly string[]) => {
+    let g = groups[level][dir].get(chains[0]!.name);
+    if (!g) groups[level][dir].set(chains[0]!.name, (g = { chains, continues, ips: new Set() }));
+    for (const ip of ips) g.ips.add(ip);
+  };
   for (const { pod, dir, path } of paths) {
-    const bad = colliding.size > 0 ? path.filter((c) => colliding.has(c.name)).map((c) => c.name).sort()[0] : undefined;
-    const chains = bad === undefined ? path : [quarantineChain(dir, bad)];
-    let g = groups[dir].get(chains[0]!.name);
-    if (!g) groups[dir].set(chains[0]!.name, (g = { chains, ips: new Set() }));
-    for (const ip of pod.ips) g.ips.add(ip);
+    const all = [...path.entry, ...path.next];
+    const bad = colliding.size > 0 ? all.filter((c) => colliding.has(c.name)).map((c) => c.name).sort()[0] : undefined;
+    if (bad !== undefined) {
+      join('entry', dir, [quarantineChain(dir, bad)], false, pod.ips);
+      continue;
+    }
+    join('entry', dir, path.entry, path.continues, pod.ips);
+    if (path.next.length > 0) join('next', dir, path.next, false, pod.ips);
   }
-  for (const { dir, path } of paths) for (const c of path) if (colliding.has(c.name)) collisions.push(collisionOf(dir, c.name));
+  for (const { dir, path } of paths) for (const c of [...path.entry, ...path.next]) if (colliding.has(c.name)) collisions.push(collisionOf(dir, c.name));
 
-  // Each direction's dispatch: a group's rule goes to the chain its pods are dispatched to, in
-  // chain name order; its chains are programmed.
+  // Each level's and direction's dispatch: a group's rule goes to the chain its pods are
+  // dispatched to, in chain name order; its chains are programmed. The next level exists in a
+  // direction where an entry chain goes on to it (an Admin chain).
   const policyChains = new Map<string, Chain>();
-  const dispatchOf = (dir: PolicyType): Dispatch => {
-    const sorted = [...groups[dir]].sort(([a], [b]) => (a < b ? -1 : 1));
+  const dispatchOf = (level: DispatchLevel, dir: PolicyType): Dispatch => {
+    const sorted = [...groups[level][dir]].sort(([a], [b]) => (a < b ? -1 : 1));
     return bucketedDispatch(
       dir,
-      sorted.map(([entry, g]) => {
-        const set = ctx.set(dispatchSetSpec(entry), (s) => {
+      sorted.map(([first, g]) => {
+        const set = ctx.set(dispatchSetSpec(first, level), (s) => {
           for (const ip of g.ips) s.members.set(ip, false);
         });
         for (const c of g.chains) policyChains.set(c.name, c);
-        return { rule: dispatchRule(dir, set, entry), ips: g.ips };
+        return { rule: dispatchRule(dir, set, first), ips: g.ips };
       }),
+      level,
     );
   };
-  const dispatch: Record<PolicyType, Dispatch> = { Egress: dispatchOf('Egress'), Ingress: dispatchOf('Ingress') };
+  const nextOf = (dir: PolicyType): Dispatch | undefined => ([...groups.entry[dir].values()].some((g) => g.continues) ? dispatchOf('next', dir) : undefined);
+  const dispatch: Record<DispatchLevel, Partial<Record<PolicyType, Dispatch>>> = {
+    entry: { Egress: dispatchOf('entry', 'Egress'), Ingress: dispatchOf('entry', 'Ingress') },
+    next: { Egress: nextOf('Egress'), Ingress: nextOf('Ingress') },
+  };
 
   const sets: IpSet[] = [...ctx.sets.values()]
     .map((s): IpSet => ({ name: s.name, type: s.type, purpose: s.purpose, members: sortedMembers(s.members), ...(s.gate && { gate: s.gate }) }))

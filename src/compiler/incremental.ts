@@ -32,13 +32,14 @@
 import type { Model, ModelChange } from '../model/store.ts';
 import type { ClusterPolicyRecord, PodRecord, PolicyType } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
-import { quarantineChain } from './collisions.ts';
+import { quarantineChain, sameContent } from './collisions.ts';
 import type { CompileOptions } from './compile.ts';
-import { DIRECTIONS, HOOKS, PROGRAMMED_SPEC, nodePodCidrs } from './layout.ts';
+import { DIRECTIONS, HOOKS, PROGRAMMED_SPEC, nodePodCidrs, type ChainContent, type DispatchLevel } from './layout.ts';
 import type { Ruleset, RulesetDelta } from './ruleset.ts';
-import { directionPath, selectTiers, selectionKey, subjectSelects, type TierPolicy } from './tiers.ts';
+import { podPortsKey } from './rules.ts';
+import { PodSelection, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierPolicy } from './tiers.ts';
 import { DispatchState, type Group } from './incremental/dispatch.ts';
-import { ContentTracker, Recorder, collisionsOf, newPathMemo, type PathEntry, type SetNeed } from './incremental/paths.ts';
+import { ContentTracker, Recorder, collisionsOf, newPathMemo, newTierMemo, type PathEntry, type SetNeed } from './incremental/paths.ts';
 import { PeerIndex } from './incremental/peers.ts';
 import { SetRegistry, type SetState } from './incremental/sets.ts';
 
@@ -57,10 +58,10 @@ export interface IncrementalStats {
   readonly full: boolean;
 }
 
-/** A local pod and, per direction it is dispatched in, its path and group. */
+/** A local pod and, per direction it is dispatched in, its path and groups (one per dispatch level). */
 interface LocalPod {
   readonly pod: PodRecord;
-  readonly assigned: { readonly path: PathEntry; readonly group: Group }[];
+  readonly assigned: { path: PathEntry; readonly groups: readonly Group[] }[];
   /** The selection key per direction its paths were built for ('' where nothing applies); undefined before its first assignment. */
   keys?: string[];
 }
@@ -84,6 +85,8 @@ export class IncrementalCompiler {
   private readonly dispatch = new DispatchState(this.sets);
   private readonly locals = new Map<string, LocalPod>();
   private readonly memo = newPathMemo();
+  /** Tier chains by tier, direction, policies, pod ports (where they matter) and next (paths.ts). */
+  private readonly tierMemo = newTierMemo();
   private readonly contents = new ContentTracker();
   /** Names whose pods the last build sent to a quarantine chain (collisions.ts), with their direction. */
   private quarantined = new Map<string, PolicyType>();
@@ -198,6 +201,7 @@ export class IncrementalCompiler {
     this.dispatch.reset();
     this.locals.clear();
     this.memo.clear();
+    this.tierMemo.clear();
     this.contents.clear();
     this.regroup = false;
     this.outputDirty = true;
@@ -280,45 +284,98 @@ export class IncrementalCompiler {
   /** (Re)assign a local pod to the paths and groups of what applies to it now. */
   private assign(local: LocalPod, stats: { chainsRecomputed: number }): void {
     const pod = local.pod;
-    const sels = DIRECTIONS.map((dir) => selectTiers(this.model, pod, dir));
+    const selection = new PodSelection(this.model, pod);
+    const sels = DIRECTIONS.map((dir) => selectTiers(this.model, pod, dir, selection));
     const keys = DIRECTIONS.map((dir, i) => (sels[i]!.length === 0 ? '' : selectionKey(dir, sels[i]!, pod, (p) => this.policyId(p))));
     // The same policies in the same order (same records) give the same chains: nothing to do.
     if (local.keys && keys.every((k, i) => k === local.keys![i])) return;
-    this.unassign(local);
     local.keys = keys;
+    const paths: PathEntry[] = [];
     for (const [i, dir] of DIRECTIONS.entries()) {
-      const sel = sels[i]!;
-      if (sel.length === 0) continue;
-      const key = keys[i]!;
-      let path = this.memo.get(key);
-      if (!path) {
-        const rec = new Recorder();
-        const chains = directionPath(rec, pod, dir, sel);
-        // The sets the path's rules still match (a tier drops the rules at its end that change
-        // nothing), as compile() keeps them.
-        const used = new Set(chains.flatMap((c) => c.rules.flatMap((r) => (r.match.sets ?? []).map((m) => m.set))));
-        path = { dir, chains, needs: [...rec.needs.values()].filter((n) => used.has(n.spec.name)) };
-        this.memo.set(key, path);
-        stats.chainsRecomputed++;
-      }
-      if (path.chains.length === 0) continue;
+      if (sels[i]!.length === 0) continue;
+      const path = this.pathOf(keys[i]!, pod, dir, sels[i]!, stats);
+      if (path.entry.length > 0) paths.push(path);
+    }
+    // New policy records that give the same chains (a priority change that keeps the order, an
+    // edit elsewhere in the policy): the pod stays where it is.
+    if (local.assigned.length === paths.length && local.assigned.every((a, i) => samePath(a.path, paths[i]!))) {
+      local.assigned.forEach((a, i) => (a.path = paths[i]!));
+      return;
+    }
+    // Move the pod: the new path's sets are referenced before the old one's are let go (a set
+    // both use never drops), and it keeps its group at each level where the chains are the same.
+    const old = local.assigned.splice(0);
+    for (const path of paths) {
       for (const need of path.needs) this.ref(need);
       this.contents.note(path, 1);
+    }
+    for (const { path } of old) {
+      for (const need of path.needs) this.sets.unref(this.sets.get(need.spec.name)!);
+      this.contents.note(path, -1);
+    }
+    const kept = new Set<Group>();
+    for (const path of paths) {
+      const dir = path.dir;
+      const before = old.find((a) => a.path.dir === dir)?.groups ?? [];
       // A name that stands for two contents sends its pods to a drop-all chain (collisions.ts):
       // the first such name of the path, in name order, as compile() does.
       const bad = this.quarantined.size > 0 ? path.chains.filter((c) => this.quarantined.has(c.name)).map((c) => c.name).sort()[0] : undefined;
-      const { group, conflict } = this.dispatch.join(dir, bad === undefined ? path.chains : [quarantineChain(dir, bad)], pod.ips);
-      if (conflict) this.regroup = true;
-      local.assigned.push({ path, group });
+      const targets: { level: DispatchLevel; chains: readonly ChainContent[]; continues: boolean }[] =
+        bad !== undefined
+          ? [{ level: 'entry', chains: [quarantineChain(dir, bad)], continues: false }]
+          : [{ level: 'entry', chains: path.entry, continues: path.continues }, ...(path.next.length > 0 ? [{ level: 'next' as const, chains: path.next, continues: false }] : [])];
+      const groups: Group[] = [];
+      for (const t of targets) {
+        const same = before.find((g) => g.level === t.level && g.continues === t.continues && g.chains.length === t.chains.length && g.chains.every((c, i) => sameContent(c, t.chains[i]!)));
+        if (same) {
+          kept.add(same);
+          groups.push(same);
+          continue;
+        }
+        const { group, conflict } = this.dispatch.join(t.level, dir, t.chains, t.continues, pod.ips);
+        if (conflict) this.regroup = true;
+        groups.push(group);
+      }
+      local.assigned.push({ path, groups });
     }
+    for (const { groups } of old) for (const g of groups) if (!kept.has(g)) this.dispatch.leave(g, pod.ips);
+  }
+
+  /** A pod's chains in one direction for this selection (memoized by its key). */
+  private pathOf(key: string, pod: PodRecord, dir: PolicyType, sel: Selection, stats: { chainsRecomputed: number }): PathEntry {
+    let path = this.memo.get(key);
+    if (path) return path;
+    // Each tier chain comes from its own memo when its policies and next are unchanged: an Admin
+    // policy's change rebuilds the Admin chains, not the NetworkPolicy chains after them.
+    const needs = new Map<string, SetNeed>();
+    const cache: TierChainCache = (tier, d, policies, next, build) => {
+      const tierKey = `${tier.name}|${d}|${policies.map((p) => this.policyId(p)).join(',')}|${tier.podPorts ? podPortsKey(pod, d) : ''}|${next ?? ''}`;
+      let e = this.tierMemo.get(tierKey);
+      if (!e) {
+        const rec = new Recorder();
+        const chain = build(rec);
+        // The sets the chain's rules still match (a tier drops the rules at its end that change
+        // nothing), as compile() keeps them.
+        const used = new Set(chain?.rules.flatMap((r) => (r.match.sets ?? []).map((m) => m.set)) ?? []);
+        e = { chain, needs: [...rec.needs.values()].filter((n) => used.has(n.spec.name)) };
+        this.tierMemo.set(tierKey, e);
+        stats.chainsRecomputed++;
+      }
+      for (const n of e.needs) needs.set(n.spec.name, n);
+      return e.chain;
+    };
+    const dp = directionPath(new Recorder(), pod, dir, sel, cache);
+    path = { dir, entry: dp.entry, next: dp.next, continues: dp.continues, chains: [...dp.entry, ...dp.next], needs: [...needs.values()] };
+    this.memo.set(key, path);
+    return path;
   }
 
   private unassign(local: LocalPod): void {
     if (local.assigned.length === 0) return;
-    for (const { path, group } of local.assigned) {
+    for (const { path, groups } of local.assigned) {
       for (const need of path.needs) this.sets.unref(this.sets.get(need.spec.name)!);
       this.contents.note(path, -1);
-      this.dispatch.leave(group, local.pod.ips);
+      for (const group of groups) this.dispatch.leave(group, local.pod.ips);
     }
     local.assigned.length = 0;
   }
@@ -365,6 +422,14 @@ export class IncrementalCompiler {
     this.last = { node: this.node, sets, chains, hooks: HOOKS, ...(collisions.length > 0 && { collisions }) };
     return this.last;
   }
+}
+
+/** Two paths of one direction with the same chains at the same levels (same contents). */
+function samePath(a: PathEntry, b: PathEntry): boolean {
+  if (a === b) return true;
+  if (a.dir !== b.dir || a.continues !== b.continues || a.entry.length !== b.entry.length || a.next.length !== b.next.length) return false;
+  for (let i = 0; i < a.chains.length; i++) if (!sameContent(a.chains[i]!, b.chains[i]!)) return false;
+  return true;
 }
 
 function sameKeys(a: ReadonlyMap<string, unknown>, b: ReadonlyMap<string, unknown>): boolean {

@@ -12,8 +12,11 @@
 //   INPUT -> PCTL-INPUT: 1, 2, then -> PCTL-EGRESS (a pod's egress to its own node)
 //   PCTL-EGRESS: `-s <bucket k> -g PCTL-EB-k` per bucket holding a dispatched local pod   DISPATCH
 //   PCTL-EB-k:   `src in <dispatch set> -g <entry chain>` per group of local pods with a pod in k
-//   entry chain: the pod's first tier chain; tier chains go to the next tier by goto   linkTiers
-//   (PCTL-INGRESS, PCTL-IB-k the same by destination)
+//   entry chain: the pod's first tier chain (linkTiers): an Admin chain, shared by the pods under
+//     the same Admin policies, whose undecided packets go on by goto to PCTL-EGRESS-NEXT, a second
+//     dispatch of the same shape (PCTL-ENB-k) to the pod's next tier chain (NetworkPolicy or
+//     Baseline); or, without Admin policies, that next tier chain itself
+//   (PCTL-INGRESS, PCTL-IB-k, PCTL-INGRESS-NEXT, PCTL-INB-k the same by destination)
 //
 // Where to make a change:
 // - a tier: tiers.ts (its place in TIERS, its chain kinds, which policies apply, its rules);
@@ -32,6 +35,14 @@
 //   them), and no rule after the one that matched: `-g` leaves no return point, so a RETURN in a
 //   tier chain (or falling off a bucket chain: a pod nothing applies to) returns straight to
 //   PCTL-FORWARD (or PCTL-INPUT), which goes on with the other direction.
+// - Tiers without marks: Accept is RETURN, Deny DROP, and a tier that leaves a packet undecided
+//   goes on to the next tier by goto, so RETURN anywhere still means "this direction allows".
+//   The Admin tier's chain does not name the pod's next chain: its undecided packets go to the
+//   second dispatch (DISPATCH_LEVELS `next`), which finds it by address as the first one finds
+//   the entry. So pods under the same Admin policies share one Admin chain whatever their
+//   NetworkPolicies, and an Admin policy that selects every pod changes a few shared chains and
+//   the first dispatch's membership, not a chain per NetworkPolicy group. A packet of such a pod
+//   walks both dispatches: at most 2 x BUCKETS bucket rules plus its groups' share of each.
 // - The dispatch chains are `unordered`: their rules match disjoint packets (bucket masks split
 //   the address space; a group's dispatch set holds its pods' addresses, and a pod is in one
 //   group per direction), so the sync layer may append and delete single rules instead of
@@ -219,37 +230,56 @@ export function nodePodCidrs(model: Model, node: string, extra: readonly string[
   return [...out].sort();
 }
 
-// ---- dispatch --------------------------------------------------------------------------------
+// ---- dispatch ----------------------------------------------------------------------------
 
-/** `PCTL-EB-<k>` / `PCTL-IB-<k>`: the chain of the groups with a local pod in bucket k. */
-export function bucketChainName(dir: PolicyType, k: number): string {
-  return `${PREFIX}-${DISPATCH[dir].letter}B-${k}`;
+/**
+ * The two dispatch levels of a direction: `entry` sends a local pod to its first tier chain
+ * (from PCTL-FORWARD by way of PCTL-EGRESS / PCTL-INGRESS); `next` sends it, after a tier that
+ * continues by dispatch (Admin), to its next tier chain.
+ */
+export type DispatchLevel = 'entry' | 'next';
+export const DISPATCH_LEVELS: readonly DispatchLevel[] = ['entry', 'next'];
+
+/** A direction's dispatch chain at each level. */
+export const DISPATCH_CHAINS: Record<DispatchLevel, Record<PolicyType, string>> = {
+  entry: { Egress: EGRESS_CHAIN, Ingress: INGRESS_CHAIN },
+  next: { Egress: `${EGRESS_CHAIN}-NEXT`, Ingress: `${INGRESS_CHAIN}-NEXT` },
+};
+
+/** `PCTL-EB-<k>` / `PCTL-IB-<k>` (entry), `PCTL-ENB-<k>` / `PCTL-INB-<k>` (next): the groups with a local pod in bucket k. */
+export function bucketChainName(dir: PolicyType, k: number, level: DispatchLevel = 'entry'): string {
+  return `${PREFIX}-${DISPATCH[dir].letter}${level === 'next' ? 'N' : ''}B-${k}`;
 }
 
-function makeBucketRules(dir: PolicyType): readonly Rule[] {
+function makeBucketRules(dir: PolicyType, level: DispatchLevel): readonly Rule[] {
   return Array.from({ length: BUCKETS }, (_, k): Rule => {
     const net = FAMILY.bucketNet(k);
     return {
       match: DISPATCH[dir].side === 'dst' ? { dstNet: net } : { srcNet: net },
-      action: { kind: 'goto', chain: bucketChainName(dir, k) },
-      comment: `${dir.toLowerCase()} of local pods in bucket ${k} (${FAMILY.bucketMaskText})`,
+      action: { kind: 'goto', chain: bucketChainName(dir, k, level) },
+      comment: `${dir.toLowerCase()} of local pods in bucket ${k} (${FAMILY.bucketMaskText})${level === 'next' ? ', next tier' : ''}`,
     };
   });
 }
 
-/** The rules of PCTL-EGRESS / PCTL-INGRESS, one per bucket (shared objects: memoized ids). */
-export const BUCKET_RULES: Record<PolicyType, readonly Rule[]> = { Egress: makeBucketRules('Egress'), Ingress: makeBucketRules('Ingress') };
+/** The rules of a dispatch chain, one per bucket (shared objects: memoized ids). */
+export const BUCKET_RULES: Record<DispatchLevel, Record<PolicyType, readonly Rule[]>> = {
+  entry: { Egress: makeBucketRules('Egress', 'entry'), Ingress: makeBucketRules('Ingress', 'entry') },
+  next: { Egress: makeBucketRules('Egress', 'next'), Ingress: makeBucketRules('Ingress', 'next') },
+};
 
 /**
- * The hash:ip set dispatching a group's local pods to its entry chain: the chain's name with
- * the kind letter lower-cased (unique as the chain name is, and as long).
+ * The hash:ip set dispatching a group's local pods to its chain: the chain's name with the kind
+ * letter lower-cased (unique as the chain name is, and as long), and `N` after it at the next
+ * level (a chain can be the entry of some pods and the next tier of others).
  */
-export function dispatchSetSpec(chain: string): { readonly name: string; readonly type: 'hash:ip'; readonly purpose: string } {
+export function dispatchSetSpec(chain: string, level: DispatchLevel = 'entry'): { readonly name: string; readonly type: 'hash:ip'; readonly purpose: string } {
   const at = PREFIX.length + 1;
-  return { name: `${chain.slice(0, at)}${chain.charAt(at).toLowerCase()}${chain.slice(at + 1)}`, type: 'hash:ip', purpose: `local pods dispatched to ${chain}` };
+  const name = `${chain.slice(0, at)}${chain.charAt(at).toLowerCase()}${level === 'next' ? 'N' : ''}${chain.slice(at + 1)}`;
+  return { name, type: 'hash:ip', purpose: `local pods dispatched to ${chain}${level === 'next' ? ' after their Admin tier' : ''}` };
 }
 
-/** The rule of a bucket chain sending the pods of a dispatch set to their entry chain (goto). */
+/** The rule of a bucket chain sending the pods of a dispatch set to their chain (goto). */
 export function dispatchRule(dir: PolicyType, set: string, chain: string): Rule {
   return {
     match: { sets: [{ set, dirs: DISPATCH[dir].side }] },
@@ -259,7 +289,7 @@ export function dispatchRule(dir: PolicyType, set: string, chain: string): Rule 
   };
 }
 
-/** A direction's dispatch chain and bucket chains, from the bucket chains' rules (empty: no chain). */
+/** A direction's dispatch chain and bucket chains at one level. */
 export interface Dispatch {
   readonly chain: Chain;
   /** By bucket number, only the buckets holding a dispatched address. */
@@ -267,20 +297,20 @@ export interface Dispatch {
 }
 
 /** A bucket chain (unordered: its rules match disjoint packets). */
-export function bucketChain(dir: PolicyType, k: number, rules: readonly Rule[]): Chain {
-  return { name: bucketChainName(dir, k), rules, unordered: true };
+export function bucketChain(dir: PolicyType, k: number, rules: readonly Rule[], level: DispatchLevel = 'entry'): Chain {
+  return { name: bucketChainName(dir, k, level), rules, unordered: true };
 }
 
-/** PCTL-EGRESS / PCTL-INGRESS: a bucket rule for each bucket in `present` (ascending). */
-export function dispatchChain(dir: PolicyType, present: readonly number[]): Chain {
-  return { name: DISPATCH[dir].chain, rules: present.map((k) => BUCKET_RULES[dir][k]!), unordered: true };
+/** A dispatch chain: a bucket rule for each bucket in `present` (ascending). */
+export function dispatchChain(dir: PolicyType, present: readonly number[], level: DispatchLevel = 'entry'): Chain {
+  return { name: DISPATCH_CHAINS[level][dir], rules: present.map((k) => BUCKET_RULES[level][dir][k]!), unordered: true };
 }
 
 /**
- * A direction's dispatch from its groups (each a dispatch rule and the addresses it
+ * A direction's dispatch at one level from its groups (each a dispatch rule and the addresses it
  * dispatches), given in the order their rules go into each bucket chain.
  */
-export function bucketedDispatch(dir: PolicyType, groups: readonly { readonly rule: Rule; readonly ips: Iterable<string> }[]): Dispatch {
+export function bucketedDispatch(dir: PolicyType, groups: readonly { readonly rule: Rule; readonly ips: Iterable<string> }[], level: DispatchLevel = 'entry'): Dispatch {
   const inBucket: Rule[][] = Array.from({ length: BUCKETS }, () => []);
   for (const g of groups) {
     const seen = new Set<number>();
@@ -292,15 +322,12 @@ export function bucketedDispatch(dir: PolicyType, groups: readonly { readonly ru
   for (let k = 0; k < BUCKETS; k++) {
     if (inBucket[k]!.length === 0) continue;
     present.push(k);
-    buckets.push(bucketChain(dir, k, inBucket[k]!));
+    buckets.push(bucketChain(dir, k, inBucket[k]!, level));
   }
-  return { chain: dispatchChain(dir, present), buckets };
+  return { chain: dispatchChain(dir, present, level), buckets };
 }
 
 // ---- tiers -----------------------------------------------------------------------------------
-
-/** One tier's chain for a pod and direction, before it is named: its rules, given where `next` goes. */
-export type TierBody = (next: string | undefined) => readonly Rule[];
 
 /** A chain with its content-hashed name. */
 export interface ChainContent {
@@ -309,39 +336,69 @@ export interface ChainContent {
 }
 
 /**
- * A pod's tier chains in one direction, linked: built from the last tier to the first, each
- * given the name of the one after it (its `next`), so a tier that leaves a packet undecided
- * goes on by goto and the pod's first tier chain is the entry its dispatch rule goes to.
- * `tiers` holds the tiers that apply, in tier order; `name` names a chain from its rules. A
- * tier whose body has no rule decides nothing, so it gets no chain and the tier before it goes
- * straight to the one after it. A body that leaves a packet undecided must say so with a last
- * rule going to `next`: falling off the end of a tier chain reached by goto returns to
- * PCTL-FORWARD, which is allow. Empty when no tier has rules (the pod is not dispatched in that
- * direction). Each chain comes with the tier it was built for and the `next` it was given.
+ * How a tier's undecided packets reach the next tier: `goto` the next tier chain by name (its
+ * chain is then built for that next chain), or `dispatch`: to the direction's next-level
+ * dispatch chain (its chain does not depend on the pod's later tiers, so pods share it). A
+ * `dispatch` tier can only be the first tier (there is one next level).
  */
-export function linkTiers<T extends { readonly kind: string; readonly body: TierBody }>(
+export type Continuation = 'goto' | 'dispatch';
+
+/** A pod's chains in one direction: those dispatched at the entry level, and at the next level. */
+export interface LinkedPath<T> {
+  /** From the entry chain on; empty when no tier has rules (the pod is not dispatched). */
+  readonly entry: readonly { readonly chain: ChainContent; readonly tier: T; readonly next: string | undefined }[];
+  /** After a `dispatch` tier: from the chain the next-level dispatch sends the pod to. */
+  readonly next: readonly { readonly chain: ChainContent; readonly tier: T; readonly next: string | undefined }[];
+  /** The entry chains end in a `dispatch` tier: they go to the next-level dispatch chain. */
+  readonly continues: boolean;
+}
+
+/**
+ * A pod's tier chains in one direction, linked: built from the last tier to the first, each
+ * given where its undecided packets go (its `next`): the following tier chain's name, or, for a
+ * `dispatch` tier, the direction's next-level dispatch chain; past the last tier, nothing
+ * (allow). `tiers` holds the tiers that apply, in tier order; `chain(next)` builds one's chain,
+ * or nothing when it has no rule: it decides nothing, and its packets go straight to the tier
+ * after it. A chain that leaves a packet undecided must say so with a last rule going to
+ * `next`: falling off the end of a tier chain reached by goto returns to PCTL-FORWARD, which is
+ * allow.
+ */
+export function linkTiers<T extends { readonly continuation: Continuation; readonly chain: (next: string | undefined) => ChainContent | undefined }>(
+  dir: PolicyType,
   tiers: readonly T[],
-  name: (kind: string, rules: readonly Rule[]) => ChainContent,
-): { readonly chain: ChainContent; readonly tier: T; readonly next: string | undefined }[] {
-  const path: { chain: ChainContent; tier: T; next: string | undefined }[] = [];
+): LinkedPath<T> {
+  const built: { chain: ChainContent; tier: T; next: string | undefined }[] = [];
   let next: string | undefined;
+  let continues = false;
   for (let i = tiers.length - 1; i >= 0; i--) {
     const tier = tiers[i]!;
-    const rules = tier.body(next);
-    if (rules.length === 0) continue;
-    const chain = name(tier.kind, rules);
-    path.unshift({ chain, tier, next });
+    if (tier.continuation === 'dispatch' && i !== 0) throw new Error('layout: only the first tier can continue by dispatch');
+    const to = tier.continuation === 'dispatch' ? DISPATCH_CHAINS.next[dir] : next;
+    const chain = tier.chain(to);
+    if (!chain) continue;
+    built.unshift({ chain, tier, next: to });
+    if (tier.continuation === 'dispatch') continues = true;
     next = chain.name;
   }
-  return path;
+  // A dispatch tier is first: when it has a chain, the entry level holds it alone.
+  if (!continues) return { entry: built, next: [], continues: false };
+  return { entry: built.slice(0, 1), next: built.slice(1), continues: true };
 }
 
 // ---- the Ruleset's chain list ----------------------------------------------------------------
 
 /**
- * The layout's chains in Ruleset order: the top chains, each direction's dispatch chain, then
- * each direction's bucket chains by bucket number (policy chains follow, by name).
+ * The layout's chains in Ruleset order: the top chains; at the entry level, each direction's
+ * dispatch chain, then each direction's bucket chains by bucket number; the same at the next
+ * level for the directions that have one (an Admin chain goes there). Policy chains follow, by
+ * name.
  */
-export function layoutChains(cidrs: readonly string[], dispatch: Record<PolicyType, Dispatch>): Chain[] {
-  return [...topChains(cidrs), ...DIRECTIONS.map((d) => dispatch[d].chain), ...DIRECTIONS.flatMap((d) => dispatch[d].buckets)];
+export function layoutChains(cidrs: readonly string[], dispatch: Record<DispatchLevel, Partial<Record<PolicyType, Dispatch>>>): Chain[] {
+  const out: Chain[] = [...topChains(cidrs)];
+  for (const level of DISPATCH_LEVELS) {
+    const d = dispatch[level];
+    for (const dir of DIRECTIONS) if (d[dir]) out.push(d[dir].chain);
+    for (const dir of DIRECTIONS) if (d[dir]) out.push(...d[dir].buckets);
+  }
+  return out;
 }

@@ -316,7 +316,7 @@ function cnpAction(action: CnpAction, next: string | undefined): Action {
  * order: each rule matches when one of its peers and one of its protocols match, and then
  * decides by its action (Accept: allow, Deny: drop, Pass: on to `next`).
  */
-export function clusterPolicyRules(sets: SetSource, pod: PodRecord, dir: PolicyType, cnp: ClusterPolicyRecord, next: string | undefined): Rule[] {
+export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: ClusterPolicyRecord, next: string | undefined): Rule[] {
   const ref = clusterPolicyCommentRef(cnp.name);
   const out: Rule[] = [];
   (dir === 'Ingress' ? cnp.ingress : cnp.egress).forEach((rule, index) => {
@@ -332,19 +332,19 @@ export function clusterPolicyRules(sets: SetSource, pod: PodRecord, dir: PolicyT
     const named: string[] = [];
     for (const m of rule.protocols) {
       if (m.kind === 'port') addPorts(numeric, m.protocol, [{ from: m.port, to: m.endPort ?? m.port }]);
-      else if (dir === 'Ingress') {
-        // destinationNamedPort resolves on the destination: for ingress, the selected pod itself.
-        for (const cp of pod.ports) if (cp.name === m.name) addPorts(numeric, cp.protocol, [{ from: cp.containerPort, to: cp.containerPort }]);
-      } else named.push(m.name);
+      else named.push(m.name);
     }
     const ports = portMatches(numeric);
     for (const p of peers) {
       for (const pm of ports) out.push({ match: { ...p.match, ...pm }, action, comment });
-      // Egress: on each destination pod, an ip,port set of the peer's pods (any protocol). The
-      // set holds pod addresses only, so a destination that is not a pod never matches.
+      // destinationNamedPort resolves on the destination pod, each port with its own protocol:
+      // an ip,port set of the pods' ports of that name, matched on the destination. Egress: the
+      // peer's pods (a destination that is not a pod is in no such set). Ingress: the destination
+      // is the selected pod itself, so the set of every pod serves, and the chain does not depend
+      // on the pod's ports (pods under the same policies share it).
       for (const name of named) {
-        const set = { set: sets.namedPortSet(p.pods, name, undefined), dirs: 'dst,dst' as const };
-        out.push({ match: { ...p.match, sets: p.pods === 'any' ? [...(p.match.sets ?? []), set] : [set] }, action, comment });
+        const set = { set: sets.namedPortSet(dir === 'Egress' ? p.pods : 'any', name, undefined), dirs: 'dst,dst' as const };
+        out.push({ match: { ...p.match, sets: dir === 'Egress' && p.pods !== 'any' ? [set] : [...(p.match.sets ?? []), set] }, action, comment });
       }
     }
   });
@@ -358,8 +358,8 @@ export function clusterPolicyRules(sets: SetSource, pod: PodRecord, dir: PolicyT
  * falling through does are left out, and a tier whose rules all are gets no chain (a Baseline
  * tier without a Deny, for one).
  */
-export function clusterTierRules(sets: SetSource, pod: PodRecord, dir: PolicyType, cnps: readonly ClusterPolicyRecord[], next: string | undefined): Rule[] {
-  const rules = cnps.flatMap((c) => clusterPolicyRules(sets, pod, dir, c, next));
+export function clusterTierRules(sets: SetSource, dir: PolicyType, cnps: readonly ClusterPolicyRecord[], next: string | undefined): Rule[] {
+  const rules = cnps.flatMap((c) => clusterPolicyRules(sets, dir, c, next));
   const through = VERDICTS.next(next);
   while (rules.length > 0 && sameAction(rules[rules.length - 1]!.action, through)) rules.pop();
   if (rules.length > 0 && next !== undefined) rules.push({ match: {}, action: through, comment: `no ${cnps[0]!.tier} rule decides: next tier` });

@@ -13,7 +13,7 @@ import type { Model } from '../model/store.ts';
 import type { ClusterPolicyRecord, CnpTier, Labels, PodRecord, PolicyRecord, PolicyType } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { rememberContentText } from './collisions.ts';
-import { linkTiers, type ChainContent } from './layout.ts';
+import { linkTiers, type ChainContent, type Continuation } from './layout.ts';
 import { chainName } from './names.ts';
 import { clusterPolicyRules, clusterTierRules, networkPolicyRules, podPortsKey, type SetSource } from './rules.ts';
 import type { Rule } from './ruleset.ts';
@@ -40,8 +40,12 @@ export interface Tier {
   readonly kinds: Record<PolicyType, string>;
   /** Policies of this kind are in `model` by namespace (`namespace`) or cluster-wide. */
   readonly scope: TierScope;
+  /** How its undecided packets reach the next tier (layout.ts Continuation). */
+  readonly continuation: Continuation;
+  /** Its rules depend on the pod's named container ports (not only on its policies). */
+  readonly podPorts: boolean;
   /** The policies of this tier that apply to the pod in this direction, in evaluation order. */
-  select(model: Model, pod: PodRecord, dir: PolicyType, earlier: ReadonlyMap<TierName, readonly TierPolicy[]>): readonly TierPolicy[];
+  select(pod: PodSelection, dir: PolicyType, earlier: ReadonlyMap<TierName, readonly TierPolicy[]>): readonly TierPolicy[];
   /** The tier's rules for the pod; a packet they leave undecided goes to `next` (layout.ts VERDICTS.next). */
   rules(sets: SetSource, pod: PodRecord, dir: PolicyType, policies: readonly TierPolicy[], next: string | undefined): readonly Rule[];
   /**
@@ -57,17 +61,45 @@ export function isolating(model: Model, pod: PodRecord, dir: PolicyType): Policy
 }
 
 /**
- * The ClusterNetworkPolicies of a tier whose subject selects the pod and that have rules for the
- * direction, in evaluation order (Model.clusterPoliciesInTier: priority, then name, then UID, as
- * the semantics apply them). A CNP never isolates: selecting a pod only puts its rules first.
+ * What selects one pod, computed once for both directions: the NetworkPolicies whose selector
+ * matches it, and the ClusterNetworkPolicies of each tier whose subject does (any direction).
  */
-export function clusterPoliciesSelecting(model: Model, pod: PodRecord, tier: CnpTier, dir: PolicyType): ClusterPolicyRecord[] {
+export class PodSelection {
+  readonly model: Model;
+  readonly pod: PodRecord;
+  private nps: PolicyRecord[] | undefined;
+  private readonly cnps = new Map<CnpTier, ClusterPolicyRecord[]>();
+  constructor(model: Model, pod: PodRecord) {
+    this.model = model;
+    this.pod = pod;
+  }
+  /** NetworkPolicies selecting the pod, in name order. */
+  networkPolicies(): PolicyRecord[] {
+    return (this.nps ??= this.model.policiesSelecting(this.pod));
+  }
+  /** ClusterNetworkPolicies of the tier whose subject selects the pod, in evaluation order. */
+  clusterPolicies(tier: CnpTier): ClusterPolicyRecord[] {
+    let l = this.cnps.get(tier);
+    if (!l) this.cnps.set(tier, (l = clusterPoliciesSelecting(this.model, this.pod, tier)));
+    return l;
+  }
+}
+
+/**
+ * The ClusterNetworkPolicies of a tier whose subject selects the pod, in evaluation order
+ * (Model.clusterPoliciesInTier: priority, then name, then UID, as the semantics apply them). A
+ * CNP never isolates: selecting a pod only puts its rules first, in the directions it has rules
+ * for.
+ */
+export function clusterPoliciesSelecting(model: Model, pod: PodRecord, tier: CnpTier): ClusterPolicyRecord[] {
   const all = model.clusterPoliciesInTier(tier);
   if (all.length === 0 || !isEnforceable(pod)) return [];
   let nsLabels: Labels | undefined;
   const labels = () => (nsLabels ??= model.namespace(pod.namespace).labels);
-  return all.filter((c) => (dir === 'Ingress' ? c.ingress : c.egress).length > 0 && subjectMatches(c, pod, labels));
+  return all.filter((c) => subjectMatches(c, pod, labels));
 }
+
+const withRules = (list: readonly ClusterPolicyRecord[], dir: PolicyType) => list.filter((c) => (dir === 'Ingress' ? c.ingress : c.egress).length > 0);
 
 /** Whether a ClusterNetworkPolicy's subject selects the pod (an enforceable pod). */
 export function subjectSelects(model: Model, c: ClusterPolicyRecord, pod: PodRecord): boolean {
@@ -86,14 +118,16 @@ const cnps = (policies: readonly TierPolicy[]): ClusterPolicyRecord[] => policie
 const nps = (policies: readonly TierPolicy[]): PolicyRecord[] => policies.filter((p): p is PolicyRecord => p.kind === 'NetworkPolicy');
 
 /** A ClusterNetworkPolicy tier: its policies' rules in order, undecided packets to `next`. */
-function clusterTier(name: CnpTier, kinds: Record<PolicyType, string>, select: Tier['select']): Tier {
+function clusterTier(name: CnpTier, kinds: Record<PolicyType, string>, continuation: Continuation, select: Tier['select']): Tier {
   return {
     name,
     kinds,
     scope: 'cluster',
+    continuation,
+    podPorts: false,
     select,
-    rules: (sets, pod, dir, policies, next) => clusterTierRules(sets, pod, dir, cnps(policies), next),
-    policyRules: (sets, pod, dir, policy, next) => (policy.kind === 'ClusterNetworkPolicy' ? clusterPolicyRules(sets, pod, dir, policy, next) : []),
+    rules: (sets, _pod, dir, policies, next) => clusterTierRules(sets, dir, cnps(policies), next),
+    policyRules: (sets, _pod, dir, policy, next) => (policy.kind === 'ClusterNetworkPolicy' ? clusterPolicyRules(sets, dir, policy, next) : []),
   };
 }
 
@@ -104,32 +138,38 @@ function clusterTier(name: CnpTier, kinds: Record<PolicyType, string>, select: T
  */
 export const TIERS: readonly Tier[] = [
   // First match decides: Accept allows this direction, Deny drops, Pass skips to the next tier.
-  clusterTier('Admin', { Egress: 'A', Ingress: 'D' }, (model, pod, dir) => clusterPoliciesSelecting(model, pod, 'Admin', dir)),
+  // It continues by the next-level dispatch, so pods under the same Admin policies share its
+  // chain whatever their NetworkPolicies (layout.ts).
+  clusterTier('Admin', { Egress: 'A', Ingress: 'D' }, 'dispatch', (p, dir) => withRules(p.clusterPolicies('Admin'), dir)),
   {
     // A pod a NetworkPolicy isolates is decided here: its allow rules, then the default deny.
     name: 'NetworkPolicy',
     kinds: { Egress: 'E', Ingress: 'I' },
     scope: 'namespace',
-    select: (model, pod, dir) => isolating(model, pod, dir),
+    continuation: 'goto',
+    // Ingress named ports resolve to numbers on the selected pod (rules.ts).
+    podPorts: true,
+    select: (p, dir) => p.networkPolicies().filter((np) => np.policyTypes.includes(dir)),
     rules: (sets, pod, dir, policies) => networkPolicyRules(sets, pod, dir, nps(policies)),
     // Its allow rules, without the default deny that ends every NetworkPolicy chain.
     policyRules: (sets, pod, dir, policy) => (policy.kind === 'NetworkPolicy' ? networkPolicyRules(sets, pod, dir, [policy]).slice(0, -1) : []),
   },
   // Only for pods no NetworkPolicy isolates in that direction; Pass and no match allow.
-  clusterTier('Baseline', { Egress: 'F', Ingress: 'J' }, (model, pod, dir, earlier) =>
-    (earlier.get('NetworkPolicy')?.length ?? 0) > 0 ? [] : clusterPoliciesSelecting(model, pod, 'Baseline', dir),
-  ),
+  clusterTier('Baseline', { Egress: 'F', Ingress: 'J' }, 'goto', (p, dir, earlier) => ((earlier.get('NetworkPolicy')?.length ?? 0) > 0 ? [] : withRules(p.clusterPolicies('Baseline'), dir))),
 ];
 
 /** The tiers that apply to a pod in one direction, each with its policies, in tier order. */
 export type Selection = readonly { readonly tier: Tier; readonly policies: readonly TierPolicy[] }[];
 
-/** What applies to a pod in one direction (empty: nothing; the pod is not dispatched). */
-export function selectTiers(model: Model, pod: PodRecord, dir: PolicyType): Selection {
+/**
+ * What applies to a pod in one direction (empty: nothing; the pod is not dispatched). Pass the
+ * same PodSelection for both directions of a pod to select once.
+ */
+export function selectTiers(model: Model, pod: PodRecord, dir: PolicyType, selection: PodSelection = new PodSelection(model, pod)): Selection {
   const out: { tier: Tier; policies: readonly TierPolicy[] }[] = [];
   const earlier = new Map<TierName, readonly TierPolicy[]>();
   for (const tier of TIERS) {
-    const policies = tier.select(model, pod, dir, earlier);
+    const policies = tier.select(selection, dir, earlier);
     earlier.set(tier.name, policies);
     if (policies.length > 0) out.push({ tier, policies });
   }
@@ -154,21 +194,59 @@ export function namedChain(kind: string, rules: readonly Rule[]): ChainContent {
   return content;
 }
 
-/** A pod's chains in one direction, entry first (empty when nothing applies). */
-export function directionPath(sets: SetSource, pod: PodRecord, dir: PolicyType, sel: Selection): ChainContent[] {
-  return tierChains(sets, pod, dir, sel).map((c) => c.chain);
+/** A chain of a pod's path with the tier it was built for, the tier's policies and its `next`. */
+export interface TierChain {
+  readonly chain: ChainContent;
+  readonly tier: Tier;
+  readonly policies: readonly TierPolicy[];
+  readonly next: string | undefined;
 }
 
-/** A pod's chains in one direction, entry first, each with its tier, policies and `next`. */
-export function tierChains(
-  sets: SetSource,
-  pod: PodRecord,
+/** A pod's chains in one direction, at each dispatch level (layout.ts LinkedPath). */
+export interface DirectionPath {
+  /** Dispatched at the entry level, the entry chain first; empty when nothing applies. */
+  readonly entry: readonly ChainContent[];
+  /** Dispatched at the next level (after an Admin chain), its first chain first. */
+  readonly next: readonly ChainContent[];
+  /** The entry chains go on to the next-level dispatch (they end in an Admin chain). */
+  readonly continues: boolean;
+}
+
+/**
+ * Remembers tier chains between calls (the incremental compiler): returns the chain of `tier`
+ * for these policies and `next`, building it with `build` (given the set source to record its
+ * sets with) when it does not have it. Undefined: the tier has no rule for the pod.
+ */
+export type TierChainCache = (
+  tier: Tier,
   dir: PolicyType,
-  sel: Selection,
-): { readonly chain: ChainContent; readonly tier: Tier; readonly policies: readonly TierPolicy[]; readonly next: string | undefined }[] {
+  policies: readonly TierPolicy[],
+  next: string | undefined,
+  build: (sets: SetSource) => ChainContent | undefined,
+) => ChainContent | undefined;
+
+/** A pod's chains in one direction. */
+export function directionPath(sets: SetSource, pod: PodRecord, dir: PolicyType, sel: Selection, cache?: TierChainCache): DirectionPath {
+  const t = tierChains(sets, pod, dir, sel, cache);
+  return { entry: t.entry.map((c) => c.chain), next: t.next.map((c) => c.chain), continues: t.continues };
+}
+
+/** A pod's chains in one direction, each with its tier, policies and `next`. */
+export function tierChains(sets: SetSource, pod: PodRecord, dir: PolicyType, sel: Selection, cache?: TierChainCache): { entry: TierChain[]; next: TierChain[]; continues: boolean } {
   const linked = linkTiers(
-    sel.map((s) => ({ kind: s.tier.kinds[dir], body: (next: string | undefined) => s.tier.rules(sets, pod, dir, s.policies, next), s })),
-    namedChain,
+    dir,
+    sel.map((s) => {
+      const build = (src: SetSource, next: string | undefined): ChainContent | undefined => {
+        const rules = s.tier.rules(src, pod, dir, s.policies, next);
+        return rules.length === 0 ? undefined : namedChain(s.tier.kinds[dir], rules);
+      };
+      return {
+        continuation: s.tier.continuation,
+        chain: (next: string | undefined) => (cache ? cache(s.tier, dir, s.policies, next, (src) => build(src, next)) : build(sets, next)),
+        s,
+      };
+    }),
   );
-  return linked.map((l) => ({ chain: l.chain, tier: l.tier.s.tier, policies: l.tier.s.policies, next: l.next }));
+  const of = (l: (typeof linked.entry)[number]): TierChain => ({ chain: l.chain, tier: l.tier.s.tier, policies: l.tier.s.policies, next: l.next });
+  return { entry: linked.entry.map(of), next: linked.next.map(of), continues: linked.continues };
 }

@@ -110,7 +110,7 @@ describe('compiled rules agree with the semantics', () => {
   // The tiers: the order they are walked in, and Pass.
   const tierMutations: Record<string, Mutator> = {
     'an Admin Pass allows instead of going on to the next tier': (t) => t.replace(/(-A PCTL-[AD]-\S+ [^\n]* Pass (?:ingress|egress)\[\d+\]" )-g PCTL-\S+/g, '$1-j RETURN'),
-    'an Admin Pass goes to the end of the tiers instead of the next one (skips the NetworkPolicy tier)': (t) => t.replace(/(-A PCTL-[AD]-\S+ [^\n]* Pass (?:ingress|egress)\[\d+\]" )-g PCTL-[EI]-\S+/g, '$1-j RETURN'),
+    'the dispatch to the tier after the Admin tier tests the wrong side of the packet': (t) => t.replace(/(-A PCTL-[EI]NB-\d+ -m set --match-set \S+ )(src|dst)/g, (_m, a: string, side: string) => `${a}${side === 'src' ? 'dst' : 'src'}`),
     'the Admin tier falls through to allow instead of to the next tier': (t) => t.replace(/(-A PCTL-[AD]-\S+ [^\n]*next tier" )-g PCTL-\S+/g, '$1-j RETURN'),
     'the Admin tier walks its policies and rules in reverse order': reverseAdminRules,
     'a Baseline Deny allows (RETURN)': (t) => t.replace(/(-A PCTL-[FJ]-\S+ [^\n]* Deny (?:ingress|egress)\[\d+\]" )-j DROP/g, '$1-j RETURN'),

@@ -1,19 +1,23 @@
 // The incremental compiler's groups and dispatch: the local pods sharing the chains they are
-// dispatched to (a group), the dispatch set of each group, the dispatch buckets each group has an
-// address in, and the policy chains the groups use, kept so that an output rewrites a bucket
-// chain only when a group enters or leaves the bucket, and lists a policy chain only while a
-// group uses it. The chains themselves come from layout.ts, as for the full compiler.
+// dispatched to at one dispatch level (a group), the dispatch set of each group, the dispatch
+// buckets each group has an address in, and the policy chains the groups use, kept so that an
+// output rewrites a bucket chain only when a group enters or leaves the bucket, and lists a
+// policy chain only while a group uses it. The chains themselves come from layout.ts, as for the
+// full compiler.
 
 import type { PolicyType } from '../../model/types.ts';
 import { sameContent } from '../collisions.ts';
-import { BUCKETS, DIRECTIONS, bucketChain, bucketOf, dispatchChain, dispatchRule, dispatchSetSpec, layoutChains, type ChainContent, type Dispatch } from '../layout.ts';
+import { BUCKETS, DIRECTIONS, DISPATCH_LEVELS, bucketChain, bucketOf, dispatchChain, dispatchRule, dispatchSetSpec, layoutChains, type ChainContent, type Dispatch, type DispatchLevel } from '../layout.ts';
 import type { Chain, Rule } from '../ruleset.ts';
 import type { SetRegistry, SetState } from './sets.ts';
 import { SortedList } from './sorted-list.ts';
 
-/** The local pods dispatched to one chain, and the set that dispatches them to it. */
+/** The local pods dispatched to one chain at one level, and the set that dispatches them to it. */
 export interface Group {
+  readonly level: DispatchLevel;
   readonly dir: PolicyType;
+  /** Its chains end in one that goes on to the next-level dispatch (an Admin chain). */
+  readonly continues: boolean;
   /** The chains its pods go through, the one dispatched to first (its name is the group's). */
   readonly chains: readonly ChainContent[];
   readonly dispatch: SetState;
@@ -23,8 +27,9 @@ export interface Group {
   readonly inBucket: number[];
 }
 
-/** One dispatch bucket of one direction: the groups with an address in it, by chain name. */
+/** One dispatch bucket of one level and direction: the groups with an address in it, by chain name. */
 interface Bucket {
+  readonly level: DispatchLevel;
   readonly dir: PolicyType;
   readonly k: number;
   readonly groups: SortedList<Group>;
@@ -49,9 +54,17 @@ export interface ChainOutput {
 
 export class DispatchState {
   private readonly sets: SetRegistry;
+  /** By level and first chain name (`level|name`). */
   private readonly groups = new Map<string, Group>();
   private readonly maybeDeadGroups = new Set<Group>();
-  private readonly buckets: Record<PolicyType, Bucket[]> = { Ingress: newBuckets('Ingress'), Egress: newBuckets('Egress') };
+  private readonly buckets: Record<DispatchLevel, Record<PolicyType, Bucket[]>> = {
+    entry: { Ingress: newBuckets('entry', 'Ingress'), Egress: newBuckets('entry', 'Egress') },
+    next: { Ingress: newBuckets('next', 'Ingress'), Egress: newBuckets('next', 'Egress') },
+  };
+  /** Entry groups whose chains go on to the next-level dispatch, per direction: it exists while there are any. */
+  private readonly continuing: Record<PolicyType, number> = { Ingress: 0, Egress: 0 };
+  /** The next level appeared or went in a direction since the last output. */
+  private levelsDirty = false;
   /** Buckets whose list of groups changed since the last output. */
   private readonly dirtyBuckets = new Set<Bucket>();
   /** The policy chains the groups use, sorted by name as the output lists them. */
@@ -74,19 +87,23 @@ export class DispatchState {
 
   /** Changes since the last output that its chains must show. */
   get dirty(): boolean {
-    return this.chainListDirty || this.dirtyBuckets.size > 0 || !this.last;
+    return this.chainListDirty || this.levelsDirty || this.dirtyBuckets.size > 0 || !this.last;
   }
 
   /** Forget every group (a rebuild): the next output compares every chain by name. */
   reset(): void {
     this.groups.clear();
     this.maybeDeadGroups.clear();
-    for (const dir of DIRECTIONS) {
-      for (const b of this.buckets[dir]) {
-        b.groups.clear();
-        b.out = undefined;
+    for (const level of DISPATCH_LEVELS) {
+      for (const dir of DIRECTIONS) {
+        for (const b of this.buckets[level][dir]) {
+          b.groups.clear();
+          b.out = undefined;
+        }
       }
     }
+    this.continuing.Ingress = this.continuing.Egress = 0;
+    this.levelsDirty = true;
     this.dirtyBuckets.clear();
     this.uses.clear();
     this.useOrder.clear();
@@ -102,16 +119,17 @@ export class DispatchState {
    * or a group left empty and not swept yet): grouping by name would merge them, so the caller
    * rebuilds.
    */
-  join(dir: PolicyType, chains: readonly ChainContent[], ips: readonly string[]): { group: Group; conflict: boolean } {
+  join(level: DispatchLevel, dir: PolicyType, chains: readonly ChainContent[], continues: boolean, ips: readonly string[]): { group: Group; conflict: boolean } {
     const name = chains[0]!.name;
-    let group = this.groups.get(name);
+    let group = this.groups.get(`${level}|${name}`);
     let conflict = group !== undefined && !sameChains(group.chains, chains);
     if (!group) {
-      const dispatch = this.sets.create(dispatchSetSpec(name));
+      const dispatch = this.sets.create(dispatchSetSpec(name, level));
       dispatch.refs++;
-      group = { dir, chains, dispatch, rule: dispatchRule(dir, dispatch.spec.name, name), pods: 0, inBucket: new Array<number>(BUCKETS).fill(0) };
-      this.groups.set(name, group);
+      group = { level, dir, continues, chains, dispatch, rule: dispatchRule(dir, dispatch.spec.name, name), pods: 0, inBucket: new Array<number>(BUCKETS).fill(0) };
+      this.groups.set(`${level}|${name}`, group);
       for (const c of chains) if (!this.useChain(c)) conflict = true;
+      if (continues && this.continuing[dir]++ === 0) this.levelsDirty = true;
     }
     group.pods++;
     for (const ip of ips) {
@@ -135,10 +153,12 @@ export class DispatchState {
   /** Drop the groups with no pod left, and the chains no group uses. */
   sweep(): void {
     for (const g of this.maybeDeadGroups) {
-      if (g.pods > 0 || this.groups.get(nameOf(g)) !== g) continue;
-      this.groups.delete(nameOf(g));
+      const key = `${g.level}|${nameOf(g)}`;
+      if (g.pods > 0 || this.groups.get(key) !== g) continue;
+      this.groups.delete(key);
       this.sets.unref(g.dispatch);
       for (const c of g.chains) this.unuseChain(c.name);
+      if (g.continues && --this.continuing[g.dir] === 0) this.levelsDirty = true;
     }
     this.maybeDeadGroups.clear();
   }
@@ -169,14 +189,14 @@ export class DispatchState {
 
   /** A group's first address in bucket k: the bucket chain gets its dispatch rule. */
   private enterBucket(group: Group, k: number): void {
-    const b = this.buckets[group.dir][k]!;
+    const b = this.buckets[group.level][group.dir][k]!;
     b.groups.insert(group);
     this.dirtyBuckets.add(b);
   }
 
   /** A group's last address in bucket k went. */
   private leaveBucket(group: Group, k: number): void {
-    const b = this.buckets[group.dir][k]!;
+    const b = this.buckets[group.level][group.dir][k]!;
     b.groups.remove(group);
     this.dirtyBuckets.add(b);
   }
@@ -190,11 +210,16 @@ export class DispatchState {
     if (!this.dirty && this.last) return { chains: this.last, writtenChains: [], removedChains: [] };
     const prevLayout = this.layout;
     if (this.chainListDirty || !this.last) this.policyChains = this.useOrder.items.map((u) => u.chain);
-    const dispatch: Record<PolicyType, Dispatch> = { Egress: this.dispatchOf('Egress', prevLayout), Ingress: this.dispatchOf('Ingress', prevLayout) };
+    const next = (dir: PolicyType): Dispatch | undefined => (this.continuing[dir] > 0 ? this.dispatchOf('next', dir, prevLayout) : undefined);
+    const dispatch: Record<DispatchLevel, Partial<Record<PolicyType, Dispatch>>> = {
+      entry: { Egress: this.dispatchOf('entry', 'Egress', prevLayout), Ingress: this.dispatchOf('entry', 'Ingress', prevLayout) },
+      next: { Egress: next('Egress'), Ingress: next('Ingress') },
+    };
     this.dirtyBuckets.clear();
     const layout = layoutChains(cidrs, dispatch);
     this.layout = layout;
     this.chainListDirty = false;
+    this.levelsDirty = false;
     const chains = [...layout, ...this.policyChains];
     const writtenChains: Chain[] = [];
     const removedChains: string[] = [];
@@ -228,30 +253,30 @@ export class DispatchState {
     return { chains, writtenChains, removedChains };
   }
 
-  /** One direction's dispatch chain and bucket chains, reusing the objects of unchanged ones. */
-  private dispatchOf(dir: PolicyType, prevLayout: readonly Chain[]): Dispatch {
+  /** One level's and direction's dispatch chain and bucket chains, reusing the objects of unchanged ones. */
+  private dispatchOf(level: DispatchLevel, dir: PolicyType, prevLayout: readonly Chain[]): Dispatch {
     const present: number[] = [];
     const buckets: Chain[] = [];
-    for (const b of this.buckets[dir]) {
+    for (const b of this.buckets[level][dir]) {
       if (b.groups.items.length === 0) {
         b.out = undefined;
         continue;
       }
       present.push(b.k);
       if (!b.out || this.dirtyBuckets.has(b)) {
-        const c = bucketChain(dir, b.k, b.groups.items.map((g) => g.rule));
+        const c = bucketChain(dir, b.k, b.groups.items.map((g) => g.rule), level);
         if (!b.out || !sameRules(b.out, c, false)) b.out = c;
       }
       buckets.push(b.out);
     }
-    const chain = dispatchChain(dir, present);
+    const chain = dispatchChain(dir, present, level);
     const prev = prevLayout.find((c) => c.name === chain.name);
     return { chain: prev && sameRules(prev, chain, false) ? prev : chain, buckets };
   }
 }
 
-function newBuckets(dir: PolicyType): Bucket[] {
-  return Array.from({ length: BUCKETS }, (_, k) => ({ dir, k, groups: new SortedList<Group>(nameOf), out: undefined }));
+function newBuckets(level: DispatchLevel, dir: PolicyType): Bucket[] {
+  return Array.from({ length: BUCKETS }, (_, k) => ({ level, dir, k, groups: new SortedList<Group>(nameOf), out: undefined }));
 }
 
 function sameChains(a: readonly ChainContent[], b: readonly ChainContent[]): boolean {

@@ -1,8 +1,8 @@
 // The incremental compiler's chains: a pod's chains in one direction (its path, tiers.ts), built
-// once per selection key however many pods share them and remembered (a bounded LRU: an evicted
-// path is rebuilt on demand, equal in content), with the sets they need; and the collision
-// guard's bookkeeping (collisions.ts): which contents each chain name stands for among the local
-// pods' paths.
+// once per selection key however many pods share them and remembered, each tier's chain once per
+// tier key (bounded LRUs: an evicted entry is rebuilt on demand, equal in content), with the sets
+// they need; and the collision guard's bookkeeping (collisions.ts): which contents each chain
+// name stands for among the local pods' paths.
 
 import { LRUCache } from 'lru-cache';
 import type { IpBlockPeer, PodsPeer, PolicyType, Protocol } from '../../model/types.ts';
@@ -40,9 +40,16 @@ export class Recorder implements SetSource {
   }
 }
 
-/** A pod's chains in one direction, entry first, with the sets they need. */
+/** A pod's chains in one direction (tiers.ts DirectionPath), with the sets they need. */
 export interface PathEntry {
   readonly dir: PolicyType;
+  /** Dispatched at the entry level, the entry chain first; empty when nothing applies. */
+  readonly entry: readonly ChainContent[];
+  /** Dispatched at the next level (after an Admin chain). */
+  readonly next: readonly ChainContent[];
+  /** The entry chains go on to the next-level dispatch. */
+  readonly continues: boolean;
+  /** Every chain of the path (entry, then next). */
   readonly chains: readonly ChainContent[];
   readonly needs: readonly SetNeed[];
 }
@@ -52,6 +59,16 @@ export const MEMO_LIMIT = 4096;
 
 export function newPathMemo(): LRUCache<string, PathEntry> {
   return new LRUCache<string, PathEntry>({ max: MEMO_LIMIT });
+}
+
+/** A tier chain (undefined: the tier had no rule) and the sets it needs. */
+export interface TierEntry {
+  readonly chain: ChainContent | undefined;
+  readonly needs: readonly SetNeed[];
+}
+
+export function newTierMemo(): LRUCache<string, TierEntry> {
+  return new LRUCache<string, TierEntry>({ max: MEMO_LIMIT });
 }
 
 /**
