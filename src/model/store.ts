@@ -76,7 +76,7 @@ export class Model {
    * lookup is scoped to one namespace: a cluster-wide index would hand each namespace the
    * candidates of all the others.
    */
-  private readonly podLabelIndex = new Map<string, Map<string, Map<string, Set<string>>>>();
+  private readonly podLabelIndex = new Map<string, Map<string, Map<string, Uids>>>();
   private readonly policiesByNamespace = new Map<string, Set<string>>();
   /** allNamespaces(), kept until a namespace record changes or a namespace name appears or goes. */
   private namespaceCache: NamespaceRecord[] | undefined;
@@ -304,7 +304,7 @@ export class Model {
         for (const [k, v] of Object.entries(r.labels)) {
           let byValue = byKey.get(k);
           if (!byValue) byKey.set(k, (byValue = new Map()));
-          addTo(byValue, v, r.uid);
+          addUid(byValue, v, r.uid);
         }
         break;
       }
@@ -378,7 +378,7 @@ export class Model {
           for (const [k, v] of Object.entries(p.labels)) {
             const byValue = byKey.get(k);
             if (byValue) {
-              removeFrom(byValue, v, uid);
+              removeUid(byValue, v, uid);
               if (byValue.size === 0) byKey.delete(k);
             }
           }
@@ -564,7 +564,7 @@ export class Model {
    * carrying the key of an `In` or `Exists` requirement, as the disjoint per-value sets.
    * Requirements that also match pods lacking the key (NotIn, DoesNotExist) cannot narrow.
    */
-  private narrowest(sel: Selector, byKey: Map<string, Map<string, Set<string>>> | undefined): Candidates | undefined {
+  private narrowest(sel: Selector, byKey: Map<string, Map<string, Uids>> | undefined): Candidates | undefined {
     let best: Candidates | undefined;
     for (const req of sel.requirements) {
       const cand = candidatesFor(req, byKey);
@@ -575,8 +575,35 @@ export class Model {
 }
 
 interface Candidates {
-  readonly sets: readonly Set<string>[];
+  readonly sets: readonly Iterable<string>[];
   readonly size: number;
+}
+
+/**
+ * The pods of a label index entry: one uid, or a Set while several pods carry that label value.
+ * Most values are carried by one workload's replicas or by one pod (pod-template-hash, a name):
+ * a Set for each would be 9 MB of the agent's memory at 50k pods.
+ */
+type Uids = string | Set<string>;
+
+function addUid<K>(m: Map<K, Uids>, k: K, uid: string): void {
+  const u = m.get(k);
+  if (u === undefined) m.set(k, uid);
+  else if (typeof u === 'string') {
+    if (u !== uid) m.set(k, new Set([u, uid]));
+  } else u.add(uid);
+}
+
+function removeUid<K>(m: Map<K, Uids>, k: K, uid: string): void {
+  const u = m.get(k);
+  if (u === undefined) return;
+  if (typeof u === 'string') {
+    if (u === uid) m.delete(k);
+    return;
+  }
+  u.delete(uid);
+  if (u.size === 0) m.delete(k);
+  else if (u.size === 1) m.set(k, u.values().next().value!);
 }
 
 const KINDS: readonly ObjectRecord['kind'][] = ['Pod', 'Namespace', 'Node', 'NetworkPolicy', 'ClusterNetworkPolicy'];
@@ -586,21 +613,23 @@ export function compareClusterPolicies(a: ClusterPolicyRecord, b: ClusterPolicyR
   return a.priority - b.priority || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) || (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0);
 }
 
-function candidatesFor(req: Requirement, byKey: Map<string, Map<string, Set<string>>> | undefined): Candidates | undefined {
+function candidatesFor(req: Requirement, byKey: Map<string, Map<string, Uids>> | undefined): Candidates | undefined {
   if (req.operator !== 'In' && req.operator !== 'Exists') return undefined;
   const byValue = byKey?.get(req.key);
   if (!byValue) return { sets: [], size: 0 };
-  const sets: Set<string>[] = [];
-  if (req.operator === 'In') {
-    for (const v of req.values.length === 1 ? req.values : new Set(req.values)) {
-      const s = byValue.get(v);
-      if (s) sets.push(s);
-    }
-  } else {
-    for (const s of byValue.values()) sets.push(s);
-  }
+  const sets: Iterable<string>[] = [];
   let size = 0;
-  for (const s of sets) size += s.size;
+  const take = (u: Uids | undefined) => {
+    if (u === undefined) return;
+    // A lone uid as a list of one (a string would iterate over its characters).
+    sets.push(typeof u === 'string' ? [u] : u);
+    size += typeof u === 'string' ? 1 : u.size;
+  };
+  if (req.operator === 'In') {
+    for (const v of req.values.length === 1 ? req.values : new Set(req.values)) take(byValue.get(v));
+  } else {
+    for (const u of byValue.values()) take(u);
+  }
   return { sets, size };
 }
 
