@@ -97,7 +97,7 @@ describe('deploy/*.yaml', () => {
 
   it('runs the agent with the node name from the downward API and health on the probed port', () => {
     const c = agent(objects);
-    expect([...c.command!, ...c.args!]).toEqual(['node', '/app/bin/policyctl.js', 'agent', '--node', '$(NODE_NAME)', '--kube', '--health-addr', ':9102', '--cni-socket', '/run/policyctl/cni.sock']);
+    expect([...c.command!, ...c.args!]).toEqual(['node', '/app/bin/policyctl.js', 'agent', '--node', '$(NODE_NAME)', '--kube', '--health-addr', ':9102', '--cni-socket', '/run/policyctl/cni.sock', '--set-bridge-nf']);
     expect(c.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
     expect(c.readinessProbe!.httpGet).toEqual({ path: '/readyz', port: 9102 });
     expect(c.ports).toContainEqual({ name: 'metrics', containerPort: 9102, protocol: 'TCP' });
