@@ -7,7 +7,8 @@ import { compile } from '../compiler/compile.ts';
 import { PROGRAMMED_SET } from '../compiler/layout.ts';
 import { renderRule } from '../sync/render.ts';
 import type { Chain } from '../compiler/ruleset.ts';
-import type { PodRecord, PolicyRecord } from '../model/types.ts';
+import { normalize } from '../model/normalize.ts';
+import type { ClusterPolicyRecord, PodRecord, PolicyRecord } from '../model/types.ts';
 import { emptyState } from '../sync/kernel-state.ts';
 import { planPieces, type Piece } from '../sync/pieces.ts';
 import { diff } from '../sync/plan.ts';
@@ -137,5 +138,48 @@ describe('Provenance', () => {
     expect(prov.owners(denyOnly, undefined, (k) => k === culpritKey(db))).toEqual([]);
     const allowChain = all.find((p) => p.kind === 'chain' && p.chain.rules.some((r) => r.comment.startsWith('app/allow')))!;
     expect(prov.owners(allowChain, undefined, (k) => k === culpritKey(allow)).map((c) => c.ref)).toEqual(['pod/app/web']);
+  });
+});
+
+describe('ClusterNetworkPolicies in the quarantine and the provenance', () => {
+  const wall: ClusterPolicyRecord = normalize({
+    apiVersion: 'policy.networking.k8s.io/v1alpha2',
+    kind: 'ClusterNetworkPolicy',
+    metadata: { name: 'wall' },
+    spec: {
+      tier: 'Admin',
+      priority: 5,
+      subject: { namespaces: {} },
+      ingress: [
+        { name: 'monitoring', action: 'Accept', from: [{ namespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'mon' } } }] },
+        { name: 'rest', action: 'Deny', from: [{ namespaces: {} }], protocols: [{ tcp: { destinationPort: { number: 5432 } } }] },
+      ],
+    },
+  }).record as ClusterPolicyRecord;
+
+  it('fails closed as an invalid one does: one rule denying all in each direction it has rules for; the rest kept', () => {
+    const closed = failClosed(wall) as ClusterPolicyRecord;
+    expect(closed).toMatchObject({ tier: 'Admin', priority: 5, subject: wall.subject, egress: [] });
+    expect(closed.ingress).toEqual([{ name: '', action: 'Deny', peers: [{ kind: 'any' }], failClosed: expect.stringContaining('quarantined') }]);
+    expect(failClosed(closed)).toBe(closed); // pure: the fail-closed form is its own
+    // In the model: every pod its subject selects loses ingress, NetworkPolicies or not.
+    const m = modelOf(ns('app'), N1, web, db, client, deny, allow, wall);
+    const q = new Quarantine(m);
+    q.attach();
+    q.add({ kind: 'ClusterNetworkPolicy', uid: wall.uid, ref: 'clusternetworkpolicy/wall', field: 'spec.ingress[1]', value: '-A ...' }, 'refused');
+    const rs = compile(m, 'n1');
+    const admin = rs.chains.find((c) => c.name.startsWith('PCTL-D-'))!;
+    expect(admin.rules.map((r) => r.action.kind)).toEqual(['drop']);
+  });
+
+  it("a rule of an Admin chain comes from its ClusterNetworkPolicy (the field names the rule)", () => {
+    const m = modelOf(ns('app'), N1, web, db, client, deny, allow, wall);
+    const rs = compile(m, 'n1');
+    const pp = planPieces(diff(rs, emptyState()));
+    const prov = new Provenance(m, 'n1', rs);
+    const chain = [...pp.rest].find((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && p.chain.name.startsWith('PCTL-D-'))!;
+    const rule = chain.chain.rules.find((r) => r.action.kind === 'drop')!;
+    const line = renderRule(chain.chain.name, rule);
+    expect(prov.owners(chain, line)).toEqual([{ kind: 'ClusterNetworkPolicy', uid: wall.uid, ref: 'clusternetworkpolicy/wall', field: 'spec.ingress[1]', value: line }]);
   });
 });

@@ -360,9 +360,14 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
  */
 export function clusterTierRules(sets: SetSource, dir: PolicyType, cnps: readonly ClusterPolicyRecord[], next: string | undefined): Rule[] {
   const rules = cnps.flatMap((c) => clusterPolicyRules(sets, dir, c, next));
+  // A rule that matches every packet (a deny-all of a policy that fails closed) ends the chain:
+  // nothing after it is reached.
+  const all = rules.findIndex((r) => Object.keys(r.match).length === 0);
+  if (all >= 0) rules.length = all + 1;
   const through = VERDICTS.next(next);
   while (rules.length > 0 && sameAction(rules[rules.length - 1]!.action, through)) rules.pop();
-  if (rules.length > 0 && next !== undefined) rules.push({ match: {}, action: through, comment: `no ${cnps[0]!.tier} rule decides: next tier` });
+  const last = rules[rules.length - 1];
+  if (last && next !== undefined && Object.keys(last.match).length > 0) rules.push({ match: {}, action: through, comment: `no ${cnps[0]!.tier} rule decides: next tier` });
   return rules;
 }
 

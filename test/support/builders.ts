@@ -8,6 +8,7 @@ import type {
   IpBlockPeer,
   NamespaceRecord,
   NodeRecord,
+  ObjectRecord,
   Peer,
   PodRecord,
   PodsPeer,
@@ -112,7 +113,7 @@ export function policy(namespace: string, name: string, podSelector: Selector, o
   };
 }
 
-export function modelOf(...records: (PodRecord | NamespaceRecord | NodeRecord | PolicyRecord)[]): Model {
+export function modelOf(...records: ObjectRecord[]): Model {
   const m = new Model();
   for (const r of records) m.upsert(r);
   return m;

@@ -1,0 +1,157 @@
+// The compiled tiers (tiers.ts, layout.ts): what a node gets for ClusterNetworkPolicies, in both
+// compilers, and what a change to one costs in the incremental compiler. The meaning is checked
+// by the tracer against the semantics in test/properties and test/conformance; here the shape.
+
+import { describe, expect, it } from 'vitest';
+import { modelOf, node, ns, pod, policy, port, rule, sel } from '../../test/support/builders.ts';
+import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
+import { parseIpsetRestore, parseIptablesRestore, trace } from '../../test/support/tracer.ts';
+import { normalize } from '../model/normalize.ts';
+import type { Model } from '../model/store.ts';
+import type { ClusterPolicyRecord } from '../model/types.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
+import { compile } from './compile.ts';
+import { IncrementalCompiler } from './incremental.ts';
+import type { Ruleset } from './ruleset.ts';
+
+function cnp(name: string, spec: Record<string, unknown>): ClusterPolicyRecord {
+  return normalize({ apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name }, spec }).record as ClusterPolicyRecord;
+}
+
+const N1 = node('n1', '10.244.1.0/24', '192.168.50.11');
+const web = pod('x', 'web', { app: 'web' }, { ip: '10.244.1.10', node: 'n1', ports: [port(80, 'http'), port(9100, 'metrics')] });
+const db = pod('x', 'db', { app: 'db' }, { ip: '10.244.1.11', node: 'n1', ports: [port(5432, 'pg'), port(9187, 'metrics')] });
+const other = pod('y', 'other', { app: 'web' }, { ip: '10.244.1.12', node: 'n1', ports: [port(80, 'http')] });
+const remote = pod('z', 'client', { app: 'client' }, { ip: '10.244.2.10', node: 'n2' });
+const denyX = policy('x', 'deny', sel(), { types: ['Ingress'], ingress: [] });
+const allowWeb = policy('x', 'allow-web', sel({ app: 'web' }), { ingress: [rule()] });
+
+/** Admin, every pod: monitoring on `metrics` accepted, 5432 from z denied, the rest passed on. */
+const guard = cnp('guard', {
+  tier: 'Admin',
+  priority: 10,
+  subject: { namespaces: {} },
+  ingress: [
+    { name: 'scrape', action: 'Accept', from: [{ namespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'z' } } }], protocols: [{ destinationNamedPort: 'metrics' }] },
+    { name: 'no-db', action: 'Deny', from: [{ namespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'z' } } }], protocols: [{ tcp: { destinationPort: { number: 5432 } } }] },
+  ],
+});
+const baselineDeny = cnp('baseline-deny', { tier: 'Baseline', priority: 100, subject: { namespaces: {} }, ingress: [{ name: 'all', action: 'Deny', from: [{ namespaces: {} }] }] });
+
+function cluster(): Model {
+  return modelOf(ns('x'), ns('y'), ns('z'), N1, web, db, other, remote, denyX, allowWeb);
+}
+
+function verdict(rs: Ruleset, dst: string, dport: number): 'ACCEPT' | 'DROP' {
+  const table = parseIptablesRestore(renderIptablesRestore(rs), { base: parseIptablesRestore(FOREIGN_FILTER), noflush: true });
+  return trace(table, parseIpsetRestore(renderIpsetRestore(rs.sets)), 'FORWARD', { src: remote.ips[0]!, dst, protocol: 'tcp', dport, sport: 40000 }).verdict;
+}
+
+const names = (rs: Ruleset) => rs.chains.map((c) => c.name);
+
+describe('compiled tiers', () => {
+  it('without ClusterNetworkPolicies: no tier chains, no second dispatch', () => {
+    const rs = compile(cluster(), 'n1');
+    expect(names(rs).filter((n) => /^PCTL-([ADFJ]-|EGRESS-NEXT|INGRESS-NEXT|[EI]NB-)/.test(n))).toEqual([]);
+  });
+
+  it('an Admin policy: one shared chain, then the second dispatch to each pod\'s NetworkPolicy chain', () => {
+    const m = cluster();
+    m.upsert(guard);
+    const rs = compile(m, 'n1');
+    // Three local pods, three different next tiers (web: allow-web + deny, db: deny, other: none), one Admin chain.
+    const admin = rs.chains.filter((c) => c.name.startsWith('PCTL-D-'));
+    expect(admin).toHaveLength(1);
+    expect(admin[0]!.rules.map((r) => r.action)).toEqual([{ kind: 'return' }, { kind: 'drop' }, { kind: 'goto', chain: 'PCTL-INGRESS-NEXT' }]);
+    expect(names(rs)).toContain('PCTL-INGRESS-NEXT');
+    expect(names(rs)).not.toContain('PCTL-EGRESS-NEXT'); // no egress rules
+    // Every local pod's entry is the Admin chain; web and db go on to their NetworkPolicy chains.
+    const entry = rs.sets.find((s) => s.name === `PCTL-d${admin[0]!.name.slice(6)}`)!;
+    expect(entry.members.map((x) => x.entry)).toEqual(['10.244.1.10', '10.244.1.11', '10.244.1.12']);
+    const next = rs.sets.filter((s) => s.name.startsWith('PCTL-iN-')).flatMap((s) => s.members.map((x) => x.entry)).sort();
+    expect(next).toEqual(['10.244.1.10', '10.244.1.11']);
+    // The verdicts, walked by the tracer: Accept opens what the NetworkPolicies close, Deny closes
+    // what they open, the rest is left to them, and a pod without NetworkPolicies is allowed.
+    expect(verdict(rs, db.ips[0]!, 9187)).toBe('ACCEPT');
+    expect(verdict(rs, db.ips[0]!, 5432)).toBe('DROP');
+    expect(verdict(rs, db.ips[0]!, 80)).toBe('DROP');
+    expect(verdict(rs, web.ips[0]!, 80)).toBe('ACCEPT');
+    expect(verdict(rs, other.ips[0]!, 80)).toBe('ACCEPT');
+  });
+
+  it('a Baseline policy applies to the pods no NetworkPolicy isolates; without a Deny it has no chain', () => {
+    const m = cluster();
+    m.upsert(baselineDeny);
+    let rs = compile(m, 'n1');
+    expect(rs.chains.filter((c) => c.name.startsWith('PCTL-J-'))).toHaveLength(1);
+    expect(verdict(rs, other.ips[0]!, 80)).toBe('DROP'); // y/other: no NetworkPolicy, the Baseline denies
+    expect(verdict(rs, web.ips[0]!, 80)).toBe('ACCEPT'); // x/web: its NetworkPolicies decide
+    m.upsert(cnp('baseline-deny', { tier: 'Baseline', priority: 100, subject: { namespaces: {} }, ingress: [{ name: 'all', action: 'Accept', from: [{ namespaces: {} }] }] }));
+    rs = compile(m, 'n1');
+    expect(rs.chains.filter((c) => c.name.startsWith('PCTL-J-'))).toEqual([]);
+    expect(verdict(rs, other.ips[0]!, 80)).toBe('ACCEPT');
+  });
+
+  it('an invalid policy fails closed: it denies all traffic in the direction it has rules for', () => {
+    const m = cluster();
+    m.upsert(cnp('broken', { tier: 'Admin', priority: 'high', subject: { namespaces: {} }, ingress: [{ action: 'Accept', from: [{ namespaces: {} }] }] }));
+    const rs = compile(m, 'n1');
+    expect(verdict(rs, web.ips[0]!, 80)).toBe('DROP');
+    expect(verdict(rs, other.ips[0]!, 80)).toBe('DROP');
+  });
+});
+
+describe('incremental compiler and ClusterNetworkPolicies', () => {
+  const text = (rs: Ruleset) => renderIpsetRestore(rs.sets) + renderIptablesRestore(rs);
+
+  it('follows adds, changes and deletes, equal to compile()', () => {
+    const m = cluster();
+    const ic = new IncrementalCompiler(m, 'n1');
+    ic.ruleset();
+    for (const change of [
+      () => m.upsert(guard),
+      () => m.upsert(baselineDeny),
+      () => m.upsert({ ...guard, priority: 500 }),
+      () => m.upsert(ns('y', { team: 'a' })),
+      () => m.remove(guard.uid, 'ClusterNetworkPolicy'),
+      () => m.remove(baselineDeny.uid, 'ClusterNetworkPolicy'),
+    ]) {
+      change();
+      expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
+    }
+    ic.dispose();
+  });
+
+  it('a priority change that keeps the order writes nothing; one that selects no local pod looks at none', () => {
+    const m = cluster();
+    m.upsert(guard);
+    const ic = new IncrementalCompiler(m, 'n1');
+    const before = ic.ruleset();
+    m.upsert({ ...guard, priority: 20 });
+    expect(ic.ruleset().chains).toBe(before.chains);
+    expect(ic.delta().writtenChains).toEqual([]);
+    expect(ic.delta().memberChanges).toEqual([]);
+    // A policy for namespace z only (no local pod there): nothing is rebuilt.
+    m.upsert(cnp('z-only', { tier: 'Admin', priority: 1, subject: { namespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'z' } } }, ingress: [{ action: 'Deny', from: [{ namespaces: {} }] }] }));
+    ic.ruleset();
+    expect(ic.stats()?.chainsRecomputed).toBe(0);
+    expect(ic.delta().writtenChains).toEqual([]);
+    ic.dispose();
+  });
+
+  it('a change to an Admin policy selecting every pod rewrites its shared chain, not the NetworkPolicy chains', () => {
+    const m = cluster();
+    m.upsert(guard);
+    const ic = new IncrementalCompiler(m, 'n1');
+    const before = ic.ruleset();
+    m.upsert(cnp('guard', { tier: 'Admin', priority: 10, subject: { namespaces: {} }, ingress: [{ name: 'no-db', action: 'Deny', from: [{ namespaces: {} }], protocols: [{ tcp: { destinationPort: { number: 5432 } } }] }] }));
+    const after = ic.ruleset();
+    expect(text(after)).toBe(text(compile(m, 'n1')));
+    const written = ic.delta().writtenChains.map((c) => c.name);
+    expect(written.filter((n) => n.startsWith('PCTL-D-'))).toHaveLength(1);
+    expect(written.filter((n) => /^PCTL-[EI]-/.test(n))).toEqual([]);
+    // The NetworkPolicy chains are the same objects.
+    for (const c of after.chains.filter((x) => x.name.startsWith('PCTL-I-'))) expect(before.chains).toContain(c);
+    ic.dispose();
+  });
+});
