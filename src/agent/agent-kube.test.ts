@@ -174,7 +174,8 @@ describe.runIf(kernelTestsEnabled())('Agent on the kube source', () => {
     await a.start();
     await waitUntil(() => applied(a), 'the initial state applied');
     const syncs = a.status().syncs;
-    for (let i = 0; i < 500; i++) api.create(pod('app', `p${i}`, `10.244.1.${20 + (i % 200)}`, { app: 'burst' }, 'n1'));
+    // Unique addresses: an address two pods claim belongs to neither (and leaves the cluster).
+    for (let i = 0; i < 500; i++) api.create(pod('app', `p${i}`, `10.244.${1 + Math.floor(i / 200)}.${20 + (i % 200)}`, { app: 'burst' }, 'n1'));
     for (let i = 0; i < 500; i++) api.patchLabels('Pod', 'app', `p${i}`, { app: 'burst', round: '2' });
     await waitUntil(() => source.stats().events.pods >= 1000 && applied(a), 'the burst applied', { timeoutMs: 20_000 });
     const n = a.status().syncs - syncs;
