@@ -16,11 +16,14 @@ import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render
 import type { Ruleset } from '../../src/compiler/ruleset.ts';
 import { isEnforceable } from '../../src/model/types.ts';
 import { collect, gcAvailable, median, memoryMb, percentile, target, timeRuns, type BenchOptions, type BenchPart, type Cell, type PartResult } from '../harness.ts';
+import { addClusterPolicies } from '../cnps.ts';
 import { generateCluster } from '../synthetic.ts';
 
 interface Size {
   readonly pods: number;
   readonly policies: number;
+  /** ClusterNetworkPolicies added (bench/cnps.ts). */
+  readonly cnps?: number;
   readonly label: string;
   readonly runs: number;
   readonly warmup: number;
@@ -31,10 +34,12 @@ function sizes(quick: boolean): Size[] {
     ? [
         { pods: 1000, policies: 200, label: '1k_200', runs: 15, warmup: 5 },
         { pods: 10000, policies: 2000, label: '10k_2k', runs: 9, warmup: 3 },
+        { pods: 10000, policies: 2000, cnps: 100, label: '10k_2k_cnp100', runs: 9, warmup: 3 },
       ]
     : [
         { pods: 1000, policies: 200, label: '1k_200', runs: 50, warmup: 10 },
         { pods: 10000, policies: 2000, label: '10k_2k', runs: 25, warmup: 5 },
+        { pods: 10000, policies: 2000, cnps: 100, label: '10k_2k_cnp100', runs: 25, warmup: 5 },
         { pods: 50000, policies: 10000, label: '50k_10k', runs: 9, warmup: 2 },
       ];
 }
@@ -85,7 +90,9 @@ export const compilePart: BenchPart = {
       o.progress(`compile: generating ${size.pods} pods / ${size.policies} policies`);
       const t0 = performance.now();
       let c: ReturnType<typeof generateCluster> | undefined = generateCluster({ pods: size.pods, policies: size.policies, seed: o.seed });
+      if (size.cnps) addClusterPolicies(c, size.cnps);
       const genMs = performance.now() - t0;
+      const policiesCell = size.cnps ? `${size.policies} + ${size.cnps} CNP` : size.policies;
       let held: Ruleset | undefined;
       for (const { node, local } of LOCAL_NODES) {
         const model = c.model;
@@ -107,7 +114,7 @@ export const compilePart: BenchPart = {
         const p90 = percentile(ms, 90);
         rows.push([
           size.pods,
-          size.policies,
+          policiesCell,
           local,
           localPods.filter(isEnforceable).length,
           med,
@@ -134,7 +141,7 @@ export const compilePart: BenchPart = {
       }
       collect();
       const mem = memoryMb();
-      memRows.push([size.pods, size.policies, round(genMs), mem.heapUsed, mem.rss, held ? held.sets.length : null]);
+      memRows.push([size.pods, policiesCell, round(genMs), mem.heapUsed, mem.rss, held ? held.sets.length : null]);
       metrics[`heap_used_mb_${size.label}_inprocess`] = round(mem.heapUsed);
       held = undefined;
       c = undefined;
@@ -158,6 +165,7 @@ export const compilePart: BenchPart = {
           rows,
           notes: [
             'local: pods bound to the node (one is a hostNetwork node-exporter); enforced: of those, with an IP of their own and running.',
+            'N CNP: the same cluster with N ClusterNetworkPolicies added (bench/cnps.ts: 60% Admin, 40% Baseline, per team and cluster-wide).',
             'rules: rules across all our chains; render: ipset + iptables-restore text of the whole Ruleset; incr. build: IncrementalCompiler first ruleset().',
           ],
         },
