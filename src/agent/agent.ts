@@ -24,7 +24,7 @@
 
 import { rename, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { compile } from '../compiler/compile.ts';
+import { compile, type CompileOptions } from '../compiler/compile.ts';
 import { IncrementalCompiler, type RulesetDelta } from '../compiler/incremental.ts';
 import type { Ruleset } from '../compiler/ruleset.ts';
 import { Containment, type QuarantineReport } from './containment.ts';
@@ -64,6 +64,8 @@ export interface AgentOptions {
   readonly podCidrs?: readonly string[];
   /** End established connections that a change denies (`--revoke-established`). */
   readonly revokeEstablished?: boolean;
+  /** Admin chains shared by the pods under the same Admin policies (`--shared-admin-chains`, tiers.ts). */
+  readonly sharedAdminChains?: boolean;
   /** Not ready when the last good sync is older than this (default: 3 resync intervals plus 5 s). */
   readonly staleAfterMs?: number;
 }
@@ -139,10 +141,16 @@ export class Agent {
       setBridgeNf: false,
       podCidrs: [],
       revokeEstablished: false,
+      sharedAdminChains: false,
       ...o,
       staleAfterMs: o.staleAfterMs ?? 3 * (o.resyncMs ?? 10_000) + 5_000,
     };
-    this.containment = new Containment({ model: o.source.model, node: o.node, syncer: o.syncer, logger: o.logger, metrics: this.metrics, retryMs: this.o.quarantineRetryMs });
+    this.containment = new Containment({ model: o.source.model, node: o.node, syncer: o.syncer, logger: o.logger, metrics: this.metrics, retryMs: this.o.quarantineRetryMs, compileOptions: this.compileOptions() });
+  }
+
+  /** What the node's Rulesets are compiled with. */
+  private compileOptions(): CompileOptions {
+    return { podCidrs: this.o.podCidrs, ...(this.o.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }) };
   }
 
   async start(): Promise<void> {
@@ -408,7 +416,7 @@ export class Agent {
    */
   private compileIncremental(): { desired: Ruleset; delta?: { delta: RulesetDelta; from: Ruleset } } {
     const model = this.o.source.model;
-    this.compiler ??= new IncrementalCompiler(model, this.o.node, { podCidrs: this.o.podCidrs });
+    this.compiler ??= new IncrementalCompiler(model, this.o.node, this.compileOptions());
     const from = this.compiled;
     try {
       const desired = this.compiler.ruleset();
@@ -420,7 +428,7 @@ export class Agent {
       this.compiler.reset();
       this.metrics.compilerResets.inc();
       this.o.logger.error({ err: errorText(e) }, 'incremental compiler failed: reset; compiling in full and diffing against the kernel');
-      return { desired: compile(model, this.o.node, { podCidrs: this.o.podCidrs }) };
+      return { desired: compile(model, this.o.node, this.compileOptions()) };
     }
   }
 

@@ -18,6 +18,7 @@
 // programmed set): then only the pieces the kernel accepted are in force.
 
 import type { Logger } from 'pino';
+import type { CompileOptions } from '../compiler/compile.ts';
 import type { Ruleset } from '../compiler/ruleset.ts';
 import type { Model } from '../model/store.ts';
 import { ApplyError } from '../sync/apply-error.ts';
@@ -34,6 +35,8 @@ export interface ContainmentOptions extends QuarantineOptions {
   readonly syncer: Syncer;
   readonly logger: Logger;
   readonly metrics: AgentMetrics;
+  /** What the Rulesets are compiled with (provenance names chains as the compiler does). */
+  readonly compileOptions?: CompileOptions;
 }
 
 /** A quarantined object as /readyz and the status file show it. */
@@ -87,7 +90,7 @@ export class Containment {
   async contain(desired: Ruleset, err: unknown): Promise<boolean> {
     const log = this.o.logger;
     if (!(err instanceof ApplyError) || err.transient) return false;
-    const prov = new Provenance(this.o.model, this.o.node, desired);
+    const prov = new Provenance(this.o.model, this.o.node, desired, this.o.compileOptions);
     const found = new Map<string, { culprit: Culprit; rejection: Rejection }>();
     const unexplained: Rejection[] = [];
     const quarantined = (key: string) => found.has(key) || this.quarantine.has(key);

@@ -22,6 +22,7 @@
 //   then, and the chain leaves the Ruleset.
 // - the top chains, the hooks, the programmed set itself: nothing (not one object's doing).
 
+import type { CompileOptions } from '../compiler/compile.ts';
 import { DIRECTIONS } from '../compiler/layout.ts';
 import { blockSetSpec, namedPortSetSpec, podSetSpec, type SetSource } from '../compiler/rules.ts';
 import { selectTiers, tierChains, type TierPolicy } from '../compiler/tiers.ts';
@@ -70,10 +71,14 @@ export class Provenance {
   private chains: Map<string, Chain> | undefined;
   private setUsers: Map<string, { chain: string; rule: Rule }[]> | undefined;
 
-  constructor(model: Model, node: string, desired: Ruleset) {
+  private readonly opts: CompileOptions;
+
+  /** `opts`: what the Ruleset was compiled with (the chains are named as the compiler named them). */
+  constructor(model: Model, node: string, desired: Ruleset, opts: CompileOptions = {}) {
     this.model = model;
     this.node = node;
     this.desired = desired;
+    this.opts = opts;
   }
 
   /**
@@ -162,7 +167,7 @@ export class Provenance {
     for (const pod of this.model.podsOnNode(this.node)) {
       if (!isEnforceable(pod)) continue;
       for (const dir of DIRECTIONS) {
-        const t = tierChains(NAMES, pod, dir, selectTiers(this.model, pod, dir));
+        const t = tierChains(NAMES, pod, dir, selectTiers(this.model, pod, dir), undefined, this.opts.tiers);
         for (const tc of [...t.entry, ...t.next]) {
           let pc = this.policyChains.get(tc.chain.name);
           if (!pc) {

@@ -33,6 +33,7 @@ export interface AgentCliOptions {
   cniSocket?: string;
   podCidr?: string[];
   revokeEstablished?: boolean;
+  sharedAdminChains?: boolean;
   setBridgeNf?: boolean;
   logLevel: string;
 }
@@ -77,7 +78,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     // One pass: print what would be written, then exit.
     await source.start();
     const { compile } = await import('../compiler/compile.ts');
-    const r = await syncer.sync(compile(source.model, o.node, { podCidrs }));
+    const r = await syncer.sync(compile(source.model, o.node, { podCidrs, ...(o.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }) }));
     await source.stop();
     io.out(`# would write (dry run)\n# ipset restore -exist\n${r.payloads.ipsetBefore}# iptables-restore --noflush\n${r.payloads.iptables}# ipset restore -exist\n${r.payloads.ipsetAfter}# then, garbage collection: iptables-restore --noflush\n${r.payloads.gcIptables}# ipset restore -exist\n${r.payloads.gcIpset}`);
     return EXIT.ok;
@@ -92,6 +93,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     resyncMs,
     podCidrs,
     revokeEstablished: !!o.revokeEstablished,
+    sharedAdminChains: !!o.sharedAdminChains,
     setBridgeNf: !!o.setBridgeNf,
     ...(o.statusFile ? { statusFile: o.statusFile } : {}),
   });

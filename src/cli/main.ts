@@ -202,6 +202,7 @@ Examples:
     .option('--cni-socket <path>', 'serve the policyctl-cni plugin on this unix socket (folder created 0700); the plugin\'s default and the DaemonSet\'s: /run/policyctl/cni.sock')
     .option('--pod-cidr <cidr>', "this node's pod CIDR, besides its Node's spec.podCIDRs (repeatable): new connections of its addresses that are not programmed pods are dropped", (v: string, prev: string[] = []) => [...prev, v])
     .option('--revoke-established', 'end established connections that a policy change denies (deletes their conntrack entries within a second of the change)')
+    .option('--shared-admin-chains', 'one Admin ClusterNetworkPolicy chain for all the pods under the same Admin policies, followed by a second dispatch to their NetworkPolicy or Baseline chains: fewer rules and cheaper changes to Admin policies that select many pods, a few more rules per new connection')
     .option('--set-bridge-nf', 'set net.bridge.bridge-nf-call-iptables back to 1 whenever it is found at 0 (logged)')
     .option('--dry-run', 'print what would be written and exit, writing nothing')
     .option('--cleanup', 'remove every chain, jump and ipset this agent owns, and nothing else; then exit')

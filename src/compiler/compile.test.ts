@@ -83,18 +83,25 @@ describe('compile', () => {
     expect([...new Set(dispatched)].sort()).toEqual(['10.244.1.10', '10.244.1.11', '10.244.1.12', '10.244.1.14']);
   });
 
-  it('dispatches by bucket (last octet & 15): a bucket chain per non-empty bucket, goto all the way', () => {
+  it('dispatches by bucket (last octet & 15): through a quarter chain to a bucket chain per non-empty bucket, goto all the way', () => {
     const rs = compile(sampleCluster(), 'n1');
     const chain = (name: string) => rs.chains.find((c) => c.name === name);
     // Ingress: x/a (.10) and x/a2 (.12) share a chain, x/b (.11) and y/d (.14) have their own.
-    // Egress: x/b only.
+    // Egress: x/b only. Buckets 10 and 11 are in quarter 2 (8-11), 12 and 14 in quarter 3.
     expect(chain('PCTL-INGRESS')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([
-      ['0.0.0.10/0.0.0.15', { kind: 'goto', chain: 'PCTL-IB-10' }],
-      ['0.0.0.11/0.0.0.15', { kind: 'goto', chain: 'PCTL-IB-11' }],
-      ['0.0.0.12/0.0.0.15', { kind: 'goto', chain: 'PCTL-IB-12' }],
-      ['0.0.0.14/0.0.0.15', { kind: 'goto', chain: 'PCTL-IB-14' }],
+      ['0.0.0.8/0.0.0.12', { kind: 'goto', chain: 'PCTL-IQ-2' }],
+      ['0.0.0.12/0.0.0.12', { kind: 'goto', chain: 'PCTL-IQ-3' }],
     ]);
-    expect(chain('PCTL-EGRESS')!.rules.map((r) => [r.match.srcNet, r.action])).toEqual([['0.0.0.11/0.0.0.15', { kind: 'goto', chain: 'PCTL-EB-11' }]]);
+    expect(chain('PCTL-IQ-2')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([
+      ['0.0.0.2/0.0.0.3', { kind: 'goto', chain: 'PCTL-IB-10' }],
+      ['0.0.0.3/0.0.0.3', { kind: 'goto', chain: 'PCTL-IB-11' }],
+    ]);
+    expect(chain('PCTL-IQ-3')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([
+      ['0.0.0.0/0.0.0.3', { kind: 'goto', chain: 'PCTL-IB-12' }],
+      ['0.0.0.2/0.0.0.3', { kind: 'goto', chain: 'PCTL-IB-14' }],
+    ]);
+    expect(chain('PCTL-EGRESS')!.rules.map((r) => [r.match.srcNet, r.action])).toEqual([['0.0.0.8/0.0.0.12', { kind: 'goto', chain: 'PCTL-EQ-2' }]]);
+    expect(chain('PCTL-EQ-2')!.rules.map((r) => [r.match.srcNet, r.action])).toEqual([['0.0.0.3/0.0.0.3', { kind: 'goto', chain: 'PCTL-EB-11' }]]);
     const shared = chain('PCTL-IB-10')!.rules;
     expect(shared).toHaveLength(1);
     expect(chain('PCTL-IB-12')!.rules).toEqual(shared);
@@ -117,7 +124,7 @@ describe('compile', () => {
     const third = compile(m, 'n1');
     const names = (rs: Ruleset) => rs.chains.map((c) => c.name);
     expect(names(third).filter((n) => !names(after).includes(n))).toEqual(['PCTL-IB-13']);
-    expect(third.chains.find((c) => c.name === 'PCTL-INGRESS')!.rules).toHaveLength(5);
+    expect(third.chains.find((c) => c.name === 'PCTL-IQ-3')!.rules).toHaveLength(3);
   });
 
   it('bucket chain names are fixed and within the kernel limit', () => {

@@ -19,7 +19,7 @@ import { collisionOf, contentText, quarantineChain, sortCollisions } from './col
 import { DIRECTIONS, HOOKS, PROGRAMMED_SPEC, bucketedDispatch, dispatchRule, dispatchSetSpec, layoutChains, nodePodCidrs, type ChainContent, type Dispatch, type DispatchLevel } from './layout.ts';
 import { blockSetSpec, namedPortEntries, namedPortSetSpec, peerKey, podSetSpec, sortedMembers, type SetSource, type SetSpec } from './rules.ts';
 import type { Chain, IpSet, NameCollision, Ruleset, SetMember } from './ruleset.ts';
-import { PodSelection, directionPath, selectTiers, selectionKey, type DirectionPath } from './tiers.ts';
+import { PodSelection, directionPath, selectTiers, selectionKey, type DirectionPath, type TierOptions } from './tiers.ts';
 
 interface SetBuilder extends SetSpec {
   readonly members: Map<string, boolean>; // entry -> nomatch
@@ -117,6 +117,8 @@ interface Group {
 export interface CompileOptions {
   /** Pod CIDRs of the node besides its Node object's `spec.podCIDRs` (agent configuration). */
   readonly podCidrs?: readonly string[];
+  /** How tiers are linked (tiers.ts TierOptions: shared Admin chains). */
+  readonly tiers?: TierOptions;
 }
 
 export function compile(model: Model, node: string, opts: CompileOptions = {}): Ruleset {
@@ -135,7 +137,7 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
       const key = selectionKey(dir, sel, pod, (p) => p.uid);
       let path = ctx.paths.get(key);
       if (!path) {
-        ctx.paths.set(key, (path = directionPath(ctx, pod, dir, sel)));
+        ctx.paths.set(key, (path = directionPath(ctx, pod, dir, sel, undefined, opts.tiers)));
         ctx.materialize([...path.entry, ...path.next]);
       }
       if (path.entry.length > 0) paths.push({ pod, dir, path });

@@ -37,7 +37,7 @@ import type { CompileOptions } from './compile.ts';
 import { DIRECTIONS, HOOKS, PROGRAMMED_SPEC, nodePodCidrs, type ChainContent, type DispatchLevel } from './layout.ts';
 import type { Ruleset, RulesetDelta } from './ruleset.ts';
 import { podPortsKey } from './rules.ts';
-import { PodSelection, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierPolicy } from './tiers.ts';
+import { PodSelection, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierOptions, type TierPolicy } from './tiers.ts';
 import { DispatchState, type Group } from './incremental/dispatch.ts';
 import { ContentTracker, Recorder, collisionsOf, newPathMemo, newTierMemo, type PathEntry, type SetNeed } from './incremental/paths.ts';
 import { PeerIndex } from './incremental/peers.ts';
@@ -104,6 +104,7 @@ export class IncrementalCompiler {
   /** The node's pod CIDRs as of the last build (a change of them rebuilds). */
   private cidrs: string[] = [];
   private readonly extraCidrs: readonly string[];
+  private readonly tierOptions: TierOptions | undefined;
   /** PCTL-programmed, the gate: the addresses of every local pod (undefined without pod CIDRs). */
   private programmed: SetState | undefined;
 
@@ -111,6 +112,7 @@ export class IncrementalCompiler {
     this.model = model;
     this.node = node;
     this.extraCidrs = opts.podCidrs ?? [];
+    this.tierOptions = opts.tiers;
     this.peers = new PeerIndex(model);
     this.unsubscribe = model.subscribe((c) => this.note(c));
   }
@@ -177,7 +179,10 @@ export class IncrementalCompiler {
     // those names quarantined. A build sees the contents of every local pod's chains as they are
     // now, so the next one is stable; one more covers a pod that met a stale group on the way.
     for (let i = 0; this.regroup || !sameKeys(this.contents.colliding, this.quarantined); i++) {
-      if (i === 3) throw new Error('incremental compiler: the grouping of chains with colliding names does not settle (bookkeeping bug)');
+      if (i === 3) {
+        const names = (m: ReadonlyMap<string, unknown>) => [...m.keys()].join(', ') || 'none';
+        throw new Error(`incremental compiler: the grouping of chains with colliding names does not settle (bookkeeping bug): colliding ${names(this.contents.colliding)}; quarantined ${names(this.quarantined)}; a group met other chains: ${this.regroup}`);
+      }
       this.quarantined = new Map(this.contents.colliding);
       this.build();
       stats.full = true;
@@ -347,7 +352,7 @@ export class IncrementalCompiler {
     if (path) return path;
     // Each tier chain comes from its own memo when its policies and next are unchanged: an Admin
     // policy's change rebuilds the Admin chains, not the NetworkPolicy chains after them.
-    const needs = new Map<string, SetNeed>();
+    const needsOf = new Map<ChainContent, readonly SetNeed[]>();
     const cache: TierChainCache = (tier, d, policies, next, build) => {
       const tierKey = `${tier.name}|${d}|${policies.map((p) => this.policyId(p)).join(',')}|${tier.podPorts ? podPortsKey(pod, d) : ''}|${next ?? ''}`;
       let e = this.tierMemo.get(tierKey);
@@ -361,11 +366,15 @@ export class IncrementalCompiler {
         this.tierMemo.set(tierKey, e);
         stats.chainsRecomputed++;
       }
-      for (const n of e.needs) needs.set(n.spec.name, n);
+      if (e.chain) needsOf.set(e.chain, e.needs);
       return e.chain;
     };
-    const dp = directionPath(new Recorder(), pod, dir, sel, cache);
-    path = { dir, entry: dp.entry, next: dp.next, continues: dp.continues, chains: [...dp.entry, ...dp.next], needs: [...needs.values()] };
+    const dp = directionPath(new Recorder(), pod, dir, sel, cache, this.tierOptions);
+    const chains = [...dp.entry, ...dp.next];
+    // The sets of the chains the path keeps (a tier after a deny-all is left out).
+    const needs = new Map<string, SetNeed>();
+    for (const c of chains) for (const n of needsOf.get(c) ?? []) needs.set(n.spec.name, n);
+    path = { dir, entry: dp.entry, next: dp.next, continues: dp.continues, chains, needs: [...needs.values()] };
     this.memo.set(key, path);
     return path;
   }

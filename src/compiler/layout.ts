@@ -10,18 +10,21 @@
 //     3. -d <podCIDR> ! dst in PCTL-programmed -> DROP  unknown destinations
 //     4. -> PCTL-EGRESS, 5. -> PCTL-INGRESS             DIRECTIONS, in this order
 //   INPUT -> PCTL-INPUT: 1, 2, then -> PCTL-EGRESS (a pod's egress to its own node)
-//   PCTL-EGRESS: `-s <bucket k> -g PCTL-EB-k` per bucket holding a dispatched local pod   DISPATCH
+//   PCTL-EGRESS: `-s <quarter q> -g PCTL-EQ-q` per quarter of buckets holding a dispatched pod   DISPATCH
+//   PCTL-EQ-q:   `-s <bucket k in q> -g PCTL-EB-k` per bucket of quarter q holding one
 //   PCTL-EB-k:   `src in <dispatch set> -g <entry chain>` per group of local pods with a pod in k
-//   entry chain: the pod's first tier chain (linkTiers): an Admin chain, shared by the pods under
-//     the same Admin policies, whose undecided packets go on by goto to PCTL-EGRESS-NEXT, a second
-//     dispatch of the same shape (PCTL-ENB-k) to the pod's next tier chain (NetworkPolicy or
-//     Baseline); or, without Admin policies, that next tier chain itself
-//   (PCTL-INGRESS, PCTL-IB-k, PCTL-INGRESS-NEXT, PCTL-INB-k the same by destination)
+//   entry chain: the pod's first tier chain (linkTiers): an Admin chain whose undecided packets go
+//     on by goto to the pod's next tier chain (NetworkPolicy or Baseline), or, without Admin
+//     policies, that chain itself. With shared Admin chains (a tier that continues by
+//     `dispatch`), the Admin chain is shared by the pods under the same Admin policies and goes on
+//     to PCTL-EGRESS-NEXT, a second dispatch of the same shape (PCTL-ENQ-q, PCTL-ENB-k) that
+//     finds the pod's next tier chain by address
+//   (PCTL-INGRESS, PCTL-IQ-q, PCTL-IB-k, PCTL-INGRESS-NEXT, PCTL-INQ-q, PCTL-INB-k the same by destination)
 //
 // Where to make a change:
-// - a tier: tiers.ts (its place in TIERS, its chain kinds, which policies apply, its rules);
-//   the linking here (a tier that leaves a packet undecided goes to the next by goto) holds for
-//   any number of tiers;
+// - a tier: tiers.ts (its place in TIERS, its chain kinds, which policies apply, its rules, how
+//   it continues); the linking here (a tier that leaves a packet undecided goes to the next by
+//   goto, or by the second dispatch) holds for any number of tiers;
 // - an address family (IPv6): FAMILY (bucket of an address, the bucket match, which CIDRs
 //   apply); the renderer's table and set family (src/sync/render.ts) would follow it;
 // - a logging action: VERDICTS (e.g. deny as a goto to a chain that logs, then drops, added to
@@ -30,19 +33,23 @@
 // Why this shape (docs/design.md invariants):
 // - Allow is RETURN, never ACCEPT, so the other side's chain and other agents' rules still run;
 //   both the sender's egress and the receiver's ingress are evaluated in one FORWARD pass.
-// - Two-level dispatch by goto (cost-proportional at scale): a new connection tests at most
-//   BUCKETS bucket rules, then only the groups with a local pod in its bucket (about 1/16 of
-//   them), and no rule after the one that matched: `-g` leaves no return point, so a RETURN in a
+// - Dispatch by goto (cost-proportional at scale): a new connection tests at most QUARTERS +
+//   QUARTER_SIZE rules (a quarter, then a bucket of it) to reach its bucket chain, then only the
+//   groups with a local pod in its bucket (about 1/16 of them), and no rule after the one that
+//   matched: `-g` leaves no return point, so a RETURN in a
 //   tier chain (or falling off a bucket chain: a pod nothing applies to) returns straight to
 //   PCTL-FORWARD (or PCTL-INPUT), which goes on with the other direction.
 // - Tiers without marks: Accept is RETURN, Deny DROP, and a tier that leaves a packet undecided
 //   goes on to the next tier by goto, so RETURN anywhere still means "this direction allows".
-//   The Admin tier's chain does not name the pod's next chain: its undecided packets go to the
-//   second dispatch (DISPATCH_LEVELS `next`), which finds it by address as the first one finds
-//   the entry. So pods under the same Admin policies share one Admin chain whatever their
-//   NetworkPolicies, and an Admin policy that selects every pod changes a few shared chains and
-//   the first dispatch's membership, not a chain per NetworkPolicy group. A packet of such a pod
-//   walks both dispatches: at most 2 x BUCKETS bucket rules plus its groups' share of each.
+//   By default a tier chain names the pod's next tier chain, so a new connection is dispatched
+//   once, as without tiers, and then walks its tier chains; the price is an Admin chain per next
+//   chain (the Admin rules copied into each), so a change to an Admin policy that selects every
+//   pod rewrites one chain per NetworkPolicy group. A tier that continues by `dispatch` (shared
+//   Admin chains, TierOptions) names no next chain: its undecided packets go to the second
+//   dispatch (DISPATCH_LEVELS `next`), which finds it by address as the first one finds the
+//   entry; pods under the same Admin policies then share one Admin chain, and such a change
+//   rewrites a few shared chains and the first dispatch's membership, while a packet of such a
+//   pod walks both dispatches (at most 2 x 8 quarter and bucket rules plus its groups' share).
 // - The dispatch chains are `unordered`: their rules match disjoint packets (bucket masks split
 //   the address space; a group's dispatch set holds its pods' addresses, and a pod is in one
 //   group per direction), so the sync layer may append and delete single rules instead of
@@ -67,14 +74,23 @@ export interface Family {
   readonly cidrFamily: 4 | 6;
   /** The dispatch bucket of a pod address (throws on an address of another family). */
   bucketOf(ip: string): number;
-  /** The address match (`-s`/`-d` value) selecting the addresses of bucket k. */
-  bucketNet(k: number): string;
-  /** The match selecting every address, for how a rule says "bucket k" in a comment. */
+  /** The address match (`-s`/`-d` value) selecting the addresses of the buckets of quarter q. */
+  quarterNet(q: number): string;
+  /** The address match selecting bucket k among the addresses of its quarter. */
+  inQuarterNet(k: number): string;
+  /** How a comment says which bits select the bucket. */
   readonly bucketMaskText: string;
 }
 
-/** Pods are dispatched by the low bits of their address: this many buckets (a power of two). */
+/**
+ * Pods are dispatched by the low bits of their address: this many buckets (a power of two),
+ * reached through QUARTERS quarter chains of QUARTER_SIZE buckets each, so a packet tests at
+ * most QUARTERS + QUARTER_SIZE rules (8) to reach its bucket chain, 5 on average, instead of up
+ * to 16 in one list.
+ */
 export const BUCKETS = 16;
+export const QUARTERS = 4;
+export const QUARTER_SIZE = BUCKETS / QUARTERS;
 
 const IPV4_RE = /^(?:(?:0|[1-9][0-9]{0,2})\.){3}(0|[1-9][0-9]{0,2})$/;
 
@@ -87,7 +103,8 @@ export const IPV4: Family = {
     if (!(octet <= 255)) throw new Error(`dispatch bucket: pod address "${ip}" is not a dotted-quad IPv4 address`);
     return octet & (BUCKETS - 1);
   },
-  bucketNet: (k) => `0.0.0.${k}/0.0.0.${BUCKETS - 1}`,
+  quarterNet: (q) => `0.0.0.${q * QUARTER_SIZE}/0.0.0.${BUCKETS - QUARTER_SIZE}`,
+  inQuarterNet: (k) => `0.0.0.${k % QUARTER_SIZE}/0.0.0.${QUARTER_SIZE - 1}`,
   bucketMaskText: `address & ${BUCKETS - 1}`,
 };
 
@@ -251,18 +268,37 @@ export function bucketChainName(dir: PolicyType, k: number, level: DispatchLevel
   return `${PREFIX}-${DISPATCH[dir].letter}${level === 'next' ? 'N' : ''}B-${k}`;
 }
 
-function makeBucketRules(dir: PolicyType, level: DispatchLevel): readonly Rule[] {
-  return Array.from({ length: BUCKETS }, (_, k): Rule => {
-    const net = FAMILY.bucketNet(k);
-    return {
-      match: DISPATCH[dir].side === 'dst' ? { dstNet: net } : { srcNet: net },
-      action: { kind: 'goto', chain: bucketChainName(dir, k, level) },
-      comment: `${dir.toLowerCase()} of local pods in bucket ${k} (${FAMILY.bucketMaskText})${level === 'next' ? ', next tier' : ''}`,
-    };
-  });
+/** `PCTL-EQ-<q>` / `PCTL-IQ-<q>` (entry), `PCTL-ENQ-<q>` / `PCTL-INQ-<q>` (next): the buckets of quarter q. */
+export function quarterChainName(dir: PolicyType, q: number, level: DispatchLevel = 'entry'): string {
+  return `${PREFIX}-${DISPATCH[dir].letter}${level === 'next' ? 'N' : ''}Q-${q}`;
 }
 
-/** The rules of a dispatch chain, one per bucket (shared objects: memoized ids). */
+const next = (level: DispatchLevel) => (level === 'next' ? ', next tier' : '');
+const sideNet = (dir: PolicyType, net: string) => (DISPATCH[dir].side === 'dst' ? { dstNet: net } : { srcNet: net });
+
+function makeQuarterRules(dir: PolicyType, level: DispatchLevel): readonly Rule[] {
+  return Array.from({ length: QUARTERS }, (_, q): Rule => ({
+    match: sideNet(dir, FAMILY.quarterNet(q)),
+    action: { kind: 'goto', chain: quarterChainName(dir, q, level) },
+    comment: `${dir.toLowerCase()} of local pods in buckets ${q * QUARTER_SIZE}-${(q + 1) * QUARTER_SIZE - 1} (${FAMILY.bucketMaskText})${next(level)}`,
+  }));
+}
+
+function makeBucketRules(dir: PolicyType, level: DispatchLevel): readonly Rule[] {
+  return Array.from({ length: BUCKETS }, (_, k): Rule => ({
+    match: sideNet(dir, FAMILY.inQuarterNet(k)),
+    action: { kind: 'goto', chain: bucketChainName(dir, k, level) },
+    comment: `${dir.toLowerCase()} of local pods in bucket ${k} (${FAMILY.bucketMaskText})${next(level)}`,
+  }));
+}
+
+/** The rules of a dispatch chain, one per quarter (shared objects: memoized ids). */
+export const QUARTER_RULES: Record<DispatchLevel, Record<PolicyType, readonly Rule[]>> = {
+  entry: { Egress: makeQuarterRules('Egress', 'entry'), Ingress: makeQuarterRules('Ingress', 'entry') },
+  next: { Egress: makeQuarterRules('Egress', 'next'), Ingress: makeQuarterRules('Ingress', 'next') },
+};
+
+/** The rules of the quarter chains, one per bucket (shared objects: memoized ids). */
 export const BUCKET_RULES: Record<DispatchLevel, Record<PolicyType, readonly Rule[]>> = {
   entry: { Egress: makeBucketRules('Egress', 'entry'), Ingress: makeBucketRules('Ingress', 'entry') },
   next: { Egress: makeBucketRules('Egress', 'next'), Ingress: makeBucketRules('Ingress', 'next') },
@@ -289,9 +325,11 @@ export function dispatchRule(dir: PolicyType, set: string, chain: string): Rule 
   };
 }
 
-/** A direction's dispatch chain and bucket chains at one level. */
+/** A direction's dispatch chain, quarter chains and bucket chains at one level. */
 export interface Dispatch {
   readonly chain: Chain;
+  /** By quarter number, only the quarters holding a dispatched address. */
+  readonly quarters: readonly Chain[];
   /** By bucket number, only the buckets holding a dispatched address. */
   readonly buckets: readonly Chain[];
 }
@@ -301,9 +339,22 @@ export function bucketChain(dir: PolicyType, k: number, rules: readonly Rule[], 
   return { name: bucketChainName(dir, k, level), rules, unordered: true };
 }
 
-/** A dispatch chain: a bucket rule for each bucket in `present` (ascending). */
-export function dispatchChain(dir: PolicyType, present: readonly number[], level: DispatchLevel = 'entry'): Chain {
-  return { name: DISPATCH_CHAINS[level][dir], rules: present.map((k) => BUCKET_RULES[level][dir][k]!), unordered: true };
+/**
+ * A dispatch chain (a quarter rule for each quarter holding a bucket in `present`) and its
+ * quarter chains (a bucket rule for each of their buckets in `present`), `present` ascending.
+ * All unordered: their rules match disjoint addresses.
+ */
+export function dispatchChains(dir: PolicyType, present: readonly number[], level: DispatchLevel = 'entry'): { chain: Chain; quarters: Chain[] } {
+  const inQuarter: number[][] = Array.from({ length: QUARTERS }, () => []);
+  for (const k of present) inQuarter[Math.floor(k / QUARTER_SIZE)]!.push(k);
+  const quarters: Chain[] = [];
+  const top: Rule[] = [];
+  for (let q = 0; q < QUARTERS; q++) {
+    if (inQuarter[q]!.length === 0) continue;
+    top.push(QUARTER_RULES[level][dir][q]!);
+    quarters.push({ name: quarterChainName(dir, q, level), rules: inQuarter[q]!.map((k) => BUCKET_RULES[level][dir][k]!), unordered: true });
+  }
+  return { chain: { name: DISPATCH_CHAINS[level][dir], rules: top, unordered: true }, quarters };
 }
 
 /**
@@ -324,7 +375,7 @@ export function bucketedDispatch(dir: PolicyType, groups: readonly { readonly ru
     present.push(k);
     buckets.push(bucketChain(dir, k, inBucket[k]!, level));
   }
-  return { chain: dispatchChain(dir, present, level), buckets };
+  return { ...dispatchChains(dir, present, level), buckets };
 }
 
 // ---- tiers -----------------------------------------------------------------------------------
@@ -376,8 +427,15 @@ export function linkTiers<T extends { readonly continuation: Continuation; reado
     const to = tier.continuation === 'dispatch' ? DISPATCH_CHAINS.next[dir] : next;
     const chain = tier.chain(to);
     if (!chain) continue;
+    // A chain none of whose rules goes on (the first matches every packet: a deny-all) leaves
+    // the tiers after it unreachable: they are not part of the pod's chains.
+    const goesOn = to !== undefined && chain.rules.some((r) => r.action.kind === 'goto' && r.action.chain === to);
+    if (!goesOn) {
+      built.length = 0;
+      continues = false;
+    }
     built.unshift({ chain, tier, next: to });
-    if (tier.continuation === 'dispatch') continues = true;
+    if (tier.continuation === 'dispatch' && goesOn) continues = true;
     next = chain.name;
   }
   // A dispatch tier is first: when it has a chain, the entry level holds it alone.
@@ -389,15 +447,16 @@ export function linkTiers<T extends { readonly continuation: Continuation; reado
 
 /**
  * The layout's chains in Ruleset order: the top chains; at the entry level, each direction's
- * dispatch chain, then each direction's bucket chains by bucket number; the same at the next
- * level for the directions that have one (an Admin chain goes there). Policy chains follow, by
- * name.
+ * dispatch chain, then each direction's quarter chains by quarter, then each direction's bucket
+ * chains by bucket number; the same at the next level for the directions that have one (an
+ * Admin chain goes there). Policy chains follow, by name.
  */
 export function layoutChains(cidrs: readonly string[], dispatch: Record<DispatchLevel, Partial<Record<PolicyType, Dispatch>>>): Chain[] {
   const out: Chain[] = [...topChains(cidrs)];
   for (const level of DISPATCH_LEVELS) {
     const d = dispatch[level];
     for (const dir of DIRECTIONS) if (d[dir]) out.push(d[dir].chain);
+    for (const dir of DIRECTIONS) if (d[dir]) out.push(...d[dir].quarters);
     for (const dir of DIRECTIONS) if (d[dir]) out.push(...d[dir].buckets);
   }
   return out;

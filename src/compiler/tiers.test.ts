@@ -10,7 +10,7 @@ import { normalize } from '../model/normalize.ts';
 import type { Model } from '../model/store.ts';
 import type { ClusterPolicyRecord } from '../model/types.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
-import { compile } from './compile.ts';
+import { compile, type CompileOptions } from './compile.ts';
 import { IncrementalCompiler } from './incremental.ts';
 import type { Ruleset } from './ruleset.ts';
 
@@ -48,6 +48,8 @@ function verdict(rs: Ruleset, dst: string, dport: number): 'ACCEPT' | 'DROP' {
 }
 
 const names = (rs: Ruleset) => rs.chains.map((c) => c.name);
+/** Admin chains shared by the pods under the same Admin policies (`--shared-admin-chains`). */
+const SHARED: CompileOptions = { tiers: { continuation: { Admin: 'dispatch' } } };
 
 describe('compiled tiers', () => {
   it('without ClusterNetworkPolicies: no tier chains, no second dispatch', () => {
@@ -55,10 +57,27 @@ describe('compiled tiers', () => {
     expect(names(rs).filter((n) => /^PCTL-([ADFJ]-|EGRESS-NEXT|INGRESS-NEXT|[EI]NB-)/.test(n))).toEqual([]);
   });
 
-  it('an Admin policy: one shared chain, then the second dispatch to each pod\'s NetworkPolicy chain', () => {
+  it('an Admin policy (default): an Admin chain per next chain, going on to it by goto; no second dispatch', () => {
     const m = cluster();
     m.upsert(guard);
     const rs = compile(m, 'n1');
+    // web: allow-web + deny, db: deny, other: no NetworkPolicy (its Admin chain ends in allow).
+    const admin = rs.chains.filter((c) => c.name.startsWith('PCTL-D-'));
+    expect(admin).toHaveLength(3);
+    const tails = admin.map((c) => c.rules[c.rules.length - 1]!.action).map((a) => (a.kind === 'goto' ? a.chain.slice(0, 7) : a.kind));
+    expect(tails.sort()).toEqual(['PCTL-I-', 'PCTL-I-', 'drop']);
+    expect(names(rs).filter((n) => /NEXT|^PCTL-[EI]N[QB]-/.test(n))).toEqual([]);
+    expect(verdict(rs, db.ips[0]!, 9187)).toBe('ACCEPT');
+    expect(verdict(rs, db.ips[0]!, 5432)).toBe('DROP');
+    expect(verdict(rs, db.ips[0]!, 80)).toBe('DROP');
+    expect(verdict(rs, web.ips[0]!, 80)).toBe('ACCEPT');
+    expect(verdict(rs, other.ips[0]!, 80)).toBe('ACCEPT');
+  });
+
+  it('an Admin policy, shared chains: one Admin chain, then the second dispatch to each pod\'s NetworkPolicy chain', () => {
+    const m = cluster();
+    m.upsert(guard);
+    const rs = compile(m, 'n1', SHARED);
     // Three local pods, three different next tiers (web: allow-web + deny, db: deny, other: none), one Admin chain.
     const admin = rs.chains.filter((c) => c.name.startsWith('PCTL-D-'));
     expect(admin).toHaveLength(1);
@@ -139,14 +158,14 @@ describe('incremental compiler and ClusterNetworkPolicies', () => {
     ic.dispose();
   });
 
-  it('a change to an Admin policy selecting every pod rewrites its shared chain, not the NetworkPolicy chains', () => {
+  it('shared chains: a change to an Admin policy selecting every pod rewrites its shared chain, not the NetworkPolicy chains', () => {
     const m = cluster();
     m.upsert(guard);
-    const ic = new IncrementalCompiler(m, 'n1');
+    const ic = new IncrementalCompiler(m, 'n1', SHARED);
     const before = ic.ruleset();
     m.upsert(cnp('guard', { tier: 'Admin', priority: 10, subject: { namespaces: {} }, ingress: [{ name: 'no-db', action: 'Deny', from: [{ namespaces: {} }], protocols: [{ tcp: { destinationPort: { number: 5432 } } }] }] }));
     const after = ic.ruleset();
-    expect(text(after)).toBe(text(compile(m, 'n1')));
+    expect(text(after)).toBe(text(compile(m, 'n1', SHARED)));
     const written = ic.delta().writtenChains.map((c) => c.name);
     expect(written.filter((n) => n.startsWith('PCTL-D-'))).toHaveLength(1);
     expect(written.filter((n) => /^PCTL-[EI]-/.test(n))).toEqual([]);

@@ -138,9 +138,12 @@ function clusterTier(name: CnpTier, kinds: Record<PolicyType, string>, continuat
  */
 export const TIERS: readonly Tier[] = [
   // First match decides: Accept allows this direction, Deny drops, Pass skips to the next tier.
-  // It continues by the next-level dispatch, so pods under the same Admin policies share its
-  // chain whatever their NetworkPolicies (layout.ts).
-  clusterTier('Admin', { Egress: 'A', Ingress: 'D' }, 'dispatch', (p, dir) => withRules(p.clusterPolicies('Admin'), dir)),
+  // By default it goes on to the pod's next tier chain by goto: no second dispatch per
+  // connection, an Admin chain per next chain. With TierOptions.continuation {Admin: 'dispatch'}
+  // (`--shared-admin-chains`) the pods under the same Admin policies share one Admin chain, which
+  // goes on by the next-level dispatch (layout.ts): fewer rules and cheaper changes to Admin
+  // policies that select many pods, a second dispatch for their packets.
+  clusterTier('Admin', { Egress: 'A', Ingress: 'D' }, 'goto', (p, dir) => withRules(p.clusterPolicies('Admin'), dir)),
   {
     // A pod a NetworkPolicy isolates is decided here: its allow rules, then the default deny.
     name: 'NetworkPolicy',
@@ -212,6 +215,17 @@ export interface DirectionPath {
   readonly continues: boolean;
 }
 
+/** How the compilers link tiers, where it can be chosen. */
+export interface TierOptions {
+  /** A tier's continuation instead of its default (TIERS): `{ Admin: 'dispatch' }` shares Admin chains. */
+  readonly continuation?: Partial<Record<TierName, Continuation>>;
+}
+
+/** A tier's continuation under these options. */
+export function continuationOf(tier: Tier, opts: TierOptions | undefined): Continuation {
+  return opts?.continuation?.[tier.name] ?? tier.continuation;
+}
+
 /**
  * Remembers tier chains between calls (the incremental compiler): returns the chain of `tier`
  * for these policies and `next`, building it with `build` (given the set source to record its
@@ -226,13 +240,20 @@ export type TierChainCache = (
 ) => ChainContent | undefined;
 
 /** A pod's chains in one direction. */
-export function directionPath(sets: SetSource, pod: PodRecord, dir: PolicyType, sel: Selection, cache?: TierChainCache): DirectionPath {
-  const t = tierChains(sets, pod, dir, sel, cache);
+export function directionPath(sets: SetSource, pod: PodRecord, dir: PolicyType, sel: Selection, cache?: TierChainCache, opts?: TierOptions): DirectionPath {
+  const t = tierChains(sets, pod, dir, sel, cache, opts);
   return { entry: t.entry.map((c) => c.chain), next: t.next.map((c) => c.chain), continues: t.continues };
 }
 
 /** A pod's chains in one direction, each with its tier, policies and `next`. */
-export function tierChains(sets: SetSource, pod: PodRecord, dir: PolicyType, sel: Selection, cache?: TierChainCache): { entry: TierChain[]; next: TierChain[]; continues: boolean } {
+export function tierChains(
+  sets: SetSource,
+  pod: PodRecord,
+  dir: PolicyType,
+  sel: Selection,
+  cache?: TierChainCache,
+  opts?: TierOptions,
+): { entry: TierChain[]; next: TierChain[]; continues: boolean } {
   const linked = linkTiers(
     dir,
     sel.map((s) => {
@@ -241,7 +262,7 @@ export function tierChains(sets: SetSource, pod: PodRecord, dir: PolicyType, sel
         return rules.length === 0 ? undefined : namedChain(s.tier.kinds[dir], rules);
       };
       return {
-        continuation: s.tier.continuation,
+        continuation: continuationOf(s.tier, opts),
         chain: (next: string | undefined) => (cache ? cache(s.tier, dir, s.policies, next, (src) => build(src, next)) : build(sets, next)),
         s,
       };

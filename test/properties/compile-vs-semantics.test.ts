@@ -6,6 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { allowed, podKey, type Endpoint, type Flow } from '../../src/semantics/evaluate.ts';
+import type { CompileOptions } from '../../src/compiler/compile.ts';
 import type { ClusterPolicyRecord } from '../../src/model/types.ts';
 import { EXTERNAL_IPS, FLOW_PORTS, NODES, clusterArb, type Cluster } from '../support/arbitraries.ts';
 import { clusterPoliciesArb } from '../support/cnp-arbitraries.ts';
@@ -33,9 +34,12 @@ function flowsOf(c: Cluster): Flow[] {
 
 const name = (e: Endpoint) => (e.kind === 'pod' ? `${podKey(e.pod)}${e.pod.hostNetwork ? '(host)' : ''}` : e.ip);
 
+/** Admin chains shared by the pods under the same Admin policies, a second dispatch after them. */
+const SHARED: CompileOptions = { tiers: { continuation: { Admin: 'dispatch' } } };
+
 /** Throws with a full account (verdict, traces, rules) on the first disagreement. */
-function checkAgreement(c: Cluster, mutate?: Mutator): void {
-  const plane = new Dataplane(c.model, NODES.map((n) => n.name), mutate);
+function checkAgreement(c: Cluster, mutate?: Mutator, opts: CompileOptions = {}): void {
+  const plane = new Dataplane(c.model, NODES.map((n) => n.name), mutate, opts);
   for (const flow of flowsOf(c)) {
     const expected = allowed(c.model, flow);
     const got = plane.traverse(flow);
@@ -98,6 +102,12 @@ describe('compiled rules agree with the semantics', () => {
     expect(result.numRuns).toBe(RUNS);
   });
 
+  it(`on ${RUNS} random clusters with random ClusterNetworkPolicies, Admin chains shared (--shared-admin-chains), every flow`, () => {
+    const result = fc.check(fc.property(tieredArb, (c) => checkAgreement(c, undefined, SHARED)), params<Cluster>(RUNS));
+    failWith(result);
+    expect(result.numRuns).toBe(RUNS);
+  });
+
   // A suite that could not fail would prove nothing: break one compiled rule in each of these
   // ways and the same property must find a flow that disagrees.
   const mutations: Record<string, Mutator> = {
@@ -105,21 +115,27 @@ describe('compiled rules agree with the semantics', () => {
     'the first allow rule of an ingress chain is deleted (closes traffic)': (t) => t.replace(/\n-A PCTL-I-\S+ (?!.*default deny)[^\n]*-j RETURN/, ''),
     'a peer set is matched on the wrong side': (t) => t.replace(/(-A PCTL-[IE]-\S+ [^\n]*--match-set PCTL-p-\S+ )src/, '$1dst'),
     'an egress dispatch rule matches the destination': (t) => t.replace(/-A (PCTL-EB-\d+) -m set --match-set (\S+) src/, '-A $1 -m set --match-set $2 dst'),
-    'an ingress bucket rule tests the source address': (t) => t.replace(/-A PCTL-INGRESS -d (0\.0\.0\.\d+\/0\.0\.0\.15)/, '-A PCTL-INGRESS -s $1'),
+    'an ingress quarter rule tests the source address': (t) => t.replace(/-A PCTL-INGRESS -d (0\.0\.0\.\d+\/0\.0\.0\.12)/, '-A PCTL-INGRESS -s $1'),
+    'an egress bucket rule tests the destination address': (t) => t.replace(/-A (PCTL-EQ-\d) -s (0\.0\.0\.\d\/0\.0\.0\.3)/, '-A $1 -d $2'),
   };
   // The tiers: the order they are walked in, and Pass.
   const tierMutations: Record<string, Mutator> = {
     'an Admin Pass allows instead of going on to the next tier': (t) => t.replace(/(-A PCTL-[AD]-\S+ [^\n]* Pass (?:ingress|egress)\[\d+\]" )-g PCTL-\S+/g, '$1-j RETURN'),
-    'the dispatch to the tier after the Admin tier tests the wrong side of the packet': (t) => t.replace(/(-A PCTL-[EI]NB-\d+ -m set --match-set \S+ )(src|dst)/g, (_m, a: string, side: string) => `${a}${side === 'src' ? 'dst' : 'src'}`),
     'the Admin tier falls through to allow instead of to the next tier': (t) => t.replace(/(-A PCTL-[AD]-\S+ [^\n]*next tier" )-g PCTL-\S+/g, '$1-j RETURN'),
     'the Admin tier walks its policies and rules in reverse order': reverseAdminRules,
     'a Baseline Deny allows (RETURN)': (t) => t.replace(/(-A PCTL-[FJ]-\S+ [^\n]* Deny (?:ingress|egress)\[\d+\]" )-j DROP/g, '$1-j RETURN'),
   };
-  const all: [string, Mutator, fc.Arbitrary<Cluster>][] = [
-    ...Object.entries(mutations).map(([w, m]): [string, Mutator, fc.Arbitrary<Cluster>] => [w, m, clusterArb]),
-    ...Object.entries(tierMutations).map(([w, m]): [string, Mutator, fc.Arbitrary<Cluster>] => [w, m, tieredArb]),
+  const sharedMutations: Record<string, Mutator> = {
+    'an Admin Pass allows instead of going on to the next tier': tierMutations['an Admin Pass allows instead of going on to the next tier']!,
+    'the dispatch to the tier after the Admin tier tests the wrong side of the packet': (t) => t.replace(/(-A PCTL-[EI]NB-\d+ -m set --match-set \S+ )(src|dst)/g, (_m, a: string, side: string) => `${a}${side === 'src' ? 'dst' : 'src'}`),
+  };
+  type Case = [string, Mutator, fc.Arbitrary<Cluster>, CompileOptions];
+  const all: Case[] = [
+    ...Object.entries(mutations).map(([w, m]): Case => [w, m, clusterArb, {}]),
+    ...Object.entries(tierMutations).map(([w, m]): Case => [w, m, tieredArb, {}]),
+    ...Object.entries(sharedMutations).map(([w, m]): Case => [`${w} (shared Admin chains)`, m, tieredArb, SHARED]),
   ];
-  for (const [what, mutate, arb] of all) {
+  for (const [what, mutate, arb, opts] of all) {
     it(`fails when ${what}`, () => {
       let mutated = false;
       const spy: Mutator = (t, n) => {
@@ -127,7 +143,7 @@ describe('compiled rules agree with the semantics', () => {
         if (m !== t) mutated = true;
         return m;
       };
-      const result = fc.check(fc.property(arb, (c) => checkAgreement(c, spy)), { numRuns: RUNS, seed: 42 });
+      const result = fc.check(fc.property(arb, (c) => checkAgreement(c, spy, opts)), { numRuns: RUNS, seed: 42 });
       expect(mutated, 'the mutation never applied: it tests nothing').toBe(true);
       expect(result.failed, `the property did not notice: ${what}`).toBe(true);
     });

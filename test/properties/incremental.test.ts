@@ -11,7 +11,7 @@
 import fc from 'fast-check';
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { compile } from '../../src/compiler/compile.ts';
+import { compile, type CompileOptions } from '../../src/compiler/compile.ts';
 import { IncrementalCompiler } from '../../src/compiler/incremental.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
 import { setDigestForTests } from '../../src/util/digest.ts';
@@ -63,8 +63,8 @@ function applyDelta(state: KernelState, d: RulesetDelta): void {
   }
 }
 
-function check(c: Cluster, batches: ModelOp[][]): void {
-  const compilers = NODES.map((n) => new IncrementalCompiler(c.model, n.name));
+function check(c: Cluster, batches: ModelOp[][], opts: CompileOptions = {}): void {
+  const compilers = NODES.map((n) => new IncrementalCompiler(c.model, n.name, opts));
   const handedOut: { rs: Ruleset; text: string }[] = [];
   // What a sync layer applying only the deltas would hold, per node.
   const kernels = compilers.map((): KernelState => ({ chains: new Map(), hooks: [], sets: new Map() }));
@@ -83,7 +83,7 @@ function check(c: Cluster, batches: ModelOp[][]): void {
       if (!isDeepStrictEqual(kernels[i]!.sets, expected.sets) || !isDeepStrictEqual(kernels[i]!.chains, expected.chains)) {
         throw new Error(`${step}, node ${ic.node}: applying the deltas does not give the Ruleset's kernel state`);
       }
-      const want = compile(c.model, ic.node);
+      const want = compile(c.model, ic.node, opts);
       const [g, w] = [text(got), text(want)];
       if (g !== w || !isDeepStrictEqual(got, want)) {
         throw new Error(`${step}, node ${ic.node}: incremental and full compile differ\n--- incremental\n${g}\n--- full\n${w}`);
@@ -114,6 +114,18 @@ describe('incremental compiler', () => {
       throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
     }
     expect(result.numRuns).toBe(RUNS);
+  });
+
+  it(`equals a full compile with Admin chains shared (--shared-admin-chains) (${Math.ceil(RUNS / 2)} runs)`, () => {
+    const runs = Math.ceil(RUNS / 2);
+    const result = fc.check(
+      fc.property(fc.tuple(clusterArb, modelOpBatchesArb), ([c, batches]) => check(c, batches, { tiers: { continuation: { Admin: 'dispatch' } } })),
+      { numRuns: runs, ...(SEED !== undefined ? { seed: SEED } : {}) },
+    );
+    if (result.failed) {
+      throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
+    }
+    expect(result.numRuns).toBe(runs);
   });
 
   // The collision guard under change: every chain digest is zero, so two different chains of

@@ -3,7 +3,7 @@
 // the nodes as flannel host-gw routes it. This is the "kernel" side that the property tests
 // compare with the semantics.
 
-import { compile } from '../../src/compiler/compile.ts';
+import { compile, type CompileOptions } from '../../src/compiler/compile.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
 import type { Model } from '../../src/model/store.ts';
 import { cidrContainsIp, parseCidr } from '../../src/model/cidr.ts';
@@ -41,11 +41,11 @@ export class Dataplane {
 
   private readonly cidrs: { readonly node: string; readonly cidr: Cidr }[] = [];
 
-  constructor(model: Model, nodeNames: readonly string[], mutate?: Mutator) {
+  constructor(model: Model, nodeNames: readonly string[], mutate?: Mutator, opts: CompileOptions = {}) {
     const base = parseIptablesRestore(FOREIGN_FILTER);
     for (const n of model.allNodes()) for (const c of n.podCIDRs) this.cidrs.push({ node: n.name, cidr: parseCidr(c) });
     for (const n of nodeNames) {
-      const rs = compile(model, n);
+      const rs = compile(model, n, opts);
       let iptablesText = renderIptablesRestore(rs);
       if (mutate) iptablesText = mutate(iptablesText, n);
       const ipsetText = renderIpsetRestore(rs.sets);

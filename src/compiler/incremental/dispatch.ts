@@ -7,7 +7,7 @@
 
 import type { PolicyType } from '../../model/types.ts';
 import { sameContent } from '../collisions.ts';
-import { BUCKETS, DIRECTIONS, DISPATCH_LEVELS, bucketChain, bucketOf, dispatchChain, dispatchRule, dispatchSetSpec, layoutChains, type ChainContent, type Dispatch, type DispatchLevel } from '../layout.ts';
+import { BUCKETS, DIRECTIONS, DISPATCH_LEVELS, bucketChain, bucketOf, dispatchChains, dispatchRule, dispatchSetSpec, layoutChains, type ChainContent, type Dispatch, type DispatchLevel } from '../layout.ts';
 import type { Chain, Rule } from '../ruleset.ts';
 import type { SetRegistry, SetState } from './sets.ts';
 import { SortedList } from './sorted-list.ts';
@@ -253,7 +253,7 @@ export class DispatchState {
     return { chains, writtenChains, removedChains };
   }
 
-  /** One level's and direction's dispatch chain and bucket chains, reusing the objects of unchanged ones. */
+  /** One level's and direction's dispatch, quarter and bucket chains, reusing the objects of unchanged ones. */
   private dispatchOf(level: DispatchLevel, dir: PolicyType, prevLayout: readonly Chain[]): Dispatch {
     const present: number[] = [];
     const buckets: Chain[] = [];
@@ -269,9 +269,12 @@ export class DispatchState {
       }
       buckets.push(b.out);
     }
-    const chain = dispatchChain(dir, present, level);
-    const prev = prevLayout.find((c) => c.name === chain.name);
-    return { chain: prev && sameRules(prev, chain, false) ? prev : chain, buckets };
+    const { chain, quarters } = dispatchChains(dir, present, level);
+    const keep = (c: Chain): Chain => {
+      const prev = prevLayout.find((p) => p.name === c.name);
+      return prev && sameRules(prev, c, false) ? prev : c;
+    };
+    return { chain: keep(chain), quarters: quarters.map(keep), buckets };
   }
 }
 
