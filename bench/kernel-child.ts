@@ -3,10 +3,11 @@
 // ipset and iptables-restore are spawned directly, as the agent spawns them (no `ip netns exec`
 // per command). Prints one JSON document on stdout; progress on stderr.
 //
-//   node --expose-gc bench/kernel-child.ts --mode delta|rewrite --per-kind N [--seed S] [--cnps N]
+//   node --expose-gc bench/kernel-child.ts --mode delta|rewrite --per-kind N [--seed S] [--cnps N] [--shared-admin-chains]
 //
 // With `--cnps N`, N ClusterNetworkPolicies (bench/cnps.ts) are added to the cluster first, and
-// the events include their changes (added, deleted, priority changed).
+// the events include their changes (added, deleted, priority changed); with
+// `--shared-admin-chains`, compiled as `policyctl agent --shared-admin-chains` does.
 //
 // Both modes: the 10k-pod / 2k-policy cluster, node-001 (250 pods); its Ruleset applied cold by
 // the Syncer; then `per-kind` events of each kind (bench/events.ts), shuffled, each timed from
@@ -19,7 +20,7 @@
 // Afterwards a fresh read of the kernel is diffed against a full compile: it must be empty.
 
 import { parseArgs } from 'node:util';
-import { compile } from '../src/compiler/compile.ts';
+import { compile, type CompileOptions } from '../src/compiler/compile.ts';
 import { IncrementalCompiler } from '../src/compiler/incremental.ts';
 import { renderChainBody, renderSetCreate, renderSetMember } from '../src/sync/render.ts';
 import type { Ruleset } from '../src/compiler/ruleset.ts';
@@ -106,7 +107,7 @@ async function rewrite(runner: Runner, rs: Ruleset, prev: Ruleset): Promise<{ ru
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { mode: { type: 'string' }, 'per-kind': { type: 'string' }, seed: { type: 'string', default: '1' }, cnps: { type: 'string', default: '0' } } });
+  const { values } = parseArgs({ options: { mode: { type: 'string' }, 'per-kind': { type: 'string' }, seed: { type: 'string', default: '1' }, cnps: { type: 'string', default: '0' }, 'shared-admin-chains': { type: 'boolean', default: false } } });
   const mode = values.mode;
   if (mode !== 'delta' && mode !== 'rewrite') throw new Error(`--mode must be delta or rewrite, got ${JSON.stringify(mode)}`);
   const perKind = Number(values['per-kind']);
@@ -117,7 +118,8 @@ async function main(): Promise<void> {
   if (cnps > 0) addClusterPolicies(c, cnps);
   const kinds: readonly EventKind[] = cnps > 0 ? [...EVENT_KINDS, ...CNP_EVENT_KINDS] : EVENT_KINDS;
   const model = c.model;
-  const ic = new IncrementalCompiler(model, KERNEL_NODE);
+  const opts: CompileOptions = values['shared-admin-chains'] ? { tiers: { continuation: { Admin: 'dispatch' } } } : {};
+  const ic = new IncrementalCompiler(model, KERNEL_NODE, opts);
   const timed = new TimedRunner(processRunner());
   const syncer = new Syncer({ runner: timed, backend: { ...NFT, reason: 'bench' } });
 
@@ -185,7 +187,7 @@ async function main(): Promise<void> {
   }
 
   // The kernel now must hold exactly what a full compile wants.
-  const check = await new Syncer({ runner: processRunner(), backend: { ...NFT, reason: 'bench' }, dryRun: true }).verify(compile(model, KERNEL_NODE));
+  const check = await new Syncer({ runner: processRunner(), backend: { ...NFT, reason: 'bench' }, dryRun: true }).verify(compile(model, KERNEL_NODE, opts));
   const p = check.plan;
   const verifyDetail = `sets to create ${p.createSets.length}, entries to add ${p.addMembers.length} and delete ${p.delMembers.length}, chains to write ${p.writeChains.length} and delete ${p.deleteChains.length}, hooks to fix ${p.insertHooks.length + p.removeHooks.length}, sets to destroy ${p.destroySets.length}`;
   ic.dispose();

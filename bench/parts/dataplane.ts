@@ -168,6 +168,7 @@ export const dataplanePart: BenchPart = {
       // Rules a new connection walks, counted over the rendered text by the tracer.
       const walked = rulesWalked(rs);
       const walkedCnp = rulesWalked(rsCnp);
+      const walkedShared = rulesWalked(compile(cluster.model, NODE, { tiers: { continuation: { Admin: 'dispatch' } } }));
       const ours = walked.ours;
       const oursEstablished = walked.established;
 
@@ -214,7 +215,7 @@ export const dataplanePart: BenchPart = {
             ],
             notes: [
               `a new connection traverses ${ours} of our rules (${walked.all} in all, flannel's and kube-proxy's included); an established packet traverses ${oursEstablished}`,
-              `with the ClusterNetworkPolicies, a new connection traverses ${walkedCnp.ours} of our rules (${walkedCnp.all} in all); an established packet ${walkedCnp.established}`,
+              `with the ClusterNetworkPolicies, a new connection traverses ${walkedCnp.ours} of our rules (${walkedCnp.all} in all); an established packet ${walkedCnp.established}; with shared Admin chains (--shared-admin-chains) ${walkedShared.ours}`,
               `medians of ${o.quick ? 2 : 4} interleaved runs each (without, with, without, with, ...); TCP connect+close by bench/tools/crr.c with 2 threads, bulk by iperf3 -t ${o.quick ? 2 : 3}`,
             ],
           },
@@ -228,6 +229,7 @@ export const dataplanePart: BenchPart = {
           conn_rate_ratio_cnp100: +connRatioCnp.toFixed(3),
           throughput_ratio_cnp100: +tputRatioCnp.toFixed(3),
           rules_per_new_connection_cnp100: walkedCnp.ours,
+          rules_per_new_connection_cnp100_shared: walkedShared.ours,
           conn_rate_with_cnp100: Math.round(withC.rate),
         },
         targets: [

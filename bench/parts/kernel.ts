@@ -74,10 +74,11 @@ function timedRunner(inner: Runner): Runner & { byCmd: Map<string, number> } {
   };
 }
 
-function runChild(netns: string, mode: 'delta' | 'rewrite', perKind: number, seed: number, cnps = 0): Promise<KernelChildResult> {
+function runChild(netns: string, mode: 'delta' | 'rewrite', perKind: number, seed: number, cnps = 0, shared = false): Promise<KernelChildResult> {
   const child = new URL('../kernel-child.ts', import.meta.url).pathname;
   return new Promise((resolve, reject) => {
-    const p = spawn('ip', ['netns', 'exec', netns, process.execPath, '--expose-gc', child, '--mode', mode, '--per-kind', String(perKind), '--seed', String(seed), '--cnps', String(cnps)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const args = [...(shared ? ['--shared-admin-chains'] : []), '--mode', mode, '--per-kind', String(perKind), '--seed', String(seed), '--cnps', String(cnps)];
+    const p = spawn('ip', ['netns', 'exec', netns, process.execPath, '--expose-gc', child, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.setEncoding('utf8');
     p.stdout.on('data', (d: string) => (out += d));
@@ -163,12 +164,12 @@ export const kernelPart: BenchPart = {
       const ratio = median(ours) / median(raw);
 
       // ---- (b) event to kernel ------------------------------------------------------------
-      const child = async (mode: 'delta' | 'rewrite', n: number, cnps = 0) => {
+      const child = async (mode: 'delta' | 'rewrite', n: number, cnps = 0, shared = false) => {
         const ns = spaces.create();
         try {
           execFileSync('ip', ['netns', 'exec', ns, NFT.restore], { input: FOREIGN_FILTER });
-          o.progress(`kernel: ${mode === 'delta' ? 'event to kernel through syncDelta' : 'full rewrite per event'}, ${n} events per kind${cnps ? `, ${cnps} ClusterNetworkPolicies` : ''}, in namespace ${ns}`);
-          const r = await runChild(ns, mode, n, o.seed, cnps);
+          o.progress(`kernel: ${mode === 'delta' ? 'event to kernel through syncDelta' : 'full rewrite per event'}, ${n} events per kind${cnps ? `, ${cnps} ClusterNetworkPolicies${shared ? ', shared Admin chains' : ''}` : ''}, in namespace ${ns}`);
+          const r = await runChild(ns, mode, n, o.seed, cnps, shared);
           if (!r.verifiedEqual) throw new Error(`kernel (${mode}): after the events, a fresh read differs from a full compile: ${r.verifyDetail}`);
           return r;
         } finally {
@@ -178,6 +179,7 @@ export const kernelPart: BenchPart = {
       const delta = await child('delta', perKind);
       const full = await child('rewrite', rewritePerKind);
       const withCnps = await child('delta', perKind, CNPS);
+      const withCnpsShared = await child('delta', perKind, CNPS, true);
 
       const p99 = (xs: readonly number[]) => percentile(xs, 99);
       const rows: Cell[][] = [];
@@ -211,17 +213,19 @@ export const kernelPart: BenchPart = {
       // The same with 100 ClusterNetworkPolicies in the cluster, their own changes included.
       const cnpRows: Cell[][] = [];
       const cnpKinds: readonly EventKind[] = [...EVENT_KINDS, ...CNP_EVENT_KINDS];
-      const cnpRow = (label: string, s: readonly KernelSample[]) => {
+      const cnpRow = (label: string, s: readonly KernelSample[], sh: readonly KernelSample[]) => {
         const tot = s.map((x) => x.totalMs);
-        cnpRows.push([label, s.length, median(tot), p99(tot), max(tot), p99(s.map((x) => x.compileMs)), mean(s.map((x) => x.iptablesMs)), mean(s.map((x) => x.rules)), mean(s.map((x) => x.setEntries))]);
+        const shTot = sh.map((x) => x.totalMs);
+        cnpRows.push([label, s.length, median(tot), p99(tot), max(tot), p99(s.map((x) => x.compileMs)), mean(s.map((x) => x.iptablesMs)), mean(s.map((x) => x.rules)), mean(s.map((x) => x.setEntries)), median(shTot), p99(shTot), mean(sh.map((x) => x.rules))]);
       };
       for (const kind of cnpKinds) {
         const s = withCnps.samples.filter((x) => x.kind === kind);
-        cnpRow(kind, s);
+        cnpRow(kind, s, withCnpsShared.samples.filter((x) => x.kind === kind));
         metrics[`event_to_kernel_ms_p99_cnp${CNPS}_${kind.replaceAll('-', '_')}`] = round(p99(s.map((x) => x.totalMs)));
       }
-      cnpRow('all kinds', withCnps.samples);
+      cnpRow('all kinds', withCnps.samples, withCnpsShared.samples);
       const cnpAll = withCnps.samples.map((x) => x.totalMs);
+      const cnpSharedAll = withCnpsShared.samples.map((x) => x.totalMs);
 
       const all = delta.samples.map((x) => x.totalMs);
       const fullAll = full.samples.map((x) => x.totalMs);
@@ -240,6 +244,8 @@ export const kernelPart: BenchPart = {
         [`event_to_kernel_ms_p50_cnp${CNPS}`]: round(median(cnpAll)),
         [`event_to_kernel_ms_p99_cnp${CNPS}`]: round(p99(cnpAll)),
         [`event_to_kernel_compile_ms_p99_cnp${CNPS}`]: round(p99(withCnps.samples.map((x) => x.compileMs))),
+        [`event_to_kernel_ms_p50_cnp${CNPS}_shared`]: round(median(cnpSharedAll)),
+        [`event_to_kernel_ms_p99_cnp${CNPS}_shared`]: round(p99(cnpSharedAll)),
       });
 
       const med = (f: (x: (typeof parts)[number]) => number) => median(parts.map(f));
@@ -275,10 +281,11 @@ export const kernelPart: BenchPart = {
           },
           {
             title: `Event to kernel with ${CNPS} ClusterNetworkPolicies added (bench/cnps.ts): ${withCnps.samples.length} single events (${perKind} per kind, shuffled), agent in the node's namespace`,
-            columns: ['event', 'n', 'p50 ms', 'p99 ms', 'max ms', 'compile p99', 'iptables ms', 'rules', 'set entries'],
+            columns: ['event', 'n', 'p50 ms', 'p99 ms', 'max ms', 'compile p99', 'iptables ms', 'rules', 'set entries', 'shared p50', 'shared p99', 'shared rules'],
             rows: cnpRows,
             notes: [
               'The same cluster and events as above plus the ClusterNetworkPolicies, and their own changes: cnp-add (one deleted earlier comes back, or a copy under a new name), cnp-delete, cnp-priority.',
+              'shared p50 / p99 / rules: the same in another namespace, compiled with shared Admin chains (policyctl agent --shared-admin-chains: one Admin chain per set of Admin policies, a second dispatch to the next tier).',
               `ends with a fresh kernel read diffed against a full compile: nothing to do (${withCnps.verifyDetail}).`,
             ],
           },
@@ -290,7 +297,7 @@ export const kernelPart: BenchPart = {
           target(`event_to_kernel_ms_p99_cnp${CNPS}`, p99(cnpAll), 30, 'ms'),
         ],
         notes,
-        detail: { cold: { ours, raw, parts, rawParts }, delta: delta.samples, rewrite: full.samples, withCnps: withCnps.samples },
+        detail: { cold: { ours, raw, parts, rawParts }, delta: delta.samples, rewrite: full.samples, withCnps: withCnps.samples, withCnpsShared: withCnpsShared.samples },
       };
     } finally {
       spaces.removeAll();

@@ -74,8 +74,9 @@ describe.each(listCnpCaseFiles().map((f) => [f.split('/').pop()!, f] as const))(
     expect(wrong).toEqual([]);
   });
 
-  it.each(steps.map((s) => [s.index, s] as const))('step %i: compiled rules through the packet tracer', (_i, s) => {
-    const plane = new Dataplane(s.model, [...s.model.allNodes()].map((n) => n.name));
+  it.each(steps.flatMap((s) => [[s.index, 'goto', s] as const, [s.index, 'shared Admin chains', s] as const]))('step %i: compiled rules through the packet tracer (%s)', (_i, how, s) => {
+    const opts = how === 'goto' ? {} : { tiers: { continuation: { Admin: 'dispatch' as const } } };
+    const plane = new Dataplane(s.model, [...s.model.allNodes()].map((n) => n.name), undefined, opts);
     const wrong: string[] = [];
     for (const probe of s.probes) {
       const results = new Map<string, boolean>();
