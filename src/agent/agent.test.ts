@@ -17,6 +17,7 @@ import { FileSource, folderRevision } from '../watchers/files.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { Agent } from './agent.ts';
 import { serveHealth } from './health.ts';
+import { until } from '../../test/support/until.ts';
 
 const PODS = `
 apiVersion: v1
@@ -48,14 +49,6 @@ spec:
 
 const silent = pino({ level: 'silent' });
 
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-}
 
 describe.runIf(kernelTestsEnabled())('Agent', () => {
   let net: TestNetns;

@@ -22,6 +22,7 @@ import { FileSource } from '../watchers/files.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { Agent } from './agent.ts';
 import { serveHealth } from './health.ts';
+import { until } from '../../test/support/until.ts';
 
 const N1 = node('n1', '10.244.1.0/24', '192.168.50.11');
 const N2 = node('n2', '10.244.2.0/24', '192.168.50.12');
@@ -83,14 +84,6 @@ function view(net: TestNetns): { chains: Record<string, string[]>; sets: Record<
   return { chains, sets };
 }
 
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-}
 
 async function metric(a: Agent, name: string, labels: Record<string, string>): Promise<number | undefined> {
   const m = await a.metrics.registry.getSingleMetric(name)?.get();

@@ -20,6 +20,7 @@ import { Syncer } from '../sync/syncer.ts';
 import { FileSource, folderRevision } from '../watchers/files.ts';
 import { Agent } from './agent.ts';
 import { deniedFlows } from './flows.ts';
+import { until } from '../../test/support/until.ts';
 
 describe('deniedFlows', () => {
   const m = modelOf(
@@ -71,14 +72,6 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
 
 const silent = pino({ level: process.env.TEST_LOG ?? 'silent' });
 
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<number> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < ms) {
-    if (await cond()) return Date.now() - t0;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-}
 
 describe.runIf(kernelTestsEnabled())('Agent: established flows and health, on the real kernel', () => {
   let net: TestNetns;

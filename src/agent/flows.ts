@@ -13,12 +13,11 @@
 // force would let the next packet re-create it under them.
 
 import type { Model, ModelChange } from '../model/store.ts';
-import type { PodRecord } from '../model/types.ts';
+import type { PodRecord, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { allowed, type Endpoint } from '../semantics/evaluate.ts';
 import { deleteAddressFlows, deleteFlow, listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
 import type { Runner } from '../sync/runner.ts';
-import type { Protocol } from '../model/types.ts';
 
 /** Collects the addresses that left the model since the last flush. */
 export class ReleasedAddresses {

@@ -13,6 +13,7 @@ import { addService, destroyLab, execInNode, findNode, openLab } from '../../src
 import { probeMany } from '../../src/lab/probe.ts';
 import type { LabState } from '../../src/lab/state.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
+import { until } from '../support/until.ts';
 
 const CLUSTER = `
 apiVersion: v1
@@ -49,14 +50,6 @@ spec:
 const WEB = { ip: '10.244.1.10', port: 80, protocol: 'TCP' as const };
 const CLUSTER_IP = '10.96.0.10';
 
-async function until(cond: () => Promise<boolean>, what: string, ms: number): Promise<number> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < ms) {
-    if (await cond()) return Date.now() - t0;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-}
 
 describe.runIf(kernelTestsEnabled())('coexistence on the real kernel', () => {
   const name = `cx${process.pid % 100000}`;

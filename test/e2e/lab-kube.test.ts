@@ -15,18 +15,11 @@ import { nodeBinary, startDaemon } from '../../src/lab/processes.ts';
 import type { LabState } from '../../src/lab/state.ts';
 import { reachTable } from '../../src/semantics/reach.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
+import { until } from '../support/until.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'policyctl.js');
 
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-}
 
 describe.runIf(kernelTestsEnabled())('agents fed by the API server double', () => {
   const name = `kb${process.pid % 100000}`;
