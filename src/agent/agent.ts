@@ -31,7 +31,7 @@ import { Containment, type QuarantineReport } from './containment.ts';
 import { isEmpty } from '../sync/plan.ts';
 import type { Syncer, SyncResult } from '../sync/syncer.ts';
 import { BRIDGE_NF_CALL_IPTABLES, bridgeNfCallIptables, enableBridgeNfCallIptables } from '../sync/sysctl.ts';
-import { ReleasedAddresses, revokeDenied } from './flows.ts';
+import { ReleasedAddresses, deleteOrphanFlows, revokeDenied } from './flows.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { AgentMetrics } from './metrics.ts';
 import { errorText } from '../util/error-text.ts';
@@ -167,6 +167,7 @@ export class Agent {
     const backend = await this.o.syncer.backend();
     log.info({ backend: backend.name, reason: backend.reason }, 'iptables backend');
     await this.syncNow('initial');
+    await this.sweepOrphanFlows();
     this.resyncTimer = setInterval(() => this.verifySoon(), this.o.resyncMs);
     this.resyncTimer.unref();
   }
@@ -346,6 +347,25 @@ export class Agent {
     }
     this.bridgeNf = on;
     this.metrics.bridgeNf.set(on ? 1 : 0);
+  }
+
+  /**
+   * Once, after the first sync: conntrack entries of pod-CIDR addresses no pod holds (released
+   * while the agent was away) are deleted, so a pod that gets such an address inherits nothing.
+   * A failure is logged and counted; the next start tries again.
+   */
+  private async sweepOrphanFlows(): Promise<void> {
+    if (this.o.syncer.dryRun || !this.applied || this.stopped) return;
+    try {
+      const gone = await deleteOrphanFlows(this.o.source.model, this.o.syncer.runner);
+      if (gone.length > 0) {
+        this.metrics.conntrackDeleted.inc({ reason: 'address-released' }, gone.length);
+        this.o.logger.info({ count: gone.length }, 'connections of pod addresses no pod holds (released while the agent was away) deleted from conntrack');
+      }
+    } catch (e) {
+      this.metrics.failures.inc();
+      this.o.logger.error({ err: errorText(e) }, 'deleting conntrack entries of released addresses failed');
+    }
   }
 
   /**

@@ -129,6 +129,15 @@ describe.runIf(kernelTestsEnabled())('Agent: established flows and health, on th
     expect(await a.metrics.registry.getSingleMetricAsString('policyctl_conntrack_entries_deleted_total')).toMatch(/reason="address-released"} 2/);
   });
 
+  it('at start, deletes the connections of pod-CIDR addresses no pod holds (released while no agent watched), and no other', async () => {
+    insert('10.244.2.10', '10.244.1.77', 'udp', 4000, 53); // 10.244.1.77: in n1's pod CIDR, no pod
+    insert('10.244.2.10', '10.244.1.10', 'udp', 4001, 53); // web
+    insert('10.244.2.10', '192.168.7.7', 'udp', 4002, 53); // outside every pod CIDR
+    const a = makeAgent(net.runner);
+    await a.start();
+    expect(await flows()).toEqual(['udp 10.244.2.10:4001 > 10.244.1.10:53', 'udp 10.244.2.10:4002 > 192.168.7.7:53']);
+  });
+
   it('an address two pods claim is in no set and not programmed until one goes; the conflict is reported', async () => {
     const a = makeAgent(net.runner);
     await a.start();

@@ -9,13 +9,15 @@
 //   property-tested) and the entries of those now denied are deleted: their next packet is a
 //   new connection, which the rules drop.
 //
-// Both run after the apply, never before: deleting an entry while the old rules are still in
+// - After the first sync, entries of pod-CIDR addresses that no pod holds are deleted too: the
+//   addresses released while no agent watched (it was down) left no trace to follow.
+// All run after the apply, never before: deleting an entry while the old rules are still in
 // force would let the next packet re-create it under them.
 
 import type { Model, ModelChange } from '../model/store.ts';
 import type { PodRecord, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
-import { allowed, type Endpoint } from '../semantics/evaluate.ts';
+import { allowed, isUnprogrammedAddress, type Endpoint } from '../semantics/evaluate.ts';
 import { deleteAddressFlows, deleteFlow, listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
 import type { Runner } from '../sync/runner.ts';
 
@@ -94,3 +96,15 @@ export async function revokeDenied(model: Model, node: string, runner: Runner): 
   for (const f of denied) await deleteFlow(runner, f);
   return denied;
 }
+
+/**
+ * Delete the entries whose ends are addresses of a pod CIDR that no pod holds now: the
+ * addresses released while no agent was watching (it was down or restarting), which
+ * `ReleasedAddresses` never saw leave. Run once, after the first sync is in force.
+ */
+export async function deleteOrphanFlows(model: Model, runner: Runner): Promise<ConntrackFlow[]> {
+  const orphan = (await listFlows(runner)).filter((f) => [f.src, f.dst, f.replySrc].some((ip) => ip !== undefined && isUnprogrammedAddress(model, ip)));
+  for (const f of orphan) await deleteFlow(runner, f);
+  return orphan;
+}
+

@@ -243,6 +243,11 @@ function unprogrammed(model: Model, e: Endpoint, fromNode?: string): string | un
   return undefined;
 }
 
+/** Whether an address lies in a node's pod CIDR without being a pod that node enforces. */
+export function isUnprogrammedAddress(model: Model, ip: string): boolean {
+  return unprogrammed(model, { kind: 'ip', ip }) !== undefined;
+}
+
 /** Every node's IPv4 pod CIDRs and the enforceable pods' addresses (-> node), per model generation. */
 function podCidrFacts(model: Model): { cidrs: { node: string; cidr: Cidr }[]; programmed: Map<string, string> } {
   const cached = cidrFacts.get(model);
