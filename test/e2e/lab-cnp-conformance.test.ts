@@ -9,17 +9,18 @@
 // Cases are run in file order; those sharing a cluster follow each other, so the lab's pods are
 // replaced only when the cluster changes (twice: the upstream transcriptions share one).
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { compareWithModel, probeLab } from '../../src/cli/lab.ts';
-import { labUp, readClusterInfo, stopWatcher, waitApplied } from '../../src/lab/cluster.ts';
-import { destroyLab, openLab } from '../../src/lab/lab.ts';
+import { labUp, readClusterInfo, waitApplied } from '../../src/lab/cluster.ts';
+import { openLab } from '../../src/lab/lab.ts';
 import { reachTable } from '../../src/semantics/reach.ts';
 import { CaseRunner, cellKey, listCnpCaseFiles, loadCase } from '../support/conformance.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
+import { tearDownLab } from '../support/lab-teardown.ts';
 
 const started = Date.now();
 
@@ -38,14 +39,7 @@ describe.runIf(kernelTestsEnabled())('ClusterNetworkPolicy conformance on the re
     await labUp({ name, manifests: dir, stateDir, resyncInterval: '2s' });
   }, 120_000);
 
-  afterAll(async () => {
-    const l = await openLab(name, { stateDir }).catch(() => undefined);
-    if (l) stopWatcher(await readClusterInfo(l));
-    await destroyLab(name, { stateDir });
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(stateDir, { recursive: true, force: true });
-    console.log(`ClusterNetworkPolicy conformance on the real kernel: ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  });
+  afterAll(() => tearDownLab(name, stateDir, [dir], { what: 'ClusterNetworkPolicy conformance', started }));
 
   for (const file of files) {
     const c = loadCase(file);

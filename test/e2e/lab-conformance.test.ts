@@ -3,18 +3,18 @@
 // a folder), each step written to the folder, every ordered pod pair probed with real
 // connections and compared with the case's matrix (off-diagonal) and with `policyctl reach`.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { compareWithModel, probeLab } from '../../src/cli/lab.ts';
-import { labUp, readClusterInfo, stopWatcher, waitApplied } from '../../src/lab/cluster.ts';
-import { destroyLab, openLab } from '../../src/lab/lab.ts';
+import { labUp, readClusterInfo, waitApplied } from '../../src/lab/cluster.ts';
 import type { LabState } from '../../src/lab/state.ts';
 import { reachTable } from '../../src/semantics/reach.ts';
 import { CaseRunner, cellKey, listCaseFiles, loadCase, standardCluster } from '../support/conformance.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
+import { tearDownLab } from '../support/lab-teardown.ts';
 
 const started = Date.now();
 
@@ -32,15 +32,7 @@ describe.runIf(kernelTestsEnabled())('conformance on the real kernel', () => {
     lab = (await labUp({ name, manifests: dir, stateDir, resyncInterval: '2s' })).lab;
   }, 120_000);
 
-  afterAll(async () => {
-    const l = await openLab(name, { stateDir }).catch(() => undefined);
-    if (l) stopWatcher(await readClusterInfo(l));
-    await destroyLab(name, { stateDir });
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(stateDir, { recursive: true, force: true });
-    // The issue asks for the run time in the note.
-    console.log(`conformance on the real kernel: ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  });
+  afterAll(() => tearDownLab(name, stateDir, [dir], { what: 'conformance', started }));
 
   for (const file of listCaseFiles()) {
     const c = loadCase(file);
