@@ -22,6 +22,9 @@ apt-get install -y -qq --no-install-recommends podman buildah runc mmdebstrap >/
 # installed, Debian's kubernetes-client (kubectl 1.20 on bookworm: its kustomize renders the base;
 # the overlay tests need kustomize 4 or later and are skipped with it).
 command -v kubectl >/dev/null || apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+# Graphviz's dot renders `policyctl reach -o dot` in src/cli/reach-formats.test.ts (which fails
+# under CI=true without it) and the README's pictures (scripts/render-reach-images.ts).
+apt-get install -y -qq --no-install-recommends graphviz >/dev/null
 # br_netfilter makes bridged pod-to-pod traffic visible to iptables (built in on some kernels).
 modprobe br_netfilter 2>/dev/null || true
 

@@ -12,6 +12,7 @@ import { podKey } from '../semantics/evaluate.ts';
 import { runAgent } from './agent.ts';
 import { labCommand } from './lab.ts';
 import { formatExplain } from './explain-text.ts';
+import { formatCsv, formatDot, formatMarkdown } from './reach-formats.ts';
 import { CliError, EXIT, processIo, type Io } from './io.ts';
 import { findPod, parseEndpoint, parsePodRef } from './refs.ts';
 import { loadSource, type SourceOptions } from './source.ts';
@@ -45,6 +46,7 @@ Examples:
   policyctl explain -n x a -f manifests/ --from pod/y/b --port 80
   policyctl reach -f manifests/ --port 80 --protocol TCP
   policyctl reach -f manifests/ -o json | jq '.results[] | select(.allowed == false)'
+  policyctl reach -f manifests/ -o dot | dot -Tsvg > reach.svg
   policyctl compile -f manifests/ --node node-1 -o restore
 `;
 
@@ -136,18 +138,39 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       .addOption(new Option('--protocol <p>', 'protocol, with --port').default('TCP'))
       .option('-n, --namespace <ns>', 'only pods of these namespaces (repeatable)', collect)
       .option('-A, --all-namespaces', 'pods of every namespace (the default without -n)')
-      .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text')),
+      .addOption(new Option('-o, --output <format>', 'output format: text (the grid), json (the contract), dot (Graphviz), csv, md (markdown table)').choices(['text', 'json', 'dot', 'csv', 'md']).default('text'))
+      .addHelpText(
+        'after',
+        `
+Output formats:
+  text  the grid: rows clients, columns servers; . allowed, X denied, - port not declared
+  json  {"results":[{"from":"NS/POD","to":"NS/POD","port":80,"protocol":"TCP","allowed":true}, ...]}
+        one entry per ordered pair (a pod to itself included) and port
+  dot   a Graphviz graph: namespaces as clusters, pods as nodes, one edge per pair of pods
+        with an allowed port, labelled with every allowed port/protocol (a pod to itself left out)
+  csv   the json entries as records: from,to,port,protocol,allowed (header first)
+  md    a markdown table: rows clients, columns servers, each cell the ports evaluated,
+        denied ones struck through
+
+Examples:
+  policyctl reach -f manifests/ -o dot | dot -Tsvg > reach.svg
+  policyctl reach -f manifests/ -n shop --port 5432 -o md
+  policyctl reach -f manifests/ -o csv > reach.csv
+`,
+      ),
   ).action(async (o, cmd: Command) => {
     if (o.allNamespaces && o.namespace) throw new CliError('give -n NAMESPACE or -A (all namespaces), not both', EXIT.usage);
     const src = await loadSource(sourceOptions(cmd), io);
     const model = src.model;
     const ports = o.port ? [{ port: parsePort(o.port), protocol: parseProtocol(o.protocol) }] : undefined;
     const results = reachTable(model, { ...(ports ? { ports } : {}), ...(o.namespace ? { namespaces: o.namespace } : {}) });
+    const pods = enforceablePodsSorted(model, o.namespace);
     if (o.output === 'json') io.out(jsonOut({ results }));
-    else {
-      const pods = enforceablePodsSorted(model, o.namespace).map(podKey);
-      io.out(pods.length ? formatGrid(results, pods) : 'no enforceable pods (pods need an IP, no hostNetwork, not Succeeded/Failed)\n');
-    }
+    else if (o.output === 'csv') io.out(formatCsv(results));
+    // The graph and the table are written even with no pod (an empty graph renders).
+    else if (o.output === 'dot') io.out(formatDot(results, pods));
+    else if (o.output === 'md') io.out(formatMarkdown(results, pods));
+    else io.out(pods.length ? formatGrid(results, pods.map(podKey)) : 'no enforceable pods (pods need an IP, no hostNetwork, not Succeeded/Failed)\n');
     code = src.errors > 0 && o.strict ? EXIT.invalidInput : EXIT.ok;
   });
 
