@@ -16,7 +16,7 @@ import type { Model } from '../model/store.ts';
 import type { IpBlockPeer, PodRecord, PodsPeer, PolicyType, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { collisionOf, contentText, quarantineChain, sortCollisions } from './collisions.ts';
-import { DIRECTIONS, HOOKS, PROGRAMMED_SPEC, bucketedDispatch, dispatchRule, dispatchSetSpec, layoutChains, nodePodCidrs, type ChainContent, type Dispatch, type DispatchLevel } from './layout.ts';
+import { DIRECTIONS, PROGRAMMED_SPEC, bucketedDispatch, dispatchRule, dispatchSetSpec, hooksFor, layoutChains, nodePodCidrs, programmedSetNeeded, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from './layout.ts';
 import { blockSetSpec, namedPortEntries, namedPortSetSpec, peerKey, podSetSpec, sortedMembers, type SetSource, type SetSpec } from './rules.ts';
 import type { Chain, IpSet, NameCollision, Ruleset, SetMember } from './ruleset.ts';
 import { PodSelection, directionPath, selectTiers, selectionKey, type DirectionPath, type TierOptions } from './tiers.ts';
@@ -119,6 +119,8 @@ export interface CompileOptions {
   readonly podCidrs?: readonly string[];
   /** How tiers are linked (tiers.ts TierOptions: shared Admin chains). */
   readonly tiers?: TierOptions;
+  /** kube-proxy's mode and, under IPVS, its Service ranges (layout.ts ServiceProxy); absent: iptables mode. */
+  readonly proxy?: ServiceProxy;
 }
 
 export function compile(model: Model, node: string, opts: CompileOptions = {}): Ruleset {
@@ -143,7 +145,7 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
       if (path.entry.length > 0) paths.push({ pod, dir, path });
     }
   }
-  if (cidrs.length > 0) {
+  if (programmedSetNeeded(cidrs, opts.proxy)) {
     ctx.set(PROGRAMMED_SPEC, (s) => {
       for (const pod of local) for (const ip of pod.ips) s.members.set(ip, false);
     });
@@ -210,9 +212,9 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
   const sets: IpSet[] = [...ctx.sets.values()]
     .map((s): IpSet => ({ name: s.name, type: s.type, purpose: s.purpose, members: sortedMembers(s.members), ...(s.gate && { gate: s.gate }) }))
     .sort((a, b) => (a.name < b.name ? -1 : 1));
-  const chains = [...layoutChains(cidrs, dispatch), ...[...policyChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1))];
+  const chains = [...layoutChains(cidrs, dispatch, opts.proxy), ...[...policyChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1))];
   const found = sortCollisions(dedupeCollisions(collisions));
-  return { node, sets, chains, hooks: HOOKS, ...(found.length > 0 && { collisions: found }) };
+  return { node, sets, chains, hooks: hooksFor(opts.proxy), ...(found.length > 0 && { collisions: found }) };
 }
 
 function dedupeCollisions(list: NameCollision[]): NameCollision[] {

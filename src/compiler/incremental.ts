@@ -34,7 +34,7 @@ import type { ClusterPolicyRecord, PodRecord, PolicyType } from '../model/types.
 import { isEnforceable } from '../model/types.ts';
 import { quarantineChain, sameContent } from './collisions.ts';
 import type { CompileOptions } from './compile.ts';
-import { DIRECTIONS, HOOKS, PROGRAMMED_SPEC, nodePodCidrs, type ChainContent, type DispatchLevel } from './layout.ts';
+import { DIRECTIONS, PROGRAMMED_SPEC, hooksFor, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type ServiceProxy } from './layout.ts';
 import type { Ruleset, RulesetDelta } from './ruleset.ts';
 import { podPortsKey } from './rules.ts';
 import { PodSelection, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierOptions, type TierPolicy } from './tiers.ts';
@@ -105,6 +105,7 @@ export class IncrementalCompiler {
   private cidrs: string[] = [];
   private readonly extraCidrs: readonly string[];
   private readonly tierOptions: TierOptions | undefined;
+  private readonly proxy: ServiceProxy | undefined;
   /** PCTL-programmed, the gate: the addresses of every local pod (undefined without pod CIDRs). */
   private programmed: SetState | undefined;
 
@@ -113,6 +114,7 @@ export class IncrementalCompiler {
     this.node = node;
     this.extraCidrs = opts.podCidrs ?? [];
     this.tierOptions = opts.tiers;
+    this.proxy = opts.proxy;
     this.peers = new PeerIndex(model);
     this.unsubscribe = model.subscribe((c) => this.note(c));
   }
@@ -212,7 +214,7 @@ export class IncrementalCompiler {
     this.outputDirty = true;
     this.cidrs = nodePodCidrs(this.model, this.node, this.extraCidrs);
     this.programmed = undefined;
-    if (this.cidrs.length > 0) {
+    if (programmedSetNeeded(this.cidrs, this.proxy)) {
       this.programmed = this.sets.create(PROGRAMMED_SPEC);
       this.programmed.refs++;
     }
@@ -424,11 +426,11 @@ export class IncrementalCompiler {
       return this.last;
     }
     const { sets, ...setDelta } = this.sets.output(this.last?.sets);
-    const { chains, writtenChains, removedChains } = this.dispatch.output(this.cidrs);
+    const { chains, writtenChains, removedChains } = this.dispatch.output(this.cidrs, this.proxy);
     this.outputDirty = false;
     this.lastDelta = { ...setDelta, writtenChains, removedChains };
     const collisions = collisionsOf(this.quarantined);
-    this.last = { node: this.node, sets, chains, hooks: HOOKS, ...(collisions.length > 0 && { collisions }) };
+    this.last = { node: this.node, sets, chains, hooks: hooksFor(this.proxy), ...(collisions.length > 0 && { collisions }) };
     return this.last;
   }
 }

@@ -10,6 +10,9 @@
 //     3. -d <podCIDR> ! dst in PCTL-programmed -> DROP  unknown destinations
 //     4. -> PCTL-EGRESS, 5. -> PCTL-INGRESS             DIRECTIONS, in this order
 //   INPUT -> PCTL-INPUT: 1, 2, then -> PCTL-EGRESS (a pod's egress to its own node)
+//   Under kube-proxy's IPVS mode only (ServiceProxy, IPVS_TOP_CHAINS):
+//   INPUT -> PCTL-INPUT: 1, 2, then RETURN for Service VIPs and node ports, then -> PCTL-EGRESS
+//   OUTPUT -> PCTL-OUTPUT: 1, RETURN unless the source is a local pod (PCTL-programmed), 3, 4, 5
 //   PCTL-EGRESS: `-s <quarter q> -g PCTL-EQ-q` per quarter of buckets holding a dispatched pod   DISPATCH
 //   PCTL-EQ-q:   `-s <bucket k in q> -g PCTL-EB-k` per bucket of quarter q holding one
 //   PCTL-EB-k:   `src in <dispatch set> -g <entry chain>` per group of local pods with a pod in k
@@ -59,12 +62,24 @@
 // - Fail closed in time: PCTL-programmed (the gate, IpSet.gate) holds the local pods the node
 //   enforces; new connections of the pod CIDRs from or to any other address are dropped.
 // - No mark bits are used, so nothing collides with kube-proxy, kubelet or flannel marks.
+// - IPVS (kube-proxy --proxy-mode=ipvs): a pod's connection to a Service VIP enters the node
+//   through INPUT with the VIP as destination (the VIP is local, on kube-ipvs0); IPVS rewrites
+//   it after filter INPUT and sends it, source still the client pod, destination the backend,
+//   through OUTPUT. Judged at INPUT it would meet the client's egress with the VIP, which no
+//   peer matches, and the backend's ingress never. So under IPVS PCTL-INPUT lets Service VIPs
+//   and node ports pass without a verdict and PCTL-OUTPUT judges what a local pod sends there,
+//   with the same dispatch as PCTL-FORWARD: both directions, once per connection (the backend's
+//   node judges ingress again only when the backend is elsewhere, in its FORWARD, where the
+//   client is not local). Traffic the node itself sends (kubelet probes: source the node's or
+//   the bridge's address, never a programmed pod) is not policed, as under the other modes.
+//   Under iptables and nftables modes Service traffic is DNATed before FORWARD, so nothing
+//   changes there.
 
 import { LRUCache } from 'lru-cache';
 import { parseCidr } from '../model/cidr.ts';
 import type { Model } from '../model/store.ts';
 import type { PolicyType } from '../model/types.ts';
-import { PREFIX, type Action, type Chain, type Hook, type Rule } from './ruleset.ts';
+import { PREFIX, type Action, type Chain, type Hook, type L4Protocol, type PortRange, type Rule } from './ruleset.ts';
 
 // ---- family ----------------------------------------------------------------------------------
 
@@ -139,6 +154,7 @@ export const DIRECTIONS: readonly PolicyType[] = ['Egress', 'Ingress'];
 
 export const FORWARD_CHAIN = `${PREFIX}-FORWARD`;
 export const INPUT_CHAIN = `${PREFIX}-INPUT`;
+export const OUTPUT_CHAIN = `${PREFIX}-OUTPUT`;
 export const EGRESS_CHAIN = `${PREFIX}-EGRESS`;
 export const INGRESS_CHAIN = `${PREFIX}-INGRESS`;
 
@@ -148,13 +164,54 @@ export const DISPATCH: Record<PolicyType, { readonly chain: string; readonly sid
   Ingress: { chain: INGRESS_CHAIN, side: 'dst', letter: 'I' },
 };
 
+// ---- service proxy ---------------------------------------------------------------------------
+
+/** kube-proxy's mode on the node: where a pod's Service traffic is rewritten. */
+export type ProxyMode = 'iptables' | 'nftables' | 'ipvs';
+export const PROXY_MODES: readonly ProxyMode[] = ['iptables', 'nftables', 'ipvs'];
+
+/** kube-proxy's default `--service-node-port-range` (the API server's). */
+export const DEFAULT_NODE_PORTS: PortRange = { from: 30000, to: 32767 };
+
+/**
+ * The node's service proxy, as far as the layout depends on it. Only `ipvs` changes anything
+ * (see "IPVS" at the top of this file); iptables and nftables modes DNAT before FORWARD.
+ */
+export interface ServiceProxy {
+  readonly mode: ProxyMode;
+  /** ipvs: the Service ClusterIP ranges (the API server's --service-cluster-ip-range). */
+  readonly serviceCidrs?: readonly string[];
+  /** ipvs: the node port range; default DEFAULT_NODE_PORTS. */
+  readonly nodePorts?: PortRange;
+}
+
+/** The IPVS part of the layout, canonical: undefined under every other mode. */
+interface IpvsLayout {
+  readonly serviceCidrs: readonly string[];
+  readonly nodePorts: PortRange;
+}
+
+function ipvsLayout(proxy: ServiceProxy | undefined): IpvsLayout | undefined {
+  if (proxy?.mode !== 'ipvs') return undefined;
+  const cidrs = new Set<string>();
+  for (const text of proxy.serviceCidrs ?? []) {
+    const c = parseCidr(text);
+    if (c.family === FAMILY.cidrFamily) cidrs.add(c.text);
+  }
+  return { serviceCidrs: [...cidrs].sort(), nodePorts: proxy.nodePorts ?? DEFAULT_NODE_PORTS };
+}
+
 /** One step of a top chain. */
 type TopStep =
   | { readonly kind: 'replies' }
   /** New connections from (`src`) or to (`dst`) an unprogrammed address of the pod CIDRs: drop. */
   | { readonly kind: 'unknown'; readonly side: 'src' | 'dst' }
   /** Jump to a direction's dispatch chain. */
-  | { readonly kind: 'evaluate'; readonly dir: PolicyType };
+  | { readonly kind: 'evaluate'; readonly dir: PolicyType }
+  /** IPVS: to a Service VIP or a node port: no verdict here, IPVS forwards it through OUTPUT. */
+  | { readonly kind: 'services' }
+  /** IPVS: not sent by a local pod (the node's own traffic): no verdict. */
+  | { readonly kind: 'notFromPod' };
 
 interface TopChain {
   readonly name: string;
@@ -163,18 +220,20 @@ interface TopChain {
   readonly steps: readonly TopStep[];
 }
 
+const FORWARD_TOP: TopChain = {
+  name: FORWARD_CHAIN,
+  hook: 'FORWARD',
+  hookComment: `${PREFIX}: NetworkPolicy enforcement, keep first`,
+  steps: [{ kind: 'replies' }, { kind: 'unknown', side: 'src' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
+};
+
 /**
  * The chains the hooks jump to, in Ruleset order. INPUT sees packets addressed to the node
  * itself: a pod's egress to its own node is checked there; the destination is the node, so only
  * the source can be an unknown pod address.
  */
 export const TOP_CHAINS: readonly TopChain[] = [
-  {
-    name: FORWARD_CHAIN,
-    hook: 'FORWARD',
-    hookComment: `${PREFIX}: NetworkPolicy enforcement, keep first`,
-    steps: [{ kind: 'replies' }, { kind: 'unknown', side: 'src' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
-  },
+  FORWARD_TOP,
   {
     name: INPUT_CHAIN,
     hook: 'INPUT',
@@ -183,8 +242,39 @@ export const TOP_CHAINS: readonly TopChain[] = [
   },
 ];
 
+/**
+ * The top chains under kube-proxy's IPVS mode. PCTL-INPUT lets a pod's packets to Service VIPs
+ * and node ports pass (after the unknown-source drops: an unprogrammed pod still gets nothing,
+ * invariant fail-closed-in-time); PCTL-OUTPUT judges what IPVS sends on for a local pod like
+ * PCTL-FORWARD does, and leaves the node's own traffic alone. Every packet from a pod address
+ * in OUTPUT comes from IPVS (a pod's own packets never cross the node's OUTPUT).
+ */
+export const IPVS_TOP_CHAINS: readonly TopChain[] = [
+  FORWARD_TOP,
+  {
+    name: INPUT_CHAIN,
+    hook: 'INPUT',
+    hookComment: `${PREFIX}: NetworkPolicy egress to this node, keep first`,
+    steps: [{ kind: 'replies' }, { kind: 'unknown', side: 'src' }, { kind: 'services' }, { kind: 'evaluate', dir: 'Egress' }],
+  },
+  {
+    name: OUTPUT_CHAIN,
+    hook: 'OUTPUT',
+    hookComment: `${PREFIX}: NetworkPolicy of pod traffic IPVS forwards, keep first`,
+    steps: [{ kind: 'replies' }, { kind: 'notFromPod' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
+  },
+];
+
+const hooksOf = (chains: readonly TopChain[]): readonly Hook[] => chains.map((t) => ({ table: 'filter', chain: t.hook, target: t.name, comment: t.hookComment }));
+
 /** Our only rules in chains we do not own: a jump at position 1 (invariant own-only-ours). */
-export const HOOKS: readonly Hook[] = TOP_CHAINS.map((t) => ({ table: 'filter', chain: t.hook, target: t.name, comment: t.hookComment }));
+export const HOOKS: readonly Hook[] = hooksOf(TOP_CHAINS);
+const IPVS_HOOKS: readonly Hook[] = hooksOf(IPVS_TOP_CHAINS);
+
+/** The hooks for a node with this service proxy (OUTPUT as well under IPVS). */
+export function hooksFor(proxy: ServiceProxy | undefined): readonly Hook[] {
+  return proxy?.mode === 'ipvs' ? IPVS_HOOKS : HOOKS;
+}
 
 /**
  * The gate (invariant fail-closed-in-time): the hash:ip set of every address of a local pod this
@@ -194,7 +284,21 @@ export const HOOKS: readonly Hook[] = TOP_CHAINS.map((t) => ({ table: 'filter', 
 export const PROGRAMMED_SET = `${PREFIX}-programmed`;
 export const PROGRAMMED_SPEC = { name: PROGRAMMED_SET, type: 'hash:ip', purpose: 'addresses of the local pods this node enforces', gate: true } as const;
 
+/**
+ * Whether the node gets PCTL-programmed: with pod CIDRs (the unknown-address drops), and always
+ * under IPVS, where PCTL-OUTPUT tells a local pod's packets from the node's own by it.
+ */
+export function programmedSetNeeded(cidrs: readonly string[], proxy: ServiceProxy | undefined): boolean {
+  return cidrs.length > 0 || proxy?.mode === 'ipvs';
+}
+
 export const REPLIES_RULE: Rule = { match: { ctstate: ['RELATED', 'ESTABLISHED'] }, action: VERDICTS.allow, comment: 'replies of allowed connections' };
+
+const NOT_FROM_POD_RULE: Rule = {
+  match: { sets: [{ set: PROGRAMMED_SET, dirs: 'src', negate: true }] },
+  action: VERDICTS.allow,
+  comment: 'not from a local pod: traffic the node sends itself is not policed',
+};
 
 const EVALUATE_RULES: Record<PolicyType, Rule> = {
   Egress: { match: {}, action: { kind: 'jump', chain: EGRESS_CHAIN }, comment: 'egress of local pods' },
@@ -210,18 +314,51 @@ function unknownDrops(cidrs: readonly string[], side: 'src' | 'dst'): Rule[] {
   }));
 }
 
+const NODE_PORT_PROTOCOLS: readonly L4Protocol[] = ['tcp', 'udp', 'sctp'];
+
+/** IPVS: Service VIPs and node ports pass PCTL-INPUT without a verdict; PCTL-OUTPUT gives it. */
+function serviceReturns(ipvs: IpvsLayout): Rule[] {
+  const { from, to } = ipvs.nodePorts;
+  return [
+    ...ipvs.serviceCidrs.map((net): Rule => ({
+      match: { dstNet: net },
+      action: VERDICTS.allow,
+      comment: `to a Service VIP of ${net}: IPVS forwards it, judged in ${OUTPUT_CHAIN} against the backend`,
+    })),
+    ...NODE_PORT_PROTOCOLS.map((protocol): Rule => ({
+      match: { protocol, dports: [{ from, to }] },
+      action: VERDICTS.allow,
+      comment: `to a node port (${protocol} ${from}-${to}): IPVS forwards it, judged in ${OUTPUT_CHAIN} against the backend`,
+    })),
+  ];
+}
+
 /**
- * The top chains for a node with these pod CIDRs, in TOP_CHAINS order (memoized: equal CIDRs
- * give the same objects, so an unchanged top chain is skipped by identity). Without pod CIDRs
- * (none known) there are no drops.
+ * The top chains for a node with these pod CIDRs and service proxy, in TOP_CHAINS (or
+ * IPVS_TOP_CHAINS) order (memoized: equal inputs give the same objects, so an unchanged top
+ * chain is skipped by identity). Without pod CIDRs (none known) there are no drops.
  */
-export function topChains(cidrs: readonly string[]): readonly Chain[] {
-  const key = cidrs.join(',');
+export function topChains(cidrs: readonly string[], proxy?: ServiceProxy): readonly Chain[] {
+  const ipvs = ipvsLayout(proxy);
+  const key = ipvs ? `${cidrs.join(',')}|ipvs|${ipvs.serviceCidrs.join(',')}|${ipvs.nodePorts.from}-${ipvs.nodePorts.to}` : cidrs.join(',');
   let t = topChainMemo.get(key);
   if (!t) {
-    t = TOP_CHAINS.map((tc) => ({
+    t = (ipvs ? IPVS_TOP_CHAINS : TOP_CHAINS).map((tc) => ({
       name: tc.name,
-      rules: tc.steps.flatMap((s): Rule[] => (s.kind === 'replies' ? [REPLIES_RULE] : s.kind === 'unknown' ? unknownDrops(cidrs, s.side) : [EVALUATE_RULES[s.dir]])),
+      rules: tc.steps.flatMap((s): Rule[] => {
+        switch (s.kind) {
+          case 'replies':
+            return [REPLIES_RULE];
+          case 'unknown':
+            return unknownDrops(cidrs, s.side);
+          case 'evaluate':
+            return [EVALUATE_RULES[s.dir]];
+          case 'services':
+            return serviceReturns(ipvs!);
+          case 'notFromPod':
+            return [NOT_FROM_POD_RULE];
+        }
+      }),
     }));
     topChainMemo.set(key, t);
   }
@@ -451,8 +588,8 @@ export function linkTiers<T extends { readonly continuation: Continuation; reado
  * chains by bucket number; the same at the next level for the directions that have one (an
  * Admin chain goes there). Policy chains follow, by name.
  */
-export function layoutChains(cidrs: readonly string[], dispatch: Record<DispatchLevel, Partial<Record<PolicyType, Dispatch>>>): Chain[] {
-  const out: Chain[] = [...topChains(cidrs)];
+export function layoutChains(cidrs: readonly string[], dispatch: Record<DispatchLevel, Partial<Record<PolicyType, Dispatch>>>, proxy?: ServiceProxy): Chain[] {
+  const out: Chain[] = [...topChains(cidrs, proxy)];
   for (const level of DISPATCH_LEVELS) {
     const d = dispatch[level];
     for (const dir of DIRECTIONS) if (d[dir]) out.push(d[dir].chain);

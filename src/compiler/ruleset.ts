@@ -110,7 +110,8 @@ export interface Chain {
  */
 export interface Hook {
   readonly table: 'filter';
-  readonly chain: 'FORWARD' | 'INPUT';
+  /** OUTPUT only under kube-proxy's IPVS mode (layout.ts). */
+  readonly chain: 'FORWARD' | 'INPUT' | 'OUTPUT';
   readonly target: string;
   readonly comment: string;
 }

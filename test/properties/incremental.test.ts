@@ -128,6 +128,20 @@ describe('incremental compiler', () => {
     expect(result.numRuns).toBe(runs);
   });
 
+  // kube-proxy IPVS mode (layout.ts ServiceProxy): PCTL-OUTPUT, the OUTPUT hook, the Service
+  // returns in PCTL-INPUT, and PCTL-programmed even without pod CIDRs.
+  it(`equals a full compile under kube-proxy IPVS mode (${Math.ceil(RUNS / 3)} runs)`, () => {
+    const runs = Math.ceil(RUNS / 3);
+    const result = fc.check(
+      fc.property(fc.tuple(clusterArb, modelOpBatchesArb), ([c, batches]) => check(c, batches, { proxy: { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } })),
+      { numRuns: runs, ...(SEED !== undefined ? { seed: SEED } : {}) },
+    );
+    if (result.failed) {
+      throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
+    }
+    expect(result.numRuns).toBe(runs);
+  });
+
   // The collision guard under change: every chain digest is zero, so two different chains of
   // one direction on a node always share a name; collisions appear and go as pods and policies
   // change, and the incremental compiler must still equal compile().

@@ -9,7 +9,7 @@ import type { Model } from '../../src/model/store.ts';
 import { cidrContainsIp, parseCidr } from '../../src/model/cidr.ts';
 import type { Cidr, Protocol } from '../../src/model/types.ts';
 import type { Endpoint, Flow } from '../../src/semantics/evaluate.ts';
-import { parseIpsetRestore, parseIptablesRestore, trace, type IpsetState, type Table, type TraceResult } from './tracer.ts';
+import { parseIpsetRestore, parseIptablesRestore, trace, type IpsetState, type Packet, type Table, type TraceResult } from './tracer.ts';
 
 /** What flannel (and kube-proxy) leave in a node's filter table before we arrive. */
 export const FOREIGN_FILTER = `*filter
@@ -40,10 +40,12 @@ export class Dataplane {
   readonly nodes = new Map<string, NodePlane>();
 
   private readonly cidrs: { readonly node: string; readonly cidr: Cidr }[] = [];
+  private readonly nodeIps = new Map<string, string>();
 
   constructor(model: Model, nodeNames: readonly string[], mutate?: Mutator, opts: CompileOptions = {}) {
     const base = parseIptablesRestore(FOREIGN_FILTER);
     for (const n of model.allNodes()) for (const c of n.podCIDRs) this.cidrs.push({ node: n.name, cidr: parseCidr(c) });
+    for (const n of model.allNodes()) if (n.internalIPs[0]) this.nodeIps.set(n.name, n.internalIPs[0]);
     for (const n of nodeNames) {
       const rs = compile(model, n, opts);
       let iptablesText = renderIptablesRestore(rs);
@@ -91,6 +93,59 @@ export class Dataplane {
       if (!plane) throw new Error(`no compiled plane for node ${h.node}`);
       const result = trace(plane.table, plane.ipsets, h.hook, { src, dst, protocol: l4(flow.protocol), dport: flow.port, sport: 40000 });
       traces.push({ ...h, result });
+      if (result.verdict === 'DROP') return { allowed: false, traces };
+    }
+    return { allowed: true, traces };
+  }
+
+  /**
+   * The path of a pod's connection to another pod through a Service under kube-proxy's IPVS mode
+   * (docs/design.md, "How a packet walks it"): on the client's node the packet to the VIP
+   * (`clusterIP`: an address of the Service CIDR and the Service's port; `nodePort`: the node's
+   * own address and a node port) crosses INPUT; IPVS rewrites it after filter INPUT and sends it
+   * with the client pod's source and the backend's address and target port through OUTPUT; when
+   * the backend is on another node, that node's FORWARD sees it as any pod-to-pod packet. The
+   * Service has the flow's destination pod as its one backend and the flow's port as its target
+   * port. hostNetwork pods at either end and a pod reaching itself are not modelled (IPVS's
+   * local real servers and hairpin are other paths): callers pass two distinct non-host pods.
+   */
+  traverseIpvs(flow: Flow, via: { kind: 'clusterIP'; vip: string; port: number } | { kind: 'nodePort'; port: number }): {
+    allowed: boolean;
+    traces: { node: string; hook: 'FORWARD' | 'INPUT' | 'OUTPUT'; result: TraceResult }[];
+  } {
+    if (flow.src.kind !== 'pod' || flow.dst.kind !== 'pod' || flow.src.pod.hostNetwork || flow.dst.pod.hostNetwork || flow.src.pod.uid === flow.dst.pod.uid) {
+      throw new Error('traverseIpvs: a flow between two distinct non-host pods');
+    }
+    const src = ipOf(flow.src);
+    const dst = ipOf(flow.dst);
+    const srcNode = flow.src.pod.nodeName;
+    const dstNode = flow.dst.pod.nodeName;
+    if (!srcNode || !dstNode) throw new Error('traverseIpvs: both pods need a node');
+    const protocol = l4(flow.protocol);
+    const nodeIp = this.nodeIps.get(srcNode);
+    if (via.kind === 'nodePort' && !nodeIp) throw new Error(`traverseIpvs: node ${srcNode} has no address`);
+    const hops: { node: string; hook: 'FORWARD' | 'INPUT' | 'OUTPUT'; packet: Packet }[] = [
+      { node: srcNode, hook: 'INPUT', packet: { src, dst: via.kind === 'clusterIP' ? via.vip : nodeIp!, protocol, dport: via.port, sport: 40000 } },
+      { node: srcNode, hook: 'OUTPUT', packet: { src, dst, protocol, dport: flow.port, sport: 40000 } },
+    ];
+    if (dstNode !== srcNode) hops.push({ node: dstNode, hook: 'FORWARD', packet: { src, dst, protocol, dport: flow.port, sport: 40000 } });
+    return this.run(hops);
+  }
+
+  /** A packet the node itself sends (a kubelet probe), through that node's OUTPUT. */
+  traceOutput(node: string, packet: Packet): TraceResult {
+    const plane = this.nodes.get(node);
+    if (!plane) throw new Error(`no compiled plane for node ${node}`);
+    return trace(plane.table, plane.ipsets, 'OUTPUT', packet);
+  }
+
+  private run<H extends string>(hops: readonly { node: string; hook: H; packet: Packet }[]): { allowed: boolean; traces: { node: string; hook: H; result: TraceResult }[] } {
+    const traces: { node: string; hook: H; result: TraceResult }[] = [];
+    for (const h of hops) {
+      const plane = this.nodes.get(h.node);
+      if (!plane) throw new Error(`no compiled plane for node ${h.node}`);
+      const result = trace(plane.table, plane.ipsets, h.hook as 'FORWARD' | 'INPUT' | 'OUTPUT', h.packet);
+      traces.push({ node: h.node, hook: h.hook, result });
       if (result.verdict === 'DROP') return { allowed: false, traces };
     }
     return { allowed: true, traces };
