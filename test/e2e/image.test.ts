@@ -226,6 +226,9 @@ describe.runIf(kernelTestsEnabled())('the image, run as the DaemonSet runs it', 
       }),
     );
     phase('process agents stopped, nodes cleaned by the image', t0);
+    // The stopped agents' status files are still fresh and say "applied": remove them, so that
+    // waitApplied below waits for the containers' own reports, not the processes' last ones.
+    for (const a of info.agents) rmSync(a.statusFile, { force: true });
     t0 = Date.now();
     for (const a of info.agents) {
       await startAgentContainer({

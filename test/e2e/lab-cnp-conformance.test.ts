@@ -20,6 +20,7 @@ import { openLab } from '../../src/lab/lab.ts';
 import { reachTable } from '../../src/semantics/reach.ts';
 import { CaseRunner, cellKey, listCnpCaseFiles, loadCase } from '../support/conformance.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
+import { forgetTrackedFlows } from '../support/lab-conntrack.ts';
 import { tearDownLab } from '../support/lab-teardown.ts';
 
 const started = Date.now();
@@ -52,6 +53,7 @@ describe.runIf(kernelTestsEnabled())('ClusterNetworkPolicy conformance on the re
         // One round of probes per step: every pod to every port it serves (TCP and UDP), then
         // each of the case's probes read from it.
         const pods = [...step.model.allPods()];
+        await forgetTrackedFlows(lab);
         const { results: all } = await probeLab(lab);
         for (const probe of step.probes) {
           if (probe.protocol === 'SCTP') continue; // this kernel has no SCTP; the tracer covers it

@@ -14,6 +14,7 @@ import type { LabState } from '../../src/lab/state.ts';
 import { reachTable } from '../../src/semantics/reach.ts';
 import { CaseRunner, cellKey, listCaseFiles, loadCase, standardCluster } from '../support/conformance.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
+import { forgetTrackedFlows } from '../support/lab-conntrack.ts';
 import { tearDownLab } from '../support/lab-teardown.ts';
 
 const started = Date.now();
@@ -43,6 +44,7 @@ describe.runIf(kernelTestsEnabled())('conformance on the real kernel', () => {
       for (const step of new CaseRunner(c, { cluster }).steps()) {
         writeObjects(step.objects);
         await waitApplied(lab, info, 30_000);
+        await forgetTrackedFlows(lab);
         for (const probe of step.probes) {
           if (probe.protocol === 'SCTP') continue;
           const { results } = await probeLab(lab, { port: probe.port, protocol: probe.protocol });
