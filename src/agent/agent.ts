@@ -34,6 +34,8 @@ import { BRIDGE_NF_CALL_IPTABLES, bridgeNfCallIptables, enableBridgeNfCallIptabl
 import { ReleasedAddresses, deleteOrphanFlows, revokeDenied } from './flows.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { AgentMetrics } from './metrics.ts';
+import { detectProxyMode } from '../sync/proxy-mode.ts';
+import type { PortRange, ProxyMode } from '../compiler/ruleset.ts';
 import { errorText } from '../util/error-text.ts';
 
 export interface AgentOptions {
@@ -66,6 +68,16 @@ export interface AgentOptions {
   readonly revokeEstablished?: boolean;
   /** Admin chains shared by the pods under the same Admin policies (`--shared-admin-chains`, tiers.ts). */
   readonly sharedAdminChains?: boolean;
+  /**
+   * kube-proxy's mode (`--service-proxy`): `auto` detects it (src/sync/proxy-mode.ts) at start
+   * and again at each periodic verification; default iptables, without detecting (the layout of
+   * every mode but IPVS).
+   */
+  readonly serviceProxy?: ProxyMode | 'auto';
+  /** Under IPVS: the Service ClusterIP ranges (`--service-cidr`), which pass PCTL-INPUT to be judged in PCTL-OUTPUT. */
+  readonly serviceCidrs?: readonly string[];
+  /** Under IPVS: the node port range (`--node-port-range`, default 30000-32767). */
+  readonly nodePorts?: PortRange;
   /** Not ready when the last good sync is older than this (default: 3 resync intervals plus 5 s). */
   readonly staleAfterMs?: number;
 }
@@ -97,7 +109,11 @@ const CONTAINMENT_ROUNDS = 4;
 
 export class Agent {
   readonly metrics: AgentMetrics;
-  private readonly o: Required<Omit<AgentOptions, 'statusFile' | 'metrics' | 'staleAfterMs'>> & Pick<AgentOptions, 'statusFile'> & { staleAfterMs: number };
+  private readonly o: Required<Omit<AgentOptions, 'statusFile' | 'metrics' | 'staleAfterMs' | 'nodePorts'>> & Pick<AgentOptions, 'statusFile' | 'nodePorts'> & { staleAfterMs: number };
+  /** The service proxy the node is programmed for, and how it was chosen. */
+  private proxy: { mode: ProxyMode; how: 'flag' | 'detected' | 'assumed' };
+  /** The service proxy has been logged and put in the gauge once. */
+  private reportedProxy = false;
   /** Addresses that left the model: their conntrack entries go once the sync removing them is in force. */
   private released: ReleasedAddresses | undefined;
   /** Name collisions already logged. */
@@ -142,15 +158,52 @@ export class Agent {
       podCidrs: [],
       revokeEstablished: false,
       sharedAdminChains: false,
+      serviceProxy: 'iptables',
+      serviceCidrs: [],
       ...o,
       staleAfterMs: o.staleAfterMs ?? 3 * (o.resyncMs ?? 10_000) + 5_000,
     };
-    this.containment = new Containment({ model: o.source.model, node: o.node, syncer: o.syncer, logger: o.logger, metrics: this.metrics, retryMs: this.o.quarantineRetryMs, compileOptions: this.compileOptions() });
+    this.proxy = this.o.serviceProxy === 'auto' ? { mode: 'iptables', how: 'assumed' } : { mode: this.o.serviceProxy, how: 'flag' };
+    this.containment = new Containment({ model: o.source.model, node: o.node, syncer: o.syncer, logger: o.logger, metrics: this.metrics, retryMs: this.o.quarantineRetryMs, compileOptions: () => this.compileOptions() });
   }
 
   /** What the node's Rulesets are compiled with. */
   private compileOptions(): CompileOptions {
-    return { podCidrs: this.o.podCidrs, ...(this.o.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }) };
+    return {
+      podCidrs: this.o.podCidrs,
+      ...(this.o.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }),
+      // Only IPVS changes the layout; the other modes compile exactly as without the option.
+      ...(this.proxy.mode === 'ipvs' && { proxy: { mode: 'ipvs', serviceCidrs: this.o.serviceCidrs, ...(this.o.nodePorts && { nodePorts: this.o.nodePorts }) } }),
+    };
+  }
+
+  /**
+   * With `--service-proxy auto`: read kube-proxy's traces; a new mode is logged, shown in the
+   * `policyctl_service_proxy` gauge, and the compiler starts over for it (the next sync diffs the
+   * whole Ruleset against the kernel: the OUTPUT hook comes or goes). A mode given by flag is
+   * only reported.
+   */
+  private async checkServiceProxy(): Promise<void> {
+    const before = this.proxy;
+    if (this.o.serviceProxy === 'auto') {
+      const d = await detectProxyMode(this.o.syncer.runner);
+      this.proxy = d.mode ? { mode: d.mode, how: 'detected' } : { mode: 'iptables', how: 'assumed' };
+      if (this.reportedProxy && before.mode === this.proxy.mode && before.how === this.proxy.how) return;
+      this.o.logger.info({ mode: this.proxy.mode, how: this.proxy.how, evidence: d.evidence }, d.mode ? `service proxy: kube-proxy in ${d.mode} mode` : 'service proxy: no trace of kube-proxy on this node; assuming iptables mode (detected again at each verification)');
+    } else if (!this.reportedProxy) {
+      this.o.logger.info({ mode: this.proxy.mode, how: this.proxy.how }, `service proxy: ${this.proxy.mode} mode (--service-proxy)`);
+    } else return;
+    this.reportedProxy = true;
+    if (this.proxy.mode === 'ipvs' && this.o.serviceCidrs.length === 0) {
+      this.o.logger.warn({}, 'IPVS mode without --service-cidr: a pod\'s packets to Service VIPs are judged at INPUT against the VIP, so pods with egress policies cannot reach Services by ClusterIP (node ports still work)');
+    }
+    this.metrics.serviceProxy.reset();
+    this.metrics.serviceProxy.set({ mode: this.proxy.mode, how: this.proxy.how }, 1);
+    if (before.mode !== this.proxy.mode && this.compiler) {
+      this.compiler.dispose();
+      this.compiler = undefined;
+      this.compiled = undefined;
+    }
   }
 
   async start(): Promise<void> {
@@ -164,6 +217,7 @@ export class Agent {
     await this.o.source.start();
     if (this.stopped) return; // stopped while waiting for the source: nothing to do
     await this.checkBridgeNf();
+    await this.checkServiceProxy();
     const backend = await this.o.syncer.backend();
     log.info({ backend: backend.name, reason: backend.reason }, 'iptables backend');
     await this.syncNow('initial');
@@ -233,6 +287,8 @@ export class Agent {
     const verify = kind === 'verify' || this.pendingVerify;
     this.pendingVerify = false;
     await this.checkBridgeNf();
+    // Not on every event: a verification is periodic, and kube-proxy changes mode by a restart.
+    if (verify && this.o.serviceProxy === 'auto') await this.checkServiceProxy();
     const generation = src.model.generation;
     const revision = src.revision();
     const t0 = performance.now();

@@ -35,8 +35,8 @@ export interface ContainmentOptions extends QuarantineOptions {
   readonly syncer: Syncer;
   readonly logger: Logger;
   readonly metrics: AgentMetrics;
-  /** What the Rulesets are compiled with (provenance names chains as the compiler does). */
-  readonly compileOptions?: CompileOptions;
+  /** What the Rulesets are compiled with (provenance names chains as the compiler does); a function when it can change (the detected service proxy). */
+  readonly compileOptions?: CompileOptions | (() => CompileOptions);
 }
 
 /** A quarantined object as /readyz and the status file show it. */
@@ -90,7 +90,7 @@ export class Containment {
   async contain(desired: Ruleset, err: unknown): Promise<boolean> {
     const log = this.o.logger;
     if (!(err instanceof ApplyError) || err.transient) return false;
-    const prov = new Provenance(this.o.model, this.o.node, desired, this.o.compileOptions);
+    const prov = new Provenance(this.o.model, this.o.node, desired, typeof this.o.compileOptions === 'function' ? this.o.compileOptions() : this.o.compileOptions);
     const found = new Map<string, { culprit: Culprit; rejection: Rejection }>();
     const unexplained: Rejection[] = [];
     const quarantined = (key: string) => found.has(key) || this.quarantine.has(key);

@@ -50,6 +50,12 @@ export class AgentMetrics {
   readonly sourceEvents = this.fromStats(Counter, 'policyctl_source_events_total', 'Watch events received, by resource.', 'resource', (s) => s.events);
   readonly sourceHandlerErrors = this.fromStats(Counter, 'policyctl_source_handler_errors_total', 'Exceptions caught in the source (logged; the resource is relisted).', undefined, (s) => ({ '': s.handlerErrors }));
   readonly bridgeNf = new Gauge({ name: 'policyctl_bridge_nf_call_iptables', help: 'net.bridge.bridge-nf-call-iptables as last read (1: same-node pod traffic passes iptables; 0: it bypasses every policy).', registers: [this.registry] });
+  readonly serviceProxy = new Gauge({
+    name: 'policyctl_service_proxy',
+    help: "kube-proxy's mode the node is programmed for (1 on the mode in force; ipvs adds the OUTPUT hook), and how it was chosen: flag (--service-proxy), detected (its traces on the node), assumed (no trace: iptables).",
+    labelNames: ['mode', 'how'],
+    registers: [this.registry],
+  });
   readonly nameCollisions = new Gauge({ name: 'policyctl_name_collisions', help: 'Hashed chain names that stood for two contents: their pods are isolated by a drop-all chain.', registers: [this.registry] });
   readonly addressConflicts = new Gauge({ name: 'policyctl_address_conflicts', help: 'Addresses claimed by more than one pod: each is in no allow set and gets no connection until resolved.', registers: [this.registry] });
   readonly conntrackDeleted = new Counter({

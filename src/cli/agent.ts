@@ -14,6 +14,8 @@ import type { ModelSource } from '../watchers/source.ts';
 import { CliError, EXIT, type Io } from './io.ts';
 import { tuneV8ForAgent } from './v8-tuning.ts';
 import { errorText } from '../util/error-text.ts';
+import { PROXY_MODES, type PortRange, type ProxyMode } from '../compiler/ruleset.ts';
+import { detectProxyMode } from '../sync/proxy-mode.ts';
 
 export interface AgentCliOptions {
   node?: string;
@@ -34,6 +36,10 @@ export interface AgentCliOptions {
   podCidr?: string[];
   revokeEstablished?: boolean;
   sharedAdminChains?: boolean;
+  /** kube-proxy's mode: auto (detected), iptables, nftables or ipvs. */
+  serviceProxy?: string;
+  serviceCidr?: string[];
+  nodePortRange?: string;
   setBridgeNf?: boolean;
   logLevel: string;
 }
@@ -66,6 +72,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
       throw new CliError(`--pod-cidr must be an IPv4 CIDR such as 10.244.1.0/24, got ${JSON.stringify(c)}: ${errorText(e)}`, EXIT.usage);
     }
   }
+  const proxy = serviceProxyOptions(o);
   if (o.kube && o.manifests) throw new CliError('give --kube (the cluster) or --manifests DIR, not both', EXIT.usage);
   if (!o.kube && (o.kubeconfig !== undefined || o.context !== undefined)) throw new CliError('--kubeconfig and --context need --kube', EXIT.usage);
   let source: ModelSource;
@@ -78,7 +85,15 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     // One pass: print what would be written, then exit.
     await source.start();
     const { compile } = await import('../compiler/compile.ts');
-    const r = await syncer.sync(compile(source.model, o.node, { podCidrs, ...(o.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }) }));
+    const mode = proxy.serviceProxy === 'auto' ? ((await detectProxyMode(syncer.runner)).mode ?? 'iptables') : proxy.serviceProxy;
+    io.err(`service proxy: ${mode}${proxy.serviceProxy === 'auto' ? ' (detected)' : ''}\n`);
+    const r = await syncer.sync(
+      compile(source.model, o.node, {
+        podCidrs,
+        ...(o.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }),
+        ...(mode === 'ipvs' && { proxy: { mode, serviceCidrs: proxy.serviceCidrs, nodePorts: proxy.nodePorts } }),
+      }),
+    );
     await source.stop();
     io.out(`# would write (dry run)\n# ipset restore -exist\n${r.payloads.ipsetBefore}# iptables-restore --noflush\n${r.payloads.iptables}# ipset restore -exist\n${r.payloads.ipsetAfter}# then, garbage collection: iptables-restore --noflush\n${r.payloads.gcIptables}# ipset restore -exist\n${r.payloads.gcIpset}`);
     return EXIT.ok;
@@ -94,6 +109,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     podCidrs,
     revokeEstablished: !!o.revokeEstablished,
     sharedAdminChains: !!o.sharedAdminChains,
+    ...proxy,
     setBridgeNf: !!o.setBridgeNf,
     ...(o.statusFile ? { statusFile: o.statusFile } : {}),
   });
@@ -116,6 +132,24 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   await agent.start();
   await stopped;
   return EXIT.ok;
+}
+
+/** `--service-proxy`, `--service-cidr`, `--node-port-range`, checked. */
+export function serviceProxyOptions(o: Pick<AgentCliOptions, 'serviceProxy' | 'serviceCidr' | 'nodePortRange'>): { serviceProxy: ProxyMode | 'auto'; serviceCidrs: string[]; nodePorts: PortRange } {
+  const mode = o.serviceProxy ?? 'auto';
+  if (mode !== 'auto' && !(PROXY_MODES as readonly string[]).includes(mode)) throw new CliError(`--service-proxy must be auto, ${PROXY_MODES.join(', ')}; got ${JSON.stringify(mode)}`, EXIT.usage);
+  const serviceCidrs = o.serviceCidr ?? [];
+  for (const c of serviceCidrs) {
+    try {
+      if (parseCidr(c).family !== 4) throw new Error('only IPv4 is enforced');
+    } catch (e) {
+      throw new CliError(`--service-cidr must be an IPv4 CIDR such as 10.96.0.0/12, got ${JSON.stringify(c)}: ${errorText(e)}`, EXIT.usage);
+    }
+  }
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(o.nodePortRange ?? '30000-32767');
+  const nodePorts = m ? { from: Number(m[1]), to: Number(m[2]) } : undefined;
+  if (!nodePorts || nodePorts.from < 1 || nodePorts.from > nodePorts.to || nodePorts.to > 65535) throw new CliError(`--node-port-range must be FROM-TO such as 30000-32767, got ${JSON.stringify(o.nodePortRange)}`, EXIT.usage);
+  return { serviceProxy: mode as ProxyMode | 'auto', serviceCidrs, nodePorts };
 }
 
 /**

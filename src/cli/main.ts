@@ -9,7 +9,7 @@ import type { Protocol } from '../model/types.ts';
 import { explainPod, type FlowQuery } from '../semantics/explain.ts';
 import { declaredPorts, enforceablePodsSorted, formatGrid, reachTable } from '../semantics/reach.ts';
 import { podKey } from '../semantics/evaluate.ts';
-import { runAgent } from './agent.ts';
+import { runAgent, serviceProxyOptions } from './agent.ts';
 import { labCommand } from './lab.ts';
 import { formatExplain } from './explain-text.ts';
 import { formatCsv, formatDot, formatMarkdown } from './reach-formats.ts';
@@ -133,12 +133,12 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   withSource(
     program
       .command('reach')
-      .description('Print the truth table over every ordered pair of enforceable pods (rows: clients, columns: servers; . allowed, X denied, - port not declared).')
+      .description('Print the truth table over every ordered pair of enforceable pods: a grid (rows: clients, columns: servers; . allowed, X denied, - port not declared), JSON, a Graphviz graph, CSV or a markdown table.')
       .option('--port <n>', 'port to evaluate (default: every port each destination declares)')
       .addOption(new Option('--protocol <p>', 'protocol, with --port').default('TCP'))
       .option('-n, --namespace <ns>', 'only pods of these namespaces (repeatable)', collect)
       .option('-A, --all-namespaces', 'pods of every namespace (the default without -n)')
-      .addOption(new Option('-o, --output <format>', 'output format: text (the grid), json (the contract), dot (Graphviz), csv, md (markdown table)').choices(['text', 'json', 'dot', 'csv', 'md']).default('text'))
+      .addOption(new Option('-o, --output <format>', 'output format (see Output formats below)').choices(['text', 'json', 'dot', 'csv', 'md']).default('text'))
       .addHelpText(
         'after',
         `
@@ -179,7 +179,9 @@ Examples:
       .command('compile')
       .description('Print the ipset and iptables payloads the agent would apply on a node.')
       .requiredOption('--node <name>', 'node to compile for (pods with spec.nodeName equal to it are local)')
-      .addOption(new Option('-o, --output <format>', 'output format').choices(['restore', 'json']).default('restore')),
+      .addOption(new Option('-o, --output <format>', 'output format').choices(['restore', 'json']).default('restore'))
+      .addOption(new Option('--service-proxy <mode>', "kube-proxy's mode on the node (ipvs adds PCTL-OUTPUT and its hook)").choices(['iptables', 'nftables', 'ipvs']).default('iptables'))
+      .option('--service-cidr <cidr>', 'under ipvs: the Service ClusterIP range (repeatable)', (v: string, prev: string[] = []) => [...prev, v]),
   ).action(async (o, cmd: Command) => {
     const src = await loadSource(sourceOptions(cmd), io);
     const model = src.model;
@@ -188,7 +190,8 @@ Examples:
     if (!known.has(o.node)) {
       io.err(`warning: node ${printable(o.node)} is neither a Node object nor any pod's spec.nodeName (known: ${[...known].sort().map(printable).join(', ') || 'none'})\n`);
     }
-    const rs = compile(model, o.node);
+    const proxy = serviceProxyOptions({ serviceProxy: o.serviceProxy, serviceCidr: o.serviceCidr });
+    const rs = compile(model, o.node, proxy.serviceProxy === 'ipvs' ? { proxy: { mode: 'ipvs', serviceCidrs: proxy.serviceCidrs } } : {});
     // Never expected (names carry 105 bits of SHA-256); the payload isolates the pods concerned.
     for (const c of rs.collisions ?? []) {
       io.err(`error: chain name ${c.name} stands for two different ${c.direction.toLowerCase()} chains: their pods are isolated by ${c.chain}, which allows nothing\n`);
@@ -226,6 +229,9 @@ Examples:
     .option('--pod-cidr <cidr>', "this node's pod CIDR, besides its Node's spec.podCIDRs (repeatable): new connections of its addresses that are not programmed pods are dropped", (v: string, prev: string[] = []) => [...prev, v])
     .option('--revoke-established', 'end established connections that a policy change denies (deletes their conntrack entries within a second of the change)')
     .option('--shared-admin-chains', 'one Admin ClusterNetworkPolicy chain for all the pods under the same Admin policies, followed by a second dispatch to their NetworkPolicy or Baseline chains: fewer rules and cheaper changes to Admin policies that select many pods, a few more rules per new connection')
+    .addOption(new Option('--service-proxy <mode>', "kube-proxy's mode on this node: auto reads its traces (interface kube-ipvs0 or ipset KUBE-CLUSTER-IP: ipvs) at start and at each resync; under ipvs, Service traffic is judged in OUTPUT against the backend").choices(['auto', 'iptables', 'nftables', 'ipvs']).default('auto'))
+    .option('--service-cidr <cidr>', 'under IPVS: the Service ClusterIP range (the API server\'s --service-cluster-ip-range; repeatable): packets of pods to it pass INPUT and are judged in OUTPUT against the backend', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--node-port-range <from-to>', 'under IPVS: the node port range (kube-proxy\'s); packets of pods to it pass INPUT and are judged in OUTPUT', '30000-32767')
     .option('--set-bridge-nf', 'set net.bridge.bridge-nf-call-iptables back to 1 whenever it is found at 0 (logged)')
     .option('--dry-run', 'print what would be written and exit, writing nothing')
     .option('--cleanup', 'remove every chain, jump and ipset this agent owns, and nothing else; then exit')

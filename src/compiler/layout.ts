@@ -79,7 +79,7 @@ import { LRUCache } from 'lru-cache';
 import { parseCidr } from '../model/cidr.ts';
 import type { Model } from '../model/store.ts';
 import type { PolicyType } from '../model/types.ts';
-import { PREFIX, type Action, type Chain, type Hook, type L4Protocol, type PortRange, type Rule } from './ruleset.ts';
+import { PREFIX, type Action, type Chain, type Hook, type L4Protocol, type PortRange, type ProxyMode, type Rule } from './ruleset.ts';
 
 // ---- family ----------------------------------------------------------------------------------
 
@@ -165,10 +165,6 @@ export const DISPATCH: Record<PolicyType, { readonly chain: string; readonly sid
 };
 
 // ---- service proxy ---------------------------------------------------------------------------
-
-/** kube-proxy's mode on the node: where a pod's Service traffic is rewritten. */
-export type ProxyMode = 'iptables' | 'nftables' | 'ipvs';
-export const PROXY_MODES: readonly ProxyMode[] = ['iptables', 'nftables', 'ipvs'];
 
 /** kube-proxy's default `--service-node-port-range` (the API server's). */
 export const DEFAULT_NODE_PORTS: PortRange = { from: 30000, to: 32767 };

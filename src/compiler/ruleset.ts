@@ -17,6 +17,14 @@ export const MAX_CHAIN_NAME = 28;
 /** ipset's limit on a set name. */
 export const MAX_SET_NAME = 31;
 
+/**
+ * kube-proxy's mode on a node: where a pod's Service traffic is rewritten (iptables and nftables
+ * DNAT it before FORWARD; IPVS takes it in at INPUT and sends it on through OUTPUT). Here because
+ * the sync layer detects it and the compiler lays the node out by it (layout.ts ServiceProxy).
+ */
+export type ProxyMode = 'iptables' | 'nftables' | 'ipvs';
+export const PROXY_MODES: readonly ProxyMode[] = ['iptables', 'nftables', 'ipvs'];
+
 /** A chain name that stood for more than one content (src/compiler/collisions.ts). */
 export interface NameCollision {
   readonly direction: 'Ingress' | 'Egress';
