@@ -91,6 +91,7 @@ describe('formatDot', () => {
     expect(texts).toEqual(expect.arrayContaining(['namespace "x\\"y"', '"p\\"q\\\\"', '"line\\nbreak"', 'web', '80/TCP', '53/UDP']));
     expect(svg.match(/<g id="node\d+" class="node">/g)).toHaveLength(3);
     expect(svg.match(/<g id="edge\d+" class="edge">/g)).toHaveLength(2);
+    expect(svgOf(formatDot([], []))).toContain('<svg'); // no pod: an empty graph, still a picture
   });
 });
 
