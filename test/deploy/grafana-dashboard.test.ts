@@ -125,6 +125,22 @@ describe('deploy/grafana-dashboard.json', () => {
     for (const p of queryPanels) expect(p.targets?.length, p.title).toBeGreaterThan(0);
   });
 
+  it("lays its panels out without overlap on Grafana's 24-column grid, each with an id of its own", () => {
+    const all = allPanels(dashboard.panels) as (Panel & { id: number; gridPos: { x: number; y: number; w: number; h: number } })[];
+    expect(new Set(all.map((p) => p.id)).size).toBe(all.length);
+    for (const p of all) expect(p.gridPos.x + p.gridPos.w, p.title).toBeLessThanOrEqual(24);
+    const cells = new Map<string, string>();
+    for (const p of all) {
+      for (let x = p.gridPos.x; x < p.gridPos.x + p.gridPos.w; x++) {
+        for (let y = p.gridPos.y; y < p.gridPos.y + p.gridPos.h; y++) {
+          const k = `${x},${y}`;
+          expect(cells.get(k), `${p.title} overlaps ${cells.get(k)} at ${k}`).toBeUndefined();
+          cells.set(k, p.title);
+        }
+      }
+    }
+  });
+
   it.each(exprs)('%s: parses and reads only metrics and labels the agent exports', (_where, expr) => {
     expect(problems(expr)).toEqual([]);
   });
