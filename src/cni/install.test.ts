@@ -2,11 +2,11 @@
 // copied Node, from any working directory, and an upgrade replaces the previous version.
 
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { installPlugin } from './install.ts';
+import { installPlugin, pluginJavaScript } from './install.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'pctl-cni-install-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -35,4 +35,27 @@ describe('policyctl install-cni', () => {
     expect(JSON.parse(add.stdout)).toMatchObject({ code: 11, msg: expect.stringContaining('none.sock does not exist') });
     expect(existsSync(`${wrapper}.tmp`)).toBe(false);
   }, 30_000);
+
+  it('installs the plugin as JavaScript with a warmed compile cache, so a run loads no TypeScript stripper', async () => {
+    const { wrapper, dir: installed } = await installPlugin({ binDir: dir, version: '0.2.0', linkNode: true });
+    expect(readFileSync(wrapper, 'utf8')).toContain(`NODE_COMPILE_CACHE='${installed}/cache' exec '${installed}/node' '${installed}/policyctl-cni.mjs'`);
+    expect(readdirSync(installed).sort()).toEqual(['cache', 'node', 'package.json', 'plugin.mjs', 'policyctl-cni.mjs']);
+    expect(readdirSync(join(installed, 'cache')).length).toBeGreaterThan(0);
+    const js = readFileSync(join(installed, 'plugin.mjs'), 'utf8');
+    const ts = readFileSync(join(import.meta.dirname, 'plugin.ts'), 'utf8');
+    expect(js.split('\n').length).toBe(ts.split('\n').length); // stack traces keep the source's lines
+    expect(js).not.toMatch(/\binterface\s+AgentRequest\b/);
+    // It runs with Node's TypeScript support off: nothing in it is TypeScript any more.
+    const r = await new Promise<{ code: number; stdout: string }>((resolve) => {
+      const child = execFile(join(installed, 'node'), ['--no-experimental-strip-types', join(installed, 'policyctl-cni.mjs')], { env: { CNI_COMMAND: 'VERSION' } }, (err, stdout) => resolve({ code: err ? 1 : 0, stdout }));
+      child.stdin!.end('{"cniVersion":"1.0.0"}');
+    });
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringContaining('supportedVersions') });
+  }, 30_000);
+
+  it('refuses a plugin source that imports anything but Node built-ins, naming the import', () => {
+    expect(() => pluginJavaScript("import { x } from 'node:fs';\nimport pino from 'pino';\n")).toThrow(/imports "pino"/);
+    expect(() => pluginJavaScript("const m = await import('../model/types.ts');\n")).toThrow(/imports "..\/model\/types.ts"/);
+    expect(pluginJavaScript("import { connect } from 'node:net';\nconst n: number = 1;\n")).toBe("import { connect } from 'node:net';\nconst n         = 1;\n");
+  });
 });

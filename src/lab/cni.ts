@@ -6,15 +6,13 @@
 // ADD's result.
 
 import { join } from 'node:path';
-import { run } from './exec.ts';
+import { LabError, run } from './exec.ts';
 import { CNI_BRIDGE, CNI_NETWORK_NAME, POD_IFNAME } from './names.ts';
 import { NETNS_DIR } from './exec.ts';
-import { nodeBinary } from './processes.ts';
 
 export const CNI_PATH = process.env['POLICYCTL_LAB_CNI_PATH'] ?? '/usr/lib/cni';
 /** The version of the lab's conflist (as the DaemonSet's): from 0.4.0 on, DEL gets the ADD's result. */
 export const CNI_VERSION = '1.0.0';
-const POLICYCTL_CNI = join(import.meta.dirname, '..', '..', 'bin', 'policyctl-cni.js');
 
 export interface CniConfigInput {
   podCIDR: string;
@@ -89,6 +87,8 @@ export interface CniCall {
   prevResult?: CniAddResult;
   /** DEL: go on through the remaining plugins when one fails (the lab cleaning up a failed ADD); the first error is thrown at the end. */
   force?: boolean;
+  /** Where policyctl-cni is installed (`installPlugin`); needed when the conflist chains it. */
+  binDir?: string;
   /** Called as each plugin returns (ADD: with its result), e.g. to note when the pod's network is up. */
   onPlugin?: (type: string, result: CniAddResult | undefined) => void;
 }
@@ -99,9 +99,11 @@ export interface CniAddResult {
   interfaces?: Array<{ name: string; sandbox?: string }>;
 }
 
-/** The command that runs a plugin of this type (policyctl-cni with the lab's Node 24, whatever `node` is on PATH). */
-function pluginArgv(type: string): string[] {
-  return type === 'policyctl-cni' ? [nodeBinary(), '--no-warnings', POLICYCTL_CNI] : [join(CNI_PATH, type)];
+/** The executable of a plugin type, as a runtime finds it: policyctl-cni where it was installed, the others in CNI_PATH. */
+function pluginArgv(type: string, binDir: string | undefined): string[] {
+  if (type !== 'policyctl-cni') return [join(CNI_PATH, type)];
+  if (!binDir) throw new LabError('the conflist chains policyctl-cni but the CNI call names no folder it is installed in (binDir)');
+  return [join(binDir, 'policyctl-cni')];
 }
 
 /** Runs the conflist inside the node's namespace. Returns the chain's result for ADD. */
@@ -131,7 +133,7 @@ export async function runCni(call: CniCall): Promise<CniAddResult | undefined> {
     const type = String(plugin['type']);
     const netconf = { cniVersion: call.config.cniVersion, name: call.config.name, ...plugin, ...(prev ? { prevResult: prev } : {}) };
     try {
-      const r = await run(['ip', 'netns', 'exec', call.nodeNetns, ...pluginArgv(type)], {
+      const r = await run(['ip', 'netns', 'exec', call.nodeNetns, ...pluginArgv(type, call.binDir)], {
         env,
         input: JSON.stringify(netconf),
         context: `CNI ${call.command} (${type}) for pod ${call.podNamespace}/${call.podName} (env ${envText})`,

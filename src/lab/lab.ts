@@ -39,9 +39,10 @@ import {
   switchPortName,
   validateLabName,
 } from './names.ts';
+import { installPlugin } from '../cni/install.ts';
 import { cachedResult, cniConflist, ipamDataDir, runCni, type CniCall, type CniConflist } from './cni.ts';
 import { renderNodeFilter, renderNodeNat, renderServices, serviceKey, type LabService } from './rules.ts';
-import { NODE_CACHE_DIR, SERVER_SCRIPT, scriptArgv, scriptEnv, startDaemon } from './processes.ts';
+import { NODE_CACHE_DIR, SERVER_SCRIPT, nodeBinary, scriptArgv, scriptEnv, startDaemon } from './processes.ts';
 import {
   DEFAULT_CLUSTER_CIDR,
   DEFAULT_UNDERLAY_CIDR,
@@ -205,6 +206,11 @@ export function nodeCniSocket(labDir: string, node: string): string {
   return join(labDir, 'cni', node, 'cni.sock');
 }
 
+/** The lab's CNI bin folder: policyctl-cni as install-cni installs it (bridge and host-local stay in CNI_PATH). */
+export function labCniBin(labDir: string): string {
+  return join(labDir, 'cni', 'bin');
+}
+
 /** The node's conflist: bridge, then policyctl-cni when the lab chains it (unless bypassed: a pod attached by hand). */
 function nodeCniConfig(lab: LabState, node: LabNode, bypassPolicyCni = false): CniConflist {
   const input = { podCIDR: node.podCIDR, clusterCIDR: lab.clusterCIDR, ipamDataDir: ipamDataDir(lab.dir, node.name) };
@@ -255,6 +261,7 @@ function podCniCall(lab: LabState, node: LabNode, pod: LabPod, command: 'ADD' | 
     ...(command === 'DEL' && pod.ip ? { prevResult: cachedResult(pod.ip, node.podCIDR) } : {}),
     podNamespace: pod.namespace,
     podName: pod.name,
+    binDir: labCniBin(lab.dir),
   };
 }
 
@@ -355,6 +362,9 @@ export async function createLab(spec: LabSpec, opts: LabOptions = {}): Promise<L
       await setUpSwitch(lab, underlay.prefix);
       log(`lab ${name}: nodes`);
       await Promise.all(nodes.map((n) => setUpNode(lab, n, underlay.prefix)));
+      // The plugin as install-cni installs it on a node (JavaScript, warmed cache), so that the
+      // lab's pods start through what a cluster runs.
+      if (spec.policyCni) await installPlugin({ binDir: labCniBin(dir), version: 'lab', node: nodeBinary(), linkNode: true });
       log(`lab ${name}: pods`);
       // CNI ADD one at a time per node (one cni0, one IPAM store), nodes in parallel.
       lab.pods.push(...pods);

@@ -307,7 +307,7 @@ describe.runIf(kernelTestsEnabled())('the image, run as the DaemonSet runs it', 
     // The installed plugin, run on this machine with the image's Node (the wrapper's path is
     // the one inside the init container, /opt/cni/bin, so run the files where they are here).
     const plugin = (cmd: string, conf: object, env: Record<string, string> = {}) =>
-      run(['ip', 'netns', 'exec', findNode(lab, 'n1').netns, join(binDir, 'policyctl-cni.d', version!, 'node'), join(binDir, 'policyctl-cni.d', version!, 'bin', 'policyctl-cni.js')], {
+      run(['ip', 'netns', 'exec', findNode(lab, 'n1').netns, join(binDir, 'policyctl-cni.d', version!, 'node'), join(binDir, 'policyctl-cni.d', version!, 'policyctl-cni.mjs')], {
         env: { CNI_COMMAND: cmd, CNI_IFNAME: 'eth0', CNI_PATH: binDir, ...env },
         input: JSON.stringify({ cniVersion: conflist.cniVersion, name: 'cbr0', type: 'policyctl-cni', timeoutSeconds: 10, socket: findNode(lab, 'n1').cniSocket, ...conf }),
         reject: false,
