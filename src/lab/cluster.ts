@@ -139,6 +139,8 @@ export interface UpOptions {
   readonly externalPorts?: LabSpec['externalPorts'];
   /** More `policyctl agent` flags, per node name (e.g. `{ n1: ['--revoke-established'] }`). */
   readonly agentArgs?: Readonly<Record<string, readonly string[]>>;
+  /** Services on kube-proxy IPVS mode's path (LabSpec.serviceProxy). */
+  readonly serviceProxy?: LabSpec['serviceProxy'];
 }
 
 /**
@@ -156,7 +158,7 @@ export async function labUp(o: UpOptions): Promise<{ lab: LabState; skipped: str
   if (nodes.length === 0) throw new LabError(`no nodes in ${manifests}: give Node objects with spec.podCIDR, or pods with spec.nodeName`);
   const { skipped } = labPods(model, nodes);
   const opts: LabOptions = { log };
-  const lab = await createLab({ name: o.name, nodes, pods: [], policyCni: { timeoutSeconds: o.cniTimeoutSeconds ?? 10 }, ...(o.externalPorts ? { externalPorts: o.externalPorts } : {}), ...(o.stateDir ? { stateDir: o.stateDir } : {}) }, opts);
+  const lab = await createLab({ name: o.name, nodes, pods: [], policyCni: { timeoutSeconds: o.cniTimeoutSeconds ?? 10 }, ...(o.externalPorts ? { externalPorts: o.externalPorts } : {}), ...(o.stateDir ? { stateDir: o.stateDir } : {}), ...(o.serviceProxy ? { serviceProxy: o.serviceProxy } : {}) }, opts);
   const timeoutMs = o.timeoutMs ?? 30_000;
   await mkdir(clusterDir(lab), { recursive: true });
   const source = join(clusterDir(lab), 'source');

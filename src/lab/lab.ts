@@ -41,8 +41,8 @@ import {
 } from './names.ts';
 import { installPlugin } from '../cni/install.ts';
 import { cachedResult, cniConflist, ipamDataDir, runCni, type CniCall, type CniConflist } from './cni.ts';
-import { renderNodeFilter, renderNodeNat, renderServices, serviceKey, type LabService } from './rules.ts';
-import { NODE_CACHE_DIR, SERVER_SCRIPT, nodeBinary, scriptArgv, scriptEnv, startDaemon } from './processes.ts';
+import { IPVS_CLUSTER_IP_SET, IPVS_INTERFACE, ipvsNodeLines, ipvsProxyArgs, renderIpvsMangle, renderNodeFilter, renderNodeNat, renderServices, serviceKey, type LabService } from './rules.ts';
+import { IPVS_PROXY_SCRIPT, NODE_CACHE_DIR, SERVER_SCRIPT, nodeBinary, scriptArgv, scriptEnv, startDaemon } from './processes.ts';
 import {
   DEFAULT_CLUSTER_CIDR,
   DEFAULT_UNDERLAY_CIDR,
@@ -237,6 +237,37 @@ async function setUpNode(lab: LabState, node: LabNode, prefix: number): Promise<
   await writeFile(join(lab.dir, 'cni', `${node.name}.conflist`), JSON.stringify(nodeCniConfig(lab, node), null, 2) + '\n');
   const input = { clusterCIDR: lab.clusterCIDR, podCIDR: node.podCIDR };
   await iptablesRestore(node.netns, renderNodeFilter(input) + renderNodeNat(input), `flannel/kube-proxy rules on node ${node.name}`);
+  if (lab.serviceProxy === 'ipvs') await setUpIpvsPath(node);
+}
+
+/**
+ * IPVS-path mode (rules.ts): kube-proxy's traces (kube-ipvs0, KUBE-CLUSTER-IP), the mark and
+ * policy route that bring the backends' replies to the proxy, and no ICMP redirects (the node
+ * routes between the pods of its own bridge in this mode: pvlanPods).
+ */
+async function setUpIpvsPath(node: LabNode): Promise<void> {
+  const context = `IPVS-path plumbing on node ${node.name}`;
+  await setSysctls(node.netns, { 'net.ipv4.conf.all.send_redirects': '0', 'net.ipv4.conf.default.send_redirects': '0' }, context);
+  await ipBatch(node.netns, ipvsNodeLines(), context);
+  await runInNetns(node.netns, ['ipset', 'create', IPVS_CLUSTER_IP_SET, 'hash:ip,port'], { context });
+  await iptablesRestore(node.netns, renderIpvsMangle(), context);
+}
+
+/**
+ * IPVS-path mode: the backend's replies to the proxy, addressed to the client pod's address,
+ * must reach the node's IP layer even when the backend is on the client's own bridge, where
+ * they would be switched straight to the client pod. So the bridge's pod ports are isolated
+ * and cni0 answers ARP for the pods (private VLAN proxy ARP): every packet between two pods of
+ * a node is routed by the node (crossing FORWARD once, as a bridged one does with
+ * bridge-nf-call-iptables). Run after each pod's ADD (cni0 exists from the first one).
+ */
+async function pvlanPods(lab: LabState, node: LabNode): Promise<void> {
+  if (lab.serviceProxy !== 'ipvs') return;
+  const script = [
+    'sysctl -qw net.ipv4.conf.cni0.proxy_arp_pvlan=1 net.ipv4.conf.cni0.send_redirects=0',
+    'for p in /sys/class/net/cni0/brif/*; do ip link set dev "${p##*/}" type bridge_slave isolated on; done',
+  ].join(' && ');
+  await runInNetns(node.netns, ['sh', '-c', script], { context: `isolating the pod ports of cni0 on node ${node.name}` });
 }
 
 function serverArgs(id: string, ports: readonly LabPort[]): string[] {
@@ -294,6 +325,7 @@ async function attachPod(lab: LabState, pod: LabPod, opts: AddPodOptions = {}): 
     throw new LabError(`CNI ADD for pod ${pod.key} assigned ${address}, not the requested ${pod.ip}`);
   }
   pod.ip = address;
+  await pvlanPods(lab, node);
 }
 
 async function startPodServer(lab: LabState, pod: LabPod): Promise<void> {
@@ -308,8 +340,43 @@ async function startPodServer(lab: LabState, pod: LabPod): Promise<void> {
 }
 
 async function applyServices(lab: LabState, removed: readonly LabService[] = []): Promise<void> {
+  if (lab.serviceProxy === 'ipvs') {
+    await Promise.all(lab.nodes.map((n) => applyIpvsServices(lab, n, removed)));
+    return;
+  }
   const text = renderServices(lab.services, lab.clusterCIDR, removed);
   await Promise.all(lab.nodes.map((n) => iptablesRestore(n.netns, text, `services on node ${n.name}`)));
+}
+
+/**
+ * IPVS-path mode: the VIPs on kube-ipvs0 and in KUBE-CLUSTER-IP, as kube-proxy keeps them, and
+ * the node's proxy restarted with the current Services (none: stopped).
+ */
+async function applyIpvsServices(lab: LabState, node: LabNode, removed: readonly LabService[]): Promise<void> {
+  const context = `IPVS-path services on node ${node.name}`;
+  const udp = lab.services.find((s) => s.protocol !== 'TCP');
+  if (udp) throw new LabError(`lab ${lab.name} reproduces IPVS's path for TCP only; service ${serviceKey(udp)} is not`);
+  if (node.ipvsProxyPid) {
+    await killPids([node.ipvsProxyPid]);
+    delete node.ipvsProxyPid;
+  }
+  const live = new Set(lab.services.map((s) => s.clusterIP));
+  const lines: string[] = [];
+  for (const s of removed) {
+    await runInNetns(node.netns, ['ipset', 'del', '-exist', IPVS_CLUSTER_IP_SET, `${s.clusterIP},tcp:${s.port}`], { context });
+    if (!live.has(s.clusterIP)) lines.push(`addr del ${s.clusterIP}/32 dev ${IPVS_INTERFACE}`);
+  }
+  for (const s of lab.services) {
+    await runInNetns(node.netns, ['ipset', 'add', '-exist', IPVS_CLUSTER_IP_SET, `${s.clusterIP},tcp:${s.port}`], { context });
+    lines.push(`addr replace ${s.clusterIP}/32 dev ${IPVS_INTERFACE}`);
+  }
+  if (lines.length > 0) await ipBatch(node.netns, [...new Set(lines)], context);
+  if (lab.services.length === 0) return;
+  node.ipvsProxyPid = await startDaemon({
+    argv: ['ip', 'netns', 'exec', node.netns, 'python3', IPVS_PROXY_SCRIPT, ...ipvsProxyArgs(lab.services)],
+    logFile: logFile(lab, `ipvs-proxy-${node.name}`),
+    context: `starting the IPVS-path proxy on node ${node.name}`,
+  });
 }
 
 /**
@@ -336,6 +403,7 @@ export async function createLab(spec: LabSpec, opts: LabOptions = {}): Promise<L
     pods: [],
     services: [],
     ...(spec.policyCni ? { cniTimeoutSeconds: spec.policyCni.timeoutSeconds ?? 10 } : {}),
+    ...(spec.serviceProxy === 'ipvs' ? { serviceProxy: 'ipvs' as const } : {}),
   };
   if (spec.policyCni) for (const n of nodes) n.cniSocket = nodeCniSocket(dir, n.name);
   // Validate every pod and service before touching the kernel.

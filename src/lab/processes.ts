@@ -12,6 +12,8 @@ import { formatCommand, LabError } from './exec.ts';
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const SERVER_SCRIPT = join(HERE, 'server.ts');
 export const PROBER_SCRIPT = join(HERE, 'prober.ts');
+/** IPVS-path mode's transparent proxy (Python: IP_TRANSPARENT needs setsockopt, which Node lacks). */
+export const IPVS_PROXY_SCRIPT = join(HERE, 'ipvs-proxy.py');
 
 function runsTypeScript(version: string): boolean {
   const [major = 0, minor = 0] = version.split('.').map(Number);

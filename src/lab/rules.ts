@@ -132,3 +132,42 @@ export function renderServices(
   lines.push('COMMIT', '');
   return lines.join('\n');
 }
+
+// ---- IPVS-path mode (issue 13) ---------------------------------------------------------------
+//
+// kube-proxy's IPVS mode cannot run here (no ip_vs), so a lab built with `serviceProxy: 'ipvs'`
+// reproduces its netfilter path instead: no DNAT; every VIP is an address of `kube-ipvs0` (left
+// down, as kube-proxy leaves its dummy interface; a bridge here, as this kernel has no dummy
+// driver), listed in the ipset KUBE-CLUSTER-IP (kube-proxy's traces, which the agents detect);
+// a transparent proxy (ipvs-proxy.py) accepts on the VIPs and connects to the backends with the
+// client pod's address. The rules below bring the backends' replies back to it.
+
+/** The lab proxy's reply mark: clear of kube-proxy's 0x4000 and 0x8000; policyctl uses none. */
+export const IPVS_PROXY_MARK = '0x200/0x200';
+/** The routing table that delivers marked replies locally. */
+export const IPVS_PROXY_TABLE = 100;
+export const IPVS_INTERFACE = 'kube-ipvs0';
+export const IPVS_CLUSTER_IP_SET = 'KUBE-CLUSTER-IP';
+
+/**
+ * mangle: a packet for a socket that uses a foreign address (the proxy's connection to a
+ * backend, bound to the client pod's address) is marked, so the policy route delivers it locally
+ * instead of forwarding it to the client pod.
+ */
+export function renderIpvsMangle(): string {
+  return ['*mangle', `-A PREROUTING -p tcp -m socket --transparent -m comment --comment ${q('lab ipvs-proxy: replies to the proxy')} -j MARK --set-xmark ${IPVS_PROXY_MARK}`, 'COMMIT', ''].join('\n');
+}
+
+/** `ip -batch` lines of a node's IPVS-path plumbing: the VIP interface and the reply route. */
+export function ipvsNodeLines(): string[] {
+  return [
+    `link add ${IPVS_INTERFACE} type bridge`,
+    `rule add fwmark ${IPVS_PROXY_MARK} lookup ${IPVS_PROXY_TABLE}`,
+    `route add local 0.0.0.0/0 dev lo table ${IPVS_PROXY_TABLE}`,
+  ];
+}
+
+/** The proxy's `--map VIP:PORT=BACKEND:PORT` arguments for these services (TCP only). */
+export function ipvsProxyArgs(services: readonly LabService[]): string[] {
+  return services.flatMap((s) => ['--map', `${s.clusterIP}:${s.port}=${s.backend.ip}:${s.backend.port}`]);
+}

@@ -61,6 +61,11 @@ export interface LabSpec {
    * pod can be added there.
    */
   policyCni?: { timeoutSeconds?: number };
+  /**
+   * How Services are proxied: `iptables` (default: kube-proxy iptables-mode DNAT) or `ipvs`
+   * (kube-proxy IPVS mode's netfilter path, reproduced without ip_vs: src/lab/rules.ts).
+   */
+  serviceProxy?: 'iptables' | 'ipvs';
 }
 
 export interface LabServiceSpec {

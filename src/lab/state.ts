@@ -35,6 +35,8 @@ export interface LabNode {
   netns: string;
   /** The node agent's CNI socket, when the node's conflist chains policyctl-cni after bridge. */
   cniSocket?: string;
+  /** IPVS-path mode: pid of the node's transparent proxy (ipvs-proxy.py), while it serves a Service. */
+  ipvsProxyPid?: number;
 }
 
 export interface LabPod {
@@ -80,6 +82,11 @@ export interface LabState {
   services: LabService[];
   /** policyctl-cni's timeoutSeconds in the nodes' conflists (nodes with a cniSocket). */
   cniTimeoutSeconds?: number;
+  /**
+   * `ipvs`: Services take kube-proxy IPVS mode's netfilter path (VIPs on kube-ipvs0, a
+   * transparent proxy, src/lab/ipvs-proxy.py) instead of iptables-mode DNAT (absent).
+   */
+  serviceProxy?: 'ipvs';
 }
 
 export async function saveState(state: LabState): Promise<void> {
