@@ -13,7 +13,7 @@ import pino from 'pino';
 import { Agent } from '../src/agent/agent.ts';
 import { CniServer } from '../src/agent/cni-server.ts';
 import { NFT } from '../src/sync/backend.ts';
-import { processRunner } from '../src/sync/runner.ts';
+import { sessionRunner } from '../src/sync/ipset-session.ts';
 import { Syncer } from '../src/sync/syncer.ts';
 import type { ModelSource } from '../src/watchers/source.ts';
 import { generateCluster, nodeIp } from './synthetic.ts';
@@ -52,7 +52,7 @@ const source: ModelSource = {
 };
 // Info on stderr: the CNI server's line per ADD and DEL carries the agent's own share ("ms").
 const logger = pino({ level: 'info' }, pino.destination(2));
-const runner = processRunner();
+const runner = sessionRunner(); // as policyctl agent runs: small set payloads through one ipset session
 const agent = new Agent({ node: CNI_NODE, source, syncer: new Syncer({ runner, backend: { ...NFT, reason: 'bench' } }), logger });
 const server = new CniServer({ socketPath: values.socket!, node: CNI_NODE, source, agent, runner, logger });
 await server.listen();
@@ -60,5 +60,8 @@ await agent.start();
 const ready: CniChildReady = { socket: values.socket!, pods: pending.map((p) => ({ namespace: p.namespace, name: p.name })), freeIps, startMs: performance.now() - t0 };
 process.stdout.write(JSON.stringify(ready) + '\n');
 createInterface({ input: process.stdin }).on('close', () => {
-  void Promise.all([server.close(), agent.stop()]).then(() => process.exit(0));
+  void Promise.all([server.close(), agent.stop()]).then(() => {
+    runner.close();
+    process.exit(0);
+  });
 });

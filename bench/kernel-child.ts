@@ -13,7 +13,8 @@
 // the Syncer; then `per-kind` events of each kind (bench/events.ts), shuffled, each timed from
 // the model change until the kernel write returns:
 // - delta: IncrementalCompiler.ruleset() + delta(), Syncer.syncDelta() (plan from the delta,
-//   known state patched, dependency-ordered restore calls). This is the agent's path.
+//   known state patched, dependency-ordered restore calls), through the agent's runner (small
+//   set payloads answered by its long-lived ipset session). This is the agent's path.
 // - rewrite: the same incremental compile, then the whole Ruleset written again: every set
 //   created if missing, flushed and refilled (`ipset restore`), every chain flushed and
 //   rewritten (`iptables-restore --noflush`), chains and sets that went deleted and destroyed.
@@ -26,6 +27,7 @@ import { renderChainBody, renderSetCreate, renderSetMember } from '../src/sync/r
 import type { Ruleset } from '../src/compiler/ruleset.ts';
 import { NFT } from '../src/sync/backend.ts';
 import { isEmpty } from '../src/sync/plan.ts';
+import { sessionRunner } from '../src/sync/ipset-session.ts';
 import { mustRun, processRunner, type Runner } from '../src/sync/runner.ts';
 import { Syncer } from '../src/sync/syncer.ts';
 import { addClusterPolicies } from './cnps.ts';
@@ -64,18 +66,20 @@ export interface KernelChildResult {
 }
 
 /** A runner that keeps each call's duration. */
+/** Times each call; `process` is false for the calls the ipset session answered (no process started). */
 class TimedRunner implements Runner {
-  calls: { cmd: string; ms: number }[] = [];
-  private readonly inner: Runner;
-  constructor(inner: Runner) {
+  calls: { cmd: string; ms: number; process: boolean }[] = [];
+  private readonly inner: ReturnType<typeof sessionRunner>;
+  constructor(inner: ReturnType<typeof sessionRunner>) {
     this.inner = inner;
   }
   async run(cmd: string, args: readonly string[], opts?: { input?: string }) {
     const t0 = performance.now();
+    const served = this.inner.session.calls;
     try {
       return await this.inner.run(cmd, args, opts);
     } finally {
-      this.calls.push({ cmd, ms: performance.now() - t0 });
+      this.calls.push({ cmd, ms: performance.now() - t0, process: this.inner.session.calls === served });
     }
   }
 }
@@ -120,7 +124,9 @@ async function main(): Promise<void> {
   const model = c.model;
   const opts: CompileOptions = values['shared-admin-chains'] ? { tiers: { continuation: { Admin: 'dispatch' } } } : {};
   const ic = new IncrementalCompiler(model, KERNEL_NODE, opts);
-  const timed = new TimedRunner(processRunner());
+  // The agent's runner: small set payloads through its long-lived ipset session.
+  const session = sessionRunner();
+  const timed = new TimedRunner(session);
   const syncer = new Syncer({ runner: timed, backend: { ...NFT, reason: 'bench' } });
 
   // Cold apply by the Syncer (reads the empty kernel, writes everything).
@@ -158,7 +164,7 @@ async function main(): Promise<void> {
     from = rs;
     const ipt = timed.calls.filter((x) => x.cmd.endsWith('-restore'));
     const processMs = timed.calls.reduce((n, x) => n + x.ms, 0);
-    const processes = timed.calls.length;
+    const processes = timed.calls.filter((x) => x.process).length;
     // The agent collects the garbage (stale rules, chains, sets) right after each sync.
     const t3 = performance.now();
     if (mode === 'delta') await syncer.collectGarbage();
@@ -186,6 +192,7 @@ async function main(): Promise<void> {
     samples.push(await step(kind));
   }
 
+  session.close();
   // The kernel now must hold exactly what a full compile wants.
   const check = await new Syncer({ runner: processRunner(), backend: { ...NFT, reason: 'bench' }, dryRun: true }).verify(compile(model, KERNEL_NODE, opts));
   const p = check.plan;

@@ -271,7 +271,7 @@ export const kernelPart: BenchPart = {
             rows,
             notes: [
               'p50/p99/max: model change + IncrementalCompiler.ruleset()/delta() + Syncer.syncDelta() (plan from the delta, restore calls, known state patched), until it returns.',
-              'compile p99: model change + ruleset() + delta(); processes p99: time inside the ipset / iptables-restore processes (spawn included); processes: mean number of them per event;',
+              'compile p99: model change + ruleset() + delta(); processes p99: time in the ipset / iptables-restore calls (spawn included; small set payloads go to the agent\'s long-lived ipset session); processes: mean number of processes started per event;',
               '  iptables ms: mean time in iptables-nft-restore per event (0 when no rule changes); rules / set entries: mean rules written and set entries added, deleted or created per event.',
               `rewrite p50/p99: the same events (${rewritePerKind} per kind) with the whole Ruleset written again per event (every set flushed and refilled, every chain rewritten; the incremental compile included, a full compile would add part 2's full-compile time).`,
               'gc p99: the garbage collection after the event (stale rules of dispatch chains, chains and sets no longer wanted deleted), run right after the sync as the agent does; not in p50/p99/max.',

@@ -6,6 +6,7 @@ import { CniServer } from '../agent/cni-server.ts';
 import { parseCidr } from '../model/cidr.ts';
 import { serveHealth } from '../agent/health.ts';
 import { Syncer } from '../sync/syncer.ts';
+import { sessionRunner } from '../sync/ipset-session.ts';
 import { processRunner } from '../sync/runner.ts';
 import { FileSource } from '../watchers/files.ts';
 import { loadKubeConfig } from '../watchers/kube-client.ts';
@@ -100,10 +101,13 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   }
 
   tuneV8ForAgent(); // the long-running agent only (not --dry-run, --cleanup)
+  // The running agent writes small set payloads through one long-lived ipset process (most
+  // events then start no process at all); see src/sync/ipset-session.ts.
+  const runner = sessionRunner();
   const agent = new Agent({
     node: o.node,
     source,
-    syncer,
+    syncer: new Syncer({ runner }),
     logger,
     resyncMs,
     podCidrs,
@@ -122,6 +126,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     const stop = (sig: string) => {
       logger.info({ signal: sig }, 'stopping; rules stay in place so pods stay isolated (run `policyctl agent --cleanup` to remove them)');
       void Promise.all([cni?.close(), agent.stop()]).then(() => {
+        runner.close();
         server?.close();
         resolve();
       });
