@@ -98,6 +98,8 @@ export interface AgentStatus {
   readonly updatedAt: string;
   /** The agent's resync interval: its status is rewritten at least this often while it runs. */
   readonly resyncMs: number;
+  /** kube-proxy's mode the node is programmed for, and how it was chosen (`--service-proxy`). */
+  readonly serviceProxy: { readonly mode: ProxyMode; readonly how: 'flag' | 'detected' | 'assumed' };
 }
 
 /**
@@ -538,6 +540,7 @@ export class Agent {
       syncs: this.syncCount,
       updatedAt: new Date().toISOString(),
       resyncMs: this.o.resyncMs,
+      serviceProxy: { ...this.proxy },
     };
   }
 

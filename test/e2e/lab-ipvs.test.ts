@@ -113,6 +113,8 @@ describe.runIf(kernelTestsEnabled())('Services under kube-proxy IPVS mode on the
       expect((await execInNode(lab, n.name, ['iptables', '-S', 'PCTL-INPUT'])).stdout).toContain(`-d ${SERVICE_CIDR}`);
       const log = readFileSync(info.agents.find((a) => a.node === n.name)!.logFile, 'utf8');
       expect(log).toContain('kube-proxy in ipvs mode');
+      const status = JSON.parse(readFileSync(info.agents.find((a) => a.node === n.name)!.statusFile, 'utf8')) as { serviceProxy?: unknown };
+      expect(status.serviceProxy).toEqual({ mode: 'ipvs', how: 'detected' });
     }
   });
 
