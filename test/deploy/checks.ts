@@ -75,6 +75,7 @@ export interface Container {
   securityContext?: {
     privileged?: boolean;
     allowPrivilegeEscalation?: boolean;
+    readOnlyRootFilesystem?: boolean;
     capabilities?: { add?: string[]; drop?: string[] };
   };
   volumeMounts?: VolumeMount[];
@@ -488,6 +489,9 @@ export function checkAgentContainer(objects: K8sObject[], imageEntrypoint: strin
   for (const cap of ['NET_ADMIN', 'NET_RAW']) if (!add.includes(cap)) problems.push(`policyctl container lacks capability ${cap}: add is ${JSON.stringify(add)}`);
   const extra = add.filter((cap) => cap !== 'NET_ADMIN' && cap !== 'NET_RAW');
   if (extra.length > 0) problems.push(`policyctl container adds capabilities beyond NET_ADMIN and NET_RAW: ${JSON.stringify(extra)}`);
+  // The image test (test/e2e/image.test.ts) runs it that way, so the manifest can promise it.
+  if (sc.readOnlyRootFilesystem !== true) problems.push(`policyctl container must set readOnlyRootFilesystem: true, got ${JSON.stringify(sc.readOnlyRootFilesystem)}`);
+  if (sc.allowPrivilegeEscalation !== false) problems.push(`policyctl container must set allowPrivilegeEscalation: false, got ${JSON.stringify(sc.allowPrivilegeEscalation)}`);
 
   problems.push(...checkHostPathMount(spec, c, '/run/xtables.lock', { readOnly: false, type: 'FileOrCreate' }));
   problems.push(...checkHostPathMount(spec, c, '/lib/modules', { readOnly: true }));

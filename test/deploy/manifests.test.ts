@@ -218,6 +218,8 @@ const mutations: Mutation[] = [
   // agent
   { name: 'NET_RAW dropped', check: 'agent', mutate: (m) => void (agent(m).securityContext!.capabilities!.add = ['NET_ADMIN']), expect: /lacks capability NET_RAW/ },
   { name: 'privileged', check: 'agent', mutate: (m) => void (agent(m).securityContext!.privileged = true), expect: /must not be privileged/ },
+  { name: 'writable root filesystem', check: 'agent', mutate: (m) => void delete agent(m).securityContext!.readOnlyRootFilesystem, expect: /must set readOnlyRootFilesystem: true, got undefined/ },
+  { name: 'privilege escalation allowed', check: 'agent', mutate: (m) => void (agent(m).securityContext!.allowPrivilegeEscalation = true), expect: /must set allowPrivilegeEscalation: false, got true/ },
   { name: 'SYS_ADMIN added', check: 'agent', mutate: (m) => void agent(m).securityContext!.capabilities!.add!.push('SYS_ADMIN'), expect: /beyond NET_ADMIN and NET_RAW: \["SYS_ADMIN"\]/ },
   { name: '/lib/modules writable', check: 'agent', mutate: (m) => void (mount(agent(m), '/lib/modules').readOnly = false), expect: /must mount \/lib\/modules read-only/ },
   { name: 'the xtables lock as a directory', check: 'agent', mutate: (m) => void (pod(m).volumes!.find((v) => v.name === 'xtables-lock')!.hostPath!.type = 'DirectoryOrCreate'), expect: /must have type FileOrCreate/ },

@@ -84,9 +84,10 @@ export function loadDeployment(): Deployment {
 }
 
 /**
- * podman flags for a container's securityContext: capabilities as given, never privileged,
- * no-new-privileges when allowPrivilegeEscalation is false; and always a read-only root
- * filesystem without podman's extra tmpfs mounts (as Kubernetes' readOnlyRootFilesystem).
+ * podman flags for a container's securityContext, as the kubelet would run it: capabilities as
+ * given (all dropped when the manifest drops none: the test runs with less, never more), never
+ * privileged, no-new-privileges when allowPrivilegeEscalation is false, and a read-only root
+ * filesystem without podman's extra tmpfs mounts when readOnlyRootFilesystem is true.
  */
 export function securityFlags(c: Container): string[] {
   const sc = c.securityContext ?? {};
@@ -95,8 +96,7 @@ export function securityFlags(c: Container): string[] {
     ...(sc.capabilities?.drop ?? ['ALL']).flatMap((cap) => ['--cap-drop', cap]),
     ...(sc.capabilities?.add ?? []).flatMap((cap) => ['--cap-add', cap]),
     ...(sc.allowPrivilegeEscalation === false ? ['--security-opt', 'no-new-privileges'] : []),
-    '--read-only',
-    '--read-only-tmpfs=false',
+    ...(sc.readOnlyRootFilesystem === true ? ['--read-only', '--read-only-tmpfs=false'] : []),
   ];
 }
 
