@@ -12,7 +12,8 @@
 // traffic at the backend): backends whose ingress denies the client are closed through the
 // ClusterIP on the same node and on another node, clients whose egress allows the backends
 // reach them, clients whose egress denies them do not; and the node's own traffic to its pods
-// (kubelet's probes) still passes OUTPUT. A control run with the agents forced to iptables mode
+// (kubelet's probes) still passes OUTPUT, and direct pod-to-pod traffic keeps reach's verdict
+// (FORWARD is unchanged; this mode routes same-node pod traffic through the node). A control run with the agents forced to iptables mode
 // shows the lab path really bypasses FORWARD: there the same table is wrong both ways.
 // What it cannot prove: anything about IPVS itself (its scheduling, connection table, conntrack
 // handling, UDP); the proxy completes the client's handshake itself, so a cell counts as open
@@ -26,11 +27,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labUp, loadFolder, readClusterInfo, startAgent, waitApplied, type ClusterInfo } from '../../src/lab/cluster.ts';
 import { killPids, netnsPids } from '../../src/lab/exec.ts';
 import { addService, execInNode, openLab } from '../../src/lab/lab.ts';
-import { probeMany, type ProbeRequest, type ProbeResult } from '../../src/lab/probe.ts';
+import { probeAllPairs, probeMany, type ProbeRequest, type ProbeResult } from '../../src/lab/probe.ts';
 import type { LabState } from '../../src/lab/state.ts';
 import type { Model } from '../../src/model/store.ts';
 import { isEnforceable, type PodRecord } from '../../src/model/types.ts';
 import { allowed, podKey, type Verdict } from '../../src/semantics/evaluate.ts';
+import { reachTable } from '../../src/semantics/reach.ts';
+import { compareWithModel } from '../../src/cli/lab.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
 import { tearDownLab } from '../support/lab-teardown.ts';
 import { until } from '../support/until.ts';
@@ -141,6 +144,14 @@ describe.runIf(kernelTestsEnabled())('Services under kube-proxy IPVS mode on the
     }
     const results = await probeMany(lab, reqs, { timeoutMs: TIMEOUT_MS });
     expect(results.filter((r) => !r.allowed || !r.server).map((r) => `${JSON.stringify(r.from)} -> ${r.to.ip}:${r.to.port}`)).toEqual([]);
+  }, 60_000);
+
+  it('direct pod-to-pod traffic (FORWARD; between pods of one node routed by it in this mode) still gets reach verdict', async () => {
+    const byIp = new Map(lab.pods.map((p) => [p.ip, p.key]));
+    const results = await probeAllPairs(lab, { timeoutMs: TIMEOUT_MS });
+    const kernel = results.map((r) => ({ from: r.from as string, to: byIp.get(r.to.ip)!, port: r.to.port, protocol: r.to.protocol, allowed: r.allowed }));
+    expect(kernel.length).toBeGreaterThan(0);
+    expect(compareWithModel(kernel, reachTable(model))).toEqual([]);
   }, 60_000);
 
   it('control: with the agents forced to iptables mode, the same table is wrong both ways (the lab path bypasses FORWARD)', async () => {
