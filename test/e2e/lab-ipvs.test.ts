@@ -11,10 +11,11 @@
 // verdict `policyctl reach` gives for the client and the backend pod (which judges Service
 // traffic at the backend): backends whose ingress denies the client are closed through the
 // ClusterIP on the same node and on another node, clients whose egress allows the backends
-// reach them, clients whose egress denies them do not; and the node's own traffic to its pods
-// (kubelet's probes) still passes OUTPUT, and direct pod-to-pod traffic keeps reach's verdict
-// (FORWARD is unchanged; this mode routes same-node pod traffic through the node). A control run with the agents forced to iptables mode
-// shows the lab path really bypasses FORWARD: there the same table is wrong both ways.
+// reach them, clients whose egress denies them do not; the node's own traffic to its pods
+// (kubelet's probes) still passes OUTPUT; direct pod-to-pod traffic keeps reach's verdict
+// (FORWARD is unchanged; this mode routes same-node pod traffic through the node). A control
+// run with the agents forced to iptables mode shows the lab path really bypasses FORWARD:
+// there the same table is wrong both ways.
 // What it cannot prove: anything about IPVS itself (its scheduling, connection table, conntrack
 // handling, UDP); the proxy completes the client's handshake itself, so a cell counts as open
 // only when the backend's greeting comes back through it; hairpin (a pod through its own
