@@ -104,4 +104,27 @@ describe.runIf(kernelTestsEnabled())('detecting kube-proxy on the real kernel', 
     net.sh('ip link del kube-ipvs0');
     await until(() => !hooked() && !net.sh('iptables-save -t filter').includes('PCTL-OUTPUT'), 'the OUTPUT hook and chain gone', 10_000);
   });
+
+  it('--service-proxy ipvs programs the OUTPUT hook without any trace, and --cleanup removes it with the rest (own-only-ours)', async () => {
+    const syncer = new Syncer({ runner: net.runner, backend: { ...NFT, reason: 'test' } });
+    agent = new Agent({
+      node: 'n1',
+      source: new FileSource({ dir, pollMs: 200, settleMs: 20 }),
+      syncer,
+      logger: pino({ level: 'silent' }),
+      bridgeNfPath: join(dir, '.bridge-nf'),
+      serviceProxy: 'ipvs',
+      serviceCidrs: ['10.96.0.0/12'],
+    });
+    await agent.start();
+    expect(net.sh('iptables -S OUTPUT').split('\n')[1]).toContain('-j PCTL-OUTPUT');
+    expect(agent.status().serviceProxy).toEqual({ mode: 'ipvs', how: 'flag' });
+    await agent.stop();
+    agent = undefined;
+    const before = net.sh('iptables-save -t filter').split('\n').filter((l) => l.startsWith('-A') && !l.includes('PCTL'));
+    await syncer.cleanup();
+    const after = net.sh('iptables-save -t filter');
+    expect(after).not.toContain('PCTL');
+    expect(after.split('\n').filter((l) => l.startsWith('-A'))).toEqual(before);
+  });
 });
