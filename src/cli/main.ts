@@ -197,7 +197,11 @@ Examples:
       io.err(`error: chain name ${c.name} stands for two different ${c.direction.toLowerCase()} chains: their pods are isolated by ${c.chain}, which allows nothing\n`);
     }
     if (o.output === 'json') io.out(jsonOut(rs));
-    else io.out(`# ipset restore payload\n${renderIpsetRestore(rs.sets)}\n# iptables-restore --noflush payload\n${renderIptablesRestore(rs)}`);
+    else {
+      // Under IPVS the layout differs (PCTL-OUTPUT and its hook): say which layout this is.
+      if (proxy.serviceProxy === 'ipvs') io.out(`# kube-proxy IPVS mode: Service CIDRs ${proxy.serviceCidrs.join(', ') || 'none (VIPs judged at INPUT)'}, node ports ${proxy.nodePorts.from}-${proxy.nodePorts.to}\n`);
+      io.out(`# ipset restore payload\n${renderIpsetRestore(rs.sets)}\n# iptables-restore --noflush payload\n${renderIptablesRestore(rs)}`);
+    }
     code = rs.collisions ? EXIT.failure : src.errors > 0 && o.strict ? EXIT.invalidInput : EXIT.ok;
   });
 

@@ -3,7 +3,14 @@
 
 import { describe, expect, it } from 'vitest';
 import { serviceProxyOptions } from './agent.ts';
-import { CliError, EXIT } from './io.ts';
+import { CliError, EXIT, type Io } from './io.ts';
+import { main } from './main.ts';
+
+async function run(argv: string[]): Promise<{ code: number; out: string }> {
+  let out = '';
+  const io: Io = { out: (t) => void (out += t), err: () => {}, readStdin: async () => '' };
+  return { code: await main(argv, io), out };
+}
 
 describe('serviceProxyOptions', () => {
   it('defaults to auto, no Service CIDR, the API server default node ports', () => {
@@ -35,5 +42,19 @@ describe('serviceProxyOptions', () => {
     expect(err).toBeInstanceOf(CliError);
     expect((err as Error).message).toMatch(message);
     expect((err as CliError).code).toBe(EXIT.usage);
+  });
+});
+
+describe('policyctl compile --service-proxy', () => {
+  it('ipvs: says so, hooks OUTPUT and returns the Service CIDR at INPUT; iptables (default) and nftables: neither', async () => {
+    const base = ['compile', '-f', 'examples', '--node', 'node-1'];
+    const ipvs = await run([...base, '--service-proxy', 'ipvs', '--service-cidr', '10.96.0.0/12']);
+    expect(ipvs.code).toBe(0);
+    expect(ipvs.out.split('\n')[0]).toBe('# kube-proxy IPVS mode: Service CIDRs 10.96.0.0/12, node ports 30000-32767');
+    expect(ipvs.out).toMatch(/^-I OUTPUT 1 .*-j PCTL-OUTPUT$/m);
+    expect(ipvs.out).toMatch(/^-A PCTL-INPUT -d 10\.96\.0\.0\/12 .*-j RETURN$/m);
+    const plain = await run(base);
+    expect(plain.out).not.toContain('PCTL-OUTPUT');
+    expect((await run([...base, '--service-proxy', 'nftables'])).out).toBe(plain.out);
   });
 });
