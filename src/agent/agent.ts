@@ -325,9 +325,20 @@ export class Agent {
     this.metrics.sourceHealthy.set(src.status().healthy ? 1 : 0);
     this.metrics.chains.set(desired.chains.length);
     this.metrics.setEntries.set(desired.sets.reduce((n, s) => n + s.members.length, 0));
-    if (verify && !isEmpty(res.plan) && kind !== 'initial') {
+    // Drift is measured against the Ruleset last applied, not against the plan: a verification
+    // that runs right after a model change also applies that change, which is not drift.
+    const drift = res.drift;
+    if (verify && drift && !isEmpty(drift) && kind !== 'initial') {
       this.metrics.driftRepairs.inc();
-      log.warn({ chains: res.plan.writeChains.map((c) => c.name), hooks: res.plan.insertHooks.map((h) => h.chain), sets: res.plan.createSets.length + res.plan.addMembers.length + res.plan.delMembers.length }, 'kernel drifted from what we wrote: repaired');
+      log.warn(
+        {
+          chains: drift.writeChains.map((c) => c.name),
+          hooks: drift.insertHooks.map((h) => h.chain),
+          sets: drift.createSets.length + drift.addMembers.length + drift.delMembers.length,
+          entries: [...drift.addMembers, ...drift.delMembers].slice(0, 5).map((m) => `${m.set} ${m.entry}`),
+        },
+        'kernel drifted from what we wrote: repaired',
+      );
     }
     if (res.wrote) {
       log.info({ kind, generation, revision, ms: Math.round(seconds * 1000), rules: res.counts.rules, setEntries: res.counts.setEntries, chains: res.plan.writeChains.length }, 'applied');

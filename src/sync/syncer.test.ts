@@ -90,6 +90,23 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     expect(isEmpty((await syncer.verify(desired)).plan)).toBe(true);
   });
 
+  it('reports as drift only what differs from the Ruleset last applied, not a model change the verification also applies', async () => {
+    const m = sampleCluster();
+    const first = compile(m, 'n1');
+    await syncer.sync(first);
+    const r = m.findPod('x', 'r')!;
+    m.upsert({ ...r, labels: { app: 'db' } }); // a change not yet applied when the verification runs
+    const changed = compile(m, 'n1');
+    const clean = await syncer.verify(changed);
+    expect(clean.plan.addMembers.length).toBeGreaterThan(0); // the change is applied ...
+    expect(isEmpty(clean.drift!)).toBe(true); // ... and is not drift
+    const peerSet = changed.sets.find((s) => s.name.startsWith('PCTL-p-') && s.members.length > 0)!.name;
+    net.sh(`ipset flush ${peerSet}`);
+    const drifted = await syncer.verify(changed);
+    expect(drifted.drift!.addMembers.map((c) => c.set)).toContain(peerSet);
+    expect(isEmpty((await syncer.verify(changed)).drift!)).toBe(true);
+  });
+
   it('a failed apply names the offending line, keeps isolation, and forces a re-read', async () => {
     await syncer.sync(desired);
     const before = net.sh('iptables-save -t filter | grep -c "^-A PCTL"');

@@ -48,6 +48,12 @@ export interface SyncResult {
   readonly planFrom: 'delta' | 'known' | 'kernel';
   readonly durationMs: number;
   readonly counts: { readonly rules: number; readonly setEntries: number };
+  /**
+   * On a kernel read after an apply: how the kernel differed from the Ruleset last applied
+   * (drift by someone else, or a delta plan that missed something). The plan itself also holds
+   * what changed in the model since, which is not drift.
+   */
+  readonly drift?: Plan;
 }
 
 export interface SyncerOptions {
@@ -100,10 +106,12 @@ export class Syncer {
     const t0 = performance.now();
     await this.collectGarbage();
     const read = !!opts.readKernel || !this.known;
+    const last = this.knownRuleset;
     const state = read ? await this.readKernel() : this.known!;
     // What a kernel read finds different has drifted: written whole, not edited.
     const plan = diff(desired, state, { edit: !read });
-    return this.execute(desired, plan, read ? 'kernel' : 'known', t0, () => applyMain(state, plan));
+    const drift = read && last ? (last === desired ? plan : diff(last, state, { edit: false })) : undefined;
+    return this.execute(desired, plan, read ? 'kernel' : 'known', t0, () => applyMain(state, plan), drift);
   }
 
   /**
@@ -159,13 +167,13 @@ export class Syncer {
    * transaction); then record what the kernel holds, `after()`, and keep the plan's garbage
    * collection pending. A failed apply forgets `known` instead (next sync reads).
    */
-  private async execute(desired: Ruleset, plan: Plan, planFrom: SyncResult['planFrom'], t0: number, after: () => KernelState): Promise<SyncResult> {
+  private async execute(desired: Ruleset, plan: Plan, planFrom: SyncResult['planFrom'], t0: number, after: () => KernelState, drift?: Plan): Promise<SyncResult> {
     const p = payloads(plan);
     const counts = {
       rules: countRuleLines(p.iptables),
       setEntries: plan.addMembers.length + plan.delMembers.length + [...plan.createSets, ...plan.replaceSets].reduce((n, s) => n + s.members.length, 0),
     };
-    const result = (wrote: boolean): SyncResult => ({ plan, payloads: p, wrote, readKernel: planFrom === 'kernel', planFrom, durationMs: performance.now() - t0, counts });
+    const result = (wrote: boolean): SyncResult => ({ plan, payloads: p, wrote, readKernel: planFrom === 'kernel', planFrom, durationMs: performance.now() - t0, counts, ...(drift && { drift }) });
     if (isEmpty(plan)) {
       this.remember(desired, after());
       return result(false);
