@@ -132,7 +132,7 @@ describe('Provenance', () => {
 
   it('a chain still refused once its policies are quarantined falls to the local pods dispatched to it', () => {
     const { all, prov } = pieces();
-    const denyOnly = all.find((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && p.chain.rules.length === 1 && p.chain.rules[0]!.comment.includes('isolated by app/deny'))! as { chain: Chain } & Piece;
+    const denyOnly = all.find((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && p.chain.rules.length === 2 && p.chain.rules[1]!.comment.includes('isolated by app/deny'))! as { chain: Chain } & Piece;
     // Only app/deny isolates app/db for ingress: it puts no rule in the chain.
     expect(prov.owners(denyOnly).map((c) => `${c.ref} ${c.field}`)).toEqual(['pod/app/db metadata.labels']);
     expect(prov.owners(denyOnly, undefined, (k) => k === culpritKey(db))).toEqual([]);
@@ -169,7 +169,7 @@ describe('ClusterNetworkPolicies in the quarantine and the provenance', () => {
     q.add({ kind: 'ClusterNetworkPolicy', uid: wall.uid, ref: 'clusternetworkpolicy/wall', field: 'spec.ingress[1]', value: '-A ...' }, 'refused');
     const rs = compile(m, 'n1');
     const admin = rs.chains.find((c) => c.name.startsWith('PCTL-D-'))!;
-    expect(admin.rules.map((r) => r.action.kind)).toEqual(['drop']);
+    expect(admin.rules.map((r) => r.action.kind)).toEqual(['log', 'drop']);
   });
 
   it("a rule of an Admin chain comes from its ClusterNetworkPolicy (the field names the rule)", () => {

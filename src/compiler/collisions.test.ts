@@ -62,7 +62,10 @@ describe('chain name collisions', () => {
     expect(rs.chains.map((c) => c.name)).not.toContain(ZERO_NAME);
     const q = rs.chains.find((c) => c.name === quarantineChainName(ZERO_NAME))!;
     expect(q.name).toBe('PCTL-IX-aaaaaaaaaaaaaaaaaaaa');
-    expect(q.rules).toEqual([{ match: {}, action: { kind: 'drop' }, comment: expect.stringContaining(`name collision: ${ZERO_NAME}`) }]);
+    expect(q.rules).toEqual([
+      { match: {}, action: { kind: 'log', prefix: 'PCTL I collision' }, comment: expect.stringContaining(`name collision: ${ZERO_NAME}`) },
+      { match: {}, action: { kind: 'drop' }, comment: expect.stringContaining(`name collision: ${ZERO_NAME}`) },
+    ]);
     // Both addresses are dispatched to it; the text is well-formed for the kernel.
     const dispatch = rs.sets.find((s) => s.name === 'PCTL-iX-aaaaaaaaaaaaaaaaaaaa')!;
     expect(dispatch.members.map((m) => m.entry)).toEqual([A.ips[0], B.ips[0]]);

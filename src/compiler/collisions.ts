@@ -20,6 +20,7 @@
 
 import { LRUCache } from 'lru-cache';
 import type { PolicyType } from '../model/types.ts';
+import { loggedDrop } from './drop-log.ts';
 import { CHAIN_PREFIX, MAX_CHAIN_NAME, type NameCollision, type Rule } from './ruleset.ts';
 
 export type { NameCollision };
@@ -58,17 +59,13 @@ export function quarantineChainName(name: string): string {
 
 const quarantines = new LRUCache<string, Content>({ max: 1024 });
 
-/** The quarantine chain for a colliding name: one DROP rule (shared objects, so rule ids are memoized). */
+/** The quarantine chain for a colliding name: one logged DROP (drop-log.ts) (shared objects, so rule ids are memoized). */
 export function quarantineChain(dir: PolicyType, name: string): Content {
   const qname = quarantineChainName(name);
   let c = quarantines.get(qname);
   if (!c) {
-    const rule: Rule = {
-      match: {},
-      action: { kind: 'drop' },
-      comment: `name collision: ${name} stands for different ${dir.toLowerCase()} chains; isolated, allows nothing`,
-    };
-    c = { name: qname, rules: [rule] };
+    const rules = loggedDrop({}, `name collision: ${name} stands for different ${dir.toLowerCase()} chains; isolated, allows nothing`, { kind: 'collision', dir });
+    c = { name: qname, rules };
     quarantines.set(qname, c);
   }
   return c;

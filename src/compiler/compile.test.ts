@@ -5,6 +5,7 @@ import { Model } from '../model/store.ts';
 import { compile } from './compile.ts';
 import { BUCKETS, PROGRAMMED_SET, bucketChainName, bucketOf } from './layout.ts';
 import { chunkPorts, mergeRanges } from './rules.ts';
+import { parseDropLogPrefix, policiesDigest } from './drop-log.ts';
 import { IncrementalCompiler } from './incremental.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
 import type { Ruleset } from './ruleset.ts';
@@ -147,7 +148,10 @@ describe('compile', () => {
     const m = modelOf(pod('x', 'a', {}, { ip: '10.244.1.10', node: 'n1' }), policy('x', 'bad', sel(), { ingress: [rule()], invalid: true }));
     const rs = compile(m, 'n1');
     const chain = rs.chains.find((c) => c.name.startsWith('PCTL-I-'))!;
-    expect(chain.rules.map((r) => r.action.kind)).toEqual(['drop']);
+    expect(chain.rules.map((r) => r.action.kind)).toEqual(['log', 'drop']);
+    // The log rule names the policy isolating the pod (by digest: drop-log.ts).
+    const log = chain.rules[0]!.action;
+    expect(log.kind === 'log' && parseDropLogPrefix(log.prefix)).toEqual({ kind: 'np', dir: 'Ingress', policiesDigest: policiesDigest(['x/bad']) });
   });
 
   it('stores 0.0.0.0/0 as two halves, and an except equal to a half removes it', () => {

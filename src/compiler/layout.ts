@@ -30,8 +30,9 @@
 //   goto, or by the second dispatch) holds for any number of tiers;
 // - an address family (IPv6): FAMILY (bucket of an address, the bucket match, which CIDRs
 //   apply); the renderer's table and set family (src/sync/render.ts) would follow it;
-// - a logging action: VERDICTS (e.g. deny as a goto to a chain that logs, then drops, added to
-//   TOP_CHAINS' neighbours by layoutChains).
+// - the drop log: every final drop is built by drop-log.ts loggedDrop (a rate-limited NFLOG rule
+//   with the same match right before it, its prefix naming what decided); VERDICTS.deny is the
+//   bare drop, for a caller that logs it that way.
 //
 // Why this shape (docs/design.md invariants):
 // - Allow is RETURN, never ACCEPT, so the other side's chain and other agents' rules still run;
@@ -79,6 +80,7 @@ import { LRUCache } from 'lru-cache';
 import { parseCidr } from '../model/cidr.ts';
 import type { Model } from '../model/store.ts';
 import type { PolicyType } from '../model/types.ts';
+import { loggedDrop } from './drop-log.ts';
 import { PREFIX, type Action, type Chain, type Hook, type L4Protocol, type PortRange, type ProxyMode, type Rule } from './ruleset.ts';
 
 // ---- family ----------------------------------------------------------------------------------
@@ -303,11 +305,14 @@ const EVALUATE_RULES: Record<PolicyType, Rule> = {
 
 /** The drops of unprogrammed addresses of the node's pod CIDRs, on one side of a packet. */
 function unknownDrops(cidrs: readonly string[], side: 'src' | 'dst'): Rule[] {
-  return cidrs.map((net) => ({
-    match: { ...(side === 'src' ? { srcNet: net } : { dstNet: net }), sets: [{ set: PROGRAMMED_SET, dirs: side, negate: true }] },
-    action: VERDICTS.deny,
-    comment: `${side === 'src' ? 'from' : 'to'} an address of pod CIDR ${net} that is not a programmed pod`,
-  }));
+  return cidrs.flatMap((net) =>
+    loggedDrop(
+      { ...(side === 'src' ? { srcNet: net } : { dstNet: net }), sets: [{ set: PROGRAMMED_SET, dirs: side, negate: true }] },
+      `${side === 'src' ? 'from' : 'to'} an address of pod CIDR ${net} that is not a programmed pod`,
+      // An unknown source is denied as its egress, an unknown destination as its ingress.
+      { kind: 'unknown', dir: side === 'src' ? 'Egress' : 'Ingress' },
+    ),
+  );
 }
 
 const NODE_PORT_PROTOCOLS: readonly L4Protocol[] = ['tcp', 'udp', 'sctp'];

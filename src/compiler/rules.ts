@@ -10,6 +10,7 @@ import { selectorKey } from '../model/selector.ts';
 import type { Cidr, ClusterPolicyRecord, CnpAction, CnpRule, IpBlockPeer, PodRecord, PodsPeer, PolicyRecord, PolicyRule, PolicyType, Protocol } from '../model/types.ts';
 import { dns1123SubdomainErrors } from '../model/validation.ts';
 import { hashText } from '../util/digest.ts';
+import { loggedDrop } from './drop-log.ts';
 import { FAMILY, VERDICTS } from './layout.ts';
 import { policyCommentRef, setName } from './names.ts';
 import type { Action, L4Protocol, Match, PortRange, Rule, SetMember, SetType } from './ruleset.ts';
@@ -236,8 +237,8 @@ export function networkPolicyRules(sets: SetSource, pod: PodRecord, dir: PolicyT
   for (const pol of policies) {
     (dir === 'Ingress' ? pol.ingress : pol.egress).forEach((r, i) => rules.push(...rulesFor(sets, pol, i, r, dir, pod)));
   }
-  const by = policies.map((p) => policyCommentRef(p.namespace, p.name)).join(','); // never a refused name
-  rules.push({ match: {}, action: VERDICTS.deny, comment: `default deny ${dir.toLowerCase()}: isolated by ${by}` });
+  const refs = policies.map((p) => policyCommentRef(p.namespace, p.name)); // never a refused name
+  rules.push(...loggedDrop({}, `default deny ${dir.toLowerCase()}: isolated by ${refs.join(',')}`, { kind: 'np', dir, policies: refs }));
   return rules;
 }
 
@@ -323,9 +324,14 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
     const action = cnpAction(rule.action, next);
     // No priority in the comment: a priority change that leaves the order as it was changes no rule.
     const comment = `${ref} ${cnp.tier} ${rule.action} ${dir.toLowerCase()}[${index}]`;
+    // A Deny is logged before it drops (drop-log.ts): the prefix names the tier, the rule and the policy.
+    const push = (match: Match) => {
+      if (rule.action === 'Deny') out.push(...loggedDrop(match, comment, { kind: 'cnp', dir, tier: cnp.tier, index, name: cnp.name }));
+      else out.push({ match, action, comment });
+    };
     const peers = cnpPeerMatches(sets, rule, dir);
     if (!rule.protocols) {
-      for (const p of peers) out.push({ match: p.match, action, comment });
+      for (const p of peers) push(p.match);
       return;
     }
     const numeric: PortPlan = new Map();
@@ -336,7 +342,7 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
     }
     const ports = portMatches(numeric);
     for (const p of peers) {
-      for (const pm of ports) out.push({ match: { ...p.match, ...pm }, action, comment });
+      for (const pm of ports) push({ ...p.match, ...pm });
       // destinationNamedPort resolves on the destination pod, each port with its own protocol:
       // an ip,port set of the pods' ports of that name, matched on the destination. Egress: the
       // peer's pods (a destination that is not a pod is in no such set). Ingress: the destination
@@ -344,7 +350,7 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
       // on the pod's ports (pods under the same policies share it).
       for (const name of named) {
         const set = { set: sets.namedPortSet(dir === 'Egress' ? p.pods : 'any', name, undefined), dirs: 'dst,dst' as const };
-        out.push({ match: { ...p.match, sets: dir === 'Egress' && p.pods !== 'any' ? [set] : [...(p.match.sets ?? []), set] }, action, comment });
+        push({ ...p.match, sets: dir === 'Egress' && p.pods !== 'any' ? [set] : [...(p.match.sets ?? []), set] });
       }
     }
   });
@@ -361,8 +367,8 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
 export function clusterTierRules(sets: SetSource, dir: PolicyType, cnps: readonly ClusterPolicyRecord[], next: string | undefined): Rule[] {
   const rules = cnps.flatMap((c) => clusterPolicyRules(sets, dir, c, next));
   // A rule that matches every packet (a deny-all of a policy that fails closed) ends the chain:
-  // nothing after it is reached.
-  const all = rules.findIndex((r) => Object.keys(r.match).length === 0);
+  // nothing after it is reached. A log rule goes on: it is the drop after it that ends the chain.
+  const all = rules.findIndex((r) => Object.keys(r.match).length === 0 && r.action.kind !== 'log');
   if (all >= 0) rules.length = all + 1;
   const through = VERDICTS.next(next);
   while (rules.length > 0 && sameAction(rules[rules.length - 1]!.action, through)) rules.pop();

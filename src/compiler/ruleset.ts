@@ -12,6 +12,8 @@
 export const PREFIX = 'PCTL';
 export const CHAIN_PREFIX = `${PREFIX}-`;
 export const SET_PREFIX = `${PREFIX}-`;
+/** NFLOG keeps a prefix of 64 bytes with its terminating NUL. */
+export const DROP_LOG_PREFIX_MAX = 63;
 /** iptables' limit on a chain name. */
 export const MAX_CHAIN_NAME = 28;
 /** ipset's limit on a set name. */
@@ -91,7 +93,13 @@ export type Action =
   | { readonly kind: 'drop' }
   | { readonly kind: 'jump'; readonly chain: string }
   /** `-g`: RETURN (or the end) of the target chain returns to the caller of the current chain. */
-  | { readonly kind: 'goto'; readonly chain: string };
+  | { readonly kind: 'goto'; readonly chain: string }
+  /**
+   * Non-terminating: hand the packet's headers to the node's drop log (NFLOG) with this prefix
+   * (at most DROP_LOG_PREFIX_MAX characters), rate-limited per node, and go on with the next
+   * rule. Only ever placed right before a drop with the same match (src/compiler/drop-log.ts).
+   */
+  | { readonly kind: 'log'; readonly prefix: string };
 
 export interface Rule {
   readonly match: Match;

@@ -11,6 +11,7 @@ import type { Model } from '../model/store.ts';
 import type { ClusterPolicyRecord } from '../model/types.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
 import { compile, type CompileOptions } from './compile.ts';
+import { dropLogPrefix } from './drop-log.ts';
 import { IncrementalCompiler } from './incremental.ts';
 import type { Ruleset } from './ruleset.ts';
 
@@ -81,7 +82,12 @@ describe('compiled tiers', () => {
     // Three local pods, three different next tiers (web: allow-web + deny, db: deny, other: none), one Admin chain.
     const admin = rs.chains.filter((c) => c.name.startsWith('PCTL-D-'));
     expect(admin).toHaveLength(1);
-    expect(admin[0]!.rules.map((r) => r.action)).toEqual([{ kind: 'return' }, { kind: 'drop' }, { kind: 'goto', chain: 'PCTL-INGRESS-NEXT' }]);
+    expect(admin[0]!.rules.map((r) => r.action)).toEqual([
+      { kind: 'return' },
+      { kind: 'log', prefix: dropLogPrefix({ kind: 'cnp', dir: 'Ingress', tier: 'Admin', index: 1, name: 'guard' }) },
+      { kind: 'drop' },
+      { kind: 'goto', chain: 'PCTL-INGRESS-NEXT' },
+    ]);
     expect(names(rs)).toContain('PCTL-INGRESS-NEXT');
     expect(names(rs)).not.toContain('PCTL-EGRESS-NEXT'); // no egress rules
     // Every local pod's entry is the Admin chain; web and db go on to their NetworkPolicy chains.

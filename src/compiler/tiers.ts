@@ -154,8 +154,8 @@ export const TIERS: readonly Tier[] = [
     podPorts: true,
     select: (p, dir) => p.networkPolicies().filter((np) => np.policyTypes.includes(dir)),
     rules: (sets, pod, dir, policies) => networkPolicyRules(sets, pod, dir, nps(policies)),
-    // Its allow rules, without the default deny that ends every NetworkPolicy chain.
-    policyRules: (sets, pod, dir, policy) => (policy.kind === 'NetworkPolicy' ? networkPolicyRules(sets, pod, dir, [policy]).slice(0, -1) : []),
+    // Its allow rules, without the logged default deny (two rules) that ends every NetworkPolicy chain.
+    policyRules: (sets, pod, dir, policy) => (policy.kind === 'NetworkPolicy' ? networkPolicyRules(sets, pod, dir, [policy]).slice(0, -2) : []),
   },
   // Only for pods no NetworkPolicy isolates in that direction; Pass and no match allow.
   clusterTier('Baseline', { Egress: 'F', Ingress: 'J' }, 'goto', (p, dir, earlier) => ((earlier.get('NetworkPolicy')?.length ?? 0) > 0 ? [] : withRules(p.clusterPolicies('Baseline'), dir))),

@@ -8,6 +8,15 @@
 import type { Chain, Hook, IpSet, Rule, Ruleset } from '../compiler/ruleset.ts';
 import { hashText } from '../util/digest.ts';
 
+/**
+ * The node's drop log (docs/design.md, "The drop log"): the NFLOG group our log rules send to,
+ * how many bytes of each packet they copy (the IPv4 and transport headers the agent reads), and
+ * the per-node rate limit: every log rule shares one hashlimit bucket (one name, no mode), so a
+ * flood of denied packets costs the agent at most `ratePerSecond` log records a second however
+ * many rules it crosses. Denied packets past the limit are still dropped, only not logged.
+ */
+export const DROP_LOG = { group: 1511, copyBytes: 128, ratePerSecond: 100, burst: 200, limitName: 'PCTL-drops' } as const;
+
 /** the kernel keeps 255 characters of a comment; we keep to printable ASCII without quotes. */
 export const MAX_COMMENT = 255;
 
@@ -81,6 +90,9 @@ export function renderRuleArgs(rule: Rule): string[] {
     else a.push('-m', 'multiport', '--dports', ports.join(','));
   }
   if (m.ctstate && m.ctstate.length > 0) a.push('-m', 'conntrack', '--ctstate', m.ctstate.join(','));
+  if (rule.action.kind === 'log') {
+    a.push('-m', 'hashlimit', '--hashlimit-upto', `${DROP_LOG.ratePerSecond}/sec`, '--hashlimit-burst', `${DROP_LOG.burst}`, '--hashlimit-name', DROP_LOG.limitName);
+  }
   a.push('-m', 'comment', '--comment', sanitizeComment(`${ruleId(rule)} ${rule.comment}`));
   switch (rule.action.kind) {
     case 'return':
@@ -95,6 +107,10 @@ export function renderRuleArgs(rule: Rule): string[] {
     case 'goto':
       a.push('-g', rule.action.chain);
       break;
+    case 'log':
+      if (!/^[\x20-\x7e]+$/.test(rule.action.prefix) || /["\\]/.test(rule.action.prefix)) throw new Error(`rule "${rule.comment}": log prefix "${rule.action.prefix}" is not printable ASCII without quotes`);
+      a.push('-j', 'NFLOG', '--nflog-prefix', rule.action.prefix, '--nflog-group', `${DROP_LOG.group}`, '--nflog-size', `${DROP_LOG.copyBytes}`);
+      break;
   }
   return a;
 }
@@ -103,7 +119,8 @@ export function renderRuleArgs(rule: Rule): string[] {
 export function renderRule(chain: string, rule: Rule): string {
   const args = renderRuleArgs(rule);
   const i = args.indexOf('--comment');
-  const parts = args.map((x, j) => (j === i + 1 && i >= 0 ? `"${x}"` : x));
+  const p = args.indexOf('--nflog-prefix');
+  const parts = args.map((x, j) => ((j === i + 1 && i >= 0) || (j === p + 1 && p >= 0) ? `"${x}"` : x));
   return `-A ${chain} ${parts.join(' ')}`;
 }
 

@@ -11,6 +11,7 @@ import type { ClusterPolicyRecord } from '../../src/model/types.ts';
 import { EXTERNAL_IPS, FLOW_PORTS, NODES, clusterArb, type Cluster } from '../support/arbitraries.ts';
 import { clusterPoliciesArb } from '../support/cnp-arbitraries.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
+import { dropLogMismatch } from '../support/drop-log-check.ts';
 import { formatTrace } from '../support/tracer.ts';
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 400);
@@ -51,6 +52,10 @@ function checkAgreement(c: Cluster, mutate?: Mutator, opts: CompileOptions = {})
           `(${expected.summary}) but the compiled rules ${got.allowed ? 'allow' : 'deny'} it\n${traces}\n${rules}`,
       );
     }
+    // Issue 11: the drop is logged, naming what the semantics says decided (drop-log-check.ts).
+    const last = got.traces[got.traces.length - 1];
+    const why = last && !mutate ? dropLogMismatch(expected, last.result) : undefined;
+    if (why) throw new Error(`${name(flow.src)} -> ${name(flow.dst)} ${flow.port}/${flow.protocol}: ${why}\n--- ${last!.node} ${last!.hook}\n${formatTrace(last!.result)}`);
   }
 }
 

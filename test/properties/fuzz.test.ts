@@ -151,8 +151,8 @@ const ENTRY: Record<string, RegExp> = {
   'hash:net,net': new RegExp(`^${IP}(?:/[0-9]{1,2})?,${IP}(?:/[0-9]{1,2})?$`),
 };
 const CHAIN = /^PCTL-[A-Za-z0-9-]{1,23}$/;
-/** A rule line: only our tokens; the comment printable ASCII without quote or backslash. */
-const RULE = /^-A (PCTL-[A-Za-z0-9-]{1,23}) (?:[-!A-Za-z0-9.,/:]+ )*?-m comment --comment "([ !#-[\]-~]{1,255})" -[jg] (?:RETURN|DROP|PCTL-[A-Za-z0-9-]{1,23})$/;
+/** A rule line: only our tokens; the comment and a drop log prefix printable ASCII without quote or backslash. */
+const RULE = /^-A (PCTL-[A-Za-z0-9-]{1,23}) (?:[-!A-Za-z0-9.,/:]+ )*?-m comment --comment "([ !#-[\]-~]{1,255})" (?:-[jg] (?:RETURN|DROP|PCTL-[A-Za-z0-9-]{1,23})|-j NFLOG --nflog-prefix "PCTL [EI] [ !#-[\]-~]{1,59}" --nflog-group [0-9]{1,5} --nflog-size [0-9]{1,4})$/;
 
 function checkPayload(ipset: string, iptables: string): void {
   const types = new Map<string, string>();

@@ -173,10 +173,17 @@ export type MatchClause =
   | { readonly kind: 'set'; readonly set: string; readonly dirs: readonly ('src' | 'dst')[]; readonly negate: boolean }
   | { readonly kind: 'conntrack'; readonly states: readonly string[]; readonly negate: boolean }
   | { readonly kind: 'comment'; readonly text: string; readonly givenLength: number }
-  | { readonly kind: 'mark'; readonly value: number; readonly mask: number; readonly negate: boolean };
+  | { readonly kind: 'mark'; readonly value: number; readonly mask: number; readonly negate: boolean }
+  /**
+   * A rate limit. A trace follows one packet, and a limit only decides whether a rule that
+   * goes on anyway (a log) runs, so it is taken as within its rate: it matches.
+   */
+  | { readonly kind: 'hashlimit'; readonly name: string };
 
 export type Target =
   | { readonly kind: 'ACCEPT' | 'DROP' | 'REJECT' | 'RETURN' | 'LOG' | 'MASQUERADE' }
+  /** Non-terminating: the packet goes to an NFLOG group with a prefix, evaluation continues. */
+  | { readonly kind: 'NFLOG'; readonly group: number; readonly prefix: string }
   | { readonly kind: 'jump' | 'goto'; readonly chain: string; readonly declaredBefore: boolean }
   /** xt_MARK revision 2: mark = (mark & ~mask) ^ value; every MARK option reduces to this. */
   | { readonly kind: 'MARK'; readonly value: number; readonly mask: number };
@@ -224,7 +231,10 @@ const BUILTIN_CHAINS: Record<string, readonly string[]> = {
 };
 
 /** Target names iptables resolves to an extension rather than a chain. */
-const EXTENSION_TARGETS = new Set(['ACCEPT', 'DROP', 'REJECT', 'RETURN', 'QUEUE', 'LOG', 'MARK', 'MASQUERADE']);
+const EXTENSION_TARGETS = new Set(['ACCEPT', 'DROP', 'REJECT', 'RETURN', 'QUEUE', 'LOG', 'NFLOG', 'MARK', 'MASQUERADE']);
+
+/** xt_NFLOG's prefix field: 64 bytes with the terminating NUL. */
+export const NFLOG_PREFIX_MAX = 63;
 
 /** iptables: chain names must be under XT_EXTENSION_MAXNAMELEN (29) characters. */
 export const MAX_CHAIN_NAME = 28;
@@ -339,10 +349,24 @@ const MATCH_OPTIONS: Record<string, Record<string, OptionSpec>> = {
   state: { '--state': { values: 1, invertible: true } },
   comment: { '--comment': { values: 1, invertible: false } },
   mark: { '--mark': { values: 1, invertible: true } },
+  hashlimit: {
+    '--hashlimit-upto': { values: 1, invertible: false },
+    '--hashlimit-above': { values: 1, invertible: false },
+    '--hashlimit-burst': { values: 1, invertible: false },
+    '--hashlimit-name': { values: 1, invertible: false },
+    '--hashlimit-mode': { values: 1, invertible: false },
+  },
 };
 
 const TARGET_OPTIONS: Record<string, Record<string, OptionSpec>> = {
   REJECT: { '--reject-with': { values: 1, invertible: false } },
+  NFLOG: {
+    '--nflog-group': { values: 1, invertible: false },
+    '--nflog-prefix': { values: 1, invertible: false },
+    '--nflog-size': { values: 1, invertible: false },
+    '--nflog-range': { values: 1, invertible: false },
+    '--nflog-threshold': { values: 1, invertible: false },
+  },
   LOG: {
     '--log-prefix': { values: 1, invertible: false },
     '--log-level': { values: 1, invertible: false },
@@ -685,6 +709,18 @@ function buildMatch(
       const { value, mask } = parseMarkMask(o.values[0]!, fail);
       return { kind: 'mark', value, mask: mask ?? 0xffffffff, negate: o.negate };
     }
+    case 'hashlimit': {
+      // libxt_hashlimit: a name and a rate (--hashlimit-upto or --hashlimit-above) are required.
+      const name = get('--hashlimit-name');
+      if (!name) fail('-m hashlimit needs --hashlimit-name');
+      const rate = get('--hashlimit-upto') ?? get('--hashlimit-above');
+      if (!rate) fail('-m hashlimit needs --hashlimit-upto or --hashlimit-above');
+      if (!/^[1-9][0-9]*\/(sec|second|min|minute|hour|day)$/.test(rate.values[0]!)) fail(`-m hashlimit: bad rate "${rate.values[0]}"`);
+      const burst = get('--hashlimit-burst');
+      if (burst && !/^[1-9][0-9]*$/.test(burst.values[0]!)) fail(`-m hashlimit: bad burst "${burst.values[0]}"`);
+      if (name.values[0]!.length > 31) fail(`-m hashlimit: name "${name.values[0]}" longer than 31 characters`);
+      return { kind: 'hashlimit', name: name.values[0]! };
+    }
     default:
       return fail(`unsupported match "-m ${e.name}"`);
   }
@@ -699,6 +735,14 @@ function buildTarget(name: string, isGoto: boolean, ext: Extension | undefined, 
     case 'RETURN':
     case 'LOG':
       return { kind: name };
+    case 'NFLOG': {
+      const g = ext?.seen.get('--nflog-group')?.values[0] ?? '0';
+      const group = Number(g);
+      if (!/^[0-9]+$/.test(g) || group > 65535) fail(`NFLOG: bad --nflog-group "${g}"`);
+      const prefix = ext?.seen.get('--nflog-prefix')?.values[0] ?? '';
+      if (prefix.length > NFLOG_PREFIX_MAX) fail(`NFLOG: --nflog-prefix "${prefix}" is longer than ${NFLOG_PREFIX_MAX} characters`);
+      return { kind: 'NFLOG', group, prefix };
+    }
     case 'REJECT':
       if (table.name !== 'filter') fail('REJECT is only valid in the filter table');
       return { kind: 'REJECT' };
@@ -1271,6 +1315,7 @@ function ruleMatches(r: ParsedRule, p: Packet, mark: number, ipsets: IpsetState,
         if (m.states.includes(p.ctstate ?? 'NEW') === m.negate) return false;
         break;
       case 'comment':
+      case 'hashlimit':
         break;
       case 'mark':
         if ((((mark & m.mask) >>> 0) === m.value) === m.negate) return false;
@@ -1317,7 +1362,7 @@ export interface TraceOptions {
  * - RETURN, or running off the end of a user chain, pops; popping past the built-in chain
  *   (RETURN there, or its end) applies its policy;
  * - ACCEPT / DROP / REJECT end the traversal (REJECT is reported as DROP);
- * - MARK changes the mark seen by later `-m mark` matches; LOG and target-less rules continue.
+ * - MARK changes the mark seen by later `-m mark` matches; LOG, NFLOG and target-less rules continue.
  */
 export function trace(table: Table, ipsets: IpsetState, hook: Hook, packet: Packet, opts: TraceOptions = {}): TraceResult {
   const tableName = opts.table ?? 'filter';
@@ -1373,6 +1418,7 @@ export function trace(table: Table, ipsets: IpsetState, hook: Hook, packet: Pack
         break;
       }
       case 'LOG':
+      case 'NFLOG':
         break;
       case 'MARK':
         mark = ((mark & ~tg.mask) ^ tg.value) >>> 0;
