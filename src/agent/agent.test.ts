@@ -1,19 +1,18 @@
 // The agent end to end on the real kernel (in a test namespace): folder -> model -> compile ->
 // iptables/ipset, with coalescing, fail-closed edits, retries, drift repair and health.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
-import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
+import { agentNode, type AgentNode, type AgentOptions } from '../../test/support/agent-node.ts';
+import { kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
 import { IncrementalCompiler } from '../compiler/incremental.ts';
 import { Model } from '../model/store.ts';
 import { NFT } from '../sync/backend.ts';
 import { RecordingRunner, type Runner } from '../sync/runner.ts';
 import { Syncer } from '../sync/syncer.ts';
-import { FileSource, folderRevision } from '../watchers/files.ts';
+import { folderRevision } from '../watchers/files.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { Agent } from './agent.ts';
 import { serveHealth } from './health.ts';
@@ -51,40 +50,23 @@ const silent = pino({ level: 'silent' });
 
 
 describe.runIf(kernelTestsEnabled())('Agent', () => {
+  let node: AgentNode;
   let net: TestNetns;
   let dir: string;
   let agent: Agent | undefined;
   let bridgeNf: string;
 
   beforeEach(() => {
-    net = createNetns('pctl-agent');
-    net.sh(`iptables-nft-restore <<'EOF'\n${FOREIGN_FILTER}EOF`);
-    dir = mkdtempSync(join(tmpdir(), 'pctl-agent-'));
-    bridgeNf = join(dir, '.bridge-nf');
-    writeFileSync(bridgeNf, '1\n');
-    writeFileSync(join(dir, 'pods.yaml'), PODS);
-    writeFileSync(join(dir, 'deny.yaml'), DENY);
+    node = agentNode('pctl-agent', { 'pods.yaml': PODS, 'deny.yaml': DENY });
+    ({ net, dir, bridgeNf } = node);
   });
   afterEach(async () => {
     await agent?.stop();
     agent = undefined;
-    net.remove();
-    rmSync(dir, { recursive: true, force: true });
+    await node.remove();
   });
 
-  function makeAgent(runner: Runner, extra: Partial<ConstructorParameters<typeof Agent>[0]> = {}): Agent {
-    const source = new FileSource({ dir, pollMs: 200, settleMs: 20 });
-    agent = new Agent({
-      node: 'n1',
-      source,
-      syncer: new Syncer({ runner, backend: { ...NFT, reason: 'test' } }),
-      logger: silent,
-      bridgeNfPath: bridgeNf,
-      backoffMinMs: 50,
-      ...extra,
-    });
-    return agent;
-  }
+  const makeAgent = (runner: Runner, extra: Partial<AgentOptions> = {}): Agent => node.agent({ runner, extra });
 
   it('applies the folder, follows edits, and reports the revision it applied', async () => {
     const a = makeAgent(net.runner);

@@ -3,21 +3,17 @@
 // change denies (and only with it), and readiness follows bridge-nf-call-iptables and the age
 // of the last good sync.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { modelOf, node, pod, podsPeer, policy, rule, sel } from '../../test/support/builders.ts';
-import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
-import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
+import { agentNode, type AgentNode, type AgentOptions } from '../../test/support/agent-node.ts';
+import { kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
 import { createHash } from 'node:crypto';
 import { setDigestForTests } from '../util/digest.ts';
-import { NFT } from '../sync/backend.ts';
 import { listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
 import type { Runner } from '../sync/runner.ts';
-import { Syncer } from '../sync/syncer.ts';
-import { FileSource, folderRevision } from '../watchers/files.ts';
+import { folderRevision } from '../watchers/files.ts';
 import { Agent } from './agent.ts';
 import { deniedFlows } from './flows.ts';
 import { until } from '../../test/support/until.ts';
@@ -70,44 +66,25 @@ metadata: {name: deny, namespace: app}
 spec: {podSelector: {}, policyTypes: [Ingress]}
 `;
 
-const silent = pino({ level: process.env.TEST_LOG ?? 'silent' });
 
 
 describe.runIf(kernelTestsEnabled())('Agent: established flows and health, on the real kernel', () => {
+  let node: AgentNode;
   let net: TestNetns;
   let dir: string;
-  let agent: Agent | undefined;
   let bridgeNf: string;
 
   beforeEach(() => {
-    net = createNetns('pctl-flows');
-    net.sh(`iptables-nft-restore <<'EOF'\n${FOREIGN_FILTER}EOF`);
-    dir = mkdtempSync(join(tmpdir(), 'pctl-flows-'));
-    bridgeNf = join(dir, '.bridge-nf');
-    writeFileSync(bridgeNf, '1\n');
-    writeFileSync(join(dir, 'pods.yaml'), PODS);
+    node = agentNode('pctl-flows', { 'pods.yaml': PODS });
+    ({ net, dir, bridgeNf } = node);
   });
   let releaseStuck = () => {};
   afterEach(async () => {
     releaseStuck();
-    await agent?.stop();
-    agent = undefined;
-    net.remove();
-    rmSync(dir, { recursive: true, force: true });
+    await node.remove();
   });
 
-  function makeAgent(runner: Runner, extra: Partial<ConstructorParameters<typeof Agent>[0]> = {}): Agent {
-    agent = new Agent({
-      node: 'n1',
-      source: new FileSource({ dir, pollMs: 100, settleMs: 20 }),
-      syncer: new Syncer({ runner, backend: { ...NFT, reason: 'test' } }),
-      logger: silent,
-      bridgeNfPath: bridgeNf,
-      backoffMinMs: 50,
-      ...extra,
-    });
-    return agent;
-  }
+  const makeAgent = (runner: Runner, extra: Partial<AgentOptions> = {}): Agent => node.agent({ runner, pollMs: 100, extra });
 
   const insert = (src: string, dst: string, proto: 'tcp' | 'udp', sport: number, dport: number) =>
     net.sh(`conntrack -I -s ${src} -d ${dst} -p ${proto} --sport ${sport} --dport ${dport} ${proto === 'tcp' ? '--state ESTABLISHED ' : ''}--timeout 300 2>&1`);

@@ -3,16 +3,10 @@
 // chain) and that an agent with `--service-proxy auto` programs the OUTPUT hook once kube-proxy's
 // IPVS traces appear, reports it in its metrics, and takes the hook away when they go.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
-import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
+import { agentNode, type AgentNode } from '../../test/support/agent-node.ts';
+import { kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
 import { until } from '../../test/support/until.ts';
-import { Agent } from '../agent/agent.ts';
-import { FileSource } from '../watchers/files.ts';
 import { NFT } from './backend.ts';
 import { detectProxyMode, proxyModeOf } from './proxy-mode.ts';
 import { Syncer } from './syncer.ts';
@@ -50,22 +44,13 @@ status: {phase: Running, podIP: 10.244.1.10}
 `;
 
 describe.runIf(kernelTestsEnabled())('detecting kube-proxy on the real kernel', () => {
+  let node: AgentNode;
   let net: TestNetns;
-  let dir: string;
-  let agent: Agent | undefined;
   beforeEach(() => {
-    net = createNetns('pctl-proxy');
-    net.sh(`iptables-nft-restore <<'EOF'\n${FOREIGN_FILTER}EOF`);
-    dir = mkdtempSync(join(tmpdir(), 'pctl-proxy-'));
-    writeFileSync(join(dir, 'pods.yaml'), PODS);
-    writeFileSync(join(dir, '.bridge-nf'), '1\n');
+    node = agentNode('pctl-proxy', { 'pods.yaml': PODS });
+    net = node.net;
   });
-  afterEach(async () => {
-    await agent?.stop();
-    agent = undefined;
-    net.remove();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => node.remove());
 
   it('finds nothing in an empty namespace, the nat chain of iptables mode, then the IPVS traces', async () => {
     expect((await detectProxyMode(net.runner)).mode).toBeUndefined();
@@ -80,17 +65,7 @@ describe.runIf(kernelTestsEnabled())('detecting kube-proxy on the real kernel', 
   });
 
   it('an agent in auto mode adds the OUTPUT hook when IPVS appears, says so in /metrics, and removes it when IPVS goes', async () => {
-    agent = new Agent({
-      node: 'n1',
-      source: new FileSource({ dir, pollMs: 200, settleMs: 20 }),
-      syncer: new Syncer({ runner: net.runner, backend: { ...NFT, reason: 'test' } }),
-      logger: pino({ level: 'silent' }),
-      bridgeNfPath: join(dir, '.bridge-nf'),
-      serviceProxy: 'auto',
-      serviceCidrs: ['10.96.0.0/12'],
-      resyncMs: 150,
-      verifyAfterWriteMs: 100,
-    });
+    const agent = node.agent({ extra: { serviceProxy: 'auto', serviceCidrs: ['10.96.0.0/12'], resyncMs: 150, verifyAfterWriteMs: 100 } });
     await agent.start();
     const hooked = () => net.sh('iptables -S OUTPUT').includes('-j PCTL-OUTPUT');
     expect(hooked()).toBe(false);
@@ -106,23 +81,13 @@ describe.runIf(kernelTestsEnabled())('detecting kube-proxy on the real kernel', 
   });
 
   it('--service-proxy ipvs programs the OUTPUT hook without any trace, and --cleanup removes it with the rest (own-only-ours)', async () => {
-    const syncer = new Syncer({ runner: net.runner, backend: { ...NFT, reason: 'test' } });
-    agent = new Agent({
-      node: 'n1',
-      source: new FileSource({ dir, pollMs: 200, settleMs: 20 }),
-      syncer,
-      logger: pino({ level: 'silent' }),
-      bridgeNfPath: join(dir, '.bridge-nf'),
-      serviceProxy: 'ipvs',
-      serviceCidrs: ['10.96.0.0/12'],
-    });
+    const agent = node.agent({ extra: { serviceProxy: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } });
     await agent.start();
     expect(net.sh('iptables -S OUTPUT').split('\n')[1]).toContain('-j PCTL-OUTPUT');
     expect(agent.status().serviceProxy).toEqual({ mode: 'ipvs', how: 'flag' });
     await agent.stop();
-    agent = undefined;
     const before = net.sh('iptables-save -t filter').split('\n').filter((l) => l.startsWith('-A') && !l.includes('PCTL'));
-    await syncer.cleanup();
+    await new Syncer({ runner: net.runner, backend: { ...NFT, reason: 'test' } }).cleanup();
     const after = net.sh('iptables-save -t filter');
     expect(after).not.toContain('PCTL');
     expect(after.split('\n').filter((l) => l.startsWith('-A'))).toEqual(before);
