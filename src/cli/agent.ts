@@ -4,6 +4,7 @@ import pino from 'pino';
 import { Agent } from '../agent/agent.ts';
 import { CniServer } from '../agent/cni-server.ts';
 import { parseCidr } from '../model/cidr.ts';
+import { DropLog } from '../agent/drop-log.ts';
 import { serveHealth } from '../agent/health.ts';
 import { Syncer } from '../sync/syncer.ts';
 import { sessionRunner } from '../sync/ipset-session.ts';
@@ -42,6 +43,9 @@ export interface AgentCliOptions {
   serviceCidr?: string[];
   nodePortRange?: string;
   setBridgeNf?: boolean;
+  /** Read the drop log (default true; --no-drop-log). */
+  dropLog?: boolean;
+  dropLogInterval?: string;
   logLevel: string;
 }
 
@@ -117,7 +121,9 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     setBridgeNf: !!o.setBridgeNf,
     ...(o.statusFile ? { statusFile: o.statusFile } : {}),
   });
-  const server = o.healthAddr ? await serveHealth(agent, o.healthAddr) : undefined;
+  // The drop log (issue 11): denied flows named by pods and policies, logged, at /drops, counted.
+  const dropLog = o.dropLog === false ? undefined : new DropLog({ node: o.node, model: source.model, logger, registry: agent.metrics.registry, intervalMs: parseDuration(o.dropLogInterval ?? '10s', '--drop-log-interval') });
+  const server = o.healthAddr ? await serveHealth(agent, o.healthAddr, dropLog) : undefined;
   // The CNI socket answers from the start: an ADD that comes while the source is still listing
   // waits (within the plugin's timeout) instead of failing as if there were no agent.
   const cni = o.cniSocket ? new CniServer({ socketPath: o.cniSocket, node: o.node, source, agent, runner: processRunner(), logger }) : undefined;
@@ -125,7 +131,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       logger.info({ signal: sig }, 'stopping; rules stay in place so pods stay isolated (run `policyctl agent --cleanup` to remove them)');
-      void Promise.all([cni?.close(), agent.stop()]).then(() => {
+      void Promise.all([cni?.close(), agent.stop(), dropLog?.stop()]).then(() => {
         runner.close();
         server?.close();
         resolve();
@@ -134,6 +140,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  await dropLog?.start();
   await agent.start();
   await stopped;
   return EXIT.ok;
