@@ -7,15 +7,13 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { allowed, podKey, type Endpoint, type Flow } from '../../src/semantics/evaluate.ts';
 import type { CompileOptions } from '../../src/compiler/compile.ts';
-import type { ClusterPolicyRecord } from '../../src/model/types.ts';
-import { EXTERNAL_IPS, FLOW_PORTS, NODES, clusterArb, type Cluster } from '../support/arbitraries.ts';
-import { clusterPoliciesArb } from '../support/cnp-arbitraries.ts';
+import { EXTERNAL_IPS, FLOW_PORTS, NODES, clusterArb, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
+import { checkProperty, propertyRuns } from '../support/property.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
 import { dropLogMismatch } from '../support/drop-log-check.ts';
 import { formatTrace } from '../support/tracer.ts';
 
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 400);
-const SEED = process.env.PROPERTY_SEED ? Number(process.env.PROPERTY_SEED) : undefined;
+const RUNS = propertyRuns(400);
 
 /** Every flow of interest in a cluster: all ordered pairs of sending pods, plus the outside. */
 function flowsOf(c: Cluster): Flow[] {
@@ -59,21 +57,8 @@ function checkAgreement(c: Cluster, mutate?: Mutator, opts: CompileOptions = {})
   }
 }
 
-function params<T>(runs: number): fc.Parameters<[T]> {
-  return { numRuns: runs, ...(SEED !== undefined ? { seed: SEED } : {}) };
-}
 
-/** A random cluster with random ClusterNetworkPolicies of both tiers (cnp-arbitraries.ts). */
-const tieredArb: fc.Arbitrary<Cluster> = fc.tuple(clusterArb, clusterPoliciesArb(1, 4)).map(([c, cnps]: [Cluster, ClusterPolicyRecord[]]) => {
-  for (const r of cnps) c.model.upsert(r);
-  return c;
-});
 
-function failWith(result: fc.RunDetails<[Cluster]>): void {
-  if (result.failed) {
-    throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
-  }
-}
 
 /**
  * The rules of each Admin tier chain (PCTL-A-* egress, PCTL-D-* ingress) but its last in reverse
@@ -96,21 +81,15 @@ function reverseAdminRules(t: string): string {
 
 describe('compiled rules agree with the semantics', () => {
   it(`on ${RUNS} random clusters, every flow`, () => {
-    const result = fc.check(fc.property(clusterArb, (c) => checkAgreement(c)), params<Cluster>(RUNS));
-    failWith(result);
-    expect(result.numRuns).toBe(RUNS);
+    checkProperty(fc.property(clusterArb, (c) => checkAgreement(c)), RUNS);
   });
 
   it(`on ${RUNS} random clusters with random ClusterNetworkPolicies (Admin and Baseline tiers), every flow`, () => {
-    const result = fc.check(fc.property(tieredArb, (c) => checkAgreement(c)), params<Cluster>(RUNS));
-    failWith(result);
-    expect(result.numRuns).toBe(RUNS);
+    checkProperty(fc.property(tieredClusterArb, (c) => checkAgreement(c)), RUNS);
   });
 
   it(`on ${RUNS} random clusters with random ClusterNetworkPolicies, Admin chains shared (--shared-admin-chains), every flow`, () => {
-    const result = fc.check(fc.property(tieredArb, (c) => checkAgreement(c, undefined, SHARED)), params<Cluster>(RUNS));
-    failWith(result);
-    expect(result.numRuns).toBe(RUNS);
+    checkProperty(fc.property(tieredClusterArb, (c) => checkAgreement(c, undefined, SHARED)), RUNS);
   });
 
   // A suite that could not fail would prove nothing: break one compiled rule in each of these
@@ -137,8 +116,8 @@ describe('compiled rules agree with the semantics', () => {
   type Case = [string, Mutator, fc.Arbitrary<Cluster>, CompileOptions];
   const all: Case[] = [
     ...Object.entries(mutations).map(([w, m]): Case => [w, m, clusterArb, {}]),
-    ...Object.entries(tierMutations).map(([w, m]): Case => [w, m, tieredArb, {}]),
-    ...Object.entries(sharedMutations).map(([w, m]): Case => [`${w} (shared Admin chains)`, m, tieredArb, SHARED]),
+    ...Object.entries(tierMutations).map(([w, m]): Case => [w, m, tieredClusterArb, {}]),
+    ...Object.entries(sharedMutations).map(([w, m]): Case => [`${w} (shared Admin chains)`, m, tieredClusterArb, SHARED]),
   ];
   for (const [what, mutate, arb, opts] of all) {
     it(`fails when ${what}`, () => {

@@ -10,7 +10,7 @@
 
 import fc from 'fast-check';
 import { isDeepStrictEqual } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { describe, it } from 'vitest';
 import { compile, type CompileOptions } from '../../src/compiler/compile.ts';
 import { IncrementalCompiler } from '../../src/compiler/incremental.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
@@ -21,10 +21,10 @@ import { ruleId } from '../../src/sync/render.ts';
 import type { RulesetDelta } from '../../src/compiler/incremental.ts';
 import type { KernelState } from '../../src/sync/kernel-state.ts';
 import { stateOf } from '../../src/sync/syncer.ts';
+import { checkProperty, propertyRuns } from '../support/property.ts';
 import { NODES, applyModelOp, clusterArb, modelOpBatchesArb, type Cluster, type ModelOp } from '../support/arbitraries.ts';
 
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 300);
-const SEED = process.env.PROPERTY_SEED ? Number(process.env.PROPERTY_SEED) : undefined;
+const RUNS = propertyRuns(300);
 const text = (rs: Ruleset) => `${renderIpsetRestore(rs.sets)}${renderIptablesRestore(rs)}`;
 
 /**
@@ -106,40 +106,19 @@ function check(c: Cluster, batches: ModelOp[][], opts: CompileOptions = {}): voi
 describe('incremental compiler', () => {
   it(`equals a full compile after random change batches (${RUNS} runs)`, () => {
     const arb = fc.tuple(clusterArb, modelOpBatchesArb);
-    const result = fc.check(
-      fc.property(arb, ([c, batches]) => check(c, batches)),
-      { numRuns: RUNS, ...(SEED !== undefined ? { seed: SEED } : {}) },
-    );
-    if (result.failed) {
-      throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
-    }
-    expect(result.numRuns).toBe(RUNS);
+    checkProperty(fc.property(arb, ([c, batches]) => check(c, batches)), RUNS);
   });
 
   it(`equals a full compile with Admin chains shared (--shared-admin-chains) (${Math.ceil(RUNS / 2)} runs)`, () => {
     const runs = Math.ceil(RUNS / 2);
-    const result = fc.check(
-      fc.property(fc.tuple(clusterArb, modelOpBatchesArb), ([c, batches]) => check(c, batches, { tiers: { continuation: { Admin: 'dispatch' } } })),
-      { numRuns: runs, ...(SEED !== undefined ? { seed: SEED } : {}) },
-    );
-    if (result.failed) {
-      throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
-    }
-    expect(result.numRuns).toBe(runs);
+    checkProperty(fc.property(fc.tuple(clusterArb, modelOpBatchesArb), ([c, batches]) => check(c, batches, { tiers: { continuation: { Admin: 'dispatch' } } })), runs);
   });
 
   // kube-proxy IPVS mode (layout.ts ServiceProxy): PCTL-OUTPUT, the OUTPUT hook, the Service
   // returns in PCTL-INPUT, and PCTL-programmed even without pod CIDRs.
   it(`equals a full compile under kube-proxy IPVS mode (${Math.ceil(RUNS / 3)} runs)`, () => {
     const runs = Math.ceil(RUNS / 3);
-    const result = fc.check(
-      fc.property(fc.tuple(clusterArb, modelOpBatchesArb), ([c, batches]) => check(c, batches, { proxy: { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } })),
-      { numRuns: runs, ...(SEED !== undefined ? { seed: SEED } : {}) },
-    );
-    if (result.failed) {
-      throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
-    }
-    expect(result.numRuns).toBe(runs);
+    checkProperty(fc.property(fc.tuple(clusterArb, modelOpBatchesArb), ([c, batches]) => check(c, batches, { proxy: { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } })), runs);
   });
 
   // The collision guard under change: every chain digest is zero, so two different chains of
@@ -149,14 +128,7 @@ describe('incremental compiler', () => {
     setDigestForTests((text, use) => (use === 'chain' ? new Uint8Array(32) : new Uint8Array(createHash('sha256').update(text).digest())));
     try {
       const runs = Math.ceil(RUNS / 3);
-      const result = fc.check(
-        fc.property(fc.tuple(clusterArb, modelOpBatchesArb), ([c, batches]) => check(c, batches)),
-        { numRuns: runs, ...(SEED !== undefined ? { seed: SEED } : {}) },
-      );
-      if (result.failed) {
-        throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
-      }
-      expect(result.numRuns).toBe(runs);
+      checkProperty(fc.property(fc.tuple(clusterArb, modelOpBatchesArb), ([c, batches]) => check(c, batches)), runs);
     } finally {
       setDigestForTests(undefined);
     }

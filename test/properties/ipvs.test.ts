@@ -13,15 +13,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { CompileOptions } from '../../src/compiler/compile.ts';
-import type { ClusterPolicyRecord } from '../../src/model/types.ts';
 import { allowed, podKey, type Endpoint, type Flow } from '../../src/semantics/evaluate.ts';
-import { EXTERNAL_IPS, FLOW_PORTS, NODES, clusterArb, type Cluster } from '../support/arbitraries.ts';
-import { clusterPoliciesArb } from '../support/cnp-arbitraries.ts';
+import { EXTERNAL_IPS, FLOW_PORTS, NODES, clusterArb, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
+import { checkProperty, propertyRuns } from '../support/property.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
 import { formatTrace, type TraceResult } from '../support/tracer.ts';
 
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 200);
-const SEED = process.env.PROPERTY_SEED ? Number(process.env.PROPERTY_SEED) : undefined;
+const RUNS = propertyRuns(200);
 
 /** A VIP of the Service CIDR and its port (the flow's port is the target port). */
 const SERVICE_CIDR = '10.96.0.0/12';
@@ -89,37 +87,21 @@ function checkIpvs(c: Cluster, mutate?: Mutator, opts: CompileOptions = IPVS): v
   }
 }
 
-const tieredArb: fc.Arbitrary<Cluster> = fc.tuple(clusterArb, clusterPoliciesArb(1, 4)).map(([c, cnps]: [Cluster, ClusterPolicyRecord[]]) => {
-  for (const r of cnps) c.model.upsert(r);
-  return c;
-});
 
-function failWith(result: fc.RunDetails<[Cluster]>): void {
-  if (result.failed) {
-    throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
-  }
-}
 
-const params = (runs: number): fc.Parameters<[Cluster]> => ({ numRuns: runs, ...(SEED !== undefined ? { seed: SEED } : {}) });
 
 describe('under IPVS, compiled rules agree with the semantics on both paths', () => {
   it(`on ${RUNS} random clusters, every flow directly and through a Service`, () => {
-    const result = fc.check(fc.property(clusterArb, (c) => checkIpvs(c)), params(RUNS));
-    failWith(result);
-    expect(result.numRuns).toBe(RUNS);
+    checkProperty(fc.property(clusterArb, (c) => checkIpvs(c)), RUNS);
   });
 
   it(`on ${RUNS} random clusters with random ClusterNetworkPolicies, every flow directly and through a Service`, () => {
-    const result = fc.check(fc.property(tieredArb, (c) => checkIpvs(c)), params(RUNS));
-    failWith(result);
-    expect(result.numRuns).toBe(RUNS);
+    checkProperty(fc.property(tieredClusterArb, (c) => checkIpvs(c)), RUNS);
   });
 
   it(`on ${Math.ceil(RUNS / 2)} random clusters with random ClusterNetworkPolicies, Admin chains shared`, () => {
     const runs = Math.ceil(RUNS / 2);
-    const result = fc.check(fc.property(tieredArb, (c) => checkIpvs(c, undefined, IPVS_SHARED)), params(runs));
-    failWith(result);
-    expect(result.numRuns).toBe(runs);
+    checkProperty(fc.property(tieredClusterArb, (c) => checkIpvs(c, undefined, IPVS_SHARED)), runs);
   });
 
   const mutations: Record<string, Mutator> = {

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { Model } from '../../src/model/store.ts';
 import type { ClusterPolicyRecord, ContainerPort, Peer, PodRecord, PolicyRecord, PolicyRule, PolicyType, PortSpec, Protocol, Requirement, Selector } from '../../src/model/types.ts';
 import { block, node, ns } from './builders.ts';
-import { clusterPolicyArb } from './cnp-arbitraries.ts';
+import { clusterPoliciesArb, clusterPolicyArb } from './cnp-arbitraries.ts';
 
 export const NODES = [
   { name: 'n1', cidr: '10.244.1.0/24', ip: '192.168.50.11', prefix: '10.244.1.' },
@@ -178,6 +178,12 @@ export const clusterArb: fc.Arbitrary<Cluster> = fc
     for (const pol of r.policies) m.upsert(pol);
     return { model: m, pods };
   });
+
+/** A random cluster with random ClusterNetworkPolicies of both tiers (cnp-arbitraries.ts). */
+export const tieredClusterArb: fc.Arbitrary<Cluster> = fc.tuple(clusterArb, clusterPoliciesArb(1, 4)).map(([c, cnps]) => {
+  for (const r of cnps) c.model.upsert(r);
+  return c;
+});
 
 // ---- change sequences ------------------------------------------------------------------------
 // Random model changes against a `clusterArb` cluster, for the tests that follow a model through
