@@ -4,12 +4,14 @@ import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { clusterInfoFile, labUp, loadFolder, readClusterInfo, stopWatcher, waitApplied, watchLab } from '../lab/cluster.ts';
+import { clusterInfoFile, labUp, loadFolder, readClusterInfo, stopWatcher, waitApplied, watchLab, type ClusterInfo } from '../lab/cluster.ts';
 import { destroyLab, listLabs, openLab } from '../lab/lab.ts';
 import { probeMany, type ProbeRequest } from '../lab/probe.ts';
 import type { LabState } from '../lab/state.ts';
 import type { Protocol } from '../model/types.ts';
 import { formatGrid, reachTable, type ReachResult } from '../semantics/reach.ts';
+import { errorText } from '../util/error-text.ts';
+import { dropsJson, dropsText, getFromSocket, parseDropsBody, type AgentDrops } from './drops.ts';
 import { CliError, EXIT, type Io } from './io.ts';
 
 export interface ProbeOutput {
@@ -87,6 +89,36 @@ async function probeCommand(io: Io, o: { name: string; stateDir?: string; port?:
   }
   io.err(`expect: ${diffs.length} of ${out.results.length} probes differ from the model:\n${diffs.map((d) => `  ${d}\n`).join('')}`);
   return EXIT.mismatch;
+}
+
+/** Every lab agent's /drops (`since`: only what changed after that sequence number, per node). */
+export async function labAgentDrops(info: ClusterInfo, since: ReadonlyMap<string, number> = new Map()): Promise<AgentDrops[]> {
+  return Promise.all(
+    info.agents.map(async (a): Promise<AgentDrops> => {
+      if (!a.healthSocket) return { node: a.node, drops: [], error: 'this lab was made before agents served /drops: recreate it (lab down, lab up)' };
+      try {
+        return parseDropsBody(a.node, await getFromSocket(a.healthSocket, `/drops?since=${since.get(a.node) ?? 0}`));
+      } catch (e) {
+        return { node: a.node, drops: [], error: `${a.healthSocket}: ${errorText(e)}` };
+      }
+    }),
+  );
+}
+
+async function labDrops(io: Io, o: { name: string; stateDir?: string; namespace?: string; watch?: boolean; output: string }): Promise<number> {
+  const lab = await openLab(o.name, o.stateDir ? { stateDir: o.stateDir } : {});
+  const info = await readClusterInfo(lab);
+  const agents = await labAgentDrops(info);
+  io.out(o.output === 'json' ? dropsJson(agents, o.namespace) : dropsText(agents, o.namespace));
+  if (!o.watch) return agents.some((a) => a.error) ? EXIT.failure : EXIT.ok;
+  const since = new Map(agents.map((a) => [a.node, Math.max(0, ...a.drops.map((d) => d.seq))]));
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const next = await labAgentDrops(info, since);
+    for (const a of next) if (a.drops.length) since.set(a.node, Math.max(since.get(a.node) ?? 0, ...a.drops.map((d) => d.seq)));
+    if (next.every((a) => a.drops.length === 0 && !a.error)) continue;
+    io.out(o.output === 'json' ? dropsJson(next, o.namespace) : dropsText(next, o.namespace));
+  }
 }
 
 async function demo(io: Io, o: { name: string; keep?: boolean; stateDir?: string }): Promise<number> {
@@ -180,6 +212,14 @@ Examples:
       .option('--timeout <ms>', 'bound on waiting for the agents', '30000')
       .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text')),
   ).action(async (o) => setCode(await probeCommand(io, o)));
+  withName(
+    lab
+      .command('drops')
+      .description("The denied flows the lab's agents recorded recently (their drop logs, /drops): grouped by destination pod, each with the policy and the reason.")
+      .option('-n, --namespace <ns>', 'only flows from or to pods of this namespace')
+      .option('--watch', 'keep printing new and updated flows (every second) until interrupted')
+      .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text')),
+  ).action(async (o) => setCode(await labDrops(io, o)));
   withName(lab.command('down').description('Remove everything the lab created: namespaces, processes, state.')).action(async (o) => {
     requireRoot();
     io.out(`lab ${o.name} removed: ${await down(o.name, o.stateDir)}\n`);

@@ -53,6 +53,8 @@ export interface AgentInfo {
   readonly podCIDR: string;
   /** More `policyctl agent` flags (e.g. `--revoke-established`). */
   readonly extraArgs?: readonly string[];
+  /** The agent's health server (/readyz, /metrics, /drops) as a unix socket, reachable from outside the node's namespace. */
+  readonly healthSocket?: string;
 }
 
 /** Start (or restart) the agent of one node: a real `policyctl agent` process in the node's namespace. */
@@ -63,6 +65,7 @@ export function startAgent(lab: LabState, a: AgentInfo): Promise<number> {
     [
       ...[nodeBinary(), '--no-warnings', BIN, 'agent', '--node', a.node, '--manifests', a.source, '--status-file', a.statusFile, '--resync-interval', a.resyncInterval],
       ...['--cni-socket', a.cniSocket, '--pod-cidr', a.podCIDR],
+      ...(a.healthSocket ? ['--health-addr', `unix:${a.healthSocket}`, '--drop-log-interval', '2s'] : []),
       ...(a.extraArgs ?? []),
     ],
     { logName: `agent-${a.node}`, readyLine: false },
@@ -176,6 +179,7 @@ export async function labUp(o: UpOptions): Promise<{ lab: LabState; skipped: str
       source,
       cniSocket: n.cniSocket!,
       podCIDR: n.podCIDR,
+      healthSocket: join(clusterDir(lab), `agent-${n.name}.http`),
       ...(o.agentArgs?.[n.name] ? { extraArgs: o.agentArgs[n.name] } : {}),
     };
     log(`lab ${lab.name}: agent on ${n.name}`);
