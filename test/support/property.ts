@@ -4,6 +4,7 @@
 
 import fc from 'fast-check';
 import { expect } from 'vitest';
+import type { Mutator } from './dataplane.ts';
 
 /** PROPERTY_RUNS, or the file's default. */
 export function propertyRuns(dflt: number): number {
@@ -19,4 +20,21 @@ export function checkProperty<T>(prop: fc.IProperty<T>, runs: number): void {
     throw new Error(`property failed with seed ${result.seed} (replay: PROPERTY_SEED=${result.seed}), path ${result.counterexamplePath}\n${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`);
   }
   expect(result.numRuns).toBe(runs);
+}
+
+/**
+ * A mutation test: `property` built with a mutator that rewrites the rendered rules must fail
+ * (fixed seed 42, `runs` runs), and the mutation must have applied at least once (else it
+ * tests nothing).
+ */
+export function expectMutationCaught<T>(what: string, mutate: Mutator, property: (spy: Mutator) => fc.IProperty<T>, runs: number): void {
+  let mutated = false;
+  const spy: Mutator = (t, n) => {
+    const m = mutate(t, n);
+    if (m !== t) mutated = true;
+    return m;
+  };
+  const result = fc.check(property(spy), { numRuns: runs, seed: 42 });
+  expect(mutated, 'the mutation never applied: it tests nothing').toBe(true);
+  expect(result.failed, `the property did not notice: ${what}`).toBe(true);
 }
