@@ -6,6 +6,8 @@ import { CniServer } from '../agent/cni-server.ts';
 import { parseCidr } from '../model/cidr.ts';
 import { DropLog } from '../agent/drop-log.ts';
 import { serveHealth } from '../agent/health.ts';
+import { PolicyCounters } from '../agent/policy-counters.ts';
+import { readRuleCounters } from '../sync/rule-counters.ts';
 import { Syncer } from '../sync/syncer.ts';
 import { sessionRunner } from '../sync/ipset-session.ts';
 import { processRunner } from '../sync/runner.ts';
@@ -108,10 +110,11 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   // The running agent writes small set payloads through one long-lived ipset process (most
   // events then start no process at all); see src/sync/ipset-session.ts.
   const runner = sessionRunner();
+  const agentSyncer = new Syncer({ runner });
   const agent = new Agent({
     node: o.node,
     source,
-    syncer: new Syncer({ runner }),
+    syncer: agentSyncer,
     logger,
     resyncMs,
     podCidrs,
@@ -123,6 +126,9 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   });
   // The drop log (issue 11): denied flows named by pods and policies, logged, at /drops, counted.
   const dropLog = o.dropLog === false ? undefined : new DropLog({ node: o.node, model: source.model, logger, registry: agent.metrics.registry, intervalMs: parseDuration(o.dropLogInterval ?? '10s', '--drop-log-interval') });
+  // Packets allowed and denied per policy, from the kernel's rule counters, read at scrape time.
+  const countersRunner = processRunner();
+  new PolicyCounters(agent.metrics.registry, async () => readRuleCounters(countersRunner, (await agentSyncer.backend()).save), logger);
   const server = o.healthAddr ? await serveHealth(agent, o.healthAddr, dropLog) : undefined;
   // The CNI socket answers from the start: an ADD that comes while the source is still listing
   // waits (within the plugin's timeout) instead of failing as if there were no agent.

@@ -1,0 +1,72 @@
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
+import { loggedDrop } from '../compiler/drop-log.ts';
+import type { Rule } from '../compiler/ruleset.ts';
+import { renderRule, ruleId } from '../sync/render.ts';
+import { parseRuleCounters, readRuleCounters } from '../sync/rule-counters.ts';
+import { attribute, PolicyCounters } from './policy-counters.ts';
+
+const silent = pino({ level: 'silent' });
+
+describe('attribute', () => {
+  it('reads the compiler\'s comments: allowed by a rule, denied by a default deny or a Deny rule, nothing for the rest', () => {
+    expect(attribute({ comment: 'x/allow ingress[0]', target: 'RETURN' })).toEqual({ verdict: 'allowed', tier: 'NetworkPolicy', direction: 'Ingress', policies: ['x/allow'] });
+    expect(attribute({ comment: 'default deny egress: isolated by x/a,x/b', target: 'DROP' })).toEqual({ verdict: 'denied', tier: 'NetworkPolicy', direction: 'Egress', policies: ['x/a', 'x/b'] });
+    expect(attribute({ comment: 'cnp/wall Admin Deny ingress[1]', target: 'DROP' })).toEqual({ verdict: 'denied', tier: 'Admin', direction: 'Ingress', policies: ['cnp/wall'] });
+    expect(attribute({ comment: 'cnp/open Baseline Accept egress[0]', target: 'RETURN' })).toEqual({ verdict: 'allowed', tier: 'Baseline', direction: 'Egress', policies: ['cnp/open'] });
+    expect(attribute({ comment: 'from an address of pod CIDR 10.244.1.0/24 that is not a programmed pod', target: 'DROP' })).toMatchObject({ verdict: 'denied', tier: 'none', direction: 'Egress' });
+    for (const c of [
+      { comment: 'log: default deny egress: isolated by x/a', target: 'NFLOG' },
+      { comment: 'cnp/wall Admin Pass ingress[0]', target: 'PCTL-I-abc' },
+      { comment: 'ingress policy of the local pods in PCTL-i-abc', target: 'PCTL-I-abc' },
+      { comment: 'replies of allowed connections', target: 'RETURN' },
+    ]) {
+      expect(attribute(c), c.comment).toBeUndefined();
+    }
+  });
+});
+
+describe('PolicyCounters', () => {
+  it('adds what each rule counted since the last read; a rewritten (reset) rule counts from zero', async () => {
+    const registry = new Registry();
+    const pc = new PolicyCounters(registry, async () => [], silent);
+    const rule = (packets: number, chain = 'PCTL-I-a') => ({ chain, id: 'a'.repeat(24), comment: 'x/allow ingress[0]', target: 'RETURN', packets });
+    pc.add([rule(5)]);
+    pc.add([rule(8)]);
+    pc.add([rule(2)]); // the chain was rewritten: 2 new packets
+    pc.add([rule(2), rule(4, 'PCTL-I-b')]);
+    const text = await registry.getSingleMetricAsString('policyctl_policy_packets_total');
+    expect(text).toContain('policyctl_policy_packets_total{policy="x/allow",tier="NetworkPolicy",direction="Ingress",verdict="allowed"} 14');
+  });
+});
+
+describe.runIf(kernelTestsEnabled())('policy counters on the real kernel', () => {
+  let ns: TestNetns | undefined;
+  afterEach(() => ns?.remove());
+
+  it('counts the packets a policy allowed and the ones its default deny dropped', async () => {
+    ns = createNetns('pctl-pcnt');
+    const allow: Rule = { match: { protocol: 'udp', dports: [{ from: 7, to: 7 }] }, action: { kind: 'return' }, comment: 'x/allow ingress[0]' };
+    const rules = [allow, ...loggedDrop({ protocol: 'udp' }, 'default deny ingress: isolated by x/allow,x/deny', { kind: 'np', dir: 'Ingress', policies: ['x/allow', 'x/deny'] })];
+    const text = `*filter\n:PCTL-I-test - [0:0]\n-A OUTPUT -j PCTL-I-test\n${rules.map((r) => renderRule('PCTL-I-test', r)).join('\n')}\nCOMMIT\n`;
+    ns.sh(`cat > /tmp/${ns.name}.rules <<'EOF_RULES'\n${text}EOF_RULES\niptables-nft-restore --noflush /tmp/${ns.name}.rules; rm -f /tmp/${ns.name}.rules`);
+    ns.sh(`bash -c 'for i in 1 2 3; do echo x > /dev/udp/127.0.0.1/7; done; for i in 1 2; do echo x > /dev/udp/127.0.0.1/9; done' 2>/dev/null || true`);
+    const counters = await readRuleCounters(ns.runner, 'iptables-nft-save');
+    expect(counters.map((c) => [c.id, c.target, c.packets])).toEqual([
+      [ruleId(rules[0]!), 'RETURN', 3],
+      [ruleId(rules[1]!), 'NFLOG', 2],
+      [ruleId(rules[2]!), 'DROP', 2],
+    ]);
+    const registry = new Registry();
+    const pc = new PolicyCounters(registry, () => readRuleCounters(ns!.runner, 'iptables-nft-save'), silent, 0);
+    const metrics = await registry.metrics();
+    expect(metrics).toContain('policyctl_policy_packets_total{policy="x/allow",tier="NetworkPolicy",direction="Ingress",verdict="allowed"} 3');
+    expect(metrics).toContain('policyctl_policy_packets_total{policy="x/allow",tier="NetworkPolicy",direction="Ingress",verdict="denied"} 2');
+    expect(metrics).toContain('policyctl_policy_packets_total{policy="x/deny",tier="NetworkPolicy",direction="Ingress",verdict="denied"} 2');
+    expect(pc.packets).toBeDefined();
+    // Another unrelated line format is ignored.
+    expect(parseRuleCounters('[1:2] -A FORWARD -j ACCEPT\n[3:4] -A PCTL-X -j DROP')).toEqual([]);
+  });
+});

@@ -1,0 +1,116 @@
+// Packets allowed and denied per policy and direction, from the kernel's rule counters (issue 11):
+// `policyctl_policy_packets_total{policy, tier, direction, verdict}`. No pod labels, so the
+// cardinality is bounded by the policies. Read at scrape time (at most once per `minIntervalMs`).
+//
+// A rule's counter starts at zero whenever its chain is rewritten, so the metric adds what each
+// rule counted since the last read (its whole count when it is new or was reset): a counter
+// that only grows, as Prometheus expects.
+//
+// Which policy a rule is, comes from its comment (src/compiler/rules.ts writes them):
+//   `NS/NAME ingress[i]` (RETURN)                  allowed by that NetworkPolicy
+//   `cnp/NAME TIER Accept|Deny ingress[i]`         allowed (RETURN) or denied (DROP) by that ClusterNetworkPolicy
+//   `default deny ingress: isolated by A,B`        denied: counted for each isolating NetworkPolicy
+//   `from|to an address of pod CIDR ...` (DROP)    denied, tier none (an unprogrammed address)
+// The log rules before drops (`log: ...`) and Pass rules are not counted. A comment longer than
+// the kernel keeps (255 characters) can name fewer isolating policies than there are.
+
+import { Counter, type Registry } from 'prom-client';
+import type { Logger } from 'pino';
+import type { PolicyType } from '../model/types.ts';
+import type { RuleCounter } from '../sync/rule-counters.ts';
+import { errorText } from '../util/error-text.ts';
+
+export interface Attribution {
+  readonly verdict: 'allowed' | 'denied';
+  readonly tier: 'NetworkPolicy' | 'Admin' | 'Baseline' | 'none';
+  readonly direction: PolicyType;
+  readonly policies: readonly string[];
+}
+
+const dirOf = (d: string): PolicyType => (d === 'ingress' ? 'Ingress' : 'Egress');
+
+/** What a rule counts, by its comment and target; undefined for rules that decide nothing (dispatch, log, Pass). */
+export function attribute(c: Pick<RuleCounter, 'comment' | 'target'>): Attribution | undefined {
+  const { comment, target } = c;
+  let m = /^(cnp\/\S+) (Admin|Baseline) (Accept|Deny) (ingress|egress)\[\d+\]$/.exec(comment);
+  if (m) {
+    if ((m[3] === 'Accept' && target !== 'RETURN') || (m[3] === 'Deny' && target !== 'DROP')) return undefined;
+    return { verdict: m[3] === 'Accept' ? 'allowed' : 'denied', tier: m[2] as 'Admin' | 'Baseline', direction: dirOf(m[4]!), policies: [m[1]!] };
+  }
+  m = /^default deny (ingress|egress): isolated by (.+)$/.exec(comment);
+  if (m && target === 'DROP') {
+    const policies = m[2]!.replace(/\.\.\.$/, '').split(',').filter((p) => p.includes('/') || p.startsWith('invalid-name-'));
+    return { verdict: 'denied', tier: 'NetworkPolicy', direction: dirOf(m[1]!), policies };
+  }
+  m = /^(from|to) an address of pod CIDR \S+ that is not a programmed pod$/.exec(comment);
+  if (m && target === 'DROP') return { verdict: 'denied', tier: 'none', direction: m[1] === 'from' ? 'Egress' : 'Ingress', policies: [''] };
+  m = /^(\S+) (ingress|egress)\[\d+\]$/.exec(comment);
+  if (m && target === 'RETURN' && !m[1]!.startsWith('cnp/')) return { verdict: 'allowed', tier: 'NetworkPolicy', direction: dirOf(m[2]!), policies: [m[1]!] };
+  return undefined;
+}
+
+export class PolicyCounters {
+  readonly packets: Counter<'policy' | 'tier' | 'direction' | 'verdict'>;
+  private last = new Map<string, number>();
+  private readAt = 0;
+  private reading: Promise<void> | undefined;
+
+  private readonly read: () => Promise<readonly RuleCounter[]>;
+  private readonly logger: Logger;
+  private readonly minIntervalMs: number;
+
+  constructor(registry: Registry, read: () => Promise<readonly RuleCounter[]>, logger: Logger, minIntervalMs = 5000) {
+    this.read = read;
+    this.logger = logger;
+    this.minIntervalMs = minIntervalMs;
+    const self = this;
+    this.packets = new Counter({
+      name: 'policyctl_policy_packets_total',
+      help:
+        "New-connection packets each policy decided, from the kernel's rule counters: verdict allowed (a NetworkPolicy rule or a ClusterNetworkPolicy Accept rule matched) or denied (a ClusterNetworkPolicy Deny rule, or the default deny of the NetworkPolicies isolating the pod: each of them counts), by tier and direction. tier none: an address of the node's pod CIDRs that is no programmed pod (policy empty).",
+      labelNames: ['policy', 'tier', 'direction', 'verdict'],
+      registers: [registry],
+      async collect() {
+        await self.refresh();
+      },
+    });
+  }
+
+  /** Reads the kernel's counters (at most once per interval) and adds what each rule counted since. */
+  refresh(): Promise<void> {
+    if (Date.now() - this.readAt < this.minIntervalMs) return Promise.resolve();
+    this.reading ??= this.update().finally(() => (this.reading = undefined));
+    return this.reading;
+  }
+
+  private async update(): Promise<void> {
+    let rules: readonly RuleCounter[];
+    try {
+      rules = await this.read();
+    } catch (e) {
+      this.logger.warn({ err: errorText(e) }, 'policy counters: cannot read the kernel rule counters');
+      return;
+    }
+    this.readAt = Date.now();
+    this.add(rules);
+  }
+
+  /** Adds the rules' counts since the last call (exposed for tests). */
+  add(rules: readonly RuleCounter[]): void {
+    const next = new Map<string, number>();
+    const seen = new Map<string, number>();
+    for (const r of rules) {
+      const a = attribute(r);
+      if (!a) continue;
+      const base = `${r.chain}|${r.id}`;
+      const n = (seen.get(base) ?? 0) + 1;
+      seen.set(base, n);
+      const key = `${base}|${n}`;
+      next.set(key, r.packets);
+      const before = this.last.get(key);
+      const delta = before === undefined || r.packets < before ? r.packets : r.packets - before;
+      if (delta > 0) for (const policy of a.policies) this.packets.inc({ policy, tier: a.tier, direction: a.direction, verdict: a.verdict }, delta);
+    }
+    this.last = next;
+  }
+}
