@@ -7,8 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
 import { type ApiServerDouble, type KubeObject, startApiServer } from '../../test/support/apiserver.ts';
-import type { Io } from './io.ts';
-import { main } from './main.ts';
+import { runCli } from '../../test/support/cli.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 const EXAMPLES = [join(root, 'examples/workloads/cluster.yaml'), join(root, 'examples/policies/shop.yaml')];
@@ -46,13 +45,7 @@ afterEach(async () => {
   }
 });
 
-async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io: Io = { out: (t) => void (out += t), err: (t) => void (err += t), readStdin: async () => '' };
-  const code = await main(argv, io);
-  return { code, out, err };
-}
+const run = (argv: string[]) => runCli(argv);
 
 const COMMANDS: [string, string[]][] = [
   ['reach', ['reach']],

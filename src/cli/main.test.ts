@@ -6,8 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { CaseRunner, cellKey, listCaseFiles, loadCase } from '../../test/support/conformance.ts';
 import { createNetns, kernelTestsEnabled } from '../../test/support/netns.ts';
-import type { Io } from './io.ts';
-import { main } from './main.ts';
+import { runCli } from '../../test/support/cli.ts';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -19,13 +18,7 @@ function tempDir(files: Record<string, string>): string {
   return d;
 }
 
-async function run(argv: string[], stdin = ''): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io: Io = { out: (t) => void (out += t), err: (t) => void (err += t), readStdin: async () => stdin };
-  const code = await main(argv, io);
-  return { code, out, err };
-}
+const run = runCli;
 
 const CLUSTER = `
 apiVersion: v1

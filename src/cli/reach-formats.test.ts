@@ -2,20 +2,13 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ReachResult } from '../semantics/reach.ts';
-import type { Io } from './io.ts';
-import { main } from './main.ts';
+import { runCli } from '../../test/support/cli.ts';
 import { csvField, dotLabel, formatCsv, formatDot, formatMarkdown, mdText, type PodName } from './reach-formats.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 const examples = join(root, 'examples');
 
-async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io: Io = { out: (t) => void (out += t), err: (t) => void (err += t), readStdin: async () => '' };
-  const code = await main(argv, io);
-  return { code, out, err };
-}
+const run = (argv: string[]) => runCli(argv);
 
 /** Graphviz's dot: required under CI=true (a missing dot fails the render tests, never skips them). */
 function hasDot(): boolean {

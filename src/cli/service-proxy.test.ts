@@ -3,14 +3,10 @@
 
 import { describe, expect, it } from 'vitest';
 import { serviceProxyOptions } from './agent.ts';
-import { CliError, EXIT, type Io } from './io.ts';
-import { main } from './main.ts';
+import { CliError, EXIT } from './io.ts';
+import { runCli } from '../../test/support/cli.ts';
 
-async function run(argv: string[]): Promise<{ code: number; out: string }> {
-  let out = '';
-  const io: Io = { out: (t) => void (out += t), err: () => {}, readStdin: async () => '' };
-  return { code: await main(argv, io), out };
-}
+const run = (argv: string[]) => runCli(argv);
 
 describe('serviceProxyOptions', () => {
   it('defaults to auto, no Service CIDR, the API server default node ports', () => {

@@ -11,8 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import type { Io } from '../../src/cli/io.ts';
-import { main } from '../../src/cli/main.ts';
+import { runCli } from '../support/cli.ts';
 import { reachTable, type ReachResult } from '../../src/semantics/reach.ts';
 import { CaseRunner, cellKey, listCnpCaseFiles, loadCase, type StepState } from '../support/conformance.ts';
 import { Dataplane } from '../support/dataplane.ts';
@@ -24,10 +23,7 @@ async function reachJson(s: StepState, port: number, protocol: string): Promise<
   const dir = mkdtempSync(join(tmpdir(), 'policyctl-cnp-cf-'));
   dirs.push(dir);
   writeFileSync(join(dir, 'objects.yaml'), s.objects.map((o) => stringify(o)).join('---\n'));
-  let out = '';
-  let err = '';
-  const io: Io = { out: (t) => void (out += t), err: (t) => void (err += t), readStdin: async () => '' };
-  const code = await main(['reach', '-f', dir, '--port', String(port), '--protocol', protocol, '-o', 'json'], io);
+  const { code, out, err } = await runCli(['reach', '-f', dir, '--port', String(port), '--protocol', protocol, '-o', 'json']);
   expect(code, err).toBe(0);
   return (JSON.parse(out) as { results: ReachResult[] }).results;
 }
