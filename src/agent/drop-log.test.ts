@@ -15,6 +15,7 @@ import { dropsText, getFromSocket, parseDropsBody } from '../cli/drops.ts';
 import type { Agent } from './agent.ts';
 import { DropLog, readerCommand } from './drop-log.ts';
 import { serveHealth } from './health.ts';
+import { AgentMetrics } from './metrics.ts';
 
 function capture(): { logger: pino.Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
@@ -26,9 +27,10 @@ const NP_A = dropLogPrefix({ kind: 'np', dir: 'Ingress', policies: ['x/allow', '
 describe('DropLog: attribution and aggregation', () => {
   it('names the pods and the isolating policies, aggregates a flow per interval, and logs it once', async () => {
     const { logger, lines } = capture();
-    const registry = new Registry();
+    const metrics = new AgentMetrics();
+    const registry = metrics.registry;
     let now = Date.parse('2026-11-30T12:00:00Z');
-    const dl = new DropLog({ node: 'n1', model: sampleCluster(), logger, registry, now: () => now });
+    const dl = new DropLog({ node: 'n1', model: sampleCluster(), logger, metrics, now: () => now });
     // y/d -> x/a TCP 5432, twice (two source ports: one flow), and once UDP 53.
     dl.record({ prefix: NP_A, src: '10.244.1.14', dst: '10.244.1.10', protocol: 'tcp', sport: 40000, dport: 5432 });
     now += 1500;

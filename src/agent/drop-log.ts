@@ -15,7 +15,7 @@ import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import { Counter, type Registry } from 'prom-client';
+import type { Counter } from 'prom-client';
 import { clusterPolicyDigest, parseDropLogPrefix, policiesDigest, type DropPrefix } from '../compiler/drop-log.ts';
 import { policyCommentRef } from '../compiler/names.ts';
 import type { Model } from '../model/store.ts';
@@ -23,6 +23,7 @@ import { isEnforceable, type PodRecord, type PolicyType } from '../model/types.t
 import { isolatingPolicies } from '../semantics/evaluate.ts';
 import { DROP_LOG } from '../sync/render.ts';
 import { errorText } from '../util/error-text.ts';
+import type { AgentMetrics } from './metrics.ts';
 
 /** One line of the reader: a packet a log rule matched. */
 export interface LogRecord {
@@ -81,8 +82,8 @@ export interface DropLogOptions {
   readonly node: string;
   readonly model: Model;
   readonly logger: Logger;
-  /** Where the per-policy counters go (the agent's registry). */
-  readonly registry?: Registry;
+  /** The agent's metrics: the per-policy counters of logged drops go there. */
+  readonly metrics?: Pick<AgentMetrics, 'dropsLogged' | 'dropLogLost'>;
   /** How long a flow's packets are aggregated into one log line (default 10 s). */
   readonly intervalMs?: number;
   /** How many recent drops `/drops` keeps (default 1000). */
@@ -127,16 +128,8 @@ export class DropLog {
     this.intervalMs = o.intervalMs ?? 10_000;
     this.capacity = o.capacity ?? 1000;
     this.now = o.now ?? Date.now;
-    if (o.registry) {
-      this.denied = new Counter({
-        name: 'policyctl_policy_denied_packets_logged_total',
-        help:
-          'Denied packets the drop log recorded, by the policy that denied them, its tier (NetworkPolicy: each policy isolating the pod counts; Admin, Baseline: the ClusterNetworkPolicy whose Deny rule matched; none: an address of the pod CIDRs that is no programmed pod) and direction. The log is rate-limited per node, so under a flood this counts fewer packets than were dropped.',
-        labelNames: ['policy', 'tier', 'direction'],
-        registers: [o.registry],
-      });
-      this.lost = new Counter({ name: 'policyctl_drop_log_lost_total', help: 'Times the kernel dropped drop-log records the reader did not read in time (ENOBUFS), and reader restarts.', registers: [o.registry] });
-    }
+    this.denied = o.metrics?.dropsLogged;
+    this.lost = o.metrics?.dropLogLost;
   }
 
   /** Starts the reader and the interval timer; resolves when the reader has bound the group (or failed to). */

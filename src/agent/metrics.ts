@@ -79,6 +79,29 @@ export class AgentMetrics {
     labelNames: ['result'],
     registers: [this.registry],
   });
+  /**
+   * Set by the wiring (src/cli/agent.ts, PolicyCounters): reads the kernel's rule counters into
+   * `policyPackets` before a scrape.
+   */
+  policyPacketsRefresh: (() => Promise<void>) | undefined;
+  readonly policyPackets = new Counter({
+    name: 'policyctl_policy_packets_total',
+    help:
+      "New-connection packets each policy decided, from the kernel's rule counters: verdict allowed (a NetworkPolicy rule or a ClusterNetworkPolicy Accept rule matched) or denied (a ClusterNetworkPolicy Deny rule, or the default deny of the NetworkPolicies isolating the pod: each of them counts), by tier and direction. tier none: an address of the node's pod CIDRs that is no programmed pod (policy empty).",
+    labelNames: ['policy', 'tier', 'direction', 'verdict'],
+    registers: [this.registry],
+    collect: async () => {
+      await this.policyPacketsRefresh?.();
+    },
+  });
+  readonly dropsLogged = new Counter({
+    name: 'policyctl_policy_denied_packets_logged_total',
+    help:
+      'Denied packets the drop log recorded, by the policy that denied them, its tier (NetworkPolicy: each policy isolating the pod counts; Admin, Baseline: the ClusterNetworkPolicy whose Deny rule matched; none: an address of the pod CIDRs that is no programmed pod) and direction. The log is rate-limited per node, so under a flood this counts fewer packets than were dropped (policyctl_policy_packets_total counts them all).',
+    labelNames: ['policy', 'tier', 'direction'],
+    registers: [this.registry],
+  });
+  readonly dropLogLost = new Counter({ name: 'policyctl_drop_log_lost_total', help: 'Times the kernel dropped drop-log records the reader did not read in time (ENOBUFS), and reader restarts.', registers: [this.registry] });
 
   /** Read the source's state (health, invalid policies, its counters) at every scrape. */
   followSource(source: ModelSource): void {

@@ -1,11 +1,11 @@
 import pino from 'pino';
-import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
 import { loggedDrop } from '../compiler/drop-log.ts';
 import type { Rule } from '../compiler/ruleset.ts';
 import { renderRule, ruleId } from '../sync/render.ts';
 import { parseRuleCounters, readRuleCounters } from '../sync/rule-counters.ts';
+import { AgentMetrics } from './metrics.ts';
 import { attribute, PolicyCounters } from './policy-counters.ts';
 
 const silent = pino({ level: 'silent' });
@@ -30,8 +30,9 @@ describe('attribute', () => {
 
 describe('PolicyCounters', () => {
   it('adds what each rule counted since the last read; a rewritten (reset) rule counts from zero', async () => {
-    const registry = new Registry();
-    const pc = new PolicyCounters(registry, async () => [], silent);
+    const metrics = new AgentMetrics();
+    const registry = metrics.registry;
+    const pc = new PolicyCounters(metrics, async () => [], silent);
     const rule = (packets: number, chain = 'PCTL-I-a') => ({ chain, id: 'a'.repeat(24), comment: 'x/allow ingress[0]', target: 'RETURN', packets });
     pc.add([rule(5)]);
     pc.add([rule(8)]);
@@ -59,12 +60,14 @@ describe.runIf(kernelTestsEnabled())('policy counters on the real kernel', () =>
       [ruleId(rules[1]!), 'NFLOG', 2],
       [ruleId(rules[2]!), 'DROP', 2],
     ]);
-    const registry = new Registry();
-    const pc = new PolicyCounters(registry, () => readRuleCounters(ns!.runner, 'iptables-nft-save'), silent, 0);
-    const metrics = await registry.metrics();
-    expect(metrics).toContain('policyctl_policy_packets_total{policy="x/allow",tier="NetworkPolicy",direction="Ingress",verdict="allowed"} 3');
-    expect(metrics).toContain('policyctl_policy_packets_total{policy="x/allow",tier="NetworkPolicy",direction="Ingress",verdict="denied"} 2');
-    expect(metrics).toContain('policyctl_policy_packets_total{policy="x/deny",tier="NetworkPolicy",direction="Ingress",verdict="denied"} 2');
+    const metrics = new AgentMetrics();
+    const registry = metrics.registry;
+    const pc = new PolicyCounters(metrics, () => readRuleCounters(ns!.runner, 'iptables-nft-save'), silent, 0);
+    // Read at scrape time.
+    const scraped = await registry.metrics();
+    expect(scraped).toContain('policyctl_policy_packets_total{policy="x/allow",tier="NetworkPolicy",direction="Ingress",verdict="allowed"} 3');
+    expect(scraped).toContain('policyctl_policy_packets_total{policy="x/allow",tier="NetworkPolicy",direction="Ingress",verdict="denied"} 2');
+    expect(scraped).toContain('policyctl_policy_packets_total{policy="x/deny",tier="NetworkPolicy",direction="Ingress",verdict="denied"} 2');
     expect(pc.packets).toBeDefined();
     // Another unrelated line format is ignored.
     expect(parseRuleCounters('[1:2] -A FORWARD -j ACCEPT\n[3:4] -A PCTL-X -j DROP')).toEqual([]);

@@ -14,7 +14,8 @@
 // The log rules before drops (`log: ...`) and Pass rules are not counted. A comment longer than
 // the kernel keeps (255 characters) can name fewer isolating policies than there are.
 
-import { Counter, type Registry } from 'prom-client';
+import type { Counter } from 'prom-client';
+import type { AgentMetrics } from './metrics.ts';
 import type { Logger } from 'pino';
 import type { PolicyType } from '../model/types.ts';
 import type { RuleCounter } from '../sync/rule-counters.ts';
@@ -59,21 +60,13 @@ export class PolicyCounters {
   private readonly logger: Logger;
   private readonly minIntervalMs: number;
 
-  constructor(registry: Registry, read: () => Promise<readonly RuleCounter[]>, logger: Logger, minIntervalMs = 5000) {
+  /** Fills `metrics.policyPackets`, refreshed before each scrape. */
+  constructor(metrics: AgentMetrics, read: () => Promise<readonly RuleCounter[]>, logger: Logger, minIntervalMs = 5000) {
     this.read = read;
     this.logger = logger;
     this.minIntervalMs = minIntervalMs;
-    const self = this;
-    this.packets = new Counter({
-      name: 'policyctl_policy_packets_total',
-      help:
-        "New-connection packets each policy decided, from the kernel's rule counters: verdict allowed (a NetworkPolicy rule or a ClusterNetworkPolicy Accept rule matched) or denied (a ClusterNetworkPolicy Deny rule, or the default deny of the NetworkPolicies isolating the pod: each of them counts), by tier and direction. tier none: an address of the node's pod CIDRs that is no programmed pod (policy empty).",
-      labelNames: ['policy', 'tier', 'direction', 'verdict'],
-      registers: [registry],
-      async collect() {
-        await self.refresh();
-      },
-    });
+    this.packets = metrics.policyPackets;
+    metrics.policyPacketsRefresh = () => this.refresh();
   }
 
   /** Reads the kernel's counters (at most once per interval) and adds what each rule counted since. */

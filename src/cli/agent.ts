@@ -125,10 +125,10 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     ...(o.statusFile ? { statusFile: o.statusFile } : {}),
   });
   // The drop log (issue 11): denied flows named by pods and policies, logged, at /drops, counted.
-  const dropLog = o.dropLog === false ? undefined : new DropLog({ node: o.node, model: source.model, logger, registry: agent.metrics.registry, intervalMs: parseDuration(o.dropLogInterval ?? '10s', '--drop-log-interval') });
+  const dropLog = o.dropLog === false ? undefined : new DropLog({ node: o.node, model: source.model, logger, metrics: agent.metrics, intervalMs: parseDuration(o.dropLogInterval ?? '10s', '--drop-log-interval') });
   // Packets allowed and denied per policy, from the kernel's rule counters, read at scrape time.
   const countersRunner = processRunner();
-  new PolicyCounters(agent.metrics.registry, async () => readRuleCounters(countersRunner, (await agentSyncer.backend()).save), logger);
+  new PolicyCounters(agent.metrics, async () => readRuleCounters(countersRunner, (await agentSyncer.backend()).save), logger);
   const server = o.healthAddr ? await serveHealth(agent, o.healthAddr, dropLog) : undefined;
   // The CNI socket answers from the start: an ADD that comes while the source is still listing
   // waits (within the plugin's timeout) instead of failing as if there were no agent.
