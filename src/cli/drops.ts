@@ -5,6 +5,9 @@
 import { request } from 'node:http';
 import type { Drop } from '../agent/drop-log.ts';
 import { escapeLine } from '../model/issues.ts';
+import { errorText } from '../util/error-text.ts';
+import { getText, listRaw, type KubeAccess } from '../watchers/kube-client.ts';
+import { EXIT, type Io } from './io.ts';
 
 /** What one agent answered at /drops, or why it could not be asked. */
 export interface AgentDrops {
@@ -74,4 +77,59 @@ export function dropsText(agents: readonly AgentDrops[], ns?: string): string {
     for (const d of list) lines.push(`  ${escapeLine(flowText(d))}`);
   }
   return lines.join('\n') + '\n';
+}
+
+/** Where the agents are: the DaemonSet's namespace, its pods' label selector, the --health-addr port. */
+export interface AgentPods {
+  readonly namespace: string;
+  readonly selector: string;
+  readonly port: number;
+}
+
+/**
+ * Every agent's /drops through the API server's pod proxy (`pods/NAME:PORT/proxy/drops`, the
+ * `get` verb on `pods/proxy`): one request per agent pod. `since`: per node, only the drops
+ * updated after that sequence number. An agent that does not answer is reported, not fatal.
+ */
+export async function kubeAgentDrops(kc: KubeAccess, agents: AgentPods, since: ReadonlyMap<string, number> = new Map()): Promise<AgentDrops[]> {
+  const list = await listRaw(kc, `/api/v1/namespaces/${encodeURIComponent(agents.namespace)}/pods`, { kind: 'Pod', apiVersion: 'v1', labelSelector: agents.selector });
+  if (list.items.length === 0) throw new Error(`no agent pods in namespace ${agents.namespace} with labels ${agents.selector} (--agent-namespace, --agent-selector)`);
+  return Promise.all(
+    list.items.map(async (p): Promise<AgentDrops> => {
+      const meta = (p.metadata ?? {}) as { name?: string };
+      const node = ((p as { spec?: { nodeName?: string } }).spec?.nodeName ?? meta.name ?? '?') as string;
+      const path = `/api/v1/namespaces/${encodeURIComponent(agents.namespace)}/pods/${encodeURIComponent(meta.name ?? '')}:${agents.port}/proxy/drops`;
+      try {
+        const s = since.get(node);
+        return parseDropsBody(node, await getText(kc, path, s !== undefined ? { since: String(s) } : {}));
+      } catch (e) {
+        return { node, drops: [], error: `agent pod ${agents.namespace}/${meta.name}: ${errorText(e)}` };
+      }
+    }),
+  );
+}
+
+/**
+ * Prints the drops once, or with `watch` keeps asking every `everyMs` for what changed and prints
+ * that (until `signal` aborts). Exit code: failure when an agent did not answer the first time.
+ */
+export async function showDrops(
+  io: Io,
+  fetch: (since: ReadonlyMap<string, number>) => Promise<AgentDrops[]>,
+  o: { namespace?: string; output: string; watch?: boolean; everyMs?: number; signal?: AbortSignal },
+): Promise<number> {
+  const render = (a: readonly AgentDrops[]) => (o.output === 'json' ? dropsJson(a, o.namespace) : dropsText(a, o.namespace));
+  const first = await fetch(new Map());
+  io.out(render(first));
+  if (!o.watch) return first.some((a) => a.error) ? EXIT.failure : EXIT.ok;
+  const since = new Map(first.map((a) => [a.node, Math.max(0, ...a.drops.map((d) => d.seq))]));
+  while (!o.signal?.aborted) {
+    await new Promise((r) => setTimeout(r, o.everyMs ?? 1000));
+    if (o.signal?.aborted) break;
+    const next = await fetch(since);
+    for (const a of next) if (a.drops.length) since.set(a.node, Math.max(since.get(a.node) ?? 0, ...a.drops.map((d) => d.seq)));
+    const fresh = next.filter((a) => a.error || mergeDrops([a], o.namespace).length > 0);
+    if (fresh.length) io.out(render(fresh));
+  }
+  return EXIT.ok;
 }

@@ -11,7 +11,7 @@ import type { LabState } from '../lab/state.ts';
 import type { Protocol } from '../model/types.ts';
 import { formatGrid, reachTable, type ReachResult } from '../semantics/reach.ts';
 import { errorText } from '../util/error-text.ts';
-import { dropsJson, dropsText, getFromSocket, parseDropsBody, type AgentDrops } from './drops.ts';
+import { getFromSocket, parseDropsBody, showDrops, type AgentDrops } from './drops.ts';
 import { CliError, EXIT, type Io } from './io.ts';
 
 export interface ProbeOutput {
@@ -108,17 +108,7 @@ export async function labAgentDrops(info: ClusterInfo, since: ReadonlyMap<string
 async function labDrops(io: Io, o: { name: string; stateDir?: string; namespace?: string; watch?: boolean; output: string }): Promise<number> {
   const lab = await openLab(o.name, o.stateDir ? { stateDir: o.stateDir } : {});
   const info = await readClusterInfo(lab);
-  const agents = await labAgentDrops(info);
-  io.out(o.output === 'json' ? dropsJson(agents, o.namespace) : dropsText(agents, o.namespace));
-  if (!o.watch) return agents.some((a) => a.error) ? EXIT.failure : EXIT.ok;
-  const since = new Map(agents.map((a) => [a.node, Math.max(0, ...a.drops.map((d) => d.seq))]));
-  for (;;) {
-    await new Promise((r) => setTimeout(r, 1000));
-    const next = await labAgentDrops(info, since);
-    for (const a of next) if (a.drops.length) since.set(a.node, Math.max(since.get(a.node) ?? 0, ...a.drops.map((d) => d.seq)));
-    if (next.every((a) => a.drops.length === 0 && !a.error)) continue;
-    io.out(o.output === 'json' ? dropsJson(next, o.namespace) : dropsText(next, o.namespace));
-  }
+  return showDrops(io, (since) => labAgentDrops(info, since), { output: o.output, ...(o.namespace !== undefined ? { namespace: o.namespace } : {}), ...(o.watch ? { watch: true } : {}) });
 }
 
 async function demo(io: Io, o: { name: string; keep?: boolean; stateDir?: string }): Promise<number> {

@@ -247,6 +247,51 @@ Examples:
     });
 
   program
+    .command('drops')
+    .description("Recent denied flows of the cluster, from every agent's drop log (/drops) through the API server's pod proxy: grouped by destination pod, each with the policy and the reason in explain's words.")
+    .addHelpText(
+      'after',
+      `
+Needs get on pods/proxy in the agents' namespace (and list on pods there).
+
+Examples:
+  policyctl drops --kube                        # every node's recent denials
+  policyctl drops --kube -n shop -o json        # flows from or to pods of namespace shop
+  policyctl drops --kube --watch                # keep printing new ones
+`,
+    )
+    .option('--kube', 'ask the agents of the cluster (the only source of drops; kept explicit as in policyctl agent --kube)')
+    .option('--kubeconfig <path>', 'kubeconfig of the cluster (default: KUBECONFIG, then ~/.kube/config)')
+    .option('--context <name>', 'kubeconfig context to use (default: its current-context)')
+    .option('-n, --namespace <ns>', 'only flows from or to pods of this namespace')
+    .option('--watch', 'keep printing new and updated flows (every second) until interrupted')
+    .option('--agent-namespace <ns>', "the agents' namespace (the DaemonSet's)", 'kube-system')
+    .option('--agent-selector <labels>', "the agent pods' label selector", 'app=policyctl')
+    .option('--agent-port <port>', "the agents' --health-addr port", '9102')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
+    .action(async (o: { kube?: boolean; kubeconfig?: string; context?: string; namespace?: string; watch?: boolean; agentNamespace: string; agentSelector: string; agentPort: string; output: string }) => {
+      if (!o.kube) throw new CliError('give --kube: drops come from the agents of a cluster (policyctl lab drops for a lab)', EXIT.usage);
+      const port = Number(o.agentPort);
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new CliError(`--agent-port must be a number from 1 to 65535, got ${JSON.stringify(o.agentPort)}`, EXIT.usage);
+      const { loadKubeConfig } = await import('../watchers/kube-client.ts');
+      const { kubeAgentDrops, showDrops } = await import('./drops.ts');
+      let kc;
+      try {
+        kc = loadKubeConfig({ ...(o.kubeconfig !== undefined ? { kubeconfig: o.kubeconfig } : {}), ...(o.context !== undefined ? { context: o.context } : {}) });
+      } catch (e) {
+        throw new CliError(errorText(e), EXIT.usage);
+      }
+      const agents = { namespace: o.agentNamespace, selector: o.agentSelector, port };
+      const ac = new AbortController();
+      if (o.watch) process.once('SIGINT', () => ac.abort());
+      try {
+        code = await showDrops(io, (since) => kubeAgentDrops(kc, agents, since), { output: o.output, ...(o.namespace !== undefined ? { namespace: o.namespace } : {}), ...(o.watch ? { watch: true } : {}), signal: ac.signal });
+      } catch (e) {
+        throw new CliError(errorText(e));
+      }
+    });
+
+  program
     .command('install-cni')
     .description("Install the policyctl-cni plugin into a node's CNI bin folder (the DaemonSet's init container does this): a policyctl-cni script there runs the plugin with this Node.")
     .option('--bin-dir <dir>', "the node's CNI bin folder, as mounted", '/opt/cni/bin')

@@ -470,6 +470,25 @@ async function getPage(kc: KubeAccess, path: string, o: ListOptions, query: Reco
   return body as Record<string, unknown>;
 }
 
+/**
+ * One GET of `path` (e.g. a pod proxy path, `/api/v1/namespaces/NS/pods/NAME:PORT/proxy/drops`):
+ * the body when the server answers 200, else an error with the status and the Status message.
+ */
+export async function getText(kc: KubeAccess, path: string, query: Record<string, string | undefined> = {}, timeoutMs = 10_000): Promise<string> {
+  const signal = AbortSignal.timeout(timeoutMs);
+  let status: number;
+  let text: string;
+  try {
+    const { res } = await open(kc, path, query, signal);
+    status = res.statusCode ?? 0;
+    text = await readBody(res);
+  } catch (e) {
+    throw new Error(`GET ${path}: ${errorText(signal.aborted ? (signal.reason ?? e) : e)}`, { cause: e });
+  }
+  if (status !== 200) throw new Error(`GET ${path}: HTTP ${status}: ${statusMessage(text)}`);
+  return text;
+}
+
 export interface WatchOptions {
   /** Query parameters besides `watch` (resourceVersion, allowWatchBookmarks, timeoutSeconds, fieldSelector). */
   readonly query: Record<string, string | undefined>;

@@ -526,12 +526,28 @@ const CONTINUE_EXPIRED =
 // ---------------------------------------------------------------------------------------------
 // The double
 
+/** A pod's answer through the proxy subresource. */
+export type PodProxyHandler = (port: number | undefined, path: string) => Promise<{ status: number; body: string; contentType?: string }>;
+
 export class ApiServerDouble {
   /** `http://127.0.0.1:<port>` */
   url = '';
   port = 0;
   /** Every request received, in order (also while unavailable in '503' mode). */
   readonly requests: RequestRecord[] = [];
+  /** Requests to a pod's proxy subresource that reached a handler, in order. */
+  readonly podProxyRequests: { namespace: string; pod: string; port?: number; path: string }[] = [];
+  private readonly podProxies = new Map<string, PodProxyHandler>();
+
+  /**
+   * What the pod `namespace/name` answers through `pods/NAME[:PORT]/proxy/PATH` (the API server
+   * forwards such a request to the pod's port): `handler(port, pathWithQuery)`. Without one, the
+   * double answers 503 as the API server does for a pod that refuses the connection.
+   */
+  setPodProxy(namespace: string, name: string, handler: PodProxyHandler | undefined): void {
+    if (handler) this.podProxies.set(`${namespace}/${name}`, handler);
+    else this.podProxies.delete(`${namespace}/${name}`);
+  }
 
   private readonly opts: Required<Omit<ApiServerOptions, 'token' | 'retainEvents' | 'defaultWatchTimeoutSeconds' | 'host' | 'port' | 'clusterNetworkPolicyCrd'>> &
     Pick<ApiServerOptions, 'token' | 'retainEvents' | 'defaultWatchTimeoutSeconds' | 'port'>;
@@ -1003,6 +1019,25 @@ export class ApiServerDouble {
     for (const g of groups) {
       if (p === `/apis/${g}`) return this.sendJSON(res, 200, { kind: 'APIGroup', apiVersion: 'v1', ...groupObject(g) });
       if (p === `/apis/${g}/${GROUP_VERSIONS[g]}`) return this.sendJSON(res, 200, resourceList(g));
+    }
+
+    // A pod's proxy subresource: `/api/v1/namespaces/NS/pods/NAME[:PORT]/proxy/PATH`, answered by
+    // the handler a test gave for the pod (setPodProxy), as the API server forwards to the pod.
+    const proxy = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/:]+)(?::([0-9]+))?\/proxy(\/.*)?$/.exec(url.pathname);
+    if (proxy) {
+      const [, ns, pod, port, rest] = proxy as unknown as [string, string, string, string | undefined, string | undefined];
+      if (!this.store.get('pods')!.get(keyOf(ns, pod))) throw new HttpError(404, 'NotFound', `pods "${pod}" not found`, { name: pod, kind: 'pods' });
+      const handler = this.podProxies.get(`${ns}/${pod}`);
+      if (!handler) throw new HttpError(503, 'ServiceUnavailable', `error trying to reach service: dial tcp: connect: connection refused (no proxy handler for pod ${ns}/${pod})`);
+      this.podProxyRequests.push({ namespace: ns, pod, ...(port !== undefined ? { port: Number(port) } : {}), path: (rest ?? '/') + url.search });
+      void handler(port !== undefined ? Number(port) : undefined, (rest ?? '/') + url.search).then(
+        (r) => {
+          res.writeHead(r.status, { 'Content-Type': r.contentType ?? 'application/json' });
+          res.end(r.body);
+        },
+        (e: unknown) => this.sendStatus(res, new HttpError(503, 'ServiceUnavailable', `error trying to reach service: ${(e as Error).message}`)),
+      );
+      return;
     }
 
     // Resources.
