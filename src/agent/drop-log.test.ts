@@ -1,4 +1,5 @@
-import { rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -177,6 +178,23 @@ describe.runIf(kernelTestsEnabled())('DropLog on the real kernel', () => {
     expect(logged).toBeGreaterThan(DROP_LOG.burst / 2);
     expect(logged).toBeLessThan(2001);
     expect(logged).toBeLessThanOrEqual(DROP_LOG.burst + DROP_LOG.ratePerSecond * 5);
+  });
+
+  it('the reader ends when the process that started it is gone, freeing the group', async () => {
+    ns = createNetns('pctl-dlog');
+    const [python, script, group] = readerCommand(DROP_LOG.group);
+    // A parent shell that starts the reader and says its pid, then is killed without a word to it.
+    const parent = spawn('ip', ['netns', 'exec', ns.name, 'sh', '-c', `${python} ${script} ${group} >/dev/null & echo $!; exec sleep 600`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const pid = Number(await new Promise<string>((resolve) => parent.stdout!.once('data', (b: Buffer) => resolve(b.toString().trim()))));
+    expect(existsSync(`/proc/${pid}`)).toBe(true);
+    await new Promise((r) => setTimeout(r, 300)); // bound to the group by now
+    parent.kill('SIGKILL');
+    await until(() => !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z'), 'the orphaned reader to exit', 3000);
+    // The group is free: a new reader binds it.
+    const { logger, lines } = capture();
+    dl = new DropLog({ node: 'n1', model: sampleCluster(), logger, command: ['ip', 'netns', 'exec', ns.name, ...readerCommand(DROP_LOG.group)] });
+    await dl.start();
+    expect(lines.some((l) => l.msg === 'drop log: reading the NFLOG group of our log rules')).toBe(true);
   });
 
   it('a second reader of the same group says so and exits', async () => {

@@ -10,7 +10,8 @@
 # nfnetlink_log without a native build; Python's socket module speaks netlink. The agent starts
 # it in its own network namespace and restarts it if it ends. On a bind error (the group bound by
 # another listener) it prints one {"error": ...} line and exits 1. Lines with "lost" say the
-# kernel dropped log records the reader did not read in time (ENOBUFS).
+# kernel dropped log records the reader did not read in time (ENOBUFS). It exits when its parent
+# (the agent) is gone, so a killed agent's reader does not keep the group from the next one.
 #
 # Usage: nflog-reader.py GROUP
 
@@ -112,9 +113,16 @@ def main():
         return 1
     print(json.dumps({"ready": group}), flush=True)
     out = sys.stdout
+    parent = os.getppid()
+    sock.settimeout(1.0)
     while True:
         try:
             data = sock.recv(1 << 18)
+        except socket.timeout:
+            # Reparented: the agent that started us is gone.
+            if os.getppid() != parent:
+                return 0
+            continue
         except OSError as e:
             if e.errno == errno.ENOBUFS:
                 out.write('{"lost": true}\n')
