@@ -59,7 +59,11 @@ export const RULE_ID_CHARS = 24;
 export function ruleId(rule: Rule): string {
   let id = ruleIds.get(rule);
   if (id === undefined) {
-    id = hashText(JSON.stringify([rule.match, rule.action, rule.comment]), RULE_ID_CHARS, 'rule');
+    // A log rule's rendering also depends on DROP_LOG (group, rate): a new version that changes
+    // them must rewrite the log rules, so their ids include it.
+    const parts: unknown[] = [rule.match, rule.action, rule.comment];
+    if (rule.action.kind === 'log') parts.push(DROP_LOG);
+    id = hashText(JSON.stringify(parts), RULE_ID_CHARS, 'rule');
     ruleIds.set(rule, id);
   }
   return id;
