@@ -92,7 +92,7 @@ describe('compiled drops are logged', () => {
     const rs = compiled()[0]!;
     const lines = renderIptablesRestore(rs).split('\n').filter((l) => l.includes('-j NFLOG'));
     expect(lines.length).toBeGreaterThan(0);
-    for (const l of lines) expect(l).toMatch(/ -m hashlimit --hashlimit-upto \d+\/sec --hashlimit-burst \d+ --hashlimit-name PCTL-drops .* -j NFLOG --nflog-prefix "PCTL [EI] [a-z]+[^"]*" --nflog-group \d+ --nflog-size \d+$/);
+    for (const l of lines) expect(l).toMatch(/ -m hashlimit --hashlimit-upto \d+\/sec --hashlimit-burst \d+ --hashlimit-name PCTL-drops-\d+-\d+ .* -j NFLOG --nflog-prefix "PCTL [EI] [a-z]+[^"]*" --nflog-group \d+ --nflog-size \d+$/);
     const logRule = rs.chains.flatMap((c) => c.rules).find((r) => r.action.kind === 'log')!;
     expect(() => renderRule('PCTL-X', { ...logRule, action: { kind: 'log', prefix: 'bad "quote"' } })).toThrow(/log prefix "bad "quote"" is not printable ASCII without quotes/);
     expect(() => parseIptablesRestore(renderIptablesRestore(rs))).not.toThrow();

@@ -14,8 +14,12 @@ import { hashText } from '../util/digest.ts';
  * the per-node rate limit: every log rule shares one hashlimit bucket (one name, no mode), so a
  * flood of denied packets costs the agent at most `ratePerSecond` log records a second however
  * many rules it crosses. Denied packets past the limit are still dropped, only not logged.
+ * The kernel keeps a hashlimit table by name with the settings of the rule that created it, so
+ * the name carries the rate and the burst: other settings get a table of their own.
  */
-export const DROP_LOG = { group: 1511, copyBytes: 128, ratePerSecond: 100, burst: 200, limitName: 'PCTL-drops' } as const;
+const DROP_LOG_RATE = 100;
+const DROP_LOG_BURST = 200;
+export const DROP_LOG = { group: 1511, copyBytes: 128, ratePerSecond: DROP_LOG_RATE, burst: DROP_LOG_BURST, limitName: `PCTL-drops-${DROP_LOG_RATE}-${DROP_LOG_BURST}` } as const;
 
 /** the kernel keeps 255 characters of a comment; we keep to printable ASCII without quotes. */
 export const MAX_COMMENT = 255;
