@@ -6,7 +6,7 @@
 // connections. Then `policyctl drops --kube` reads the same agents through the API server
 // double's pod proxy.
 
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +22,7 @@ import { forgetTrackedFlows } from '../support/lab-conntrack.ts';
 import { newCoverage, probeAndCheckDrops } from '../support/lab-drops.ts';
 import { tearDownLab } from '../support/lab-teardown.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
+import { until } from '../support/until.ts';
 
 const started = Date.now();
 
@@ -77,6 +78,22 @@ describe.runIf(kernelTestsEnabled())('lab drops on the real kernel', () => {
     expect(text.out).toContain(`${d.to}:\n`);
     const sentence = `  ${d.from} -> port ${d.port}/UDP: ingress denied on ${d.node}, ${d.packets} packet${d.packets === 1 ? '' : 's'} in `;
     expect(text.out.split('\n').find((l) => l.startsWith(sentence))).toMatch(/ in [0-9.]+s \(last [^)]+\): \[NetworkPolicy\] isolated by \S+, no rule matches$/);
+  });
+
+  it("the agents log each denied flow once per interval as a JSON line (from, to, port, protocol, direction, node, decision)", async () => {
+    // The lab's agents aggregate over 2 s (--drop-log-interval): the flows probed above are logged by now or within one interval.
+    const denied = (): Record<string, unknown>[] =>
+      info.agents.flatMap((a) =>
+        readFileSync(a.logFile, 'utf8')
+          .split('\n')
+          .filter((l) => l.includes('"msg":"denied: '))
+          .map((l) => JSON.parse(l) as Record<string, unknown>),
+      );
+    await until(() => denied().length > 0, 'a denied flow in the agents\' logs', 5000);
+    const line = denied()[0]!;
+    expect(Object.keys(line)).toEqual(expect.arrayContaining(['from', 'to', 'port', 'protocol', 'direction', 'node', 'decision', 'packets', 'seconds']));
+    expect(line.msg).toMatch(/^denied: \S+ -> \S+ \d+\/(TCP|UDP) \((ingress|egress)\), \d+ packets? in [0-9.]+s: \[NetworkPolicy\] isolated by /);
+    expect((line.decision as { tier: string; policies: string[] }).policies.length).toBeGreaterThan(0);
   });
 
   it('policyctl drops --kube reads the same agents through the API server\'s pod proxy', async () => {
