@@ -96,6 +96,18 @@ describe.runIf(kernelTestsEnabled())('lab drops on the real kernel', () => {
     expect((line.decision as { tier: string; policies: string[] }).policies.length).toBeGreaterThan(0);
   });
 
+  it("the agents' /metrics count the packets each policy denied and allowed, from the kernel's rule counters", async () => {
+    const texts = await Promise.all(info.agents.map((a) => getFromSocket(a.healthSocket!, '/metrics')));
+    const series = texts.flatMap((t) => t.split('\n').filter((l) => l.startsWith('policyctl_policy_packets_total{')));
+    const value = (verdict: string) => series.filter((l) => l.includes(`verdict="${verdict}"`)).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    // The cases above were denied by NetworkPolicy default denies and allowed by their rules.
+    expect(value('denied')).toBeGreaterThan(0);
+    expect(series.some((l) => /tier="NetworkPolicy",direction="(Ingress|Egress)",verdict="denied"/.test(l))).toBe(true);
+    expect(series.every((l) => !/pod=/.test(l))).toBe(true);
+    const logged = texts.flatMap((t) => t.split('\n').filter((l) => l.startsWith('policyctl_policy_denied_packets_logged_total{')));
+    expect(logged.length).toBeGreaterThan(0);
+  });
+
   it('policyctl drops --kube reads the same agents through the API server\'s pod proxy', async () => {
     const api = await startApiServer();
     const kdir = mkdtempSync(join(tmpdir(), 'pctl-lab-dl-kube-'));
