@@ -250,6 +250,8 @@ describe.runIf(kernelTestsEnabled())('the image, run as the DaemonSet runs it', 
     for (const a of info.agents) {
       const logs = await podman(['logs', containerOf(a.node)]);
       expect(logs.stdout + logs.stderr).toContain('"backend":"nft"');
+      // The drop log's reader (python3 in the image) bound the node's NFLOG group with the DaemonSet's capabilities.
+      expect(logs.stdout + logs.stderr).toContain('drop log: reading the NFLOG group of our log rules');
       // The DaemonSet's --health-addr answers in the node's namespace.
       const ready = await execInNode(lab, a.node, [nodeBinary(), '-e', 'fetch("http://127.0.0.1:9102/readyz").then(async (r) => console.log(r.status, await r.text()))'], { reject: false });
       expect(ready.stdout).toMatch(/^200 /);
