@@ -184,12 +184,12 @@ describe.runIf(kernelTestsEnabled())('DropLog on the real kernel', () => {
     ns = createNetns('pctl-dlog');
     const [python, script, group] = readerCommand(DROP_LOG.group);
     // A parent shell that starts the reader and says its pid, then is killed without a word to it.
-    const parent = spawn('ip', ['netns', 'exec', ns.name, 'sh', '-c', `${python} ${script} ${group} >/dev/null & echo $!; exec sleep 600`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const parent = spawn('ip', ['netns', 'exec', ns.name, 'sh', '-c', `${python} ${script} ${group} $$ >/dev/null & echo $!; exec sleep 600`], { stdio: ['ignore', 'pipe', 'ignore'] });
     const pid = Number(await new Promise<string>((resolve) => parent.stdout!.once('data', (b: Buffer) => resolve(b.toString().trim()))));
     expect(existsSync(`/proc/${pid}`)).toBe(true);
     await new Promise((r) => setTimeout(r, 300)); // bound to the group by now
     parent.kill('SIGKILL');
-    await until(() => !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z'), 'the orphaned reader to exit', 3000);
+    await until(() => !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z'), 'the orphaned reader to exit', 5000);
     // The group is free: a new reader binds it.
     const { logger, lines } = capture();
     dl = new DropLog({ node: 'n1', model: sampleCluster(), logger, command: ['ip', 'netns', 'exec', ns.name, ...readerCommand(DROP_LOG.group)] });

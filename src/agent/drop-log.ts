@@ -98,7 +98,8 @@ export interface DropLogOptions {
 /** The reader's command: the system's python3 first (a version manager's shim can take seconds to start). */
 export function readerCommand(group: number): string[] {
   const python = process.env.PCTL_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
-  return [python, fileURLToPath(new URL('./nflog-reader.py', import.meta.url)), String(group)];
+  // Our pid: the reader ends when we do (`ip netns exec` execs it, so we stay its parent).
+  return [python, fileURLToPath(new URL('./nflog-reader.py', import.meta.url)), String(group), String(process.pid)];
 }
 
 const PROTOCOL_NAMES: Record<string, string> = { tcp: 'TCP', udp: 'UDP', sctp: 'SCTP', icmp: 'ICMP' };

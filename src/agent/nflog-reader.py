@@ -13,7 +13,9 @@
 # kernel dropped log records the reader did not read in time (ENOBUFS). It exits when its parent
 # (the agent) is gone, so a killed agent's reader does not keep the group from the next one.
 #
-# Usage: nflog-reader.py GROUP
+# Usage: nflog-reader.py GROUP [PARENT_PID]
+# PARENT_PID: the process whose end ends the reader (default: the parent at start; given, a
+# parent gone before the reader got that far is noticed too).
 
 import errno
 import json
@@ -95,10 +97,14 @@ def packet(a):
 
 
 def main():
-    if len(sys.argv) != 2 or not sys.argv[1].isdigit() or int(sys.argv[1]) > 65535:
-        print(json.dumps({"error": "usage: nflog-reader.py GROUP (0-65535), got %r" % sys.argv[1:]}), flush=True)
+    args = sys.argv[1:]
+    if len(args) not in (1, 2) or not all(a.isdigit() for a in args) or int(args[0]) > 65535:
+        print(json.dumps({"error": "usage: nflog-reader.py GROUP (0-65535) [PARENT_PID], got %r" % args}), flush=True)
         return 2
-    group = int(sys.argv[1])
+    group = int(args[0])
+    parent = int(args[1]) if len(args) == 2 else os.getppid()
+    if os.getppid() != parent:
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     sock.bind((0, 0))
@@ -113,7 +119,6 @@ def main():
         return 1
     print(json.dumps({"ready": group}), flush=True)
     out = sys.stdout
-    parent = os.getppid()
     sock.settimeout(1.0)
     while True:
         try:

@@ -61,7 +61,7 @@ export function parseDuration(text: string, flag: string): number {
 
 export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger: pino.Logger) => ModelSource): Promise<number> {
   const logger = pino({ level: o.logLevel, base: { node: o.node } });
-  const syncer = new Syncer({ runner: processRunner(), dryRun: !!o.dryRun });
+  const syncer = new Syncer({ runner: processRunner(), dryRun: !!o.dryRun, dropLog: o.dropLog !== false });
   if (o.cleanup) {
     const r = await syncer.cleanup();
     const p = r.plan;
@@ -110,7 +110,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   // The running agent writes small set payloads through one long-lived ipset process (most
   // events then start no process at all); see src/sync/ipset-session.ts.
   const runner = sessionRunner();
-  const agentSyncer = new Syncer({ runner });
+  const agentSyncer = new Syncer({ runner, dropLog: o.dropLog !== false });
   const agent = new Agent({
     node: o.node,
     source,

@@ -237,7 +237,7 @@ Examples:
     .option('--service-cidr <cidr>', 'under IPVS: the Service ClusterIP range (the API server\'s --service-cluster-ip-range; repeatable): packets of pods to it pass INPUT and are judged in OUTPUT against the backend', (v: string, prev: string[] = []) => [...prev, v])
     .option('--node-port-range <from-to>', 'under IPVS: the node port range (kube-proxy\'s); packets of pods to it pass INPUT and are judged in OUTPUT', '30000-32767')
     .option('--set-bridge-nf', 'set net.bridge.bridge-nf-call-iptables back to 1 whenever it is found at 0 (logged)')
-    .option('--no-drop-log', "do not read the node's drop log (the NFLOG rules stay: the kernel's counters still count)")
+    .option('--no-drop-log', "program no drop-log rule and read no drop log (kernels without NFLOG or hashlimit; the drops and the kernel's per-policy counters stay)")
     .option('--drop-log-interval <duration>', 'log each denied flow once per this interval, with its packet count (JSON lines; recent ones at /drops on --health-addr)', '10s')
     .option('--dry-run', 'print what would be written and exit, writing nothing')
     .option('--cleanup', 'remove every chain, jump and ipset this agent owns, and nothing else; then exit')

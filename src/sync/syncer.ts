@@ -31,6 +31,7 @@ import { applyGarbage, applyMain, canonicalEntry, diff, hookLine, isEmpty, paylo
 import { ApplyError } from './apply-error.ts';
 import { applyPieces, type PiecesOptions, type PiecesResult } from './pieces.ts';
 import { CommandError, mustRun, type Runner } from './runner.ts';
+import { deltaWithoutLog, rulesetWithoutLog } from './without-log.ts';
 
 export { ApplyError };
 
@@ -62,6 +63,8 @@ export interface SyncerOptions {
   readonly dryRun?: boolean;
   /** Seconds iptables-restore waits for the xtables lock. */
   readonly lockWaitSeconds?: number;
+  /** false: program no drop-log rule (without-log.ts; `policyctl agent --no-drop-log`). Default true. */
+  readonly dropLog?: boolean;
 }
 
 export const EMPTY_RULESET: Ruleset = { node: '', sets: [], chains: [], hooks: [] };
@@ -77,6 +80,8 @@ export class Syncer {
   /** The garbage collection of the last applied plan, not run yet. */
   private garbage: { readonly plan: Plan; readonly payloads: Payloads } | undefined;
   readonly dryRun: boolean;
+  /** Whether the drop log's rules are programmed (SyncerOptions.dropLog). */
+  readonly dropLog: boolean;
   private readonly lockWait: number;
 
   constructor(o: SyncerOptions) {
@@ -84,6 +89,7 @@ export class Syncer {
     this.dryRun = !!o.dryRun;
     this.lockWait = o.lockWaitSeconds ?? 10;
     if (o.backend) this.backendP = Promise.resolve(o.backend);
+    this.dropLog = o.dropLog !== false;
   }
 
   backend(): Promise<Backend> {
@@ -102,8 +108,9 @@ export class Syncer {
   }
 
   /** Apply the difference between `desired` and the kernel (or what we last wrote). */
-  async sync(desired: Ruleset, opts: { readKernel?: boolean } = {}): Promise<SyncResult> {
+  async sync(input: Ruleset, opts: { readKernel?: boolean } = {}): Promise<SyncResult> {
     const t0 = performance.now();
+    const desired = this.programmed(input);
     await this.collectGarbage();
     const read = !!opts.readKernel || !this.known;
     const last = this.knownRuleset;
@@ -122,8 +129,9 @@ export class Syncer {
    * proportion to the change; otherwise (first sync, after a failure, a reset or skipped
    * compiler, a delta that does not fit) this re-reads the kernel and diffs the whole Ruleset.
    */
-  async syncDelta(desired: Ruleset, delta: RulesetDelta, from: Ruleset): Promise<SyncResult> {
+  async syncDelta(input: Ruleset, inputDelta: RulesetDelta, inputFrom: Ruleset): Promise<SyncResult> {
     const t0 = performance.now();
+    const [desired, delta, from] = this.dropLog ? [input, inputDelta, inputFrom] : [rulesetWithoutLog(input), deltaWithoutLog(inputDelta), rulesetWithoutLog(inputFrom)];
     await this.collectGarbage();
     const known = this.known;
     if (!known || from !== this.knownRuleset) return this.sync(desired, { readKernel: true });
@@ -190,6 +198,11 @@ export class Syncer {
     return result(true);
   }
 
+  /** What of a Ruleset the kernel gets: all of it, or without the drop log's rules. */
+  private programmed(rs: Ruleset): Ruleset {
+    return this.dropLog ? rs : rulesetWithoutLog(rs);
+  }
+
   private remember(desired: Ruleset, state: KernelState): void {
     this.known = state;
     this.knownRuleset = desired;
@@ -213,7 +226,8 @@ export class Syncer {
    * isolation while its replacement was refused). `known` is forgotten: the next sync re-reads
    * the kernel. Under dry run, nothing is applied and nothing is refused.
    */
-  async applyInPieces(desired: Ruleset, o: PiecesOptions = {}): Promise<PiecesResult> {
+  async applyInPieces(input: Ruleset, o: PiecesOptions = {}): Promise<PiecesResult> {
+    const desired = this.programmed(input);
     this.forget();
     if (this.dryRun) return { rejected: [], applied: 0, blocked: 0, skipped: 0, withheld: 0, attempts: 0, complete: true };
     try {
