@@ -28,8 +28,11 @@ import { generateCluster } from '../synthetic.ts';
 const NODE = 'node-001';
 const CRR_PORT = 5001;
 const IPERF_PORT = 5201;
-const CLIENT_IP = '10.250.1.10';
-const SERVER_IP = '10.250.1.11';
+// Two free addresses of node-001's pod CIDR (its 250 pods hold .2 to .251), so that new
+// connections meet the unknown-address checks (PCTL-programmed) as pod traffic does.
+const POD_CIDR = '10.244.1.0/24';
+const CLIENT_IP = '10.244.1.252';
+const SERVER_IP = '10.244.1.253';
 
 /** The two lab pods and the policies that isolate them and let them talk. */
 function benchObjects(): { ns: NamespaceRecord; pods: PodRecord[]; policies: PolicyRecord[] } {
@@ -175,8 +178,8 @@ export const dataplanePart: BenchPart = {
       o.progress('dataplane: building the lab');
       const lab = await createLab({
         name,
-        clusterCIDR: '10.250.0.0/16',
-        nodes: [{ name: NODE, podCIDR: '10.250.1.0/24' }],
+        clusterCIDR: '10.244.0.0/16',
+        nodes: [{ name: NODE, podCIDR: POD_CIDR }],
         pods: [
           { namespace: 'bench', name: 'client', node: NODE, ip: CLIENT_IP },
           { namespace: 'bench', name: 'server', node: NODE, ip: SERVER_IP },
