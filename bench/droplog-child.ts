@@ -5,7 +5,8 @@
 
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
-import { DropLog, readerCommand } from '../src/agent/drop-log.ts';
+import { DropLog } from '../src/agent/drop-log.ts';
+import { nflogReaderCommand as readerCommand } from '../src/sync/nflog.ts';
 import { AgentMetrics } from '../src/agent/metrics.ts';
 import { Model } from '../src/model/store.ts';
 import { DROP_LOG } from '../src/sync/render.ts';

@@ -14,7 +14,7 @@ apt-get update -qq >/dev/null
 apt-get install -y -qq --no-install-recommends \
   iptables ipset iproute2 conntrack containernetworking-plugins iputils-ping ncat kmod procps iperf3 gcc libc6-dev >/dev/null
 # python3: the lab's IPVS-path proxy (src/lab/ipvs-proxy.py) needs setsockopt(IP_TRANSPARENT), which Node lacks;
-# the agent's drop log reads its NFLOG group with src/agent/nflog-reader.py (Node has no netlink sockets).
+# the agent's drop log reads its NFLOG group with src/sync/nflog-reader.py (Node has no netlink sockets).
 apt-get install -y -qq --no-install-recommends python3 >/dev/null
 # The image test (test/e2e/image.test.ts, scripts/build-image.sh): podman and buildah run as root
 # with runc (scripts/containers.conf says why not crun); mmdebstrap builds the local Debian base

@@ -14,7 +14,8 @@ import type { ClusterPolicyRecord } from '../model/types.ts';
 import { DROP_LOG, renderRule } from '../sync/render.ts';
 import { dropsText, getFromSocket, parseDropsBody } from '../cli/drops.ts';
 import type { Agent } from './agent.ts';
-import { DropLog, readerCommand } from './drop-log.ts';
+import { DropLog } from './drop-log.ts';
+import { nflogReaderCommand as readerCommand } from '../sync/nflog.ts';
 import { serveHealth } from './health.ts';
 import { AgentMetrics } from './metrics.ts';
 

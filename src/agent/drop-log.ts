@@ -1,6 +1,6 @@
 // The agent's drop log (issue 11): reads the records of the node's log rules (src/compiler/drop-log.ts
 // writes their prefixes, src/sync/render.ts the rate-limited NFLOG rules) from a small reader
-// process (nflog-reader.py: Node has no netlink sockets), names the pods and the policies behind
+// process (src/sync/nflog.ts: Node has no netlink sockets), names the pods and the policies behind
 // each denied flow through the model, aggregates per flow ("N packets in T"), logs each denied flow
 // once per interval as a JSON line, keeps the recent ones for `/drops`, and counts them per policy
 // and direction for /metrics.
@@ -10,10 +10,6 @@
 // names come from the model, matched against the prefix's digests. When they do not match (the
 // policies changed since the packet was dropped), the drop says so instead of guessing.
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { Counter } from 'prom-client';
 import { clusterPolicyDigest, parseDropLogPrefix, policiesDigest, type DropPrefix } from '../compiler/drop-log.ts';
@@ -21,20 +17,11 @@ import { policyCommentRef } from '../compiler/names.ts';
 import type { Model } from '../model/store.ts';
 import { isEnforceable, type PodRecord, type PolicyType } from '../model/types.ts';
 import { isolatingPolicies } from '../semantics/evaluate.ts';
+import { nflogReaderCommand, NflogReader, type LogRecord } from '../sync/nflog.ts';
 import { DROP_LOG } from '../sync/render.ts';
-import { errorText } from '../util/error-text.ts';
-import type { AgentMetrics } from './metrics.ts';
 
-/** One line of the reader: a packet a log rule matched. */
-export interface LogRecord {
-  readonly prefix: string;
-  readonly src: string;
-  readonly dst: string;
-  /** `tcp`, `udp`, `sctp`, `icmp` or the protocol number. */
-  readonly protocol: string;
-  readonly sport?: number;
-  readonly dport?: number;
-}
+export type { LogRecord };
+import type { AgentMetrics } from './metrics.ts';
 
 /** What decided a drop, in the words `policyctl explain` uses. */
 export type DropDecision =
@@ -90,16 +77,9 @@ export interface DropLogOptions {
   readonly capacity?: number;
   /** The NFLOG group (default DROP_LOG.group, the one our rules send to). */
   readonly group?: number;
-  /** The reader's command (default python3 and nflog-reader.py beside this file). */
+  /** The reader's command (default: src/sync/nflog.ts nflogReaderCommand). */
   readonly command?: readonly string[];
   readonly now?: () => number;
-}
-
-/** The reader's command: the system's python3 first (a version manager's shim can take seconds to start). */
-export function readerCommand(group: number): string[] {
-  const python = process.env.PCTL_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
-  // Our pid: the reader ends when we do (`ip netns exec` execs it, so we stay its parent).
-  return [python, fileURLToPath(new URL('./nflog-reader.py', import.meta.url)), String(group), String(process.pid)];
 }
 
 const PROTOCOL_NAMES: Record<string, string> = { tcp: 'TCP', udp: 'UDP', sctp: 'SCTP', icmp: 'ICMP' };
@@ -114,12 +94,8 @@ export class DropLog {
   /** Recent drops, oldest first (the current interval's included). */
   private readonly recent: Drop[] = [];
   private seq = 0;
-  private child: ChildProcess | undefined;
+  private reader: NflogReader | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private restartTimer: NodeJS.Timeout | undefined;
-  private stopped = false;
-  private backoffMs = 500;
-  private ready: Promise<void> | undefined;
   private podsByIp: { generation: number; map: Map<string, PodRecord> } | undefined;
   readonly denied: Counter<'policy' | 'tier' | 'direction'> | undefined;
   readonly lost: Counter | undefined;
@@ -137,76 +113,24 @@ export class DropLog {
   start(): Promise<void> {
     this.timer = setInterval(() => this.flush(), this.intervalMs);
     this.timer.unref();
-    this.ready = this.spawn();
-    return this.ready;
+    this.reader = new NflogReader({
+      command: this.o.command ?? nflogReaderCommand(this.o.group ?? DROP_LOG.group),
+      logger: this.o.logger,
+      onRecord: (r) => this.record(r),
+      onLost: () => this.lost?.inc(),
+    });
+    return this.reader.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    if (this.restartTimer) clearTimeout(this.restartTimer);
     this.flush();
-    const c = this.child;
-    if (c && c.exitCode === null && c.signalCode === null) {
-      await new Promise<void>((resolve) => {
-        c.once('exit', () => resolve());
-        c.kill('SIGTERM');
-      });
-    }
+    await this.reader?.stop();
   }
 
   /** The recent drops, oldest first; with `since`, only those updated after that sequence number. */
   drops(since = 0): Drop[] {
     return this.recent.filter((d) => d.seq > since);
-  }
-
-  private spawn(): Promise<void> {
-    const [cmd, ...args] = this.o.command ?? readerCommand(this.o.group ?? DROP_LOG.group);
-    const log = this.o.logger;
-    return new Promise<void>((resolve) => {
-      let settled = false;
-      const settle = () => {
-        if (!settled) {
-          settled = true;
-          resolve();
-        }
-      };
-      const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      this.child = child;
-      child.on('error', (e) => {
-        log.error({ err: errorText(e), command: cmd }, 'drop log: cannot start the NFLOG reader; denied flows are not logged');
-        settle();
-      });
-      child.stderr!.on('data', (b: Buffer) => log.warn({ stderr: b.toString().trim().slice(0, 500) }, 'drop log: the NFLOG reader wrote to stderr'));
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        let rec: unknown;
-        try {
-          rec = JSON.parse(line);
-        } catch {
-          log.warn({ line: line.slice(0, 200) }, 'drop log: the NFLOG reader printed a line that is not JSON');
-          return;
-        }
-        const r = rec as Record<string, unknown>;
-        if (typeof r.ready === 'number') {
-          this.backoffMs = 500;
-          log.info({ group: r.ready }, 'drop log: reading the NFLOG group of our log rules');
-          settle();
-        } else if (typeof r.error === 'string') {
-          log.error({ err: r.error }, 'drop log: the NFLOG reader cannot read the group; denied flows are not logged');
-          settle();
-        } else if (r.lost === true) this.lost?.inc();
-        else if (typeof r.prefix === 'string') this.record(r as unknown as LogRecord);
-      });
-      child.on('exit', (code, signal) => {
-        settle();
-        if (this.stopped) return;
-        this.lost?.inc();
-        log.warn({ code, signal, retryMs: this.backoffMs }, 'drop log: the NFLOG reader ended; restarting it');
-        this.restartTimer = setTimeout(() => void this.spawn(), this.backoffMs);
-        this.restartTimer.unref();
-        this.backoffMs = Math.min(this.backoffMs * 2, 30_000);
-      });
-    });
   }
 
   /** One logged packet: attributed, aggregated into its flow of the current interval. */
