@@ -114,6 +114,8 @@ export class Agent {
   private readonly o: Required<Omit<AgentOptions, 'statusFile' | 'metrics' | 'staleAfterMs' | 'nodePorts'>> & Pick<AgentOptions, 'statusFile' | 'nodePorts'> & { staleAfterMs: number };
   /** The service proxy the node is programmed for, and how it was chosen. */
   private proxy: { mode: ProxyMode; how: 'flag' | 'detected' | 'assumed' };
+  /** IPVS kept although its traces went (checkServiceProxy), said once. */
+  private keptIpvs = false;
   /** The service proxy has been logged and put in the gauge once. */
   private reportedProxy = false;
   /** Addresses that left the model: their conntrack entries go once the sync removing them is in force. */
@@ -189,6 +191,15 @@ export class Agent {
     const before = this.proxy;
     if (this.o.serviceProxy === 'auto') {
       const d = await detectProxyMode(this.o.syncer.runner);
+      // No trace at all after IPVS was seen (a failed read, kube-proxy restarting) keeps IPVS:
+      // leaving it would take the OUTPUT hook away, and IPVS-forwarded Service traffic would
+      // reach backends unjudged (invariant fail-closed). Another mode is taken on its own trace.
+      if (!d.mode && before.mode === 'ipvs' && before.how === 'detected') {
+        if (!this.keptIpvs) this.o.logger.warn({}, 'service proxy: kube-proxy\'s IPVS traces are gone but no other mode shows; keeping the IPVS layout until one does');
+        this.keptIpvs = true;
+        return;
+      }
+      this.keptIpvs = false;
       this.proxy = d.mode ? { mode: d.mode, how: 'detected' } : { mode: 'iptables', how: 'assumed' };
       if (this.reportedProxy && before.mode === this.proxy.mode && before.how === this.proxy.how) return;
       this.o.logger.info({ mode: this.proxy.mode, how: this.proxy.how, evidence: d.evidence }, d.mode ? `service proxy: kube-proxy in ${d.mode} mode` : 'service proxy: no trace of kube-proxy on this node; assuming iptables mode (detected again at each verification)');

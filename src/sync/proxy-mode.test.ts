@@ -64,7 +64,7 @@ describe.runIf(kernelTestsEnabled())('detecting kube-proxy on the real kernel', 
     expect((await detectProxyMode(net.runner)).evidence).toEqual(['interface kube-ipvs0', 'ipset KUBE-CLUSTER-IP']);
   });
 
-  it('an agent in auto mode adds the OUTPUT hook when IPVS appears, says so in /metrics, and removes it when IPVS goes', async () => {
+  it('an agent in auto mode adds the OUTPUT hook when IPVS appears, says so in /metrics, keeps it while no other mode shows, and removes it on iptables mode\'s trace', async () => {
     const agent = node.agent({ extra: { serviceProxy: 'auto', serviceCidrs: ['10.96.0.0/12'], resyncMs: 150, verifyAfterWriteMs: 100 } });
     await agent.start();
     const hooked = () => net.sh('iptables -S OUTPUT').includes('-j PCTL-OUTPUT');
@@ -77,6 +77,12 @@ describe.runIf(kernelTestsEnabled())('detecting kube-proxy on the real kernel', 
     expect(metric).toContain('policyctl_service_proxy{mode="ipvs",how="detected"} 1');
     expect(metric).not.toContain('mode="iptables"');
     net.sh('ip link del kube-ipvs0');
+    // No trace of any mode (a failed read, kube-proxy restarting): the IPVS layout stays, or
+    // Service traffic would reach backends unjudged (fail closed).
+    const syncs = agent.status().syncs;
+    await until(() => agent.status().syncs >= syncs + 3, 'three more syncs', 10_000);
+    expect(hooked()).toBe(true);
+    net.sh('iptables -t nat -N KUBE-SERVICES && iptables -t nat -A KUBE-SERVICES -j RETURN'); // iptables mode's own trace
     await until(() => !hooked() && !net.sh('iptables-save -t filter').includes('PCTL-OUTPUT'), 'the OUTPUT hook and chain gone', 10_000);
   });
 
