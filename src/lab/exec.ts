@@ -145,6 +145,20 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * Ends the given processes: SIGTERM, then SIGKILL after `graceMs`. Only ever called with pids read
  * from a lab namespace (`ip netns pids`), i.e. processes running inside the lab.
  */
+/**
+ * Sends `signal` to each pid, skipping those already gone (an agent's children, its ipset
+ * session and its NFLOG reader, end with it, between a listing and the signal).
+ */
+export function signalPids(pids: readonly number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+    }
+  }
+}
+
 export async function killPids(pids: readonly number[], graceMs = 1500): Promise<number[]> {
   const own = new Set([process.pid]);
   const targets = pids.filter((p) => !own.has(p) && p > 1);

@@ -20,7 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { compareWithModel, probeLab } from '../../src/cli/lab.ts';
 import { labUp, loadFolder, readClusterInfo, stopWatcher, waitApplied, type ClusterInfo } from '../../src/lab/cluster.ts';
-import { netnsPids, run, runInNetns } from '../../src/lab/exec.ts';
+import { netnsPids, run, runInNetns, signalPids } from '../../src/lab/exec.ts';
 import { destroyLab, execInNode, findNode, findPod, openLab } from '../../src/lab/lab.ts';
 import { nodeBinary } from '../../src/lab/processes.ts';
 import type { LabState } from '../../src/lab/state.ts';
@@ -216,7 +216,7 @@ describe.runIf(kernelTestsEnabled())('the image, run as the DaemonSet runs it', 
     // image, so the containers start from an empty kernel and must program everything.
     await Promise.all(
       lab.nodes.map(async (n) => {
-        for (const p of await netnsPids(n.netns)) process.kill(p, 'SIGTERM');
+        signalPids(await netnsPids(n.netns), 'SIGTERM');
         const end = Date.now() + 10_000;
         while ((await netnsPids(n.netns)).length > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
         expect(await netnsPids(n.netns), `processes left in node ${n.name}`).toEqual([]);

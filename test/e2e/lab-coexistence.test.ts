@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labUp, readClusterInfo, startAgent, stopWatcher, waitApplied, type ClusterInfo } from '../../src/lab/cluster.ts';
-import { netnsPids } from '../../src/lab/exec.ts';
+import { netnsPids, signalPids } from '../../src/lab/exec.ts';
 import { addService, destroyLab, execInNode, findNode, openLab } from '../../src/lab/lab.ts';
 import { probeMany } from '../../src/lab/probe.ts';
 import type { LabState } from '../../src/lab/state.ts';
@@ -146,7 +146,7 @@ status: {phase: Running, podIP: 10.244.2.20}
     const netns = findNode(lab, 'n1').netns;
     const pids = await netnsPids(netns);
     expect(pids.length).toBeGreaterThan(0);
-    for (const p of pids) process.kill(p, 'SIGKILL');
+    signalPids(pids, 'SIGKILL');
     // Without its agent the node keeps its rules: still isolated.
     expect(await reach('app/intruder')).toBe(false);
     const agent = info.agents.find((a) => a.node === 'n1')!;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compareWithModel, probeLab } from '../../src/cli/lab.ts';
 import { labUp, loadFolder, readClusterInfo, stopWatcher, waitApplied } from '../../src/lab/cluster.ts';
-import { netnsPids, runInNetns } from '../../src/lab/exec.ts';
+import { netnsPids, runInNetns, signalPids } from '../../src/lab/exec.ts';
 import { destroyLab, startInNode } from '../../src/lab/lab.ts';
 import { nodeBinary, startDaemon } from '../../src/lab/processes.ts';
 import type { LabState } from '../../src/lab/state.ts';
@@ -46,7 +46,7 @@ describe.runIf(kernelTestsEnabled())('agents fed by the API server double', () =
 
     // Replace the file agents: stop them and remove everything they wrote.
     for (const n of lab.nodes) {
-      for (const pid of await netnsPids(n.netns)) process.kill(pid, 'SIGKILL');
+      signalPids(await netnsPids(n.netns), 'SIGKILL');
       await runInNetns(n.netns, [nodeBinary(), '--no-warnings', BIN, 'agent', '--cleanup']);
       expect((await runInNetns(n.netns, ['iptables-save', '-t', 'filter'])).stdout).not.toContain('PCTL');
     }

@@ -13,7 +13,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent } from '../../src/lab/cluster.ts';
-import { netnsPids } from '../../src/lab/exec.ts';
+import { netnsPids, signalPids } from '../../src/lab/exec.ts';
 import { addPod, findNode } from '../../src/lab/lab.ts';
 import { probeMany, type ProbeRequest } from '../../src/lab/probe.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
@@ -71,7 +71,7 @@ describe.runIf(kernelTestsEnabled())('pod start, unknown pods and agent outage o
     let lab = await s.refresh();
     const n1 = findNode(lab, 'n1');
     const agent = s.info.agents.find((a) => a.node === 'n1')!;
-    for (const pid of await netnsPids(n1.netns)) process.kill(pid, 'SIGKILL');
+    signalPids(await netnsPids(n1.netns), 'SIGKILL');
     // Existing isolation holds: din/p0 (on n1) admits friends only.
     const p0 = newPod(0);
     const before = await probeMany(
