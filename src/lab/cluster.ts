@@ -264,9 +264,19 @@ export async function waitApplied(lab: LabState, info: ClusterInfo, timeoutMs: n
   }
   const lagging = last.filter((r) => r.revision !== w?.source || !r.ready).map((r) => `${r.node} (applied ${r.revision || 'nothing'}; ${r.reasons.join('; ') || 'no reason given'})`);
   if (!w || w.revision !== rev || !w.settled) {
-    lagging.push(`the pod watcher (reconciled ${w?.revision || 'nothing'}${w && !w.settled ? ', not settled' : ''}${w?.error ? `: ${w.error}` : ''}; see ${join(lab.dir, 'logs', 'watcher.log')})`);
+    const gone = info.watcherPid !== undefined && !processAlive(info.watcherPid) ? `, its process ${info.watcherPid} is not running` : '';
+    lagging.push(`the pod watcher (reconciled ${w?.revision || 'nothing'}${w && !w.settled ? ', not settled' : ''}${gone}${w?.error ? `: ${w.error}` : ''}; see ${join(lab.dir, 'logs', 'watcher.log')})`);
   }
   throw new LabError(`agents of lab ${lab.name} did not apply ${info.manifests} (revision ${rev}) within ${timeoutMs} ms: ${lagging.join(', ')}; see ${info.agents.map((a) => a.logFile).join(', ')}`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Start `policyctl lab watch` in the background (root namespace); returns its pid. */

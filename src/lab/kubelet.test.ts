@@ -108,3 +108,51 @@ describe('LabKubelet order', () => {
     expect(seen).toEqual(['ADD: source has the pod with IPs []', 'DEL: source has the pod with IPs [10.244.1.10]']);
   });
 });
+
+describe('LabKubelet status reports', () => {
+  it('many pods reporting at once: every IP published, the status settles, no write fails', async () => {
+    // Twenty pods added in one reconcile report their IPs at the same instant: each report writes
+    // the source and the status. Concurrent status writes once shared one temporary file, and the
+    // loser's rename failed inside a timer: an unhandled rejection that ended the watcher process
+    // and left the lab "not settled" for good.
+    const dir = join(mkdtempSync(join(root, 's-')), 'k');
+    mkdirSync(dir);
+    const manifests = join(dir, 'in');
+    const source = join(dir, 'src');
+    mkdirSync(manifests);
+    await saveState(lab(dir));
+    const rejections: unknown[] = [];
+    const onRejection = (e: unknown) => rejections.push(e);
+    process.on('unhandledRejection', onRejection);
+    try {
+      const ops = {
+        addPod: (async (l: LabState, spec) => {
+          const pod = { key: `${spec.namespace}/${spec.name}`, namespace: spec.namespace, name: spec.name, node: spec.node, ip: spec.ip!, ports: [], unserved: [], netns: 'n', containerId: 'c' } satisfies LabPod;
+          l.pods.push(pod);
+          return pod;
+        }) as typeof addPod,
+        removePod: (async () => {}) as typeof removePod,
+      };
+      const names = Array.from({ length: 20 }, (_, i) => `p${i}`);
+      writeFileSync(join(manifests, 'pods.yaml'), names.map((n, i) => POD(n, `10.244.1.${10 + i}`)).join('\n---\n'));
+      const statusFile = join(dir, 'status.json');
+      const k = new LabKubelet({ lab: lab(dir), manifests, source, statusFile, statusDelayMs: 0, ops });
+      await k.reconcile();
+      const end = Date.now() + 5_000;
+      let status: { settled?: boolean; error?: string } = {};
+      while (Date.now() < end) {
+        status = JSON.parse(readFileSync(statusFile, 'utf8'));
+        if (status.settled) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(status).toMatchObject({ settled: true });
+      expect(status.error).toBeUndefined();
+      const model = buildModel(await loadManifests([source]));
+      expect(names.map((n) => model.findPod('x', n)?.ips[0])).toEqual(names.map((_n, i) => `10.244.1.${10 + i}`));
+      await new Promise((r) => setTimeout(r, 50));
+      expect(rejections).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
+  });
+});

@@ -81,8 +81,12 @@ export class LabKubelet {
   private readonly written = new Map<string, string>();
   private scanned = false;
   private writing: Promise<void> = Promise.resolve();
+  /** Status writes, serialized: two at once would share the temporary file (and the loser's rename fail). */
+  private statusWriting: Promise<void> = Promise.resolve();
   private reconciling = false;
   private lastError: string | undefined;
+  /** The last failure to publish a pod's IP (retried by its timer). */
+  private publishError: string | undefined;
   private changes: string[] = [];
   /** The folder revision last reconciled without error. */
   reconciled = '';
@@ -187,7 +191,20 @@ export class LabKubelet {
     const t = setTimeout(() => {
       this.timers.delete(key);
       this.published.set(key, ip);
-      void this.writeSource().then(() => this.writeStatus());
+      // A timer has no caller to reject to: a failure is logged, shown in the status and retried
+      // (the timer stays, so the status is not settled), never an unhandled rejection, which
+      // would end the watcher process.
+      this.writeSource()
+        .then(() => {
+          this.publishError = undefined;
+          return this.writeStatus();
+        })
+        .catch((e: unknown) => {
+          this.publishError = `publishing the IP of pod ${key}: ${(e as Error).message}`;
+          (this.o.log ?? (() => {}))(`${this.publishError} (retrying)`);
+          this.scheduleStatus(key, ip);
+          return this.writeStatus().catch(() => {});
+        });
     }, this.delayMs);
     this.timers.set(key, t);
   }
@@ -291,15 +308,19 @@ export class LabKubelet {
       source: await folderRevision(this.o.source),
       settled: !this.reconciling && this.timers.size === 0 && this.lastError === undefined,
       ...(this.changes.length ? { changes: this.changes } : {}),
-      ...(this.lastError ? { error: this.lastError } : {}),
+      ...(this.lastError || this.publishError ? { error: [this.lastError, this.publishError].filter(Boolean).join('\n') } : {}),
     };
   }
 
-  private async writeStatus(): Promise<void> {
-    const s = await this.statusNow();
-    const tmp = `${this.o.statusFile}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify(s) + '\n');
-    await rename(tmp, this.o.statusFile);
+  private writeStatus(): Promise<void> {
+    const next = this.statusWriting.then(async () => {
+      const s = await this.statusNow();
+      const tmp = `${this.o.statusFile}.${process.pid}.tmp`;
+      await writeFile(tmp, JSON.stringify(s) + '\n');
+      await rename(tmp, this.o.statusFile);
+    });
+    this.statusWriting = next.catch(() => {});
+    return next;
   }
 }
 
