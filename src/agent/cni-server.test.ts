@@ -5,44 +5,15 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pod } from '../../test/support/builders.ts';
 import { runPlugin, type AgentRequest } from '../cni/plugin.ts';
-import { Model } from '../model/store.ts';
-import type { Runner } from '../sync/runner.ts';
-import { CniServer } from './cni-server.ts';
+import { scriptedCniServer, type ScriptedAgentOptions } from '../../test/support/cni-agent.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'pctl-cnisrv-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function setup(o: { applies?: boolean; synced?: boolean } = {}) {
-  const model = new Model();
-  let synced = o.synced ?? true;
-  let applied = -1;
-  const calls: string[] = [];
-  const runner: Runner = {
-    async run(cmd, args) {
-      calls.push([cmd, ...args].join(' '));
-      return { stdout: '', stderr: '0 flow entries have been deleted.\n', exitCode: 1 };
-    },
-  };
-  const agent = {
-    async waitApplied(generation: number, timeoutMs: number) {
-      if (o.applies === false) {
-        await new Promise((r) => setTimeout(r, timeoutMs));
-        return false;
-      }
-      await new Promise((r) => setTimeout(r, 5));
-      applied = Math.max(applied, model.generation);
-      return applied >= generation;
-    },
-    status: () => ({ ready: o.applies !== false, reasons: o.applies === false ? ['last sync failed'] : [], ...(o.applies === false ? { lastError: 'iptables-restore failed' } : {}) }),
-  };
-  const source = { model, status: () => ({ synced, healthy: true, detail: 'watching /cluster' }) };
-  const server = new CniServer({ socketPath: join(dir, `s-${Math.random().toString(36).slice(2, 8)}`, 'cni.sock'), node: 'n1', source, agent, runner, logger: pino({ level: 'silent' }) });
-  return { model, server, calls, setSynced: (v: boolean) => (synced = v) };
-}
+const setup = (o: ScriptedAgentOptions = {}) => scriptedCniServer(dir, o);
 
 const req = (command: AgentRequest['command'], extra: Partial<AgentRequest> = {}): AgentRequest => ({ v: 1, command, namespace: 'x', name: 'a', containerId: 'c1', ips: ['10.244.1.5'], timeoutMs: 1000, ...extra });
 const noIp = pod('x', 'a', { app: 'a' }, { ip: null, node: 'n1', phase: 'Pending' });

@@ -1,5 +1,6 @@
 // The agent's side of policyctl-cni (src/cni/plugin.ts): a unix socket on the node, one JSON
-// request per connection, answered once the pod is enforced (ADD), once its address is gone
+// request per connection (or one whole call forwarded by the native front end, which the agent
+// runs through the plugin's own code: src/cni/shim-frame.ts), answered once the pod is enforced (ADD), once its address is gone
 // from every set and from conntrack (DEL), or with the reason it is not.
 //
 // ADD: the pod's labels come from the model (the source's pod object: the API lists a pod
@@ -21,7 +22,8 @@ import { chmod, mkdir, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { CNI_ERROR, type AgentReply, type AgentRequest } from '../cni/plugin.ts';
+import { CNI_ERROR, errorOutput, LATEST, runPlugin, type AgentReply, type AgentRequest, type PluginInput, type PluginOutput } from '../cni/plugin.ts';
+import { encodeAnswer, readCall } from '../cni/shim-frame.ts';
 import { CniOverlay } from '../model/cni-overlay.ts';
 import type { PodRecord } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
@@ -51,6 +53,8 @@ export interface CniServerOptions {
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const MAX_REQUEST_BYTES = 64 * 1024;
+/** A forwarded call holds the whole network configuration (with prevResult): more room. */
+const MAX_CALL_BYTES = 4 * 1024 * 1024;
 
 class Refusal extends Error {
   readonly code: number;
@@ -69,6 +73,8 @@ export class CniServer {
   private readonly podWaiters = new Map<string, Set<() => void>>();
   private readonly disposers: (() => void)[] = [];
   private readonly sockets = new Set<Socket>();
+  /** Requests received, by protocol: JSON from the Node plugin, whole calls from the native front end. */
+  readonly received = { json: 0, call: 0 };
 
   constructor(o: CniServerOptions) {
     this.o = o;
@@ -92,7 +98,9 @@ export class CniServer {
     if (Buffer.byteLength(path) > 107) throw new Error(`CNI socket path ${path} is too long for a unix socket (at most 107 bytes)`);
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     await rm(path, { force: true });
-    const server = createServer((sock) => this.accept(sock));
+    // Half-open: the native front end ends its side once it has sent the call; the answer still
+    // has to go back on this one (Node would otherwise end it at once).
+    const server = createServer({ allowHalfOpen: true }, (sock) => this.accept(sock));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(path, () => {
@@ -122,19 +130,45 @@ export class CniServer {
     this.sockets.add(sock);
     sock.on('close', () => this.sockets.delete(sock));
     sock.on('error', () => {});
-    sock.setEncoding('utf8');
-    let buf = '';
+    let buf: Buffer = Buffer.alloc(0);
     let handled = false;
-    sock.on('data', (chunk: string) => {
+    sock.on('end', () => {
+      // The caller stopped sending before a whole request came: nothing will complete it.
+      if (!handled) {
+        handled = true;
+        sock.end();
+      }
+    });
+    sock.on('data', (chunk: Buffer) => {
       if (handled) return;
-      buf += chunk;
-      const nl = buf.indexOf('\n');
+      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+      // The first byte tells the two protocols apart: "{" a JSON request (the Node plugin), "p" a
+      // whole call forwarded by the native front end (src/cni/shim-frame.ts).
+      if (buf[0] !== 0x7b) {
+        let call: PluginInput | undefined;
+        try {
+          call = readCall(buf, MAX_CALL_BYTES);
+        } catch (e) {
+          handled = true;
+          sock.end(encodeAnswer(errorOutput(LATEST, CNI_ERROR.decodeFailure, `policyctl-cni: the agent cannot read the call: ${(e as Error).message}`)));
+          return;
+        }
+        if (!call) return;
+        handled = true;
+        this.received.call++;
+        void this.run(call).then((out) => {
+          if (!sock.destroyed) sock.end(encodeAnswer(out));
+        });
+        return;
+      }
+      const nl = buf.indexOf(10);
       if (nl < 0 && buf.length <= MAX_REQUEST_BYTES) return;
       handled = true;
+      this.received.json++;
       let req: unknown;
       try {
         if (nl < 0) throw new Error(`request longer than ${MAX_REQUEST_BYTES} bytes`);
-        req = JSON.parse(buf.slice(0, nl));
+        req = JSON.parse(buf.toString('utf8', 0, nl));
       } catch (e) {
         sock.end(JSON.stringify({ ok: false, code: CNI_ERROR.decodeFailure, msg: `cannot read the request: ${(e as Error).message}` } satisfies AgentReply) + '\n');
         return;
@@ -143,6 +177,15 @@ export class CniServer {
         if (!sock.destroyed) sock.end(JSON.stringify(reply) + '\n');
       });
     });
+  }
+
+  /**
+   * Run a whole CNI call here, as the Node plugin would in its own process, asking this server
+   * directly (the front end connected to this socket: the configuration's `socket` names it).
+   * Never throws.
+   */
+  run(call: PluginInput): Promise<PluginOutput> {
+    return runPlugin(call, (_socket, req) => this.handle(req));
   }
 
   /** Answer one request (the socket's, or a test's). Never throws. */

@@ -293,7 +293,7 @@ Examples:
 
   program
     .command('install-cni')
-    .description("Install the policyctl-cni plugin into a node's CNI bin folder (the DaemonSet's init container does this): a policyctl-cni script there runs the plugin with this Node.")
+    .description("Install the policyctl-cni plugin into a node's CNI bin folder (the DaemonSet's init container does this): a native front end that forwards each call to the node's agent, and this Node with the plugin for when no agent answers.")
     .option('--bin-dir <dir>', "the node's CNI bin folder, as mounted", '/opt/cni/bin')
     .action(async (o: { binDir: string }) => {
       const { installPlugin } = await import('../cni/install.ts');
@@ -301,6 +301,7 @@ Examples:
       const version = (JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
       const r = await installPlugin({ binDir: o.binDir, version });
       io.out(`installed ${r.wrapper} (policyctl-cni ${version}, files in ${r.dir})\n`);
+      if (!r.frontEnd.native) io.err(`warning: no native front end (${r.frontEnd.reason}): each CNI call starts Node, which adds about 100 ms to every pod start\n`);
       code = EXIT.ok;
     });
 

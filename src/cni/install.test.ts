@@ -1,8 +1,10 @@
-// The host install the DaemonSet's init container makes: the wrapper runs the plugin with the
-// copied Node, from any working directory, and an upgrade replaces the previous version.
+// The host install the DaemonSet's init container makes: the native front end, and beside it the
+// plugin with the copied Node (what the front end runs when no agent answers, and the whole
+// install where no front end can be built), from any working directory; an upgrade replaces the
+// previous version.
 
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -19,10 +21,15 @@ function run(file: string, env: Record<string, string>, input: string): Promise<
 }
 
 describe('policyctl install-cni', () => {
-  it('installs a wrapper that runs the plugin with its own Node, and replaces an older version', async () => {
+  it('installs the front end, which falls back to the plugin with its own Node when no agent answers, and replaces an older version', async () => {
     await installPlugin({ binDir: dir, version: '0.0.9' });
-    const { wrapper } = await installPlugin({ binDir: dir, version: '0.1.0' });
+    const { wrapper, frontEnd } = await installPlugin({ binDir: dir, version: '0.1.0' });
+    expect(frontEnd).toEqual({ native: true });
+    // A relative link: the host's runtime follows it wherever the folder was mounted at install.
+    expect(lstatSync(wrapper).isSymbolicLink()).toBe(true);
+    expect(readlinkSync(wrapper)).toBe('policyctl-cni.d/0.1.0/policyctl-cni');
     expect(statSync(wrapper).mode & 0o111).not.toBe(0);
+    expect(readFileSync(wrapper).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
     expect(readdirSync(join(dir, 'policyctl-cni.d'))).toEqual(['0.1.0']);
     const version = await run(wrapper, { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
     expect(version).toEqual({ code: 0, stdout: '{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}\n' });
@@ -37,7 +44,8 @@ describe('policyctl install-cni', () => {
   }, 30_000);
 
   it('installs the plugin as JavaScript with a warmed compile cache, so a run loads no TypeScript stripper', async () => {
-    const { wrapper, dir: installed } = await installPlugin({ binDir: dir, version: '0.2.0', linkNode: true });
+    const { wrapper, dir: installed, frontEnd } = await installPlugin({ binDir: dir, version: '0.2.0', linkNode: true, shim: false });
+    expect(frontEnd).toEqual({ native: false, reason: 'not asked for' });
     expect(readFileSync(wrapper, 'utf8')).toContain(`NODE_COMPILE_CACHE='${installed}/cache' exec '${installed}/node' '${installed}/policyctl-cni.mjs'`);
     expect(readdirSync(installed).sort()).toEqual(['cache', 'node', 'package.json', 'plugin.mjs', 'policyctl-cni.mjs']);
     expect(readdirSync(join(installed, 'cache')).length).toBeGreaterThan(0);

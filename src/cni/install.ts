@@ -2,14 +2,19 @@
 // the lab installs it the same way into its own CNI bin folder).
 //
 // The container runtime runs CNI plugins on the host, by name, from its CNI bin folder, once per
-// pod ADD and DEL: the plugin's start-up is on every pod's critical path. The host has no Node of
-// its own (or an old one), so the install puts beside the plugins a folder holding this Node
-// binary, the plugin as plain JavaScript, and a compile cache warmed at install, and a small
-// `policyctl-cni` shell script that runs them:
+// pod ADD and DEL: the plugin's start-up is on every pod's critical path. The install puts beside
+// the plugins a folder holding a native front end (src/cni/shim: a static binary that forwards the
+// call to the agent, which runs the plugin's code itself), and, for when no agent answers it, this
+// Node binary with the plugin as plain JavaScript and a compile cache warmed at install:
 //
-//   /opt/cni/bin/policyctl-cni                    #!/bin/sh  NODE_COMPILE_CACHE=<dir>/cache exec <dir>/node <dir>/policyctl-cni.mjs
+//   /opt/cni/bin/policyctl-cni                    -> policyctl-cni.d/<version>/policyctl-cni (relative symlink)
+//   /opt/cni/bin/policyctl-cni.d/<version>/policyctl-cni   the front end (static, any libc)
 //   /opt/cni/bin/policyctl-cni.d/<version>/node   the image's Node (glibc, libstdc++ on the host)
 //   /opt/cni/bin/policyctl-cni.d/<version>/{policyctl-cni.mjs, plugin.mjs, package.json, cache/}
+//
+// Where no front end can be had (a checkout without a C compiler), `policyctl-cni` is instead a
+// small shell script running the Node plugin:
+//   #!/bin/sh  NODE_COMPILE_CACHE=<dir>/cache exec <dir>/node <dir>/policyctl-cni.mjs
 //
 // plugin.mjs is src/cni/plugin.ts with its types stripped here, once (whitespace keeps the
 // lines, so stack traces point at the source lines): a run then loads no TypeScript stripper,
@@ -20,11 +25,14 @@
 //   fails, naming the import), so the folder is complete.
 // - Each step replaces by rename, so a plugin run by the runtime during an upgrade sees the old
 //   install or the new one, never half of one. Other versions' folders are removed afterwards.
+// - The front end finds the Node plugin in its own folder (/proc/self/exe): nothing in the
+//   install names a path as the container saw it, so the host's mount point does not matter.
 
 import { execFile } from 'node:child_process';
 import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { stripTypeScriptTypes } from 'node:module';
 import { join } from 'node:path';
+import { shimBinary, type ShimBinary } from './shim.ts';
 
 export const PLUGIN_NAME = 'policyctl-cni';
 
@@ -38,6 +46,17 @@ export interface InstallOptions {
   readonly linkNode?: boolean;
   /** Where src/cni/plugin.ts is; default: this checkout or image. */
   readonly appDir?: string;
+  /** The front end's binary; default: shimBinary(appDir). false: the Node plugin alone. */
+  readonly shim?: string | false;
+}
+
+export interface Installed {
+  /** What the runtime runs: `<binDir>/policyctl-cni`. */
+  readonly wrapper: string;
+  /** The version's folder. */
+  readonly dir: string;
+  /** Whether the native front end is installed, or why not. */
+  readonly frontEnd: { readonly native: true } | { readonly native: false; readonly reason: string };
 }
 
 const ENTRY = `// policyctl-cni's entry point, written by \`policyctl install-cni\`.
@@ -63,7 +82,7 @@ export function pluginJavaScript(source: string): string {
   return js;
 }
 
-export async function installPlugin(o: InstallOptions): Promise<{ wrapper: string; dir: string }> {
+export async function installPlugin(o: InstallOptions): Promise<Installed> {
   const appDir = o.appDir ?? join(import.meta.dirname, '..', '..');
   const base = join(o.binDir, `${PLUGIN_NAME}.d`);
   const dir = join(base, o.version);
@@ -79,6 +98,11 @@ export async function installPlugin(o: InstallOptions): Promise<{ wrapper: strin
   await writeFile(join(tmp, 'plugin.mjs'), pluginJavaScript(await readFile(join(appDir, 'src', 'cni', 'plugin.ts'), 'utf8')));
   await writeFile(join(tmp, `${PLUGIN_NAME}.mjs`), ENTRY);
   await writeFile(join(tmp, 'package.json'), JSON.stringify({ name: PLUGIN_NAME, version: o.version, type: 'module', private: true }) + '\n');
+  const shim: ShimBinary = o.shim === false ? { reason: 'not asked for' } : o.shim ? { path: o.shim } : await shimBinary(appDir);
+  if ('path' in shim) {
+    await copyFile(shim.path, join(tmp, PLUGIN_NAME));
+    await chmod(join(tmp, PLUGIN_NAME), 0o755);
+  }
   const old = `${dir}.old-${process.pid}`;
   await rename(dir, old).catch((e: NodeJS.ErrnoException) => {
     if (e.code !== 'ENOENT') throw e;
@@ -89,11 +113,16 @@ export async function installPlugin(o: InstallOptions): Promise<{ wrapper: strin
   // ignored by Node, so it only ever saves time.
   await warmCache(dir);
   const wrapper = join(o.binDir, PLUGIN_NAME);
-  const script = `#!/bin/sh\n# policyctl-cni ${o.version}, installed by \`policyctl install-cni\`: the chained CNI plugin that waits for the\n# node's policyctl agent to enforce a pod (ADD) and to forget its address (DEL).\nNODE_COMPILE_CACHE='${dir}/cache' exec '${dir}/node' '${dir}/${PLUGIN_NAME}.mjs' "$@"\n`;
-  await writeFile(`${wrapper}.tmp`, script, { mode: 0o755 });
+  await rm(`${wrapper}.tmp`, { force: true });
+  if ('path' in shim) {
+    await symlink(join(`${PLUGIN_NAME}.d`, o.version, PLUGIN_NAME), `${wrapper}.tmp`);
+  } else {
+    const script = `#!/bin/sh\n# policyctl-cni ${o.version}, installed by \`policyctl install-cni\`: the chained CNI plugin that waits for the\n# node's policyctl agent to enforce a pod (ADD) and to forget its address (DEL).\nNODE_COMPILE_CACHE='${dir}/cache' exec '${dir}/node' '${dir}/${PLUGIN_NAME}.mjs' "$@"\n`;
+    await writeFile(`${wrapper}.tmp`, script, { mode: 0o755 });
+  }
   await rename(`${wrapper}.tmp`, wrapper);
   for (const e of await readdir(base)) if (e !== o.version) await rm(join(base, e), { recursive: true, force: true });
-  return { wrapper, dir };
+  return { wrapper, dir, frontEnd: 'path' in shim ? { native: true } : { native: false, reason: shim.reason } };
 }
 
 function warmCache(dir: string): Promise<void> {

@@ -16,7 +16,8 @@
 //
 // Config (one entry of the conflist's "plugins"):
 //   { "type": "policyctl-cni", "socket": "/run/policyctl/cni.sock", "timeoutSeconds": 10 }
-// Protocol (one request per connection, one JSON line each way):
+// Protocol (one request per connection, one JSON line each way; the native front end, which
+// forwards a whole call for the agent to run here, has its own: src/cni/shim/policyctl-cni.c):
 //   -> {"v":1,"command":"ADD","namespace":"ns","name":"pod","containerId":"…","ips":["10.244.1.5"],"timeoutMs":9500}
 //   <- {"ok":true} | {"ok":false,"code":11,"msg":"…"}
 
@@ -26,7 +27,7 @@ import { connect } from 'node:net';
 export const DEFAULT_SOCKET = '/run/policyctl/cni.sock';
 export const DEFAULT_TIMEOUT_SECONDS = 10;
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
-const LATEST = '1.1.0';
+export const LATEST = '1.1.0';
 
 /** CNI error codes (spec, "Error codes"); 100 and above are this plugin's own. */
 export const CNI_ERROR = {
@@ -202,8 +203,14 @@ export function agentBudget(timeoutMs: number): number {
   return Math.max(1, timeoutMs - Math.min(500, Math.round(timeoutMs / 10)));
 }
 
-/** Run one CNI command. Pure apart from the socket: tests call it with their own env and stdin. */
-export async function runPlugin(input: PluginInput): Promise<PluginOutput> {
+/** How a request reaches the agent: over its socket (this process), or in the agent itself. */
+export type AskAgent = (socket: string, req: AgentRequest, timeoutMs: number) => Promise<AgentReply>;
+
+/**
+ * Run one CNI command. Pure apart from `ask`: tests call it with their own env and stdin, and the
+ * agent runs it for the native front end (src/cni/shim), asking itself.
+ */
+export async function runPlugin(input: PluginInput, ask: AskAgent = askAgent): Promise<PluginOutput> {
   const env = input.env;
   const command = env['CNI_COMMAND'] ?? '';
   let cniVersion = LATEST;
@@ -225,7 +232,7 @@ export async function runPlugin(input: PluginInput): Promise<PluginOutput> {
     cniVersion = conf.cniVersion;
     if (command === 'GC') return ok(''); // the agent keeps no per-attachment state a runtime must collect
     if (command === 'STATUS') {
-      const reply = await askAgent(conf.socket, { v: 1, command: 'STATUS', timeoutMs: agentBudget(conf.timeoutMs) }, conf.timeoutMs).catch((e: unknown) => {
+      const reply = await ask(conf.socket, { v: 1, command: 'STATUS', timeoutMs: agentBudget(conf.timeoutMs) }, conf.timeoutMs).catch((e: unknown) => {
         throw new CniError(CNI_ERROR.notAvailable, `policyctl-cni: ${(e as Error).message}`);
       });
       if (!reply.ok) throw new CniError(CNI_ERROR.notAvailable, `policyctl-cni: the policyctl agent is not ready: ${reply.msg}`);
@@ -244,7 +251,7 @@ export async function runPlugin(input: PluginInput): Promise<PluginOutput> {
     if (command === 'DEL') {
       let reply: AgentReply;
       try {
-        reply = await askAgent(conf.socket, { ...base, command: 'DEL', timeoutMs: agentBudget(conf.timeoutMs) }, conf.timeoutMs);
+        reply = await ask(conf.socket, { ...base, command: 'DEL', timeoutMs: agentBudget(conf.timeoutMs) }, conf.timeoutMs);
       } catch (e) {
         // Nothing known to undo: no address reached this plugin (ADD never got this far, or the
         // runtime keeps no result). Succeed, or a sandbox could never be torn down without an agent.
@@ -263,7 +270,7 @@ export async function runPlugin(input: PluginInput): Promise<PluginOutput> {
       throw new CniError(CNI_ERROR.invalidConfig, `policyctl-cni: no prevResult for ${pod}: list policyctl-cni after the plugins that give the pod its address (bridge/host-local) in a conflist`);
     }
     if (ips.length === 0) throw new CniError(CNI_ERROR.invalidConfig, `policyctl-cni: prevResult of ${pod} has no IPv4 address (policyctl enforces IPv4): ${JSON.stringify(conf.prevResult)}`);
-    const reply = await askAgent(conf.socket, { ...base, command: command as 'ADD' | 'CHECK', timeoutMs: agentBudget(conf.timeoutMs) }, conf.timeoutMs).catch((e: unknown) => {
+    const reply = await ask(conf.socket, { ...base, command: command as 'ADD' | 'CHECK', timeoutMs: agentBudget(conf.timeoutMs) }, conf.timeoutMs).catch((e: unknown) => {
       throw new CniError((e as CniError).code ?? CNI_ERROR.tryAgainLater, `policyctl-cni: ${command} of ${pod} (${ips.join(', ')}): ${(e as Error).message}; the pod is not enforced, so it gets no network`);
     });
     if (!reply.ok) throw new CniError(reply.code, `policyctl-cni: ${command} of ${pod} (${ips.join(', ')}): ${reply.msg}`, reply.details);
@@ -272,12 +279,17 @@ export async function runPlugin(input: PluginInput): Promise<PluginOutput> {
     return ok(JSON.stringify({ ...result, cniVersion: typeof result['cniVersion'] === 'string' ? result['cniVersion'] : conf.cniVersion }) + '\n');
   } catch (e) {
     const err = e instanceof CniError ? e : new CniError(CNI_ERROR.ioFailure, `policyctl-cni: ${e instanceof Error ? e.message : String(e)}`);
-    return {
-      stdout: JSON.stringify({ cniVersion, code: err.code, msg: err.message, ...(err.details ? { details: err.details } : {}) }) + '\n',
-      stderr: `${err.message}\n`,
-      exitCode: 1,
-    };
+    return errorOutput(cniVersion, err.code, err.message, err.details);
   }
+}
+
+/** A CNI error result: the error object on stdout, the message on stderr, exit code 1. */
+export function errorOutput(cniVersion: string, code: number, msg: string, details?: string): PluginOutput {
+  return {
+    stdout: JSON.stringify({ cniVersion, code, msg, ...(details ? { details } : {}) }) + '\n',
+    stderr: `${msg}\n`,
+    exitCode: 1,
+  };
 }
 
 function ok(stdout: string): PluginOutput {
