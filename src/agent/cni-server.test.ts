@@ -62,9 +62,9 @@ describe('CniServer', () => {
     model.upsert(noIp);
     expect(await server.handle(req('ADD'))).toMatchObject({ ok: true });
     model.upsert({ ...noIp, ips: ['10.244.1.5'], phase: 'Running' }); // the API caught up
-    expect(await server.handle(req('DEL', { ips: [] }))).toEqual({ ok: true, detail: '10.244.1.5 gone from every set; 0 conntrack entries deleted' });
+    expect(await server.handle(req('DEL', { ips: [] }))).toEqual({ ok: true, detail: '10.244.1.5 gone from every set; 1 conntrack entries deleted' });
     expect(model.getPod(noIp.uid)!.ips).toEqual([]);
-    expect(calls).toEqual(['-s', '-d', '-r', '-q'].map((f) => `conntrack -D ${f} 10.244.1.5`));
+    expect(calls).toEqual(['conntrack -L -f ipv4 -o extended', 'conntrack -D -p udp -s 10.244.1.5 -d 10.244.2.3 --sport 4000 --dport 53']);
     // A later status update with the old address does not bring it back.
     model.upsert({ ...noIp, ips: ['10.244.1.5'], labels: { app: 'b' } });
     expect(model.getPod(noIp.uid)).toMatchObject({ ips: [], labels: { app: 'b' } });

@@ -50,11 +50,8 @@ export class ReleasedAddresses {
   async flush(runner: Runner): Promise<{ addresses: string[]; entries: number }> {
     const addresses = [...this.pending];
     if (addresses.length === 0) return { addresses, entries: 0 };
-    let entries = 0;
-    for (const ip of addresses) {
-      entries += await deleteAddressFlows(runner, [ip]);
-      this.pending.delete(ip);
-    }
+    const entries = await deleteAddressFlows(runner, addresses);
+    for (const ip of addresses) this.pending.delete(ip);
     return { addresses, entries };
   }
 

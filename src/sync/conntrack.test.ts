@@ -44,6 +44,16 @@ describe.runIf(kernelTestsEnabled())('conntrack on the real kernel', () => {
     expect((await listFlows(net.runner)).map((f) => `${f.src}>${f.dst}`)).toEqual(['10.244.2.9>10.244.2.3']);
   });
 
+  it('many entries of an address: deleted by address, all of them and nothing else', async () => {
+    for (let i = 0; i < 12; i++) insert('10.244.1.5', '10.244.2.3', 'udp', 5000 + i, 53);
+    insert('10.244.2.3', '10.244.1.5', 'tcp', 4001, 80);
+    insert('10.244.2.9', '10.96.0.10', 'tcp', 4002, 80, '10.244.1.5');
+    insert('10.244.2.9', '10.244.2.3', 'tcp', 4003, 80);
+    expect(await deleteAddressFlows(net.runner, ['10.244.1.5'])).toBe(14);
+    expect((await listFlows(net.runner)).map((f) => `${f.src}>${f.dst}`)).toEqual(['10.244.2.9>10.244.2.3']);
+    expect(await deleteAddressFlows(net.runner, ['10.244.1.5'])).toBe(0);
+  });
+
   it('deletes one flow by its tuple; nothing to delete is not an error', async () => {
     insert('10.244.1.5', '10.244.2.3', 'udp', 4000, 53);
     insert('10.244.1.5', '10.244.2.3', 'udp', 4001, 53);

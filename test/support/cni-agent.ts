@@ -1,5 +1,5 @@
 // The agent's CNI server with a real model, a scripted agent (applies what it is asked at once,
-// or never) and a runner that records conntrack calls: for the server's tests and the native
+// or never) and a runner that records conntrack calls (one flow tracked): for the server's tests and the native
 // front end's (src/agent/cni-server.test.ts, src/cni/shim.test.ts).
 
 import { join } from 'node:path';
@@ -21,10 +21,13 @@ export function scriptedCniServer(dir: string, o: ScriptedAgentOptions = {}) {
   let synced = o.synced ?? true;
   let applied = -1;
   const calls: string[] = [];
+  // conntrack as the kernel would answer it: one UDP flow of 10.244.1.5 tracked; deleting a
+  // flow deletes one entry.
   const runner: Runner = {
     async run(cmd, args) {
       calls.push([cmd, ...args].join(' '));
-      return { stdout: '', stderr: '0 flow entries have been deleted.\n', exitCode: 1 };
+      if (args[0] === '-L') return { stdout: 'ipv4     2 udp      17 29 src=10.244.1.5 dst=10.244.2.3 sport=4000 dport=53 src=10.244.2.3 dst=10.244.1.5 sport=53 dport=4000 mark=0 use=1\n', stderr: '', exitCode: 0 };
+      return { stdout: '', stderr: '1 flow entries have been deleted.\n', exitCode: 0 };
     },
   };
   const agent = {

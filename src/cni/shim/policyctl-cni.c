@@ -1,5 +1,5 @@
 /*
- * policyctl-cni's front end (docs/cni.md, "The plugin's start-up"): a small static binary that the
+ * policyctl-cni's front end (docs/design.md, "Pod lifecycle"): a small static binary that the
  * container runtime runs for each CNI call. It forwards the call as it came (the CNI_* variables
  * and stdin) to the node's policyctl agent over its unix socket, and writes back what the agent
  * answers (stdout, stderr, exit code). The agent runs the plugin's logic itself (src/cni/plugin.ts,
