@@ -17,8 +17,10 @@
 #      image has them. It is tagged localhost/policyctl-node-base:<node version>-bookworm.
 #
 # Caching: the local base is built once (and its npm tarballs kept in $CACHE_DIR); the image
-# build keeps its layers (apt, npm ci), so a second build with changed sources only redoes the
-# COPY of bin/ and src/. Prints the image's size at the end.
+# build keeps its layers (apt, npm ci, and the build stage that compiles policyctl-cni's front
+# end, whose apt-get install of gcc reaches Debian's mirror like the image's own), so a second
+# build with changed sources only redoes the COPY of bin/ and src/ (and the front end's compile
+# when src/cni/shim/ changed). Both stages start from BASE. Prints the image's size at the end.
 #
 # The build's RUN steps use the machine's network namespace (--network host): a private build
 # network would make podman add bridge and NAT rules to the machine's own iptables. Behind a

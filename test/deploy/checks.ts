@@ -3,7 +3,9 @@
 // copy) and returns a list of problems, empty when the check passes. Problems name the object
 // or field and the value received.
 
+import { posix } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { PREBUILT_SHIM } from '../../src/cni/shim.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The slice of the Kubernetes API these checks read. Every field is optional: the input is
@@ -701,9 +703,54 @@ export function parseDockerfile(text: string): Instruction[] {
   return out;
 }
 
-/** ENTRYPOINT in exec form (a JSON array); undefined when absent or in shell form. */
+/** A build stage: `FROM <base> [AS <name>]` and the instructions up to the next FROM. */
+export interface Stage {
+  /** Its name (`AS name`), if any; later stages refer to it by name or by its index. */
+  name?: string;
+  index: number;
+  /** The base as written (may be a build argument, or an earlier stage's name). */
+  base: string;
+  /** The stage's own instructions, FROM excluded. */
+  instructions: Instruction[];
+}
+
+/** The ARGs before the first FROM (usable in every FROM line) and the stages, in order. */
+export function dockerStages(instructions: Instruction[]): { globalArgs: Instruction[]; stages: Stage[] } {
+  const first = instructions.findIndex((i) => i.keyword === 'FROM');
+  const globalArgs = (first < 0 ? instructions : instructions.slice(0, first)).filter((i) => i.keyword === 'ARG');
+  const stages: Stage[] = [];
+  for (const i of first < 0 ? [] : instructions.slice(first)) {
+    if (i.keyword === 'FROM') {
+      const words = i.args.split(/\s+/).filter((w) => !w.startsWith('--'));
+      const as = words.findIndex((w) => w.toLowerCase() === 'as');
+      stages.push({ index: stages.length, base: words[0] ?? '', instructions: [], ...(as > 0 && words[as + 1] ? { name: words[as + 1]! } : {}) });
+    } else stages.at(-1)!.instructions.push(i);
+  }
+  return { globalArgs, stages };
+}
+
+/** The stage a `FROM` or `COPY --from=` reference names, among those before `before`. */
+function stageNamed(stages: Stage[], ref: string, before: number): Stage | undefined {
+  return stages.slice(0, before).find((s) => s.name?.toLowerCase() === ref.toLowerCase() || String(s.index) === ref);
+}
+
+/**
+ * The image's instructions: those of the last stage, after those of the earlier stages it is
+ * built FROM (a stage built on another inherits its filesystem and settings).
+ */
+export function imageInstructions(instructions: Instruction[]): Instruction[] {
+  const { stages } = dockerStages(instructions);
+  if (stages.length === 0) return instructions;
+  const chain = (s: Stage): Instruction[] => {
+    const parent = stageNamed(stages, s.base, s.index);
+    return [...(parent ? chain(parent) : []), ...s.instructions];
+  };
+  return chain(stages.at(-1)!);
+}
+
+/** ENTRYPOINT in exec form (a JSON array) of the image (the last stage); undefined when absent or in shell form. */
 export function entrypointOf(instructions: Instruction[]): string[] | undefined {
-  const last = instructions.filter((i) => i.keyword === 'ENTRYPOINT').at(-1);
+  const last = imageInstructions(instructions).filter((i) => i.keyword === 'ENTRYPOINT').at(-1);
   if (!last) return undefined;
   try {
     const v: unknown = JSON.parse(last.args);
@@ -713,57 +760,117 @@ export function entrypointOf(instructions: Instruction[]): string[] | undefined 
   }
 }
 
+/** `COPY [--from=X] src... dest`: its stage reference and its paths. */
+function copyOf(i: Instruction): { from?: string; sources: string[]; dest: string } {
+  const words = i.args.split(/\s+/);
+  const from = words.find((w) => w.startsWith('--from='))?.slice('--from='.length);
+  const paths = words.filter((w) => !w.startsWith('--'));
+  return { ...(from !== undefined ? { from } : {}), sources: paths.slice(0, -1), dest: paths.at(-1) ?? '' };
+}
+
+/** The package list of a RUN's `apt-get install`: the words after it up to the next shell operator. */
+function aptPackages(run: string): string[] {
+  return (/\bapt-get\s+install\s+([^;&|]*)/.exec(run)?.[1] ?? '').split(/\s+/).filter((w) => w !== '');
+}
+
+/** Packages that build native code: they belong in a build stage, never in the image. */
+const TOOLCHAIN = /^(gcc|gcc-\d+|g\+\+|g\+\+-\d+|clang|clang-\d+|cpp|build-essential|libc6-dev|make|binutils)$/;
+
 /**
  * The image: a Node 24 base, iptables (both backends), ipset and conntrack from apt without
  * recommends and with the lists removed, production dependencies from the lockfile, the
- * sources, and an exec-form ENTRYPOINT that runs the agent.
+ * sources, policyctl-cni's native front end where install-cni looks for it (src/cni/shim.ts),
+ * built by src/cni/shim/build.sh in a build stage (no compiler in the image), and an exec-form
+ * ENTRYPOINT that runs the agent. All of it is checked on the last stage, the image; build
+ * stages only hand files over with COPY --from.
  */
 export function checkDockerfile(text: string): string[] {
   const problems: string[] = [];
-  const ins = parseDockerfile(text);
-  const froms = ins.filter((i) => i.keyword === 'FROM');
-  if (froms.length !== 1) problems.push(`expected one FROM (a single stage), found ${froms.length}`);
-  const from = froms[0]?.args.split(/\s+/).filter((w) => !w.startsWith('--'))[0] ?? '';
-  // The base is a build argument (scripts/build-image.sh passes a local equivalent where no
-  // registry serves it): what must be Node 24 is the default a user's plain build gets.
-  const argRef = /^\$\{?(\w+)\}?$/.exec(from)?.[1];
+  const all = parseDockerfile(text);
+  const { globalArgs, stages } = dockerStages(all);
+  if (stages.length === 0) return ['no FROM'];
+  const names = stages.flatMap((s) => (s.name ? [s.name.toLowerCase()] : []));
+  for (const n of new Set(names)) if (names.filter((m) => m === n).length > 1) problems.push(`two stages are named ${n}`);
+
+  // Each stage's base: a build argument (scripts/build-image.sh passes a local equivalent where
+  // no registry serves it; only ARGs before the first FROM reach a FROM line), an earlier stage,
+  // or an image. What must be Node 24 is the default a user's plain build gets for the image.
   const argDefault = (name: string) =>
-    ins
-      .slice(0, ins.indexOf(froms[0]!))
-      .filter((i) => i.keyword === 'ARG')
-      .map((i) => /^(\w+)=(\S*)$/.exec(i.args))
-      .find((m) => m?.[1] === name)?.[2];
-  const base = argRef ? (argDefault(argRef) ?? '') : from;
-  if (argRef && !base) problems.push(`FROM uses build argument ${argRef}, which has no default (ARG ${argRef}=...) before it`);
+    globalArgs.map((i) => /^(\w+)=(\S*)$/.exec(i.args)).find((m) => m?.[1] === name)?.[2];
+  const baseImage = (s: Stage): string => {
+    const parent = stageNamed(stages, s.base, s.index);
+    if (parent) return baseImage(parent);
+    const argRef = /^\$\{?(\w+)\}?$/.exec(s.base)?.[1];
+    return argRef ? (argDefault(argRef) ?? '') : s.base;
+  };
+  for (const s of stages) {
+    const argRef = /^\$\{?(\w+)\}?$/.exec(s.base)?.[1];
+    if (argRef && !argDefault(argRef)) problems.push(`FROM uses build argument ${argRef}, which has no default (ARG ${argRef}=... before the first FROM)`);
+  }
+  const image = stages.at(-1)!;
+  const base = baseImage(image);
   if (!/^(docker\.io\/(library\/)?)?node:24([.-][\w.-]*)?(@sha256:[0-9a-f]{64})?$/.test(base)) {
     problems.push(`base image must be Node 24 (node:24-...), got ${JSON.stringify(base)}`);
   }
 
+  // Every stage's apt-get: fresh lists, no recommends.
+  for (const s of stages) {
+    for (const r of s.instructions.filter((i) => i.keyword === 'RUN' && /\bapt-get\b.*\binstall\b/.test(i.args)).map((i) => i.args)) {
+      const where = s.index === image.index ? '' : ` (stage ${s.name ?? s.index})`;
+      if (!aptPackages(r).includes('--no-install-recommends')) problems.push(`apt-get install must use --no-install-recommends${where}`);
+      if (!/\bapt-get update\b/.test(r)) problems.push(`apt-get update must run in the same RUN as install (else a cached, stale list)${where}`);
+    }
+  }
+  // Every COPY --from names an earlier stage (else a builder pulls an image by that name).
+  for (const s of stages) {
+    for (const c of s.instructions.filter((i) => i.keyword === 'COPY').map(copyOf)) {
+      if (c.from !== undefined && !stageNamed(stages, c.from, s.index)) problems.push(`COPY --from=${c.from} names no earlier stage`);
+    }
+  }
+
+  const ins = imageInstructions(all);
   const runs = ins.filter((i) => i.keyword === 'RUN').map((i) => i.args);
   const install = runs.find((r) => /\bapt-get\b.*\binstall\b/.test(r));
-  if (!install) problems.push('no RUN apt-get install');
+  if (!install) problems.push('no RUN apt-get install in the image');
   else {
-    // The package list: the words after `apt-get install` up to the next shell operator.
-    const words = (/\bapt-get\s+install\s+([^;&|]*)/.exec(install)?.[1] ?? '').split(/\s+/);
+    const words = aptPackages(install);
     for (const pkg of ['iptables', 'ipset', 'conntrack']) if (!words.includes(pkg)) problems.push(`apt-get install does not install ${pkg}`);
-    if (!words.includes('--no-install-recommends')) problems.push('apt-get install must use --no-install-recommends');
-    if (!/\bapt-get update\b/.test(install)) problems.push('apt-get update must run in the same RUN as install (else a cached, stale list)');
     if (!/rm -rf \/var\/lib\/apt\/lists/.test(install)) problems.push('the apt RUN must remove /var/lib/apt/lists');
+  }
+  for (const r of runs) {
+    const tools = aptPackages(r).filter((w) => TOOLCHAIN.test(w));
+    if (tools.length > 0) problems.push(`the image installs ${tools.join(', ')}: build native code in a build stage and COPY --from it`);
   }
   const npmCi = runs.find((r) => /\bnpm ci\b/.test(r));
   if (!npmCi || !/--omit=dev\b/.test(npmCi)) problems.push('dependencies must be installed with npm ci --omit=dev');
 
-  const copies = ins.filter((i) => i.keyword === 'COPY').map((i) => i.args.split(/\s+/).filter((w) => !w.startsWith('--')));
-  const sources = new Set(copies.flatMap((words) => words.slice(0, -1)).map((s) => s.replace(/\/+$/, '')));
+  const copies = ins.filter((i) => i.keyword === 'COPY').map(copyOf);
+  const sources = new Set(copies.filter((c) => c.from === undefined).flatMap((c) => c.sources).map((s) => s.replace(/\/+$/, '')));
   for (const need of ['package.json', 'package-lock.json', 'bin', 'src']) if (!sources.has(need)) problems.push(`the image does not COPY ${need}`);
   const copyLockIdx = ins.findIndex((i) => i.keyword === 'COPY' && /package-lock\.json/.test(i.args));
   const npmIdx = ins.findIndex((i) => i.keyword === 'RUN' && /\bnpm ci\b/.test(i.args));
   if (copyLockIdx < 0 || npmIdx < copyLockIdx) problems.push('npm ci must run after package-lock.json is copied');
 
-  const ep = entrypointOf(ins);
+  const ep = entrypointOf(all);
   if (!ep) problems.push('ENTRYPOINT must be in exec form (a JSON array), so signals reach node');
   else if (ep[0] !== 'node' || !/(^|\/)bin\/policyctl\.js$/.test(ep[1] ?? '') || ep[2] !== 'agent') {
     problems.push(`ENTRYPOINT must run node bin/policyctl.js agent, got ${JSON.stringify(ep)}`);
+  }
+
+  // policyctl-cni's front end, at the path install-cni takes it from: the app folder (the one
+  // holding bin/policyctl.js) joined with PREBUILT_SHIM; from a build stage that runs
+  // src/cni/shim/build.sh (static, the flags a checkout's install uses).
+  if (ep?.[1]?.startsWith('/')) {
+    const want = posix.join(posix.dirname(posix.dirname(ep[1])), PREBUILT_SHIM);
+    const workdir = (at: number) => ins.slice(0, at).filter((i) => i.keyword === 'WORKDIR').reduce((d, i) => posix.resolve(d, i.args), '/');
+    const shim = ins.map((i, at) => ({ i, at })).filter(({ i }) => i.keyword === 'COPY').find(({ i, at }) => posix.resolve(workdir(at), copyOf(i).dest) === want);
+    if (!shim) problems.push(`the image has no COPY to ${want}, where install-cni takes policyctl-cni's front end from (without it, the node gets the slower Node plugin alone)`);
+    else {
+      const from = copyOf(shim.i).from;
+      const stage = from === undefined ? undefined : stageNamed(stages, from, image.index);
+      if (!stage) problems.push(`${want} must come from a build stage (COPY --from=<stage>), which builds it with src/cni/shim/build.sh`);
+      else if (!stage.instructions.some((i) => i.keyword === 'RUN' && /\bsrc\/cni\/shim\/build\.sh\b/.test(i.args))) problems.push(`stage ${stage.name ?? stage.index} must build the front end with src/cni/shim/build.sh`);
+    }
   }
   return problems;
 }
@@ -778,11 +885,16 @@ export function checkDockerignore(ignoreText: string, dockerfileText: string): s
   const problems: string[] = [];
   if (patterns[0] !== '*') problems.push(`the ignore file must start with "*" (allow-list), got ${JSON.stringify(patterns[0])}`);
   const included = new Set(patterns.filter((p) => p.startsWith('!')).map((p) => p.slice(1).replace(/\/+$/, '')));
+  // COPY --from copies from a stage, not from the context. A path is in when it or a folder
+  // holding it is re-included.
   const copied = parseDockerfile(dockerfileText)
     .filter((i) => i.keyword === 'COPY')
-    .flatMap((i) => i.args.split(/\s+/).filter((w) => !w.startsWith('--')).slice(0, -1))
+    .map(copyOf)
+    .filter((c) => c.from === undefined)
+    .flatMap((c) => c.sources)
     .map((s) => s.replace(/\/+$/, ''));
-  for (const src of copied) if (!included.has(src)) problems.push(`the Dockerfile copies ${src}, which the ignore file does not re-include`);
+  const within = (src: string) => src.split('/').some((_, n, parts) => included.has(parts.slice(0, n + 1).join('/')));
+  for (const src of copied) if (!within(src)) problems.push(`the Dockerfile copies ${src}, which the ignore file does not re-include`);
   for (const inc of included) if (/node_modules|^\.git$/.test(inc)) problems.push(`the ignore file re-includes ${inc}`);
   return problems;
 }

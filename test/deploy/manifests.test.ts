@@ -28,7 +28,9 @@ import {
   checkKinds,
   checkPolicyCni,
   checkRbac,
+  dockerStages,
   entrypointOf,
+  imageInstructions,
   only,
   parseDockerfile,
   parseManifestFile,
@@ -163,6 +165,51 @@ describe('deploy/Dockerfile', () => {
   });
 });
 
+describe('Dockerfile stages', () => {
+  const multi = [
+    'ARG BASE=node:24-bookworm-slim',
+    'FROM ${BASE} AS build',
+    'RUN cc -o /out/x x.c',
+    'ENTRYPOINT ["not", "this"]',
+    'FROM --platform=linux/amd64 ${BASE} AS app',
+    'WORKDIR /app',
+    'COPY --from=build /out/x /app/lib/x',
+    'ENTRYPOINT ["node", "x"]',
+    'FROM app',
+    'ENV A=1',
+  ].join('\n');
+
+  it('splits stages and takes the image from the last one and the stages it is built on', () => {
+    const { globalArgs, stages } = dockerStages(parseDockerfile(multi));
+    expect(globalArgs).toEqual([{ keyword: 'ARG', args: 'BASE=node:24-bookworm-slim' }]);
+    expect(stages.map((s) => [s.index, s.name, s.base, s.instructions.length])).toEqual([
+      [0, 'build', '${BASE}', 2],
+      [1, 'app', '${BASE}', 3],
+      [2, undefined, 'app', 1],
+    ]);
+    // The build stage's ENTRYPOINT is not the image's; the last stage inherits app's.
+    expect(imageInstructions(parseDockerfile(multi)).map((i) => i.keyword)).toEqual(['WORKDIR', 'COPY', 'ENTRYPOINT', 'ENV']);
+    expect(entrypointOf(parseDockerfile(multi))).toEqual(['node', 'x']);
+    expect(entrypointOf(parseDockerfile(multi.replace(/\nFROM app\nENV A=1$/, '\nFROM ${BASE}')))).toBeUndefined();
+  });
+
+  it('checks the image, not a build stage: its base, its packages and its sources', () => {
+    const problems = checkDockerfile(multi);
+    // The build stage installs nothing and copies nothing; what the image lacks is named.
+    expect(problems).toContainEqual('no RUN apt-get install in the image');
+    expect(problems).toContainEqual('the image does not COPY src');
+    expect(problems).not.toContainEqual(expect.stringMatching(/base image/));
+    // An image built on a stage whose base is not Node 24 is caught through the chain.
+    expect(checkDockerfile(multi.replace('FROM --platform=linux/amd64 ${BASE} AS app', 'FROM debian:bookworm AS app'))).toContainEqual(expect.stringMatching(/base image must be Node 24 .*debian:bookworm/));
+  });
+
+  it('lets COPY --from sources through the ignore file check, and folders under a re-included one', () => {
+    const text = 'FROM node:24\nCOPY src/cni/shim/ ./x/\nCOPY --from=0 /out/x /y\n';
+    expect(checkDockerignore('*\n!src/\n', text)).toEqual([]);
+    expect(checkDockerignore('*\n!source/\n', text)).toEqual(['the Dockerfile copies src/cni/shim, which the ignore file does not re-include']);
+  });
+});
+
 describe('helpers', () => {
   it('splits HOST:PORT addresses', () => {
     expect(splitHostPort(':9102')).toEqual({ host: '', port: 9102 });
@@ -265,15 +312,26 @@ describe('each check rejects a broken copy', () => {
     ['a Node 22 base', (s) => s.replace(/^ARG BASE=\S*/m, 'ARG BASE=node:22-bookworm-slim'), /base image must be Node 24/],
     ['a base that only looks like Node 24', (s) => s.replace(/^ARG BASE=\S*/m, 'ARG BASE=docker.io/library/node:240'), /base image must be Node 24/],
     ['a base argument without a default', (s) => s.replace(/^ARG BASE=\S*/m, 'ARG BASE'), /build argument BASE, which has no default/],
-    ['a fixed Node 22 base', (s) => s.replace(/^FROM .*$/m, 'FROM node:22-bookworm-slim'), /base image must be Node 24/],
+    ['a fixed Node 22 base', (s) => replaceLast(s, /^FROM .*$/gm, 'FROM node:22-bookworm-slim'), /base image must be Node 24/],
+    ['a build stage on a base argument without a default', (s) => s.replace(/^FROM \$\{BASE\} AS /m, 'FROM ${BUILDER} AS '), /build argument BUILDER, which has no default/],
     ['no ipset', (s) => s.replace(/^\s*ipset \\\n/m, ''), /does not install ipset/],
     ['no iptables', (s) => s.replace(/^\s*iptables \\\n/m, ''), /does not install iptables/],
-    ['recommends installed', (s) => s.replace(' --no-install-recommends', ''), /--no-install-recommends/],
+    ['recommends installed in the build stage', (s) => s.replace(' --no-install-recommends', ''), /--no-install-recommends \(stage cni-front-end\)/],
+    ['recommends installed in the image', (s) => replaceLast(s, / --no-install-recommends/g, ''), /--no-install-recommends$/],
+    ['the compiler installed in the image', (s) => s.replace(/^(\s*)iptables \\\n/m, '$1iptables \\\n$1gcc \\\n'), /the image installs gcc: build native code in a build stage/],
     ['apt lists kept', (s) => s.replace(' && rm -rf /var/lib/apt/lists/*', ''), /remove \/var\/lib\/apt\/lists/],
     ['dev dependencies installed', (s) => s.replace('npm ci --omit=dev', 'npm ci'), /npm ci --omit=dev/],
     ['src not copied', (s) => s.replace(/^COPY src\/ .*$/m, ''), /does not COPY src/],
     ['a shell-form entrypoint', (s) => s.replace(/^ENTRYPOINT .*$/m, 'ENTRYPOINT node /app/bin/policyctl.js agent'), /exec form/],
+    ['the CNI front end not copied into the image', (s) => s.replace(/^COPY --from=.*$/m, ''), /no COPY to \/app\/lib\/policyctl-cni/],
+    ['the CNI front end copied elsewhere', (s) => s.replace(/^(COPY --from=\S+ \S+) \S+$/m, '$1 /app/policyctl-cni'), /no COPY to \/app\/lib\/policyctl-cni/],
+    ['COPY --from a stage that is not there', (s) => s.replace(/ AS cni-front-end$/m, ' AS shim'), /COPY --from=cni-front-end names no earlier stage/],
+    ['the CNI front end built without build.sh', (s) => s.replace(/sh src\/cni\/shim\/build\.sh (\S+)/, 'cc -O2 -o $1 src/cni/shim/policyctl-cni.c'), /must build the front end with src\/cni\/shim\/build\.sh/],
   ];
+  function replaceLast(s: string, re: RegExp, by: string): string {
+    const last = [...s.matchAll(re)].at(-1);
+    return last ? s.slice(0, last.index) + by + s.slice(last.index + last[0].length) : s;
+  }
   it.each(dockerMutations)('Dockerfile: %s', (_name, mutate, pattern) => {
     const mutated = mutate(dockerfile);
     expect(mutated).not.toBe(dockerfile);
@@ -282,6 +340,7 @@ describe('each check rejects a broken copy', () => {
 
   it('the ignore file check notices a COPY source that is not re-included', () => {
     expect(checkDockerignore(dockerignore.replace('!src/\n', ''), dockerfile)).toContainEqual(expect.stringMatching(/copies src, which the ignore file does not re-include/));
+    expect(checkDockerignore(dockerignore.replace('!src/\n', ''), dockerfile)).toContainEqual(expect.stringMatching(/copies src\/cni\/shim, which the ignore file does not re-include/));
     expect(checkDockerignore(dockerignore.replace(/^\*$/m, 'node_modules'), dockerfile)).toContainEqual(expect.stringMatching(/must start with "\*"/));
   });
 

@@ -7,13 +7,15 @@
 // fail-closed-in-time: "while the agent is down the rules stay in place"), and remove exactly
 // its own objects with `agent --cleanup` (invariant own-only-ours); with both iptables
 // backends. The init container's `policyctl install-cni` is run from the image into a temp
-// folder standing for the host's /opt/cni/bin, and the plugin it installs is run on the host.
+// folder standing for the host's /opt/cni/bin, and the plugin it installs is run on the host:
+// the static front end the image carries (built in the Dockerfile's own stage), and the Node
+// plugin it falls back to.
 //
 // Run time: 1.5 to 3 minutes with the image cached (2 shared cores); the first build on a fresh
 // machine adds 3 to 6 minutes (a Debian base with mmdebstrap, Node from the npm registry, apt
 // and npm ci), after which the base and the layers stay cached.
 
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -293,11 +295,19 @@ describe.runIf(kernelTestsEnabled())('the image, run as the DaemonSet runs it', 
     const wrapper = join(binDir, 'policyctl-cni');
     expect(statSync(wrapper).mode & 0o111).not.toBe(0);
     const [version] = readdirSync(join(binDir, 'policyctl-cni.d'));
-    expect(readdirSync(join(binDir, 'policyctl-cni.d', version!)).sort()).toEqual(['cache', 'node', 'package.json', 'plugin.mjs', 'policyctl-cni.mjs']);
+    const versionDir = join(binDir, 'policyctl-cni.d', version!);
+    expect(readdirSync(versionDir).sort()).toEqual(['cache', 'node', 'package.json', 'plugin.mjs', 'policyctl-cni', 'policyctl-cni.mjs']);
     // The compile cache was warmed at install, inside the init container, for the path the host runs.
-    expect(readdirSync(join(binDir, 'policyctl-cni.d', version!, 'cache')).length).toBeGreaterThan(0);
-    // The wrapper names the plugin's folder by its path on the host, which is where it was mounted.
-    expect(readFileSync(wrapper, 'utf8')).toContain(`exec '/opt/cni/bin/policyctl-cni.d/${version}/node'`);
+    expect(readdirSync(join(versionDir, 'cache')).length).toBeGreaterThan(0);
+    // What the runtime runs is a relative link to the image's prebuilt front end (the image has
+    // no compiler: a missing /app/lib/policyctl-cni would have left the sh wrapper of the Node
+    // plugin alone). Relative, so the host's mount point of /opt/cni/bin does not matter.
+    expect(lstatSync(wrapper).isSymbolicLink()).toBe(true);
+    expect(readlinkSync(wrapper)).toBe(`policyctl-cni.d/${version}/policyctl-cni`);
+    // A static ELF executable: no program interpreter, so it runs whatever the host's libc.
+    const frontEnd = readFileSync(join(versionDir, 'policyctl-cni'));
+    expect(elfInterpreter(frontEnd)).toBeNull();
+    expect(statSync(join(versionDir, 'policyctl-cni')).mode & 0o111).not.toBe(0);
 
     // install-cni copies the ConfigMap's conflist (flannel's image does it in the cluster; no
     // registry serves it here, so the same command runs in ours, which has cp).
@@ -308,31 +318,48 @@ describe.runIf(kernelTestsEnabled())('the image, run as the DaemonSet runs it', 
     expect(conflist.plugins.at(-1)).toMatchObject({ type: 'policyctl-cni', socket: '/run/policyctl/cni.sock' });
     expect(readdirSync(binDir)).toContain('policyctl-cni');
 
-    // The installed plugin, run on this machine with the image's Node (the wrapper's path is
-    // the one inside the init container, /opt/cni/bin, so run the files where they are here).
-    const plugin = (cmd: string, conf: object, env: Record<string, string> = {}) =>
-      run(['ip', 'netns', 'exec', findNode(lab, 'n1').netns, join(binDir, 'policyctl-cni.d', version!, 'node'), join(binDir, 'policyctl-cni.d', version!, 'policyctl-cni.mjs')], {
+    // The installed plugin, run on this machine as the runtime runs it: the front end, through
+    // the link, in the node's network namespace (the socket is a file: any namespace reaches it).
+    const n1 = findNode(lab, 'n1');
+    const call = (argv: string[]) => (cmd: string, conf: object, env: Record<string, string> = {}) =>
+      run(['ip', 'netns', 'exec', n1.netns, ...argv], {
         env: { CNI_COMMAND: cmd, CNI_IFNAME: 'eth0', CNI_PATH: binDir, ...env },
-        input: JSON.stringify({ cniVersion: conflist.cniVersion, name: 'cbr0', type: 'policyctl-cni', timeoutSeconds: 10, socket: findNode(lab, 'n1').cniSocket, ...conf }),
+        input: JSON.stringify({ cniVersion: conflist.cniVersion, name: 'cbr0', type: 'policyctl-cni', timeoutSeconds: 10, socket: n1.cniSocket, ...conf }),
         reject: false,
       });
-    const v = await plugin('VERSION', {});
-    expect(v.exitCode, v.stderr).toBe(0);
-    expect(JSON.parse(v.stdout)).toMatchObject({ supportedVersions: expect.arrayContaining(['1.0.0']) });
+    const plugin = call([wrapper]);
+    // The Node plugin beside it, with the image's Node: the front end's fallback.
+    const nodePlugin = call([join(versionDir, 'node'), join(versionDir, 'policyctl-cni.mjs')]);
+    for (const p of [plugin, nodePlugin]) {
+      const v = await p('VERSION', {});
+      expect(v.exitCode, v.stderr).toBe(0);
+      expect(JSON.parse(v.stdout)).toMatchObject({ supportedVersions: expect.arrayContaining(['1.0.0']) });
+    }
     // CHECK of a pod of node n1 against n1's agent (the container), through the shared folder.
     const web = findPod(lab, 'app/web');
-    const check = (pod: typeof web) =>
-      plugin('CHECK', { prevResult: { cniVersion: conflist.cniVersion, ips: [{ address: `${pod.ip}/24` }] } }, {
+    const checkArgs = (pod: typeof web) =>
+      [{ prevResult: { cniVersion: conflist.cniVersion, ips: [{ address: `${pod.ip}/24` }] } }, {
         CNI_CONTAINERID: pod.containerId,
         CNI_NETNS: `/var/run/netns/${pod.netns}`,
         CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name}`,
-      });
-    const ok = await check(web);
-    expect(ok.exitCode, `${ok.stdout}${ok.stderr}`).toBe(0);
-    // A pod of node n2 asked of n1's agent: the answer is the agent's refusal, not a transport error.
-    const other = await check(findPod(lab, 'app/db'));
-    expect(other.exitCode).not.toBe(0);
-    expect(JSON.parse(other.stdout).msg).not.toMatch(/does not exist|ECONNREFUSED|ENOENT/);
+      }] as const;
+    for (const p of [plugin, nodePlugin]) {
+      const ok = await p('CHECK', ...checkArgs(web));
+      expect(ok.exitCode, `${ok.stdout}${ok.stderr}`).toBe(0);
+      // A pod of node n2 asked of n1's agent: the answer is the agent's refusal, not a transport error.
+      const other = await p('CHECK', ...checkArgs(findPod(lab, 'app/db')));
+      expect(other.exitCode).not.toBe(0);
+      expect(JSON.parse(other.stdout).msg).not.toMatch(/does not exist|ECONNREFUSED|ENOENT/);
+    }
+    // No agent on the socket: the front end runs the Node plugin beside it (found through
+    // /proc/self/exe, past the link), whose CNI error names the missing socket.
+    const gone = join(hostDirs, 'no-agent', 'cni.sock');
+    const [front, fallback] = await Promise.all([plugin, nodePlugin].map((p) => p('CHECK', { ...checkArgs(web)[0], socket: gone }, checkArgs(web)[1])));
+    for (const r of [front!, fallback!]) {
+      expect(r.exitCode).not.toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ code: 11, msg: expect.stringContaining(`${gone} does not exist`) });
+    }
+    expect(front!.stdout).toBe(fallback!.stdout);
     phase('install-cni and the installed plugin', t0);
   }, 120_000);
 
@@ -431,3 +458,25 @@ describe.runIf(kernelTestsEnabled())('the image, run as the DaemonSet runs it', 
 
 const key = (r: ReachResult) => `${r.from}|${r.to}|${r.port}/${r.protocol}`;
 const byKey = (rs: ReachResult[]) => [...rs].sort((a, b) => (key(a) < key(b) ? -1 : 1));
+
+/**
+ * The program interpreter (PT_INTERP) an ELF executable names, null for a static one; throws when
+ * the bytes are not a 64-bit little-endian ELF executable.
+ */
+function elfInterpreter(elf: Buffer): string | null {
+  if (elf.subarray(0, 4).toString('latin1') !== '\x7fELF') throw new Error('not an ELF file');
+  if (elf[4] !== 2 || elf[5] !== 1) throw new Error(`not a 64-bit little-endian ELF file (class ${elf[4]}, data ${elf[5]})`);
+  const type = elf.readUInt16LE(16);
+  if (type !== 2 && type !== 3) throw new Error(`not an ELF executable (e_type ${type})`);
+  const phoff = Number(elf.readBigUInt64LE(32));
+  const phentsize = elf.readUInt16LE(54);
+  const phnum = elf.readUInt16LE(56);
+  for (let i = 0; i < phnum; i++) {
+    const ph = phoff + i * phentsize;
+    if (elf.readUInt32LE(ph) !== 3) continue; // PT_INTERP
+    const offset = Number(elf.readBigUInt64LE(ph + 8));
+    const size = Number(elf.readBigUInt64LE(ph + 32));
+    return elf.subarray(offset, offset + size).toString('latin1').replace(/\0+$/, '');
+  }
+  return null;
+}
