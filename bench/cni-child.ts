@@ -13,7 +13,7 @@ import pino from 'pino';
 import { Agent } from '../src/agent/agent.ts';
 import { CniServer } from '../src/agent/cni-server.ts';
 import { NFT } from '../src/sync/backend.ts';
-import { sessionRunner } from '../src/sync/ipset-session.ts';
+import { agentRunner } from '../src/sync/agent-runner.ts';
 import { Syncer } from '../src/sync/syncer.ts';
 import type { ModelSource } from '../src/watchers/source.ts';
 import { generateCluster, nodeIp } from './synthetic.ts';
@@ -52,7 +52,7 @@ const source: ModelSource = {
 };
 // Info on stderr: the CNI server's line per ADD and DEL carries the agent's own share ("ms").
 const logger = pino({ level: 'info' }, pino.destination(2));
-const runner = sessionRunner(); // as policyctl agent runs: small set payloads through one ipset session
+const runner = agentRunner(); // as policyctl agent runs: small set payloads through one ipset session
 const agent = new Agent({ node: CNI_NODE, source, syncer: new Syncer({ runner, backend: { ...NFT, reason: 'bench' } }), logger });
 const server = new CniServer({ socketPath: values.socket!, node: CNI_NODE, source, agent, runner, logger });
 await server.listen();

@@ -27,7 +27,7 @@ import { renderChainBody, renderSetCreate, renderSetMember } from '../src/sync/r
 import type { Ruleset } from '../src/compiler/ruleset.ts';
 import { NFT } from '../src/sync/backend.ts';
 import { isEmpty } from '../src/sync/plan.ts';
-import { sessionRunner } from '../src/sync/ipset-session.ts';
+import { agentRunner } from '../src/sync/agent-runner.ts';
 import { mustRun, processRunner, type Runner } from '../src/sync/runner.ts';
 import { Syncer } from '../src/sync/syncer.ts';
 import { addClusterPolicies } from './cnps.ts';
@@ -69,8 +69,8 @@ export interface KernelChildResult {
 /** Times each call; `process` is false for the calls the ipset session answered (no process started). */
 class TimedRunner implements Runner {
   calls: { cmd: string; ms: number; process: boolean }[] = [];
-  private readonly inner: ReturnType<typeof sessionRunner>;
-  constructor(inner: ReturnType<typeof sessionRunner>) {
+  private readonly inner: ReturnType<typeof agentRunner>;
+  constructor(inner: ReturnType<typeof agentRunner>) {
     this.inner = inner;
   }
   async run(cmd: string, args: readonly string[], opts?: { input?: string }) {
@@ -125,7 +125,7 @@ async function main(): Promise<void> {
   const opts: CompileOptions = values['shared-admin-chains'] ? { tiers: { continuation: { Admin: 'dispatch' } } } : {};
   const ic = new IncrementalCompiler(model, KERNEL_NODE, opts);
   // The agent's runner: small set payloads through its long-lived ipset session.
-  const session = sessionRunner();
+  const session = agentRunner();
   const timed = new TimedRunner(session);
   const syncer = new Syncer({ runner: timed, backend: { ...NFT, reason: 'bench' } });
 

@@ -289,10 +289,13 @@ export class Agent {
     return this.running;
   }
 
-  private async runSync(kind: 'initial' | 'event' | 'verify' | 'retry'): Promise<void> {
+  private async runSync(requested: 'initial' | 'event' | 'verify' | 'retry'): Promise<void> {
     const log = this.o.logger;
     const src = this.o.source;
     if (this.stopped) return;
+    // Until one sync has applied, any event sync is the initial one: a change seen while start()
+    // was still reading the kernel (or an early CNI ADD) may run it before start() asks for it.
+    const kind = requested === 'event' && !this.applied ? 'initial' : requested;
     if (!src.status().synced) {
       log.warn('source not synced yet: nothing is written');
       return;

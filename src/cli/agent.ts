@@ -9,7 +9,7 @@ import { serveHealth } from '../agent/health.ts';
 import { PolicyCounters } from '../agent/policy-counters.ts';
 import { readRuleCounters } from '../sync/rule-counters.ts';
 import { Syncer } from '../sync/syncer.ts';
-import { sessionRunner } from '../sync/ipset-session.ts';
+import { agentRunner } from '../sync/agent-runner.ts';
 import { processRunner } from '../sync/runner.ts';
 import { FileSource } from '../watchers/files.ts';
 import { loadKubeConfig } from '../watchers/kube-client.ts';
@@ -109,7 +109,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   tuneV8ForAgent(); // the long-running agent only (not --dry-run, --cleanup)
   // The running agent writes small set payloads through one long-lived ipset process (most
   // events then start no process at all); see src/sync/ipset-session.ts.
-  const runner = sessionRunner();
+  const runner = agentRunner();
   const agentSyncer = new Syncer({ runner, dropLog: o.dropLog !== false });
   const agent = new Agent({
     node: o.node,

@@ -3,15 +3,15 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
-import { sessionRunner } from './ipset-session.ts';
+import { agentRunner } from './agent-runner.ts';
 import { processRunner } from './runner.ts';
 
 describe.runIf(kernelTestsEnabled())('ipset session on the real kernel', () => {
   let net: TestNetns;
-  let runner: ReturnType<typeof sessionRunner>;
+  let runner: ReturnType<typeof agentRunner>;
   beforeEach(() => {
     net = createNetns('pctl-is');
-    runner = sessionRunner(net.name, { maxLines: 8 });
+    runner = agentRunner(net.name, { maxLines: 8 });
   });
   afterEach(() => {
     runner.close();

@@ -24,8 +24,7 @@
 //   run (no stdbuf, ipset exited): the session is an optimisation, never a dependency.
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import type { RunResult, Runner } from './runner.ts';
-import { processRunner } from './runner.ts';
+import type { RunResult } from './runner.ts';
 
 const PROMPT = 'ipset> ';
 /** A call still unanswered after this long kills the session (a hung ipset), as processRunner does. */
@@ -166,25 +165,4 @@ export class IpsetSession {
 function answer(job: Job): RunResult {
   const errors = job.answers.flatMap((text, i) => (text.trim() ? [`${text.trim().replace(/^(ipset v[\d.]+: )?/, (_m, v: string | undefined) => `${v ?? 'ipset: '}Error in line ${i + 1}: `)}`] : []));
   return { stdout: '', stderr: errors.length ? `${errors.join('\n')}\n` : '', exitCode: errors.length ? 1 : 0 };
-}
-
-/**
- * processRunner(netns) whose small `ipset restore -exist` payloads go through an IpsetSession.
- * close() ends the session (the agent, on stop).
- */
-export function sessionRunner(netns?: string, o: Omit<IpsetSessionOptions, 'netns'> = {}): Runner & { readonly session: IpsetSession; close(): void } {
-  const inner = processRunner(netns);
-  const session = new IpsetSession({ ...o, ...(netns ? { netns } : {}) });
-  return {
-    session,
-    close: () => session.close(),
-    async run(cmd, args, opts = {}) {
-      if (cmd === 'ipset' && args.length === 2 && args[0] === 'restore' && args[1] === '-exist') {
-        const lines = session.linesOf(opts.input ?? '');
-        const r = lines ? await session.run(lines) : undefined;
-        if (r) return r;
-      }
-      return inner.run(cmd, args, opts);
-    },
-  };
 }

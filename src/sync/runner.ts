@@ -28,6 +28,81 @@ export class CommandError extends Error {
 /** Kills a command still running after this long (a wedged xtables lock, a hung ipset). */
 const TIMEOUT_MS = 60_000;
 
+/** A command started and waiting for its input (see `startCommand`). */
+export interface StartedCommand {
+  /** Whether it has exited already (it then never applied any input). */
+  readonly exited: boolean;
+  /**
+   * Write the input, end it, and wait for the exit (killed after TIMEOUT_MS from here). `lost`:
+   * the process was gone before it could read the input, so nothing of it was applied.
+   */
+  finish(input: string): Promise<RunResult & { readonly lost?: boolean }>;
+  kill(): void;
+}
+
+/**
+ * Start a command (on this host, or inside a named network namespace via `ip netns exec`) with
+ * its stdin open: `finish` gives it its input. processRunner starts and finishes at once; a spare
+ * process (spare-process.ts) is started ahead of the call that needs it.
+ */
+export function startCommand(cmd: string, args: readonly string[], netns?: string): StartedCommand {
+  const [file, argv] = netns ? ['ip', ['netns', 'exec', netns, cmd, ...args]] : [cmd, [...args]];
+  const child = spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  let spawnError: Error | undefined;
+  let exited = false;
+  let inputLost = false;
+  let fed = false;
+  let exitCode: number | null = null;
+  const closed = new Promise<void>((resolve) =>
+    child.on('close', (code) => {
+      exitCode = code;
+      resolve();
+    }),
+  );
+  child.on('exit', () => (exited = true));
+  child.stdout.on('data', (d: Buffer) => out.push(d));
+  child.stderr.on('data', (d: Buffer) => err.push(d));
+  // A command that exits without reading its input (or fails to start) closes the pipe.
+  child.stdin.on('error', () => {
+    if (!fed) inputLost = true;
+  });
+  child.on('error', (e) => {
+    spawnError = e;
+    exited = true;
+  });
+  return {
+    get exited() {
+      return exited;
+    },
+    kill: () => {
+      if (!exited) child.kill('SIGKILL');
+    },
+    async finish(input) {
+      const lostAtStart = exited;
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      }, TIMEOUT_MS);
+      child.stdin.write(input, (e) => {
+        if (!e) fed = true;
+      });
+      child.stdin.end();
+      await closed;
+      clearTimeout(timer);
+      const stderr = Buffer.concat(err).toString('utf8') + (spawnError ? `${spawnError.message}\n` : '') + (timedOut ? `killed after ${TIMEOUT_MS} ms\n` : '');
+      return {
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr,
+        exitCode: timedOut ? 124 : spawnError ? 127 : (exitCode ?? 1),
+        ...(lostAtStart || (inputLost && !fed) ? { lost: true } : {}),
+      };
+    },
+  };
+}
+
 /**
  * Runs commands on this host, or inside a named network namespace via `ip netns exec`.
  *
@@ -37,30 +112,9 @@ const TIMEOUT_MS = 60_000;
  */
 export function processRunner(netns?: string): Runner {
   return {
-    run(cmd, args, opts = {}) {
-      const [file, argv] = netns ? ['ip', ['netns', 'exec', netns, cmd, ...args]] : [cmd, [...args]];
-      return new Promise<RunResult>((resolve) => {
-        const child = spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
-        const out: Buffer[] = [];
-        const err: Buffer[] = [];
-        let timedOut = false;
-        let spawnError: Error | undefined;
-        const timer = setTimeout(() => {
-          timedOut = true;
-          child.kill('SIGKILL');
-        }, TIMEOUT_MS);
-        child.stdout.on('data', (d: Buffer) => out.push(d));
-        child.stderr.on('data', (d: Buffer) => err.push(d));
-        // A command that exits without reading its input (or fails to start) closes the pipe.
-        child.stdin.on('error', () => {});
-        child.on('error', (e) => (spawnError = e));
-        child.on('close', (code) => {
-          clearTimeout(timer);
-          const stderr = Buffer.concat(err).toString('utf8') + (spawnError ? `${spawnError.message}\n` : '') + (timedOut ? `killed after ${TIMEOUT_MS} ms\n` : '');
-          resolve({ stdout: Buffer.concat(out).toString('utf8'), stderr, exitCode: timedOut ? 124 : spawnError ? 127 : (code ?? 1) });
-        });
-        child.stdin.end(opts.input ?? '');
-      });
+    async run(cmd, args, opts = {}) {
+      const { lost: _lost, ...r } = await startCommand(cmd, args, netns).finish(opts.input ?? '');
+      return r;
     },
   };
 }

@@ -1,0 +1,86 @@
+// The spare iptables-nft-restore on the real kernel: what a spare started before a change in the
+// kernel applies (the assumption the design rests on: it reads nothing of the kernel before its
+// input ends), that each call after the first finds a spare, and what happens to a spare that
+// died, to other commands and arguments, and on close.
+
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
+import { SpareProcesses } from './spare-process.ts';
+
+const ARGS = ['--noflush', '--wait=5'];
+
+describe.runIf(kernelTestsEnabled())('spare iptables-nft-restore on the real kernel', () => {
+  let net: TestNetns;
+  let spares: SpareProcesses;
+  beforeEach(() => {
+    net = createNetns('pctl-sp');
+    spares = new SpareProcesses(net.name);
+  });
+  afterEach(() => {
+    spares.close();
+    net.remove();
+  });
+
+  const restore = (input: string, args = ARGS) => spares.run('iptables-nft-restore', args, input);
+  /** Processes of this namespace running that command. */
+  const restores = () =>
+    execFileSync('ip', ['netns', 'pids', net.name], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .filter((p) => {
+        try {
+          return readFileSync(`/proc/${p}/comm`, 'utf8').trim().startsWith('iptables-nft-re');
+        } catch {
+          return false;
+        }
+      });
+  const untilSpare = async () => {
+    for (let i = 0; i < 200 && restores().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(restores()).toHaveLength(1);
+  };
+
+  it('a spare started before the kernel changed applies its input against the kernel as it is then', async () => {
+    expect(await restore('*filter\n:PCTL-A - [0:0]\n-A PCTL-A -j RETURN\nCOMMIT\n')).toEqual({ stdout: '', stderr: '', exitCode: 0 });
+    await untilSpare();
+    // Changed behind the spare's back: a chain it never saw, a rule it must find to delete.
+    net.sh('iptables-nft -N PCTL-B && iptables-nft -A PCTL-B -s 10.0.0.1 -j DROP && iptables-nft -A PCTL-A -s 10.0.0.2 -j DROP');
+    const r = await restore('*filter\n-A PCTL-B -s 10.0.0.3 -j DROP\n-D PCTL-A -s 10.0.0.2 -j DROP\nCOMMIT\n');
+    expect(r).toEqual({ stdout: '', stderr: '', exitCode: 0 });
+    expect(spares.counts).toEqual({ spare: 1, fresh: 1 });
+    expect(net.sh('iptables-nft -S PCTL-B')).toBe('-N PCTL-B\n-A PCTL-B -s 10.0.0.1/32 -j DROP\n-A PCTL-B -s 10.0.0.3/32 -j DROP\n');
+    expect(net.sh('iptables-nft -S PCTL-A')).toBe('-N PCTL-A\n-A PCTL-A -j RETURN\n');
+  });
+
+  it('a failed transaction is reported by a spare as by a fresh process, and applies nothing', async () => {
+    await restore('*filter\n:PCTL-A - [0:0]\nCOMMIT\n');
+    await untilSpare();
+    const r = await restore('*filter\n-A PCTL-A -j RETURN\n-A PCTL-NONE -j RETURN\nCOMMIT\n');
+    expect(r!.exitCode).not.toBe(0);
+    expect(r!.stderr).toMatch(/line 3/);
+    expect(net.sh('iptables-nft -S PCTL-A')).toBe('-N PCTL-A\n');
+  });
+
+  it('a spare that died is replaced by a fresh process for the call; other arguments get their own; close ends the spare', async () => {
+    await restore('*filter\n:PCTL-A - [0:0]\nCOMMIT\n');
+    await untilSpare();
+    execFileSync('kill', ['-9', ...restores()]);
+    for (let i = 0; i < 100 && restores().length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(await restore('*filter\n-A PCTL-A -j RETURN\nCOMMIT\n')).toMatchObject({ exitCode: 0 });
+    expect(net.sh('iptables-nft -S PCTL-A')).toBe('-N PCTL-A\n-A PCTL-A -j RETURN\n');
+    await untilSpare();
+    // Other arguments: the spare is not used (killed), a process of their own runs.
+    const before = { ...spares.counts };
+    expect(await restore('*filter\n-F PCTL-A\nCOMMIT\n', ['--noflush', '--wait=9'])).toMatchObject({ exitCode: 0 });
+    expect(spares.counts).toEqual({ spare: before.spare, fresh: before.fresh + 1 });
+    expect(net.sh('iptables-nft -S PCTL-A')).toBe('-N PCTL-A\n');
+    // Only iptables-nft-restore is served.
+    expect(await spares.run('iptables-legacy-restore', ARGS, '')).toBeUndefined();
+    await untilSpare();
+    spares.close();
+    for (let i = 0; i < 100 && restores().length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(restores()).toEqual([]);
+    expect(await restore('*filter\nCOMMIT\n')).toBeUndefined();
+  });
+});
