@@ -7,6 +7,9 @@ import type { ClusterPolicyRecord, NamespaceRecord, PodRecord, PolicyRecord } fr
 import { isEnforceable } from '../src/model/types.ts';
 import { appPolicy, nodeIp, type Deployment, type SyntheticCluster } from './synthetic.ts';
 
+
+/** Quiet time before each single event the kernel part times (bench/kernel-child.ts): the agent is done with the one before. */
+export const QUIET_BEFORE_EVENT_MS = 60;
 export const EVENT_KINDS = [
   'pod-label',
   'pod-label-local',

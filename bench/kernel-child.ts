@@ -31,7 +31,7 @@ import { agentRunner } from '../src/sync/agent-runner.ts';
 import { mustRun, processRunner, type Runner } from '../src/sync/runner.ts';
 import { Syncer } from '../src/sync/syncer.ts';
 import { addClusterPolicies } from './cnps.ts';
-import { CNP_EVENT_KINDS, EVENT_KINDS, EventSource, type EventKind } from './events.ts';
+import { CNP_EVENT_KINDS, EVENT_KINDS, EventSource, QUIET_BEFORE_EVENT_MS, type EventKind } from './events.ts';
 import { collect } from './harness.ts';
 import { generateCluster } from './synthetic.ts';
 
@@ -189,6 +189,10 @@ async function main(): Promise<void> {
   const seq = events.sequence(perKind, kinds);
   for (const [i, kind] of seq.entries()) {
     if (i % 50 === 0) progress(`event ${i}/${seq.length}`);
+    // Single events: each comes to an agent that is done with the one before (its garbage
+    // collection, and the background work that follows a quiet moment, such as starting the
+    // next spare iptables-nft-restore), as events spaced apart do. Not timed.
+    await new Promise((r) => setTimeout(r, QUIET_BEFORE_EVENT_MS));
     samples.push(await step(kind));
   }
 

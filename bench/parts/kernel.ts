@@ -25,7 +25,7 @@ import { isEmpty } from '../../src/sync/plan.ts';
 import { mustRun, processRunner, type Runner } from '../../src/sync/runner.ts';
 import { Syncer } from '../../src/sync/syncer.ts';
 import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
-import { CNP_EVENT_KINDS, EVENT_KINDS, type EventKind } from '../events.ts';
+import { CNP_EVENT_KINDS, EVENT_KINDS, QUIET_BEFORE_EVENT_MS, type EventKind } from '../events.ts';
 import { max, mean, median, percentile, target, type BenchOptions, type BenchPart, type Cell, type PartResult } from '../harness.ts';
 import type { KernelChildResult, KernelSample } from '../kernel-child.ts';
 import { generateCluster } from '../synthetic.ts';
@@ -271,7 +271,8 @@ export const kernelPart: BenchPart = {
             rows,
             notes: [
               'p50/p99/max: model change + IncrementalCompiler.ruleset()/delta() + Syncer.syncDelta() (plan from the delta, restore calls, known state patched), until it returns.',
-              'compile p99: model change + ruleset() + delta(); processes p99: time in the ipset / iptables-restore calls (spawn included; small set payloads go to the agent\'s long-lived ipset session); processes: mean number of processes started per event;',
+              `single events: each after ${QUIET_BEFORE_EVENT_MS} ms of quiet (not timed), so the agent is done with the one before, as with events spaced apart; bursts are part 2's and the agent's coalescing.`,
+              'compile p99: model change + ruleset() + delta(); processes p99: time in the ipset / iptables-restore calls (small set payloads go to the agent\'s long-lived ipset session, rule changes to a spare iptables-nft-restore started ahead); processes: mean number of processes used per event;',
               '  iptables ms: mean time in iptables-nft-restore per event (0 when no rule changes); rules / set entries: mean rules written and set entries added, deleted or created per event.',
               `rewrite p50/p99: the same events (${rewritePerKind} per kind) with the whole Ruleset written again per event (every set flushed and refilled, every chain rewritten; the incremental compile included, a full compile would add part 2's full-compile time).`,
               'gc p99: the garbage collection after the event (stale rules of dispatch chains, chains and sets no longer wanted deleted), run right after the sync as the agent does; not in p50/p99/max.',

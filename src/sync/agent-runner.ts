@@ -22,12 +22,17 @@ export function agentRunner(netns?: string, o: Omit<IpsetSessionOptions, 'netns'
       spares.close();
     },
     async run(cmd, args, opts = {}) {
-      if (cmd === 'ipset' && args.length === 2 && args[0] === 'restore' && args[1] === '-exist') {
-        const lines = session.linesOf(opts.input ?? '');
-        const r = lines ? await session.run(lines) : undefined;
-        if (r) return r;
+      spares.touch();
+      try {
+        if (cmd === 'ipset' && args.length === 2 && args[0] === 'restore' && args[1] === '-exist') {
+          const lines = session.linesOf(opts.input ?? '');
+          const r = lines ? await session.run(lines) : undefined;
+          if (r) return r;
+        }
+        return (await spares.run(cmd, args, opts.input ?? '')) ?? (await inner.run(cmd, args, opts));
+      } finally {
+        spares.touch();
       }
-      return (await spares.run(cmd, args, opts.input ?? '')) ?? inner.run(cmd, args, opts);
     },
   };
 }

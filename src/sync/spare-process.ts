@@ -1,7 +1,7 @@
 // A spare `iptables-nft-restore`: started ahead, waiting on its stdin, so that the event that
 // needs it does not wait for a process to start (fork and exec of a large Node process cost 5 to
 // 12 ms on the machines measured: bench/RESULTS-2026-11-30.md). When a call comes, the spare
-// gets the payload; once it has exited, the next spare is started.
+// gets the payload; once the runner has been quiet for a moment, the next spare is started.
 //
 // Invariants (docs/design.md, invariant cost-proportional):
 // - Only iptables-nft-restore. It takes no lock and reads nothing of the kernel before its input
@@ -18,9 +18,14 @@
 import { basename } from 'node:path';
 import { startCommand, type RunResult, type StartedCommand } from './runner.ts';
 
+/** How long the runner must be quiet before the next spare is started. */
+export const SPARE_AFTER_QUIET_MS = 25;
+
 export class SpareProcesses {
   private spare: { readonly key: string; readonly p: StartedCommand } | undefined;
   private closed = false;
+  private timer: NodeJS.Timeout | undefined;
+  private next: { readonly key: string; readonly cmd: string; readonly args: readonly string[] } | undefined;
   private readonly netns: string | undefined;
   /** Calls served by a spare, and calls that found none ready (tests, the benchmark). */
   readonly counts = { spare: 0, fresh: 0 };
@@ -58,20 +63,32 @@ export class SpareProcesses {
   }
 
   /**
-   * Start the next spare once the caller's next step is under way: starting a process blocks
-   * this thread for the fork, so it waits for the continuation of this call (the sync's next
-   * step, already handed to its process) rather than delaying it.
+   * Start the next spare once the runner has been quiet for SPARE_AFTER_QUIET_MS: starting a
+   * process blocks this thread for the fork (5 to 12 ms measured), which must not land inside
+   * the rest of this sync (its next steps, the garbage collection right after) or the next event.
+   * `touch()` (every call through the agent's runner, start and end) moves the moment on.
    */
   private prepare(key: string, cmd: string, args: readonly string[]): void {
-    const t = setImmediate(() => {
-      if (this.closed || this.spare) return;
-      this.spare = { key, p: startCommand(cmd, args, this.netns) };
-    });
-    t.unref();
+    this.next = { key, cmd, args };
+    this.touch();
+  }
+
+  /** The runner is busy: put off starting the next spare. */
+  touch(): void {
+    clearTimeout(this.timer);
+    if (!this.next || this.closed) return;
+    this.timer = setTimeout(() => {
+      const n = this.next;
+      this.next = undefined;
+      if (!n || this.closed || this.spare) return;
+      this.spare = { key: n.key, p: startCommand(n.cmd, n.args, this.netns) };
+    }, SPARE_AFTER_QUIET_MS);
+    this.timer.unref();
   }
 
   close(): void {
     this.closed = true;
+    clearTimeout(this.timer);
     this.spare?.p.kill();
     this.spare = undefined;
   }
