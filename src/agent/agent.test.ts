@@ -192,6 +192,17 @@ describe.runIf(kernelTestsEnabled())('Agent', () => {
     expect(net.sh('iptables-save -t filter')).toContain('-j PCTL-FORWARD');
   });
 
+  it('a sync that throws outside its apply is a failed sync, retried, never an unhandled rejection', async () => {
+    const a = makeAgent(net.runner, { backoffMinMs: 50 });
+    await a.start();
+    // A step before the apply (here reading bridge-nf-call-iptables) throwing unexpectedly.
+    vi.spyOn(a as unknown as { checkBridgeNf(): Promise<void> }, 'checkBridgeNf').mockRejectedValueOnce(new Error('unexpected: boom'));
+    await a.syncNow('verify'); // resolves: the rejection is handled inside
+    expect(a.status().lastError).toBe('unexpected: boom');
+    expect((await a.metrics.failures.get()).values[0]!.value).toBe(1);
+    await until(() => a.status().ready && a.status().lastError === undefined, 'the retry to succeed');
+  });
+
   it('repairs a flushed chain on its periodic verification, and serves health and metrics', async () => {
     const a = makeAgent(net.runner, { resyncMs: 150, verifyAfterWriteMs: 100 });
     await a.start();

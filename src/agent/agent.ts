@@ -279,14 +279,32 @@ export class Agent {
       if (kind === 'verify') this.pendingVerify = true;
       return this.running;
     }
-    this.running = this.runSync(kind).finally(() => {
-      this.running = undefined;
-      if (this.pending && !this.stopped) {
-        this.pending = false;
-        void this.syncNow(this.pendingVerify ? 'verify' : 'event');
-      }
-    });
+    // Whatever a sync throws outside its apply (a bug, a status file that cannot be written) is a
+    // failed sync like any other, never a rejection nobody handles: that would end the agent.
+    this.running = this.runSync(kind)
+      .catch((e: unknown) => this.syncFailed(e, kind).catch(() => {}))
+      .finally(() => {
+        this.running = undefined;
+        if (this.pending && !this.stopped) {
+          this.pending = false;
+          void this.syncNow(this.pendingVerify ? 'verify' : 'event');
+        }
+      });
     return this.running;
+  }
+
+  /** A sync that failed: counted, logged, reported, retried with backoff (a full resync). */
+  private async syncFailed(e: unknown, kind: 'initial' | 'event' | 'verify' | 'retry'): Promise<void> {
+    this.failures++;
+    this.lastError = errorText(e);
+    this.metrics.failures.inc();
+    this.metrics.syncs.inc({ result: 'error', kind });
+    const delay = Math.min(this.o.backoffMaxMs, this.o.backoffMinMs * 2 ** (this.failures - 1));
+    this.o.logger.error({ err: this.lastError, attempt: this.failures, retryInMs: delay }, 'sync failed; previous rules stay in place; retrying with a full resync');
+    await this.writeStatus();
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => void this.syncNow('retry'), delay);
+    this.retryTimer.unref();
   }
 
   private async runSync(requested: 'initial' | 'event' | 'verify' | 'retry'): Promise<void> {
@@ -313,16 +331,7 @@ export class Agent {
     try {
       ({ desired, res } = await this.syncContained(verify));
     } catch (e) {
-      this.failures++;
-      this.lastError = errorText(e);
-      this.metrics.failures.inc();
-      this.metrics.syncs.inc({ result: 'error', kind });
-      const delay = Math.min(this.o.backoffMaxMs, this.o.backoffMinMs * 2 ** (this.failures - 1));
-      log.error({ err: this.lastError, attempt: this.failures, retryInMs: delay }, 'sync failed; previous rules stay in place; retrying with a full resync');
-      await this.writeStatus();
-      clearTimeout(this.retryTimer);
-      this.retryTimer = setTimeout(() => void this.syncNow('retry'), delay);
-      this.retryTimer.unref();
+      await this.syncFailed(e, kind);
       return;
     }
     const seconds = (performance.now() - t0) / 1000;
