@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { block, modelOf, node, pod, policy, port, rule, sel } from '../../test/support/builders.ts';
 import { Model } from '../model/store.ts';
 import { compile } from './compile.ts';
-import { BUCKETS, PROGRAMMED_SET, bucketChainName, bucketOf } from './layout.ts';
+import { BUCKETS, PROGRAMMED_SET, UNKNOWN_CHAINS, bucketChainName, bucketOf } from './layout.ts';
 import { chunkPorts, mergeRanges } from './rules.ts';
 import { parseDropLogPrefix, policiesDigest } from './drop-log.ts';
 import { IncrementalCompiler } from './incremental.ts';
@@ -196,16 +196,19 @@ describe('compile', () => {
       const rs = compile(m, 'n1', { podCidrs: ['10.99.0.0/24', '10.244.1.7/24'] });
       const fwd = rulesOf(rs, 'PCTL-FORWARD');
       expect(fwd[0]!.match.ctstate).toEqual(['RELATED', 'ESTABLISHED']);
-      const drops = fwd.filter((r) => r.action.kind === 'drop').map((r) => [r.match.srcNet ?? `dst ${r.match.dstNet}`, r.match.sets]);
-      // Configured CIDRs join the Node's, canonical and without duplicates.
+      const toUnknown = (r: { action: { kind: string; chain?: string } }) => r.action.kind === 'goto' && (r.action.chain === UNKNOWN_CHAINS.src || r.action.chain === UNKNOWN_CHAINS.dst);
+      const drops = fwd.filter(toUnknown).map((r) => [r.match.srcNet ?? `dst ${r.match.dstNet}`, r.match.sets, (r.action as { chain: string }).chain]);
+      // Configured CIDRs join the Node's, canonical and without duplicates; one rule per CIDR and
+      // side (the gate set looked up once), on to the chain holding the logged drop.
       expect(drops).toEqual([
-        ['10.244.1.0/24', [{ set: PROGRAMMED_SET, dirs: 'src', negate: true }]],
-        ['10.99.0.0/24', [{ set: PROGRAMMED_SET, dirs: 'src', negate: true }]],
-        ['dst 10.244.1.0/24', [{ set: PROGRAMMED_SET, dirs: 'dst', negate: true }]],
-        ['dst 10.99.0.0/24', [{ set: PROGRAMMED_SET, dirs: 'dst', negate: true }]],
+        ['10.244.1.0/24', [{ set: PROGRAMMED_SET, dirs: 'src', negate: true }], UNKNOWN_CHAINS.src],
+        ['10.99.0.0/24', [{ set: PROGRAMMED_SET, dirs: 'src', negate: true }], UNKNOWN_CHAINS.src],
+        ['dst 10.244.1.0/24', [{ set: PROGRAMMED_SET, dirs: 'dst', negate: true }], UNKNOWN_CHAINS.dst],
+        ['dst 10.99.0.0/24', [{ set: PROGRAMMED_SET, dirs: 'dst', negate: true }], UNKNOWN_CHAINS.dst],
       ]);
+      for (const side of ['src', 'dst'] as const) expect(rulesOf(rs, UNKNOWN_CHAINS[side]).map((r) => [r.action.kind, r.match])).toEqual([['log', {}], ['drop', {}]]);
       const input = rulesOf(rs, 'PCTL-INPUT');
-      expect(input.filter((r) => r.action.kind === 'drop').map((r) => r.match.srcNet)).toEqual(['10.244.1.0/24', '10.99.0.0/24']);
+      expect(input.filter(toUnknown).map((r) => r.match.srcNet)).toEqual(['10.244.1.0/24', '10.99.0.0/24']);
       // Traced: an unknown address on the bridge gets nothing either way; a programmed one passes.
       const table = parseIptablesRestore(renderIptablesRestore(rs));
       const sets = parseIpsetRestore(renderIpsetRestore(rs.sets));

@@ -6,8 +6,9 @@
 //
 //   FORWARD -> PCTL-FORWARD (hook, position 1)         TOP_CHAINS, HOOKS
 //     1. ctstate RELATED,ESTABLISHED -> RETURN          replies of allowed connections
-//     2. -s <podCIDR> ! src in PCTL-programmed -> DROP  unknown sources of the node's pod CIDRs
-//     3. -d <podCIDR> ! dst in PCTL-programmed -> DROP  unknown destinations
+//     2. -s <podCIDR> ! src in PCTL-programmed -g PCTL-UNKNOWN-SRC  unknown sources of the node's pod CIDRs
+//     3. -d <podCIDR> ! dst in PCTL-programmed -g PCTL-UNKNOWN-DST  unknown destinations
+//        (PCTL-UNKNOWN-SRC / -DST: the logged drop, NFLOG then DROP: UNKNOWN_CHAINS)
 //     4. -> PCTL-EGRESS, 5. -> PCTL-INGRESS             DIRECTIONS, in this order
 //   INPUT -> PCTL-INPUT: 1, 2, then -> PCTL-EGRESS (a pod's egress to its own node)
 //   Under kube-proxy's IPVS mode only (ServiceProxy, IPVS_TOP_CHAINS):
@@ -303,17 +304,29 @@ const EVALUATE_RULES: Record<PolicyType, Rule> = {
   Ingress: { match: {}, action: { kind: 'jump', chain: INGRESS_CHAIN }, comment: 'ingress of local pods' },
 };
 
-/** The drops of unprogrammed addresses of the node's pod CIDRs, on one side of a packet. */
+/** Where a packet from (`src`) or to (`dst`) an unprogrammed address of the pod CIDRs goes: logged and dropped. */
+export const UNKNOWN_CHAINS: Record<'src' | 'dst', string> = { src: `${PREFIX}-UNKNOWN-SRC`, dst: `${PREFIX}-UNKNOWN-DST` };
+
+/**
+ * The drops of unprogrammed addresses of the node's pod CIDRs, on one side of a packet: one
+ * rule per CIDR whose match (the CIDR, then the gate set) sends the packet on by goto to
+ * UNKNOWN_CHAINS[side]. The log rule and the drop live there, so a packet of a programmed pod
+ * meets the gate set once per side, not once per rule of a logged drop.
+ */
 function unknownDrops(cidrs: readonly string[], side: 'src' | 'dst'): Rule[] {
-  return cidrs.flatMap((net) =>
-    loggedDrop(
-      { ...(side === 'src' ? { srcNet: net } : { dstNet: net }), sets: [{ set: PROGRAMMED_SET, dirs: side, negate: true }] },
-      `${side === 'src' ? 'from' : 'to'} an address of pod CIDR ${net} that is not a programmed pod`,
-      // An unknown source is denied as its egress, an unknown destination as its ingress.
-      { kind: 'unknown', dir: side === 'src' ? 'Egress' : 'Ingress' },
-    ),
-  );
+  return cidrs.map((net) => ({
+    match: { ...(side === 'src' ? { srcNet: net } : { dstNet: net }), sets: [{ set: PROGRAMMED_SET, dirs: side, negate: true }] },
+    action: { kind: 'goto', chain: UNKNOWN_CHAINS[side] },
+    comment: `${side === 'src' ? 'from' : 'to'} an address of pod CIDR ${net} that is not a programmed pod`,
+  }));
 }
+
+/** The chains the unknown-address drops go to (memoized rules: both compilers share them). */
+const UNKNOWN_CHAIN_RULES: Record<'src' | 'dst', readonly Rule[]> = {
+  src: loggedDrop({}, 'from an address of the pod CIDRs that is not a programmed pod', { kind: 'unknown', dir: 'Egress' }),
+  // An unknown source is denied as its egress, an unknown destination as its ingress.
+  dst: loggedDrop({}, 'to an address of the pod CIDRs that is not a programmed pod', { kind: 'unknown', dir: 'Ingress' }),
+};
 
 const NODE_PORT_PROTOCOLS: readonly L4Protocol[] = ['tcp', 'udp', 'sctp'];
 
@@ -344,7 +357,8 @@ export function topChains(cidrs: readonly string[], proxy?: ServiceProxy): reado
   const key = ipvs ? `${cidrs.join(',')}|ipvs|${ipvs.serviceCidrs.join(',')}|${ipvs.nodePorts.from}-${ipvs.nodePorts.to}` : cidrs.join(',');
   let t = topChainMemo.get(key);
   if (!t) {
-    t = (ipvs ? IPVS_TOP_CHAINS : TOP_CHAINS).map((tc) => ({
+    const tops = ipvs ? IPVS_TOP_CHAINS : TOP_CHAINS;
+    const chains: Chain[] = tops.map((tc) => ({
       name: tc.name,
       rules: tc.steps.flatMap((s): Rule[] => {
         switch (s.kind) {
@@ -361,6 +375,13 @@ export function topChains(cidrs: readonly string[], proxy?: ServiceProxy): reado
         }
       }),
     }));
+    // The unknown-address chains the top chains send packets to (none without pod CIDRs).
+    if (cidrs.length > 0) {
+      for (const side of ['src', 'dst'] as const) {
+        if (tops.some((tc) => tc.steps.some((st) => st.kind === 'unknown' && st.side === side))) chains.push({ name: UNKNOWN_CHAINS[side], rules: UNKNOWN_CHAIN_RULES[side] });
+      }
+    }
+    t = chains;
     topChainMemo.set(key, t);
   }
   return t;

@@ -32,11 +32,14 @@ describe('service proxy modes', () => {
     const out = renderIptablesRestore(rs).split('\n').filter((l) => l.startsWith(`-A ${OUTPUT_CHAIN} `));
     expect(out[0]).toContain('--ctstate RELATED,ESTABLISHED');
     expect(out[1]).toMatch(/-m set ! --match-set PCTL-programmed src .*-j RETURN$/);
-    // The unknown-destination drop, logged first (drop-log.ts) as an ingress denial.
-    expect(out[2]).toMatch(/^-A PCTL-OUTPUT -d 10\.244\.1\.0\/24 -m set ! --match-set PCTL-programmed dst .*-j NFLOG --nflog-prefix "PCTL I unknown" /);
-    expect(out[3]).toMatch(/^-A PCTL-OUTPUT -d 10\.244\.1\.0\/24 -m set ! --match-set PCTL-programmed dst .*-j DROP$/);
-    expect(out.slice(4).map((l) => l.split(' ').at(-1))).toEqual(['PCTL-EGRESS', 'PCTL-INGRESS']);
-    expect(out).toHaveLength(6);
+    // The unknown-destination drop: on to the chain that logs it (drop-log.ts) as an ingress denial and drops it.
+    expect(out[2]).toMatch(/^-A PCTL-OUTPUT -d 10\.244\.1\.0\/24 -m set ! --match-set PCTL-programmed dst .*-g PCTL-UNKNOWN-DST$/);
+    expect(out.slice(3).map((l) => l.split(' ').at(-1))).toEqual(['PCTL-EGRESS', 'PCTL-INGRESS']);
+    expect(out).toHaveLength(5);
+    const unknown = renderIptablesRestore(rs).split('\n').filter((l) => l.startsWith('-A PCTL-UNKNOWN-DST '));
+    expect(unknown[0]).toMatch(/-j NFLOG --nflog-prefix "PCTL I unknown" /);
+    expect(unknown[1]).toMatch(/-j DROP$/);
+    expect(unknown).toHaveLength(2);
   });
 
   it('IPVS: PCTL-INPUT returns Service VIPs and node ports after the unknown-source drop, before egress', () => {
@@ -46,10 +49,10 @@ describe('service proxy modes', () => {
       const w = l.split(' ');
       return w[Math.max(w.indexOf('-j'), w.indexOf('-g')) + 1];
     });
-    expect(targets).toEqual(['RETURN', 'NFLOG', 'DROP', 'RETURN', 'RETURN', 'RETURN', 'RETURN', 'PCTL-EGRESS']);
-    expect(input[3]).toMatch(/^-A PCTL-INPUT -d 10\.96\.0\.0\/12 /);
-    expect(input.slice(4, 7).map((l) => l.split(' ')[3])).toEqual(['tcp', 'udp', 'sctp']);
-    for (const l of input.slice(4, 7)) expect(l).toContain('--dport 31000:31999');
+    expect(targets).toEqual(['RETURN', 'PCTL-UNKNOWN-SRC', 'RETURN', 'RETURN', 'RETURN', 'RETURN', 'PCTL-EGRESS']);
+    expect(input[2]).toMatch(/^-A PCTL-INPUT -d 10\.96\.0\.0\/12 /);
+    expect(input.slice(3, 6).map((l) => l.split(' ')[3])).toEqual(['tcp', 'udp', 'sctp']);
+    for (const l of input.slice(3, 6)) expect(l).toContain('--dport 31000:31999');
   });
 
   it('IPVS: every chain and set it references is defined, and the incremental compiler agrees', () => {

@@ -46,7 +46,8 @@ describe.runIf(kernelTestsEnabled())('Syncer with dropLog false on the real kern
     const save = () => net!.sh('iptables-save -t filter');
     expect(save()).not.toContain('NFLOG');
     expect(save()).not.toContain('hashlimit');
-    expect(save()).toMatch(/-A PCTL-FORWARD -s 10\.244\.1\.0\/24 -m set ! --match-set PCTL-programmed src .* -j DROP/);
+    expect(save()).toMatch(/-A PCTL-FORWARD -s 10\.244\.1\.0\/24 -m set ! --match-set PCTL-programmed src .* -g PCTL-UNKNOWN-SRC/);
+    expect(save()).toMatch(/-A PCTL-UNKNOWN-SRC -m comment --comment "[^"]*" -j DROP\n/);
     // A policy added: a delta, with its default deny and no log rule.
     m.upsert(policy('x', 'more', sel(), { types: ['Egress'], egress: [] }));
     let rs = ic.ruleset();
