@@ -79,7 +79,7 @@ describe.runIf(kernelTestsEnabled())('ipset session on the real kernel', () => {
   const SAVE = "ipset save | sed 's/ initval 0x[0-9a-f]*//' | sort"; // initval is random per set
   // Random small payloads (creates, adds, dels, flushes, some failing): whenever restore
   // succeeds the session succeeds and leaves the same sets; whenever restore fails the session
-  // fails and names the same first line.
+  // fails and names the same line or an earlier one (the first that fails: see below).
   it('agrees with ipset restore on random payloads (success, first failing line, resulting sets)', async () => {
     const other = createNetns('pctl-is');
     const plain = processRunner(other.name);
@@ -94,11 +94,15 @@ describe.runIf(kernelTestsEnabled())('ipset session on the real kernel', () => {
           const input = lines.join('\n') + '\n';
           const [a, b] = [await restore(input), await plain.run('ipset', ['restore', '-exist'], { input })];
           expect(a.exitCode === 0, `${input}\nsession: ${a.stderr}\nrestore: ${b.stderr}`).toBe(b.exitCode === 0);
-          const lineOf = (s: string) => /Error in line (\d+)/.exec(s)?.[1];
-          expect(lineOf(a.stderr)).toBe(lineOf(b.stderr));
+          const lineOf = (s: string) => Number(/Error in line (\d+)/.exec(s)?.[1] ?? NaN);
+          // The same line, or an earlier one: restore batches adds for the kernel, so an error it
+          // finds itself (a set that does not exist, line 3) can be reported before an earlier add
+          // the kernel refuses (0.0.0.0, line 2) was ever sent; the session runs each line alone.
+          if (b.exitCode !== 0) expect(lineOf(a.stderr), `${input}\nsession: ${a.stderr}\nrestore: ${b.stderr}`).toBeLessThanOrEqual(lineOf(b.stderr));
           if (b.exitCode === 0) expect(net.sh(SAVE)).toBe(other.sh(SAVE));
         }),
-        { numRuns: 40 },
+        // The payload where restore names line 3 and the session line 2, tried every run.
+        { numRuns: 40, examples: [[['create s1 hash:ip family inet', 'add s1 0.0.0.0', 'add nosuch 10.1.0.1', 'create s1 hash:ip family inet']]] },
       );
     } finally {
       other.remove();

@@ -15,7 +15,9 @@
 // Semantics against `ipset restore -exist` (which the Syncer runs otherwise):
 // - Success is the same: every line applied.
 // - On a failing line, restore stops; the session runs the remaining lines too. Either way the
-//   call fails with "Error in line N: ..." (the first failing line, as restore words it) and
+//   call fails with "Error in line N: ..." (the first failing line, as restore words it; restore
+//   itself can name a later one, an error it finds before sending the batch holding an earlier
+//   add the kernel refuses; the line is only a hint for the piecewise apply, src/sync/pieces.ts) and
 //   the Syncer treats the kernel as unknown (re-read, piecewise apply: docs/design.md,
 //   fail-closed), so nothing relies on the lines after the failure being skipped. The lines of
 //   one call are always of one plan step, in the step's order.
