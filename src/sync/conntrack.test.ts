@@ -44,6 +44,19 @@ describe.runIf(kernelTestsEnabled())('conntrack on the real kernel', () => {
     expect((await listFlows(net.runner)).map((f) => `${f.src}>${f.dst}`)).toEqual(['10.244.2.9>10.244.2.3']);
   });
 
+  it('entries of other protocols (ICMP, GRE) go too; a tuple conntrack refuses falls back to deleting by address', async () => {
+    net.sh('conntrack -I -s 10.244.1.5 -d 10.244.2.3 -p icmp --icmp-type 8 --icmp-code 0 --icmp-id 7 -t 100 2>&1');
+    net.sh('conntrack -I -s 10.244.2.3 -d 10.244.1.5 -p gre --srckey 1 --dstkey 2 -t 100 2>&1');
+    insert('10.244.2.9', '10.244.2.3', 'tcp', 4003, 80); // unrelated
+    expect(await deleteAddressFlows(net.runner, ['10.244.1.5'])).toBe(2);
+    expect((await listFlows(net.runner)).map((f) => `${f.src}>${f.dst}`)).toEqual(['10.244.2.9>10.244.2.3']);
+    // A runner whose conntrack refuses the tuple of one flow: the entries still go, by address.
+    insert('10.244.1.5', '10.244.2.3', 'udp', 4000, 53);
+    const refusing = { run: (cmd: string, args: readonly string[], o?: { input?: string }) => (args.includes('--sport') ? Promise.resolve({ stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): unknown protocol\n', exitCode: 2 }) : net.runner.run(cmd, args, o)) };
+    expect(await deleteAddressFlows(refusing, ['10.244.1.5'])).toBe(1);
+    expect((await listFlows(net.runner)).map((f) => `${f.src}>${f.dst}`)).toEqual(['10.244.2.9>10.244.2.3']);
+  });
+
   it('many entries of an address: deleted by address, all of them and nothing else', async () => {
     for (let i = 0; i < 12; i++) insert('10.244.1.5', '10.244.2.3', 'udp', 5000 + i, 53);
     insert('10.244.2.3', '10.244.1.5', 'tcp', 4001, 80);
