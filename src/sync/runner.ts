@@ -97,7 +97,7 @@ export function startCommand(cmd: string, args: readonly string[], netns?: strin
         stdout: Buffer.concat(out).toString('utf8'),
         stderr,
         exitCode: timedOut ? 124 : spawnError ? 127 : (exitCode ?? 1),
-        ...(lostAtStart || (inputLost && !fed) ? { lost: true } : {}),
+        ...(lostAtStart || inputLost ? { lost: true } : {}),
       };
     },
   };

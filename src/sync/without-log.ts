@@ -11,36 +11,26 @@
 
 import type { Chain, Ruleset, RulesetDelta } from '../compiler/ruleset.ts';
 
-const chains = new WeakMap<Chain, Chain>();
-const rulesets = new WeakMap<Ruleset, Ruleset>();
-const deltas = new WeakMap<RulesetDelta, RulesetDelta>();
-
-export function chainWithoutLog(c: Chain): Chain {
-  let out = chains.get(c);
-  if (!out) {
-    out = c.rules.some((r) => r.action.kind === 'log') ? { ...c, rules: c.rules.filter((r) => r.action.kind !== 'log') } : c;
-    chains.set(c, out);
-    chains.set(out, out);
-  }
-  return out;
+/**
+ * `make(x)` once per object: the same input gives the same output object, and an output given
+ * again is itself when `fixed` (taken out once, it stays so: a fallback from syncDelta to sync
+ * passes a Ruleset again).
+ */
+function memo<T extends object>(make: (x: T) => T, fixed: boolean): (x: T) => T {
+  const seen = new WeakMap<T, T>();
+  return (x) => {
+    let out = seen.get(x);
+    if (!out) {
+      out = make(x);
+      seen.set(x, out);
+      if (fixed) seen.set(out, out);
+    }
+    return out;
+  };
 }
 
-export function rulesetWithoutLog(rs: Ruleset): Ruleset {
-  let out = rulesets.get(rs);
-  if (!out) {
-    out = { ...rs, chains: rs.chains.map(chainWithoutLog) };
-    rulesets.set(rs, out);
-    // Taken out once, a Ruleset stays itself (a fallback from syncDelta to sync passes it again).
-    rulesets.set(out, out);
-  }
-  return out;
-}
+export const chainWithoutLog = memo<Chain>((c) => (c.rules.some((r) => r.action.kind === 'log') ? { ...c, rules: c.rules.filter((r) => r.action.kind !== 'log') } : c), true);
 
-export function deltaWithoutLog(d: RulesetDelta): RulesetDelta {
-  let out = deltas.get(d);
-  if (!out) {
-    out = { ...d, writtenChains: d.writtenChains.map(chainWithoutLog) };
-    deltas.set(d, out);
-  }
-  return out;
-}
+export const rulesetWithoutLog = memo<Ruleset>((rs) => ({ ...rs, chains: rs.chains.map(chainWithoutLog) }), true);
+
+export const deltaWithoutLog = memo<RulesetDelta>((d) => ({ ...d, writtenChains: d.writtenChains.map(chainWithoutLog) }), false);
