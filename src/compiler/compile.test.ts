@@ -84,25 +84,30 @@ describe('compile', () => {
     expect([...new Set(dispatched)].sort()).toEqual(['10.244.1.10', '10.244.1.11', '10.244.1.12', '10.244.1.14']);
   });
 
-  it('dispatches by bucket (last octet & 15): through a quarter chain to a bucket chain per non-empty bucket, goto all the way', () => {
+  it('dispatches by bucket (last octet & 63): through a tree of chains on 2 bits each to a bucket chain per non-empty bucket, goto all the way', () => {
     const rs = compile(sampleCluster(), 'n1');
     const chain = (name: string) => rs.chains.find((c) => c.name === name);
     // Ingress: x/a (.10) and x/a2 (.12) share a chain, x/b (.11) and y/d (.14) have their own.
-    // Egress: x/b only. Buckets 10 and 11 are in quarter 2 (8-11), 12 and 14 in quarter 3.
-    expect(chain('PCTL-INGRESS')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([
-      ['0.0.0.8/0.0.0.12', { kind: 'goto', chain: 'PCTL-IQ-2' }],
-      ['0.0.0.12/0.0.0.12', { kind: 'goto', chain: 'PCTL-IQ-3' }],
+    // Egress: x/b only. Buckets 10 to 14 are all in 0-15 (bits 4-5: 0); 10 and 11 in 8-11
+    // (bits 2-3: 2), 12 and 14 in 12-15 (3).
+    expect(chain('PCTL-INGRESS')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([['0.0.0.0/0.0.0.48', { kind: 'goto', chain: 'PCTL-IQ-0' }]]);
+    expect(chain('PCTL-IQ-0')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([
+      ['0.0.0.8/0.0.0.12', { kind: 'goto', chain: 'PCTL-IS-2' }],
+      ['0.0.0.12/0.0.0.12', { kind: 'goto', chain: 'PCTL-IS-3' }],
     ]);
-    expect(chain('PCTL-IQ-2')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([
+    expect(chain('PCTL-IS-2')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([
       ['0.0.0.2/0.0.0.3', { kind: 'goto', chain: 'PCTL-IB-10' }],
       ['0.0.0.3/0.0.0.3', { kind: 'goto', chain: 'PCTL-IB-11' }],
     ]);
-    expect(chain('PCTL-IQ-3')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([
+    expect(chain('PCTL-IS-3')!.rules.map((r) => [r.match.dstNet, r.action])).toEqual([
       ['0.0.0.0/0.0.0.3', { kind: 'goto', chain: 'PCTL-IB-12' }],
       ['0.0.0.2/0.0.0.3', { kind: 'goto', chain: 'PCTL-IB-14' }],
     ]);
-    expect(chain('PCTL-EGRESS')!.rules.map((r) => [r.match.srcNet, r.action])).toEqual([['0.0.0.8/0.0.0.12', { kind: 'goto', chain: 'PCTL-EQ-2' }]]);
-    expect(chain('PCTL-EQ-2')!.rules.map((r) => [r.match.srcNet, r.action])).toEqual([['0.0.0.3/0.0.0.3', { kind: 'goto', chain: 'PCTL-EB-11' }]]);
+    expect(chain('PCTL-EGRESS')!.rules.map((r) => [r.match.srcNet, r.action])).toEqual([['0.0.0.0/0.0.0.48', { kind: 'goto', chain: 'PCTL-EQ-0' }]]);
+    expect(chain('PCTL-EQ-0')!.rules.map((r) => [r.match.srcNet, r.action])).toEqual([['0.0.0.8/0.0.0.12', { kind: 'goto', chain: 'PCTL-ES-2' }]]);
+    expect(chain('PCTL-ES-2')!.rules.map((r) => [r.match.srcNet, r.action])).toEqual([['0.0.0.3/0.0.0.3', { kind: 'goto', chain: 'PCTL-EB-11' }]]);
+    // Only the chains on the way to a bucket in use exist.
+    expect(rs.chains.filter((c) => /^PCTL-[EI][QS]-/.test(c.name)).map((c) => c.name)).toEqual(['PCTL-EQ-0', 'PCTL-ES-2', 'PCTL-IQ-0', 'PCTL-IS-2', 'PCTL-IS-3']);
     const shared = chain('PCTL-IB-10')!.rules;
     expect(shared).toHaveLength(1);
     expect(chain('PCTL-IB-12')!.rules).toEqual(shared);
@@ -116,16 +121,16 @@ describe('compile', () => {
   it('a local pod joining a group with a member in its bucket changes set members only', () => {
     const m = sampleCluster();
     const before = compile(m, 'n1');
-    m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.26', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] })); // 26 & 15 = 10, as x/a
+    m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.74', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] })); // 74 & 63 = 10, as x/a
     const after = compile(m, 'n1');
     expect(renderIptablesRestore(after)).toBe(renderIptablesRestore(before));
     expect(renderIpsetRestore(after.sets)).not.toBe(renderIpsetRestore(before.sets));
     // In a new bucket: a bucket chain and a bucket rule more, nothing else.
-    m.upsert(pod('x', 'a4', { app: 'web' }, { ip: '10.244.1.29', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }));
+    m.upsert(pod('x', 'a4', { app: 'web' }, { ip: '10.244.1.13', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }));
     const third = compile(m, 'n1');
     const names = (rs: Ruleset) => rs.chains.map((c) => c.name);
     expect(names(third).filter((n) => !names(after).includes(n))).toEqual(['PCTL-IB-13']);
-    expect(third.chains.find((c) => c.name === 'PCTL-IQ-3')!.rules).toHaveLength(3);
+    expect(third.chains.find((c) => c.name === 'PCTL-IS-3')!.rules).toHaveLength(3);
   });
 
   it('bucket chain names are fixed and within the kernel limit', () => {
@@ -137,8 +142,9 @@ describe('compile', () => {
       }
     }
     expect(bucketOf('10.244.1.5')).toBe(5);
-    expect(bucketOf('10.244.1.21')).toBe(5);
-    expect(bucketOf('10.244.255.255')).toBe(15);
+    expect(bucketOf('10.244.1.21')).toBe(21);
+    expect(bucketOf('10.244.1.69')).toBe(5);
+    expect(bucketOf('10.244.255.255')).toBe(63);
     expect(bucketOf('10.244.16.0')).toBe(0);
     expect(() => bucketOf('10.244.1.')).toThrow(/not a dotted-quad IPv4 address/);
     expect(() => bucketOf('fd00::1')).toThrow(/not a dotted-quad/);

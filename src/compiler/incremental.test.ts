@@ -50,7 +50,7 @@ describe('IncrementalCompiler', () => {
     const m = sampleCluster();
     const ic = new IncrementalCompiler(m, 'n1');
     const before = ic.ruleset();
-    m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.26', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] })); // 26 & 15 = 10, as x/a
+    m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.74', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] })); // 74 & 63 = 10, as x/a
     const after = ic.ruleset();
     expect(text(after)).toBe(text(compile(m, 'n1')));
     expect(ic.stats()?.chainsRecomputed).toBe(0); // memoized: same policies, same named ports
@@ -62,10 +62,10 @@ describe('IncrementalCompiler', () => {
     // Its address joins the group's dispatch set, the peer set of x/allow's namespace peer, x/eg's
     // named-port set (http on every pod), and the node's programmed addresses.
     expect(d.memberChanges.map((c) => [c.set.slice(0, 7), c.added, c.removed]).sort()).toEqual([
-      ['PCTL-i-', ['10.244.1.26'], []],
-      ['PCTL-n-', ['10.244.1.26,tcp:80'], []],
-      ['PCTL-p-', ['10.244.1.26'], []],
-      ['PCTL-pr', ['10.244.1.26'], []],
+      ['PCTL-i-', ['10.244.1.74'], []],
+      ['PCTL-n-', ['10.244.1.74,tcp:80'], []],
+      ['PCTL-p-', ['10.244.1.74'], []],
+      ['PCTL-pr', ['10.244.1.74'], []],
     ]);
   });
 
@@ -75,13 +75,14 @@ describe('IncrementalCompiler', () => {
     ic.ruleset();
     m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.13', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }));
     expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
-    // Bucket 13 is in quarter 3, which holds y/d's bucket 14 already: its quarter chain changes.
-    expect(ic.delta().writtenChains.map((c) => c.name).sort()).toEqual(['PCTL-IB-13', 'PCTL-IQ-3']);
+    // Bucket 13 is under inner chain PCTL-IS-3 (buckets 12-15), which holds x/a2's bucket 12 and
+    // y/d's bucket 14 already: that chain changes, the ones above it do not.
+    expect(ic.delta().writtenChains.map((c) => c.name).sort()).toEqual(['PCTL-IB-13', 'PCTL-IS-3']);
     expect(ic.delta().createdSets).toEqual([]);
     // And leaving it again removes them.
     m.remove('pod-x-a3', 'Pod');
     expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
-    expect(ic.delta().writtenChains.map((c) => c.name)).toEqual(['PCTL-IQ-3']);
+    expect(ic.delta().writtenChains.map((c) => c.name)).toEqual(['PCTL-IS-3']);
     expect(ic.delta().removedChains).toEqual(['PCTL-IB-13']);
   });
 

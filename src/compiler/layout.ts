@@ -14,8 +14,10 @@
 //   Under kube-proxy's IPVS mode only (ServiceProxy, IPVS_TOP_CHAINS):
 //   INPUT -> PCTL-INPUT: 1, 2, then RETURN for Service VIPs and node ports, then -> PCTL-EGRESS
 //   OUTPUT -> PCTL-OUTPUT: 1, RETURN unless the source is a local pod (PCTL-programmed), 3, 4, 5
-//   PCTL-EGRESS: `-s <quarter q> -g PCTL-EQ-q` per quarter of buckets holding a dispatched pod   DISPATCH
-//   PCTL-EQ-q:   `-s <bucket k in q> -g PCTL-EB-k` per bucket of quarter q holding one
+//   PCTL-EGRESS: `-s 0.0.0.16q/0.0.0.48 -g PCTL-EQ-q` per q (bits 4-5 of the bucket k = address & 63) DISPATCH
+//   PCTL-EQ-q:   `-s 0.0.0.4s'/0.0.0.12 -g PCTL-ES-s` per s = 4q + s' (bits 2-3)         the tree,
+//   PCTL-ES-s:   `-s 0.0.0.k'/0.0.0.3 -g PCTL-EB-k` per k = 4s + k' (bits 0-1)           only branches
+//                                                                                    leading to a bucket in use
 //   PCTL-EB-k:   `src in <dispatch set> -g <entry chain>` per group of local pods with a pod in k
 //   entry chain: the pod's first tier chain (linkTiers): an Admin chain whose undecided packets go
 //     on by goto to the pod's next tier chain (NetworkPolicy or Baseline), or, without Admin
@@ -23,7 +25,8 @@
 //     `dispatch`), the Admin chain is shared by the pods under the same Admin policies and goes on
 //     to PCTL-EGRESS-NEXT, a second dispatch of the same shape (PCTL-ENQ-q, PCTL-ENB-k) that
 //     finds the pod's next tier chain by address
-//   (PCTL-INGRESS, PCTL-IQ-q, PCTL-IB-k, PCTL-INGRESS-NEXT, PCTL-INQ-q, PCTL-INB-k the same by destination)
+//   (PCTL-INGRESS, PCTL-IQ-q, PCTL-IS-s, PCTL-IB-k, PCTL-INGRESS-NEXT, PCTL-INQ-q, PCTL-INS-s,
+//   PCTL-INB-k the same by destination; PCTL-EGRESS-NEXT, PCTL-ENQ-q, PCTL-ENS-s, PCTL-ENB-k)
 //
 // Where to make a change:
 // - a tier: tiers.ts (its place in TIERS, its chain kinds, which policies apply, its rules, how
@@ -38,9 +41,9 @@
 // Why this shape (docs/design.md invariants):
 // - Allow is RETURN, never ACCEPT, so the other side's chain and other agents' rules still run;
 //   both the sender's egress and the receiver's ingress are evaluated in one FORWARD pass.
-// - Dispatch by goto (cost-proportional at scale): a new connection tests at most QUARTERS +
-//   QUARTER_SIZE rules (a quarter, then a bucket of it) to reach its bucket chain, then only the
-//   groups with a local pod in its bucket (about 1/16 of them), and no rule after the one that
+// - Dispatch by goto (cost-proportional at scale): a new connection tests at most
+//   TREE_DEPTH x FANOUT address compares (12, 7.5 on average) to reach its bucket chain, then only
+//   the groups with a local pod in its bucket (about 1/64 of them), and no rule after the one that
 //   matched: `-g` leaves no return point, so a RETURN in a
 //   tier chain (or falling off a bucket chain: a pod nothing applies to) returns straight to
 //   PCTL-FORWARD (or PCTL-INPUT), which goes on with the other direction.
@@ -54,7 +57,7 @@
 //   dispatch (DISPATCH_LEVELS `next`), which finds it by address as the first one finds the
 //   entry; pods under the same Admin policies then share one Admin chain, and such a change
 //   rewrites a few shared chains and the first dispatch's membership, while a packet of such a
-//   pod walks both dispatches (at most 2 x 8 quarter and bucket rules plus its groups' share).
+//   pod walks both dispatches (at most 2 x 12 tree rules plus its groups' share).
 // - The dispatch chains are `unordered`: their rules match disjoint packets (bucket masks split
 //   the address space; a group's dispatch set holds its pods' addresses, and a pod is in one
 //   group per direction), so the sync layer may append and delete single rules instead of
@@ -92,23 +95,33 @@ export interface Family {
   readonly cidrFamily: 4 | 6;
   /** The dispatch bucket of a pod address (throws on an address of another family). */
   bucketOf(ip: string): number;
-  /** The address match (`-s`/`-d` value) selecting the addresses of the buckets of quarter q. */
-  quarterNet(q: number): string;
-  /** The address match selecting bucket k among the addresses of its quarter. */
-  inQuarterNet(k: number): string;
+  /**
+   * The address match (`-s`/`-d` value) selecting the addresses whose bucket has `digit` as its
+   * digit at tree depth `depth` (0: the most significant FANOUT_BITS of the bucket number).
+   */
+  digitNet(depth: number, digit: number): string;
   /** How a comment says which bits select the bucket. */
   readonly bucketMaskText: string;
 }
 
 /**
- * Pods are dispatched by the low bits of their address: this many buckets (a power of two),
- * reached through QUARTERS quarter chains of QUARTER_SIZE buckets each, so a packet tests at
- * most QUARTERS + QUARTER_SIZE rules (8) to reach its bucket chain, 5 on average, instead of up
- * to 16 in one list.
+ * Pods are dispatched by the low BUCKET_BITS bits of their address: BUCKETS buckets, reached
+ * through a tree of chains, each choosing FANOUT_BITS bits of the bucket number (most
+ * significant first): the dispatch chain chooses the first digit, TREE_DEPTH - 1 levels of inner
+ * chains the next ones, the last of them the bucket chain. A packet tests at most
+ * TREE_DEPTH x FANOUT rules (12) to reach its bucket chain, 7.5 on average with every bucket in
+ * use, all of them native address compares; the bucket chain then holds the groups with a local
+ * pod among BUCKETS-th of the addresses (a /24 of 250 pods: about 4 pods), whose rules are ipset
+ * lookups, the dearer test. With 16 buckets (two levels) a bucket held about 16 pods of about 11
+ * groups, and the benchmark's flow tested 16 dispatch sets; with 64 it tests 5
+ * (bench/README.md, part 4).
  */
-export const BUCKETS = 16;
-export const QUARTERS = 4;
-export const QUARTER_SIZE = BUCKETS / QUARTERS;
+export const BUCKET_BITS = 6;
+export const FANOUT_BITS = 2;
+export const BUCKETS = 1 << BUCKET_BITS;
+export const FANOUT = 1 << FANOUT_BITS;
+/** Rule levels from the dispatch chain to a bucket chain: the dispatch chain and the inner chains. */
+export const TREE_DEPTH = BUCKET_BITS / FANOUT_BITS;
 
 const IPV4_RE = /^(?:(?:0|[1-9][0-9]{0,2})\.){3}(0|[1-9][0-9]{0,2})$/;
 
@@ -121,8 +134,10 @@ export const IPV4: Family = {
     if (!(octet <= 255)) throw new Error(`dispatch bucket: pod address "${ip}" is not a dotted-quad IPv4 address`);
     return octet & (BUCKETS - 1);
   },
-  quarterNet: (q) => `0.0.0.${q * QUARTER_SIZE}/0.0.0.${BUCKETS - QUARTER_SIZE}`,
-  inQuarterNet: (k) => `0.0.0.${k % QUARTER_SIZE}/0.0.0.${QUARTER_SIZE - 1}`,
+  digitNet(depth, digit) {
+    const shift = BUCKET_BITS - FANOUT_BITS * (depth + 1);
+    return `0.0.0.${digit << shift}/0.0.0.${(FANOUT - 1) << shift}`;
+  },
   bucketMaskText: `address & ${BUCKETS - 1}`,
 };
 
@@ -427,41 +442,54 @@ export function bucketChainName(dir: PolicyType, k: number, level: DispatchLevel
   return `${PREFIX}-${DISPATCH[dir].letter}${level === 'next' ? 'N' : ''}B-${k}`;
 }
 
-/** `PCTL-EQ-<q>` / `PCTL-IQ-<q>` (entry), `PCTL-ENQ-<q>` / `PCTL-INQ-<q>` (next): the buckets of quarter q. */
-export function quarterChainName(dir: PolicyType, q: number, level: DispatchLevel = 'entry'): string {
-  return `${PREFIX}-${DISPATCH[dir].letter}${level === 'next' ? 'N' : ''}Q-${q}`;
+/**
+ * The letter of the inner chains at each depth from 1: `PCTL-EQ-<p>` / `PCTL-IQ-<p>` at depth 1,
+ * `PCTL-ES-<p>` / `PCTL-IS-<p>` at depth 2 (with `N` after the direction's letter at the next
+ * level), p the bucket number's digits chosen so far.
+ */
+const INNER_LETTERS = 'QST';
+
+/** The inner chain of the dispatch tree at `depth` (1 to TREE_DEPTH - 1) for the bucket-number prefix `prefix`. */
+export function innerChainName(dir: PolicyType, depth: number, prefix: number, level: DispatchLevel = 'entry'): string {
+  return `${PREFIX}-${DISPATCH[dir].letter}${level === 'next' ? 'N' : ''}${INNER_LETTERS[depth - 1]}-${prefix}`;
 }
 
 const next = (level: DispatchLevel) => (level === 'next' ? ', next tier' : '');
 const sideNet = (dir: PolicyType, net: string) => (DISPATCH[dir].side === 'dst' ? { dstNet: net } : { srcNet: net });
 
-function makeQuarterRules(dir: PolicyType, level: DispatchLevel): readonly Rule[] {
-  return Array.from({ length: QUARTERS }, (_, q): Rule => ({
-    match: sideNet(dir, FAMILY.quarterNet(q)),
-    action: { kind: 'goto', chain: quarterChainName(dir, q, level) },
-    comment: `${dir.toLowerCase()} of local pods in buckets ${q * QUARTER_SIZE}-${(q + 1) * QUARTER_SIZE - 1} (${FAMILY.bucketMaskText})${next(level)}`,
-  }));
+/** The buckets whose numbers start with `prefix` (the chain at `depth`'s digits), as text. */
+function bucketRange(depth: number, prefix: number): string {
+  const width = 1 << (FANOUT_BITS * (TREE_DEPTH - depth));
+  return width === 1 ? `bucket ${prefix}` : `buckets ${prefix * width}-${(prefix + 1) * width - 1}`;
 }
 
-function makeBucketRules(dir: PolicyType, level: DispatchLevel): readonly Rule[] {
-  return Array.from({ length: BUCKETS }, (_, k): Rule => ({
-    match: sideNet(dir, FAMILY.inQuarterNet(k)),
-    action: { kind: 'goto', chain: bucketChainName(dir, k, level) },
-    comment: `${dir.toLowerCase()} of local pods in bucket ${k} (${FAMILY.bucketMaskText})${next(level)}`,
-  }));
+/**
+ * The rule at `depth` of the tree sending the packets of child prefix `child` (the digits chosen
+ * down to depth + 1) on by goto: to the inner chain of that prefix, or at the last depth to bucket
+ * chain `child`.
+ */
+function makeTreeRule(dir: PolicyType, level: DispatchLevel, depth: number, child: number): Rule {
+  const last = depth === TREE_DEPTH - 1;
+  return {
+    match: sideNet(dir, FAMILY.digitNet(depth, child % FANOUT)),
+    action: { kind: 'goto', chain: last ? bucketChainName(dir, child, level) : innerChainName(dir, depth + 1, child, level) },
+    comment: `${dir.toLowerCase()} of local pods in ${bucketRange(depth + 1, child)} (${FAMILY.bucketMaskText})${next(level)}`,
+  };
 }
 
-/** The rules of a dispatch chain, one per quarter (shared objects: memoized ids). */
-export const QUARTER_RULES: Record<DispatchLevel, Record<PolicyType, readonly Rule[]>> = {
-  entry: { Egress: makeQuarterRules('Egress', 'entry'), Ingress: makeQuarterRules('Ingress', 'entry') },
-  next: { Egress: makeQuarterRules('Egress', 'next'), Ingress: makeQuarterRules('Ingress', 'next') },
-};
-
-/** The rules of the quarter chains, one per bucket (shared objects: memoized ids). */
-export const BUCKET_RULES: Record<DispatchLevel, Record<PolicyType, readonly Rule[]>> = {
-  entry: { Egress: makeBucketRules('Egress', 'entry'), Ingress: makeBucketRules('Ingress', 'entry') },
-  next: { Egress: makeBucketRules('Egress', 'next'), Ingress: makeBucketRules('Ingress', 'next') },
-};
+/**
+ * The rules of the dispatch tree (shared objects: memoized ids), by level, direction, depth and
+ * child prefix: TREE_RULES.entry.Egress[d][c] is the rule at depth d whose packets go on to
+ * child prefix c.
+ */
+export const TREE_RULES: Record<DispatchLevel, Record<PolicyType, readonly (readonly Rule[])[]>> = (() => {
+  const make = (dir: PolicyType, level: DispatchLevel) =>
+    Array.from({ length: TREE_DEPTH }, (_, d) => Array.from({ length: FANOUT ** (d + 1) }, (_, c) => makeTreeRule(dir, level, d, c)));
+  return {
+    entry: { Egress: make('Egress', 'entry'), Ingress: make('Ingress', 'entry') },
+    next: { Egress: make('Egress', 'next'), Ingress: make('Ingress', 'next') },
+  };
+})();
 
 /**
  * The hash:ip set dispatching a group's local pods to its chain: the chain's name with the kind
@@ -484,11 +512,11 @@ export function dispatchRule(dir: PolicyType, set: string, chain: string): Rule 
   };
 }
 
-/** A direction's dispatch chain, quarter chains and bucket chains at one level. */
+/** A direction's dispatch chain, inner chains and bucket chains at one level. */
 export interface Dispatch {
   readonly chain: Chain;
-  /** By quarter number, only the quarters holding a dispatched address. */
-  readonly quarters: readonly Chain[];
+  /** The inner chains of the tree by depth, then prefix; only those leading to a bucket in use. */
+  readonly inner: readonly Chain[];
   /** By bucket number, only the buckets holding a dispatched address. */
   readonly buckets: readonly Chain[];
 }
@@ -499,21 +527,30 @@ export function bucketChain(dir: PolicyType, k: number, rules: readonly Rule[], 
 }
 
 /**
- * A dispatch chain (a quarter rule for each quarter holding a bucket in `present`) and its
- * quarter chains (a bucket rule for each of their buckets in `present`), `present` ascending.
- * All unordered: their rules match disjoint addresses.
+ * A dispatch chain and its inner chains, holding a rule for each child prefix that leads to a
+ * bucket in `present` (ascending). All unordered: their rules match disjoint addresses.
  */
-export function dispatchChains(dir: PolicyType, present: readonly number[], level: DispatchLevel = 'entry'): { chain: Chain; quarters: Chain[] } {
-  const inQuarter: number[][] = Array.from({ length: QUARTERS }, () => []);
-  for (const k of present) inQuarter[Math.floor(k / QUARTER_SIZE)]!.push(k);
-  const quarters: Chain[] = [];
-  const top: Rule[] = [];
-  for (let q = 0; q < QUARTERS; q++) {
-    if (inQuarter[q]!.length === 0) continue;
-    top.push(QUARTER_RULES[level][dir][q]!);
-    quarters.push({ name: quarterChainName(dir, q, level), rules: inQuarter[q]!.map((k) => BUCKET_RULES[level][dir][k]!), unordered: true });
+export function dispatchChains(dir: PolicyType, present: readonly number[], level: DispatchLevel = 'entry'): { chain: Chain; inner: Chain[] } {
+  const inner: Chain[] = [];
+  let top: Rule[] = [];
+  for (let d = 0; d < TREE_DEPTH; d++) {
+    // The chains at depth d, by prefix: the child prefixes (digits down to depth d + 1) in use.
+    const shift = FANOUT_BITS * (TREE_DEPTH - d - 1);
+    const byPrefix = new Map<number, Rule[]>();
+    let lastChild = -1;
+    for (const k of present) {
+      const child = k >> shift;
+      if (child === lastChild) continue;
+      lastChild = child;
+      const prefix = child >> FANOUT_BITS;
+      let rules = byPrefix.get(prefix);
+      if (!rules) byPrefix.set(prefix, (rules = []));
+      rules.push(TREE_RULES[level][dir][d]![child]!);
+    }
+    if (d === 0) top = byPrefix.get(0) ?? [];
+    else for (const [prefix, rules] of byPrefix) inner.push({ name: innerChainName(dir, d, prefix, level), rules, unordered: true });
   }
-  return { chain: { name: DISPATCH_CHAINS[level][dir], rules: top, unordered: true }, quarters };
+  return { chain: { name: DISPATCH_CHAINS[level][dir], rules: top, unordered: true }, inner };
 }
 
 /**
@@ -606,7 +643,7 @@ export function linkTiers<T extends { readonly continuation: Continuation; reado
 
 /**
  * The layout's chains in Ruleset order: the top chains; at the entry level, each direction's
- * dispatch chain, then each direction's quarter chains by quarter, then each direction's bucket
+ * dispatch chain, then each direction's inner chains by depth and prefix, then each direction's bucket
  * chains by bucket number; the same at the next level for the directions that have one (an
  * Admin chain goes there). Policy chains follow, by name.
  */
@@ -615,7 +652,7 @@ export function layoutChains(cidrs: readonly string[], dispatch: Record<Dispatch
   for (const level of DISPATCH_LEVELS) {
     const d = dispatch[level];
     for (const dir of DIRECTIONS) if (d[dir]) out.push(d[dir].chain);
-    for (const dir of DIRECTIONS) if (d[dir]) out.push(...d[dir].quarters);
+    for (const dir of DIRECTIONS) if (d[dir]) out.push(...d[dir].inner);
     for (const dir of DIRECTIONS) if (d[dir]) out.push(...d[dir].buckets);
   }
   return out;

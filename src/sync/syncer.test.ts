@@ -274,23 +274,23 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
       from = rs;
       return r;
     };
-    // (a) x/a3 (web) lands in bucket 11 (27 & 15), where only x/b (db) was: the web pods' ingress
+    // (a) x/a3 (web) lands in bucket 11 (75 & 63), where only x/b (db) was: the web pods' ingress
     // group is new to that bucket. One set member, then one appended rule; nothing deleted.
-    const join = await step(() => m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.27', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] })));
+    const join = await step(() => m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.75', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] })));
     expect(join.planFrom).toBe('delta');
     // The set members: the new dispatch set entry (and the peer and named-port sets of x/a3);
     // then the rule; then, once both are in force, the address joins the programmed ones.
     expect(writesOf(rec)).toEqual([
-      { cmd: 'ipset', input: expect.stringMatching(/^(add PCTL-[pni]-\w+ 10\.244\.1\.27(,tcp:80)?\n)+$/) },
+      { cmd: 'ipset', input: expect.stringMatching(/^(add PCTL-[pni]-\w+ 10\.244\.1\.75(,tcp:80)?\n)+$/) },
       { cmd: 'iptables-nft-restore', input: expect.stringMatching(/^\*filter\n-A PCTL-IB-11 -m set --match-set PCTL-i-\w+ dst -m comment --comment "\w+ ingress policy of the local pods in PCTL-i-\w+" -g PCTL-I-\w+\nCOMMIT\n$/) },
-      { cmd: 'ipset', input: 'add PCTL-programmed 10.244.1.27\n' },
+      { cmd: 'ipset', input: 'add PCTL-programmed 10.244.1.75\n' },
     ]);
     expect(syncer.hasGarbage()).toBe(false);
     // It leaves: the member goes in the main apply; the stale rule waits for the collection.
     const leave = await step(() => m.remove('pod-x-a3', 'Pod'));
     expect(leave.payloads.iptables).toBe('');
     // The programmed address goes first of all.
-    expect(writesOf(rec)).toEqual([{ cmd: 'ipset', input: expect.stringMatching(/^del PCTL-programmed 10\.244\.1\.27\n(del PCTL-[pni]-\w+ 10\.244\.1\.27(,tcp:80)?\n)+$/) }]);
+    expect(writesOf(rec)).toEqual([{ cmd: 'ipset', input: expect.stringMatching(/^del PCTL-programmed 10\.244\.1\.75\n(del PCTL-[pni]-\w+ 10\.244\.1\.75(,tcp:80)?\n)+$/) }]);
     expect(writesOf(rec)[0]!.input).toMatch(/^del PCTL-i-/m);
     expect(leave.payloads.gcIptables).toMatch(/^\*filter\n-D PCTL-IB-11 -m set --match-set PCTL-i-\w+ dst -m comment --comment "\w+ ingress policy [^"]+" -g PCTL-I-\w+\nCOMMIT\n$/);
     expect(net.sh('iptables -S PCTL-IB-11').split('\n').filter((l) => l.startsWith('-A')).length).toBe(2);
@@ -307,7 +307,7 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
   it('a policy change moving pods between groups never opens a closed flow before the garbage collection', async () => {
     const m = sampleCluster();
     m.upsert(pod('x', 'd', { app: 'web' }, { ip: '10.244.1.26', node: 'n1', ports: [port(80, 'http')] }));
-    m.upsert(pod('x', 'e', { app: 'db' }, { ip: '10.244.1.27', node: 'n1', ports: [port(1500, 'alt')] }));
+    m.upsert(pod('x', 'e', { app: 'db' }, { ip: '10.244.1.75', node: 'n1', ports: [port(1500, 'alt')] }));
     m.upsert(pod('y', 'f', { app: 'web' }, { ip: '10.244.1.42', node: 'n1', ports: [port(80, 'http')] }));
     const ic = new IncrementalCompiler(m, 'n1');
     let from = ic.ruleset();
@@ -367,7 +367,7 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     });
     let from = ic.ruleset();
     await flaky.sync(from);
-    m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.27', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }));
+    m.upsert(pod('x', 'a3', { app: 'web' }, { ip: '10.244.1.75', node: 'n1', ports: [port(80, 'http'), port(53, 'dns', 'UDP')] }));
     from = ic.ruleset();
     ic.delta();
     await flaky.sync(from);

@@ -99,8 +99,9 @@ describe('compiled rules agree with the semantics', () => {
     'the first allow rule of an ingress chain is deleted (closes traffic)': (t) => t.replace(/\n-A PCTL-I-\S+ (?!.*default deny)[^\n]*-j RETURN/, ''),
     'a peer set is matched on the wrong side': (t) => t.replace(/(-A PCTL-[IE]-\S+ [^\n]*--match-set PCTL-p-\S+ )src/, '$1dst'),
     'an egress dispatch rule matches the destination': (t) => t.replace(/-A (PCTL-EB-\d+) -m set --match-set (\S+) src/, '-A $1 -m set --match-set $2 dst'),
-    'an ingress quarter rule tests the source address': (t) => t.replace(/-A PCTL-INGRESS -d (0\.0\.0\.\d+\/0\.0\.0\.12)/, '-A PCTL-INGRESS -s $1'),
-    'an egress bucket rule tests the destination address': (t) => t.replace(/-A (PCTL-EQ-\d) -s (0\.0\.0\.\d\/0\.0\.0\.3)/, '-A $1 -d $2'),
+    'an ingress dispatch rule tests the source address': (t) => t.replace(/-A PCTL-INGRESS -d (0\.0\.0\.\d+\/0\.0\.0\.48)/, '-A PCTL-INGRESS -s $1'),
+    'an ingress inner tree rule tests the source address': (t) => t.replace(/-A (PCTL-IQ-\d+) -d (0\.0\.0\.\d+\/0\.0\.0\.12)/, '-A $1 -s $2'),
+    'an egress bucket rule tests the destination address': (t) => t.replace(/-A (PCTL-ES-\d+) -s (0\.0\.0\.\d\/0\.0\.0\.3)/, '-A $1 -d $2'),
   };
   // The tiers: the order they are walked in, and Pass.
   const tierMutations: Record<string, Mutator> = {

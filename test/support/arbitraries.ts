@@ -16,6 +16,16 @@ export const NAMESPACES = ['x', 'y', 'z'] as const;
 /** Addresses outside every pod: the far side of flows to and from the outside world. */
 // 10.244.1.250 and 10.244.2.250 lie in the nodes' pod CIDRs but belong to no pod: an interface
 // attached by hand, or a pod whose IP has not been reported yet.
+/**
+ * The last octet of the n-th pod address (n from 0): 10, 47, 84, 121, ... (distinct for n < 230,
+ * never 250), so that a handful of pods lands in different branches of the dispatch tree at every
+ * depth (layout.ts: the bucket is the octet & 63, chosen 2 bits at a time) and a rule of any
+ * depth that tests the wrong side or bits is met by some flow.
+ */
+export function spreadOctet(n: number): number {
+  return 10 + ((n * 37) % 230);
+}
+
 export const EXTERNAL_IPS = ['192.168.7.7', '8.8.8.8', '10.244.3.3', '10.244.1.250', '10.244.2.250'] as const;
 
 const labelValue = { app: ['web', 'db', 'api'], tier: ['fe', 'be'] } as const;
@@ -168,7 +178,7 @@ export const clusterArb: fc.Arbitrary<Cluster> = fc
         name: `pod${i}`,
         labels: p.labels,
         nodeName: nd.name,
-        ips: p.state === 'noip' ? [] : p.state === 'host' ? [nd.ip] : [`${nd.prefix}${10 + i}`],
+        ips: p.state === 'noip' ? [] : p.state === 'host' ? [nd.ip] : [`${nd.prefix}${spreadOctet(i)}`],
         hostNetwork: p.state === 'host',
         phase: p.state === 'failed' ? 'Failed' : p.state === 'succeeded' ? 'Succeeded' : 'Running',
         ports: p.ports,
@@ -250,7 +260,7 @@ export function podOf(slot: number, s: PodSpec): PodRecord {
     name: `pod${slot}`,
     labels: s.labels,
     nodeName: nd.name,
-    ips: s.state === 'noip' ? [] : s.state === 'host' ? [nd.ip] : [`${nd.prefix}${s.ip}`],
+    ips: s.state === 'noip' ? [] : s.state === 'host' ? [nd.ip] : [`${nd.prefix}${spreadOctet(s.ip - 10)}`],
     hostNetwork: s.state === 'host',
     phase: s.state === 'failed' ? 'Failed' : s.state === 'succeeded' ? 'Succeeded' : 'Running',
     ports: s.ports,

@@ -253,7 +253,7 @@ export class DispatchState {
     return { chains, writtenChains, removedChains };
   }
 
-  /** One level's and direction's dispatch, quarter and bucket chains, reusing the objects of unchanged ones. */
+  /** One level's and direction's dispatch, inner and bucket chains, reusing the objects of unchanged ones. */
   private dispatchOf(level: DispatchLevel, dir: PolicyType, prevLayout: readonly Chain[]): Dispatch {
     const present: number[] = [];
     const buckets: Chain[] = [];
@@ -269,12 +269,12 @@ export class DispatchState {
       }
       buckets.push(b.out);
     }
-    const { chain, quarters } = dispatchChains(dir, present, level);
+    const { chain, inner } = dispatchChains(dir, present, level);
     const keep = (c: Chain): Chain => {
       const prev = prevLayout.find((p) => p.name === c.name);
       return prev && sameRules(prev, c, false) ? prev : c;
     };
-    return { chain: keep(chain), quarters: quarters.map(keep), buckets };
+    return { chain: keep(chain), inner: inner.map(keep), buckets };
   }
 }
 
