@@ -31,6 +31,7 @@ import { agentRunner } from '../src/sync/agent-runner.ts';
 import { mustRun, processRunner, type Runner } from '../src/sync/runner.ts';
 import { Syncer } from '../src/sync/syncer.ts';
 import { addClusterPolicies } from './cnps.ts';
+import { IdleCollector } from '../src/agent/idle-gc.ts';
 import { CNP_EVENT_KINDS, EVENT_KINDS, EventSource, QUIET_BEFORE_EVENT_MS, type EventKind } from './events.ts';
 import { collect } from './harness.ts';
 import { generateCluster } from './synthetic.ts';
@@ -185,14 +186,19 @@ async function main(): Promise<void> {
   // Warm-up: one event of each kind, not recorded.
   for (const kind of events.sequence(1, kinds)) await step(kind);
   collect();
+  // The agent's idle collection (policyctl agent: src/cli/agent.ts).
+  const idle = new IdleCollector();
   const samples: KernelSample[] = [];
   const seq = events.sequence(perKind, kinds);
   for (const [i, kind] of seq.entries()) {
     if (i % 50 === 0) progress(`event ${i}/${seq.length}`);
     // Single events: each comes to an agent that is done with the one before (its garbage
     // collection, and the background work that follows a quiet moment, such as starting the
-    // next spare iptables-nft-restore), as events spaced apart do. Not timed.
+    // next spare iptables-nft-restore, and V8's young generation collected as the agent does
+    // when idle: src/agent/idle-gc.ts), as events spaced apart do. Not timed.
+    idle.idle();
     await new Promise((r) => setTimeout(r, QUIET_BEFORE_EVENT_MS));
+    idle.busy();
     samples.push(await step(kind));
   }
 

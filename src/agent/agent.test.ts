@@ -150,6 +150,39 @@ describe.runIf(kernelTestsEnabled())('Agent', () => {
     expect(syncs).toBeLessThanOrEqual(5);
   });
 
+  it('is idle (its young generation may be collected) only with no kernel command in flight, and after each sync', async () => {
+    let inFlight = 0;
+    const counting: Runner = {
+      run: async (cmd, args, o) => {
+        inFlight++;
+        try {
+          return await net.runner.run(cmd, args, o);
+        } finally {
+          inFlight--;
+        }
+      },
+    };
+    const seen: string[] = [];
+    const idleWork = {
+      busy: () => void seen.push('busy'),
+      idle: () => {
+        // A collection here must never land in the middle of a sync.
+        seen.push(inFlight === 0 ? 'idle' : `idle with ${inFlight} commands in flight`);
+      },
+    };
+    const a = makeAgent(counting, { idleWork });
+    await a.start();
+    await until(() => seen.at(-1) === 'idle', 'the agent to be idle after its first sync');
+    seen.length = 0;
+    writeFileSync(join(dir, 'allow.yaml'), ALLOW('client'));
+    const rev = await folderRevision(dir);
+    await until(() => a.status().revision === rev && seen.at(-1) === 'idle', 'the edit to be applied and the agent idle again');
+    expect(seen.every((s) => s === 'busy' || s === 'idle')).toBe(true);
+    // The change made it busy before its sync, and idle only once that sync was over.
+    expect(seen[0]).toBe('busy');
+    expect(seen.filter((s) => s === 'idle').length).toBeGreaterThanOrEqual(1);
+  });
+
   it('keeps the last good objects of a file that stops parsing (isolation is never dropped)', async () => {
     const a = makeAgent(net.runner);
     await a.start();

@@ -37,6 +37,7 @@ import { AgentMetrics } from './metrics.ts';
 import { detectProxyMode } from '../sync/proxy-mode.ts';
 import type { PortRange, ProxyMode } from '../compiler/ruleset.ts';
 import { errorText } from '../util/error-text.ts';
+import type { IdleWork } from './idle-gc.ts';
 
 export interface AgentOptions {
   readonly node: string;
@@ -44,6 +45,11 @@ export interface AgentOptions {
   readonly syncer: Syncer;
   readonly logger: Logger;
   readonly metrics?: AgentMetrics;
+  /**
+   * Told when the agent is busy (a change arrived, a sync runs) and idle again (idle-gc.ts: the
+   * CLI's agent collects V8's young generation then, off the next event's path).
+   */
+  readonly idleWork?: IdleWork;
   /** Quiet time that ends a burst of changes. */
   readonly coalesceMs?: number;
   /** A burst never delays a sync longer than this. */
@@ -111,7 +117,7 @@ const CONTAINMENT_ROUNDS = 4;
 
 export class Agent {
   readonly metrics: AgentMetrics;
-  private readonly o: Required<Omit<AgentOptions, 'statusFile' | 'metrics' | 'staleAfterMs' | 'nodePorts'>> & Pick<AgentOptions, 'statusFile' | 'nodePorts'> & { staleAfterMs: number };
+  private readonly o: Required<Omit<AgentOptions, 'statusFile' | 'metrics' | 'staleAfterMs' | 'nodePorts' | 'idleWork'>> & Pick<AgentOptions, 'statusFile' | 'nodePorts' | 'idleWork'> & { staleAfterMs: number };
   /** The service proxy the node is programmed for, and how it was chosen. */
   private proxy: { mode: ProxyMode; how: 'flag' | 'detected' | 'assumed' };
   /** IPVS kept although its traces went (checkServiceProxy), said once. */
@@ -241,6 +247,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.o.idleWork?.busy();
     for (const t of [this.timer, this.verifyTimer, this.retryTimer]) clearTimeout(t);
     clearInterval(this.resyncTimer);
     await this.running;
@@ -256,6 +263,7 @@ export class Agent {
   /** The source changed: sync after the burst settles (or maxDelay after it began). */
   private changed(): void {
     if (this.stopped) return;
+    this.o.idleWork?.busy();
     const now = Date.now();
     if (!this.timer) this.burstStart = now;
     clearTimeout(this.timer);
@@ -279,6 +287,7 @@ export class Agent {
       if (kind === 'verify') this.pendingVerify = true;
       return this.running;
     }
+    this.o.idleWork?.busy();
     // Whatever a sync throws outside its apply (a bug, a status file that cannot be written) is a
     // failed sync like any other, never a rejection nobody handles: that would end the agent.
     this.running = this.runSync(kind)
@@ -288,6 +297,8 @@ export class Agent {
         if (this.pending && !this.stopped) {
           this.pending = false;
           void this.syncNow(this.pendingVerify ? 'verify' : 'event');
+        } else if (!this.stopped && !this.timer) {
+          this.o.idleWork?.idle();
         }
       });
     return this.running;

@@ -17,6 +17,7 @@ import { KubeSource } from '../watchers/kube.ts';
 import type { ModelSource } from '../watchers/source.ts';
 import { CliError, EXIT, type Io } from './io.ts';
 import { tuneV8ForAgent } from './v8-tuning.ts';
+import { IdleCollector } from '../agent/idle-gc.ts';
 import { errorText } from '../util/error-text.ts';
 import { PROXY_MODES, type PortRange, type ProxyMode } from '../compiler/ruleset.ts';
 import { detectProxyMode } from '../sync/proxy-mode.ts';
@@ -107,6 +108,8 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   }
 
   tuneV8ForAgent(); // the long-running agent only (not --dry-run, --cleanup)
+  // V8's young generation collected while the agent is idle, off the next event's path.
+  const idleWork = new IdleCollector();
   // The running agent writes small set payloads through one long-lived ipset process (most
   // events then start no process at all); see src/sync/ipset-session.ts.
   const runner = agentRunner();
@@ -120,6 +123,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     podCidrs,
     revokeEstablished: !!o.revokeEstablished,
     sharedAdminChains: !!o.sharedAdminChains,
+    idleWork,
     ...proxy,
     setBridgeNf: !!o.setBridgeNf,
     ...(o.statusFile ? { statusFile: o.statusFile } : {}),
