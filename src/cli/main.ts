@@ -181,7 +181,8 @@ Examples:
       .requiredOption('--node <name>', 'node to compile for (pods with spec.nodeName equal to it are local)')
       .addOption(new Option('-o, --output <format>', 'output format').choices(['restore', 'json']).default('restore'))
       .addOption(new Option('--service-proxy <mode>', "kube-proxy's mode on the node (ipvs adds PCTL-OUTPUT and its hook)").choices(['iptables', 'nftables', 'ipvs']).default('iptables'))
-      .option('--service-cidr <cidr>', 'under ipvs: the Service ClusterIP range (repeatable)', (v: string, prev: string[] = []) => [...prev, v]),
+      .option('--service-cidr <cidr>', 'under ipvs: the Service ClusterIP range (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+      .option('--revoke-established', "the layout of an agent with --revoke-established: PCTL-MIDSTREAM drops TCP packets without SYN that conntrack takes for new connections"),
   ).action(async (o, cmd: Command) => {
     const src = await loadSource(sourceOptions(cmd), io);
     const model = src.model;
@@ -191,7 +192,10 @@ Examples:
       io.err(`warning: node ${printable(o.node)} is neither a Node object nor any pod's spec.nodeName (known: ${[...known].sort().map(printable).join(', ') || 'none'})\n`);
     }
     const proxy = serviceProxyOptions({ serviceProxy: o.serviceProxy, serviceCidr: o.serviceCidr });
-    const rs = compile(model, o.node, proxy.serviceProxy === 'ipvs' ? { proxy: { mode: 'ipvs', serviceCidrs: proxy.serviceCidrs } } : {});
+    const rs = compile(model, o.node, {
+      ...(proxy.serviceProxy === 'ipvs' && { proxy: { mode: 'ipvs', serviceCidrs: proxy.serviceCidrs } }),
+      ...(o.revokeEstablished && { dropMidstream: true }),
+    });
     // Never expected (names carry 105 bits of SHA-256); the payload isolates the pods concerned.
     for (const c of rs.collisions ?? []) {
       io.err(`error: chain name ${c.name} stands for two different ${c.direction.toLowerCase()} chains: their pods are isolated by ${c.chain}, which allows nothing\n`);
