@@ -396,6 +396,46 @@ describe('TCP flags', () => {
   });
 });
 
+describe('renderer: the SYN condition', () => {
+  const line = (match: Ruleset['chains'][number]['rules'][number]['match']) =>
+    renderIptablesRestore({ chains: [{ name: 'PCTL-T', rules: [{ match, action: { kind: 'drop' }, comment: 'c' }] }], hooks: [] })
+      .split('\n')
+      .find((l) => l.startsWith('-A '))!
+      .replace(/ -m comment .*/, '');
+
+  it('as iptables-nft-save prints it back: one -m tcp with a port, the flags after it', () => {
+    expect(line({ protocol: 'tcp', syn: false, ctstate: ['NEW'] })).toBe('-A PCTL-T -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW');
+    expect(line({ protocol: 'tcp', dports: [{ from: 80, to: 80 }], syn: true })).toBe('-A PCTL-T -p tcp -m tcp --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN');
+    expect(line({ protocol: 'tcp', dports: [{ from: 80, to: 80 }, { from: 443, to: 443 }], syn: false })).toBe('-A PCTL-T -p tcp -m multiport --dports 80,443 -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN');
+    expect(() => line({ protocol: 'udp', syn: false })).toThrow(/TCP flags without "protocol: tcp"/);
+    expect(() => line({ syn: true })).toThrow(/TCP flags without "protocol: tcp"/);
+  });
+
+  it('traced as the kernel tests it', () => {
+    const rs: Ruleset = {
+      node: 'n',
+      sets: [],
+      chains: [
+        {
+          name: 'PCTL-T',
+          rules: [
+            { match: { protocol: 'tcp', dports: [{ from: 80, to: 80 }], syn: true }, action: { kind: 'drop' }, comment: 'first packets to 80' },
+            { match: { protocol: 'tcp', syn: false, ctstate: ['NEW'] }, action: { kind: 'drop' }, comment: 'mid-stream' },
+          ],
+        },
+      ],
+      hooks: [{ table: 'filter', chain: 'FORWARD', target: 'PCTL-T', comment: 'test' }],
+    };
+    const t = parseIptablesRestore(renderIptablesRestore(rs));
+    runCases(t, NO_SETS, [
+      { name: 'a SYN to 80', packet: tcp('1.1.1.1', '2.2.2.2', 80), verdict: 'DROP', by: 'first packets to 80' },
+      { name: 'a SYN to 81', packet: tcp('1.1.1.1', '2.2.2.2', 81), verdict: 'ACCEPT', by: null },
+      { name: 'a NEW ACK to 81', packet: tcp('1.1.1.1', '2.2.2.2', 81, { tcpFlags: ['ACK'] }), verdict: 'DROP', by: 'mid-stream' },
+      { name: 'an ESTABLISHED ACK', packet: tcp('1.1.1.1', '2.2.2.2', 81, { ctstate: 'ESTABLISHED' }), verdict: 'ACCEPT', by: null },
+    ]);
+  });
+});
+
 describe('ipsets', () => {
   const rules = (set: string, dirs: string) =>
     parseIptablesRestore(filter(':FORWARD DROP [0:0]', `-A FORWARD -m set --match-set ${set} ${dirs} -j ACCEPT`));
