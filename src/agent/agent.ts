@@ -182,6 +182,9 @@ export class Agent {
     return {
       podCidrs: this.o.podCidrs,
       ...(this.o.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }),
+      // A connection whose entry endFlows deletes must not be taken up again mid-stream
+      // (layout.ts MIDSTREAM_CHAIN).
+      ...(this.o.revokeEstablished && { dropMidstream: true }),
       // Only IPVS changes the layout; the other modes compile exactly as without the option.
       ...(this.proxy.mode === 'ipvs' && { proxy: { mode: 'ipvs', serviceCidrs: this.o.serviceCidrs, ...(this.o.nodePorts && { nodePorts: this.o.nodePorts }) } }),
     };

@@ -104,6 +104,16 @@ describe('DropLog: attribution and aggregation', () => {
     });
   });
 
+  it('a mid-stream pickup (--revoke-established) is attributed to no policy and says why it was dropped', () => {
+    const dl = new DropLog({ node: 'n1', model: sampleCluster(), logger: capture().logger });
+    dl.record({ prefix: dropLogPrefix({ kind: 'midstream', dir: 'Egress' }), src: '10.244.1.10', dst: '10.244.2.10', protocol: 'tcp', sport: 80, dport: 40000 });
+    dl.record({ prefix: dropLogPrefix({ kind: 'midstream', dir: 'Ingress' }), src: '10.244.2.10', dst: '10.244.1.10', protocol: 'tcp', sport: 40000, dport: 80 });
+    const [out, back] = dl.drops();
+    expect(out).toMatchObject({ from: 'x/a', to: 'y/c', protocol: 'TCP', port: 40000, direction: 'Egress', decision: { tier: 'none' } });
+    expect(back).toMatchObject({ from: 'y/c', to: 'x/a', port: 80, direction: 'Ingress', decision: { tier: 'none' } });
+    expect(out!.decision.reason).toMatch(/conntrack does not track \(ended by --revoke-established, or its entry lost\).*without SYN/);
+  });
+
   it('says so when the policies isolating the pod changed since the drop', () => {
     const dl = new DropLog({ node: 'n1', model: sampleCluster(), logger: capture().logger });
     dl.record({ prefix: dropLogPrefix({ kind: 'np', dir: 'Ingress', policies: ['x/deny'] }), src: '10.244.1.14', dst: '10.244.1.10', protocol: 'tcp', dport: 80 });

@@ -6,7 +6,8 @@
 // and direction for /metrics.
 //
 // What decided comes from the kernel (the prefix of the log rule that matched: the direction, a
-// NetworkPolicy default deny or a ClusterNetworkPolicy Deny rule, an unprogrammed address); the
+// NetworkPolicy default deny or a ClusterNetworkPolicy Deny rule, an unprogrammed address, a
+// mid-stream TCP pickup under --revoke-established); the
 // names come from the model, matched against the prefix's digests. When they do not match (the
 // policies changed since the packet was dropped), the drop says so instead of guessing.
 
@@ -215,6 +216,8 @@ export class DropLog {
     switch (p.kind) {
       case 'unknown':
         return { tier: 'none', reason: `${ip} is in this node's pod CIDRs but is not a pod this node enforces (IP not reported yet, pod finished, or the address claimed by two pods): new connections from and to it are dropped` };
+      case 'midstream':
+        return { tier: 'none', reason: `a TCP packet in the middle of a connection conntrack does not track (ended by --revoke-established, or its entry lost): taken for a new connection without SYN, dropped; the connection must be opened again` };
       case 'collision':
         return { tier: 'none', reason: `the ${p.dir.toLowerCase()} chain of ${pod ? `${pod.namespace}/${pod.name}` : ip} shares its hashed name with another content: isolated, allows nothing until it changes` };
       case 'np': {

@@ -7,7 +7,11 @@
 // - With `--revoke-established`, after a sync that changed the rules, every tracked connection
 //   of a local pod is judged again by the semantics (the same meaning the compiled rules have,
 //   property-tested) and the entries of those now denied are deleted: their next packet is a
-//   new connection, which the rules drop.
+//   new connection, which the rules drop; a TCP packet without SYN is dropped as a mid-stream
+//   pickup (layout.ts MIDSTREAM_CHAIN), so the connection stays ended. The connections the node
+//   opens itself (from one of its own addresses: kubelet's probes come from the bridge's) are
+//   left alone: the rules never judge them (they leave through OUTPUT), and ending one would
+//   drop the pod's answers, mid-stream, until the node sends again.
 //
 // - After the first sync, entries of pod-CIDR addresses that no pod holds are deleted too: the
 //   addresses released while no agent watched (it was down) left no trace to follow.
@@ -19,6 +23,7 @@ import type { PodRecord, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { allowed, isUnprogrammedAddress, type Endpoint } from '../semantics/evaluate.ts';
 import { deleteAddressFlows, deleteFlow, listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
+import { localAddresses } from '../sync/local-addresses.ts';
 import type { Runner } from '../sync/runner.ts';
 
 /** Collects the addresses that left the model since the last flush. */
@@ -64,10 +69,11 @@ const PROTOCOLS: Record<string, Protocol> = { tcp: 'TCP', udp: 'UDP', sctp: 'SCT
 
 /**
  * The tracked connections of this node that the model now denies: those with a local pod at
- * either end (the ones this node polices), judged as the rules judge a new connection. The
+ * either end (the ones this node polices), judged as the rules judge a new connection, except
+ * those opened from one of the node's own addresses (`own`), which the rules never judge. The
  * destination is the reply's source when they differ (a Service DNATed to its backend).
  */
-export function deniedFlows(model: Model, node: string, flows: readonly ConntrackFlow[]): ConntrackFlow[] {
+export function deniedFlows(model: Model, node: string, flows: readonly ConntrackFlow[], own: ReadonlySet<string> = new Set()): ConntrackFlow[] {
   const byIp = new Map<string, PodRecord>();
   for (const p of model.allPods()) if (isEnforceable(p)) for (const ip of p.ips) byIp.set(ip, p);
   const endpoint = (ip: string): Endpoint => {
@@ -77,7 +83,7 @@ export function deniedFlows(model: Model, node: string, flows: readonly Conntrac
   const out: ConntrackFlow[] = [];
   for (const f of flows) {
     const protocol = PROTOCOLS[f.protocol];
-    if (!protocol || f.dport === undefined) continue;
+    if (!protocol || f.dport === undefined || own.has(f.src)) continue;
     const dstIp = f.replySrc && f.replySrc !== f.dst ? f.replySrc : f.dst;
     const local = (ip: string) => byIp.get(ip)?.nodeName === node;
     if (!local(f.src) && !local(dstIp)) continue;
@@ -89,7 +95,7 @@ export function deniedFlows(model: Model, node: string, flows: readonly Conntrac
 
 /** Delete the entries of the connections `deniedFlows` finds; returns them. */
 export async function revokeDenied(model: Model, node: string, runner: Runner): Promise<ConntrackFlow[]> {
-  const denied = deniedFlows(model, node, await listFlows(runner));
+  const denied = deniedFlows(model, node, await listFlows(runner), await localAddresses(runner));
   for (const f of denied) await deleteFlow(runner, f);
   return denied;
 }

@@ -99,6 +99,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
       compile(source.model, o.node, {
         podCidrs,
         ...(o.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }),
+        ...(o.revokeEstablished && { dropMidstream: true }),
         ...(mode === 'ipvs' && { proxy: { mode, serviceCidrs: proxy.serviceCidrs, nodePorts: proxy.nodePorts } }),
       }),
     );

@@ -191,6 +191,16 @@ describe('policyctl compile', () => {
     expect(json.node).toBe('n1');
     expect(json.chains.length).toBeGreaterThan(3);
   });
+
+  it('--revoke-established: the layout of an agent with that flag (PCTL-MIDSTREAM after the replies rule), and nothing else changes', async () => {
+    const base = ['compile', '-f', 'examples', '--node', 'node-1'];
+    const plain = await run(base);
+    const revoke = await run([...base, '--revoke-established']);
+    expect(revoke.code).toBe(0);
+    expect(revoke.out).toMatch(/^-A PCTL-FORWARD -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW .*-j PCTL-MIDSTREAM$/m);
+    expect(revoke.out).toMatch(/^-A PCTL-MIDSTREAM -s 10\.244\.1\.0\/24 .*--nflog-prefix "PCTL E midstream" /m);
+    expect(revoke.out.split('\n').filter((l) => !l.includes('PCTL-MIDSTREAM'))).toEqual(plain.out.split('\n'));
+  });
 });
 
 describe('ClusterNetworkPolicies: explain shows the tier path', () => {

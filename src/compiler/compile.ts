@@ -121,6 +121,11 @@ export interface CompileOptions {
   readonly tiers?: TierOptions;
   /** kube-proxy's mode and, under IPVS, its Service ranges (layout.ts ServiceProxy); absent: iptables mode. */
   readonly proxy?: ServiceProxy;
+  /**
+   * Drop mid-stream TCP pickups of the pod CIDRs (layout.ts MIDSTREAM_CHAIN): the agent sets it
+   * with `--revoke-established`, so a connection whose entry it deleted is not taken up again.
+   */
+  readonly dropMidstream?: boolean;
 }
 
 export function compile(model: Model, node: string, opts: CompileOptions = {}): Ruleset {
@@ -212,7 +217,7 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
   const sets: IpSet[] = [...ctx.sets.values()]
     .map((s): IpSet => ({ name: s.name, type: s.type, purpose: s.purpose, members: sortedMembers(s.members), ...(s.gate && { gate: s.gate }) }))
     .sort((a, b) => (a.name < b.name ? -1 : 1));
-  const chains = [...layoutChains(cidrs, dispatch, opts.proxy), ...[...policyChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1))];
+  const chains = [...layoutChains(cidrs, dispatch, { proxy: opts.proxy, dropMidstream: opts.dropMidstream }), ...[...policyChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1))];
   const found = sortCollisions(dedupeCollisions(collisions));
   return { node, sets, chains, hooks: hooksFor(opts.proxy), ...(found.length > 0 && { collisions: found }) };
 }

@@ -41,6 +41,8 @@ describe('drop log prefixes', () => {
       { kind: 'cnp', dir: 'Egress', tier: 'Baseline', index: 99, name: long },
       { kind: 'unknown', dir: 'Egress' },
       { kind: 'collision', dir: 'Ingress' },
+      { kind: 'midstream', dir: 'Egress' },
+      { kind: 'midstream', dir: 'Ingress' },
     ];
     const back = causes.map((c) => dropLogPrefix(c));
     for (const p of back) expect(p.length).toBeLessThanOrEqual(DROP_LOG_PREFIX_MAX);
@@ -49,14 +51,17 @@ describe('drop log prefixes', () => {
       { kind: 'cnp', dir: 'Egress', tier: 'Baseline', index: 99, nameDigest: clusterPolicyDigest(long) },
       { kind: 'unknown', dir: 'Egress' },
       { kind: 'collision', dir: 'Ingress' },
+      { kind: 'midstream', dir: 'Egress' },
+      { kind: 'midstream', dir: 'Ingress' },
     ]);
+    expect(back.slice(-2)).toEqual(['PCTL E midstream', 'PCTL I midstream']);
     // The digests tell policies apart, and the order of the isolating policies does not matter.
     expect(policiesDigest(['x/a'])).not.toBe(policiesDigest(['x/b']));
     expect(clusterPolicyDigest('a')).not.toBe(clusterPolicyDigest('b'));
   });
 
   it('refuses prefixes someone else wrote', () => {
-    for (const text of ['', 'calico-D', 'PCTL', 'PCTL X np abc', 'PCTL I np', 'PCTL I cnp Other 1 abc', 'PCTL I cnp Admin -1 abc', 'PCTL I cnp Admin 1.5 abc', 'PCTL I unknown extra']) {
+    for (const text of ['', 'calico-D', 'PCTL', 'PCTL X np abc', 'PCTL I np', 'PCTL I cnp Other 1 abc', 'PCTL I cnp Admin -1 abc', 'PCTL I cnp Admin 1.5 abc', 'PCTL I unknown extra', 'PCTL I midstream extra']) {
       expect(parseDropLogPrefix(text), text).toBeUndefined();
     }
   });

@@ -11,9 +11,11 @@
 //   PCTL <E|I> cnp <tier> <rule index> <digest of name>    a ClusterNetworkPolicy Deny rule
 //   PCTL <E|I> unknown                                     an unprogrammed address of the pod CIDRs
 //   PCTL <E|I> collision                                   a chain name collision's drop-all chain
+//   PCTL <E|I> midstream                                   a TCP packet conntrack took up mid-stream
+//                                                          (--revoke-established: layout.ts MIDSTREAM_CHAIN)
 //
 // E and I are the direction the drop decided: an unknown source is dropped as egress, an unknown
-// destination as ingress. Why a log rule and not a goto to a logging chain (the layout's
+// destination as ingress; a mid-stream packet from the pod CIDRs as egress, one to them as ingress. Why a log rule and not a goto to a logging chain (the layout's
 // VERDICTS note): a shared logging chain could not say which rule sent the packet there.
 // The log rule is rate-limited per node by the renderer (src/sync/render.ts DROP_LOG), and it
 // only ever follows PCTL-FORWARD's replies rule, so an established connection never meets one
@@ -33,14 +35,17 @@ export type DropCause =
   | { readonly kind: 'np'; readonly dir: PolicyType; readonly policies: readonly string[] }
   | { readonly kind: 'cnp'; readonly dir: PolicyType; readonly tier: CnpTier; readonly index: number; readonly name: string }
   | { readonly kind: 'unknown'; readonly dir: PolicyType }
-  | { readonly kind: 'collision'; readonly dir: PolicyType };
+  | { readonly kind: 'collision'; readonly dir: PolicyType }
+  /** A TCP packet without SYN that conntrack took for a new connection (revoke mode only). */
+  | { readonly kind: 'midstream'; readonly dir: PolicyType };
 
 /** What a prefix says, read back: digests instead of names. */
 export type DropPrefix =
   | { readonly kind: 'np'; readonly dir: PolicyType; readonly policiesDigest: string }
   | { readonly kind: 'cnp'; readonly dir: PolicyType; readonly tier: CnpTier; readonly index: number; readonly nameDigest: string }
   | { readonly kind: 'unknown'; readonly dir: PolicyType }
-  | { readonly kind: 'collision'; readonly dir: PolicyType };
+  | { readonly kind: 'collision'; readonly dir: PolicyType }
+  | { readonly kind: 'midstream'; readonly dir: PolicyType };
 
 /**
  * The digest of a NetworkPolicy default deny's isolating policies: `namespace/name` of each,
@@ -89,6 +94,7 @@ export function parseDropLogPrefix(text: string): DropPrefix | undefined {
     }
     case 'unknown':
     case 'collision':
+    case 'midstream':
       return w.length === 3 ? { kind: w[2], dir } : undefined;
     default:
       return undefined;

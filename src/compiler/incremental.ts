@@ -34,7 +34,7 @@ import type { ClusterPolicyRecord, PodRecord, PolicyType } from '../model/types.
 import { isEnforceable } from '../model/types.ts';
 import { quarantineChain, sameContent } from './collisions.ts';
 import type { CompileOptions } from './compile.ts';
-import { DIRECTIONS, PROGRAMMED_SPEC, hooksFor, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type ServiceProxy } from './layout.ts';
+import { DIRECTIONS, PROGRAMMED_SPEC, hooksFor, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type LayoutOptions, type ServiceProxy } from './layout.ts';
 import type { Ruleset, RulesetDelta } from './ruleset.ts';
 import { podPortsKey } from './rules.ts';
 import { PodSelection, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierOptions, type TierPolicy } from './tiers.ts';
@@ -106,6 +106,8 @@ export class IncrementalCompiler {
   private readonly extraCidrs: readonly string[];
   private readonly tierOptions: TierOptions | undefined;
   private readonly proxy: ServiceProxy | undefined;
+  /** What the layout depends on besides the pod CIDRs (compile.ts CompileOptions). */
+  private readonly layout: LayoutOptions;
   /** PCTL-programmed, the gate: the addresses of every local pod (undefined without pod CIDRs). */
   private programmed: SetState | undefined;
 
@@ -115,6 +117,7 @@ export class IncrementalCompiler {
     this.extraCidrs = opts.podCidrs ?? [];
     this.tierOptions = opts.tiers;
     this.proxy = opts.proxy;
+    this.layout = { proxy: opts.proxy, dropMidstream: opts.dropMidstream };
     this.peers = new PeerIndex(model);
     this.unsubscribe = model.subscribe((c) => this.note(c));
   }
@@ -426,7 +429,7 @@ export class IncrementalCompiler {
       return this.last;
     }
     const { sets, ...setDelta } = this.sets.output(this.last?.sets);
-    const { chains, writtenChains, removedChains } = this.dispatch.output(this.cidrs, this.proxy);
+    const { chains, writtenChains, removedChains } = this.dispatch.output(this.cidrs, this.layout);
     this.outputDirty = false;
     this.lastDelta = { ...setDelta, writtenChains, removedChains };
     const collisions = collisionsOf(this.quarantined);

@@ -6,6 +6,8 @@
 //
 //   FORWARD -> PCTL-FORWARD (hook, position 1)         TOP_CHAINS, HOOKS
 //     1. ctstate RELATED,ESTABLISHED -> RETURN          replies of allowed connections
+//     1b. with dropMidstream (--revoke-established) only: -p tcp ! --syn ctstate NEW -> PCTL-MIDSTREAM
+//        (jump; there: -s / -d <podCIDR>, the logged drop; anything else returns: MIDSTREAM_CHAIN)
 //     2. -s <podCIDR> ! src in PCTL-programmed -g PCTL-UNKNOWN-SRC  unknown sources of the node's pod CIDRs
 //     3. -d <podCIDR> ! dst in PCTL-programmed -g PCTL-UNKNOWN-DST  unknown destinations
 //        (PCTL-UNKNOWN-SRC / -DST: the logged drop, NFLOG then DROP: UNKNOWN_CHAINS)
@@ -14,6 +16,7 @@
 //   Under kube-proxy's IPVS mode only (ServiceProxy, IPVS_TOP_CHAINS):
 //   INPUT -> PCTL-INPUT: 1, 2, then RETURN for Service VIPs and node ports, then -> PCTL-EGRESS
 //   OUTPUT -> PCTL-OUTPUT: 1, RETURN unless the source is a local pod (PCTL-programmed), 3, 4, 5
+//   (1b follows 1 in every top chain)
 //   PCTL-EGRESS: `-s 0.0.0.16q/0.0.0.48 -g PCTL-EQ-q` per q (bits 4-5 of the bucket k = address & 63) DISPATCH
 //   PCTL-EQ-q:   `-s 0.0.0.4s'/0.0.0.12 -g PCTL-ES-s` per s = 4q + s' (bits 2-3)         the tree,
 //   PCTL-ES-s:   `-s 0.0.0.k'/0.0.0.3 -g PCTL-EB-k` per k = 4s + k' (bits 0-1)           only branches
@@ -66,6 +69,16 @@
 //   their chains decides; each ends isolated, so the address stays isolated.
 // - Fail closed in time: PCTL-programmed (the gate, IpSet.gate) holds the local pods the node
 //   enforces; new connections of the pod CIDRs from or to any other address are dropped.
+// - Revoked stays revoked (dropMidstream, with --revoke-established): after the agent deletes the
+//   conntrack entry of a connection a change denies, the next packet of either end is taken up
+//   by conntrack's loose TCP pickup (nf_conntrack_tcp_loose, the node's setting) as a NEW
+//   connection, in whichever direction it travels. Judged by policy, the server's packet would
+//   usually pass (its egress and the client's ingress may allow that direction) and re-create
+//   the entry in reverse, after which the client's packets pass as replies. A TCP connection
+//   only ever starts with a SYN, so a NEW TCP packet without one, from or to the pod CIDRs, is
+//   dropped instead (logged `midstream`). One rule per new connection: a SYN fails its flags
+//   test, the first after -p; the CIDR tests wait in MIDSTREAM_CHAIN. That chain is jumped to,
+//   not reached by goto: a mid-stream packet of no pod CIDR comes back and is judged as before.
 // - No mark bits are used, so nothing collides with kube-proxy, kubelet or flannel marks.
 // - IPVS (kube-proxy --proxy-mode=ipvs): a pod's connection to a Service VIP enters the node
 //   through INPUT with the VIP as destination (the VIP is local, on kube-ipvs0); IPVS rewrites
@@ -218,6 +231,8 @@ function ipvsLayout(proxy: ServiceProxy | undefined): IpvsLayout | undefined {
 /** One step of a top chain. */
 type TopStep =
   | { readonly kind: 'replies' }
+  /** With dropMidstream: a NEW TCP packet without SYN (a mid-stream pickup) of the pod CIDRs: drop. */
+  | { readonly kind: 'midstream' }
   /** New connections from (`src`) or to (`dst`) an unprogrammed address of the pod CIDRs: drop. */
   | { readonly kind: 'unknown'; readonly side: 'src' | 'dst' }
   /** Jump to a direction's dispatch chain. */
@@ -238,7 +253,7 @@ const FORWARD_TOP: TopChain = {
   name: FORWARD_CHAIN,
   hook: 'FORWARD',
   hookComment: `${PREFIX}: NetworkPolicy enforcement, keep first`,
-  steps: [{ kind: 'replies' }, { kind: 'unknown', side: 'src' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
+  steps: [{ kind: 'replies' }, { kind: 'midstream' }, { kind: 'unknown', side: 'src' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
 };
 
 /**
@@ -252,7 +267,7 @@ export const TOP_CHAINS: readonly TopChain[] = [
     name: INPUT_CHAIN,
     hook: 'INPUT',
     hookComment: `${PREFIX}: NetworkPolicy egress to this node, keep first`,
-    steps: [{ kind: 'replies' }, { kind: 'unknown', side: 'src' }, { kind: 'evaluate', dir: 'Egress' }],
+    steps: [{ kind: 'replies' }, { kind: 'midstream' }, { kind: 'unknown', side: 'src' }, { kind: 'evaluate', dir: 'Egress' }],
   },
 ];
 
@@ -269,13 +284,13 @@ export const IPVS_TOP_CHAINS: readonly TopChain[] = [
     name: INPUT_CHAIN,
     hook: 'INPUT',
     hookComment: `${PREFIX}: NetworkPolicy egress to this node, keep first`,
-    steps: [{ kind: 'replies' }, { kind: 'unknown', side: 'src' }, { kind: 'services' }, { kind: 'evaluate', dir: 'Egress' }],
+    steps: [{ kind: 'replies' }, { kind: 'midstream' }, { kind: 'unknown', side: 'src' }, { kind: 'services' }, { kind: 'evaluate', dir: 'Egress' }],
   },
   {
     name: OUTPUT_CHAIN,
     hook: 'OUTPUT',
     hookComment: `${PREFIX}: NetworkPolicy of pod traffic IPVS forwards, keep first`,
-    steps: [{ kind: 'replies' }, { kind: 'notFromPod' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
+    steps: [{ kind: 'replies' }, { kind: 'midstream' }, { kind: 'notFromPod' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
   },
 ];
 
@@ -343,6 +358,28 @@ const UNKNOWN_CHAIN_RULES: Record<'src' | 'dst', readonly Rule[]> = {
   dst: loggedDrop({}, 'to an address of the pod CIDRs that is not a programmed pod', { kind: 'unknown', dir: 'Ingress' }),
 };
 
+/** Where a mid-stream pickup goes (dropMidstream): the logged drops of the pod CIDRs' packets. */
+export const MIDSTREAM_CHAIN = `${PREFIX}-MIDSTREAM`;
+
+/**
+ * The top chains' test for a mid-stream pickup: TCP, not a SYN, and new to conntrack (past the
+ * replies rule only NEW, INVALID and UNTRACKED are left; INVALID and UNTRACKED are judged as
+ * before). In this order a SYN fails at the flags, the first test after the protocol.
+ */
+const MIDSTREAM_RULE: Rule = {
+  match: { protocol: 'tcp', syn: false, ctstate: ['NEW'] },
+  action: { kind: 'jump', chain: MIDSTREAM_CHAIN },
+  comment: 'TCP without SYN that conntrack takes for a new connection: a revoked or lost connection, never a new one',
+};
+
+/** MIDSTREAM_CHAIN's rules: the logged drop of each pod CIDR, as a source (egress), then as a destination (ingress). */
+function midstreamDrops(cidrs: readonly string[]): Rule[] {
+  return [
+    ...cidrs.flatMap((net) => loggedDrop({ srcNet: net }, `mid-stream TCP from pod CIDR ${net}: its connection was revoked or its conntrack entry lost`, { kind: 'midstream', dir: 'Egress' })),
+    ...cidrs.flatMap((net) => loggedDrop({ dstNet: net }, `mid-stream TCP to pod CIDR ${net}: its connection was revoked or its conntrack entry lost`, { kind: 'midstream', dir: 'Ingress' })),
+  ];
+}
+
 const NODE_PORT_PROTOCOLS: readonly L4Protocol[] = ['tcp', 'udp', 'sctp'];
 
 /** IPVS: Service VIPs and node ports pass PCTL-INPUT without a verdict; PCTL-OUTPUT gives it. */
@@ -362,14 +399,26 @@ function serviceReturns(ipvs: IpvsLayout): Rule[] {
   ];
 }
 
+/** What the layout depends on besides the pod CIDRs and the dispatch (both compilers pass the same). */
+export interface LayoutOptions {
+  /** kube-proxy's mode and, under IPVS, its Service ranges; absent: iptables mode. */
+  readonly proxy?: ServiceProxy | undefined;
+  /**
+   * Drop mid-stream TCP pickups of the pod CIDRs (MIDSTREAM_CHAIN): for agents that revoke
+   * established connections (`--revoke-established`), so a revoked connection stays revoked.
+   */
+  readonly dropMidstream?: boolean | undefined;
+}
+
 /**
- * The top chains for a node with these pod CIDRs and service proxy, in TOP_CHAINS (or
+ * The top chains for a node with these pod CIDRs and layout options, in TOP_CHAINS (or
  * IPVS_TOP_CHAINS) order (memoized: equal inputs give the same objects, so an unchanged top
  * chain is skipped by identity). Without pod CIDRs (none known) there are no drops.
  */
-export function topChains(cidrs: readonly string[], proxy?: ServiceProxy): readonly Chain[] {
-  const ipvs = ipvsLayout(proxy);
-  const key = ipvs ? `${cidrs.join(',')}|ipvs|${ipvs.serviceCidrs.join(',')}|${ipvs.nodePorts.from}-${ipvs.nodePorts.to}` : cidrs.join(',');
+export function topChains(cidrs: readonly string[], layout: LayoutOptions = {}): readonly Chain[] {
+  const ipvs = ipvsLayout(layout.proxy);
+  const midstream = !!layout.dropMidstream && cidrs.length > 0;
+  const key = (ipvs ? `${cidrs.join(',')}|ipvs|${ipvs.serviceCidrs.join(',')}|${ipvs.nodePorts.from}-${ipvs.nodePorts.to}` : cidrs.join(',')) + (midstream ? '|midstream' : '');
   let t = topChainMemo.get(key);
   if (!t) {
     const tops = ipvs ? IPVS_TOP_CHAINS : TOP_CHAINS;
@@ -379,6 +428,8 @@ export function topChains(cidrs: readonly string[], proxy?: ServiceProxy): reado
         switch (s.kind) {
           case 'replies':
             return [REPLIES_RULE];
+          case 'midstream':
+            return midstream ? [MIDSTREAM_RULE] : [];
           case 'unknown':
             return unknownDrops(cidrs, s.side);
           case 'evaluate':
@@ -396,6 +447,7 @@ export function topChains(cidrs: readonly string[], proxy?: ServiceProxy): reado
         if (tops.some((tc) => tc.steps.some((st) => st.kind === 'unknown' && st.side === side))) chains.push({ name: UNKNOWN_CHAINS[side], rules: UNKNOWN_CHAIN_RULES[side] });
       }
     }
+    if (midstream) chains.push({ name: MIDSTREAM_CHAIN, rules: midstreamDrops(cidrs) });
     t = chains;
     topChainMemo.set(key, t);
   }
@@ -647,8 +699,8 @@ export function linkTiers<T extends { readonly continuation: Continuation; reado
  * chains by bucket number; the same at the next level for the directions that have one (an
  * Admin chain goes there). Policy chains follow, by name.
  */
-export function layoutChains(cidrs: readonly string[], dispatch: Record<DispatchLevel, Partial<Record<PolicyType, Dispatch>>>, proxy?: ServiceProxy): Chain[] {
-  const out: Chain[] = [...topChains(cidrs, proxy)];
+export function layoutChains(cidrs: readonly string[], dispatch: Record<DispatchLevel, Partial<Record<PolicyType, Dispatch>>>, layout: LayoutOptions = {}): Chain[] {
+  const out: Chain[] = [...topChains(cidrs, layout)];
   for (const level of DISPATCH_LEVELS) {
     const d = dispatch[level];
     for (const dir of DIRECTIONS) if (d[dir]) out.push(d[dir].chain);

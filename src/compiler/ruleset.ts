@@ -85,6 +85,12 @@ export interface Match {
   /** Only with `protocol`. Empty or absent: any port. At most 15 port slots (a range takes 2). */
   readonly dports?: readonly PortRange[];
   readonly sets?: readonly SetMatch[];
+  /**
+   * Only with `protocol: 'tcp'`. `true`: only a packet that opens a connection (SYN set; ACK,
+   * RST and FIN clear: iptables' `--syn`); `false`: every other TCP packet (`! --syn`). Absent:
+   * any.
+   */
+  readonly syn?: boolean;
   readonly ctstate?: readonly ('NEW' | 'ESTABLISHED' | 'RELATED' | 'INVALID')[];
 }
 

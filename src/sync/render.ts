@@ -3,7 +3,8 @@
 // tracer render through here too).
 //
 // The rule text follows the order iptables-save prints (-s, -d, -p, then matches in the order
-// given, comment, target) so a rendered rule and the kernel's copy can be compared line for line.
+// given, comment, target) so a rendered rule and the kernel's copy can be compared line for line
+// (`--syn` is written as iptables-nft-save prints it back: `-m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN`).
 
 import type { Chain, Hook, IpSet, Rule, Ruleset } from '../compiler/ruleset.ts';
 import { hashText } from '../util/digest.ts';
@@ -80,6 +81,9 @@ export function ruleId(rule: Rule): string {
  */
 const ruleIds = new WeakMap<Rule, string>();
 
+/** `--syn`: of SYN, RST, ACK and FIN only SYN is set (the order iptables-save prints the mask in). */
+const TCP_SYN_FLAGS = { mask: 'FIN,SYN,RST,ACK', set: 'SYN' } as const;
+
 export function renderRuleArgs(rule: Rule): string[] {
   const m = rule.match;
   const a: string[] = [];
@@ -91,11 +95,23 @@ export function renderRuleArgs(rule: Rule): string[] {
     if (s.negate) a.push('!');
     a.push('--match-set', s.set, s.dirs);
   }
+  // `-m tcp` is loaded once for a port and the flags (iptables-save prints them in one match,
+  // the port first).
+  let l4Loaded = false;
   if (m.dports && m.dports.length > 0) {
     if (!m.protocol) throw new Error(`rule "${rule.comment}" matches ports without a protocol`);
     const ports = m.dports.map((p) => (p.from === p.to ? `${p.from}` : `${p.from}:${p.to}`));
-    if (m.dports.length === 1) a.push('-m', m.protocol, '--dport', ports[0]!);
-    else a.push('-m', 'multiport', '--dports', ports.join(','));
+    if (m.dports.length === 1) {
+      a.push('-m', m.protocol, '--dport', ports[0]!);
+      l4Loaded = true;
+    } else a.push('-m', 'multiport', '--dports', ports.join(','));
+  }
+  if (m.syn !== undefined) {
+    if (m.protocol !== 'tcp') throw new Error(`rule "${rule.comment}" matches TCP flags without "protocol: tcp"`);
+    if (!l4Loaded) a.push('-m', 'tcp');
+    // `--syn` as iptables-save prints it (libxt_tcp expands it to the flags and their mask).
+    if (!m.syn) a.push('!');
+    a.push('--tcp-flags', TCP_SYN_FLAGS.mask, TCP_SYN_FLAGS.set);
   }
   if (m.ctstate && m.ctstate.length > 0) a.push('-m', 'conntrack', '--ctstate', m.ctstate.join(','));
   if (rule.action.kind === 'log') {

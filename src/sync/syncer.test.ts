@@ -14,6 +14,7 @@ import { NFT, detectBackend } from './backend.ts';
 import { allowed, type Flow } from '../semantics/evaluate.ts';
 import { formatTrace, traceTexts } from '../../test/support/tracer.ts';
 import { isEmpty } from './plan.ts';
+import { renderIptablesRestore } from './render.ts';
 import { RecordingRunner } from './runner.ts';
 import { ApplyError, Syncer } from './syncer.ts';
 
@@ -44,6 +45,29 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     expect(net.sh('ipset list -n').split('\n').filter(Boolean).sort()).toEqual(desired.sets.map((s) => s.name).sort());
     // What the kernel holds now equals what we wanted: a fresh read finds nothing to do.
     expect(isEmpty((await syncer.verify(desired)).plan)).toBe(true);
+  });
+
+  it('revoke mode: the mid-stream rule and its chain read back from iptables-nft-save as written, so nothing is rewritten', async () => {
+    const revoke = compile(sampleCluster(), 'n1', { dropMidstream: true });
+    expect((await syncer.sync(revoke)).wrote).toBe(true);
+    const save = net.sh('iptables-nft-save -t filter');
+    // Printed back exactly as rendered (render.ts writes `--syn` the way the kernel's copy prints).
+    const jump = renderIptablesRestore({ chains: revoke.chains.filter((c) => c.name === 'PCTL-FORWARD'), hooks: [] })
+      .split('\n')
+      .find((l) => l.includes('-j PCTL-MIDSTREAM'))!;
+    expect(jump).toMatch(/^-A PCTL-FORWARD -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -m comment --comment "[a-z2-7]{24} /);
+    expect(save.split('\n')).toContain(jump);
+    expect(save).toMatch(/^-A PCTL-MIDSTREAM -s 10\.244\.1\.0\/24 .*-j NFLOG --nflog-prefix "PCTL E midstream" /m);
+    // A fresh read of the kernel finds nothing to do, and a sync that reads it writes nothing.
+    expect(isEmpty((await syncer.verify(revoke)).plan)).toBe(true);
+    rec.calls.length = 0;
+    expect((await syncer.sync(compile(sampleCluster(), 'n1', { dropMidstream: true }), { readKernel: true })).wrote).toBe(false);
+    expect(writesOf(rec)).toEqual([]);
+    // Leaving revoke mode takes the rule away, and the garbage collection the chain.
+    await syncer.sync(desired, { readKernel: true });
+    expect(net.sh('iptables-nft-save -t filter')).not.toContain('-j PCTL-MIDSTREAM');
+    await syncer.collectGarbage();
+    expect(net.sh('iptables-nft-save -t filter')).not.toContain('PCTL-MIDSTREAM');
   });
 
   it('applying the same ruleset twice writes nothing the second time', async () => {

@@ -9,9 +9,20 @@
 //   the own-node deny of a reused address.) The receiver echoes every datagram: a UDP flow
 //   nobody answers is never ESTABLISHED, and would prove nothing.
 // - `--revoke-established` (on node n1's agent only): a TCP connection and a UDP flow to a
-//   server on n1 stop within 1 s of a policy that denies them; the same flows to a server on n2,
-//   whose agent runs without the flag, keep working.
-// One lab for both; the lab runs in a cluster's order (CNI ADD through policyctl-cni, the IP
+//   server on n1 stop within 1 s of a policy that denies them; the same flows between a client
+//   and a server on n2, whose agent runs without the flag, keep working. A TCP connection from a
+//   pod of n1 to the server on n2 stops too: n1 judges the connections of its own pods by both
+//   ends and ends those denied, and its mid-stream drop keeps them ended (before it, the
+//   client's next packet re-created n1's entry and the connection went on).
+// - `--revoke-established`, the server speaks first: once n1's agent deleted the entry of a
+//   denied TCP connection, the server's next packet (data on the open socket) is mid-stream.
+//   conntrack's loose pickup (nf_conntrack_tcp_loose=1, the default) would take it for a new
+//   connection from the server, which its egress and the client's ingress allow, and the client's
+//   packets would then pass as its replies: the revoked connection back. The layout drops such
+//   packets in revoke mode (layout.ts MIDSTREAM_CHAIN); with that rule left out, this test saw
+//   the server's data reach the client, n1 track the flow again, and the client's data reach the
+//   server.
+// One lab for all; the lab runs in a cluster's order (CNI ADD through policyctl-cni, the IP
 // reaching the agents' source a status report later, DEL before the pod leaves the source).
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -22,7 +33,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labUp, readClusterInfo, waitApplied, type ClusterInfo } from '../../src/lab/cluster.ts';
 import type { LabKubelet } from '../../src/lab/kubelet.ts';
-import { destroyLab, openLab, podNetns } from '../../src/lab/lab.ts';
+import { destroyLab, execInNode, openLab, podNetns } from '../../src/lab/lab.ts';
 import { nodeBinary } from '../../src/lab/processes.ts';
 import type { LabState } from '../../src/lab/state.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
@@ -56,7 +67,7 @@ ${['old', 'noegress', 'other', 'srv', 'cli'].map(ns).join('\n')}
 
 /** A receiver or sender of flow-tool.ts in a pod's namespace; resolves once it printed "ready". */
 function flowTool(lab: LabState, key: string, args: string[], onLine?: (l: string) => void): Promise<ChildProcess> {
-  const child = spawn('ip', ['netns', 'exec', podNetns(lab, key), nodeBinary(), '--no-warnings', TOOL, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn('ip', ['netns', 'exec', podNetns(lab, key), nodeBinary(), '--no-warnings', TOOL, ...args], { stdio: [args[0] === 'talk' ? 'pipe' : 'ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`flow-tool ${args.join(' ')} in ${key}: not ready within 10 s`)), 10_000);
     createInterface({ input: child.stdout! }).on('line', (l) => {
@@ -120,6 +131,8 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
     writeFileSync(join(dir, 's2.yaml'), pod('srv', 's2', 'n2', '10.244.2.20'));
     writeFileSync(join(dir, 'c1.yaml'), pod('cli', 'c1', 'n1', '10.244.1.30'));
     writeFileSync(join(dir, 'c2.yaml'), pod('cli', 'c2', 'n2', '10.244.2.30'));
+    writeFileSync(join(dir, 's3.yaml'), pod('srv', 's3', 'n1', '10.244.1.21'));
+    writeFileSync(join(dir, 'c3.yaml'), pod('cli', 'c3', 'n2', '10.244.2.31'));
     const up = await labUp({ name, manifests: dir, stateDir, resyncInterval: '2s', watch: false, agentArgs: { n1: ['--revoke-established'] } });
     lab = up.lab;
     kubelet = up.kubelet!;
@@ -164,17 +177,18 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
     }, 120_000);
   }
 
-  it('--revoke-established (n1 only): denied flows to a server on n1 stop within 1 s; to a server on n2 they keep working', async () => {
+  it('--revoke-established (n1 only): denied flows to a server on n1 stop within 1 s; between pods of n2 they keep working', async () => {
     const at1 = await receiver('srv/s1');
     const at2 = await receiver('srv/s2');
     const c2 = '10.244.2.30';
     const c1 = '10.244.1.30';
     await sender('cli/c2', '10.244.1.20', 'TCP', 0);
     await sender('cli/c2', '10.244.1.20', 'UDP', 41001);
+    await sender('cli/c2', '10.244.2.20', 'TCP', 0);
+    await sender('cli/c2', '10.244.2.20', 'UDP', 41003);
     await sender('cli/c1', '10.244.2.20', 'TCP', 0);
-    await sender('cli/c1', '10.244.2.20', 'UDP', 41002);
     const t0 = Date.now();
-    const flowing = () => ['TCP', 'UDP'].every((p) => count(at1, c2, p, t0) >= 3 && count(at2, c1, p, t0) >= 3);
+    const flowing = () => ['TCP', 'UDP'].every((p) => count(at1, c2, p, t0) >= 3 && count(at2, c2, p, t0) >= 3) && count(at2, c1, 'TCP', t0) >= 3;
     while (!flowing() && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
     expect(flowing()).toBe(true);
     // A policy that denies every ingress to the servers.
@@ -185,7 +199,63 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
     await new Promise((r) => setTimeout(r, 1500));
     // n1 revoked: nothing reached s1 later than 1 s after the policy was in force on both nodes.
     for (const p of ['TCP', 'UDP']) expect(count(at1, c2, p, applied + 1000)).toBe(0);
-    // n2 keeps established flows (the default): they still arrive at s2.
-    for (const p of ['TCP', 'UDP']) expect(count(at2, c1, p, applied + 1000)).toBeGreaterThan(5);
+    // n2 keeps established flows (the default): those of its own pods still arrive at s2.
+    for (const p of ['TCP', 'UDP']) expect(count(at2, c2, p, applied + 1000)).toBeGreaterThan(5);
+    // n1 ended its pod's TCP connection to s2 (denied by s2's ingress), and it stays ended.
+    expect(count(at2, c1, 'TCP', applied + 1000)).toBe(0);
   }, 120_000);
+
+  it('--revoke-established (n1 only): a revoked TCP connection stays revoked when the server sends first (no entry re-created, no packet through)', async () => {
+    const srv = '10.244.1.21';
+    const cli = '10.244.2.31';
+    /** One end of the conversation: its events, and a way to make it send a chunk. */
+    const talk = async (key: string, args: string[]) => {
+      const events: { event: string; t: number }[] = [];
+      const child = await flowTool(lab, key, ['talk', ...args], (l) => events.push(JSON.parse(l) as { event: string; t: number }));
+      children.push(child);
+      return { events, send: () => child.stdin!.write('send\n'), got: (after: number) => events.filter((e) => e.event === 'data' && e.t >= after).length };
+    };
+    const settle = async (ok: () => boolean | Promise<boolean>, what: string) => {
+      const t0 = Date.now();
+      while (!(await ok()) && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+      if (!(await ok())) throw new Error(`${what}: not within 5 s`);
+    };
+    /** n1's conntrack entries between the two ends, either way round. */
+    const tracked = async () =>
+      (await execInNode(lab, 'n1', ['conntrack', '-L', '-p', 'tcp'], { reject: false })).stdout.split('\n').filter((l) => l.includes(srv) && l.includes(cli) && l.includes(`=${PORT} `));
+    const server = await talk('srv/s3', ['--listen', String(PORT)]);
+    const client = await talk('cli/c3', ['--to', `${srv}:${PORT}`]);
+    await settle(() => server.events.some((e) => e.event === 'connected'), 'the server to accept');
+    // Both directions work before the change, and n1 tracks the connection.
+    client.send();
+    await settle(() => server.got(0) === 1, 'the client\'s chunk to arrive');
+    server.send();
+    await settle(() => client.got(0) === 1, 'the server\'s chunk to arrive');
+    await new Promise((r) => setTimeout(r, 300)); // the last ACKs (delayed ACK: up to 200 ms)
+    expect(await tracked()).toHaveLength(1);
+    // A policy that denies every ingress to s3; n1's agent deletes the entry in the sync that
+    // puts it in force (n2's agent, without the flag, keeps its own entry: the server's packets
+    // would pass there as replies).
+    writeFileSync(join(dir, 'deny-s3.yaml'), 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-s3, namespace: srv}\nspec: {podSelector: {matchLabels: {app: s3}}, policyTypes: [Ingress]}\n');
+    await kubelet.reconcile();
+    await waitApplied(lab, info, 30_000);
+    await settle(async () => (await tracked()).length === 0, 'n1 to delete the entry');
+    // The server speaks first, mid-stream: dropped on n1, so nothing is tracked again and the
+    // client hears nothing (the server retransmits, dropped each time).
+    const revoked = Date.now();
+    server.send();
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await tracked()).toEqual([]);
+    expect(client.got(revoked)).toBe(0);
+    // Then the client: its packets are mid-stream on n1 too, and reach nothing.
+    client.send();
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(server.got(revoked)).toBe(0);
+    expect(await tracked()).toEqual([]);
+    // Dropped by the mid-stream rules (their kernel counters), both ways.
+    const counters = (await execInNode(lab, 'n1', ['iptables-save', '-c', '-t', 'filter'])).stdout.split('\n').filter((l) => / -A PCTL-MIDSTREAM .*-j DROP$/.test(l));
+    const packets = (side: string) => counters.filter((l) => l.includes(` ${side} 10.244.1.0/24 `)).reduce((n, l) => n + Number(/^\[(\d+):/.exec(l)![1]), 0);
+    expect(packets('-s')).toBeGreaterThan(0);
+    expect(packets('-d')).toBeGreaterThan(0);
+  }, 60_000);
 });

@@ -36,6 +36,40 @@ const name = (e: Endpoint) => (e.kind === 'pod' ? `${podKey(e.pod)}${e.pod.hostN
 /** Admin chains shared by the pods under the same Admin policies, a second dispatch after them. */
 const SHARED: CompileOptions = { tiers: { continuation: { Admin: 'dispatch' } } };
 
+/** Revoke mode (--revoke-established): mid-stream TCP pickups of the pod CIDRs are dropped. */
+const REVOKE: CompileOptions = { dropMidstream: true };
+
+/**
+ * Revoke mode, a TCP packet that conntrack takes up mid-stream (NEW, no SYN) on each flow's
+ * path: the first node whose pod CIDRs hold either end drops it (unless a node before it dropped
+ * it by policy), logged `midstream` as egress when the source is in them, else as ingress; where
+ * no node's pod CIDRs hold an end, the policy judges it as it judges the connection's SYN.
+ */
+function checkMidstream(c: Cluster): void {
+  const plane = new Dataplane(c.model, NODES.map((n) => n.name), undefined, REVOKE);
+  for (const flow of flowsOf(c)) {
+    if (flow.protocol !== 'TCP') continue;
+    const got = plane.traverse(flow, { tcpFlags: ['ACK'] });
+    if (got.traces.length === 0) continue; // a pod to itself never leaves it
+    const src = flow.src.kind === 'pod' ? flow.src.pod.ips[0]! : flow.src.ip;
+    const dst = flow.dst.kind === 'pod' ? flow.dst.pod.ips[0]! : flow.dst.ip;
+    const account = () => `${name(flow.src)} -> ${name(flow.dst)} ${flow.port}/TCP mid-stream\n${got.traces.map((t) => `--- ${t.node} ${t.hook}\n${formatTrace(t.result)}`).join('\n')}`;
+    const at = got.traces.findIndex((t) => plane.inPodCidrOf(t.node, src) || plane.inPodCidrOf(t.node, dst));
+    // A hop is only traced after the ones before it passed, so the first such hop is traced
+    // unless an earlier one dropped the packet by policy.
+    if (at < 0) {
+      if (got.allowed !== allowed(c.model, flow).allowed) throw new Error(`no pod CIDR end, yet not judged as the connection: ${account()}`);
+      continue;
+    }
+    const hop = got.traces[at]!;
+    const matched = hop.result.steps.filter((s) => s.matched);
+    const drop = matched[matched.length - 1];
+    const log = /--nflog-prefix "([^"]*)"/.exec(matched[matched.length - 2]?.rule ?? '')?.[1];
+    const want = `PCTL ${plane.inPodCidrOf(hop.node, src) ? 'E' : 'I'} midstream`;
+    if (hop.result.verdict !== 'DROP' || drop?.chain !== 'PCTL-MIDSTREAM' || log !== want) throw new Error(`not dropped as ${want} on ${hop.node}: ${account()}`);
+  }
+}
+
 /** Throws with a full account (verdict, traces, rules) on the first disagreement. */
 function checkAgreement(c: Cluster, mutate?: Mutator, opts: CompileOptions = {}): void {
   const plane = new Dataplane(c.model, NODES.map((n) => n.name), mutate, opts);
@@ -90,6 +124,14 @@ describe('compiled rules agree with the semantics', () => {
 
   it(`on ${RUNS} random clusters with random ClusterNetworkPolicies, Admin chains shared (--shared-admin-chains), every flow`, () => {
     checkProperty(fc.property(tieredClusterArb, (c) => checkAgreement(c, undefined, SHARED)), RUNS);
+  });
+
+  it(`on ${RUNS} random clusters with random ClusterNetworkPolicies, mid-stream drops on (--revoke-established), every flow`, () => {
+    checkProperty(fc.property(tieredClusterArb, (c) => checkAgreement(c, undefined, REVOKE)), RUNS);
+  });
+
+  it(`on ${Math.ceil(RUNS / 2)} random clusters, mid-stream drops on: a TCP packet conntrack takes up mid-stream is dropped and logged where a pod CIDR holds an end`, () => {
+    checkProperty(fc.property(tieredClusterArb, (c) => checkMidstream(c)), Math.ceil(RUNS / 2));
   });
 
   // A suite that could not fail would prove nothing: break one compiled rule in each of these

@@ -121,6 +121,13 @@ describe('incremental compiler', () => {
     checkProperty(fc.property(fc.tuple(clusterArb, modelOpBatchesArb), ([c, batches]) => check(c, batches, { proxy: { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } })), runs);
   });
 
+  // Revoke mode (--revoke-established): the top chains jump to PCTL-MIDSTREAM, which holds the
+  // drops of the pod CIDRs.
+  it(`equals a full compile with mid-stream drops (--revoke-established) (${Math.ceil(RUNS / 3)} runs)`, () => {
+    const runs = Math.ceil(RUNS / 3);
+    checkProperty(fc.property(fc.tuple(clusterArb, modelOpBatchesArb, fc.boolean()), ([c, batches, ipvs]) => check(c, batches, { dropMidstream: true, ...(ipvs && { proxy: { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } }) })), runs);
+  });
+
   // The collision guard under change: every chain digest is zero, so two different chains of
   // one direction on a node always share a name; collisions appear and go as pods and policies
   // change, and the incremental compiler must still equal compile().

@@ -104,6 +104,12 @@ describe('under IPVS, compiled rules agree with the semantics on both paths', ()
     checkProperty(fc.property(tieredClusterArb, (c) => checkIpvs(c, undefined, IPVS_SHARED)), runs);
   });
 
+  // Revoke mode: PCTL-FORWARD, PCTL-INPUT and PCTL-OUTPUT jump to PCTL-MIDSTREAM for mid-stream
+  // TCP; a connection's first packet (a SYN) is judged as without it, on every path.
+  it(`on ${Math.ceil(RUNS / 2)} random clusters with random ClusterNetworkPolicies, mid-stream drops on (--revoke-established)`, () => {
+    checkProperty(fc.property(tieredClusterArb, (c) => checkIpvs(c, undefined, { ...IPVS, dropMidstream: true })), Math.ceil(RUNS / 2));
+  });
+
   const mutations: Record<string, Mutator> = {
     'the OUTPUT hook is dropped (a Service opens every backend)': (t) => t.replace(/\n-I OUTPUT 1 [^\n]*-j PCTL-OUTPUT/, ''),
     'PCTL-OUTPUT judges no ingress (same-node backends open)': (t) => t.replace(/\n-A PCTL-OUTPUT [^\n]*-j PCTL-INGRESS/, ''),

@@ -65,7 +65,8 @@ export class Dataplane {
    * instead when it is addressed to that node itself), then FORWARD on the destination pod's
    * node when that is another node (INPUT for a hostNetwork destination). Traffic a node sends
    * itself (its own address, a hostNetwork pod) starts in OUTPUT, where no policy applies.
-   * The flow is allowed when no hop dropped it.
+   * The flow is allowed when no hop dropped it. `extra`: the packet's TCP flags when it is not
+   * a connection's first packet (a mid-stream pickup).
    *
    * A pod sending to its own address crosses no hook at all: the destination is local to the
    * pod's network namespace (its `local` route table), so the packet goes through the pod's
@@ -73,7 +74,7 @@ export class Dataplane {
    * whatever the policies (the compiler has no self rule). Hairpin traffic through a Service
    * (pod -> ClusterIP -> itself) does cross FORWARD, but this dataplane models no Services.
    */
-  traverse(flow: Flow): { allowed: boolean; traces: { node: string; hook: 'FORWARD' | 'INPUT'; result: TraceResult }[] } {
+  traverse(flow: Flow, extra: Pick<Packet, 'tcpFlags'> = {}): { allowed: boolean; traces: { node: string; hook: 'FORWARD' | 'INPUT'; result: TraceResult }[] } {
     if (flow.src.kind === 'pod' && flow.dst.kind === 'pod' && flow.src.pod.uid === flow.dst.pod.uid) return { allowed: true, traces: [] };
     const src = ipOf(flow.src);
     const dst = ipOf(flow.dst);
@@ -91,7 +92,7 @@ export class Dataplane {
     for (const h of hops) {
       const plane = this.nodes.get(h.node);
       if (!plane) throw new Error(`no compiled plane for node ${h.node}`);
-      const result = trace(plane.table, plane.ipsets, h.hook, { src, dst, protocol: l4(flow.protocol), dport: flow.port, sport: 40000 });
+      const result = trace(plane.table, plane.ipsets, h.hook, { src, dst, protocol: l4(flow.protocol), dport: flow.port, sport: 40000, ...extra });
       traces.push({ ...h, result });
       if (result.verdict === 'DROP') return { allowed: false, traces };
     }
@@ -149,6 +150,11 @@ export class Dataplane {
       if (result.verdict === 'DROP') return { allowed: false, traces };
     }
     return { allowed: true, traces };
+  }
+
+  /** Whether `ip` is in a pod CIDR of `node`. */
+  inPodCidrOf(node: string, ip: string): boolean {
+    return this.cidrs.some((c) => c.node === node && cidrContainsIp(c.cidr, ip));
   }
 
   private podCidrNode(ip: string): string | undefined {

@@ -6,11 +6,17 @@
 //     one TCP connection (or one UDP socket bound to --sport) that sends a line every interval
 //     until SIGTERM: the same connection (the same 5-tuple) all along, so after its first packet
 //     every later one is "established" for conntrack.
-// Prints "ready" once listening (recv) or once the first packet is sent (send).
+//   ip netns exec <netns> node test/support/flow-tool.ts talk --listen PORT | --to IP:PORT
+//     one TCP connection (accepted, or opened) on which nothing is sent unless asked: each line
+//     "send" on stdin writes one chunk; prints {"event":"connected"|"data"|"sent"|"closed","t":...}.
+//     Either end can send first (the established-flow tests make the server speak first).
+// Prints "ready" once listening (recv, talk --listen) or once the first packet is sent (send)
+// or the connection is open (talk --to).
 // Node standard library only.
 
 import { createSocket } from 'node:dgram';
-import { connect, createServer } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
+import { createInterface } from 'node:readline';
 
 const [mode, ...rest] = process.argv.slice(2);
 const arg = (name: string, dflt?: string): string => {
@@ -61,7 +67,42 @@ if (mode === 'recv') {
       setInterval(() => udp.send('x\n', port, ip!, sent), interval);
     });
   }
+} else if (mode === 'talk') {
+  const event = (e: string) => process.stdout.write(JSON.stringify({ event: e, t: Date.now() }) + '\n');
+  let sock: Socket | undefined;
+  const use = (s: Socket) => {
+    sock = s;
+    event('connected');
+    s.setNoDelay(true);
+    s.on('data', () => event('data'));
+    s.on('close', () => event('closed'));
+    // A connection the rules cut just goes quiet; the test reads what arrived.
+    s.on('error', () => {});
+  };
+  createInterface({ input: process.stdin }).on('line', (l) => {
+    if (l.trim() === 'send' && sock) sock.write('x\n', () => event('sent'));
+  });
+  const listen = rest.includes('--listen') ? Number(arg('--listen')) : undefined;
+  if (listen !== undefined) {
+    const server = createServer((s) => {
+      if (!sock) use(s);
+      else s.destroy();
+    });
+    server.listen(listen, '0.0.0.0', () => process.stdout.write('ready\n'));
+  } else {
+    const [ip, portText] = arg('--to').split(':');
+    const s = connect({ host: ip!, port: Number(portText) });
+    s.on('connect', () => {
+      use(s);
+      process.stdout.write('ready\n');
+    });
+    s.on('error', (e) => {
+      if (sock) return;
+      process.stderr.write(`flow-tool talk: ${e.message}\n`);
+      process.exit(1);
+    });
+  }
 } else {
-  process.stderr.write('usage: flow-tool.ts recv --port P | send --to IP:PORT --proto TCP|UDP [--sport N] [--interval MS]\n');
+  process.stderr.write('usage: flow-tool.ts recv --port P | send --to IP:PORT --proto TCP|UDP [--sport N] [--interval MS] | talk --listen P | talk --to IP:PORT\n');
   process.exit(2);
 }

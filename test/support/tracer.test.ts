@@ -362,6 +362,80 @@ describe('matches', () => {
   });
 });
 
+describe('TCP flags', () => {
+  it('--syn, ! --syn and --tcp-flags as xt_tcp tests them; a packet is a SYN when NEW and an ACK otherwise by default', () => {
+    const t = parseIptablesRestore(
+      filter(
+        ':FORWARD ACCEPT [0:0]',
+        '-A FORWARD -d 10.0.0.1 -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP',
+        '-A FORWARD -d 10.0.0.2 -p tcp --syn -j DROP',
+        '-A FORWARD -d 10.0.0.3 -p tcp -m tcp --dport 80 --tcp-flags all NONE -j DROP',
+        '-A FORWARD -d 10.0.0.4 -p tcp -m tcp --tcp-flags SYN,ACK SYN,ACK -j DROP',
+      ),
+    );
+    runCases(t, NO_SETS, [
+      { name: 'a SYN (NEW by default) is not mid-stream', packet: tcp('1.1.1.1', '10.0.0.1', 80), verdict: 'ACCEPT', by: null },
+      { name: 'a NEW ACK is mid-stream', packet: tcp('1.1.1.1', '10.0.0.1', 80, { tcpFlags: ['ACK'] }), verdict: 'DROP', by: '! --tcp-flags' },
+      { name: 'a NEW PSH,ACK is mid-stream', packet: tcp('1.1.1.1', '10.0.0.1', 80, { tcpFlags: ['PSH', 'ACK'] }), verdict: 'DROP' },
+      { name: 'a SYN with PSH is still a SYN under the mask (PSH is not in it)', packet: tcp('1.1.1.1', '10.0.0.1', 80, { tcpFlags: ['SYN', 'PSH'] }), verdict: 'ACCEPT', by: null },
+      { name: 'an ESTABLISHED packet (an ACK by default) is not NEW', packet: tcp('1.1.1.1', '10.0.0.1', 80, { ctstate: 'ESTABLISHED' }), verdict: 'ACCEPT', by: null },
+      { name: '--syn: a SYN', packet: tcp('1.1.1.1', '10.0.0.2', 80), verdict: 'DROP', by: '--syn' },
+      { name: '--syn: a SYN,ACK is not', packet: tcp('1.1.1.1', '10.0.0.2', 80, { tcpFlags: ['SYN', 'ACK'] }), verdict: 'ACCEPT', by: null },
+      { name: '--syn never matches UDP (-p tcp)', packet: udp('1.1.1.1', '10.0.0.2', 80), verdict: 'ACCEPT', by: null },
+      { name: 'ALL NONE: no flag at all, with the port', packet: tcp('1.1.1.1', '10.0.0.3', 80, { tcpFlags: [] }), verdict: 'DROP' },
+      { name: 'ALL NONE: a SYN is not', packet: tcp('1.1.1.1', '10.0.0.3', 80), verdict: 'ACCEPT', by: null },
+      { name: 'SYN,ACK SYN,ACK', packet: tcp('1.1.1.1', '10.0.0.4', 80, { tcpFlags: ['SYN', 'ACK'] }), verdict: 'DROP' },
+    ]);
+  });
+
+  it('refuses what iptables refuses: --syn with --tcp-flags, an unknown flag, flags on -m udp', () => {
+    expect(() => parseIptablesRestore(filter('-A FORWARD -p tcp -m tcp --syn --tcp-flags SYN SYN -j DROP'))).toThrow(/Only one of/);
+    expect(() => parseIptablesRestore(filter('-A FORWARD -p tcp -m tcp --tcp-flags SYN,ECHO SYN -j DROP'))).toThrow(/unknown TCP flag "ECHO"/);
+    expect(() => parseIptablesRestore(filter('-A FORWARD -p udp -m udp --syn -j DROP'))).toThrow(/unknown option "--syn"/);
+    expect(() => parseIptablesRestore(filter('-A FORWARD -p tcp -m tcp --tcp-flags SYN'))).toThrow(/needs 2 argument/);
+  });
+});
+
+describe('renderer: the SYN condition', () => {
+  const line = (match: Ruleset['chains'][number]['rules'][number]['match']) =>
+    renderIptablesRestore({ chains: [{ name: 'PCTL-T', rules: [{ match, action: { kind: 'drop' }, comment: 'c' }] }], hooks: [] })
+      .split('\n')
+      .find((l) => l.startsWith('-A '))!
+      .replace(/ -m comment .*/, '');
+
+  it('as iptables-nft-save prints it back: one -m tcp with a port, the flags after it', () => {
+    expect(line({ protocol: 'tcp', syn: false, ctstate: ['NEW'] })).toBe('-A PCTL-T -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW');
+    expect(line({ protocol: 'tcp', dports: [{ from: 80, to: 80 }], syn: true })).toBe('-A PCTL-T -p tcp -m tcp --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN');
+    expect(line({ protocol: 'tcp', dports: [{ from: 80, to: 80 }, { from: 443, to: 443 }], syn: false })).toBe('-A PCTL-T -p tcp -m multiport --dports 80,443 -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN');
+    expect(() => line({ protocol: 'udp', syn: false })).toThrow(/TCP flags without "protocol: tcp"/);
+    expect(() => line({ syn: true })).toThrow(/TCP flags without "protocol: tcp"/);
+  });
+
+  it('traced as the kernel tests it', () => {
+    const rs: Ruleset = {
+      node: 'n',
+      sets: [],
+      chains: [
+        {
+          name: 'PCTL-T',
+          rules: [
+            { match: { protocol: 'tcp', dports: [{ from: 80, to: 80 }], syn: true }, action: { kind: 'drop' }, comment: 'first packets to 80' },
+            { match: { protocol: 'tcp', syn: false, ctstate: ['NEW'] }, action: { kind: 'drop' }, comment: 'mid-stream' },
+          ],
+        },
+      ],
+      hooks: [{ table: 'filter', chain: 'FORWARD', target: 'PCTL-T', comment: 'test' }],
+    };
+    const t = parseIptablesRestore(renderIptablesRestore(rs));
+    runCases(t, NO_SETS, [
+      { name: 'a SYN to 80', packet: tcp('1.1.1.1', '2.2.2.2', 80), verdict: 'DROP', by: 'first packets to 80' },
+      { name: 'a SYN to 81', packet: tcp('1.1.1.1', '2.2.2.2', 81), verdict: 'ACCEPT', by: null },
+      { name: 'a NEW ACK to 81', packet: tcp('1.1.1.1', '2.2.2.2', 81, { tcpFlags: ['ACK'] }), verdict: 'DROP', by: 'mid-stream' },
+      { name: 'an ESTABLISHED ACK', packet: tcp('1.1.1.1', '2.2.2.2', 81, { ctstate: 'ESTABLISHED' }), verdict: 'ACCEPT', by: null },
+    ]);
+  });
+});
+
 describe('ipsets', () => {
   const rules = (set: string, dirs: string) =>
     parseIptablesRestore(filter(':FORWARD DROP [0:0]', `-A FORWARD -m set --match-set ${set} ${dirs} -j ACCEPT`));
@@ -549,7 +623,7 @@ describe('iptables-restore structure', () => {
   });
 
   it.each([
-    ['unknown option', '-A FORWARD -p tcp -m tcp --tcp-flags SYN SYN -j DROP', /line 3: unknown option "--tcp-flags"/],
+    ['unknown option', '-A FORWARD -p tcp -m tcp --tcp-option 2 -j DROP', /line 3: unknown option "--tcp-option"/],
     ['unknown match', '-A FORWARD -m limit --limit 5/s -j ACCEPT', /line 3: unsupported match "-m limit"/],
     ['option of a match not loaded', '-A FORWARD --ctstate NEW -j ACCEPT', /line 3: unknown option "--ctstate"/],
     ['option of a completed match', '-A FORWARD -m comment --comment x -m comment -j ACCEPT', /line 3: -m comment needs --comment/],

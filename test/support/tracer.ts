@@ -111,6 +111,8 @@ export type L4 = 'tcp' | 'udp' | 'sctp';
 export type PacketProtocol = L4 | 'icmp';
 export type CtState = 'NEW' | 'ESTABLISHED' | 'RELATED' | 'INVALID';
 export type Hook = 'FORWARD' | 'INPUT' | 'OUTPUT';
+/** The TCP flags libxt_tcp names (`--tcp-flags`; ALL and NONE are shorthands). */
+export type TcpFlag = 'FIN' | 'SYN' | 'RST' | 'PSH' | 'ACK' | 'URG';
 
 export interface Packet {
   readonly src: string;
@@ -121,6 +123,12 @@ export interface Packet {
   readonly sport?: number;
   /** Default NEW. */
   readonly ctstate?: CtState;
+  /**
+   * TCP only: the flags set. Default: a connection's first packet for a NEW one (`['SYN']`), an
+   * acknowledgement otherwise (`['ACK']`), so a packet that says nothing means what it always
+   * meant. A NEW packet without SYN is a mid-stream pickup (conntrack's loose TCP tracking).
+   */
+  readonly tcpFlags?: readonly TcpFlag[];
   readonly inIface?: string;
   readonly outIface?: string;
   /** Default 0. */
@@ -162,8 +170,15 @@ export interface PortCondition {
   readonly negate: boolean;
 }
 
+/** `--tcp-flags MASK COMP` (or `--syn`): the packet's flags under the mask equal comp; bits as TCP_FLAG_BITS. */
+export interface TcpFlagsCondition {
+  readonly mask: number;
+  readonly comp: number;
+  readonly negate: boolean;
+}
+
 export type MatchClause =
-  | { readonly kind: 'l4'; readonly proto: L4; readonly dport?: PortCondition; readonly sport?: PortCondition }
+  | { readonly kind: 'l4'; readonly proto: L4; readonly dport?: PortCondition; readonly sport?: PortCondition; readonly flags?: TcpFlagsCondition }
   | {
       readonly kind: 'multiport';
       readonly which: 'dports' | 'sports' | 'ports';
@@ -330,6 +345,8 @@ const MATCH_OPTIONS: Record<string, Record<string, OptionSpec>> = {
   tcp: {
     '--dport': { values: 1, invertible: true },
     '--sport': { values: 1, invertible: true },
+    '--tcp-flags': { values: 2, invertible: true },
+    '--syn': { values: 0, invertible: true },
   },
   udp: {
     '--dport': { values: 1, invertible: true },
@@ -457,6 +474,22 @@ function parseMultiport(text: string, fail: Fail): PortRange[] {
     if (slots > MULTIPORT_SLOTS) fail(`multiport: too many ports in "${text}" (${MULTIPORT_SLOTS} slots, a range takes 2)`);
   }
   return out;
+}
+
+/** The TCP header's flag bits (libxt_tcp tcp_flag_names; the kernel's tcp_flag_word). */
+const TCP_FLAG_BITS: Record<TcpFlag, number> = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10, URG: 0x20 };
+
+/** libxt_tcp parse_tcp_flag: a comma-separated list of names (any case), ALL and NONE included. */
+function parseTcpFlagList(text: string, fail: Fail): number {
+  let bits = 0;
+  for (const name of text.split(',')) {
+    const n = name.toUpperCase();
+    if (n === 'ALL') bits |= 0x3f;
+    else if (n === 'NONE') continue;
+    else if (n in TCP_FLAG_BITS) bits |= TCP_FLAG_BITS[n as TcpFlag];
+    else fail(`--tcp-flags: unknown TCP flag "${name}"`);
+  }
+  return bits;
 }
 
 function parseMarkMask(text: string, fail: Fail): { value: number; mask?: number } {
@@ -665,11 +698,21 @@ function buildMatch(
       if (!protocol || protocol.name !== e.name || protocol.negate) fail(`-m ${e.name} needs "-p ${e.name}"`);
       const d = get('--dport');
       const s = get('--sport');
+      // libxt_tcp: `--syn` is `--tcp-flags SYN,RST,ACK,FIN SYN`, and only one of the two is allowed.
+      const syn = get('--syn');
+      const tf = get('--tcp-flags');
+      if (syn && tf) fail('Only one of `--syn\' or `--tcp-flags\' may be specified');
+      const flags: TcpFlagsCondition | undefined = syn
+        ? { mask: TCP_FLAG_BITS.SYN | TCP_FLAG_BITS.RST | TCP_FLAG_BITS.ACK | TCP_FLAG_BITS.FIN, comp: TCP_FLAG_BITS.SYN, negate: syn.negate }
+        : tf
+          ? { mask: parseTcpFlagList(tf.values[0]!, fail), comp: parseTcpFlagList(tf.values[1]!, fail), negate: tf.negate }
+          : undefined;
       return {
         kind: 'l4',
         proto: e.name,
         ...(d ? { dport: { range: parseL4PortRange(d.values[0]!, fail), negate: d.negate } } : {}),
         ...(s ? { sport: { range: parseL4PortRange(s.values[0]!, fail), negate: s.negate } } : {}),
+        ...(flags ? { flags } : {}),
       };
     }
     case 'multiport': {
@@ -1267,6 +1310,12 @@ export function setMatches(
 
 // ─── evaluation ─────────────────────────────────────────────────────────────────────────────
 
+/** A TCP packet's flag bits: as given, or by default a SYN when NEW and an ACK otherwise (Packet.tcpFlags). */
+function packetTcpFlags(p: Packet): number {
+  const flags = p.tcpFlags ?? ((p.ctstate ?? 'NEW') === 'NEW' ? ['SYN'] : ['ACK']);
+  return flags.reduce((bits, f) => bits | TCP_FLAG_BITS[f], 0);
+}
+
 function ifaceMatches(m: IfaceMatch, name: string | undefined, which: string, fail: Fail): boolean {
   // A rule that tests an interface on a packet that does not say which one is a test bug, not
   // a non-match: refuse rather than guess.
@@ -1291,6 +1340,8 @@ function ruleMatches(r: ParsedRule, p: Packet, mark: number, ipsets: IpsetState,
         // The parser guarantees -p equals the module, so the packet's protocol is m.proto here.
         if (m.dport && inRange(packetPort(p, 'dst', fail), m.dport.range) === m.dport.negate) return false;
         if (m.sport && inRange(packetPort(p, 'src', fail), m.sport.range) === m.sport.negate) return false;
+        // xt_tcp: (flags & mask) == comp, inverted by `!`.
+        if (m.flags && (((packetTcpFlags(p) & m.flags.mask) === m.flags.comp) === m.flags.negate)) return false;
         break;
       }
       case 'multiport': {

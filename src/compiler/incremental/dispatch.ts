@@ -7,7 +7,7 @@
 
 import type { PolicyType } from '../../model/types.ts';
 import { sameContent } from '../collisions.ts';
-import { BUCKETS, DIRECTIONS, DISPATCH_LEVELS, bucketChain, bucketOf, dispatchChains, dispatchRule, dispatchSetSpec, layoutChains, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from '../layout.ts';
+import { BUCKETS, DIRECTIONS, DISPATCH_LEVELS, bucketChain, bucketOf, dispatchChains, dispatchRule, dispatchSetSpec, layoutChains, type ChainContent, type Dispatch, type DispatchLevel, type LayoutOptions } from '../layout.ts';
 import type { Chain, Rule } from '../ruleset.ts';
 import type { SetRegistry, SetState } from './sets.ts';
 import { SortedList } from './sorted-list.ts';
@@ -206,7 +206,7 @@ export class DispatchState {
    * which were written or removed since the previous output. Unchanged chains keep their objects
    * (same rule objects), so a consumer can skip them by identity.
    */
-  output(cidrs: readonly string[], proxy?: ServiceProxy): ChainOutput {
+  output(cidrs: readonly string[], opts: LayoutOptions = {}): ChainOutput {
     if (!this.dirty && this.last) return { chains: this.last, writtenChains: [], removedChains: [] };
     const prevLayout = this.layout;
     if (this.chainListDirty || !this.last) this.policyChains = this.useOrder.items.map((u) => u.chain);
@@ -216,7 +216,7 @@ export class DispatchState {
       next: { Egress: next('Egress'), Ingress: next('Ingress') },
     };
     this.dirtyBuckets.clear();
-    const layout = layoutChains(cidrs, dispatch, proxy);
+    const layout = layoutChains(cidrs, dispatch, opts);
     this.layout = layout;
     this.chainListDirty = false;
     this.levelsDirty = false;

@@ -1,0 +1,171 @@
+// The mid-stream drops of revoke mode (layout.ts MIDSTREAM_CHAIN, CompileOptions.dropMidstream,
+// set by `policyctl agent --revoke-established`): after the agent deletes a denied connection's
+// conntrack entry, conntrack's loose TCP pickup would take the next packet of either end for a
+// new connection, and the server's usually passes and re-creates the entry in reverse. In revoke
+// mode a NEW TCP packet without SYN from or to the pod CIDRs is logged and dropped right after
+// the replies rule; without the option the layout is byte for byte what it was.
+
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { modelOf, node } from '../../test/support/builders.ts';
+import { sampleCluster } from '../../test/support/clusters.ts';
+import { Dataplane } from '../../test/support/dataplane.ts';
+import { checkReferences, formatTrace, parseIpsetRestore, parseIptablesRestore, trace, type Packet, type TraceResult } from '../../test/support/tracer.ts';
+import { allowed, type Endpoint } from '../semantics/evaluate.ts';
+import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
+import { compile, type CompileOptions } from './compile.ts';
+import { IncrementalCompiler } from './incremental.ts';
+import { FORWARD_CHAIN, INPUT_CHAIN, MIDSTREAM_CHAIN, OUTPUT_CHAIN, topChains } from './layout.ts';
+import type { Ruleset } from './ruleset.ts';
+
+const text = (rs: Ruleset) => `# ipset restore\n${renderIpsetRestore(rs.sets)}# iptables-restore --noflush\n${renderIptablesRestore(rs)}`;
+const lines = (rs: Ruleset, chain: string) => renderIptablesRestore(rs).split('\n').filter((l) => l.startsWith(`-A ${chain} `));
+const IPVS = { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } as const;
+const REVOKE: CompileOptions = { dropMidstream: true };
+const CIDR = '10.244.1.0/24';
+/** The rule the top chains get in revoke mode, as rendered (and as iptables-nft-save prints it). */
+const MIDSTREAM_JUMP = (chain: string) =>
+  new RegExp(`^-A ${chain} -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -m comment --comment "[a-z2-7]{24} TCP without SYN [^"]*" -j ${MIDSTREAM_CHAIN}$`);
+
+describe('mid-stream drops: the layout', () => {
+  it('without the option: the golden payload byte for byte, and the very same top chain objects', () => {
+    const golden = readFileSync(new URL('../../test/fixtures/golden/sample-n1.restore', import.meta.url), 'utf8');
+    expect(text(compile(sampleCluster(), 'n1', { dropMidstream: false }))).toBe(golden);
+    expect(topChains([CIDR], { dropMidstream: false })).toBe(topChains([CIDR]));
+    expect(text(compile(sampleCluster(), 'n1', { proxy: IPVS, dropMidstream: false }))).toBe(text(compile(sampleCluster(), 'n1', { proxy: IPVS })));
+  });
+
+  it('with it: one jump right after the replies rule of PCTL-FORWARD and PCTL-INPUT, and PCTL-MIDSTREAM logs and drops per pod CIDR side', () => {
+    const plain = compile(sampleCluster(), 'n1');
+    const rs = compile(sampleCluster(), 'n1', REVOKE);
+    for (const chain of [FORWARD_CHAIN, INPUT_CHAIN]) {
+      const got = lines(rs, chain);
+      expect(got[0]).toContain('--ctstate RELATED,ESTABLISHED');
+      expect(got[1]).toMatch(MIDSTREAM_JUMP(chain));
+      // Everything else is as without the option.
+      expect(got.filter((_, i) => i !== 1)).toEqual(lines(plain, chain));
+    }
+    const mid = lines(rs, MIDSTREAM_CHAIN);
+    expect(mid.map((l) => l.replace(/ -m hashlimit .*?(?= -m comment)/, '').replace(/--comment "[^"]*"/, '--comment C'))).toEqual([
+      `-A ${MIDSTREAM_CHAIN} -s ${CIDR} -m comment --comment C -j NFLOG --nflog-prefix "PCTL E midstream" --nflog-group 1511 --nflog-size 128`,
+      `-A ${MIDSTREAM_CHAIN} -s ${CIDR} -m comment --comment C -j DROP`,
+      `-A ${MIDSTREAM_CHAIN} -d ${CIDR} -m comment --comment C -j NFLOG --nflog-prefix "PCTL I midstream" --nflog-group 1511 --nflog-size 128`,
+      `-A ${MIDSTREAM_CHAIN} -d ${CIDR} -m comment --comment C -j DROP`,
+    ]);
+    // The rest of the Ruleset is the same: sets, hooks, every other chain.
+    expect(rs.sets).toEqual(plain.sets);
+    expect(rs.hooks).toEqual(plain.hooks);
+    const others = (r: Ruleset) => r.chains.filter((c) => ![FORWARD_CHAIN, INPUT_CHAIN, MIDSTREAM_CHAIN].includes(c.name));
+    expect(others(rs)).toEqual(others(plain));
+    expect(rs.chains.map((c) => c.name).slice(0, 6)).toEqual([FORWARD_CHAIN, INPUT_CHAIN, 'PCTL-UNKNOWN-SRC', 'PCTL-UNKNOWN-DST', MIDSTREAM_CHAIN, 'PCTL-EGRESS']);
+    const base = parseIptablesRestore(`*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n`);
+    expect(checkReferences(parseIptablesRestore(renderIptablesRestore(rs), { base, noflush: true }), parseIpsetRestore(renderIpsetRestore(rs.sets)))).toEqual([]);
+  });
+
+  it('under IPVS: PCTL-OUTPUT gets it too, right after its replies rule', () => {
+    const plain = compile(sampleCluster(), 'n1', { proxy: IPVS });
+    const rs = compile(sampleCluster(), 'n1', { ...REVOKE, proxy: IPVS });
+    for (const chain of [FORWARD_CHAIN, INPUT_CHAIN, OUTPUT_CHAIN]) {
+      const got = lines(rs, chain);
+      expect(got[1]).toMatch(MIDSTREAM_JUMP(chain));
+      expect(got.filter((_, i) => i !== 1)).toEqual(lines(plain, chain));
+    }
+    expect(lines(rs, MIDSTREAM_CHAIN)).toHaveLength(4);
+  });
+
+  it('without pod CIDRs there is nothing to drop: no rule, no chain', () => {
+    const m = modelOf(node('n9', '', '192.168.50.19'));
+    const rs = compile(m, 'n9', REVOKE);
+    expect(text(rs)).toBe(text(compile(m, 'n9')));
+    expect(rs.chains.map((c) => c.name)).not.toContain(MIDSTREAM_CHAIN);
+  });
+
+  it('the incremental compiler builds the same Ruleset', () => {
+    for (const opts of [REVOKE, { ...REVOKE, proxy: IPVS }]) {
+      for (const n of ['n1', 'n2']) {
+        const ic = new IncrementalCompiler(sampleCluster(), n, opts);
+        const got = ic.ruleset();
+        expect(text(got)).toBe(text(compile(sampleCluster(), n, opts)));
+        expect(got).toEqual(compile(sampleCluster(), n, opts));
+        ic.dispose();
+      }
+    }
+  });
+});
+
+describe('mid-stream drops: traced', () => {
+  const model = sampleCluster();
+  const revoke = new Dataplane(model, ['n1', 'n2'], undefined, REVOKE);
+  const plain = new Dataplane(model, ['n1', 'n2']);
+  const n1 = (plane: Dataplane, p: Packet): TraceResult => {
+    const { table, ipsets } = plane.nodes.get('n1')!;
+    return trace(table, ipsets, 'FORWARD', p);
+  };
+  /** The prefix of the NFLOG rule that matched right before the drop that ended the trace. */
+  const loggedAs = (r: TraceResult) => {
+    const matched = r.steps.filter((s) => s.matched);
+    return /--nflog-prefix "([^"]*)"/.exec(matched[matched.length - 2]?.rule ?? '')?.[1];
+  };
+  // x/a (10.244.1.10, n1) answers y/c (10.244.2.10, n2) mid-stream: its egress allows everything,
+  // y/c is not local to n1, so judged by policy the packet passes and conntrack takes it up.
+  const fromPod: Packet = { src: '10.244.1.10', dst: '10.244.2.10', protocol: 'tcp', sport: 80, dport: 40000, tcpFlags: ['PSH', 'ACK'] };
+  // y/c's packet to x/a:80 mid-stream (x/a admits pods of namespaces labelled team=a; y has none).
+  const toPod: Packet = { src: '10.244.2.10', dst: '10.244.1.10', protocol: 'tcp', sport: 40000, dport: 80, tcpFlags: ['ACK'] };
+
+  it('a NEW TCP packet without SYN from a pod address is logged and dropped (egress); without the option policy let it pass', () => {
+    const r = n1(revoke, fromPod);
+    expect(r.verdict, formatTrace(r)).toBe('DROP');
+    expect(r.finalRule).toMatch(new RegExp(`^-A ${MIDSTREAM_CHAIN} -s 10\\.244\\.1\\.0/24 .*-j DROP$`));
+    expect(loggedAs(r)).toBe('PCTL E midstream');
+    expect(n1(plain, fromPod).verdict).toBe('ACCEPT');
+  });
+
+  it('one to a pod address is logged and dropped as ingress, whatever the policy would say', () => {
+    const r = n1(revoke, toPod);
+    expect(r.verdict, formatTrace(r)).toBe('DROP');
+    expect(loggedAs(r)).toBe('PCTL I midstream');
+    // Even where the policy allows that direction (x/a admits x/b, another pod of n1).
+    const allowedOne: Packet = { ...toPod, src: '10.244.1.11' };
+    expect(n1(plain, allowedOne).verdict).toBe('ACCEPT');
+    const r2 = n1(revoke, allowedOne);
+    expect(r2.verdict, formatTrace(r2)).toBe('DROP');
+    // Both ends in the pod CIDR: the first rule that matches names it, as egress.
+    expect(loggedAs(r2)).toBe('PCTL E midstream');
+  });
+
+  it('a SYN is judged by policy as before: every flow of the sample cluster gets the same verdict as without the option, and the semantics\'', () => {
+    const live = [...model.allPods()].filter((p) => p.ips.length > 0);
+    const eps: Endpoint[] = [...live.map((pod): Endpoint => ({ kind: 'pod', pod })), { kind: 'ip', ip: '8.8.8.8' }];
+    let denied = 0;
+    for (const src of eps) {
+      for (const dst of eps) {
+        if (src === dst) continue;
+        for (const [protocol, port] of [['TCP', 80], ['TCP', 8080], ['UDP', 53], ['TCP', 1500]] as const) {
+          const flow = { src, dst, protocol, port };
+          const got = revoke.traverse(flow);
+          expect(got.allowed).toBe(plain.traverse(flow).allowed);
+          expect(got.allowed).toBe(allowed(model, flow).allowed);
+          if (!got.allowed) denied++;
+          // A SYN never reaches PCTL-MIDSTREAM.
+          for (const t of got.traces) expect(t.result.steps.some((s) => s.chain === MIDSTREAM_CHAIN)).toBe(false);
+        }
+      }
+    }
+    expect(denied).toBeGreaterThan(0);
+  });
+
+  it('packets of tracked connections pass by the replies rule; UDP and mid-stream TCP of no pod CIDR are judged as before', () => {
+    const est = n1(revoke, { ...toPod, ctstate: 'ESTABLISHED' });
+    expect(est.verdict).toBe('ACCEPT');
+    expect(est.steps.filter((s) => s.matched)[1]?.rule).toContain('replies of allowed connections');
+    const udp: Packet = { src: '10.244.1.10', dst: '10.244.2.10', protocol: 'udp', sport: 53, dport: 40000 };
+    expect(n1(revoke, udp).verdict).toBe(n1(plain, udp).verdict);
+    // Neither end in n1's pod CIDR (another node's pod to the outside crossing n1): PCTL-MIDSTREAM
+    // returns it (a jump, not a goto) and PCTL-FORWARD goes on as without the option.
+    const transit: Packet = { src: '10.244.2.12', dst: '8.8.8.8', protocol: 'tcp', sport: 40000, dport: 443, tcpFlags: ['ACK'] };
+    const r = n1(revoke, transit);
+    expect(r.verdict).toBe('ACCEPT');
+    expect(r.steps.some((s) => s.chain === MIDSTREAM_CHAIN)).toBe(true);
+    expect(r.steps.some((s) => s.chain === FORWARD_CHAIN && s.rule.includes('ingress of local pods'))).toBe(true);
+  });
+});
