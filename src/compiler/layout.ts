@@ -15,8 +15,8 @@
 //   INPUT -> PCTL-INPUT: 1, 2, then -> PCTL-EGRESS (a pod's egress to its own node)
 //   Under kube-proxy's IPVS mode only (ServiceProxy, IPVS_TOP_CHAINS):
 //   INPUT -> PCTL-INPUT: 1, 2, then RETURN for Service VIPs and node ports, then -> PCTL-EGRESS
-//   OUTPUT -> PCTL-OUTPUT: 1, RETURN unless the source is a local pod (PCTL-programmed), 3, 4, 5
-//   (1b follows 1 in every top chain)
+//   OUTPUT -> PCTL-OUTPUT: 1, RETURN unless the source is a local pod (PCTL-programmed), (1b), 3, 4, 5
+//   (1b follows 1 in every top chain but PCTL-OUTPUT, where it follows the RETURN of the node's own traffic)
 //   PCTL-EGRESS: `-s 0.0.0.16q/0.0.0.48 -g PCTL-EQ-q` per q (bits 4-5 of the bucket k = address & 63) DISPATCH
 //   PCTL-EQ-q:   `-s 0.0.0.4s'/0.0.0.12 -g PCTL-ES-s` per s = 4q + s' (bits 2-3)         the tree,
 //   PCTL-ES-s:   `-s 0.0.0.k'/0.0.0.3 -g PCTL-EB-k` per k = 4s + k' (bits 0-1)           only branches
@@ -290,7 +290,9 @@ export const IPVS_TOP_CHAINS: readonly TopChain[] = [
     name: OUTPUT_CHAIN,
     hook: 'OUTPUT',
     hookComment: `${PREFIX}: NetworkPolicy of pod traffic IPVS forwards, keep first`,
-    steps: [{ kind: 'replies' }, { kind: 'midstream' }, { kind: 'notFromPod' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
+    // The mid-stream drop after the node's own traffic has left: what the node sends is never
+    // judged here, mid-stream or not (revocation leaves the node's connections alone too).
+    steps: [{ kind: 'replies' }, { kind: 'notFromPod' }, { kind: 'midstream' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
   },
 ];
 

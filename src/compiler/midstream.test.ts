@@ -62,14 +62,16 @@ describe('mid-stream drops: the layout', () => {
     expect(checkReferences(parseIptablesRestore(renderIptablesRestore(rs), { base, noflush: true }), parseIpsetRestore(renderIpsetRestore(rs.sets)))).toEqual([]);
   });
 
-  it('under IPVS: PCTL-OUTPUT gets it too, right after its replies rule', () => {
+  it("under IPVS: PCTL-OUTPUT gets it too, after its replies rule and the node's own traffic", () => {
     const plain = compile(sampleCluster(), 'n1', { proxy: IPVS });
     const rs = compile(sampleCluster(), 'n1', { ...REVOKE, proxy: IPVS });
-    for (const chain of [FORWARD_CHAIN, INPUT_CHAIN, OUTPUT_CHAIN]) {
+    // In PCTL-OUTPUT the node's own packets have returned (rule 2) before it: they are never judged.
+    for (const [chain, at] of [[FORWARD_CHAIN, 1], [INPUT_CHAIN, 1], [OUTPUT_CHAIN, 2]] as const) {
       const got = lines(rs, chain);
-      expect(got[1]).toMatch(MIDSTREAM_JUMP(chain));
-      expect(got.filter((_, i) => i !== 1)).toEqual(lines(plain, chain));
+      expect(got[at]).toMatch(MIDSTREAM_JUMP(chain));
+      expect(got.filter((_, i) => i !== at)).toEqual(lines(plain, chain));
     }
+    expect(lines(plain, OUTPUT_CHAIN)[1]).toMatch(/not from a local pod/);
     expect(lines(rs, MIDSTREAM_CHAIN)).toHaveLength(4);
   });
 
