@@ -90,11 +90,9 @@ export function renderRuleArgs(rule: Rule): string[] {
   if (m.srcNet) a.push('-s', m.srcNet);
   if (m.dstNet) a.push('-d', m.dstNet);
   if (m.protocol) a.push('-p', m.protocol);
-  for (const s of m.sets ?? []) {
-    a.push('-m', 'set');
-    if (s.negate) a.push('!');
-    a.push('--match-set', s.set, s.dirs);
-  }
+  // Set lookups (an xt match each, the dearest test of a rule) come after the port and flag
+  // tests (native payload compares under iptables-nft), which the kernel evaluates in the order
+  // written: a packet to another port never reaches the lookup (bench part `dataplane`).
   // `-m tcp` is loaded once for a port and the flags (iptables-save prints them in one match,
   // the port first).
   let l4Loaded = false;
@@ -112,6 +110,11 @@ export function renderRuleArgs(rule: Rule): string[] {
     // `--syn` as iptables-save prints it (libxt_tcp expands it to the flags and their mask).
     if (!m.syn) a.push('!');
     a.push('--tcp-flags', TCP_SYN_FLAGS.mask, TCP_SYN_FLAGS.set);
+  }
+  for (const s of m.sets ?? []) {
+    a.push('-m', 'set');
+    if (s.negate) a.push('!');
+    a.push('--match-set', s.set, s.dirs);
   }
   if (m.ctstate && m.ctstate.length > 0) a.push('-m', 'conntrack', '--ctstate', m.ctstate.join(','));
   if (rule.action.kind === 'log') {
