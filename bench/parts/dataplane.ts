@@ -25,17 +25,17 @@ import { addClusterPolicies } from '../cnps.ts';
 import { median, type BenchOptions, type BenchPart, type PartResult } from '../harness.ts';
 import { generateCluster } from '../synthetic.ts';
 
-const NODE = 'node-001';
-const CRR_PORT = 5001;
+export const NODE = 'node-001';
+export const CRR_PORT = 5001;
 const IPERF_PORT = 5201;
 // Two free addresses of node-001's pod CIDR (its 250 pods hold .2 to .251), so that new
 // connections meet the unknown-address checks (PCTL-programmed) as pod traffic does.
-const POD_CIDR = '10.244.1.0/24';
-const CLIENT_IP = '10.244.1.252';
-const SERVER_IP = '10.244.1.253';
+export const POD_CIDR = '10.244.1.0/24';
+export const CLIENT_IP = '10.244.1.252';
+export const SERVER_IP = '10.244.1.253';
 
 /** The two lab pods and the policies that isolate them and let them talk. */
-function benchObjects(): { ns: NamespaceRecord; pods: PodRecord[]; policies: PolicyRecord[] } {
+export function benchObjects(): { ns: NamespaceRecord; pods: PodRecord[]; policies: PolicyRecord[] } {
   const ns: NamespaceRecord = { kind: 'Namespace', uid: 'bench-ns', name: 'bench', labels: { 'kubernetes.io/metadata.name': 'bench' } };
   const pod = (name: string, ip: string, app: string): PodRecord => ({
     kind: 'Pod',
