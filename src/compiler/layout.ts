@@ -17,9 +17,9 @@
 //   INPUT -> PCTL-INPUT: 1, 2, then RETURN for Service VIPs and node ports, then -> PCTL-EGRESS
 //   OUTPUT -> PCTL-OUTPUT: 1, RETURN unless the source is a local pod (PCTL-programmed), (1b), 3, 4, 5
 //   (1b follows 1 in every top chain but PCTL-OUTPUT, where it follows the RETURN of the node's own traffic)
-//   PCTL-EGRESS: `-s 0.0.0.16q/0.0.0.48 -g PCTL-EQ-q` per q (bits 4-5 of the bucket k = address & 63) DISPATCH
-//   PCTL-EQ-q:   `-s 0.0.0.4s'/0.0.0.12 -g PCTL-ES-s` per s = 4q + s' (bits 2-3)         the tree,
-//   PCTL-ES-s:   `-s 0.0.0.k'/0.0.0.3 -g PCTL-EB-k` per k = 4s + k' (bits 0-1)           only branches
+//   PCTL-EGRESS: `-s 0.0.0.(16q)/0.0.0.48 -g PCTL-EQ-q` per q (q: bits 4-5 of k = address & 63) DISPATCH
+//   PCTL-EQ-q:   `-s 0.0.0.(4b)/0.0.0.12 -g PCTL-ES-s` per s = 4q + b (b: bits 2-3)      the tree,
+//   PCTL-ES-s:   `-s 0.0.0.c/0.0.0.3 -g PCTL-EB-k` per k = 4s + c (c: bits 0-1)          only branches
 //                                                                                    leading to a bucket in use
 //   PCTL-EB-k:   `src in <dispatch set> -g <entry chain>` per group of local pods with a pod in k
 //   entry chain: the pod's first tier chain (linkTiers): an Admin chain whose undecided packets go
