@@ -5,8 +5,8 @@
 //   them from every set is in force, every conntrack entry from or to them is deleted: a pod
 //   that gets the address next never inherits the old pod's connections. Always on.
 // - With `--revoke-established`, after a sync that wrote anything (a member leaving a peer set
-//   denies as surely as a rule), every tracked connection of a local pod is judged again by the semantics (the same meaning the compiled rules have,
-//   property-tested) and the entries of those now denied are deleted: their next packet is a
+//   denies as surely as a rule), every tracked connection of a local pod is judged again by the
+//   semantics (the same meaning the compiled rules have, property-tested) and the entries of those now denied are deleted: their next packet is a
 //   new connection, which the rules drop; a TCP packet without SYN is dropped as a mid-stream
 //   pickup (layout.ts MIDSTREAM_CHAIN), so the connection stays ended. The connections the node
 //   opens itself (from one of its own addresses: kubelet's probes come from the bridge's) are
