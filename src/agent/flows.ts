@@ -6,12 +6,13 @@
 //   that gets the address next never inherits the old pod's connections. Always on.
 // - With `--revoke-established`, after a sync that wrote anything (a member leaving a peer set
 //   denies as surely as a rule), every tracked connection of a local pod is judged again by the
-//   semantics (the same meaning the compiled rules have, property-tested) and the entries of those now denied are deleted: their next packet is a
-//   new connection, which the rules drop; a TCP packet without SYN is dropped as a mid-stream
-//   pickup (layout.ts MIDSTREAM_CHAIN), so the connection stays ended. The connections the node
-//   opens itself (from one of its own addresses: kubelet's probes come from the bridge's) are
-//   left alone: the rules never judge them (they leave through OUTPUT), and ending one would
-//   drop the pod's answers, mid-stream, until the node sends again.
+//   semantics (the same meaning the compiled rules have, property-tested) and the entries of those
+//   now denied are deleted: their next packet is a new connection, which the rules drop; a TCP
+//   packet without SYN is dropped as a mid-stream pickup (layout.ts MIDSTREAM_CHAIN), so the
+//   connection stays ended. The connections the node opens itself (from one of its own addresses:
+//   kubelet's probes come from the bridge's) are left alone: the rules never judge them (they leave
+//   through OUTPUT), and ending one would drop the pod's answers, mid-stream, until the node sends
+//   again.
 //
 // - After the first sync, entries of pod-CIDR addresses that no pod holds are deleted too: the
 //   addresses released while no agent watched (it was down) left no trace to follow.
