@@ -209,10 +209,13 @@ export class DispatchState {
   output(cidrs: readonly string[], opts: LayoutOptions = {}): ChainOutput {
     if (!this.dirty && this.last) return { chains: this.last, writtenChains: [], removedChains: [] };
     const prevLayout = this.layout;
+    // By name: the layout holds a few hundred chains (64 buckets per direction and level, their
+    // tree), looked up once per chain of this output.
+    const prevByName = new Map(prevLayout.map((c) => [c.name, c]));
     if (this.chainListDirty || !this.last) this.policyChains = this.useOrder.items.map((u) => u.chain);
-    const next = (dir: PolicyType): Dispatch | undefined => (this.continuing[dir] > 0 ? this.dispatchOf('next', dir, prevLayout) : undefined);
+    const next = (dir: PolicyType): Dispatch | undefined => (this.continuing[dir] > 0 ? this.dispatchOf('next', dir, prevByName) : undefined);
     const dispatch: Record<DispatchLevel, Partial<Record<PolicyType, Dispatch>>> = {
-      entry: { Egress: this.dispatchOf('entry', 'Egress', prevLayout), Ingress: this.dispatchOf('entry', 'Ingress', prevLayout) },
+      entry: { Egress: this.dispatchOf('entry', 'Egress', prevByName), Ingress: this.dispatchOf('entry', 'Ingress', prevByName) },
       next: { Egress: next('Egress'), Ingress: next('Ingress') },
     };
     this.dirtyBuckets.clear();
@@ -240,7 +243,8 @@ export class DispatchState {
     } else {
       // Policy chains only come and go (a chain's content is its name); layout chains change.
       for (const c of layout) if (changed(c)) writtenChains.push(c);
-      for (const c of prevLayout) if (!layout.some((t) => t.name === c.name)) removedChains.push(c.name);
+      const inLayout = new Set(layout.map((c) => c.name));
+      for (const c of prevLayout) if (!inLayout.has(c.name)) removedChains.push(c.name);
       for (const u of this.chainsCreated) writtenChains.push(u.chain);
       removedChains.push(...this.chainsRemoved);
       for (const name of removedChains) this.prevChains.delete(name);
@@ -254,7 +258,7 @@ export class DispatchState {
   }
 
   /** One level's and direction's dispatch, inner and bucket chains, reusing the objects of unchanged ones. */
-  private dispatchOf(level: DispatchLevel, dir: PolicyType, prevLayout: readonly Chain[]): Dispatch {
+  private dispatchOf(level: DispatchLevel, dir: PolicyType, prevByName: ReadonlyMap<string, Chain>): Dispatch {
     const present: number[] = [];
     const buckets: Chain[] = [];
     for (const b of this.buckets[level][dir]) {
@@ -271,7 +275,7 @@ export class DispatchState {
     }
     const { chain, inner } = dispatchChains(dir, present, level);
     const keep = (c: Chain): Chain => {
-      const prev = prevLayout.find((p) => p.name === c.name);
+      const prev = prevByName.get(c.name);
       return prev && sameRules(prev, c, false) ? prev : c;
     };
     return { chain: keep(chain), inner: inner.map(keep), buckets };
