@@ -46,6 +46,25 @@ describe('IdleCollector', () => {
     expect(calls).toHaveLength(1);
   });
 
+  it('a gc that throws switches the collection off; nothing escapes the timer (it would end the agent)', () => {
+    vi.useFakeTimers();
+    let calls = 0;
+    const c = new IdleCollector({
+      gc: () => {
+        calls++;
+        throw new Error('no gc here');
+      },
+      quietMs: 35,
+    });
+    c.idle();
+    expect(() => vi.advanceTimersByTime(35)).not.toThrow();
+    expect(c.enabled).toBe(false);
+    expect(c.collections).toBe(0);
+    c.idle();
+    vi.advanceTimersByTime(100);
+    expect(calls).toBe(1);
+  });
+
   it('does nothing without V8 gc (disabled), and says so', () => {
     vi.useFakeTimers();
     const c = new IdleCollector({ gc: undefined });

@@ -49,7 +49,7 @@ export interface IdleWork {
 /** A young-generation collection once the agent has been idle for `quietMs`. */
 export class IdleCollector implements IdleWork {
   private timer: NodeJS.Timeout | undefined;
-  private readonly gc: GcFunction | undefined;
+  private gc: GcFunction | undefined;
   private readonly quietMs: number;
   /** Collections run, and the milliseconds they took in all. */
   collections = 0;
@@ -78,7 +78,13 @@ export class IdleCollector implements IdleWork {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       const t = performance.now();
-      this.gc!({ type: 'minor' });
+      try {
+        this.gc!({ type: 'minor' });
+      } catch {
+        // A timer's throw would end the agent: an optimisation that fails is switched off instead.
+        this.gc = undefined;
+        return;
+      }
       this.collections++;
       this.collectMs += performance.now() - t;
     }, this.quietMs);
