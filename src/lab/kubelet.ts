@@ -83,6 +83,8 @@ export class LabKubelet {
   private writing: Promise<void> = Promise.resolve();
   /** Status writes, serialized: two at once would share the temporary file (and the loser's rename fail). */
   private statusWriting: Promise<void> = Promise.resolve();
+  /** Status reports whose source write has not finished (their timers have already fired). */
+  private publishing = 0;
   private reconciling = false;
   private lastError: string | undefined;
   /** The last failure to publish a pod's IP (retried by its timer). */
@@ -191,10 +193,14 @@ export class LabKubelet {
     const t = setTimeout(() => {
       this.timers.delete(key);
       this.published.set(key, ip);
+      // Until its source write is done the report is in flight: a status written meanwhile (by
+      // another pod's report) must not say settled before this IP is in the source.
+      this.publishing++;
       // A timer has no caller to reject to: a failure is logged, shown in the status and retried
       // (the timer stays, so the status is not settled), never an unhandled rejection, which
       // would end the watcher process.
       this.writeSource()
+        .finally(() => this.publishing--)
         .then(() => {
           this.publishError = undefined;
           return this.writeStatus();
@@ -306,7 +312,7 @@ export class LabKubelet {
     return {
       revision: this.reconciled,
       source: await folderRevision(this.o.source),
-      settled: !this.reconciling && this.timers.size === 0 && this.lastError === undefined,
+      settled: !this.reconciling && this.timers.size === 0 && this.publishing === 0 && this.lastError === undefined,
       ...(this.changes.length ? { changes: this.changes } : {}),
       ...(this.lastError || this.publishError ? { error: [this.lastError, this.publishError].filter(Boolean).join('\n') } : {}),
     };
