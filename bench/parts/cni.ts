@@ -187,7 +187,7 @@ export const cniPart: BenchPart = {
           rows: [[report.pods.length, report.attempts, report.leaks.length, report.allowedFlows, report.slow.length, report.deniedFlows, median(first), p99(first), median(addInLab), p99(addInLab)]],
           notes: [
             'leaks: connections (TCP handshakes, UDP echoes) that succeeded although the policies deny them, at any time; must be 0.',
-            'first success: per allowed flow of a new pod, from its network coming up (the bridge plugin returning) to the first success; slow: allowed flows that took more than 1 s.',
+            'first success: per allowed flow of a new pod, from its network coming up (the bridge plugin returning) to the first success; slow: allowed flows seen failing by an attempt begun more than 1 s after that, or never working.',
             'policyctl-cni: from the network coming up to the whole CNI ADD returning (the plugin process, the agent seeing the pod, its sync).',
           ],
         },

@@ -6,9 +6,18 @@
 //       try this target every `intervalMs` (argv) for forMs from now
 //   {"end":true}   stop trying and exit once the attempts in flight are done
 // On stdout: "ready" once it reads commands, then one JSON line per success
-//   {"id":"x/p1","ip":"10.244.1.20","port":80,"protocol":"TCP","t":1733000000123}
-// (t: epoch ms when the TCP handshake completed or the UDP echo came back; a UDP echo also
-// names the server), and a last line
+//   {"id":"x/p1","ip":"10.244.1.20","port":80,"protocol":"TCP","t":1733000000123,
+//    "start":1733000000119,"lastFail":1733000000080}
+// (t: epoch ms when the TCP handshake completed or the UDP echo came back; start: when that
+// attempt began; lastFail: when the latest attempt to this target that failed, before this line,
+// began, if any. A UDP echo also names the server. `lastFail` is what says how long a flow was
+// still broken: the time of a first success also counts how long this process waited to be
+// scheduled, on a loaded machine hundreds of ms). An attempt begun before the target's first
+// success that fails after it is reported on its own:
+//   {"id":"x/p1","ip":"10.244.1.20","port":80,"protocol":"TCP","failStart":1733000000110}
+// An attempt's timeout is decided only after pending I/O is read (setImmediate), so a process
+// that was not scheduled for a while does not call an attempt failed whose answer is waiting.
+// And a last line
 //   {"done":true,"attempts":1234}
 // Arguments: --interval MS (default 40), --timeout MS per attempt (default 250), any number of
 // --target ID,IP,PORT,PROTOCOL,FOR_MS that start at once (a pod probing outward from inside),
@@ -27,6 +36,10 @@ interface Target {
   port: number;
   protocol: 'TCP' | 'UDP';
   forMs: number;
+  /** Start (epoch ms) of the latest attempt that failed before the first success. */
+  lastFail?: number;
+  /** Start of the earliest attempt that succeeded. */
+  firstOk?: number;
 }
 
 let intervalMs = 40;
@@ -59,27 +72,41 @@ let ending = false;
 /** Stop trying now ({"end":true}). */
 let stopped = false;
 
-function success(t: Target, server: string | undefined): void {
-  process.stdout.write(JSON.stringify({ id: t.id, ip: t.ip, port: t.port, protocol: t.protocol, t: Date.now(), ...(server ? { server } : {}) }) + '\n');
+function success(t: Target, start: number, server: string | undefined): void {
+  if (t.firstOk === undefined || start < t.firstOk) t.firstOk = start;
+  const line = { id: t.id, ip: t.ip, port: t.port, protocol: t.protocol, t: Date.now(), start, ...(t.lastFail !== undefined ? { lastFail: t.lastFail } : {}), ...(server ? { server } : {}) };
+  process.stdout.write(JSON.stringify(line) + '\n');
+}
+
+function failed(t: Target, start: number): void {
+  if (t.firstOk === undefined) {
+    if (t.lastFail === undefined || start > t.lastFail) t.lastFail = start;
+  } else if (start < t.firstOk) {
+    process.stdout.write(JSON.stringify({ id: t.id, ip: t.ip, port: t.port, protocol: t.protocol, failStart: start }) + '\n');
+  }
 }
 
 function tryTcp(t: Target): void {
   inFlight++;
   attempts++;
+  const start = Date.now();
   let done = false;
+  let ok = false;
   const sock = connect({ host: t.ip, port: t.port });
   const finish = () => {
     if (done) return;
     done = true;
+    if (!ok) failed(t, start);
     clearTimeout(timer);
     sock.destroy();
     inFlight--;
     maybeExit();
   };
-  const timer = setTimeout(finish, timeoutMs);
+  const timer = setTimeout(() => setImmediate(finish), timeoutMs);
   sock.on('connect', () => {
     // Established: the handshake went through both ways, whatever the server says next.
-    success(t, undefined);
+    ok = true;
+    success(t, start, undefined);
     finish();
   });
   sock.on('error', finish);
@@ -88,12 +115,15 @@ function tryTcp(t: Target): void {
 function tryUdp(t: Target): void {
   inFlight++;
   attempts++;
+  const start = Date.now();
   let done = false;
+  let ok = false;
   const nonce = `${process.pid}-${attempts}`;
   const sock = createSocket('udp4');
   const finish = () => {
     if (done) return;
     done = true;
+    if (!ok) failed(t, start);
     clearTimeout(timer);
     try {
       sock.close();
@@ -103,11 +133,12 @@ function tryUdp(t: Target): void {
     inFlight--;
     maybeExit();
   };
-  const timer = setTimeout(finish, timeoutMs);
+  const timer = setTimeout(() => setImmediate(finish), timeoutMs);
   sock.on('message', (msg) => {
     const [echo, server] = msg.toString('utf8').split('|');
     if (echo !== nonce) return;
-    success(t, server);
+    ok = true;
+    success(t, start, server);
     finish();
   });
   sock.on('error', finish);
