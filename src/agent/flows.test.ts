@@ -41,20 +41,37 @@ describe('deniedFlows', () => {
     expect(deniedFlows(m, 'n1', flows).map((x) => `${x.src}>${x.dst}`)).toEqual(['10.244.2.11>10.244.1.10', '10.244.2.11>10.96.0.10']);
   });
 
-  it("leaves alone the connections the node opens from its own addresses (kubelet's probes from the bridge's): the rules never judge them", () => {
+  it("judges the node's bridge address as the node's: its probes are the node's own traffic, a pod's connections to it meet the pod's egress only", () => {
     const flows = [
-      f('10.244.1.1', '10.244.1.10', 80), // the bridge's address -> web: an unprogrammed address of the pod CIDR to the semantics
-      f('10.244.1.10', '10.244.1.1', 10250), // web -> the bridge's address: a connection of the pod, judged
+      f('10.244.1.1', '10.244.1.10', 80), // the bridge's address (kubelet's probes) -> web: the node's own traffic
+      f('10.244.1.10', '10.244.1.1', 10250), // web -> the bridge's address: web's egress allows it (not isolated)
+      f('10.244.1.2', '10.244.1.10', 80), // another unprogrammed address of the pod CIDR -> web: nothing
       f('10.244.2.11', '10.244.1.10', 80), // other -> web: denied
     ];
-    expect(deniedFlows(m, 'n1', flows).map((x) => `${x.src}>${x.dst}`)).toEqual(['10.244.1.1>10.244.1.10', '10.244.1.10>10.244.1.1', '10.244.2.11>10.244.1.10']);
+    expect(deniedFlows(m, 'n1', flows).map((x) => `${x.src}>${x.dst}`)).toEqual(['10.244.1.2>10.244.1.10', '10.244.2.11>10.244.1.10']);
+    // Under egress isolation with no rule for the node, the pod's connection to the bridge is denied, as the rules deny it.
+    const isolated = modelOf(
+      node('n1', '10.244.1.0/24', '192.168.50.11'),
+      pod('app', 'web', { app: 'web' }, { ip: '10.244.1.10', node: 'n1' }),
+      policy('app', 'no-egress', sel({ app: 'web' }), { types: ['Egress'] }),
+    );
+    expect(deniedFlows(isolated, 'n1', flows.slice(0, 2)).map((x) => `${x.src}>${x.dst}`)).toEqual(['10.244.1.10>10.244.1.1']);
+  });
+
+  it("leaves alone the connections the node opens from its own addresses, those the model does not name too", () => {
+    const flows = [
+      f('172.16.9.9', '10.244.1.10', 80), // another address of the node (docker0, say) -> web: the semantics judge it an outside host
+      f('10.244.2.11', '10.244.1.10', 80), // other -> web: denied
+    ];
+    expect(deniedFlows(m, 'n1', flows).map((x) => `${x.src}>${x.dst}`)).toEqual(['172.16.9.9>10.244.1.10', '10.244.2.11>10.244.1.10']);
     const own = parseLocalAddresses(
       '1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n' +
         '2: eth0    inet 192.168.50.11/24 brd 192.168.50.255 scope global eth0\\       valid_lft forever preferred_lft forever\n' +
-        '3: cni0    inet 10.244.1.1/24 brd 10.244.1.255 scope global cni0\\       valid_lft forever preferred_lft forever\n',
+        '3: cni0    inet 10.244.1.1/24 brd 10.244.1.255 scope global cni0\\       valid_lft forever preferred_lft forever\n' +
+        '4: docker0    inet 172.16.9.9/16 brd 172.16.255.255 scope global docker0\\       valid_lft forever preferred_lft forever\n',
     );
-    expect([...own]).toEqual(['127.0.0.1', '192.168.50.11', '10.244.1.1']);
-    expect(deniedFlows(m, 'n1', flows, own).map((x) => `${x.src}>${x.dst}`)).toEqual(['10.244.1.10>10.244.1.1', '10.244.2.11>10.244.1.10']);
+    expect([...own]).toEqual(['127.0.0.1', '192.168.50.11', '10.244.1.1', '172.16.9.9']);
+    expect(deniedFlows(m, 'n1', flows, own).map((x) => `${x.src}>${x.dst}`)).toEqual(['10.244.2.11>10.244.1.10']);
   });
 });
 
@@ -123,13 +140,17 @@ describe.runIf(kernelTestsEnabled())('Agent: established flows and health, on th
     expect(await a.metrics.registry.getSingleMetricAsString('policyctl_conntrack_entries_deleted_total')).toMatch(/reason="address-released"} 2/);
   });
 
-  it('at start, deletes the connections of pod-CIDR addresses no pod holds (released while no agent watched), and no other', async () => {
+  it('at start, deletes the connections of pod-CIDR addresses no pod holds (released while no agent watched), and no other (the bridge\'s address is the node\'s)', async () => {
     insert('10.244.2.10', '10.244.1.77', 'udp', 4000, 53); // 10.244.1.77: in n1's pod CIDR, no pod
     insert('10.244.2.10', '10.244.1.10', 'udp', 4001, 53); // web
     insert('10.244.2.10', '192.168.7.7', 'udp', 4002, 53); // outside every pod CIDR
+    // The bridge's address (the pod CIDR's first) is the node's: kubelet's probe of web, web's
+    // connection to a node-local service. Both stay.
+    insert('10.244.1.1', '10.244.1.10', 'tcp', 4003, 8080);
+    insert('10.244.1.10', '10.244.1.1', 'udp', 4004, 53);
     const a = makeAgent(net.runner);
     await a.start();
-    expect(await flows()).toEqual(['udp 10.244.2.10:4001 > 10.244.1.10:53', 'udp 10.244.2.10:4002 > 192.168.7.7:53']);
+    expect(await flows()).toEqual(['tcp 10.244.1.1:4003 > 10.244.1.10:8080', 'udp 10.244.1.10:4004 > 10.244.1.1:53', 'udp 10.244.2.10:4001 > 10.244.1.10:53', 'udp 10.244.2.10:4002 > 192.168.7.7:53']);
   });
 
   it('an address two pods claim is in no set and not programmed until one goes; the conflict is reported', async () => {

@@ -126,6 +126,18 @@ export function cidrContainsIp(c: Cidr, ip: string): boolean {
   return c.prefix === 0 || v >> shift === c.network >> shift;
 }
 
+/**
+ * The address a node's bridge holds in one of its pod CIDRs: the first host address. The bridge
+ * plugin with `isGateway` gives the bridge host-local's gateway, which is that address unless
+ * the range names another; flannel's and canal's configurations keep the default (flannel's
+ * FLANNEL_SUBNET is that address too). It is the node's, never a pod's. Undefined for a CIDR
+ * with no host addresses (/31, /32).
+ */
+export function bridgeAddress(c: Cidr): string | undefined {
+  if (c.family !== 4 || c.prefix > 30) return undefined;
+  return formatIPv4(c.network + 1n);
+}
+
 /** True when `inner` lies inside `outer` (equal counts as inside). */
 export function cidrContains(outer: Cidr, inner: Cidr): boolean {
   if (outer.family !== inner.family || inner.prefix < outer.prefix) return false;

@@ -251,6 +251,27 @@ const cases: Case[] = [
     allowed: false,
     why: 'isolated for ingress',
   },
+  // The node's bridge holds its pod CIDR's first address: the node's, not an unknown pod address.
+  { name: "a pod to its node's bridge address: its egress only (not isolated)", policies: [], from: P(xa), to: IP('10.244.1.1'), port: 53, allowed: true, why: 'ingress not enforced: the destination is not a pod' },
+  {
+    name: "a pod to its node's bridge address under egress isolation: denied by its egress",
+    policies: [policy('x', 'no-egress', sel(), { types: ['Egress'] })],
+    from: P(xa),
+    to: IP('10.244.1.1'),
+    port: 53,
+    allowed: false,
+    why: 'isolated for egress by x/no-egress',
+  },
+  {
+    name: "a pod to its node's bridge address allowed by an ipBlock",
+    policies: [policy('x', 'node-only', sel(), { types: ['Egress'], egress: [rule([block('10.244.1.1/32')])] })],
+    from: P(xa),
+    to: IP('10.244.1.1'),
+    port: 53,
+    allowed: true,
+  },
+  { name: "the bridge's address to a pod of its node: the node's own traffic (kubelet probes)", policies: [denyIngressX], from: IP('10.244.1.1'), to: P(xa), port: 80, allowed: true, why: "the pod's own node n1" },
+  { name: 'another unprogrammed address of the pod CIDR still gets nothing', policies: [], from: P(xa), to: IP('10.244.1.2'), port: 80, allowed: false, why: 'not a pod that node enforces' },
 ];
 
 describe('allowed(flow)', () => {

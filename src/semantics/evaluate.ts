@@ -24,7 +24,7 @@
 // A ClusterNetworkPolicy never isolates a pod by selecting it, and an egress Accept at the
 // source does not decide the ingress side at the destination.
 
-import { cidrContainsIp, parseCidr } from '../model/cidr.ts';
+import { bridgeAddress, cidrContainsIp, parseCidr } from '../model/cidr.ts';
 import { explainSelector, formatSelector, selectorMatches } from '../model/selector.ts';
 import type { Model } from '../model/store.ts';
 import type {
@@ -233,10 +233,14 @@ export function allowed(model: Model, flow: Flow): Verdict {
 function unprogrammed(model: Model, e: Endpoint, fromNode?: string): string | undefined {
   const ip = e.kind === 'ip' ? e.ip : e.pod.hostNetwork ? undefined : e.pod.ips[0];
   if (ip === undefined) return undefined;
-  const { cidrs, programmed } = podCidrFacts(model);
+  const { cidrs, programmed, bridges } = podCidrFacts(model);
+  // The bridge's address is the node's (a host endpoint), not an address a pod may get: the node
+  // gates only FORWARDed traffic of its pod CIDRs, and a packet to its bridge is delivered to it
+  // (INPUT, judged by the sender's egress only), one from it is its own (OUTPUT).
+  if (bridges.has(ip)) return undefined;
   for (const { node, cidr } of cidrs) {
     if (!cidrContainsIp(cidr, ip)) continue;
-    // The node's own traffic to its bridge leaves through OUTPUT, which no policy polices.
+    // The node's own traffic to its pods leaves through OUTPUT, which no policy polices.
     if (node === fromNode || programmed.get(ip) === node) return undefined;
     return `address ${ip} is in pod CIDR ${cidr.text} of node ${node} but is not a pod that node enforces (IP not reported yet, pod finished, or the address claimed by two pods): new connections from and to it are dropped`;
   }
@@ -249,15 +253,19 @@ export function isUnprogrammedAddress(model: Model, ip: string): boolean {
 }
 
 /** Every node's IPv4 pod CIDRs and the enforceable pods' addresses (-> node), per model generation. */
-function podCidrFacts(model: Model): { cidrs: { node: string; cidr: Cidr }[]; programmed: Map<string, string> } {
+function podCidrFacts(model: Model): CidrFacts {
   const cached = cidrFacts.get(model);
   if (cached && cached.generation === model.generation) return cached;
   const cidrs: { node: string; cidr: Cidr }[] = [];
+  const bridges = new Map<string, string>();
   for (const n of model.allNodes()) {
     for (const text of n.podCIDRs) {
       try {
         const cidr = parseCidr(text);
-        if (cidr.family === 4) cidrs.push({ node: n.name, cidr });
+        if (cidr.family !== 4) continue;
+        cidrs.push({ node: n.name, cidr });
+        const bridge = bridgeAddress(cidr);
+        if (bridge !== undefined) bridges.set(bridge, n.name);
       } catch {
         // unparsable: matches nothing (the model reports it)
       }
@@ -265,17 +273,25 @@ function podCidrFacts(model: Model): { cidrs: { node: string; cidr: Cidr }[]; pr
   }
   const programmed = new Map<string, string>();
   if (cidrs.length > 0) for (const p of model.allPods()) if (isEnforceable(p) && p.nodeName !== undefined) for (const ip of p.ips) programmed.set(ip, p.nodeName);
-  const facts = { generation: model.generation, cidrs, programmed };
+  const facts = { generation: model.generation, cidrs, programmed, bridges };
   cidrFacts.set(model, facts);
   return facts;
 }
-const cidrFacts = new WeakMap<Model, { generation: number; cidrs: { node: string; cidr: Cidr }[]; programmed: Map<string, string> }>();
+interface CidrFacts {
+  readonly generation: number;
+  readonly cidrs: readonly { node: string; cidr: Cidr }[];
+  /** Enforceable pods' addresses -> their node. */
+  readonly programmed: ReadonlyMap<string, string>;
+  /** Each node's bridge address (src/model/cidr.ts bridgeAddress) -> the node. */
+  readonly bridges: ReadonlyMap<string, string>;
+}
+const cidrFacts = new WeakMap<Model, CidrFacts>();
 
-/** The node an endpoint is the host of: a node's InternalIP, or a hostNetwork pod. */
+/** The node an endpoint is the host of: a node's InternalIP or bridge address, or a hostNetwork pod. */
 function hostNodeOf(model: Model, e: Endpoint): string | undefined {
   if (e.kind === 'pod') return e.pod.hostNetwork ? e.pod.nodeName : undefined;
   for (const n of model.allNodes()) if (n.internalIPs.includes(e.ip)) return n.name;
-  return undefined;
+  return podCidrFacts(model).bridges.get(e.ip);
 }
 
 /** A direction no policy applies to (not a pod, not an enforceable pod, or a fixed fact). */

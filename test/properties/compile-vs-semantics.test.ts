@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { describe, it } from 'vitest';
 import { allowed, podKey, type Endpoint, type Flow } from '../../src/semantics/evaluate.ts';
 import type { CompileOptions } from '../../src/compiler/compile.ts';
-import { EXTERNAL_IPS, FLOW_PORTS, NODES, clusterArb, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
+import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS, NODES, clusterArb, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
 import { checkProperty, expectMutationCaught, propertyRuns } from '../support/property.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
 import { dropLogMismatch } from '../support/drop-log-check.ts';
@@ -23,7 +23,7 @@ function flowsOf(c: Cluster): Flow[] {
   const out: Flow[] = [];
   for (const src of eps) {
     for (const dst of eps) for (const q of FLOW_PORTS) out.push({ src, dst, ...q });
-    for (const ip of EXTERNAL_IPS) {
+    for (const ip of [...EXTERNAL_IPS, ...NODE_ADDRESSES]) {
       const ext: Endpoint = { kind: 'ip', ip };
       for (const q of FLOW_PORTS) out.push({ src, dst: ext, ...q }, { src: ext, dst: src, ...q });
     }

@@ -14,7 +14,7 @@ import fc from 'fast-check';
 import { describe, it } from 'vitest';
 import type { CompileOptions } from '../../src/compiler/compile.ts';
 import { allowed, podKey, type Endpoint, type Flow } from '../../src/semantics/evaluate.ts';
-import { EXTERNAL_IPS, FLOW_PORTS, NODES, clusterArb, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
+import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS, NODES, clusterArb, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
 import { checkProperty, expectMutationCaught, propertyRuns } from '../support/property.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
 import { formatTrace, type TraceResult } from '../support/tracer.ts';
@@ -39,7 +39,7 @@ function directFlows(c: Cluster): Flow[] {
   const out: Flow[] = [];
   for (const src of endpoints(c)) {
     for (const dst of endpoints(c)) for (const q of FLOW_PORTS) out.push({ src, dst, ...q });
-    for (const ip of EXTERNAL_IPS) for (const q of FLOW_PORTS) out.push({ src, dst: { kind: 'ip', ip }, ...q }, { src: { kind: 'ip', ip }, dst: src, ...q });
+    for (const ip of [...EXTERNAL_IPS, ...NODE_ADDRESSES]) for (const q of FLOW_PORTS) out.push({ src, dst: { kind: 'ip', ip }, ...q }, { src: { kind: 'ip', ip }, dst: src, ...q });
   }
   return out;
 }

@@ -12,7 +12,7 @@ import { Model } from '../../src/model/store.ts';
 import type { ClusterPolicyRecord, CnpAction, CnpTier, ObjectRecord, PodRecord } from '../../src/model/types.ts';
 import { isEnforceable } from '../../src/model/types.ts';
 import { allowed, podKey, type DirectionResult, type Endpoint, type Flow, type Verdict } from '../../src/semantics/evaluate.ts';
-import { EXTERNAL_IPS, FLOW_PORTS, clusterArb, type Cluster } from '../support/arbitraries.ts';
+import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS, clusterArb, type Cluster } from '../support/arbitraries.ts';
 import { clusterPoliciesArb } from '../support/cnp-arbitraries.ts';
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 150);
@@ -24,7 +24,7 @@ function flowsOf(pods: readonly PodRecord[]): Flow[] {
   const out: Flow[] = [];
   for (const src of eps) {
     for (const dst of eps) for (const q of FLOW_PORTS) out.push({ src, dst, ...q });
-    for (const ip of EXTERNAL_IPS) for (const q of FLOW_PORTS) out.push({ src, dst: { kind: 'ip', ip }, ...q }, { src: { kind: 'ip', ip }, dst: src, ...q });
+    for (const ip of [...EXTERNAL_IPS, ...NODE_ADDRESSES]) for (const q of FLOW_PORTS) out.push({ src, dst: { kind: 'ip', ip }, ...q }, { src: { kind: 'ip', ip }, dst: src, ...q });
   }
   return out;
 }

@@ -13,9 +13,6 @@ export const NODES = [
   { name: 'n2', cidr: '10.244.2.0/24', ip: '192.168.50.12', prefix: '10.244.2.' },
 ] as const;
 export const NAMESPACES = ['x', 'y', 'z'] as const;
-/** Addresses outside every pod: the far side of flows to and from the outside world. */
-// 10.244.1.250 and 10.244.2.250 lie in the nodes' pod CIDRs but belong to no pod: an interface
-// attached by hand, or a pod whose IP has not been reported yet.
 /**
  * The last octet of the n-th pod address (n from 0): 10, 47, 84, 121, ... (distinct for n < 230,
  * never 250), so that a handful of pods lands in different branches of the dispatch tree at every
@@ -26,7 +23,16 @@ export function spreadOctet(n: number): number {
   return 10 + ((n * 37) % 230);
 }
 
+/** Addresses outside every pod: the far side of flows to and from the outside world. */
+// 10.244.1.250 and 10.244.2.250 lie in the nodes' pod CIDRs but belong to no pod: an interface
+// attached by hand, or a pod whose IP has not been reported yet.
 export const EXTERNAL_IPS = ['192.168.7.7', '8.8.8.8', '10.244.3.3', '10.244.1.250', '10.244.2.250'] as const;
+/**
+ * The nodes' own addresses: InternalIP and the bridge's (the pod CIDR's first address). A pod's
+ * packet to one is delivered to that node (INPUT, judged by the pod's egress only); one from it is
+ * the node's own traffic (OUTPUT).
+ */
+export const NODE_ADDRESSES: readonly string[] = NODES.flatMap((n) => [n.ip, `${n.prefix}1`]);
 
 const labelValue = { app: ['web', 'db', 'api'], tier: ['fe', 'be'] } as const;
 

@@ -6,7 +6,7 @@
 import { compile, type CompileOptions } from '../../src/compiler/compile.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
 import type { Model } from '../../src/model/store.ts';
-import { cidrContainsIp, parseCidr } from '../../src/model/cidr.ts';
+import { bridgeAddress, cidrContainsIp, parseCidr } from '../../src/model/cidr.ts';
 import type { Cidr, Protocol } from '../../src/model/types.ts';
 import type { Endpoint, Flow } from '../../src/semantics/evaluate.ts';
 import { parseIpsetRestore, parseIptablesRestore, trace, type IpsetState, type Packet, type Table, type TraceResult } from './tracer.ts';
@@ -41,11 +41,20 @@ export class Dataplane {
 
   private readonly cidrs: { readonly node: string; readonly cidr: Cidr }[] = [];
   private readonly nodeIps = new Map<string, string>();
+  /** Every node's own addresses (InternalIPs, the bridge's address in each pod CIDR) -> the node. */
+  private readonly hostAddresses = new Map<string, string>();
 
   constructor(model: Model, nodeNames: readonly string[], mutate?: Mutator, opts: CompileOptions = {}) {
     const base = parseIptablesRestore(FOREIGN_FILTER);
     for (const n of model.allNodes()) for (const c of n.podCIDRs) this.cidrs.push({ node: n.name, cidr: parseCidr(c) });
     for (const n of model.allNodes()) if (n.internalIPs[0]) this.nodeIps.set(n.name, n.internalIPs[0]);
+    for (const n of model.allNodes()) {
+      for (const ip of n.internalIPs) this.hostAddresses.set(ip, n.name);
+      for (const c of n.podCIDRs) {
+        const bridge = bridgeAddress(parseCidr(c));
+        if (bridge) this.hostAddresses.set(bridge, n.name);
+      }
+    }
     for (const n of nodeNames) {
       const rs = compile(model, n, opts);
       let iptablesText = renderIptablesRestore(rs);
@@ -63,8 +72,10 @@ export class Dataplane {
   /**
    * The hooks a packet crosses under flannel host-gw: FORWARD on the source pod's node (INPUT
    * instead when it is addressed to that node itself), then FORWARD on the destination pod's
-   * node when that is another node (INPUT for a hostNetwork destination). Traffic a node sends
-   * itself (its own address, a hostNetwork pod) starts in OUTPUT, where no policy applies.
+   * node when that is another node (INPUT when the destination is that node itself). A node's
+   * own addresses are its InternalIPs, its bridge's address in each pod CIDR and its
+   * hostNetwork pods'. Traffic a node sends itself (from one of those) starts in OUTPUT, where
+   * no policy applies.
    * The flow is allowed when no hop dropped it. `extra`: the packet's TCP flags when it is not
    * a connection's first packet (a mid-stream pickup).
    *
@@ -78,16 +89,16 @@ export class Dataplane {
     if (flow.src.kind === 'pod' && flow.dst.kind === 'pod' && flow.src.pod.uid === flow.dst.pod.uid) return { allowed: true, traces: [] };
     const src = ipOf(flow.src);
     const dst = ipOf(flow.dst);
-    // An outside address inside a node's pod CIDR is on that node's bridge (attached by hand,
-    // not reported yet): its packets cross that node's FORWARD.
-    const srcNode = flow.src.kind === 'pod' ? (!flow.src.pod.hostNetwork ? flow.src.pod.nodeName : undefined) : this.podCidrNode(src);
-    const dstNode = flow.dst.kind === 'pod' ? flow.dst.pod.nodeName : this.podCidrNode(dst);
-    const dstIsHost = flow.dst.kind === 'pod' && flow.dst.pod.hostNetwork;
+    const hostOf = (e: Endpoint, ip: string) => (e.kind === 'pod' ? (e.pod.hostNetwork ? e.pod.nodeName : undefined) : this.hostAddresses.get(ip));
+    const srcHost = hostOf(flow.src, src);
+    const dstHost = hostOf(flow.dst, dst);
+    // An outside address inside a node's pod CIDR (other than the bridge's) is on that node's
+    // bridge (attached by hand, not reported yet): its packets cross that node's FORWARD.
+    const srcNode = srcHost !== undefined ? undefined : flow.src.kind === 'pod' ? flow.src.pod.nodeName : this.podCidrNode(src);
+    const dstNode = dstHost ?? (flow.dst.kind === 'pod' ? flow.dst.pod.nodeName : this.podCidrNode(dst));
     const hops: { node: string; hook: 'FORWARD' | 'INPUT' }[] = [];
-    if (srcNode) hops.push({ node: srcNode, hook: dstIsHost && dstNode === srcNode ? 'INPUT' : 'FORWARD' });
-    if (dstNode && dstNode !== srcNode && !(flow.src.kind === 'pod' && flow.src.pod.hostNetwork && flow.src.pod.nodeName === dstNode)) {
-      hops.push({ node: dstNode, hook: dstIsHost ? 'INPUT' : 'FORWARD' });
-    }
+    if (srcNode) hops.push({ node: srcNode, hook: dstHost !== undefined && dstNode === srcNode ? 'INPUT' : 'FORWARD' });
+    if (dstNode && dstNode !== srcNode && srcHost !== dstNode) hops.push({ node: dstNode, hook: dstHost !== undefined ? 'INPUT' : 'FORWARD' });
     const traces: { node: string; hook: 'FORWARD' | 'INPUT'; result: TraceResult }[] = [];
     for (const h of hops) {
       const plane = this.nodes.get(h.node);

@@ -1,0 +1,40 @@
+import { writeFileSync } from 'node:fs';
+import { IncrementalCompiler } from '../../src/compiler/incremental.ts';
+import { NFT } from '../../src/sync/backend.ts';
+import { agentRunner } from '../../src/sync/agent-runner.ts';
+import type { Runner } from '../../src/sync/runner.ts';
+import { Syncer } from '../../src/sync/syncer.ts';
+import { addClusterPolicies } from '../cnps.ts';
+import { CNP_EVENT_KINDS, EventSource } from '../events.ts';
+import { generateCluster } from '../synthetic.ts';
+
+const c = generateCluster({ pods: 10_000, policies: 2_000, seed: 1 });
+addClusterPolicies(c, 100);
+const ic = new IncrementalCompiler(c.model, 'node-001', {});
+let from = ic.ruleset();
+const inner = agentRunner();
+let captured: { cmd: string; args: readonly string[]; input?: string; ms: number }[] = [];
+const runner: Runner = { async run(cmd, args, opts) { const t = performance.now(); try { return await inner.run(cmd, args, opts); } finally { captured.push({ cmd, args, input: opts?.input, ms: performance.now() - t }); } } };
+const syncer = new Syncer({ runner, backend: { ...NFT, reason: 'exp' } });
+await syncer.sync(from);
+const events = new EventSource(c, 'node-001');
+let i = 0;
+for (const kind of events.sequence(12, CNP_EVENT_KINDS)) {
+  const ev = events.next(kind);
+  captured = [];
+  const t0 = performance.now();
+  ev.apply(c.model);
+  const rs = ic.ruleset();
+  const delta = ic.delta();
+  const t1 = performance.now();
+  await syncer.syncDelta(rs, delta, from);
+  const t2 = performance.now();
+  from = rs;
+  await syncer.collectGarbage();
+  const ipt = captured.filter((x) => x.cmd.includes('restore') && x.cmd.includes('iptables'));
+  const f = `/tmp/exp/ev${i++}-${kind}.txt`;
+  writeFileSync(f, ipt.map((x) => x.input ?? '').join('\n#----\n'));
+  console.log(kind, 'total', (t2 - t0).toFixed(1), 'compile', (t1 - t0).toFixed(1), 'calls', captured.map((x) => `${x.cmd}:${x.ms.toFixed(1)}:${(x.input ?? '').split('\n').length}`).join(' '), f);
+  await new Promise((r) => setTimeout(r, 100));
+}
+process.exit(0);
