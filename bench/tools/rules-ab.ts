@@ -5,7 +5,9 @@
 // drift between runs (the no-policy rate alone varies by about 10%) does not decide the answer.
 //
 //   node bench/tools/rules-ab.ts render DIR/NAME       this checkout's dataplane Rulesets:
-//                                                      NAME.ipt/.ips, NAME-cnp.ipt/.ips (100 CNPs)
+//                                                      NAME.ipt/.ips, NAME-cnp.ipt/.ips (100 CNPs),
+//                                                      NAME-cnp-shared.ipt/.ips (the same,
+//                                                      --shared-admin-chains)
 //   node bench/tools/rules-ab.ts synthetic DIR         hand-written: hook (the hook and its replies
 //                                                      rule), native30 (30 address compares more),
 //                                                      set30 (30 set lookups instead)
@@ -44,6 +46,9 @@ function render(out: string): void {
   rs = compile(cluster.model, NODE);
   writeFileSync(`${out}-cnp.ipt`, renderIptablesRestore(rs));
   writeFileSync(`${out}-cnp.ips`, renderIpsetRestore(rs.sets));
+  rs = compile(cluster.model, NODE, { tiers: { continuation: { Admin: 'dispatch' } } });
+  writeFileSync(`${out}-cnp-shared.ipt`, renderIptablesRestore(rs));
+  writeFileSync(`${out}-cnp-shared.ips`, renderIpsetRestore(rs.sets));
 }
 
 function synthetic(dir: string): void {
