@@ -23,9 +23,9 @@
 // - the top chains, the hooks, the programmed set itself: nothing (not one object's doing).
 
 import type { CompileOptions } from '../compiler/compile.ts';
-import { DIRECTIONS } from '../compiler/layout.ts';
-import { blockSetSpec, namedPortSetSpec, podSetSpec, type SetSource } from '../compiler/rules.ts';
-import { selectTiers, tierChains, type TierPolicy } from '../compiler/tiers.ts';
+import { DIRECTIONS, DISPATCH_CHAINS, WIDE_CHAINS, nodePodCidrs } from '../compiler/layout.ts';
+import { blockSetSpec, clusterPolicyRules, namedPortSetSpec, podSetSpec, type SetSource } from '../compiler/rules.ts';
+import { PodSelection, SharedAdminPrefix, selectTiers, tierChains, type TierPolicy } from '../compiler/tiers.ts';
 import { renderRule, ruleId } from '../sync/render.ts';
 import type { Chain, Rule, Ruleset } from '../compiler/ruleset.ts';
 import type { Model } from '../model/store.ts';
@@ -164,10 +164,19 @@ export class Provenance {
     if (this.policyChains) return;
     this.policyChains = new Map();
     this.chains = new Map(this.desired.chains.map((c) => [c.name, c]));
-    for (const pod of this.model.podsOnNode(this.node)) {
-      if (!isEnforceable(pod)) continue;
+    // The shared Admin prefix's chain (layout.ts WIDE_CHAINS): its policies' rules; the pods the gate sends through it.
+    const prefix = new SharedAdminPrefix(this.model, nodePodCidrs(this.model, this.node, this.opts.podCidrs));
+    const local = [...this.model.podsOnNode(this.node)].filter(isEnforceable);
+    for (const dir of DIRECTIONS) {
+      if (prefix.policies[dir].length === 0) continue;
+      const byRule = new Map<string, TierPolicy>();
+      for (const c of prefix.policies[dir]) for (const r of clusterPolicyRules(NAMES, dir, c, DISPATCH_CHAINS.entry[dir])) byRule.set(ruleId(r), c);
+      this.policyChains.set(WIDE_CHAINS[dir].rules, { dir, byRule, pods: local.filter((p) => prefix.gates(p)) });
+    }
+    for (const pod of local) {
+      const selection = new PodSelection(this.model, pod, prefix.forPod(pod));
       for (const dir of DIRECTIONS) {
-        const t = tierChains(NAMES, pod, dir, selectTiers(this.model, pod, dir), undefined, this.opts.tiers);
+        const t = tierChains(NAMES, pod, dir, selectTiers(this.model, pod, dir, selection), undefined, this.opts.tiers);
         for (const tc of [...t.entry, ...t.next]) {
           let pc = this.policyChains.get(tc.chain.name);
           if (!pc) {

@@ -168,18 +168,27 @@ describe('ClusterNetworkPolicies in the quarantine and the provenance', () => {
     q.attach();
     q.add({ kind: 'ClusterNetworkPolicy', uid: wall.uid, ref: 'clusternetworkpolicy/wall', field: 'spec.ingress[1]', value: '-A ...' }, 'refused');
     const rs = compile(m, 'n1');
-    const admin = rs.chains.find((c) => c.name.startsWith('PCTL-D-'))!;
+    // It selects every pod and comes first: its rules are the shared Admin prefix's (layout.ts WIDE_CHAINS).
+    const admin = rs.chains.find((c) => c.name === 'PCTL-INGRESS-WIDE-R')!;
     expect(admin.rules.map((r) => r.action.kind)).toEqual(['log', 'drop']);
   });
 
-  it("a rule of an Admin chain comes from its ClusterNetworkPolicy (the field names the rule)", () => {
-    const m = modelOf(ns('app'), N1, web, db, client, deny, allow, wall);
-    const rs = compile(m, 'n1');
-    const pp = planPieces(diff(rs, emptyState()));
-    const prov = new Provenance(m, 'n1', rs);
-    const chain = [...pp.rest].find((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && p.chain.name.startsWith('PCTL-D-'))!;
-    const rule = chain.chain.rules.find((r) => r.action.kind === 'drop')!;
-    const line = renderRule(chain.chain.name, rule);
-    expect(prov.owners(chain, line)).toEqual([{ kind: 'ClusterNetworkPolicy', uid: wall.uid, ref: 'clusternetworkpolicy/wall', field: 'spec.ingress[1]', value: line }]);
-  });
+  // Selecting every pod, its rules are in the shared prefix chain; selecting the namespace app,
+  // in the pods' own Admin chains.
+  const narrow: ClusterPolicyRecord = { ...wall, subject: (normalize({ apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'wall' }, spec: { tier: 'Admin', priority: 5, subject: { namespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'app' } } }, ingress: [] } }).record as ClusterPolicyRecord).subject };
+  for (const [what, record, chainOf] of [
+    ['the shared Admin prefix chain', wall, (n: string) => n === 'PCTL-INGRESS-WIDE-R'],
+    ['an Admin chain of the pods', narrow, (n: string) => n.startsWith('PCTL-D-')],
+  ] as const) {
+    it(`a rule of ${what} comes from its ClusterNetworkPolicy (the field names the rule)`, () => {
+      const m = modelOf(ns('app'), N1, web, db, client, deny, allow, record);
+      const rs = compile(m, 'n1');
+      const pp = planPieces(diff(rs, emptyState()));
+      const prov = new Provenance(m, 'n1', rs);
+      const chain = [...pp.rest].find((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && chainOf(p.chain.name))!;
+      const rule = chain.chain.rules.find((r) => r.action.kind === 'drop')!;
+      const line = renderRule(chain.chain.name, rule);
+      expect(prov.owners(chain, line)).toEqual([{ kind: 'ClusterNetworkPolicy', uid: wall.uid, ref: 'clusternetworkpolicy/wall', field: 'spec.ingress[1]', value: line }]);
+    });
+  }
 });

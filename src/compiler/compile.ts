@@ -16,10 +16,10 @@ import type { Model } from '../model/store.ts';
 import type { IpBlockPeer, PodRecord, PodsPeer, PolicyType, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { collisionOf, contentText, quarantineChain, sortCollisions } from './collisions.ts';
-import { DIRECTIONS, PROGRAMMED_SPEC, bucketedDispatch, dispatchRule, dispatchSetSpec, hooksFor, layoutChains, nodePodCidrs, programmedSetNeeded, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from './layout.ts';
+import { DIRECTIONS, PROGRAMMED_SPEC, bucketedDispatch, dispatchRule, dispatchSetSpec, hooksFor, layoutChains, WIDE_CHAINS, nodePodCidrs, programmedSetNeeded, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from './layout.ts';
 import { blockSetSpec, namedPortEntries, namedPortSetSpec, peerKey, podSetSpec, sortedMembers, type SetSource, type SetSpec } from './rules.ts';
-import type { Chain, IpSet, NameCollision, Ruleset, SetMember } from './ruleset.ts';
-import { PodSelection, directionPath, selectTiers, selectionKey, type DirectionPath, type TierOptions } from './tiers.ts';
+import type { Chain, IpSet, NameCollision, Rule, Ruleset, SetMember } from './ruleset.ts';
+import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, type DirectionPath, type TierOptions } from './tiers.ts';
 
 interface SetBuilder extends SetSpec {
   readonly members: Map<string, boolean>; // entry -> nomatch
@@ -134,10 +134,19 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
 
   const local = model.podsOnNode(node).filter(isEnforceable);
   local.sort((a, b) => (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0));
+  // The Admin policies every pod shares first: their own chains (layout.ts WIDE_CHAINS).
+  const prefix = new SharedAdminPrefix(model, cidrs);
+  const wide: Partial<Record<PolicyType, Rule[]>> = {};
+  for (const dir of DIRECTIONS) {
+    const rules = prefix.rules(ctx, dir);
+    if (rules.length === 0) continue;
+    wide[dir] = rules;
+    ctx.materialize([{ name: WIDE_CHAINS[dir].rules, rules }]);
+  }
   // Each local pod's chains per direction; pods with equal selections share them (built once).
   const paths: { pod: PodRecord; dir: PolicyType; path: DirectionPath }[] = [];
   for (const pod of local) {
-    const selection = new PodSelection(model, pod);
+    const selection = new PodSelection(model, pod, prefix.forPod(pod));
     for (const dir of DIRECTIONS) {
       const sel = selectTiers(model, pod, dir, selection);
       if (sel.length === 0) continue;
@@ -217,7 +226,7 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
   const sets: IpSet[] = [...ctx.sets.values()]
     .map((s): IpSet => ({ name: s.name, type: s.type, purpose: s.purpose, members: sortedMembers(s.members), ...(s.gate && { gate: s.gate }) }))
     .sort((a, b) => (a.name < b.name ? -1 : 1));
-  const chains = [...layoutChains(cidrs, dispatch, { proxy: opts.proxy, dropMidstream: opts.dropMidstream }), ...[...policyChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1))];
+  const chains = [...layoutChains(cidrs, dispatch, { proxy: opts.proxy, dropMidstream: opts.dropMidstream, wide }), ...[...policyChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1))];
   const found = sortCollisions(dedupeCollisions(collisions));
   return { node, sets, chains, hooks: hooksFor(opts.proxy), ...(found.length > 0 && { collisions: found }) };
 }

@@ -35,9 +35,9 @@ import { isEnforceable } from '../model/types.ts';
 import { quarantineChain, sameContent } from './collisions.ts';
 import type { CompileOptions } from './compile.ts';
 import { DIRECTIONS, PROGRAMMED_SPEC, hooksFor, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type LayoutOptions, type ServiceProxy } from './layout.ts';
-import type { Ruleset, RulesetDelta } from './ruleset.ts';
+import type { Rule, Ruleset, RulesetDelta } from './ruleset.ts';
 import { podPortsKey } from './rules.ts';
-import { PodSelection, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierOptions, type TierPolicy } from './tiers.ts';
+import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierOptions, type TierPolicy } from './tiers.ts';
 import { DispatchState, type Group } from './incremental/dispatch.ts';
 import { ContentTracker, Recorder, collisionsOf, newPathMemo, newTierMemo, type PathEntry, type SetNeed } from './incremental/paths.ts';
 import { PeerIndex } from './incremental/peers.ts';
@@ -106,8 +106,14 @@ export class IncrementalCompiler {
   private readonly extraCidrs: readonly string[];
   private readonly tierOptions: TierOptions | undefined;
   private readonly proxy: ServiceProxy | undefined;
-  /** What the layout depends on besides the pod CIDRs (compile.ts CompileOptions). */
-  private readonly layout: LayoutOptions;
+  /** What the layout depends on besides the pod CIDRs (compile.ts CompileOptions), and the shared Admin prefix's rules. */
+  private layout: LayoutOptions;
+  /** The shared Admin prefix as of the last build or change of ClusterNetworkPolicies (tiers.ts SharedAdminPrefix). */
+  private prefix: SharedAdminPrefix | undefined;
+  /** Per direction, the uids of the Admin policies after the prefix, in order: when they change, every pod's Admin chains may. */
+  private prefixRest = '';
+  /** The sets the prefix chains' rules match. */
+  private prefixNeeds: SetNeed[] = [];
   /** PCTL-programmed, the gate: the addresses of every local pod (undefined without pod CIDRs). */
   private programmed: SetState | undefined;
 
@@ -221,6 +227,11 @@ export class IncrementalCompiler {
       this.programmed = this.sets.create(PROGRAMMED_SPEC);
       this.programmed.refs++;
     }
+    this.prefixNeeds = [];
+    this.prefixRest = '';
+    this.layout = { ...this.layout, wide: undefined };
+    this.setPrefix(new SharedAdminPrefix(this.model, this.cidrs));
+    this.takePrefixRules();
     const dirty = new Set<string>();
     for (const p of this.model.podsOnNode(this.node)) {
       if (!isEnforceable(p)) continue;
@@ -255,12 +266,28 @@ export class IncrementalCompiler {
     // (cluster-scoped: any namespace). Namespaces relabelled: their local pods' chains, when there
     // are ClusterNetworkPolicies now or were before this step (their subjects select by namespace
     // labels). A pod whose selection did not change keeps its chains (assign).
+    // A ClusterNetworkPolicy of the shared Admin prefix, before and after, changes the prefix
+    // chains alone for the pods the gate sends through them (layout.ts WIDE_CHAINS); when the
+    // policies after the prefix change, every pod's Admin chains may.
     const cnps = this.dirtyClusterPolicies;
+    let everyPod = false;
+    let prefixChanged = false;
+    let prefixOnly = (_c: ClusterPolicyRecord) => false;
+    if (cnps.length > 0) {
+      const before = this.prefix!;
+      const after = new SharedAdminPrefix(this.model, this.cidrs);
+      everyPod = this.setPrefix(after);
+      prefixChanged = true;
+      const inPrefix = (p: SharedAdminPrefix, c: ClusterPolicyRecord) => DIRECTIONS.every((dir) => (dir === 'Ingress' ? c.ingress : c.egress).length === 0 || p.policies[dir].includes(c));
+      // A record before the change can only be in the old prefix, one after it only in the new.
+      prefixOnly = (c) => inPrefix(before, c) || inPrefix(after, c);
+    }
     const relabelled = this.dirtyNamespaces.size > 0 && (cnps.length > 0 || this.model.clusterPoliciesInTier('Admin').length > 0 || this.model.clusterPoliciesInTier('Baseline').length > 0);
     if (this.dirtyPolicyNamespaces.size || cnps.length || relabelled) {
       for (const [uid, l] of this.locals) {
         const ns = l.pod.namespace;
-        if (this.dirtyPolicyNamespaces.has(ns) || (relabelled && this.dirtyNamespaces.has(ns)) || cnps.some((c) => subjectSelects(this.model, c, l.pod))) chainDirty.add(uid);
+        const gated = this.prefix!.gates(l.pod);
+        if (everyPod || this.dirtyPolicyNamespaces.has(ns) || (relabelled && this.dirtyNamespaces.has(ns)) || cnps.some((c) => !(gated && prefixOnly(c)) && subjectSelects(this.model, c, l.pod))) chainDirty.add(uid);
       }
     }
 
@@ -278,6 +305,8 @@ export class IncrementalCompiler {
       }
     }
 
+    // The prefix chains' rules and their sets, once the peers hold the pods as they are now.
+    if (prefixChanged) this.takePrefixRules();
     // (e) Chains of the local pods affected.
     this.recompute(chainDirty, stats);
     // (f) Drop what nothing uses any more.
@@ -294,7 +323,7 @@ export class IncrementalCompiler {
   /** (Re)assign a local pod to the paths and groups of what applies to it now. */
   private assign(local: LocalPod, stats: { chainsRecomputed: number }): void {
     const pod = local.pod;
-    const selection = new PodSelection(this.model, pod);
+    const selection = new PodSelection(this.model, pod, this.prefix!.forPod(pod));
     const sels = DIRECTIONS.map((dir) => selectTiers(this.model, pod, dir, selection));
     const keys = DIRECTIONS.map((dir, i) => (sels[i]!.length === 0 ? '' : selectionKey(dir, sels[i]!, pod, (p) => this.policyId(p))));
     // The same policies in the same order (same records) give the same chains: nothing to do.
@@ -398,6 +427,46 @@ export class IncrementalCompiler {
     let id = this.policyIds.get(p);
     if (id === undefined) this.policyIds.set(p, (id = this.nextPolicyId++));
     return id;
+  }
+
+  /**
+   * Take the shared Admin prefix as it is now. Returns whether the policies after it changed, so
+   * that every pod's chains must be looked at again. Its rules follow with takePrefixRules.
+   */
+  private setPrefix(prefix: SharedAdminPrefix): boolean {
+    this.prefix = prefix;
+    const rest = DIRECTIONS.map((dir) => {
+      const shared = new Set(prefix.policies[dir]);
+      return this.model
+        .clusterPoliciesInTier('Admin')
+        .filter((c) => (dir === 'Ingress' ? c.ingress : c.egress).length > 0 && !shared.has(c))
+        .map((c) => c.uid)
+        .join(',');
+    }).join('|');
+    const moved = rest !== this.prefixRest;
+    this.prefixRest = rest;
+    return moved;
+  }
+
+  /** The prefix chains' rules into the layout, their sets referenced before the old ones are let go. */
+  private takePrefixRules(): void {
+    const prefix = this.prefix!;
+    const rec = new Recorder();
+    const wide: Partial<Record<PolicyType, Rule[]>> = {};
+    for (const dir of DIRECTIONS) {
+      const rules = prefix.rules(rec, dir);
+      if (rules.length > 0) wide[dir] = rules;
+    }
+    if (JSON.stringify(wide) !== JSON.stringify(this.layout.wide ?? {})) {
+      const used = new Set(Object.values(wide).flatMap((rules) => rules.flatMap((r) => (r.match.sets ?? []).map((m) => m.set))));
+      const needs = [...rec.needs.values()].filter((n) => used.has(n.spec.name));
+      for (const need of needs) this.ref(need);
+      for (const need of this.prefixNeeds) this.sets.unref(this.sets.get(need.spec.name)!);
+      this.prefixNeeds = needs;
+      this.layout = { ...this.layout, wide };
+      this.outputDirty = true;
+      this.dispatch.layoutChanged();
+    }
   }
 
   /** A chain needs a set: create it (filled from its peer) on first use. */

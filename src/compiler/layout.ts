@@ -336,6 +336,12 @@ const EVALUATE_RULES: Record<PolicyType, Rule> = {
   Ingress: { match: {}, action: { kind: 'jump', chain: INGRESS_CHAIN }, comment: 'ingress of local pods' },
 };
 
+/** The same, when the direction has the shared Admin prefix: to its gate first (WIDE_CHAINS). */
+const WIDE_EVALUATE_RULES: Record<PolicyType, Rule> = {
+  Egress: { match: {}, action: { kind: 'jump', chain: `${EGRESS_CHAIN}-WIDE` }, comment: 'egress of local pods' },
+  Ingress: { match: {}, action: { kind: 'jump', chain: `${INGRESS_CHAIN}-WIDE` }, comment: 'ingress of local pods' },
+};
+
 /** Where a packet from (`src`) or to (`dst`) an unprogrammed address of the pod CIDRs goes: logged and dropped. */
 export const UNKNOWN_CHAINS: Record<'src' | 'dst', string> = { src: `${PREFIX}-UNKNOWN-SRC`, dst: `${PREFIX}-UNKNOWN-DST` };
 
@@ -410,6 +416,54 @@ export interface LayoutOptions {
    * established connections (`--revoke-established`), so a revoked connection stays revoked.
    */
   readonly dropMidstream?: boolean | undefined;
+  /**
+   * Per direction, the rules of the shared Admin prefix (WIDE_CHAINS: the Admin policies that
+   * select every pod and come first in the tier), ending where undecided packets go on to the
+   * dispatch. Absent or empty: no prefix chains, and the top chains jump to the dispatch chain.
+   */
+  readonly wide?: Partial<Record<PolicyType, readonly Rule[]>> | undefined;
+}
+
+/**
+ * The shared Admin prefix (invariant *shared-admin-prefix*, docs/design.md): the Admin
+ * ClusterNetworkPolicies whose subject selects every pod and that come before every other Admin
+ * policy in evaluation order (tiers.ts sharedAdminPrefix) are the same first rules for every
+ * pod, so they are not copied into each pod's Admin chain: the top chains' step that evaluates a
+ * direction jumps to `gate` instead of the dispatch chain; `gate` sends a packet of a local pod
+ * (one of the node's pod CIDRs: the unknown-address drops before it leave only programmed pods
+ * there) to `rules` and any other to the dispatch; `rules` holds the prefix's rules (Accept
+ * RETURN, Deny the logged drop; Pass never, it ends the prefix) and sends what they leave
+ * undecided to the dispatch, where the pod's own tier chains go on. A change to such a policy
+ * rewrites `rules` alone, where it would rewrite one Admin chain per group of pods. A pod with an
+ * address outside the pod CIDRs misses the gate: its own chains keep those policies' rules.
+ */
+export const WIDE_CHAINS: Record<PolicyType, { readonly gate: string; readonly rules: string }> = {
+  Egress: { gate: `${EGRESS_CHAIN}-WIDE`, rules: `${EGRESS_CHAIN}-WIDE-R` },
+  Ingress: { gate: `${INGRESS_CHAIN}-WIDE`, rules: `${INGRESS_CHAIN}-WIDE-R` },
+};
+
+/** Whether the layout has the shared Admin prefix chains in this direction (they need pod CIDRs to gate on). */
+export function hasWidePrefix(cidrs: readonly string[], layout: LayoutOptions, dir: PolicyType): boolean {
+  return cidrs.length > 0 && (layout.wide?.[dir]?.length ?? 0) > 0;
+}
+
+/** The shared Admin prefix chains of the directions that have one: gate, then rules. */
+function wideChains(cidrs: readonly string[], layout: LayoutOptions): Chain[] {
+  const out: Chain[] = [];
+  for (const dir of DIRECTIONS) {
+    if (!hasWidePrefix(cidrs, layout, dir)) continue;
+    const { gate, rules } = WIDE_CHAINS[dir];
+    const side = DISPATCH[dir].side;
+    out.push({
+      name: gate,
+      rules: [
+        ...cidrs.map((net): Rule => ({ match: side === 'src' ? { srcNet: net } : { dstNet: net }, action: { kind: 'goto', chain: rules }, comment: `${dir.toLowerCase()} of local pods (pod CIDR ${net}): the Admin policies every pod shares first` })),
+        { match: {}, action: { kind: 'goto', chain: DISPATCH_CHAINS.entry[dir] }, comment: `${dir.toLowerCase()} of other addresses: the dispatch` },
+      ],
+    });
+    out.push({ name: rules, rules: layout.wide![dir]! });
+  }
+  return out;
 }
 
 /**
@@ -420,7 +474,8 @@ export interface LayoutOptions {
 export function topChains(cidrs: readonly string[], layout: LayoutOptions = {}): readonly Chain[] {
   const ipvs = ipvsLayout(layout.proxy);
   const midstream = !!layout.dropMidstream && cidrs.length > 0;
-  const key = (ipvs ? `${cidrs.join(',')}|ipvs|${ipvs.serviceCidrs.join(',')}|${ipvs.nodePorts.from}-${ipvs.nodePorts.to}` : cidrs.join(',')) + (midstream ? '|midstream' : '');
+  const wide = { Egress: hasWidePrefix(cidrs, layout, 'Egress'), Ingress: hasWidePrefix(cidrs, layout, 'Ingress') };
+  const key = (ipvs ? `${cidrs.join(',')}|ipvs|${ipvs.serviceCidrs.join(',')}|${ipvs.nodePorts.from}-${ipvs.nodePorts.to}` : cidrs.join(',')) + (midstream ? '|midstream' : '') + (wide.Egress ? '|wideE' : '') + (wide.Ingress ? '|wideI' : '');
   let t = topChainMemo.get(key);
   if (!t) {
     const tops = ipvs ? IPVS_TOP_CHAINS : TOP_CHAINS;
@@ -435,7 +490,7 @@ export function topChains(cidrs: readonly string[], layout: LayoutOptions = {}):
           case 'unknown':
             return unknownDrops(cidrs, s.side);
           case 'evaluate':
-            return [EVALUATE_RULES[s.dir]];
+            return [wide[s.dir] ? WIDE_EVALUATE_RULES[s.dir] : EVALUATE_RULES[s.dir]];
           case 'services':
             return serviceReturns(ipvs!);
           case 'notFromPod':
@@ -696,13 +751,14 @@ export function linkTiers<T extends { readonly continuation: Continuation; reado
 // ---- the Ruleset's chain list ----------------------------------------------------------------
 
 /**
- * The layout's chains in Ruleset order: the top chains; at the entry level, each direction's
+ * The layout's chains in Ruleset order: the top chains; the shared Admin prefix chains of the
+ * directions that have one (gate, rules); at the entry level, each direction's
  * dispatch chain, then each direction's inner chains by depth and prefix, then each direction's bucket
  * chains by bucket number; the same at the next level for the directions that have one (an
  * Admin chain goes there). Policy chains follow, by name.
  */
 export function layoutChains(cidrs: readonly string[], dispatch: Record<DispatchLevel, Partial<Record<PolicyType, Dispatch>>>, layout: LayoutOptions = {}): Chain[] {
-  const out: Chain[] = [...topChains(cidrs, layout)];
+  const out: Chain[] = [...topChains(cidrs, layout), ...wideChains(cidrs, layout)];
   for (const level of DISPATCH_LEVELS) {
     const d = dispatch[level];
     for (const dir of DIRECTIONS) if (d[dir]) out.push(d[dir].chain);

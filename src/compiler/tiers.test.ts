@@ -27,11 +27,15 @@ const remote = pod('z', 'client', { app: 'client' }, { ip: '10.244.2.10', node: 
 const denyX = policy('x', 'deny', sel(), { types: ['Ingress'], ingress: [] });
 const allowWeb = policy('x', 'allow-web', sel({ app: 'web' }), { ingress: [rule()] });
 
-/** Admin, every pod: monitoring on `metrics` accepted, 5432 from z denied, the rest passed on. */
+/**
+ * Admin, the pods of x and y (every local pod, but not every pod: its rules are the pods' own,
+ * not the shared prefix's): monitoring on `metrics` accepted, 5432 from z denied, the rest passed on.
+ */
+const XY = { namespaces: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['x', 'y'] }] } };
 const guard = cnp('guard', {
   tier: 'Admin',
   priority: 10,
-  subject: { namespaces: {} },
+  subject: XY,
   ingress: [
     { name: 'scrape', action: 'Accept', from: [{ namespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'z' } } }], protocols: [{ destinationNamedPort: 'metrics' }] },
     { name: 'no-db', action: 'Deny', from: [{ namespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'z' } } }], protocols: [{ tcp: { destinationPort: { number: 5432 } } }] },
@@ -164,12 +168,12 @@ describe('incremental compiler and ClusterNetworkPolicies', () => {
     ic.dispose();
   });
 
-  it('shared chains: a change to an Admin policy selecting every pod rewrites its shared chain, not the NetworkPolicy chains', () => {
+  it('shared chains: a change to an Admin policy selecting every local pod rewrites its shared chain, not the NetworkPolicy chains', () => {
     const m = cluster();
     m.upsert(guard);
     const ic = new IncrementalCompiler(m, 'n1', SHARED);
     const before = ic.ruleset();
-    m.upsert(cnp('guard', { tier: 'Admin', priority: 10, subject: { namespaces: {} }, ingress: [{ name: 'no-db', action: 'Deny', from: [{ namespaces: {} }], protocols: [{ tcp: { destinationPort: { number: 5432 } } }] }] }));
+    m.upsert(cnp('guard', { tier: 'Admin', priority: 10, subject: XY, ingress: [{ name: 'no-db', action: 'Deny', from: [{ namespaces: {} }], protocols: [{ tcp: { destinationPort: { number: 5432 } } }] }] }));
     const after = ic.ruleset();
     expect(text(after)).toBe(text(compile(m, 'n1', SHARED)));
     const written = ic.delta().writtenChains.map((c) => c.name);
@@ -178,5 +182,84 @@ describe('incremental compiler and ClusterNetworkPolicies', () => {
     // The NetworkPolicy chains are the same objects.
     for (const c of after.chains.filter((x) => x.name.startsWith('PCTL-I-'))) expect(before.chains).toContain(c);
     ic.dispose();
+  });
+
+  describe('the shared Admin prefix (Admin policies selecting every pod, first in the tier)', () => {
+    const wideGuard = { ...guard, subject: cnp('w', { tier: 'Admin', priority: 10, subject: { namespaces: {} }, ingress: [] }).subject };
+    const outside = pod('y', 'outside', { app: 'web' }, { ip: '10.99.0.5', node: 'n1', ports: [port(80, 'http')] });
+
+    for (const [mode, opts] of [['default', {}], ['shared chains', SHARED]] as const) {
+      it(`${mode}: its rules once, in PCTL-INGRESS-WIDE-R behind the pod-CIDR gate, none in the pods' chains; the same verdicts`, () => {
+        const m = cluster();
+        m.upsert(wideGuard);
+        const rs = compile(m, 'n1', opts);
+        const wideRules = rs.chains.find((c) => c.name === 'PCTL-INGRESS-WIDE-R')!;
+        expect(wideRules.rules.map((r) => r.action)).toEqual([
+          { kind: 'return' },
+          { kind: 'log', prefix: dropLogPrefix({ kind: 'cnp', dir: 'Ingress', tier: 'Admin', index: 1, name: 'guard' }) },
+          { kind: 'drop' },
+          { kind: 'goto', chain: 'PCTL-INGRESS' },
+        ]);
+        const gate = rs.chains.find((c) => c.name === 'PCTL-INGRESS-WIDE')!;
+        expect(gate.rules.map((r) => [r.match, r.action])).toEqual([
+          [{ dstNet: '10.244.1.0/24' }, { kind: 'goto', chain: 'PCTL-INGRESS-WIDE-R' }],
+          [{}, { kind: 'goto', chain: 'PCTL-INGRESS' }],
+        ]);
+        expect(rs.chains.find((c) => c.name === 'PCTL-FORWARD')!.rules.map((r) => r.action)).toContainEqual({ kind: 'jump', chain: 'PCTL-INGRESS-WIDE' });
+        // No egress rules: no egress prefix, and no pod has an Admin chain of its own.
+        expect(names(rs)).not.toContain('PCTL-EGRESS-WIDE');
+        expect(names(rs).filter((n) => /^PCTL-[AD]-/.test(n))).toEqual([]);
+        expect(verdict(rs, db.ips[0]!, 9187)).toBe('ACCEPT');
+        expect(verdict(rs, db.ips[0]!, 5432)).toBe('DROP');
+        expect(verdict(rs, db.ips[0]!, 80)).toBe('DROP');
+        expect(verdict(rs, web.ips[0]!, 80)).toBe('ACCEPT');
+        expect(verdict(rs, other.ips[0]!, 80)).toBe('ACCEPT');
+      });
+    }
+
+    it('a pod with an address outside the pod CIDRs misses the gate: it keeps the rules in its own Admin chain', () => {
+      const m = cluster();
+      m.upsert(wideGuard);
+      m.upsert(outside);
+      const rs = compile(m, 'n1');
+      const own = rs.chains.filter((c) => c.name.startsWith('PCTL-D-'));
+      expect(own).toHaveLength(1);
+      expect(own[0]!.rules.map((r) => r.comment)).toContain('cnp/guard Admin Accept ingress[0]');
+      expect(verdict(rs, outside.ips[0]!, 5432)).toBe('DROP');
+      expect(verdict(rs, outside.ips[0]!, 80)).toBe('ACCEPT');
+    });
+
+    it('ends at a Pass, and at the first Admin policy that does not select every pod', () => {
+      const m = cluster();
+      m.upsert(wideGuard);
+      m.upsert(cnp('narrow-first', { tier: 'Admin', priority: 5, subject: XY, egress: [{ action: 'Deny', to: [{ networks: ['169.254.169.254/32'] }] }] }));
+      // narrow-first has no ingress rules: the ingress prefix still holds guard.
+      expect(names(compile(m, 'n1'))).toContain('PCTL-INGRESS-WIDE-R');
+      m.upsert(cnp('narrow-first', { tier: 'Admin', priority: 5, subject: XY, ingress: [{ action: 'Deny', from: [{ namespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'q' } } }] }] }));
+      expect(names(compile(m, 'n1'))).not.toContain('PCTL-INGRESS-WIDE-R');
+      m.remove(m.findClusterPolicy('narrow-first')!.uid, 'ClusterNetworkPolicy');
+      m.upsert(cnp('pass-first', { tier: 'Admin', priority: 5, subject: { namespaces: {} }, ingress: [{ action: 'Pass', from: [{ namespaces: {} }] }] }));
+      const rs = compile(m, 'n1');
+      expect(names(rs)).not.toContain('PCTL-INGRESS-WIDE-R');
+      expect(rs.chains.filter((c) => c.name.startsWith('PCTL-D-')).length).toBeGreaterThan(0);
+    });
+
+    it('incremental: a change to such a policy rewrites the prefix chain alone, and looks at no pod chain', () => {
+      const m = cluster();
+      m.upsert(wideGuard);
+      const ic = new IncrementalCompiler(m, 'n1');
+      const before = ic.ruleset();
+      m.upsert(cnp('guard', { tier: 'Admin', priority: 10, subject: { namespaces: {} }, ingress: [{ name: 'no-db', action: 'Deny', from: [{ namespaces: {} }], protocols: [{ tcp: { destinationPort: { number: 5432 } } }] }] }));
+      const after = ic.ruleset();
+      expect(text(after)).toBe(text(compile(m, 'n1')));
+      expect(ic.delta().writtenChains.map((c) => c.name)).toEqual(['PCTL-INGRESS-WIDE-R']);
+      expect(ic.stats()?.chainsRecomputed).toBe(0);
+      for (const c of after.chains.filter((x) => x.name.startsWith('PCTL-I-'))) expect(before.chains).toContain(c);
+      // Deleted: the prefix chains and the gate go, the top chain jumps to the dispatch again.
+      m.remove(m.findClusterPolicy('guard')!.uid, 'ClusterNetworkPolicy');
+      expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
+      expect([...ic.delta().removedChains].sort()).toEqual(['PCTL-INGRESS-WIDE', 'PCTL-INGRESS-WIDE-R']);
+      ic.dispose();
+    });
   });
 });

@@ -10,10 +10,11 @@
 
 import { selectorMatches } from '../model/selector.ts';
 import type { Model } from '../model/store.ts';
-import type { ClusterPolicyRecord, CnpTier, Labels, PodRecord, PolicyRecord, PolicyType } from '../model/types.ts';
+import type { Cidr, ClusterPolicyRecord, CnpTier, Labels, PodRecord, PolicyRecord, PolicyType } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { rememberContentText } from './collisions.ts';
-import { linkTiers, type ChainContent, type Continuation } from './layout.ts';
+import { cidrContainsIp, parseCidr } from '../model/cidr.ts';
+import { DISPATCH_CHAINS, linkTiers, type ChainContent, type Continuation } from './layout.ts';
 import { chainName } from './names.ts';
 import { clusterPolicyRules, clusterTierRules, networkPolicyRules, podPortsKey, type SetSource } from './rules.ts';
 import type { Rule } from './ruleset.ts';
@@ -67,11 +68,14 @@ export function isolating(model: Model, pod: PodRecord, dir: PolicyType): Policy
 export class PodSelection {
   readonly model: Model;
   readonly pod: PodRecord;
+  /** Per direction, the shared Admin prefix's policies, when the node's gate sends this pod through it (they are left out of its Admin chain). */
+  readonly shared: Partial<Record<PolicyType, ReadonlySet<ClusterPolicyRecord>>>;
   private nps: PolicyRecord[] | undefined;
   private readonly cnps = new Map<CnpTier, ClusterPolicyRecord[]>();
-  constructor(model: Model, pod: PodRecord) {
+  constructor(model: Model, pod: PodRecord, shared: Partial<Record<PolicyType, ReadonlySet<ClusterPolicyRecord>>> = {}) {
     this.model = model;
     this.pod = pod;
+    this.shared = shared;
   }
   /** NetworkPolicies selecting the pod, in name order. */
   networkPolicies(): PolicyRecord[] {
@@ -100,6 +104,63 @@ export function clusterPoliciesSelecting(model: Model, pod: PodRecord, tier: Cnp
 }
 
 const withRules = (list: readonly ClusterPolicyRecord[], dir: PolicyType) => list.filter((c) => (dir === 'Ingress' ? c.ingress : c.egress).length > 0);
+
+/**
+ * A node's shared Admin prefix (sharedAdminPrefix per direction; none without pod CIDRs, which
+ * the gate needs) and which of its pods the gate sends through it: those whose every address
+ * lies in the node's pod CIDRs.
+ */
+export class SharedAdminPrefix {
+  /** Per direction, the prefix's policies in evaluation order (empty: no prefix chains). */
+  readonly policies: Record<PolicyType, readonly ClusterPolicyRecord[]>;
+  private readonly shared: Partial<Record<PolicyType, ReadonlySet<ClusterPolicyRecord>>>;
+  private readonly nets: readonly Cidr[];
+  constructor(model: Model, cidrs: readonly string[]) {
+    this.nets = cidrs.map((c) => parseCidr(c));
+    const of = (dir: PolicyType) => (cidrs.length > 0 ? sharedAdminPrefix(model, dir) : []);
+    this.policies = { Egress: of('Egress'), Ingress: of('Ingress') };
+    this.shared = {};
+    for (const dir of ['Egress', 'Ingress'] as const) if (this.policies[dir].length > 0) this.shared[dir] = new Set(this.policies[dir]);
+  }
+  /** Whether the gate sends the pod's packets through the prefix chains: every address of it lies in the node's pod CIDRs. */
+  gates(pod: PodRecord): boolean {
+    return this.nets.length > 0 && pod.ips.length > 0 && pod.ips.every((ip) => this.nets.some((n) => cidrContainsIp(n, ip)));
+  }
+  /** What PodSelection leaves out of this pod's Admin chains. */
+  forPod(pod: PodRecord): Partial<Record<PolicyType, ReadonlySet<ClusterPolicyRecord>>> {
+    if (this.shared.Egress === undefined && this.shared.Ingress === undefined) return this.shared;
+    return this.gates(pod) ? this.shared : {};
+  }
+  /** The prefix chain's rules in one direction (layout.ts LayoutOptions.wide); undecided packets go on to the dispatch. */
+  rules(sets: SetSource, dir: PolicyType): Rule[] {
+    const list = this.policies[dir];
+    return list.length === 0 ? [] : clusterTierRules(sets, dir, list, DISPATCH_CHAINS.entry[dir]);
+  }
+}
+
+/** Whether a ClusterNetworkPolicy's subject selects every pod (no requirement on the namespace or the pod). */
+export function selectsEveryPod(c: ClusterPolicyRecord): boolean {
+  const s = c.subject;
+  return s.namespaces.kind === 'selector' && s.namespaces.selector.requirements.length === 0 && (!s.pods || s.pods.requirements.length === 0);
+}
+
+/**
+ * The shared Admin prefix of a direction (layout.ts WIDE_CHAINS, invariant
+ * *shared-admin-prefix*): in evaluation order, the Admin policies with rules in this direction,
+ * from the first as long as each selects every pod and has no Pass rule there (a Pass skips the
+ * rest of the tier, which is the pod's own: it ends the prefix). Every pod's Admin tier starts
+ * with exactly these, so evaluating them once, before the pod's own chains, means the same.
+ */
+export function sharedAdminPrefix(model: Model, dir: PolicyType): ClusterPolicyRecord[] {
+  const out: ClusterPolicyRecord[] = [];
+  for (const c of model.clusterPoliciesInTier('Admin')) {
+    const rules = dir === 'Ingress' ? c.ingress : c.egress;
+    if (rules.length === 0) continue;
+    if (!selectsEveryPod(c) || rules.some((r) => r.action === 'Pass')) break;
+    out.push(c);
+  }
+  return out;
+}
 
 /** Whether a ClusterNetworkPolicy's subject selects the pod (an enforceable pod). */
 export function subjectSelects(model: Model, c: ClusterPolicyRecord, pod: PodRecord): boolean {
@@ -143,7 +204,12 @@ export const TIERS: readonly Tier[] = [
   // (`--shared-admin-chains`) the pods under the same Admin policies share one Admin chain, which
   // goes on by the next-level dispatch (layout.ts): fewer rules and cheaper changes to Admin
   // policies that select many pods, a second dispatch for their packets.
-  clusterTier('Admin', { Egress: 'A', Ingress: 'D' }, 'goto', (p, dir) => withRules(p.clusterPolicies('Admin'), dir)),
+  // The shared prefix (sharedAdminPrefix) is left out for the pods the node's gate sends through it.
+  clusterTier('Admin', { Egress: 'A', Ingress: 'D' }, 'goto', (p, dir) => {
+    const all = withRules(p.clusterPolicies('Admin'), dir);
+    const shared = p.shared[dir];
+    return shared && shared.size > 0 ? all.filter((c) => !shared.has(c)) : all;
+  }),
   {
     // A pod a NetworkPolicy isolates is decided here: its allow rules, then the default deny.
     name: 'NetworkPolicy',

@@ -151,6 +151,10 @@ describe('compiled rules agree with the semantics', () => {
     'the Admin tier falls through to allow instead of to the next tier': (t) => t.replace(/(-A PCTL-[AD]-\S+ [^\n]*next tier" )-g PCTL-\S+/g, '$1-j RETURN'),
     'the Admin tier walks its policies and rules in reverse order': reverseAdminRules,
     'a Baseline Deny allows (RETURN)': (t) => t.replace(/(-A PCTL-[FJ]-\S+ [^\n]* Deny (?:ingress|egress)\[\d+\]" )-j DROP/g, '$1-j RETURN'),
+    // The shared Admin prefix (layout.ts WIDE_CHAINS): skipped, gated on the wrong side, or its undecided packets allowed.
+    'the shared Admin prefix is skipped: local pods go straight to the dispatch': (t) => t.replace(/(-A PCTL-(?:EGRESS|INGRESS)-WIDE -[sd] \S+ [^\n]*)-g PCTL-(EGRESS|INGRESS)-WIDE-R/g, '$1-g PCTL-$2'),
+    'the shared Admin prefix gates on the wrong side of the packet': (t) => t.replace(/-A (PCTL-(?:EGRESS|INGRESS)-WIDE) -([sd]) /g, (_m, c: string, side: string) => `-A ${c} -${side === 's' ? 'd' : 's'} `),
+    'the shared Admin prefix allows what it leaves undecided': (t) => t.replace(/(-A PCTL-(?:EGRESS|INGRESS)-WIDE-R [^\n]*next tier" )-g PCTL-\S+/g, '$1-j RETURN'),
   };
   const sharedMutations: Record<string, Mutator> = {
     'an Admin Pass allows instead of going on to the next tier': tierMutations['an Admin Pass allows instead of going on to the next tier']!,

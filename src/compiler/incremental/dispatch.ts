@@ -86,6 +86,11 @@ export class DispatchState {
   }
 
   /** Changes since the last output that its chains must show. */
+  /** The layout's own chains changed (LayoutOptions: the shared Admin prefix): the next output lays them out again. */
+  layoutChanged(): void {
+    this.levelsDirty = true;
+  }
+
   get dirty(): boolean {
     return this.chainListDirty || this.levelsDirty || this.dirtyBuckets.size > 0 || !this.last;
   }
