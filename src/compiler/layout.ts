@@ -30,6 +30,10 @@
 //     finds the pod's next tier chain by address
 //   (PCTL-INGRESS, PCTL-IQ-q, PCTL-IS-s, PCTL-IB-k, PCTL-INGRESS-NEXT, PCTL-INQ-q, PCTL-INS-s,
 //   PCTL-INB-k the same by destination; PCTL-EGRESS-NEXT, PCTL-ENQ-q, PCTL-ENS-s, PCTL-ENB-k)
+//   With a shared Admin prefix in a direction (WIDE_CHAINS: the Admin policies selecting every
+//   pod, first in the tier), steps 4 / 5 and the other jumps to PCTL-EGRESS go to
+//   PCTL-EGRESS-WIDE instead: `-s <podCIDR> -g PCTL-EGRESS-WIDE-R` (their rules, then
+//   `-g PCTL-EGRESS`), last `-g PCTL-EGRESS`.
 //
 // Where to make a change:
 // - a tier: tiers.ts (its place in TIERS, its chain kinds, which policies apply, its rules, how
