@@ -110,8 +110,6 @@ export class IncrementalCompiler {
   private layout: LayoutOptions;
   /** The shared Admin prefix as of the last build or change of ClusterNetworkPolicies (tiers.ts SharedAdminPrefix). */
   private prefix: SharedAdminPrefix | undefined;
-  /** Per direction, the uids of the Admin policies after the prefix, in order: when they change, every pod's Admin chains may. */
-  private prefixRest = '';
   /** The sets the prefix chains' rules match. */
   private prefixNeeds: SetNeed[] = [];
   /** PCTL-programmed, the gate: the addresses of every local pod (undefined without pod CIDRs). */
@@ -228,7 +226,7 @@ export class IncrementalCompiler {
       this.programmed.refs++;
     }
     this.prefixNeeds = [];
-    this.prefixRest = '';
+    this.prefix = undefined;
     this.layout = { ...this.layout, wide: undefined };
     this.setPrefix(new SharedAdminPrefix(this.model, this.cidrs));
     this.takePrefixRules();
@@ -267,8 +265,8 @@ export class IncrementalCompiler {
     // are ClusterNetworkPolicies now or were before this step (their subjects select by namespace
     // labels). A pod whose selection did not change keeps its chains (assign).
     // A ClusterNetworkPolicy of the shared Admin prefix, before and after, changes the prefix
-    // chains alone for the pods the gate sends through them (layout.ts WIDE_CHAINS); when the
-    // policies after the prefix change, every pod's Admin chains may.
+    // chains alone for the pods the gate sends through them (layout.ts WIDE_CHAINS); when a
+    // policy that did not change enters or leaves the prefix, every pod's Admin chains may.
     const cnps = this.dirtyClusterPolicies;
     let everyPod = false;
     let prefixChanged = false;
@@ -276,7 +274,7 @@ export class IncrementalCompiler {
     if (cnps.length > 0) {
       const before = this.prefix!;
       const after = new SharedAdminPrefix(this.model, this.cidrs);
-      everyPod = this.setPrefix(after);
+      everyPod = this.setPrefix(after, new Set(cnps.map((c) => c.uid)));
       prefixChanged = true;
       const inPrefix = (p: SharedAdminPrefix, c: ClusterPolicyRecord) => DIRECTIONS.every((dir) => (dir === 'Ingress' ? c.ingress : c.egress).length === 0 || p.policies[dir].includes(c));
       // A record before the change can only be in the old prefix, one after it only in the new.
@@ -430,22 +428,20 @@ export class IncrementalCompiler {
   }
 
   /**
-   * Take the shared Admin prefix as it is now. Returns whether the policies after it changed, so
-   * that every pod's chains must be looked at again. Its rules follow with takePrefixRules.
+   * Take the shared Admin prefix as it is now. Returns whether a policy that did not change
+   * entered or left it (the policies changed, `dirty`, are looked at through their subjects): then
+   * every pod's Admin chains change. Its rules follow with takePrefixRules.
    */
-  private setPrefix(prefix: SharedAdminPrefix): boolean {
+  private setPrefix(prefix: SharedAdminPrefix, dirty: ReadonlySet<string> = new Set()): boolean {
+    const before = this.prefix;
     this.prefix = prefix;
-    const rest = DIRECTIONS.map((dir) => {
-      const shared = new Set(prefix.policies[dir]);
-      return this.model
-        .clusterPoliciesInTier('Admin')
-        .filter((c) => (dir === 'Ingress' ? c.ingress : c.egress).length > 0 && !shared.has(c))
+    if (!before) return false;
+    const kept = (p: SharedAdminPrefix, dir: PolicyType) =>
+      p.policies[dir]
+        .filter((c) => !dirty.has(c.uid))
         .map((c) => c.uid)
         .join(',');
-    }).join('|');
-    const moved = rest !== this.prefixRest;
-    this.prefixRest = rest;
-    return moved;
+    return DIRECTIONS.some((dir) => kept(before, dir) !== kept(prefix, dir));
   }
 
   /** The prefix chains' rules into the layout, their sets referenced before the old ones are let go. */
