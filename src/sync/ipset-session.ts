@@ -21,15 +21,14 @@
 //   the Syncer treats the kernel as unknown (re-read, piecewise apply: docs/design.md,
 //   fail-closed), so nothing relies on the lines after the failure being skipped. The lines of
 //   one call are always of one plan step, in the step's order.
-// - Payloads above `maxLines` (2000) go to `ipset restore` (it batches many entries into one
-//   netlink message, which is faster for big payloads: measured in a namespace, the running
-//   session took about 6 ms for 256 lines and 10-12 ms for 1000, where `ipset restore` took 17-23
-//   ms with its start-up, and 29-33 ms against the session's 26-37 for 3000, so the two meet
-//   between 2000 and 3000 lines; a pod that is the first of its deployment on the node brings new
-//   peer sets of about a thousand entries on the benchmark's node, which went to `ipset restore`
-//   with a cap of 1000 and were the slowest single events), and so does everything when the
+// - Payloads above `maxLines` (1000) go to `ipset restore`, and so does everything when the
 //   session cannot run (no stdbuf, ipset exited): the session is an optimisation, never a
-//   dependency.
+//   dependency. The session sends each line as a netlink message of its own; `ipset restore`
+//   batches many into one, which is faster for big payloads once it runs: measured in a
+//   namespace, the session took 6.2 ms for 300 lines, 19.4 for 1000 and 41 for 2000, a waiting
+//   `ipset restore` 4.5, 6.3 and 9.1 ms (bench/RESULTS-2026-12-01.md), a freshly started one
+//   about 12 ms more. The agent's runner (agent-runner.ts) sends big payloads to a spare
+//   `ipset restore` when one waits.
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import type { RunResult } from './runner.ts';
@@ -48,7 +47,7 @@ interface Job {
 export interface IpsetSessionOptions {
   /** Run inside this network namespace (`ip netns exec`), as processRunner(netns). */
   readonly netns?: string;
-  /** Payloads with more lines go to `ipset restore`. Default 2000. */
+  /** Payloads with more lines go to `ipset restore`. Default 1000. */
   readonly maxLines?: number;
 }
 
@@ -68,7 +67,7 @@ export class IpsetSession {
 
   constructor(o: IpsetSessionOptions = {}) {
     this.netns = o.netns;
-    this.maxLines = o.maxLines ?? 2000;
+    this.maxLines = o.maxLines ?? 1000;
   }
 
   /** Lines of a restore payload, or undefined when the session should not take it. */

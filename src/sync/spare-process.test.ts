@@ -1,13 +1,16 @@
-// The spare iptables-nft-restore on the real kernel: what a spare started before a change in the
+// The spare restore processes on the real kernel: what a spare started before a change in the
 // kernel applies (the assumption the design rests on: it reads nothing of the kernel before its
 // input ends), that each call after the first finds a spare, and what happens to a spare that
-// died, to other commands and arguments, and on close.
+// died, to other commands and arguments, and on close; for `ipset restore`, the same assumption,
+// a slot of its own beside iptables-nft-restore's, and the agent's runner sending big set
+// payloads to it and small ones to the session.
 
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
 import { SpareProcesses } from './spare-process.ts';
+import { SESSION_LINES, agentRunner } from './agent-runner.ts';
 
 const ARGS = ['--noflush', '--wait=5'];
 
@@ -82,5 +85,81 @@ describe.runIf(kernelTestsEnabled())('spare iptables-nft-restore on the real ker
     for (let i = 0; i < 100 && restores().length > 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect(restores()).toEqual([]);
     expect(await restore('*filter\nCOMMIT\n')).toBeUndefined();
+  });
+});
+
+describe.runIf(kernelTestsEnabled())('spare ipset restore on the real kernel', () => {
+  let net: TestNetns;
+  beforeEach(() => {
+    net = createNetns('pctl-si');
+  });
+  afterEach(() => {
+    net.remove();
+  });
+  /** Processes of this namespace whose command line starts with `ipset restore`. */
+  const ipsetRestores = () =>
+    execFileSync('ip', ['netns', 'pids', net.name], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .filter((p) => {
+        try {
+          return readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').slice(0, 2).join(' ').endsWith('ipset restore');
+        } catch {
+          return false;
+        }
+      });
+  const untilSpare = async () => {
+    for (let i = 0; i < 200 && ipsetRestores().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(ipsetRestores()).toHaveLength(1);
+  };
+
+  it('a spare started before a set existed adds to it; it has a slot of its own beside iptables-nft-restore', async () => {
+    const spares = new SpareProcesses(net.name);
+    try {
+      expect(await spares.run('ipset', ['restore', '-exist'], 'create PCTL-SA hash:ip\n')).toEqual({ stdout: '', stderr: '', exitCode: 0 });
+      expect(await spares.run('iptables-nft-restore', ARGS, '*filter\n:PCTL-A - [0:0]\nCOMMIT\n')).toMatchObject({ exitCode: 0 });
+      // Each is started once the runner has been quiet for a moment after its own call.
+      for (let i = 0; i < 200 && !(spares.ready('ipset', ['restore', '-exist']) && spares.ready('iptables-nft-restore', ARGS)); i++) await new Promise((r) => setTimeout(r, 10));
+      await untilSpare();
+      expect(spares.ready('ipset', ['restore', '-exist'])).toBe(true);
+      expect(spares.ready('iptables-nft-restore', ARGS)).toBe(true);
+      // Created behind the spare's back.
+      net.sh('ipset create PCTL-SB hash:ip');
+      expect(await spares.run('ipset', ['restore', '-exist'], 'add PCTL-SB 10.0.0.1\nadd PCTL-SA 10.0.0.2\n')).toEqual({ stdout: '', stderr: '', exitCode: 0 });
+      expect(spares.counts.spare).toBe(1);
+      expect(net.sh('ipset list PCTL-SB -o save')).toContain('add PCTL-SB 10.0.0.1');
+      expect(net.sh('ipset list PCTL-SA -o save')).toContain('add PCTL-SA 10.0.0.2');
+      // A failing line is reported as a fresh process reports it.
+      await untilSpare();
+      const r = await spares.run('ipset', ['restore', '-exist'], 'add PCTL-NONE 10.0.0.3\n');
+      expect(r!.exitCode).not.toBe(0);
+      expect(r!.stderr).toMatch(/line 1/);
+      // Other arguments are not served.
+      expect(await spares.run('ipset', ['restore'], '')).toBeUndefined();
+    } finally {
+      spares.close();
+    }
+    for (let i = 0; i < 100 && ipsetRestores().length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(ipsetRestores()).toEqual([]);
+  });
+
+  it(`the agent's runner: set payloads of more than ${SESSION_LINES} lines go to the waiting spare, smaller ones to the session`, async () => {
+    const runner = agentRunner(net.name);
+    try {
+      const payload = (set: string, n: number) => [`create ${set} hash:ip`, ...Array.from({ length: n - 1 }, (_, k) => `add ${set} 10.1.${k >> 8}.${k & 255}`)].join('\n') + '\n';
+      // The first big one starts a process of its own (no spare yet); then a spare waits.
+      expect(await runner.run('ipset', ['restore', '-exist'], { input: payload('PCTL-S1', 500) })).toMatchObject({ exitCode: 0 });
+      await untilSpare();
+      const sessionCalls = runner.session.calls;
+      expect(await runner.run('ipset', ['restore', '-exist'], { input: payload('PCTL-S2', 500) })).toMatchObject({ exitCode: 0 });
+      expect(runner.spares.counts.spare).toBe(1);
+      expect(runner.session.calls).toBe(sessionCalls);
+      expect(await runner.run('ipset', ['restore', '-exist'], { input: payload('PCTL-S3', SESSION_LINES) })).toMatchObject({ exitCode: 0 });
+      expect(runner.session.calls).toBe(sessionCalls + 1);
+      expect(runner.spares.counts.spare).toBe(1);
+      for (const set of ['PCTL-S1', 'PCTL-S2']) expect(net.sh(`ipset list ${set} -o save`).split('\n').filter((l) => l.startsWith('add ')).length).toBe(499);
+    } finally {
+      runner.close();
+    }
   });
 });

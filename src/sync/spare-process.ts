@@ -1,16 +1,21 @@
-// A spare `iptables-nft-restore`: started ahead, waiting on its stdin, so that the event that
-// needs it does not wait for a process to start (fork and exec of a large Node process cost 5 to
-// 12 ms on the machines measured: bench/RESULTS-2026-11-30.md). When a call comes, the spare
-// gets the payload; once the runner has been quiet for a moment, the next spare is started.
+// Spare restore processes: started ahead, waiting on their stdin, so that the event that needs
+// one does not wait for a process to start (fork and exec cost 5 to 12 ms on the machines
+// measured: bench/RESULTS-2026-11-30.md). One slot per command: `iptables-nft-restore` (rule
+// changes) and `ipset restore -exist` (big set payloads: a waiting `ipset restore` took 6.3 ms
+// for 1000 lines where the ipset session, which sends each line as a netlink message of its own,
+// took 19.4: bench/RESULTS-2026-12-01.md). When a call comes, the spare gets the payload; once
+// the runner has been quiet for a moment, the next spare of that command is started.
 //
 // Invariants (docs/design.md, invariant cost-proportional):
-// - Only iptables-nft-restore. It takes no lock and reads nothing of the kernel before its input
-//   is complete: the nft cache is built when the transaction is committed, so a process started
-//   earlier applies exactly what it is given, against the kernel as it is then (pinned on the
-//   real kernel by spare-process.test.ts). Never iptables-legacy-restore, which may take the
-//   xtables lock that kube-proxy and flannel wait for.
+// - Only commands that take no lock and read nothing of the kernel before their input is
+//   complete, so that a process started earlier applies exactly what it is given, against the
+//   kernel as it is then (pinned on the real kernel by spare-process.test.ts):
+//   iptables-nft-restore (the nft cache is built when the transaction is committed) and
+//   `ipset restore` (userspace ipset has no lock, and it talks to the kernel line by line as it
+//   parses). Never iptables-legacy-restore, which may take the xtables lock that kube-proxy and
+//   flannel wait for.
 // - Only the same command and arguments: a call with other ones (another backend, another lock
-//   wait) kills the spare and runs a process of its own.
+//   wait) kills that command's spare and runs a process of its own.
 // - A spare that was gone before it could read its input applied nothing: the call runs again in
 //   a fresh process. A spare never outlives `close()`; one left by a process that died reads end
 //   of input and exits having done nothing.
@@ -22,10 +27,12 @@ import { startCommand, type RunResult, type StartedCommand } from './runner.ts';
 export const SPARE_AFTER_QUIET_MS = 25;
 
 export class SpareProcesses {
-  private spare: { readonly key: string; readonly p: StartedCommand } | undefined;
+  /** By slot (the command's name): the spare waiting, and the key of its command and arguments. */
+  private readonly spares = new Map<string, { readonly key: string; readonly p: StartedCommand }>();
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
-  private next: { readonly key: string; readonly cmd: string; readonly args: readonly string[] } | undefined;
+  /** By slot: the spare to start once the runner is quiet. */
+  private readonly next = new Map<string, { readonly key: string; readonly cmd: string; readonly args: readonly string[] }>();
   private readonly netns: string | undefined;
   /** Calls served by a spare, and calls that found none ready (tests, the benchmark). */
   readonly counts = { spare: 0, fresh: 0 };
@@ -34,16 +41,31 @@ export class SpareProcesses {
     this.netns = netns;
   }
 
-  static eligible(cmd: string): boolean {
-    return basename(cmd) === 'iptables-nft-restore';
+  static eligible(cmd: string, args: readonly string[] = []): boolean {
+    const name = basename(cmd);
+    return name === 'iptables-nft-restore' || (name === 'ipset' && args.length === 2 && args[0] === 'restore' && args[1] === '-exist');
+  }
+
+  /** Whether a spare for exactly this command and arguments is waiting. */
+  ready(cmd: string, args: readonly string[]): boolean {
+    const s = this.spares.get(basename(cmd));
+    return !this.closed && !!s && s.key === JSON.stringify([cmd, ...args]) && !s.p.exited;
+  }
+
+  /** Have a spare of this command ready for a later call (a call the caller served otherwise). */
+  want(cmd: string, args: readonly string[]): void {
+    if (!SpareProcesses.eligible(cmd, args) || this.closed || this.ready(cmd, args)) return;
+    this.next.set(basename(cmd), { key: JSON.stringify([cmd, ...args]), cmd, args });
+    this.touch();
   }
 
   /** Run `cmd args` with this input through a spare; undefined when the command is not eligible. */
   async run(cmd: string, args: readonly string[], input: string): Promise<RunResult | undefined> {
-    if (!SpareProcesses.eligible(cmd) || this.closed) return undefined;
+    if (!SpareProcesses.eligible(cmd, args) || this.closed) return undefined;
+    const slot = basename(cmd);
     const key = JSON.stringify([cmd, ...args]);
-    const s = this.spare;
-    this.spare = undefined;
+    const s = this.spares.get(slot);
+    this.spares.delete(slot);
     let r: RunResult & { lost?: boolean };
     if (s && s.key === key && !s.p.exited) {
       this.counts.spare++;
@@ -57,31 +79,28 @@ export class SpareProcesses {
       this.counts.fresh++;
       r = await startCommand(cmd, args, this.netns).finish(input);
     }
-    this.prepare(key, cmd, args);
+    this.next.set(slot, { key, cmd, args });
+    this.touch();
     const { lost: _lost, ...result } = r;
     return result;
   }
 
   /**
-   * Start the next spare once the runner has been quiet for SPARE_AFTER_QUIET_MS: starting a
+   * Start the next spares once the runner has been quiet for SPARE_AFTER_QUIET_MS: starting a
    * process blocks this thread for the fork (5 to 12 ms measured), which must not land inside
    * the rest of this sync (its next steps, the garbage collection right after) or the next event.
    * `touch()` (every call through the agent's runner, start and end) moves the moment on.
    */
-  private prepare(key: string, cmd: string, args: readonly string[]): void {
-    this.next = { key, cmd, args };
-    this.touch();
-  }
-
-  /** The runner is busy: put off starting the next spare. */
   touch(): void {
     clearTimeout(this.timer);
-    if (!this.next || this.closed) return;
+    if (this.next.size === 0 || this.closed) return;
     this.timer = setTimeout(() => {
-      const n = this.next;
-      this.next = undefined;
-      if (!n || this.closed || this.spare) return;
-      this.spare = { key: n.key, p: startCommand(n.cmd, n.args, this.netns) };
+      const pending = [...this.next];
+      this.next.clear();
+      for (const [slot, n] of pending) {
+        if (this.closed || this.spares.has(slot)) continue;
+        this.spares.set(slot, { key: n.key, p: startCommand(n.cmd, n.args, this.netns) });
+      }
     }, SPARE_AFTER_QUIET_MS);
     this.timer.unref();
   }
@@ -89,7 +108,8 @@ export class SpareProcesses {
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);
-    this.spare?.p.kill();
-    this.spare = undefined;
+    for (const s of this.spares.values()) s.p.kill();
+    this.spares.clear();
+    this.next.clear();
   }
 }
