@@ -14,6 +14,26 @@ import { SESSION_LINES, agentRunner } from './agent-runner.ts';
 
 const ARGS = ['--noflush', '--wait=5'];
 
+/** The processes of the namespace whose command line (argv) passes `test`. */
+function processesIn(net: TestNetns, test: (argv: string[]) => boolean): string[] {
+  return execFileSync('ip', ['netns', 'pids', net.name], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean)
+    .filter((p) => {
+      try {
+        return test(readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0'));
+      } catch {
+        return false;
+      }
+    });
+}
+
+/** Wait (up to 2 s) until `list` gives one process, and expect exactly one. */
+async function untilOne(list: () => string[]): Promise<void> {
+  for (let i = 0; i < 200 && list().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  expect(list()).toHaveLength(1);
+}
+
 describe.runIf(kernelTestsEnabled())('spare iptables-nft-restore on the real kernel', () => {
   let net: TestNetns;
   let spares: SpareProcesses;
@@ -27,22 +47,8 @@ describe.runIf(kernelTestsEnabled())('spare iptables-nft-restore on the real ker
   });
 
   const restore = (input: string, args = ARGS) => spares.run('iptables-nft-restore', args, input);
-  /** Processes of this namespace running that command. */
-  const restores = () =>
-    execFileSync('ip', ['netns', 'pids', net.name], { encoding: 'utf8' })
-      .split('\n')
-      .filter(Boolean)
-      .filter((p) => {
-        try {
-          return readFileSync(`/proc/${p}/comm`, 'utf8').trim().startsWith('iptables-nft-re');
-        } catch {
-          return false;
-        }
-      });
-  const untilSpare = async () => {
-    for (let i = 0; i < 200 && restores().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
-    expect(restores()).toHaveLength(1);
-  };
+  const restores = () => processesIn(net, (cmdline) => cmdline[0]!.endsWith('iptables-nft-restore'));
+  const untilSpare = () => untilOne(restores);
 
   it('a spare started before the kernel changed applies its input against the kernel as it is then', async () => {
     expect(await restore('*filter\n:PCTL-A - [0:0]\n-A PCTL-A -j RETURN\nCOMMIT\n')).toEqual({ stdout: '', stderr: '', exitCode: 0 });
@@ -96,22 +102,8 @@ describe.runIf(kernelTestsEnabled())('spare ipset restore on the real kernel', (
   afterEach(() => {
     net.remove();
   });
-  /** Processes of this namespace whose command line starts with `ipset restore`. */
-  const ipsetRestores = () =>
-    execFileSync('ip', ['netns', 'pids', net.name], { encoding: 'utf8' })
-      .split('\n')
-      .filter(Boolean)
-      .filter((p) => {
-        try {
-          return readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').slice(0, 2).join(' ').endsWith('ipset restore');
-        } catch {
-          return false;
-        }
-      });
-  const untilSpare = async () => {
-    for (let i = 0; i < 200 && ipsetRestores().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
-    expect(ipsetRestores()).toHaveLength(1);
-  };
+  const ipsetRestores = () => processesIn(net, (cmdline) => cmdline[0]!.endsWith('ipset') && cmdline[1] === 'restore');
+  const untilSpare = () => untilOne(ipsetRestores);
 
   it('a spare started before a set existed adds to it; it has a slot of its own beside iptables-nft-restore', async () => {
     const spares = new SpareProcesses(net.name);
