@@ -340,10 +340,28 @@ const EVALUATE_RULES: Record<PolicyType, Rule> = {
   Ingress: { match: {}, action: { kind: 'jump', chain: INGRESS_CHAIN }, comment: 'ingress of local pods' },
 };
 
-/** The same, when the direction has the shared Admin prefix: to its gate first (WIDE_CHAINS). */
+/**
+ * The shared Admin prefix (invariant *shared-admin-prefix*, docs/design.md): the Admin
+ * ClusterNetworkPolicies whose subject selects every pod and that come before every other Admin
+ * policy in evaluation order (tiers.ts sharedAdminPrefix) are the same first rules for every
+ * pod, so they are not copied into each pod's Admin chain: the top chains' step that evaluates a
+ * direction jumps to `gate` instead of the dispatch chain; `gate` sends a packet of a local pod
+ * (one of the node's pod CIDRs: the unknown-address drops before it leave only programmed pods
+ * there) to `rules` and any other to the dispatch; `rules` holds the prefix's rules (Accept
+ * RETURN, Deny the logged drop; Pass never, it ends the prefix) and sends what they leave
+ * undecided to the dispatch, where the pod's own tier chains go on. A change to such a policy
+ * rewrites `rules` alone, where it would rewrite one Admin chain per group of pods. A pod with an
+ * address outside the pod CIDRs misses the gate: its own chains keep those policies' rules.
+ */
+export const WIDE_CHAINS: Record<PolicyType, { readonly gate: string; readonly rules: string }> = {
+  Egress: { gate: `${EGRESS_CHAIN}-WIDE`, rules: `${EGRESS_CHAIN}-WIDE-R` },
+  Ingress: { gate: `${INGRESS_CHAIN}-WIDE`, rules: `${INGRESS_CHAIN}-WIDE-R` },
+};
+
+/** The same, when the direction has the shared Admin prefix: to its gate first. */
 const WIDE_EVALUATE_RULES: Record<PolicyType, Rule> = {
-  Egress: { match: {}, action: { kind: 'jump', chain: `${EGRESS_CHAIN}-WIDE` }, comment: 'egress of local pods' },
-  Ingress: { match: {}, action: { kind: 'jump', chain: `${INGRESS_CHAIN}-WIDE` }, comment: 'ingress of local pods' },
+  Egress: { ...EVALUATE_RULES.Egress, action: { kind: 'jump', chain: WIDE_CHAINS.Egress.gate } },
+  Ingress: { ...EVALUATE_RULES.Ingress, action: { kind: 'jump', chain: WIDE_CHAINS.Ingress.gate } },
 };
 
 /** Where a packet from (`src`) or to (`dst`) an unprogrammed address of the pod CIDRs goes: logged and dropped. */
@@ -428,26 +446,8 @@ export interface LayoutOptions {
   readonly wide?: Partial<Record<PolicyType, readonly Rule[]>> | undefined;
 }
 
-/**
- * The shared Admin prefix (invariant *shared-admin-prefix*, docs/design.md): the Admin
- * ClusterNetworkPolicies whose subject selects every pod and that come before every other Admin
- * policy in evaluation order (tiers.ts sharedAdminPrefix) are the same first rules for every
- * pod, so they are not copied into each pod's Admin chain: the top chains' step that evaluates a
- * direction jumps to `gate` instead of the dispatch chain; `gate` sends a packet of a local pod
- * (one of the node's pod CIDRs: the unknown-address drops before it leave only programmed pods
- * there) to `rules` and any other to the dispatch; `rules` holds the prefix's rules (Accept
- * RETURN, Deny the logged drop; Pass never, it ends the prefix) and sends what they leave
- * undecided to the dispatch, where the pod's own tier chains go on. A change to such a policy
- * rewrites `rules` alone, where it would rewrite one Admin chain per group of pods. A pod with an
- * address outside the pod CIDRs misses the gate: its own chains keep those policies' rules.
- */
-export const WIDE_CHAINS: Record<PolicyType, { readonly gate: string; readonly rules: string }> = {
-  Egress: { gate: `${EGRESS_CHAIN}-WIDE`, rules: `${EGRESS_CHAIN}-WIDE-R` },
-  Ingress: { gate: `${INGRESS_CHAIN}-WIDE`, rules: `${INGRESS_CHAIN}-WIDE-R` },
-};
-
 /** Whether the layout has the shared Admin prefix chains in this direction (they need pod CIDRs to gate on). */
-export function hasWidePrefix(cidrs: readonly string[], layout: LayoutOptions, dir: PolicyType): boolean {
+function hasWidePrefix(cidrs: readonly string[], layout: LayoutOptions, dir: PolicyType): boolean {
   return cidrs.length > 0 && (layout.wide?.[dir]?.length ?? 0) > 0;
 }
 
