@@ -36,9 +36,13 @@ export function agentRunner(netns?: string, o: Omit<IpsetSessionOptions, 'netns'
       try {
         if (cmd === 'ipset' && args.length === 2 && args[0] === 'restore' && args[1] === '-exist') {
           const lines = session.linesOf(opts.input ?? '');
-          if (lines && lines.length > SESSION_LINES && !spares.ready(cmd, args)) spares.want(cmd, args);
-          const r = lines && (lines.length <= SESSION_LINES || !spares.ready(cmd, args)) ? await session.run(lines) : undefined;
-          if (r) return r;
+          // A big payload takes the waiting spare; without one, the session (and a spare for next time).
+          const toSpare = lines !== undefined && lines.length > SESSION_LINES && spares.ready(cmd, args);
+          if (lines && !toSpare) {
+            if (lines.length > SESSION_LINES) spares.want(cmd, args);
+            const r = await session.run(lines);
+            if (r) return r;
+          }
         }
         return (await spares.run(cmd, args, opts.input ?? '')) ?? (await inner.run(cmd, args, opts));
       } finally {

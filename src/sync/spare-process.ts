@@ -11,8 +11,8 @@
 //   complete, so that a process started earlier applies exactly what it is given, against the
 //   kernel as it is then (pinned on the real kernel by spare-process.test.ts):
 //   iptables-nft-restore (the nft cache is built when the transaction is committed) and
-//   `ipset restore` (userspace ipset has no lock, and it talks to the kernel line by line as it
-//   parses). Never iptables-legacy-restore, which may take the xtables lock that kube-proxy and
+//   `ipset restore` (userspace ipset has no lock and sends the kernel only what it has parsed).
+//   Never iptables-legacy-restore, which may take the xtables lock that kube-proxy and
 //   flannel wait for.
 // - Only the same command and arguments: a call with other ones (another backend, another lock
 //   wait) kills that command's spare and runs a process of its own.
