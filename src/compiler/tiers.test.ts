@@ -52,6 +52,19 @@ function verdict(rs: Ruleset, dst: string, dport: number): 'ACCEPT' | 'DROP' {
   return trace(table, parseIpsetRestore(renderIpsetRestore(rs.sets)), 'FORWARD', { src: remote.ips[0]!, dst, protocol: 'tcp', dport, sport: 40000 }).verdict;
 }
 
+/**
+ * The verdicts of `guard` from the remote pod, walked by the tracer: Accept opens what the
+ * NetworkPolicies close (db's metrics), Deny closes what they open (5432), the rest is left to
+ * them, and a pod without NetworkPolicies is allowed.
+ */
+function expectGuardVerdicts(rs: Ruleset): void {
+  expect(verdict(rs, db.ips[0]!, 9187)).toBe('ACCEPT');
+  expect(verdict(rs, db.ips[0]!, 5432)).toBe('DROP');
+  expect(verdict(rs, db.ips[0]!, 80)).toBe('DROP');
+  expect(verdict(rs, web.ips[0]!, 80)).toBe('ACCEPT');
+  expect(verdict(rs, other.ips[0]!, 80)).toBe('ACCEPT');
+}
+
 const names = (rs: Ruleset) => rs.chains.map((c) => c.name);
 /** Admin chains shared by the pods under the same Admin policies (`--shared-admin-chains`). */
 const SHARED: CompileOptions = { tiers: { continuation: { Admin: 'dispatch' } } };
@@ -72,11 +85,7 @@ describe('compiled tiers', () => {
     const tails = admin.map((c) => c.rules[c.rules.length - 1]!.action).map((a) => (a.kind === 'goto' ? a.chain.slice(0, 7) : a.kind));
     expect(tails.sort()).toEqual(['PCTL-I-', 'PCTL-I-', 'drop']);
     expect(names(rs).filter((n) => /NEXT|^PCTL-[EI]N[QB]-/.test(n))).toEqual([]);
-    expect(verdict(rs, db.ips[0]!, 9187)).toBe('ACCEPT');
-    expect(verdict(rs, db.ips[0]!, 5432)).toBe('DROP');
-    expect(verdict(rs, db.ips[0]!, 80)).toBe('DROP');
-    expect(verdict(rs, web.ips[0]!, 80)).toBe('ACCEPT');
-    expect(verdict(rs, other.ips[0]!, 80)).toBe('ACCEPT');
+    expectGuardVerdicts(rs);
   });
 
   it('an Admin policy, shared chains: one Admin chain, then the second dispatch to each pod\'s NetworkPolicy chain', () => {
@@ -99,13 +108,7 @@ describe('compiled tiers', () => {
     expect(entry.members.map((x) => x.entry)).toEqual(['10.244.1.10', '10.244.1.11', '10.244.1.12']);
     const next = rs.sets.filter((s) => s.name.startsWith('PCTL-iN-')).flatMap((s) => s.members.map((x) => x.entry)).sort();
     expect(next).toEqual(['10.244.1.10', '10.244.1.11']);
-    // The verdicts, walked by the tracer: Accept opens what the NetworkPolicies close, Deny closes
-    // what they open, the rest is left to them, and a pod without NetworkPolicies is allowed.
-    expect(verdict(rs, db.ips[0]!, 9187)).toBe('ACCEPT');
-    expect(verdict(rs, db.ips[0]!, 5432)).toBe('DROP');
-    expect(verdict(rs, db.ips[0]!, 80)).toBe('DROP');
-    expect(verdict(rs, web.ips[0]!, 80)).toBe('ACCEPT');
-    expect(verdict(rs, other.ips[0]!, 80)).toBe('ACCEPT');
+    expectGuardVerdicts(rs);
   });
 
   it('a Baseline policy applies to the pods no NetworkPolicy isolates; without a Deny it has no chain', () => {
@@ -209,11 +212,7 @@ describe('incremental compiler and ClusterNetworkPolicies', () => {
         // No egress rules: no egress prefix, and no pod has an Admin chain of its own.
         expect(names(rs)).not.toContain('PCTL-EGRESS-WIDE');
         expect(names(rs).filter((n) => /^PCTL-[AD]-/.test(n))).toEqual([]);
-        expect(verdict(rs, db.ips[0]!, 9187)).toBe('ACCEPT');
-        expect(verdict(rs, db.ips[0]!, 5432)).toBe('DROP');
-        expect(verdict(rs, db.ips[0]!, 80)).toBe('DROP');
-        expect(verdict(rs, web.ips[0]!, 80)).toBe('ACCEPT');
-        expect(verdict(rs, other.ips[0]!, 80)).toBe('ACCEPT');
+        expectGuardVerdicts(rs);
       });
     }
 
