@@ -11,18 +11,11 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import { scriptCommand } from './processes.ts';
+import type { SentinelLine } from './sentinel.ts';
 
 const SENTINEL = join(import.meta.dirname, 'sentinel.ts');
 
-interface Line {
-  id?: string;
-  t?: number;
-  start?: number;
-  lastFail?: number;
-  failStart?: number;
-  done?: boolean;
-  attempts?: number;
-}
+type Line = SentinelLine;
 
 /** Run the sentinel with one fixed target (`onReady` once it is trying); resolves with its lines once it exits. */
 function probe(target: string, onReady: () => void): Promise<Line[]> {

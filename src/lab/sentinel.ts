@@ -30,6 +30,24 @@ import { createSocket } from 'node:dgram';
 import { connect, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 
+/** One line of its output (see the header): a success, a late failure, or the last line. Import it as a type only: this file runs when loaded. */
+export interface SentinelLine {
+  id?: string;
+  ip?: string;
+  port?: number;
+  protocol?: 'TCP' | 'UDP';
+  /** A success: when it completed, and when its attempt began. */
+  t?: number;
+  start?: number;
+  /** A success: when the latest failed attempt before it began. */
+  lastFail?: number;
+  /** A late failure: an attempt begun before the first success that failed after it. */
+  failStart?: number;
+  server?: string;
+  done?: boolean;
+  attempts?: number;
+}
+
 interface Target {
   id: string;
   ip: string;

@@ -24,6 +24,7 @@ import { scriptCommand, scriptEnv } from '../../src/lab/processes.ts';
 import type { LabPod, LabState } from '../../src/lab/state.ts';
 import type { Model } from '../../src/model/store.ts';
 import type { Protocol } from '../../src/model/types.ts';
+import type { SentinelLine } from '../../src/lab/sentinel.ts';
 import { allowed, type Endpoint } from '../../src/semantics/evaluate.ts';
 
 export const SENTINEL = join(import.meta.dirname, '..', '..', 'src', 'lab', 'sentinel.ts');
@@ -104,18 +105,6 @@ export interface Hit {
   readonly start: number;
   /** When the latest failed attempt of the same prober and target, before this success, began. */
   readonly lastFail?: number;
-}
-
-interface SentinelLine {
-  id?: string;
-  port?: number;
-  protocol?: Protocol;
-  t?: number;
-  start?: number;
-  lastFail?: number;
-  failStart?: number;
-  done?: boolean;
-  attempts?: number;
 }
 
 /** A sentinel process in a namespace; `lines` fill as it reports. */
