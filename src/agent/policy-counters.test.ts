@@ -1,7 +1,7 @@
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
-import { loggedDrop } from '../compiler/drop-log.ts';
+import { chainedDrop, dropChainsOf, loggedDrop } from '../compiler/drop-log.ts';
 import type { Rule } from '../compiler/ruleset.ts';
 import { renderRule, ruleId } from '../sync/render.ts';
 import { parseRuleCounters, readRuleCounters } from '../sync/rule-counters.ts';
@@ -15,6 +15,7 @@ describe('attribute', () => {
     expect(attribute({ comment: 'x/allow ingress[0]', target: 'RETURN' })).toEqual({ verdict: 'allowed', tier: 'NetworkPolicy', direction: 'Ingress', policies: ['x/allow'] });
     expect(attribute({ comment: 'default deny egress: isolated by x/a,x/b', target: 'DROP' })).toEqual({ verdict: 'denied', tier: 'NetworkPolicy', direction: 'Egress', policies: ['x/a', 'x/b'] });
     expect(attribute({ comment: 'cnp/wall Admin Deny ingress[1]', target: 'DROP' })).toEqual({ verdict: 'denied', tier: 'Admin', direction: 'Ingress', policies: ['cnp/wall'] });
+    expect(attribute({ comment: 'cnp/wall Admin Deny ingress[1]', target: 'PCTL-L-abc' })).toEqual({ verdict: 'denied', tier: 'Admin', direction: 'Ingress', policies: ['cnp/wall'] });
     expect(attribute({ comment: 'cnp/open Baseline Accept egress[0]', target: 'RETURN' })).toEqual({ verdict: 'allowed', tier: 'Baseline', direction: 'Egress', policies: ['cnp/open'] });
     expect(attribute({ comment: 'from an address of pod CIDR 10.244.1.0/24 that is not a programmed pod', target: 'DROP' })).toMatchObject({ verdict: 'denied', tier: 'none', direction: 'Egress' });
     for (const c of [
@@ -22,6 +23,7 @@ describe('attribute', () => {
       { comment: 'cnp/wall Admin Pass ingress[0]', target: 'PCTL-I-abc' },
       { comment: 'ingress policy of the local pods in PCTL-i-abc', target: 'PCTL-I-abc' },
       { comment: 'replies of allowed connections', target: 'RETURN' },
+      { comment: 'drop: PCTL I cnp Admin 1 abcdefabcdef', target: 'DROP' },
     ]) {
       expect(attribute(c), c.comment).toBeUndefined();
     }
@@ -71,5 +73,26 @@ describe.runIf(kernelTestsEnabled())('policy counters on the real kernel', () =>
     expect(pc.packets).toBeDefined();
     // Another unrelated line format is ignored.
     expect(parseRuleCounters('[1:2] -A FORWARD -j ACCEPT\n[3:4] -A PCTL-X -j DROP')).toEqual([]);
+  });
+
+  it("counts a Deny that drops through its drop chain once, by the rule that went there", async () => {
+    ns = createNetns('pctl-pcnt');
+    const deny = chainedDrop({ protocol: 'udp', dports: [{ from: 9, to: 9 }] }, 'cnp/wall Admin Deny ingress[1]', { kind: 'cnp', dir: 'Ingress', tier: 'Admin', index: 1, name: 'wall' });
+    expect(deny.map((r) => r.action.kind)).toEqual(['logdrop']);
+    const chains = [{ name: 'PCTL-D-test', rules: deny }, ...dropChainsOf([{ rules: deny }])];
+    const text = `*filter\n${chains.map((c) => `:${c.name} - [0:0]`).join('\n')}\n-A OUTPUT -j PCTL-D-test\n${chains.flatMap((c) => c.rules.map((r) => renderRule(c.name, r))).join('\n')}\nCOMMIT\n`;
+    ns.sh(`cat > /tmp/${ns.name}.rules <<'EOF_RULES'\n${text}EOF_RULES\niptables-nft-restore --noflush /tmp/${ns.name}.rules; rm -f /tmp/${ns.name}.rules`);
+    ns.sh(`bash -c 'for i in 1 2 3; do echo x > /dev/udp/127.0.0.1/9; done; echo x > /dev/udp/127.0.0.1/7' 2>/dev/null || true`);
+    const counters = await readRuleCounters(ns.runner, 'iptables-nft-save');
+    // The Deny rule, then its drop chain's log rule and drop: three packets each.
+    expect(counters.map((c) => [c.chain.slice(0, 7), c.target.slice(0, 7), c.packets])).toEqual([
+      ['PCTL-D-', 'PCTL-L-', 3],
+      ['PCTL-L-', 'NFLOG', 3],
+      ['PCTL-L-', 'DROP', 3],
+    ]);
+    const metrics = new AgentMetrics();
+    new PolicyCounters(metrics, () => readRuleCounters(ns!.runner, 'iptables-nft-save'), silent, 0);
+    const scraped = await metrics.registry.metrics();
+    expect(scraped).toContain('policyctl_policy_packets_total{policy="cnp/wall",tier="Admin",direction="Ingress",verdict="denied"} 3');
   });
 });

@@ -8,10 +8,12 @@
 //
 // Which policy a rule is, comes from its comment (src/compiler/rules.ts writes them):
 //   `NS/NAME ingress[i]` (RETURN)                  allowed by that NetworkPolicy
-//   `cnp/NAME TIER Accept|Deny ingress[i]`         allowed (RETURN) or denied (DROP) by that ClusterNetworkPolicy
+//   `cnp/NAME TIER Accept|Deny ingress[i]`         allowed (RETURN) or denied (DROP, or -g to its drop
+//                                                  chain PCTL-L-...) by that ClusterNetworkPolicy
 //   `default deny ingress: isolated by A,B`        denied: counted for each isolating NetworkPolicy
 //   `from|to an address of pod CIDR ...` (DROP)    denied, tier none (an unprogrammed address)
-// The log rules before drops (`log: ...`) and Pass rules are not counted. A comment longer than
+// The log rules before drops (`log: ...`), the drop chains' own rules (`drop: ...`, counted by the
+// rule that went there) and Pass rules are not counted. A comment longer than
 // the kernel keeps (255 characters) can name fewer isolating policies than there are.
 
 import type { Counter } from 'prom-client';
@@ -20,6 +22,7 @@ import type { Logger } from 'pino';
 import type { PolicyType } from '../model/types.ts';
 import type { RuleCounter } from '../sync/rule-counters.ts';
 import { errorText } from '../util/error-text.ts';
+import { DROP_CHAIN_PREFIX } from '../compiler/drop-log.ts';
 
 export interface Attribution {
   readonly verdict: 'allowed' | 'denied';
@@ -35,7 +38,8 @@ export function attribute(c: Pick<RuleCounter, 'comment' | 'target'>): Attributi
   const { comment, target } = c;
   let m = /^(cnp\/\S+) (Admin|Baseline) (Accept|Deny) (ingress|egress)\[\d+\]$/.exec(comment);
   if (m) {
-    if ((m[3] === 'Accept' && target !== 'RETURN') || (m[3] === 'Deny' && target !== 'DROP')) return undefined;
+    // A Deny drops in place or goes to its drop chain (drop-log.ts chainedDrop), which drops every packet.
+    if ((m[3] === 'Accept' && target !== 'RETURN') || (m[3] === 'Deny' && target !== 'DROP' && !target.startsWith(DROP_CHAIN_PREFIX))) return undefined;
     return { verdict: m[3] === 'Accept' ? 'allowed' : 'denied', tier: m[2] as 'Admin' | 'Baseline', direction: dirOf(m[4]!), policies: [m[1]!] };
   }
   m = /^default deny (ingress|egress): isolated by (.+)$/.exec(comment);

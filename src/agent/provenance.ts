@@ -24,6 +24,7 @@
 
 import type { CompileOptions } from '../compiler/compile.ts';
 import { DIRECTIONS, DISPATCH_CHAINS, WIDE_CHAINS, nodePodCidrs } from '../compiler/layout.ts';
+import { dropChain, parseDropLogPrefix } from '../compiler/drop-log.ts';
 import { blockSetSpec, clusterPolicyRules, namedPortSetSpec, podSetSpec, type SetSource } from '../compiler/rules.ts';
 import { PodSelection, SharedAdminPrefix, selectTiers, tierChains, type TierPolicy } from '../compiler/tiers.ts';
 import { renderRule, ruleId } from '../sync/render.ts';
@@ -170,7 +171,7 @@ export class Provenance {
     for (const dir of DIRECTIONS) {
       if (prefix.policies[dir].length === 0) continue;
       const byRule = new Map<string, TierPolicy>();
-      for (const c of prefix.policies[dir]) for (const r of clusterPolicyRules(NAMES, dir, c, DISPATCH_CHAINS.entry[dir])) byRule.set(ruleId(r), c);
+      for (const c of prefix.policies[dir]) for (const r of clusterPolicyRules(NAMES, dir, c, DISPATCH_CHAINS.entry[dir], 'inline')) byRule.set(ruleId(r), c);
       this.policyChains.set(WIDE_CHAINS[dir].rules, { dir, byRule, pods: local.filter((p) => prefix.gates(p)) });
     }
     for (const pod of local) {
@@ -181,7 +182,16 @@ export class Provenance {
           let pc = this.policyChains.get(tc.chain.name);
           if (!pc) {
             pc = { dir, byRule: new Map(), pods: [] };
-            for (const pol of tc.policies) for (const r of tc.tier.policyRules(NAMES, pod, dir, pol, tc.next)) pc.byRule.set(ruleId(r), pol);
+            for (const pol of tc.policies) {
+              for (const r of tc.tier.policyRules(NAMES, pod, dir, pol, tc.next)) {
+                pc.byRule.set(ruleId(r), pol);
+                // A Deny's drop chain (drop-log.ts chainedDrop) is its policy's: one prefix, one rule of one policy.
+                if (r.action.kind === 'logdrop' && !this.policyChains.has(r.action.chain)) {
+                  const drops = dropChain(r.action.prefix);
+                  this.policyChains.set(drops.name, { dir, byRule: new Map(drops.rules.map((d) => [ruleId(d), pol])), pods: [] });
+                }
+              }
+            }
             this.policyChains.set(tc.chain.name, pc);
           }
           pc.pods.push(pod);
@@ -204,7 +214,10 @@ export class Provenance {
 function policyCulprit(pol: TierPolicy, dir: PolicyType, rule: Rule, line: string): Culprit {
   // The compiler's comment names the rule (`ns/name ingress[2]`); without it, the section.
   const m = /\b(ingress|egress)\[(\d+)\]$/.exec(rule.comment);
-  const field = m ? `spec.${m[1]}[${m[2]}]` : `spec.${dir.toLowerCase()}`;
+  // A drop chain's rules name their Deny rule by the log prefix (drop-log.ts dropChain).
+  const d = /^(?:log: )?drop: (.*)$/.exec(rule.comment);
+  const cause = d ? parseDropLogPrefix(d[1]!) : undefined;
+  const field = m ? `spec.${m[1]}[${m[2]}]` : cause?.kind === 'cnp' ? `spec.${cause.dir.toLowerCase()}[${cause.index}]` : `spec.${dir.toLowerCase()}`;
   return { kind: pol.kind, uid: pol.uid, ref: refOf(pol), field, value: line };
 }
 

@@ -186,9 +186,23 @@ describe('ClusterNetworkPolicies in the quarantine and the provenance', () => {
       const pp = planPieces(diff(rs, emptyState()));
       const prov = new Provenance(m, 'n1', rs);
       const chain = [...pp.rest].find((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && chainOf(p.chain.name))!;
-      const rule = chain.chain.rules.find((r) => r.action.kind === 'drop')!;
+      // The Deny: a drop in place (the prefix chain) or one rule to its drop chain (a pod's chain).
+      const rule = chain.chain.rules.find((r) => r.action.kind === 'drop' || r.action.kind === 'logdrop')!;
       const line = renderRule(chain.chain.name, rule);
       expect(prov.owners(chain, line)).toEqual([{ kind: 'ClusterNetworkPolicy', uid: wall.uid, ref: 'clusternetworkpolicy/wall', field: 'spec.ingress[1]', value: line }]);
     });
   }
+
+  it("a rule of a Deny's drop chain comes from its ClusterNetworkPolicy (the field names the Deny rule)", () => {
+    const m = modelOf(ns('app'), N1, web, db, client, deny, allow, narrow);
+    const rs = compile(m, 'n1');
+    const pp = planPieces(diff(rs, emptyState()));
+    const prov = new Provenance(m, 'n1', rs);
+    const chain = [...pp.rest].find((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && p.chain.name.startsWith('PCTL-L-'))!;
+    expect(chain.chain.rules.map((r) => r.action.kind)).toEqual(['log', 'drop']);
+    for (const rule of chain.chain.rules) {
+      const line = renderRule(chain.chain.name, rule);
+      expect(prov.owners(chain, line)).toEqual([{ kind: 'ClusterNetworkPolicy', uid: wall.uid, ref: 'clusternetworkpolicy/wall', field: 'spec.ingress[1]', value: line }]);
+    }
+  });
 });

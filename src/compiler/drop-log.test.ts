@@ -9,7 +9,7 @@ import type { ClusterPolicyRecord } from '../model/types.ts';
 import { allowed } from '../semantics/evaluate.ts';
 import { renderIpsetRestore, renderIptablesRestore, renderRule } from '../sync/render.ts';
 import { compile } from './compile.ts';
-import { clusterPolicyDigest, dropLogPrefix, parseDropLogPrefix, policiesDigest, type DropCause } from './drop-log.ts';
+import { chainedDrop, clusterPolicyDigest, dropChain, dropChainsOf, dropLogPrefix, parseDropLogPrefix, policiesDigest, type DropCause } from './drop-log.ts';
 import { IncrementalCompiler } from './incremental.ts';
 import { FORWARD_CHAIN, INPUT_CHAIN } from './layout.ts';
 import { DROP_LOG_PREFIX_MAX, type Ruleset } from './ruleset.ts';
@@ -67,6 +67,27 @@ describe('drop log prefixes', () => {
   });
 });
 
+describe('drop chains', () => {
+  const cause: DropCause = { kind: 'cnp', dir: 'Ingress', tier: 'Admin', index: 2, name: 'wall' };
+  it('a conditional drop is one rule to the chain of its prefix; a drop of every packet stays in place', () => {
+    const [rule, ...more] = chainedDrop({ protocol: 'tcp' }, 'cnp/wall Admin Deny ingress[2]', cause);
+    expect(more).toEqual([]);
+    expect(rule!.action).toEqual({ kind: 'logdrop', chain: dropChain(dropLogPrefix(cause)).name, prefix: dropLogPrefix(cause) });
+    expect(renderRule('PCTL-D-x', rule!)).toMatch(new RegExp(`-p tcp .* -g ${dropChain(dropLogPrefix(cause)).name}$`));
+    expect(chainedDrop({}, 'all', cause).map((r) => r.action.kind)).toEqual(['log', 'drop']);
+  });
+  it('one chain per prefix, each named once whatever uses it', () => {
+    const other: DropCause = { ...cause, index: 3 };
+    const a = chainedDrop({ protocol: 'tcp' }, 'a', cause);
+    const b = chainedDrop({ protocol: 'udp' }, 'b', cause);
+    const c = chainedDrop({ protocol: 'udp' }, 'c', other);
+    const chains = dropChainsOf([{ rules: a }, { rules: [...b, ...c] }]);
+    expect(chains.map((x) => x.name)).toEqual([dropChain(dropLogPrefix(cause)).name, dropChain(dropLogPrefix(other)).name]);
+    expect(chains[0]!.name).not.toBe(chains[1]!.name);
+    expect(chains[0]!.name).toMatch(/^PCTL-L-[a-z2-7]+$/);
+  });
+});
+
 describe('compiled drops are logged', () => {
   const compiled = (): Ruleset[] => [compile(tiered(), 'n1', { podCidrs: ['10.244.1.0/24'] }), compile(tiered(), 'n1', { podCidrs: ['10.244.1.0/24'], tiers: { continuation: { Admin: 'dispatch' } } })];
 
@@ -88,6 +109,17 @@ describe('compiled drops are logged', () => {
         });
       }
       expect(drops).toBeGreaterThan(4);
+      // A conditional Deny of a pod's tier chain is one rule to the drop chain of its prefix,
+      // which the Ruleset holds: the log rule and the drop, with no match (they see only what the
+      // Deny matched).
+      const byName = new Map(rs.chains.map((c) => [c.name, c]));
+      const chained = rs.chains.flatMap((c) => c.rules).filter((r) => r.action.kind === 'logdrop');
+      expect(chained.length).toBeGreaterThan(0);
+      for (const r of chained) {
+        if (r.action.kind !== 'logdrop') continue;
+        expect(Object.keys(r.match).length).toBeGreaterThan(0);
+        expect(byName.get(r.action.chain)?.rules.map((x) => [x.action, x.match])).toEqual([[{ kind: 'log', prefix: r.action.prefix }, {}], [{ kind: 'drop' }, {}]]);
+      }
       // The replies rule comes first in each top chain: an established packet never meets a log rule.
       for (const name of [FORWARD_CHAIN, INPUT_CHAIN]) expect(rs.chains.find((c) => c.name === name)!.rules[0]!.match.ctstate).toEqual(['RELATED', 'ESTABLISHED']);
     }

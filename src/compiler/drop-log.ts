@@ -15,15 +15,27 @@
 //                                                          (--revoke-established: layout.ts MIDSTREAM_CHAIN)
 //
 // E and I are the direction the drop decided: an unknown source is dropped as egress, an unknown
-// destination as ingress; a mid-stream packet from the pod CIDRs as egress, one to them as ingress. Why a log rule and not a goto to a logging chain (the layout's
-// VERDICTS note): a shared logging chain could not say which rule sent the packet there.
+// destination as ingress; a mid-stream packet from the pod CIDRs as egress, one to them as ingress.
+//
+// Two shapes, one log line per dropped packet either way:
+// - in place (loggedDrop): the log rule with the drop's match, then the drop. For a drop that
+//   matches every packet (a default deny, a drop-all chain) and the layout's own chains;
+// - by a drop chain (chainedDrop): a conditional drop of a policy chain is one rule, `-g` to
+//   `PCTL-L-<digest of the prefix>`, which holds the log rule and the drop without a match. A
+//   chain per prefix, so it still says what decided (a chain shared by every drop could not say
+//   which rule sent the packet there). Why: a packet the drop does not match tests the match once,
+//   not twice (for a peer, a set lookup each), and a policy chain copied into many chains
+//   (an Admin chain per next tier chain, layout.ts linkTiers) carries half the rules; the drop
+//   chain is written once (docs/design.md, invariant cost-proportional).
 // The log rule is rate-limited per node by the renderer (src/sync/render.ts DROP_LOG), and it
 // only ever follows PCTL-FORWARD's replies rule, so an established connection never meets one
 // (docs/design.md, "What a node is programmed with").
 
+import { LRUCache } from 'lru-cache';
 import { hashText } from '../util/digest.ts';
-import { DROP_LOG_PREFIX_MAX, type Match, type Rule } from './ruleset.ts';
+import { CHAIN_PREFIX, DROP_LOG_PREFIX_MAX, type Chain, type Match, type Rule } from './ruleset.ts';
 import type { CnpTier, PolicyType } from '../model/types.ts';
+import { chainName } from './names.ts';
 
 /** The first word of every prefix we write (invariant own-only-ours: our log lines are ours). */
 export const DROP_LOG_WORD = 'PCTL';
@@ -103,11 +115,49 @@ export function parseDropLogPrefix(text: string): DropPrefix | undefined {
 
 /**
  * A final drop as rules: the log rule (same match, non-terminating), then the drop. Both compilers
- * build every drop through here, so each drop of a new connection is logged.
+ * build every drop through here or chainedDrop, so each drop of a new connection is logged.
  */
 export function loggedDrop(match: Match, comment: string, cause: DropCause): Rule[] {
+  return logThenDrop(match, comment, dropLogPrefix(cause));
+}
+
+function logThenDrop(match: Match, comment: string, prefix: string): Rule[] {
   return [
-    { match, action: { kind: 'log', prefix: dropLogPrefix(cause) }, comment: `log: ${comment}` },
+    { match, action: { kind: 'log', prefix }, comment: `log: ${comment}` },
     { match, action: { kind: 'drop' }, comment },
   ];
+}
+
+/**
+ * A final drop of a policy chain: with a match, one rule going to the drop chain of its prefix
+ * (dropChain), which the compilers program with every chain that uses it (dropChainsOf);
+ * without one (it drops every packet that gets there), the log rule and the drop in place.
+ */
+export function chainedDrop(match: Match, comment: string, cause: DropCause): Rule[] {
+  if (Object.keys(match).length === 0) return loggedDrop(match, comment, cause);
+  const chain = dropChain(dropLogPrefix(cause));
+  return [{ match, action: { kind: 'logdrop', chain: chain.name, prefix: chain.prefix }, comment }];
+}
+
+/** The start of every drop chain's name (`PCTL-L-<digest>`). */
+export const DROP_CHAIN_PREFIX = `${CHAIN_PREFIX}L-`;
+
+/** Drop chains by prefix: equal in content whenever rebuilt, so a bounded memo only saves work. */
+const dropChains = new LRUCache<string, Chain & { readonly prefix: string }>({ max: 4096 });
+
+/** `PCTL-L-<digest of the prefix>`: the log rule and the drop, for every packet sent there. */
+export function dropChain(prefix: string): Chain & { readonly prefix: string } {
+  let c = dropChains.get(prefix);
+  if (!c) {
+    c = { name: chainName('L', prefix), prefix, rules: logThenDrop({}, `drop: ${prefix}`, prefix) };
+    dropChains.set(prefix, c);
+  }
+  return c;
+}
+
+/** The drop chains the rules of these chains go to, each once, in the order first met. */
+export function dropChainsOf(chains: Iterable<{ readonly rules: readonly Rule[] }>): Chain[] {
+  const out = new Map<string, Chain>();
+  for (const c of chains) for (const r of c.rules) if (r.action.kind === 'logdrop' && !out.has(r.action.chain)) out.set(r.action.chain, dropChain(r.action.prefix));
+  return [...out.values()];
 }

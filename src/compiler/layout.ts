@@ -41,8 +41,9 @@
 //   goto, or by the second dispatch) holds for any number of tiers;
 // - an address family (IPv6): FAMILY (bucket of an address, the bucket match, which CIDRs
 //   apply); the renderer's table and set family (src/sync/render.ts) would follow it;
-// - the drop log: every final drop is built by drop-log.ts loggedDrop (a rate-limited NFLOG rule
-//   with the same match right before it, its prefix naming what decided); VERDICTS.deny is the
+// - the drop log: every final drop is built by drop-log.ts loggedDrop or chainedDrop (a
+//   rate-limited NFLOG rule with the same match right before it, in place or in the drop chain of
+//   its prefix, the prefix naming what decided); VERDICTS.deny is the
 //   bare drop, for a caller that logs it that way.
 //
 // Why this shape (docs/design.md invariants):

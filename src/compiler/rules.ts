@@ -10,7 +10,7 @@ import { selectorKey } from '../model/selector.ts';
 import type { Cidr, ClusterPolicyRecord, CnpAction, CnpRule, IpBlockPeer, PodRecord, PodsPeer, PolicyRecord, PolicyRule, PolicyType, Protocol } from '../model/types.ts';
 import { dns1123SubdomainErrors } from '../model/validation.ts';
 import { hashText } from '../util/digest.ts';
-import { loggedDrop } from './drop-log.ts';
+import { chainedDrop, loggedDrop } from './drop-log.ts';
 import { FAMILY, VERDICTS } from './layout.ts';
 import { policyCommentRef, setName } from './names.ts';
 import type { Action, L4Protocol, Match, PortRange, Rule, SetMember, SetType } from './ruleset.ts';
@@ -308,6 +308,13 @@ function cnpPeerMatches(sets: SetSource, rule: CnpRule, dir: PolicyType): CnpPee
 }
 
 /** How a CNP rule's action is expressed in its tier's chain (`next`: where Pass goes). */
+/**
+ * How a policy chain's conditional drops are written (drop-log.ts): `chained` (one rule to the
+ * drop chain of its prefix) in the chains of pods, `inline` (the log rule and the drop) in a
+ * chain of the layout, which the compilers do not scan for drop chains (the shared Admin prefix).
+ */
+export type DropShape = 'chained' | 'inline';
+
 function cnpAction(action: CnpAction, next: string | undefined): Action {
   return action === 'Accept' ? VERDICTS.allow : action === 'Deny' ? VERDICTS.deny : VERDICTS.next(next);
 }
@@ -317,7 +324,7 @@ function cnpAction(action: CnpAction, next: string | undefined): Action {
  * order: each rule matches when one of its peers and one of its protocols match, and then
  * decides by its action (Accept: allow, Deny: drop, Pass: on to `next`).
  */
-export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: ClusterPolicyRecord, next: string | undefined): Rule[] {
+export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: ClusterPolicyRecord, next: string | undefined, drops: DropShape = 'chained'): Rule[] {
   const ref = clusterPolicyCommentRef(cnp.name);
   const out: Rule[] = [];
   (dir === 'Ingress' ? cnp.ingress : cnp.egress).forEach((rule, index) => {
@@ -326,7 +333,7 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
     const comment = `${ref} ${cnp.tier} ${rule.action} ${dir.toLowerCase()}[${index}]`;
     // A Deny is logged before it drops (drop-log.ts): the prefix names the tier, the rule and the policy.
     const push = (match: Match) => {
-      if (rule.action === 'Deny') out.push(...loggedDrop(match, comment, { kind: 'cnp', dir, tier: cnp.tier, index, name: cnp.name }));
+      if (rule.action === 'Deny') out.push(...(drops === 'chained' ? chainedDrop : loggedDrop)(match, comment, { kind: 'cnp', dir, tier: cnp.tier, index, name: cnp.name }));
       else out.push({ match, action, comment });
     };
     const peers = cnpPeerMatches(sets, rule, dir);
@@ -364,8 +371,8 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
  * falling through does are left out, and a tier whose rules all are gets no chain (a Baseline
  * tier without a Deny, for one).
  */
-export function clusterTierRules(sets: SetSource, dir: PolicyType, cnps: readonly ClusterPolicyRecord[], next: string | undefined): Rule[] {
-  const rules = cnps.flatMap((c) => clusterPolicyRules(sets, dir, c, next));
+export function clusterTierRules(sets: SetSource, dir: PolicyType, cnps: readonly ClusterPolicyRecord[], next: string | undefined, drops: DropShape = 'chained'): Rule[] {
+  const rules = cnps.flatMap((c) => clusterPolicyRules(sets, dir, c, next, drops));
   // A rule that matches every packet (a deny-all of a policy that fails closed) ends the chain:
   // nothing after it is reached. A log rule goes on: it is the drop after it that ends the chain.
   const all = rules.findIndex((r) => Object.keys(r.match).length === 0 && r.action.kind !== 'log');
@@ -378,5 +385,5 @@ export function clusterTierRules(sets: SetSource, dir: PolicyType, cnps: readonl
 }
 
 function sameAction(a: Action, b: Action): boolean {
-  return a.kind === b.kind && (a.kind !== 'jump' && a.kind !== 'goto' ? true : b.kind === a.kind && a.chain === b.chain);
+  return a.kind === b.kind && (a.kind === 'jump' || a.kind === 'goto' || a.kind === 'logdrop' ? a.chain === (b as typeof a).chain : true);
 }

@@ -105,7 +105,13 @@ export type Action =
    * (at most DROP_LOG_PREFIX_MAX characters), rate-limited per node, and go on with the next
    * rule. Only ever placed right before a drop with the same match (src/compiler/drop-log.ts).
    */
-  | { readonly kind: 'log'; readonly prefix: string };
+  | { readonly kind: 'log'; readonly prefix: string }
+  /**
+   * Terminating: `-g chain`, the drop chain of this log prefix (src/compiler/drop-log.ts
+   * dropChain), which logs the packet as `log` does and drops it. One rule where a conditional
+   * drop written in place takes two (the log rule and the drop, each testing the match).
+   */
+  | { readonly kind: 'logdrop'; readonly chain: string; readonly prefix: string };
 
 export interface Rule {
   readonly match: Match;

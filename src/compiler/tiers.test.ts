@@ -11,7 +11,7 @@ import type { Model } from '../model/store.ts';
 import type { ClusterPolicyRecord } from '../model/types.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
 import { compile, type CompileOptions } from './compile.ts';
-import { dropLogPrefix } from './drop-log.ts';
+import { dropChain, dropLogPrefix } from './drop-log.ts';
 import { IncrementalCompiler } from './incremental.ts';
 import type { Ruleset } from './ruleset.ts';
 
@@ -83,7 +83,8 @@ describe('compiled tiers', () => {
     const admin = rs.chains.filter((c) => c.name.startsWith('PCTL-D-'));
     expect(admin).toHaveLength(3);
     const tails = admin.map((c) => c.rules[c.rules.length - 1]!.action).map((a) => (a.kind === 'goto' ? a.chain.slice(0, 7) : a.kind));
-    expect(tails.sort()).toEqual(['PCTL-I-', 'PCTL-I-', 'drop']);
+    // other's ends with the guard's Deny: one rule to its drop chain (drop-log.ts chainedDrop).
+    expect(tails.sort()).toEqual(['PCTL-I-', 'PCTL-I-', 'logdrop']);
     expect(names(rs).filter((n) => /NEXT|^PCTL-[EI]N[QB]-/.test(n))).toEqual([]);
     expectGuardVerdicts(rs);
   });
@@ -95,12 +96,15 @@ describe('compiled tiers', () => {
     // Three local pods, three different next tiers (web: allow-web + deny, db: deny, other: none), one Admin chain.
     const admin = rs.chains.filter((c) => c.name.startsWith('PCTL-D-'));
     expect(admin).toHaveLength(1);
+    const prefix = dropLogPrefix({ kind: 'cnp', dir: 'Ingress', tier: 'Admin', index: 1, name: 'guard' });
+    const drops = dropChain(prefix);
     expect(admin[0]!.rules.map((r) => r.action)).toEqual([
       { kind: 'return' },
-      { kind: 'log', prefix: dropLogPrefix({ kind: 'cnp', dir: 'Ingress', tier: 'Admin', index: 1, name: 'guard' }) },
-      { kind: 'drop' },
+      { kind: 'logdrop', chain: drops.name, prefix },
       { kind: 'goto', chain: 'PCTL-INGRESS-NEXT' },
     ]);
+    // The drop chain is programmed once, with the log rule and the drop.
+    expect(rs.chains.filter((c) => c.name === drops.name).map((c) => c.rules.map((r) => r.action))).toEqual([[{ kind: 'log', prefix }, { kind: 'drop' }]]);
     expect(names(rs)).toContain('PCTL-INGRESS-NEXT');
     expect(names(rs)).not.toContain('PCTL-EGRESS-NEXT'); // no egress rules
     // Every local pod's entry is the Admin chain; web and db go on to their NetworkPolicy chains.

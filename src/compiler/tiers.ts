@@ -16,6 +16,7 @@ import { rememberContentText } from './collisions.ts';
 import { cidrContainsIp, parseCidr } from '../model/cidr.ts';
 import { DISPATCH_CHAINS, linkTiers, type ChainContent, type Continuation } from './layout.ts';
 import { chainName } from './names.ts';
+import { dropChainsOf } from './drop-log.ts';
 import { clusterPolicyRules, clusterTierRules, networkPolicyRules, podPortsKey, type SetSource } from './rules.ts';
 import type { Rule } from './ruleset.ts';
 
@@ -134,7 +135,8 @@ export class SharedAdminPrefix {
   /** The prefix chain's rules in one direction (layout.ts LayoutOptions.wide); undecided packets go on to the dispatch. */
   rules(sets: SetSource, dir: PolicyType): Rule[] {
     const list = this.policies[dir];
-    return list.length === 0 ? [] : clusterTierRules(sets, dir, list, DISPATCH_CHAINS.entry[dir]);
+    // In place: a layout chain, written once, whose drops no path brings along (rules.ts DropShape).
+    return list.length === 0 ? [] : clusterTierRules(sets, dir, list, DISPATCH_CHAINS.entry[dir], 'inline');
   }
 }
 
@@ -273,9 +275,9 @@ export interface TierChain {
 
 /** A pod's chains in one direction, at each dispatch level (layout.ts LinkedPath). */
 export interface DirectionPath {
-  /** Dispatched at the entry level, the entry chain first; empty when nothing applies. */
+  /** Dispatched at the entry level, the entry chain first, the drop chains they use last; empty when nothing applies. */
   readonly entry: readonly ChainContent[];
-  /** Dispatched at the next level (after an Admin chain), its first chain first. */
+  /** Dispatched at the next level (after an Admin chain), its first chain first, the drop chains they use last. */
   readonly next: readonly ChainContent[];
   /** The entry chains go on to the next-level dispatch (they end in an Admin chain). */
   readonly continues: boolean;
@@ -308,7 +310,13 @@ export type TierChainCache = (
 /** A pod's chains in one direction. */
 export function directionPath(sets: SetSource, pod: PodRecord, dir: PolicyType, sel: Selection, cache?: TierChainCache, opts?: TierOptions): DirectionPath {
   const t = tierChains(sets, pod, dir, sel, cache, opts);
-  return { entry: t.entry.map((c) => c.chain), next: t.next.map((c) => c.chain), continues: t.continues };
+  // Each level's chains bring the drop chains their rules go to (drop-log.ts chainedDrop): they
+  // are programmed, counted and collected with them, last, so the chain dispatched to stays first.
+  const withDrops = (l: readonly TierChain[]): ChainContent[] => {
+    const chains = l.map((c) => c.chain);
+    return [...chains, ...dropChainsOf(chains)];
+  };
+  return { entry: withDrops(t.entry), next: withDrops(t.next), continues: t.continues };
 }
 
 /** A pod's chains in one direction, each with its tier, policies and `next`. */

@@ -132,6 +132,7 @@ export function renderRuleArgs(rule: Rule): string[] {
       a.push('-j', rule.action.chain);
       break;
     case 'goto':
+    case 'logdrop':
       a.push('-g', rule.action.chain);
       break;
     case 'log':
