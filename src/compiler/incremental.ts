@@ -284,8 +284,11 @@ export class IncrementalCompiler {
     if (this.dirtyPolicyNamespaces.size || cnps.length || relabelled) {
       for (const [uid, l] of this.locals) {
         const ns = l.pod.namespace;
-        const gated = this.prefix!.gates(l.pod);
-        if (everyPod || this.dirtyPolicyNamespaces.has(ns) || (relabelled && this.dirtyNamespaces.has(ns)) || cnps.some((c) => !(gated && prefixOnly(c)) && subjectSelects(this.model, c, l.pod))) chainDirty.add(uid);
+        if (everyPod || this.dirtyPolicyNamespaces.has(ns) || (relabelled && this.dirtyNamespaces.has(ns))) chainDirty.add(uid);
+        else if (cnps.length > 0) {
+          const gated = this.prefix!.gates(l.pod);
+          if (cnps.some((c) => !(gated && prefixOnly(c)) && subjectSelects(this.model, c, l.pod))) chainDirty.add(uid);
+        }
       }
     }
 

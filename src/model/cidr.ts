@@ -120,10 +120,33 @@ export function normalizeIPv4(text: string): string | undefined {
 
 export function cidrContainsIp(c: Cidr, ip: string): boolean {
   if (c.family !== 4) return false; // the enforcer programs IPv4 only; see README
-  const v = parseIPv4(ip);
+  // In 32-bit numbers, not parseIPv4's bigints: the compilers ask this for every local pod of a
+  // node on each ClusterNetworkPolicy change (tiers.ts SharedAdminPrefix.gates).
+  const v = ipv4Number(ip);
   if (v === undefined) return false;
-  const shift = BigInt(32 - c.prefix);
-  return c.prefix === 0 || v >> shift === c.network >> shift;
+  return c.prefix === 0 || ((v ^ Number(c.network)) >>> (32 - c.prefix)) === 0;
+}
+
+/** An IPv4 address as an unsigned 32-bit number, read as parseIPv4 reads it (decimal octets, leading zeros allowed). */
+export function ipv4Number(text: string): number | undefined {
+  let v = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (ch >= 48 && ch <= 57) {
+      if (++digits > 3) return undefined;
+      octet = octet * 10 + (ch - 48);
+    } else if (ch === 46 && digits > 0 && dots < 3) {
+      if (octet > 255) return undefined;
+      v = v * 256 + octet;
+      octet = digits = 0;
+      dots++;
+    } else return undefined;
+  }
+  if (dots !== 3 || digits === 0 || octet > 255) return undefined;
+  return v * 256 + octet;
 }
 
 /**
