@@ -16,7 +16,7 @@ import type { Model } from '../model/store.ts';
 import type { IpBlockPeer, PodRecord, PodsPeer, PolicyType, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { collisionOf, contentText, quarantineChain, sortCollisions } from './collisions.ts';
-import { DIRECTIONS, PROGRAMMED_SPEC, bucketedDispatch, dispatchRule, dispatchSetSpec, hooksFor, layoutChains, WIDE_CHAINS, nodePodCidrs, programmedSetNeeded, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from './layout.ts';
+import { DIRECTIONS, PROGRAMMED_SPEC, bucketedDispatch, dropsMidstream, dispatchRule, dispatchSetSpec, hooksFor, layoutChains, WIDE_CHAINS, nodePodCidrs, programmedSetNeeded, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from './layout.ts';
 import { blockSetSpec, namedPortEntries, namedPortSetSpec, peerKey, podSetSpec, sortedMembers, type SetSource, type SetSpec } from './rules.ts';
 import type { Chain, IpSet, NameCollision, Rule, Ruleset, SetMember } from './ruleset.ts';
 import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, type DirectionPath, type TierOptions } from './tiers.ts';
@@ -228,7 +228,7 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
     .sort((a, b) => (a.name < b.name ? -1 : 1));
   const chains = [...layoutChains(cidrs, dispatch, { proxy: opts.proxy, dropMidstream: opts.dropMidstream, wide }), ...[...policyChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1))];
   const found = sortCollisions(dedupeCollisions(collisions));
-  return { node, sets, chains, hooks: hooksFor(opts.proxy), ...(found.length > 0 && { collisions: found }) };
+  return { node, sets, chains, hooks: hooksFor(opts.proxy, dropsMidstream(cidrs, opts.dropMidstream)), ...(found.length > 0 && { collisions: found }) };
 }
 
 function dedupeCollisions(list: NameCollision[]): NameCollision[] {

@@ -34,7 +34,7 @@ import type { ClusterPolicyRecord, PodRecord, PolicyType } from '../model/types.
 import { isEnforceable } from '../model/types.ts';
 import { quarantineChain, sameContent } from './collisions.ts';
 import type { CompileOptions } from './compile.ts';
-import { DIRECTIONS, PROGRAMMED_SPEC, hooksFor, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type LayoutOptions, type ServiceProxy } from './layout.ts';
+import { DIRECTIONS, PROGRAMMED_SPEC, dropsMidstream, hooksFor, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type LayoutOptions, type ServiceProxy } from './layout.ts';
 import type { Rule, Ruleset, RulesetDelta } from './ruleset.ts';
 import { podPortsKey } from './rules.ts';
 import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierOptions, type TierPolicy } from './tiers.ts';
@@ -501,7 +501,7 @@ export class IncrementalCompiler {
     this.outputDirty = false;
     this.lastDelta = { ...setDelta, writtenChains, removedChains };
     const collisions = collisionsOf(this.quarantined);
-    this.last = { node: this.node, sets, chains, hooks: hooksFor(this.proxy), ...(collisions.length > 0 && { collisions }) };
+    this.last = { node: this.node, sets, chains, hooks: hooksFor(this.proxy, dropsMidstream(this.cidrs, this.layout.dropMidstream)), ...(collisions.length > 0 && { collisions }) };
     return this.last;
   }
 }

@@ -13,10 +13,12 @@
 //        (PCTL-UNKNOWN-SRC / -DST: the logged drop, NFLOG then DROP: UNKNOWN_CHAINS)
 //     4. -> PCTL-EGRESS, 5. -> PCTL-INGRESS             DIRECTIONS, in this order
 //   INPUT -> PCTL-INPUT: 1, 2, then -> PCTL-EGRESS (a pod's egress to its own node)
+//   With dropMidstream only: OUTPUT -> PCTL-OUTPUT: 1, 1b (the node's own mid-stream TCP to its
+//   pods: REVOKE_OUTPUT_TOP)
 //   Under kube-proxy's IPVS mode only (ServiceProxy, IPVS_TOP_CHAINS):
 //   INPUT -> PCTL-INPUT: 1, 2, then RETURN for Service VIPs and node ports, then -> PCTL-EGRESS
 //   OUTPUT -> PCTL-OUTPUT: 1, RETURN unless the source is a local pod (PCTL-programmed), (1b), 3, 4, 5
-//   (1b follows 1 in every top chain but PCTL-OUTPUT, where it follows the RETURN of the node's own traffic)
+//   (1b follows 1 in every top chain, before PCTL-OUTPUT's RETURN of the node's own traffic)
 //   PCTL-EGRESS: `-s 0.0.0.(16q)/0.0.0.48 -g PCTL-EQ-q` per q (q: bits 4-5 of k = address & 63) DISPATCH
 //   PCTL-EQ-q:   `-s 0.0.0.(4b)/0.0.0.12 -g PCTL-ES-s` per s = 4q + b (b: bits 2-3)      the tree,
 //   PCTL-ES-s:   `-s 0.0.0.c/0.0.0.3 -g PCTL-EB-k` per k = 4s + c (c: bits 0-1)          only branches
@@ -295,21 +297,50 @@ export const IPVS_TOP_CHAINS: readonly TopChain[] = [
     name: OUTPUT_CHAIN,
     hook: 'OUTPUT',
     hookComment: `${PREFIX}: NetworkPolicy of pod traffic IPVS forwards, keep first`,
-    // The mid-stream drop after the node's own traffic has left: what the node sends is never
-    // judged here, mid-stream or not (revocation leaves the node's connections alone too).
-    steps: [{ kind: 'replies' }, { kind: 'notFromPod' }, { kind: 'midstream' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
+    // The mid-stream drop before the node's own traffic leaves (REVOKE_OUTPUT_TOP says why);
+    // what the node sends is otherwise never judged here.
+    steps: [{ kind: 'replies' }, { kind: 'midstream' }, { kind: 'notFromPod' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
   },
 ];
+
+/**
+ * With dropMidstream (--revoke-established), outside IPVS: the mid-stream drop for what the node
+ * itself sends. A pod's connection to a hostNetwork server on its node is the pod's egress,
+ * judged at PCTL-INPUT, and revoked like any other; but the server's packets leave the node
+ * through OUTPUT, where no policy judges the node's own traffic. Had the server sent first after
+ * the revocation, conntrack would take its mid-stream packet for a new connection of the node's
+ * and the pod's packets would pass as its replies: the revoked connection back. Dropped here
+ * instead, as in FORWARD (the node's own new connections start with a SYN and are not touched).
+ */
+const REVOKE_OUTPUT_TOP: TopChain = {
+  name: OUTPUT_CHAIN,
+  hook: 'OUTPUT',
+  hookComment: `${PREFIX}: mid-stream TCP of the node to its pods (--revoke-established), keep first`,
+  steps: [{ kind: 'replies' }, { kind: 'midstream' }],
+};
+const REVOKE_TOP_CHAINS: readonly TopChain[] = [...TOP_CHAINS, REVOKE_OUTPUT_TOP];
+
+/** Whether the layout drops mid-stream pickups: asked for (dropMidstream) and the node has pod CIDRs to drop them for. */
+export function dropsMidstream(cidrs: readonly string[], dropMidstream: boolean | undefined): boolean {
+  return !!dropMidstream && cidrs.length > 0;
+}
+
+/** The top chains for this service proxy and mid-stream mode (dropsMidstream). */
+function topChainsFor(proxy: ServiceProxy | undefined, midstream: boolean): readonly TopChain[] {
+  return ipvsLayout(proxy) ? IPVS_TOP_CHAINS : midstream ? REVOKE_TOP_CHAINS : TOP_CHAINS;
+}
 
 const hooksOf = (chains: readonly TopChain[]): readonly Hook[] => chains.map((t) => ({ table: 'filter', chain: t.hook, target: t.name, comment: t.hookComment }));
 
 /** Our only rules in chains we do not own: a jump at position 1 (invariant own-only-ours). */
 export const HOOKS: readonly Hook[] = hooksOf(TOP_CHAINS);
 const IPVS_HOOKS: readonly Hook[] = hooksOf(IPVS_TOP_CHAINS);
+const REVOKE_HOOKS: readonly Hook[] = hooksOf(REVOKE_TOP_CHAINS);
 
-/** The hooks for a node with this service proxy (OUTPUT as well under IPVS). */
-export function hooksFor(proxy: ServiceProxy | undefined): readonly Hook[] {
-  return proxy?.mode === 'ipvs' ? IPVS_HOOKS : HOOKS;
+/** The hooks for a node with this service proxy and mid-stream mode (OUTPUT as well under IPVS or with dropsMidstream). */
+export function hooksFor(proxy: ServiceProxy | undefined, midstream = false): readonly Hook[] {
+  const tops = topChainsFor(proxy, midstream);
+  return tops === IPVS_TOP_CHAINS ? IPVS_HOOKS : tops === REVOKE_TOP_CHAINS ? REVOKE_HOOKS : HOOKS;
 }
 
 /**
@@ -478,12 +509,12 @@ function wideChains(cidrs: readonly string[], layout: LayoutOptions): Chain[] {
  */
 export function topChains(cidrs: readonly string[], layout: LayoutOptions = {}): readonly Chain[] {
   const ipvs = ipvsLayout(layout.proxy);
-  const midstream = !!layout.dropMidstream && cidrs.length > 0;
+  const midstream = dropsMidstream(cidrs, layout.dropMidstream);
   const wide = { Egress: hasWidePrefix(cidrs, layout, 'Egress'), Ingress: hasWidePrefix(cidrs, layout, 'Ingress') };
   const key = (ipvs ? `${cidrs.join(',')}|ipvs|${ipvs.serviceCidrs.join(',')}|${ipvs.nodePorts.from}-${ipvs.nodePorts.to}` : cidrs.join(',')) + (midstream ? '|midstream' : '') + (wide.Egress ? '|wideE' : '') + (wide.Ingress ? '|wideI' : '');
   let t = topChainMemo.get(key);
   if (!t) {
-    const tops = ipvs ? IPVS_TOP_CHAINS : TOP_CHAINS;
+    const tops = topChainsFor(layout.proxy, midstream);
     const chains: Chain[] = tops.map((tc) => ({
       name: tc.name,
       rules: tc.steps.flatMap((s): Rule[] => {

@@ -35,7 +35,7 @@ describe('mid-stream drops: the layout', () => {
     expect(text(compile(sampleCluster(), 'n1', { proxy: IPVS, dropMidstream: false }))).toBe(text(compile(sampleCluster(), 'n1', { proxy: IPVS })));
   });
 
-  it('with it: one jump right after the replies rule of PCTL-FORWARD and PCTL-INPUT, and PCTL-MIDSTREAM logs and drops per pod CIDR side', () => {
+  it('with it: one jump right after the replies rule of PCTL-FORWARD and PCTL-INPUT, PCTL-OUTPUT with only those two (the node\'s own packets), and PCTL-MIDSTREAM logs and drops per pod CIDR side', () => {
     const plain = compile(sampleCluster(), 'n1');
     const rs = compile(sampleCluster(), 'n1', REVOKE);
     for (const chain of [FORWARD_CHAIN, INPUT_CHAIN]) {
@@ -52,21 +52,30 @@ describe('mid-stream drops: the layout', () => {
       `-A ${MIDSTREAM_CHAIN} -d ${CIDR} -m comment --comment C -j NFLOG --nflog-prefix "PCTL I midstream" --nflog-group 1511 --nflog-size 128`,
       `-A ${MIDSTREAM_CHAIN} -d ${CIDR} -m comment --comment C -j DROP`,
     ]);
-    // The rest of the Ruleset is the same: sets, hooks, every other chain.
+    // The node's own packets (OUTPUT): replies pass, mid-stream pickups go to the same drops; nothing else is judged.
+    const out = lines(rs, OUTPUT_CHAIN);
+    expect(out).toHaveLength(2);
+    expect(out[0]).toContain('--ctstate RELATED,ESTABLISHED');
+    expect(out[1]).toMatch(MIDSTREAM_JUMP(OUTPUT_CHAIN));
+    expect(lines(plain, OUTPUT_CHAIN)).toEqual([]);
+    // The rest of the Ruleset is the same: sets, hooks (one more, OUTPUT's), every other chain.
     expect(rs.sets).toEqual(plain.sets);
-    expect(rs.hooks).toEqual(plain.hooks);
-    const others = (r: Ruleset) => r.chains.filter((c) => ![FORWARD_CHAIN, INPUT_CHAIN, MIDSTREAM_CHAIN].includes(c.name));
+    expect(rs.hooks.slice(0, plain.hooks.length)).toEqual(plain.hooks);
+    expect(rs.hooks.slice(plain.hooks.length)).toEqual([{ table: 'filter', chain: 'OUTPUT', target: OUTPUT_CHAIN, comment: expect.stringMatching(/keep first$/) }]);
+    const others = (r: Ruleset) => r.chains.filter((c) => ![FORWARD_CHAIN, INPUT_CHAIN, OUTPUT_CHAIN, MIDSTREAM_CHAIN].includes(c.name));
     expect(others(rs)).toEqual(others(plain));
-    expect(rs.chains.map((c) => c.name).slice(0, 6)).toEqual([FORWARD_CHAIN, INPUT_CHAIN, 'PCTL-UNKNOWN-SRC', 'PCTL-UNKNOWN-DST', MIDSTREAM_CHAIN, 'PCTL-EGRESS']);
+    expect(rs.chains.map((c) => c.name).slice(0, 7)).toEqual([FORWARD_CHAIN, INPUT_CHAIN, OUTPUT_CHAIN, 'PCTL-UNKNOWN-SRC', 'PCTL-UNKNOWN-DST', MIDSTREAM_CHAIN, 'PCTL-EGRESS']);
     const base = parseIptablesRestore(`*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n`);
     expect(checkReferences(parseIptablesRestore(renderIptablesRestore(rs), { base, noflush: true }), parseIpsetRestore(renderIpsetRestore(rs.sets)))).toEqual([]);
   });
 
-  it("under IPVS: PCTL-OUTPUT gets it too, after its replies rule and the node's own traffic", () => {
+  it("under IPVS: PCTL-OUTPUT gets it too, after its replies rule and before the node's own traffic returns", () => {
     const plain = compile(sampleCluster(), 'n1', { proxy: IPVS });
     const rs = compile(sampleCluster(), 'n1', { ...REVOKE, proxy: IPVS });
-    // In PCTL-OUTPUT the node's own packets have returned (rule 2) before it: they are never judged.
-    for (const [chain, at] of [[FORWARD_CHAIN, 1], [INPUT_CHAIN, 1], [OUTPUT_CHAIN, 2]] as const) {
+    // In PCTL-OUTPUT before the node's own packets return (rule 2 without the option): a
+    // hostNetwork server's mid-stream packet to a pod is dropped as in the other modes.
+    expect(rs.hooks).toEqual(plain.hooks);
+    for (const [chain, at] of [[FORWARD_CHAIN, 1], [INPUT_CHAIN, 1], [OUTPUT_CHAIN, 1]] as const) {
       const got = lines(rs, chain);
       expect(got[at]).toMatch(MIDSTREAM_JUMP(chain));
       expect(got.filter((_, i) => i !== at)).toEqual(lines(plain, chain));
@@ -154,6 +163,23 @@ describe('mid-stream drops: traced', () => {
       }
     }
     expect(denied).toBeGreaterThan(0);
+  });
+
+  it("the node's own mid-stream TCP to a local pod (a hostNetwork server answering a revoked connection) is dropped in OUTPUT; its SYNs and replies pass", () => {
+    const out = (plane: Dataplane, p: Packet): TraceResult => {
+      const { table, ipsets } = plane.nodes.get('n1')!;
+      return trace(table, ipsets, 'OUTPUT', p);
+    };
+    const fromNode: Packet = { src: '192.168.50.11', dst: '10.244.1.10', protocol: 'tcp', sport: 10250, dport: 40000, tcpFlags: ['PSH', 'ACK'] };
+    const r = out(revoke, fromNode);
+    expect(r.verdict, formatTrace(r)).toBe('DROP');
+    expect(loggedAs(r)).toBe('PCTL I midstream');
+    expect(out(plain, fromNode).verdict).toBe('ACCEPT');
+    // A connection the node opens, and the packets of one conntrack tracks, are not touched.
+    expect(out(revoke, { ...fromNode, tcpFlags: ['SYN'] }).verdict).toBe('ACCEPT');
+    expect(out(revoke, { ...fromNode, ctstate: 'ESTABLISHED' }).verdict).toBe('ACCEPT');
+    // Mid-stream to anything but the node's pod CIDRs: returned, as without the option.
+    expect(out(revoke, { ...fromNode, dst: '10.244.2.10' }).verdict).toBe('ACCEPT');
   });
 
   it('packets of tracked connections pass by the replies rule; UDP and mid-stream TCP of no pod CIDR are judged as before', () => {

@@ -22,6 +22,11 @@
 //   packets in revoke mode (layout.ts MIDSTREAM_CHAIN); with that rule left out, this test saw
 //   the server's data reach the client, n1 track the flow again, and the client's data reach the
 //   server.
+// - The same for a pod's connection to a hostNetwork server of its own node (a process in n1's
+//   own namespace): the pod's egress is revoked, and the server's packets leave through the
+//   node's OUTPUT, where no policy judges the node's own traffic. Without the mid-stream drop
+//   there (layout.ts REVOKE_OUTPUT_TOP) this test saw n1 track the connection again, from the
+//   node's side, once the server sent.
 // One lab for all; the lab runs in a cluster's order (CNI ADD through policyctl-cni, the IP
 // reaching the agents' source a status report later, DEL before the pod leaves the source).
 
@@ -52,7 +57,7 @@ kind: List
 items:
 ${node('n1', '10.244.1.0/24', '192.168.50.11')}
 ${node('n2', '10.244.2.0/24', '192.168.50.12')}
-${['old', 'noegress', 'other', 'srv', 'cli'].map(ns).join('\n')}
+${['old', 'noegress', 'other', 'srv', 'cli', 'hostcli'].map(ns).join('\n')}
 - apiVersion: networking.k8s.io/v1
   kind: NetworkPolicy
   metadata: {name: only-old, namespace: srv}
@@ -65,9 +70,12 @@ ${['old', 'noegress', 'other', 'srv', 'cli'].map(ns).join('\n')}
   spec: {podSelector: {}, policyTypes: [Egress]}
 `;
 
-/** A receiver or sender of flow-tool.ts in a pod's namespace; resolves once it printed "ready". */
-function flowTool(lab: LabState, key: string, args: string[], onLine?: (l: string) => void): Promise<ChildProcess> {
-  const child = spawn('ip', ['netns', 'exec', podNetns(lab, key), nodeBinary(), '--no-warnings', TOOL, ...args], { stdio: [args[0] === 'talk' ? 'pipe' : 'ignore', 'pipe', 'inherit'] });
+/**
+ * A receiver or sender of flow-tool.ts in a pod's namespace (or, given `netns`, in a node's: a
+ * hostNetwork process); resolves once it printed "ready".
+ */
+function flowTool(lab: LabState, key: string, args: string[], onLine?: (l: string) => void, netns = podNetns(lab, key)): Promise<ChildProcess> {
+  const child = spawn('ip', ['netns', 'exec', netns, nodeBinary(), '--no-warnings', TOOL, ...args], { stdio: [args[0] === 'talk' ? 'pipe' : 'ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`flow-tool ${args.join(' ')} in ${key}: not ready within 10 s`)), 10_000);
     createInterface({ input: child.stdout! }).on('line', (l) => {
@@ -133,6 +141,7 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
     writeFileSync(join(dir, 'c2.yaml'), pod('cli', 'c2', 'n2', '10.244.2.30'));
     writeFileSync(join(dir, 's3.yaml'), pod('srv', 's3', 'n1', '10.244.1.21'));
     writeFileSync(join(dir, 'c3.yaml'), pod('cli', 'c3', 'n2', '10.244.2.31'));
+    writeFileSync(join(dir, 'c4.yaml'), pod('hostcli', 'c4', 'n1', '10.244.1.31'));
     const up = await labUp({ name, manifests: dir, stateDir, resyncInterval: '2s', watch: false, agentArgs: { n1: ['--revoke-established'] } });
     lab = up.lab;
     kubelet = up.kubelet!;
@@ -257,5 +266,46 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
     const packets = (side: string) => counters.filter((l) => l.includes(` ${side} 10.244.1.0/24 `)).reduce((n, l) => n + Number(/^\[(\d+):/.exec(l)![1]), 0);
     expect(packets('-s')).toBeGreaterThan(0);
     expect(packets('-d')).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('--revoke-established (n1 only): a revoked connection of a pod to a hostNetwork server on its node stays revoked when the server sends first', async () => {
+    const n1 = lab.nodes.find((n) => n.name === 'n1')!;
+    const cli = '10.244.1.31';
+    const port = PORT + 1;
+    const events = { server: [] as { event: string; t: number }[], client: [] as { event: string; t: number }[] };
+    const server = await flowTool(lab, 'n1', ['talk', '--listen', String(port)], (l) => events.server.push(JSON.parse(l) as { event: string; t: number }), n1.netns);
+    children.push(server);
+    const client = await flowTool(lab, 'hostcli/c4', ['talk', '--to', `${n1.ip}:${port}`], (l) => events.client.push(JSON.parse(l) as { event: string; t: number }));
+    children.push(client);
+    const got = (side: 'server' | 'client', after: number) => events[side].filter((e) => e.event === 'data' && e.t >= after).length;
+    const settle = async (ok: () => boolean | Promise<boolean>, what: string) => {
+      const t0 = Date.now();
+      while (!(await ok()) && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+      if (!(await ok())) throw new Error(`${what}: not within 5 s`);
+    };
+    const tracked = async () => (await execInNode(lab, 'n1', ['conntrack', '-L', '-p', 'tcp'], { reject: false })).stdout.split('\n').filter((l) => l.includes(cli) && l.includes(n1.ip) && l.includes(`=${port} `));
+    await settle(() => events.server.some((e) => e.event === 'connected'), 'the hostNetwork server to accept');
+    client.stdin!.write('send\n');
+    await settle(() => got('server', 0) === 1, "the pod's chunk to reach the node");
+    server.stdin!.write('send\n');
+    await settle(() => got('client', 0) === 1, "the node's chunk to reach the pod");
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await tracked()).toHaveLength(1);
+    // The pod's egress denied: n1's agent deletes the entry of its connection to the node.
+    writeFileSync(join(dir, 'deny-hostcli.yaml'), 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-egress, namespace: hostcli}\nspec: {podSelector: {}, policyTypes: [Egress]}\n');
+    await kubelet.reconcile();
+    await waitApplied(lab, info, 30_000);
+    await settle(async () => (await tracked()).length === 0, 'n1 to delete the entry');
+    // The server sends first, mid-stream, from the node itself (OUTPUT, where no policy judges
+    // the node's own traffic): dropped, so nothing is tracked again and the pod hears nothing.
+    const revoked = Date.now();
+    server.stdin!.write('send\n');
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await tracked()).toEqual([]);
+    expect(got('client', revoked)).toBe(0);
+    client.stdin!.write('send\n');
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(got('server', revoked)).toBe(0);
+    expect(await tracked()).toEqual([]);
   }, 60_000);
 });
