@@ -58,16 +58,22 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     expect(jump).toMatch(/^-A PCTL-FORWARD -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -m comment --comment "[a-z2-7]{24} /);
     expect(save.split('\n')).toContain(jump);
     expect(save).toMatch(/^-A PCTL-MIDSTREAM -s 10\.244\.1\.0\/24 .*-j NFLOG --nflog-prefix "PCTL E midstream" /m);
+    // The node's own packets too (OUTPUT): a hook to PCTL-OUTPUT, which holds the replies rule and the same jump.
+    expect(save).toMatch(/^-A OUTPUT -m comment --comment "PCTL: mid-stream TCP of the node to its pods \(--revoke-established\), keep first" -j PCTL-OUTPUT$/m);
+    expect(save.split('\n').filter((l) => l.startsWith('-A PCTL-OUTPUT '))).toHaveLength(2);
     // A fresh read of the kernel finds nothing to do, and a sync that reads it writes nothing.
     expect(isEmpty((await syncer.verify(revoke)).plan)).toBe(true);
     rec.calls.length = 0;
     expect((await syncer.sync(compile(sampleCluster(), 'n1', { dropMidstream: true }), { readKernel: true })).wrote).toBe(false);
     expect(writesOf(rec)).toEqual([]);
-    // Leaving revoke mode takes the rule away, and the garbage collection the chain.
+    // Leaving revoke mode takes the jumps and the OUTPUT hook away at once (nothing reaches the
+    // chains then), and the garbage collection the chains.
     await syncer.sync(desired, { readKernel: true });
-    expect(net.sh('iptables-nft-save -t filter')).not.toContain('-j PCTL-MIDSTREAM');
+    const left = net.sh('iptables-nft-save -t filter');
+    expect(left).not.toMatch(/^-A (PCTL-FORWARD|PCTL-INPUT) .*-j PCTL-MIDSTREAM/m);
+    expect(left).not.toMatch(/^-A OUTPUT .*-j PCTL-OUTPUT$/m);
     await syncer.collectGarbage();
-    expect(net.sh('iptables-nft-save -t filter')).not.toContain('PCTL-MIDSTREAM');
+    expect(net.sh('iptables-nft-save -t filter')).not.toMatch(/PCTL-MIDSTREAM|PCTL-OUTPUT/);
   });
 
   it('applying the same ruleset twice writes nothing the second time', async () => {
