@@ -29,6 +29,7 @@
 // Output objects are shared between successive Rulesets when unchanged (an IpSet or Chain
 // object that is `===` to the previous one has the same content), so a consumer can skip them.
 
+import { LRUCache } from 'lru-cache';
 import type { Model, ModelChange } from '../model/store.ts';
 import type { ClusterPolicyRecord, PodRecord, PolicyType } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
@@ -93,6 +94,8 @@ export class IncrementalCompiler {
   /** Set when a pod met a group of its chain's name with other chains: the next step rebuilds. */
   private regroup = false;
   private readonly policyIds = new WeakMap<TierPolicy, number>();
+  /** ClusterNetworkPolicy ids by content without the priority (policyId); bounded: a forgotten one only costs a rebuild. */
+  private readonly clusterPolicyIds = new LRUCache<string, number>({ max: 4096 });
   private nextPolicyId = 1;
 
   // Output.
@@ -424,9 +427,22 @@ export class IncrementalCompiler {
     local.assigned.length = 0;
   }
 
+  /**
+   * A policy record's id in the keys of selections and tier chains. A ClusterNetworkPolicy's
+   * rules do not depend on its priority (the comments leave it out: rules.ts), only the order of
+   * the tier does, and the keys list the policies in that order: a record that changed nothing but
+   * its priority gets the id of the one before, so where the order holds its pods keep their
+   * chains without building them again.
+   */
   private policyId(p: TierPolicy): number {
     let id = this.policyIds.get(p);
-    if (id === undefined) this.policyIds.set(p, (id = this.nextPolicyId++));
+    if (id !== undefined) return id;
+    if (p.kind === 'ClusterNetworkPolicy') {
+      const content = JSON.stringify({ ...p, priority: 0 }, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v)); // CIDRs hold bigints
+      id = this.clusterPolicyIds.get(content);
+      if (id === undefined) this.clusterPolicyIds.set(content, (id = this.nextPolicyId++));
+    } else id = this.nextPolicyId++;
+    this.policyIds.set(p, id);
     return id;
   }
 

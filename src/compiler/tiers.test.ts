@@ -167,6 +167,12 @@ describe('incremental compiler and ClusterNetworkPolicies', () => {
     expect(ic.ruleset().chains).toBe(before.chains);
     expect(ic.delta().writtenChains).toEqual([]);
     expect(ic.delta().memberChanges).toEqual([]);
+    // Nor is any chain built again: the record differs from the last in its priority only.
+    expect(ic.stats()?.chainsRecomputed).toBe(0);
+    // A change to its rules is built, of course.
+    m.upsert({ ...guard, priority: 20, ingress: guard.ingress.slice(1) });
+    expect(text(ic.ruleset())).toBe(text(compile(m, 'n1')));
+    expect(ic.stats()?.chainsRecomputed).toBeGreaterThan(0);
     // A policy for namespace z only (no local pod there): nothing is rebuilt.
     m.upsert(cnp('z-only', { tier: 'Admin', priority: 1, subject: { namespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'z' } } }, ingress: [{ action: 'Deny', from: [{ namespaces: {} }] }] }));
     ic.ruleset();
