@@ -12,7 +12,9 @@
 //                                                      rule), native30 (30 address compares more),
 //                                                      set30 (30 set lookups instead)
 //   node bench/tools/rules-ab.ts run DIR NAME...        as root: `none` (no rule of ours) and each
-//                                                      NAME in turn, 6 rounds of 2 s, medians
+//                                                      NAME in turn (rotated each round, each run
+//                                                      from an empty conntrack table), 6 rounds
+//                                                      of 2 s, medians
 //
 // Run `render` in two checkouts (a git worktree of the older commit) into one DIR to compare them.
 // bench/RESULTS-2026-11-30.md (last section) holds figures it produced.
@@ -85,16 +87,18 @@ async function run(dir: string, names: readonly string[]): Promise<void> {
     const configs = ['none', ...names];
     const rates: Record<string, number[]> = {};
     for (let round = 0; round < ROUNDS; round++) {
-      for (const c of configs) {
+      // The order rotated each round, each run from an empty conntrack table (as the dataplane part).
+      for (const c of configs.map((_, k) => configs[(round + k) % configs.length]!)) {
         await syncer.cleanup();
         if (c !== 'none') {
           execFileSync('ip', ['netns', 'exec', netns, 'ipset', 'restore', '-exist'], { input: readFileSync(join(dir, `${c}.ips`)) });
           execFileSync('ip', ['netns', 'exec', netns, 'iptables-nft-restore', '--noflush'], { input: readFileSync(join(dir, `${c}.ipt`)) });
         }
+        await new Promise((r) => setTimeout(r, 500));
+        execFileSync('ip', ['netns', 'exec', netns, 'conntrack', '-F'], { stdio: 'ignore' });
         const r = await execInPod(lab, 'bench/client', [crr, 'client', SERVER_IP, String(CRR_PORT), String(SECONDS), '2']);
         (rates[c] ??= []).push((JSON.parse(r.stdout) as { rate: number }).rate);
         process.stderr.write(`  round ${round + 1}/${ROUNDS} ${c}: ${rates[c]!.at(-1)!.toFixed(0)} connections/s\n`);
-        await new Promise((r) => setTimeout(r, 500));
       }
     }
     await syncer.cleanup();
