@@ -214,53 +214,65 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
     expect(count(at2, c1, 'TCP', applied + 1000)).toBe(0);
   }, 120_000);
 
-  it('--revoke-established (n1 only): a revoked TCP connection stays revoked when the server sends first (no entry re-created, no packet through)', async () => {
-    const srv = '10.244.1.21';
-    const cli = '10.244.2.31';
-    /** One end of the conversation: its events, and a way to make it send a chunk. */
-    const talk = async (key: string, args: string[]) => {
-      const events: { event: string; t: number }[] = [];
-      const child = await flowTool(lab, key, ['talk', ...args], (l) => events.push(JSON.parse(l) as { event: string; t: number }));
-      children.push(child);
-      return { events, send: () => child.stdin!.write('send\n'), got: (after: number) => events.filter((e) => e.event === 'data' && e.t >= after).length };
-    };
-    const settle = async (ok: () => boolean | Promise<boolean>, what: string) => {
-      const t0 = Date.now();
-      while (!(await ok()) && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
-      if (!(await ok())) throw new Error(`${what}: not within 5 s`);
-    };
-    /** n1's conntrack entries between the two ends, either way round. */
-    const tracked = async () =>
-      (await execInNode(lab, 'n1', ['conntrack', '-L', '-p', 'tcp'], { reject: false })).stdout.split('\n').filter((l) => l.includes(srv) && l.includes(cli) && l.includes(`=${PORT} `));
-    const server = await talk('srv/s3', ['--listen', String(PORT)]);
-    const client = await talk('cli/c3', ['--to', `${srv}:${PORT}`]);
+  /** One end of a TCP conversation (flow-tool talk; given `netns`, a process of a node's own): its events, and a way to make it send a chunk. */
+  async function talk(key: string, args: string[], netns?: string) {
+    const events: { event: string; t: number }[] = [];
+    const child = await flowTool(lab, key, ['talk', ...args], (l) => events.push(JSON.parse(l) as { event: string; t: number }), netns);
+    children.push(child);
+    return { events, send: () => child.stdin!.write('send\n'), got: (after: number) => events.filter((e) => e.event === 'data' && e.t >= after).length };
+  }
+
+  async function settle(ok: () => boolean | Promise<boolean>, what: string): Promise<void> {
+    const t0 = Date.now();
+    while (!(await ok()) && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+    if (!(await ok())) throw new Error(`${what}: not within 5 s`);
+  }
+
+  /** n1's TCP conntrack entries between two addresses on a port, either way round. */
+  const trackedOn = (a: string, b: string, port: number) => async () =>
+    (await execInNode(lab, 'n1', ['conntrack', '-L', '-p', 'tcp'], { reject: false })).stdout.split('\n').filter((l) => l.includes(a) && l.includes(b) && l.includes(`=${port} `));
+
+  /**
+   * A TCP conversation that works both ways and that n1 tracks; then the policy `file` (written
+   * to the manifests) denies it and n1's agent deletes the entry; then the server speaks first,
+   * mid-stream, and the client after it: nothing arrives either way and n1 tracks nothing again.
+   */
+  async function revokedStaysRevoked(server: Awaited<ReturnType<typeof talk>>, client: Awaited<ReturnType<typeof talk>>, tracked: () => Promise<string[]>, file: string, policy: string): Promise<void> {
     await settle(() => server.events.some((e) => e.event === 'connected'), 'the server to accept');
-    // Both directions work before the change, and n1 tracks the connection.
     client.send();
-    await settle(() => server.got(0) === 1, 'the client\'s chunk to arrive');
+    await settle(() => server.got(0) === 1, "the client's chunk to arrive");
     server.send();
-    await settle(() => client.got(0) === 1, 'the server\'s chunk to arrive');
+    await settle(() => client.got(0) === 1, "the server's chunk to arrive");
     await new Promise((r) => setTimeout(r, 300)); // the last ACKs (delayed ACK: up to 200 ms)
     expect(await tracked()).toHaveLength(1);
-    // A policy that denies every ingress to s3; n1's agent deletes the entry in the sync that
-    // puts it in force (n2's agent, without the flag, keeps its own entry: the server's packets
-    // would pass there as replies).
-    writeFileSync(join(dir, 'deny-s3.yaml'), 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-s3, namespace: srv}\nspec: {podSelector: {matchLabels: {app: s3}}, policyTypes: [Ingress]}\n');
+    writeFileSync(join(dir, file), policy);
     await kubelet.reconcile();
     await waitApplied(lab, info, 30_000);
     await settle(async () => (await tracked()).length === 0, 'n1 to delete the entry');
-    // The server speaks first, mid-stream: dropped on n1, so nothing is tracked again and the
-    // client hears nothing (the server retransmits, dropped each time).
     const revoked = Date.now();
     server.send();
     await new Promise((r) => setTimeout(r, 1000));
     expect(await tracked()).toEqual([]);
     expect(client.got(revoked)).toBe(0);
-    // Then the client: its packets are mid-stream on n1 too, and reach nothing.
     client.send();
     await new Promise((r) => setTimeout(r, 1000));
     expect(server.got(revoked)).toBe(0);
     expect(await tracked()).toEqual([]);
+  }
+
+  it('--revoke-established (n1 only): a revoked TCP connection stays revoked when the server sends first (no entry re-created, no packet through)', async () => {
+    const srv = '10.244.1.21';
+    // A policy that denies every ingress to s3; n1's agent deletes the entry in the sync that
+    // puts it in force (n2's agent, without the flag, keeps its own entry: the server's packets
+    // would pass there as replies). The server's mid-stream packets are dropped on n1, each
+    // retransmission too.
+    await revokedStaysRevoked(
+      await talk('srv/s3', ['--listen', String(PORT)]),
+      await talk('cli/c3', ['--to', `${srv}:${PORT}`]),
+      trackedOn(srv, '10.244.2.31', PORT),
+      'deny-s3.yaml',
+      'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-s3, namespace: srv}\nspec: {podSelector: {matchLabels: {app: s3}}, policyTypes: [Ingress]}\n',
+    );
     // Dropped by the mid-stream rules (their kernel counters), both ways.
     const counters = (await execInNode(lab, 'n1', ['iptables-save', '-c', '-t', 'filter'])).stdout.split('\n').filter((l) => / -A PCTL-MIDSTREAM .*-j DROP$/.test(l));
     const packets = (side: string) => counters.filter((l) => l.includes(` ${side} 10.244.1.0/24 `)).reduce((n, l) => n + Number(/^\[(\d+):/.exec(l)![1]), 0);
@@ -270,42 +282,16 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
 
   it('--revoke-established (n1 only): a revoked connection of a pod to a hostNetwork server on its node stays revoked when the server sends first', async () => {
     const n1 = lab.nodes.find((n) => n.name === 'n1')!;
-    const cli = '10.244.1.31';
     const port = PORT + 1;
-    const events = { server: [] as { event: string; t: number }[], client: [] as { event: string; t: number }[] };
-    const server = await flowTool(lab, 'n1', ['talk', '--listen', String(port)], (l) => events.server.push(JSON.parse(l) as { event: string; t: number }), n1.netns);
-    children.push(server);
-    const client = await flowTool(lab, 'hostcli/c4', ['talk', '--to', `${n1.ip}:${port}`], (l) => events.client.push(JSON.parse(l) as { event: string; t: number }));
-    children.push(client);
-    const got = (side: 'server' | 'client', after: number) => events[side].filter((e) => e.event === 'data' && e.t >= after).length;
-    const settle = async (ok: () => boolean | Promise<boolean>, what: string) => {
-      const t0 = Date.now();
-      while (!(await ok()) && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
-      if (!(await ok())) throw new Error(`${what}: not within 5 s`);
-    };
-    const tracked = async () => (await execInNode(lab, 'n1', ['conntrack', '-L', '-p', 'tcp'], { reject: false })).stdout.split('\n').filter((l) => l.includes(cli) && l.includes(n1.ip) && l.includes(`=${port} `));
-    await settle(() => events.server.some((e) => e.event === 'connected'), 'the hostNetwork server to accept');
-    client.stdin!.write('send\n');
-    await settle(() => got('server', 0) === 1, "the pod's chunk to reach the node");
-    server.stdin!.write('send\n');
-    await settle(() => got('client', 0) === 1, "the node's chunk to reach the pod");
-    await new Promise((r) => setTimeout(r, 300));
-    expect(await tracked()).toHaveLength(1);
-    // The pod's egress denied: n1's agent deletes the entry of its connection to the node.
-    writeFileSync(join(dir, 'deny-hostcli.yaml'), 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-egress, namespace: hostcli}\nspec: {podSelector: {}, policyTypes: [Egress]}\n');
-    await kubelet.reconcile();
-    await waitApplied(lab, info, 30_000);
-    await settle(async () => (await tracked()).length === 0, 'n1 to delete the entry');
-    // The server sends first, mid-stream, from the node itself (OUTPUT, where no policy judges
-    // the node's own traffic): dropped, so nothing is tracked again and the pod hears nothing.
-    const revoked = Date.now();
-    server.stdin!.write('send\n');
-    await new Promise((r) => setTimeout(r, 1000));
-    expect(await tracked()).toEqual([]);
-    expect(got('client', revoked)).toBe(0);
-    client.stdin!.write('send\n');
-    await new Promise((r) => setTimeout(r, 1000));
-    expect(got('server', revoked)).toBe(0);
-    expect(await tracked()).toEqual([]);
+    // The pod's egress denied: n1's agent deletes the entry of its connection to the node. The
+    // server's packets leave the node through OUTPUT, where no policy judges the node's own
+    // traffic: its mid-stream packet is dropped there.
+    await revokedStaysRevoked(
+      await talk('n1', ['--listen', String(port)], n1.netns),
+      await talk('hostcli/c4', ['--to', `${n1.ip}:${port}`]),
+      trackedOn('10.244.1.31', n1.ip, port),
+      'deny-hostcli.yaml',
+      'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-egress, namespace: hostcli}\nspec: {podSelector: {}, policyTypes: [Egress]}\n',
+    );
   }, 60_000);
 });
