@@ -17,7 +17,7 @@
 //   pods: REVOKE_OUTPUT_TOP)
 //   Under kube-proxy's IPVS mode only (ServiceProxy, IPVS_TOP_CHAINS):
 //   INPUT -> PCTL-INPUT: 1, 2, then RETURN for Service VIPs and node ports, then -> PCTL-EGRESS
-//   OUTPUT -> PCTL-OUTPUT: 1, RETURN unless the source is a local pod (PCTL-programmed), (1b), 3, 4, 5
+//   OUTPUT -> PCTL-OUTPUT: 1, (1b), RETURN unless the source is a local pod (PCTL-programmed), 3, 4, 5
 //   (1b follows 1 in every top chain, before PCTL-OUTPUT's RETURN of the node's own traffic)
 //   PCTL-EGRESS: `-s 0.0.0.(16q)/0.0.0.48 -g PCTL-EQ-q` per q (q: bits 4-5 of k = address & 63) DISPATCH
 //   PCTL-EQ-q:   `-s 0.0.0.(4b)/0.0.0.12 -g PCTL-ES-s` per s = 4q + b (b: bits 2-3)      the tree,

@@ -307,7 +307,6 @@ function cnpPeerMatches(sets: SetSource, rule: CnpRule, dir: PolicyType): CnpPee
   return out;
 }
 
-/** How a CNP rule's action is expressed in its tier's chain (`next`: where Pass goes). */
 /**
  * How a policy chain's conditional drops are written (drop-log.ts): `chained` (one rule to the
  * drop chain of its prefix) in the chains of pods, `inline` (the log rule and the drop) in a
@@ -315,6 +314,7 @@ function cnpPeerMatches(sets: SetSource, rule: CnpRule, dir: PolicyType): CnpPee
  */
 export type DropShape = 'chained' | 'inline';
 
+/** How a CNP rule's action is expressed in its tier's chain (`next`: where Pass goes). */
 function cnpAction(action: CnpAction, next: string | undefined): Action {
   return action === 'Accept' ? VERDICTS.allow : action === 'Deny' ? VERDICTS.deny : VERDICTS.next(next);
 }
