@@ -32,7 +32,7 @@ export function agentRunner(netns?: string, o: Omit<IpsetSessionOptions, 'netns'
       spares.close();
     },
     async run(cmd, args, opts = {}) {
-      spares.touch();
+      spares.enter();
       try {
         if (cmd === 'ipset' && args.length === 2 && args[0] === 'restore' && args[1] === '-exist') {
           const lines = session.linesOf(opts.input ?? '');
@@ -46,7 +46,7 @@ export function agentRunner(netns?: string, o: Omit<IpsetSessionOptions, 'netns'
         }
         return (await spares.run(cmd, args, opts.input ?? '')) ?? (await inner.run(cmd, args, opts));
       } finally {
-        spares.touch();
+        spares.leave();
       }
     },
   };

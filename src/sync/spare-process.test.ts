@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
-import { SpareProcesses } from './spare-process.ts';
+import { SPARE_AFTER_QUIET_MS, SpareProcesses } from './spare-process.ts';
 import { SESSION_LINES, agentRunner } from './agent-runner.ts';
 
 const ARGS = ['--noflush', '--wait=5'];
@@ -150,6 +150,37 @@ describe.runIf(kernelTestsEnabled())('spare ipset restore on the real kernel', (
       expect(runner.session.calls).toBe(sessionCalls + 1);
       expect(runner.spares.counts.spare).toBe(1);
       for (const set of ['PCTL-S1', 'PCTL-S2']) expect(net.sh(`ipset list ${set} -o save`).split('\n').filter((l) => l.startsWith('add ')).length).toBe(499);
+    } finally {
+      runner.close();
+    }
+  });
+
+  it("the agent's runner starts no spare while one of its calls runs, only once the calls have ended", async () => {
+    const runner = agentRunner(net.name);
+    try {
+      // A big set payload with no spare waiting: served without one, and a spare ipset restore wanted.
+      const sets = ['create PCTL-S1 hash:ip', ...Array.from({ length: 499 }, (_, k) => `add PCTL-S1 10.1.${k >> 8}.${k & 255}`)].join('\n') + '\n';
+      expect(await runner.run('ipset', ['restore', '-exist'], { input: sets })).toMatchObject({ exitCode: 0 });
+      // At once a rule payload that takes longer than the quiet moment: no ipset restore may be
+      // forked beside it (the fork would block the agent's thread in the middle of the sync).
+      const rules = ['*filter', ':PCTL-LONG - [0:0]', ...Array.from({ length: 4000 }, (_, k) => `-A PCTL-LONG -s 10.2.${k >> 8}.${k & 255} -j RETURN`), 'COMMIT', ''].join('\n');
+      const t0 = performance.now();
+      let done = false;
+      const call = runner.run('iptables-nft-restore', ARGS, { input: rules }).finally(() => (done = true));
+      let polls = 0;
+      let seen = 0;
+      while (!done) {
+        polls++;
+        if (ipsetRestores().length > 0) seen++;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(await call).toMatchObject({ exitCode: 0 });
+      // The call outlasted the quiet moment several times over, and was watched while it ran.
+      expect(performance.now() - t0).toBeGreaterThan(3 * SPARE_AFTER_QUIET_MS);
+      expect(polls).toBeGreaterThan(2);
+      expect(seen).toBe(0);
+      // Once it ended, the spare comes.
+      await untilSpare();
     } finally {
       runner.close();
     }

@@ -31,6 +31,8 @@ export class SpareProcesses {
   private readonly spares = new Map<string, { readonly key: string; readonly p: StartedCommand }>();
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
+  /** Calls through the agent's runner in flight (enter/leave): no spare starts while one runs. */
+  private busy = 0;
   /** By slot: the spare to start once the runner is quiet. */
   private readonly next = new Map<string, { readonly key: string; readonly cmd: string; readonly args: readonly string[] }>();
   private readonly netns: string | undefined;
@@ -85,15 +87,29 @@ export class SpareProcesses {
     return result;
   }
 
+  /** A call through the agent's runner begins: no spare starts until every call in flight has ended. */
+  enter(): void {
+    this.busy++;
+    clearTimeout(this.timer);
+  }
+
+  /** A call through the agent's runner ended: once none is in flight, the quiet moment starts (touch). */
+  leave(): void {
+    if (this.busy > 0) this.busy--;
+    this.touch();
+  }
+
   /**
    * Start the next spares once the runner has been quiet for SPARE_AFTER_QUIET_MS: starting a
    * process blocks this thread for the fork (5 to 12 ms measured), which must not land inside
    * the rest of this sync (its next steps, the garbage collection right after) or the next event.
-   * `touch()` (every call through the agent's runner, start and end) moves the moment on.
+   * Every call through the agent's runner holds the moment off while it runs (enter/leave), so a
+   * call that lasts longer than the moment does not get another command's spare forked beside it;
+   * its end moves the moment on.
    */
   touch(): void {
     clearTimeout(this.timer);
-    if (this.next.size === 0 || this.closed) return;
+    if (this.busy > 0 || this.next.size === 0 || this.closed) return;
     this.timer = setTimeout(() => {
       const pending = [...this.next];
       this.next.clear();
