@@ -1,10 +1,10 @@
 // policyctl-cni's native front end (src/cni/shim/policyctl-cni.c), installed as the runtime runs
 // it, against the agent's real CNI server (scripted agent): every call gives byte for byte what
 // the Node plugin gives; when the agent cannot answer, it falls back to the Node plugin beside it
-// (same errors); only a timeout is its own. Needs a C compiler (scripts/setup.sh installs gcc).
+// (same errors); only a timeout and VERSION are its own. Needs a C compiler (scripts/setup.sh installs gcc).
 
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pod } from '../../test/support/builders.ts';
 import { scriptedCniServer } from '../../test/support/cni-agent.ts';
 import { installPlugin } from './install.ts';
-import { runPlugin } from './plugin.ts';
+import { SUPPORTED_VERSIONS, runPlugin } from './plugin.ts';
 import { encodeCall, readCall } from './shim-frame.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'pctl-shim-'));
@@ -91,6 +91,22 @@ describe('policyctl-cni front end', () => {
       else expect(sent.call).toBe(0);
     }, 20_000);
   }
+
+  it('answers VERSION itself, as the Node plugin does, for every version it supports and one it does not, with no Node plugin beside it', async () => {
+    // The binary alone in a folder of its own: a fallback would find no Node plugin to run.
+    const alone = join(dir, 'alone');
+    mkdirSync(alone);
+    copyFileSync(realpathSync(wrapper), join(alone, 'policyctl-cni'));
+    for (const stdin of ['', ...SUPPORTED_VERSIONS.map((v) => JSON.stringify({ cniVersion: v })), JSON.stringify({ cniVersion: '9.9.9' }), JSON.stringify({ cniVersion: '0.4.0', name: 'x', plugins: [{ type: 'y' }] })]) {
+      const e = { CNI_COMMAND: 'VERSION' };
+      const want = await runPlugin({ env: e, stdin });
+      const got = await new Promise<Output>((resolve) => {
+        const child = execFile(join(alone, 'policyctl-cni'), [], { env: e, cwd: '/' }, (err, stdout, stderr) => resolve({ exitCode: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+        child.stdin!.end(stdin);
+      });
+      expect(got, stdin).toEqual(want);
+    }
+  }, 20_000);
 
   it('with no agent, falls back to the Node plugin: the same CNI error, and DEL with nothing to undo succeeds', async () => {
     for (const [e, stdin] of [

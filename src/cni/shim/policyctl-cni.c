@@ -13,7 +13,9 @@
  *   configuration it does not fully understand, a connection closed early), it runs the Node plugin
  *   installed beside it (`node policyctl-cni.mjs` in its own folder) with the same environment and
  *   stdin, which reports the cause as a CNI error, or succeeds only on the agent's word. Only a
- *   timeout is answered here: waiting a second time would double the runtime's wait.
+ *   timeout is answered here (waiting a second time would double the runtime's wait), and VERSION,
+ *   which asks nothing of the agent or the node: a runtime probing plugins on a node whose agent
+ *   is not up yet gets its answer without a Node process.
  * - It reads from the configuration only the transport (`socket`, `timeoutSeconds`, `cniVersion`
  *   for its own error); the agent parses and checks the configuration again.
  *
@@ -278,16 +280,37 @@ static int send_all(int fd, const char *s, size_t n) {
   return 0;
 }
 
+/* ---- VERSION ---- */
+
+/* The Node plugin's list and latest version (src/cni/plugin.ts SUPPORTED_VERSIONS): shim.test.ts
+ * compares this answer with the Node plugin's for every version and for one it does not know. */
+static const char *const SUPPORTED[] = {"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
+#define LATEST "1.1.0"
+
+/* The answer to VERSION: the version asked for when supported, else the latest. */
+static int version_answer(const char *requested) {
+  const size_t count = sizeof SUPPORTED / sizeof *SUPPORTED;
+  const char *v = LATEST;
+  for (size_t i = 0; i < count; i++) if (!strcmp(requested, SUPPORTED[i])) v = SUPPORTED[i];
+  char out[256];
+  size_t n = (size_t)snprintf(out, sizeof out, "{\"cniVersion\":\"%s\",\"supportedVersions\":[", v);
+  for (size_t i = 0; i < count; i++) n += (size_t)snprintf(out + n, sizeof out - n, "%s\"%s\"", i ? "," : "", SUPPORTED[i]);
+  n += (size_t)snprintf(out + n, sizeof out - n, "]}\n");
+  put(1, out, n);
+  return 0;
+}
+
 int main(void) {
   struct conf c;
   memset(&c, 0, sizeof c);
   c.timeout = DEFAULT_TIMEOUT_SECONDS;
   read_stdin();
   const char *command = getenv("CNI_COMMAND");
-  /* VERSION needs no configuration: any other command with one this scan cannot read goes to the
-   * Node plugin, which names what is wrong with it. */
+  /* VERSION needs no configuration and no agent; a stdin this scan cannot read goes to the Node
+   * plugin, as any other command with a configuration it cannot read, which names what is wrong. */
   if (in_len > MAX_STDIN) return fallback(c.version);
-  if (!(command && !strcmp(command, "VERSION") && in_len == 0) && scan_conf(&c)) return fallback(c.version);
+  if (command && !strcmp(command, "VERSION")) return in_len == 0 ? version_answer("") : scan_conf(&c) ? fallback(c.version) : version_answer(c.version);
+  if (scan_conf(&c)) return fallback(c.version);
   if (c.socket[0] == 0) snprintf(c.socket, sizeof c.socket, "%s", DEFAULT_SOCKET);
   if (c.socket[0] != '/' || !(c.timeout > 0 && c.timeout <= 600)) return fallback(c.version);
 
