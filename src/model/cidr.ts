@@ -9,16 +9,8 @@ import type { Cidr } from './types.ts';
 export class CidrError extends Error {}
 
 export function parseIPv4(text: string): bigint | undefined {
-  const parts = text.split('.');
-  if (parts.length !== 4) return undefined;
-  let v = 0n;
-  for (const p of parts) {
-    if (!/^[0-9]{1,3}$/.test(p)) return undefined;
-    const n = Number.parseInt(p, 10);
-    if (n > 255) return undefined;
-    v = (v << 8n) | BigInt(n);
-  }
-  return v;
+  const v = ipv4Number(text);
+  return v === undefined ? undefined : BigInt(v);
 }
 
 export function parseIPv6(text: string): bigint | undefined {
@@ -127,7 +119,10 @@ export function cidrContainsIp(c: Cidr, ip: string): boolean {
   return c.prefix === 0 || ((v ^ Number(c.network)) >>> (32 - c.prefix)) === 0;
 }
 
-/** An IPv4 address as an unsigned 32-bit number, read as parseIPv4 reads it (decimal octets, leading zeros allowed). */
+/**
+ * An IPv4 address as an unsigned 32-bit number: four decimal octets of one to three digits each,
+ * leading zeros allowed (as the API server's legacy parser reads them). parseIPv4 is this as a bigint.
+ */
 export function ipv4Number(text: string): number | undefined {
   let v = 0;
   let octet = 0;
