@@ -9,6 +9,10 @@ import { IncrementalCompiler } from '../compiler/incremental.ts';
 import { NFT } from './backend.ts';
 import { isEmpty } from './plan.ts';
 import { Syncer } from './syncer.ts';
+import { renderIpsetRestore, renderIptablesRestore } from './render.ts';
+import { normalize } from '../model/normalize.ts';
+import type { ClusterPolicyRecord } from '../model/types.ts';
+import { parseIpsetRestore, parseIptablesRestore, trace } from '../../test/support/tracer.ts';
 import { chainWithoutLog, deltaWithoutLog, rulesetWithoutLog } from './without-log.ts';
 
 describe('without the drop log', () => {
@@ -28,6 +32,32 @@ describe('without the drop log', () => {
     const d = { createdSets: [], destroyedSets: [], memberChanges: [], rebuiltSets: [], writtenChains: rs.chains, removedChains: [] };
     expect(deltaWithoutLog(d).writtenChains).toEqual(out.chains);
     expect(deltaWithoutLog(d)).toBe(deltaWithoutLog(d));
+  });
+
+  it("keeps a ClusterNetworkPolicy Deny's drop chain, as the drop alone: the Deny still drops, nothing logs", () => {
+    const m = sampleCluster();
+    m.upsert(
+      normalize({
+        apiVersion: 'policy.networking.k8s.io/v1alpha2',
+        kind: 'ClusterNetworkPolicy',
+        metadata: { name: 'no-db-from-y' },
+        spec: { tier: 'Admin', priority: 5, subject: { namespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'x' } } }, ingress: [{ action: 'Deny', from: [{ namespaces: { matchLabels: { 'kubernetes.io/metadata.name': 'y' } } }], protocols: [{ tcp: { destinationPort: { number: 5432 } } }] }] },
+      }).record as ClusterPolicyRecord,
+    );
+    const out = rulesetWithoutLog(compile(m, 'n1'));
+    const chained = out.chains.flatMap((c) => c.rules).filter((r) => r.action.kind === 'logdrop');
+    expect(chained.length).toBeGreaterThan(0);
+    for (const r of chained) {
+      if (r.action.kind !== 'logdrop') continue;
+      const name = r.action.chain;
+      expect(out.chains.find((c) => c.name === name)?.rules.map((x) => [x.action, x.match])).toEqual([[{ kind: 'drop' }, {}]]);
+    }
+    const text = renderIptablesRestore(out);
+    expect(text).not.toContain('NFLOG');
+    // y/d (n1) to x/b (n1) on 5432: dropped by the Deny's chain, with no log rule on the way.
+    const t = trace(parseIptablesRestore(text, { base: parseIptablesRestore(FOREIGN_FILTER), noflush: true }), parseIpsetRestore(renderIpsetRestore(out.sets)), 'FORWARD', { src: '10.244.1.14', dst: '10.244.1.11', protocol: 'tcp', sport: 40000, dport: 5432 });
+    expect(t.verdict).toBe('DROP');
+    expect(t.finalRule).toMatch(/^-A PCTL-L-\S+ .*-j DROP$/);
   });
 });
 
