@@ -107,6 +107,16 @@ async function throughput(lab: LabState, seconds: number): Promise<number> {
   return (JSON.parse(t.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e9;
 }
 
+/**
+ * Empty the node's conntrack table before a run: a run leaves about 60k closed connections there
+ * for 120 s (TIME_WAIT), and the table's bound (nf_conntrack_max, for the whole machine) is
+ * reached after a few runs, from when on each new connection first evicts one. Without this the
+ * first runs of a part met an emptier table than the later ones.
+ */
+export function emptyConntrack(netns: string): void {
+  execFileSync('ip', ['netns', 'exec', netns, 'conntrack', '-F'], { stdio: 'ignore' });
+}
+
 /** After loading a Ruleset, before measuring: the kernel's deferred work of the load is done. */
 const SETTLE_MS = 1000;
 
@@ -140,11 +150,7 @@ async function measure(lab: LabState, crr: string, syncer: Syncer, rs: Ruleset, 
     if (side === 'without') await syncer.cleanup();
     else await syncer.sync(side === 'with' ? rs : rsCnp, { readKernel: true });
     await new Promise((res) => setTimeout(res, SETTLE_MS));
-    // Every run from an empty conntrack table: a run leaves about 60k closed connections there
-    // for 120 s (TIME_WAIT), and the table's bound (nf_conntrack_max, for the whole machine)
-    // is reached after a few runs, from when on each new connection first evicts one. Without
-    // this the first runs met an emptier table than the later ones.
-    execFileSync('ip', ['netns', 'exec', lab.nodes[0]!.netns, 'conntrack', '-F'], { stdio: 'ignore' });
+    emptyConntrack(lab.nodes[0]!.netns);
   };
   const label = { without: 'without policies', with: 'with policies', withCnp: 'with policies and ClusterNetworkPolicies' };
   const rate: Record<(typeof sides)[number], { rate: number; failures: number }[]> = { without: [], with: [], withCnp: [] };

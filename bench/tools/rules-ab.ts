@@ -29,7 +29,7 @@ import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render
 import { processRunner } from '../../src/sync/runner.ts';
 import { Syncer } from '../../src/sync/syncer.ts';
 import { addClusterPolicies } from '../cnps.ts';
-import { benchObjects, CLIENT_IP, CRR_PORT, NODE, POD_CIDR, SERVER_IP } from '../parts/dataplane.ts';
+import { benchObjects, CLIENT_IP, CRR_PORT, emptyConntrack, NODE, POD_CIDR, SERVER_IP } from '../parts/dataplane.ts';
 import { generateCluster } from '../synthetic.ts';
 
 const ROUNDS = 6;
@@ -95,7 +95,7 @@ async function run(dir: string, names: readonly string[]): Promise<void> {
           execFileSync('ip', ['netns', 'exec', netns, 'iptables-nft-restore', '--noflush'], { input: readFileSync(join(dir, `${c}.ipt`)) });
         }
         await new Promise((r) => setTimeout(r, 500));
-        execFileSync('ip', ['netns', 'exec', netns, 'conntrack', '-F'], { stdio: 'ignore' });
+        emptyConntrack(netns);
         const r = await execInPod(lab, 'bench/client', [crr, 'client', SERVER_IP, String(CRR_PORT), String(SECONDS), '2']);
         (rates[c] ??= []).push((JSON.parse(r.stdout) as { rate: number }).rate);
         process.stderr.write(`  round ${round + 1}/${ROUNDS} ${c}: ${rates[c]!.at(-1)!.toFixed(0)} connections/s\n`);

@@ -107,7 +107,7 @@ export class SpareProcesses {
    * call that lasts longer than the moment does not get another command's spare forked beside it;
    * its end moves the moment on.
    */
-  touch(): void {
+  private touch(): void {
     clearTimeout(this.timer);
     if (this.busy > 0 || this.next.size === 0 || this.closed) return;
     this.timer = setTimeout(() => {
