@@ -10,11 +10,13 @@
 //                                                      --shared-admin-chains)
 //   node bench/tools/rules-ab.ts synthetic DIR         hand-written: hook (the hook and its replies
 //                                                      rule), native30 (30 address compares more),
-//                                                      set30 (30 set lookups instead)
+//                                                      set30 (30 set lookups instead), goto30 (the
+//                                                      30 compares in 10 chains reached by goto)
 //   node bench/tools/rules-ab.ts run DIR NAME...        as root: `none` (no rule of ours) and each
 //                                                      NAME in turn (rotated each round, each run
-//                                                      from an empty conntrack table), 6 rounds
-//                                                      of 2 s, medians
+//                                                      from an empty conntrack table), 6 rounds (AB_ROUNDS=N for more)
+//                                                      of 2 s; a ratio is the median of each round's
+//                                                      ratio to that round's run without rules
 //
 // Run `render` in two checkouts (a git worktree of the older commit) into one DIR to compare them.
 // bench/RESULTS-2026-11-30.md (last section) holds figures it produced.
@@ -32,7 +34,7 @@ import { addClusterPolicies } from '../cnps.ts';
 import { benchObjects, CLIENT_IP, CRR_PORT, emptyConntrack, NODE, POD_CIDR, SERVER_IP } from '../parts/dataplane.ts';
 import { generateCluster } from '../synthetic.ts';
 
-const ROUNDS = 6;
+const ROUNDS = Number(process.env.AB_ROUNDS ?? 6);
 const SECONDS = 2;
 
 function render(out: string): void {
@@ -62,6 +64,14 @@ function synthetic(dir: string): void {
   writeFileSync(join(dir, 'hook.ips'), '');
   writeFileSync(join(dir, 'native30.ipt'), [...head, ...n.map((i) => `-A PCTL-FORWARD -s 10.8.0.${i}/32 -j DROP`), ...tail].join('\n'));
   writeFileSync(join(dir, 'native30.ips'), '');
+  // The same 30 compares, in 10 chains reached by goto: what a chain transition adds.
+  const chains = Array.from({ length: 10 }, (_, k) => k);
+  const gotos = chains.flatMap((k) => [
+    ...[1, 2].map((i) => `-A PCTL-AB${k} -s 10.8.${k}.${i}/32 -j DROP`),
+    ...(k < 9 ? [`-A PCTL-AB${k} -g PCTL-AB${k + 1}`] : []),
+  ]);
+  writeFileSync(join(dir, 'goto30.ipt'), [head[0], head[1], ...chains.map((k) => `:PCTL-AB${k} - [0:0]`), head[2], '-A PCTL-FORWARD -j PCTL-AB0', ...gotos, ...tail].join('\n'));
+  writeFileSync(join(dir, 'goto30.ips'), '');
   writeFileSync(join(dir, 'set30.ipt'), [...head, ...n.map((i) => `-A PCTL-FORWARD -m set --match-set AB${i % 3} src -j DROP`), ...tail].join('\n'));
   writeFileSync(join(dir, 'set30.ips'), 'create AB0 hash:ip\ncreate AB1 hash:ip\ncreate AB2 hash:ip\nadd AB0 10.7.0.1\n');
 }
@@ -103,8 +113,12 @@ async function run(dir: string, names: readonly string[]): Promise<void> {
     }
     await syncer.cleanup();
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-    const base = median(rates.none!);
-    for (const c of configs) console.log(`${c.padEnd(12)} median ${median(rates[c]!).toFixed(0).padStart(6)}  ratio ${(median(rates[c]!) / base).toFixed(3)}  runs ${rates[c]!.map((x) => x.toFixed(0)).join(' ')}`);
+    // Ratio: the median of each round's ratio to that round's run without rules (as the dataplane
+    // part reports it), so that the machine's drift between rounds cancels out.
+    for (const c of configs) {
+      const paired = median(rates[c]!.map((x, i) => x / rates.none![i]!));
+      console.log(`${c.padEnd(12)} median ${median(rates[c]!).toFixed(0).padStart(6)}  ratio ${paired.toFixed(3)}  runs ${rates[c]!.map((x) => x.toFixed(0)).join(' ')}`);
+    }
   } finally {
     await destroyLab(lab);
   }
