@@ -7,7 +7,7 @@
 //   FORWARD -> PCTL-FORWARD (hook, position 1)         TOP_CHAINS, HOOKS
 //     1. ctstate RELATED,ESTABLISHED -> RETURN          replies of allowed connections
 //     1b. with dropMidstream (--revoke-established) only: -p tcp ! --syn ctstate NEW -> PCTL-MIDSTREAM
-//        (jump; there: -s / -d <podCIDR>, the logged drop; anything else returns: MIDSTREAM_CHAIN)
+//        (jump; there: -s / -d <podCIDR>, the logged drop, the bridge address being the node's; anything else returns: MIDSTREAM_CHAIN)
 //     2. -s <podCIDR> ! src in PCTL-programmed -g PCTL-UNKNOWN-SRC  unknown sources of the node's pod CIDRs
 //     3. -d <podCIDR> ! dst in PCTL-programmed -g PCTL-UNKNOWN-DST  unknown destinations
 //        (PCTL-UNKNOWN-SRC / -DST: the logged drop, NFLOG then DROP: UNKNOWN_CHAINS)
@@ -101,7 +101,7 @@
 //   changes there.
 
 import { LRUCache } from 'lru-cache';
-import { parseCidr } from '../model/cidr.ts';
+import { bridgeAddress, parseCidr } from '../model/cidr.ts';
 import type { Model } from '../model/store.ts';
 import type { PolicyType } from '../model/types.ts';
 import { loggedDrop } from './drop-log.ts';
@@ -434,10 +434,27 @@ const MIDSTREAM_RULE: Rule = {
   comment: 'TCP without SYN that conntrack takes for a new connection: a revoked or lost connection, never a new one',
 };
 
-/** MIDSTREAM_CHAIN's rules: the logged drop of each pod CIDR, as a source (egress), then as a destination (ingress). */
+/**
+ * MIDSTREAM_CHAIN's rules: the logged drop of each pod CIDR, as a source (egress), then as a
+ * destination (ingress). First the bridge address of each pod CIDR (its first address: the
+ * node's, no pod's; invariant *fail-closed-in-time*), which `-s <podCIDR>` would take for a pod:
+ * its mid-stream TCP to a pod CIDR (a hostNetwork server answering a revoked connection through
+ * OUTPUT) is dropped as the pod's ingress, and to anything else returns, as any other of the
+ * node's own packets. Likewise a packet to the bridge's address that no pod sent (the pods'
+ * are dropped as their egress just before) is the node's own and returns.
+ */
 function midstreamDrops(cidrs: readonly string[]): Rule[] {
+  const bridges = cidrs.flatMap((net) => {
+    const b = bridgeAddress(parseCidr(net));
+    return b ? [`${b}/32`] : [];
+  });
   return [
+    ...bridges.flatMap((src) =>
+      cidrs.flatMap((net) => loggedDrop({ srcNet: src, dstNet: net }, `mid-stream TCP from the node's bridge address ${src} to pod CIDR ${net}: its connection was revoked or its conntrack entry lost`, { kind: 'midstream', dir: 'Ingress' })),
+    ),
+    ...bridges.map((src): Rule => ({ match: { srcNet: src }, action: { kind: 'return' }, comment: `mid-stream TCP from the node's bridge address ${src} elsewhere: the node's own, not judged` })),
     ...cidrs.flatMap((net) => loggedDrop({ srcNet: net }, `mid-stream TCP from pod CIDR ${net}: its connection was revoked or its conntrack entry lost`, { kind: 'midstream', dir: 'Egress' })),
+    ...bridges.map((dst): Rule => ({ match: { dstNet: dst }, action: { kind: 'return' }, comment: `mid-stream TCP to the node's bridge address ${dst} from no pod: the node's own, not judged` })),
     ...cidrs.flatMap((net) => loggedDrop({ dstNet: net }, `mid-stream TCP to pod CIDR ${net}: its connection was revoked or its conntrack entry lost`, { kind: 'midstream', dir: 'Ingress' })),
   ];
 }

@@ -47,8 +47,13 @@ describe('mid-stream drops: the layout', () => {
     }
     const mid = lines(rs, MIDSTREAM_CHAIN);
     expect(mid.map((l) => l.replace(/ -m hashlimit .*?(?= -m comment)/, '').replace(/--comment "[^"]*"/, '--comment C'))).toEqual([
+      // The bridge's address (the node's, first of the pod CIDR) before the pod CIDR as a source.
+      `-A ${MIDSTREAM_CHAIN} -s 10.244.1.1/32 -d ${CIDR} -m comment --comment C -j NFLOG --nflog-prefix "PCTL I midstream" --nflog-group 1511 --nflog-size 128`,
+      `-A ${MIDSTREAM_CHAIN} -s 10.244.1.1/32 -d ${CIDR} -m comment --comment C -j DROP`,
+      `-A ${MIDSTREAM_CHAIN} -s 10.244.1.1/32 -m comment --comment C -j RETURN`,
       `-A ${MIDSTREAM_CHAIN} -s ${CIDR} -m comment --comment C -j NFLOG --nflog-prefix "PCTL E midstream" --nflog-group 1511 --nflog-size 128`,
       `-A ${MIDSTREAM_CHAIN} -s ${CIDR} -m comment --comment C -j DROP`,
+      `-A ${MIDSTREAM_CHAIN} -d 10.244.1.1/32 -m comment --comment C -j RETURN`,
       `-A ${MIDSTREAM_CHAIN} -d ${CIDR} -m comment --comment C -j NFLOG --nflog-prefix "PCTL I midstream" --nflog-group 1511 --nflog-size 128`,
       `-A ${MIDSTREAM_CHAIN} -d ${CIDR} -m comment --comment C -j DROP`,
     ]);
@@ -81,7 +86,7 @@ describe('mid-stream drops: the layout', () => {
       expect(got.filter((_, i) => i !== at)).toEqual(lines(plain, chain));
     }
     expect(lines(plain, OUTPUT_CHAIN)[1]).toMatch(/not from a local pod/);
-    expect(lines(rs, MIDSTREAM_CHAIN)).toHaveLength(4);
+    expect(lines(rs, MIDSTREAM_CHAIN)).toHaveLength(8);
   });
 
   it('without pod CIDRs there is nothing to drop: no rule, no chain', () => {
@@ -180,6 +185,35 @@ describe('mid-stream drops: traced', () => {
     expect(out(revoke, { ...fromNode, ctstate: 'ESTABLISHED' }).verdict).toBe('ACCEPT');
     // Mid-stream to anything but the node's pod CIDRs: returned, as without the option.
     expect(out(revoke, { ...fromNode, dst: '10.244.2.10' }).verdict).toBe('ACCEPT');
+  });
+
+  it("the same from the bridge's address (the node's, though in the pod CIDR) is dropped as the pod's ingress, not as a pod's egress; elsewhere it is the node's own traffic", () => {
+    const out = (plane: Dataplane, p: Packet): TraceResult => {
+      const { table, ipsets } = plane.nodes.get('n1')!;
+      return trace(table, ipsets, 'OUTPUT', p);
+    };
+    const fromBridge: Packet = { src: '10.244.1.1', dst: '10.244.1.10', protocol: 'tcp', sport: 8080, dport: 40000, tcpFlags: ['PSH', 'ACK'] };
+    const r = out(revoke, fromBridge);
+    expect(r.verdict, formatTrace(r)).toBe('DROP');
+    expect(loggedAs(r)).toBe('PCTL I midstream');
+    expect(out(revoke, { ...fromBridge, tcpFlags: ['SYN'] }).verdict).toBe('ACCEPT');
+    // To another node's pod or the outside: the node's own packet, returned (before, it was
+    // dropped as a pod's egress); the other node's own mid-stream drop still judges the first.
+    for (const dst of ['10.244.2.10', '8.8.8.8']) {
+      const t = out(revoke, { ...fromBridge, dst });
+      expect(t.verdict, formatTrace(t)).toBe('ACCEPT');
+      expect(t.steps.some((s) => s.chain === MIDSTREAM_CHAIN && s.matched && s.rule.endsWith('-j RETURN'))).toBe(true);
+    }
+    // A pod's own address next to it is still a pod's egress.
+    expect(loggedAs(out(revoke, { ...fromBridge, src: '10.244.1.11', dst: '8.8.8.8' }))).toBe('PCTL E midstream');
+    // To the bridge's address: from a pod, that pod's egress (dropped); from no pod (another
+    // node's address), the node's own traffic (returned and judged as before).
+    const input = (p: Packet) => trace(revoke.nodes.get('n1')!.table, revoke.nodes.get('n1')!.ipsets, 'INPUT', p);
+    const toBridge: Packet = { src: '10.244.1.10', dst: '10.244.1.1', protocol: 'tcp', sport: 40000, dport: 8080, tcpFlags: ['ACK'] };
+    expect(loggedAs(input(toBridge))).toBe('PCTL E midstream');
+    const fromAway = input({ ...toBridge, src: '192.168.50.12' });
+    expect(fromAway.verdict, formatTrace(fromAway)).toBe('ACCEPT');
+    expect(fromAway.steps.some((s) => s.chain === MIDSTREAM_CHAIN && s.matched && s.rule.includes('-d 10.244.1.1/32'))).toBe(true);
   });
 
   it('packets of tracked connections pass by the replies rule; UDP and mid-stream TCP of no pod CIDR are judged as before', () => {

@@ -43,7 +43,9 @@ const REVOKE: CompileOptions = { dropMidstream: true };
  * Revoke mode, a TCP packet that conntrack takes up mid-stream (NEW, no SYN) on each flow's
  * path: the first node whose pod CIDRs hold either end drops it (unless a node before it dropped
  * it by policy), logged `midstream` as egress when the source is in them, else as ingress; where
- * no node's pod CIDRs hold an end, the policy judges it as it judges the connection's SYN.
+ * no node's pod CIDRs hold an end, the policy judges it as it judges the connection's SYN. A
+ * bridge's address is in its pod CIDR but is the node's own: it is no end of a pod CIDR (its
+ * packet to a pod is dropped as that pod's ingress, to anything else it is the node's traffic).
  */
 function checkMidstream(c: Cluster): void {
   const plane = new Dataplane(c.model, NODES.map((n) => n.name), undefined, REVOKE);
@@ -54,7 +56,7 @@ function checkMidstream(c: Cluster): void {
     const src = flow.src.kind === 'pod' ? flow.src.pod.ips[0]! : flow.src.ip;
     const dst = flow.dst.kind === 'pod' ? flow.dst.pod.ips[0]! : flow.dst.ip;
     const account = () => `${name(flow.src)} -> ${name(flow.dst)} ${flow.port}/TCP mid-stream\n${got.traces.map((t) => `--- ${t.node} ${t.hook}\n${formatTrace(t.result)}`).join('\n')}`;
-    const at = got.traces.findIndex((t) => plane.inPodCidrOf(t.node, src) || plane.inPodCidrOf(t.node, dst));
+    const at = got.traces.findIndex((t) => plane.podSideOf(t.node, src) || plane.podSideOf(t.node, dst));
     // A hop is only traced after the ones before it passed, so the first such hop is traced
     // unless an earlier one dropped the packet by policy.
     if (at < 0) {
@@ -65,7 +67,7 @@ function checkMidstream(c: Cluster): void {
     const matched = hop.result.steps.filter((s) => s.matched);
     const drop = matched[matched.length - 1];
     const log = /--nflog-prefix "([^"]*)"/.exec(matched[matched.length - 2]?.rule ?? '')?.[1];
-    const want = `PCTL ${plane.inPodCidrOf(hop.node, src) ? 'E' : 'I'} midstream`;
+    const want = `PCTL ${plane.podSideOf(hop.node, src) ? 'E' : 'I'} midstream`;
     if (hop.result.verdict !== 'DROP' || drop?.chain !== 'PCTL-MIDSTREAM' || log !== want) throw new Error(`not dropped as ${want} on ${hop.node}: ${account()}`);
   }
 }

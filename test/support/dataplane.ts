@@ -168,6 +168,11 @@ export class Dataplane {
     return this.cidrs.some((c) => c.node === node && cidrContainsIp(c.cidr, ip));
   }
 
+  /** In one of the node's pod CIDRs and not the node's own (its bridge's address): a pod's, or no one's. */
+  podSideOf(node: string, ip: string): boolean {
+    return this.inPodCidrOf(node, ip) && !this.hostAddresses.has(ip);
+  }
+
   private podCidrNode(ip: string): string | undefined {
     return this.cidrs.find((c) => cidrContainsIp(c.cidr, ip))?.node;
   }
