@@ -12,6 +12,12 @@
 //                                                      rule), native30 (30 address compares more),
 //                                                      set30 (30 set lookups instead), goto30 (the
 //                                                      30 compares in 10 chains reached by goto)
+//   node bench/tools/rules-ab.ts walk DIR/NAME          from NAME.ipt/.ips: NAME-walk (only the rules
+//                                                      the bench flow's first packet walks: the same
+//                                                      walk in a tiny Ruleset) and NAME-walk-nosets
+//                                                      (that walk with each set match replaced by a
+//                                                      native test of the same outcome): the price of
+//                                                      the Ruleset's size and of its set lookups
 //   node bench/tools/rules-ab.ts run DIR NAME...        as root: `none` (no rule of ours) and each
 //                                                      NAME in turn (rotated each round, each run
 //                                                      from an empty conntrack table), 6 rounds (AB_ROUNDS=N for more)
@@ -33,6 +39,8 @@ import { Syncer } from '../../src/sync/syncer.ts';
 import { addClusterPolicies } from '../cnps.ts';
 import { benchObjects, CLIENT_IP, CRR_PORT, emptyConntrack, NODE, POD_CIDR, SERVER_IP } from '../parts/dataplane.ts';
 import { generateCluster } from '../synthetic.ts';
+import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
+import { parseIpsetRestore, parseIptablesRestore, trace } from '../../test/support/tracer.ts';
 
 const ROUNDS = Number(process.env.AB_ROUNDS ?? 6);
 const SECONDS = 2;
@@ -53,6 +61,49 @@ function render(out: string): void {
   rs = compile(cluster.model, NODE, { tiers: { continuation: { Admin: 'dispatch' } } });
   writeFileSync(`${out}-cnp-shared.ipt`, renderIptablesRestore(rs));
   writeFileSync(`${out}-cnp-shared.ips`, renderIpsetRestore(rs.sets));
+}
+
+/**
+ * The rules the bench flow's first packet walks (the tracer's steps), alone: every chain it
+ * enters with only the rules it tests there, a goto to a chain it never enters turned into a
+ * drop (never taken: those rules do not match), and only the sets those rules use. `nosets`:
+ * each set match replaced by what it answered, a native test of the same outcome (nothing when
+ * it matched, `-f`, never true for these packets, when it did not).
+ */
+function walk(base: string): void {
+  const ipt = readFileSync(`${base}.ipt`, 'utf8');
+  const ips = readFileSync(`${base}.ips`, 'utf8');
+  const table = parseIptablesRestore(ipt, { base: parseIptablesRestore(FOREIGN_FILTER), noflush: true });
+  const t = trace(table, parseIpsetRestore(ips), 'FORWARD', { src: CLIENT_IP, dst: SERVER_IP, protocol: 'tcp', dport: CRR_PORT, sport: 40000 });
+  const ours = t.steps.filter((st) => st.chain.startsWith('PCTL-'));
+  const walked = new Map(ours.map((st) => [st.line, st.matched]));
+  const chains = new Set(ours.map((st) => st.chain));
+  const write = (name: string, noSets: boolean) => {
+    const used = new Set<string>();
+    const out: string[] = [];
+    ipt.split('\n').forEach((line, i) => {
+      if (line.startsWith(':')) {
+        if (chains.has(line.slice(1).split(' ')[0]!)) out.push(line);
+        return;
+      }
+      if (!line.startsWith('-A ') && !line.startsWith('-I ')) return void out.push(line);
+      const matched = walked.get(i + 1);
+      if (matched === undefined && !line.endsWith('-j PCTL-FORWARD')) return; // the hook stays
+      let r = line;
+      if (noSets && matched !== undefined) {
+        let first = true;
+        r = r.replace(/ -m set (! )?--match-set \S+ \S+/g, () => (!matched && first ? ((first = false), ' -f') : ''));
+      }
+      for (const m of r.matchAll(/--match-set (\S+)/g)) used.add(m[1]!);
+      const target = / -[gj] (PCTL-\S+)/.exec(r);
+      out.push(target && !chains.has(target[1]!) ? r.replace(/ -[gj] PCTL-\S+/, ' -j DROP') : r);
+    });
+    writeFileSync(`${base}-${name}.ipt`, out.join('\n'));
+    writeFileSync(`${base}-${name}.ips`, ips.split('\n').filter((l) => used.has(l.split(' ')[1] ?? '')).join('\n') + '\n');
+    process.stderr.write(`${base}-${name}: ${walked.size} rules in ${chains.size} chains, ${used.size} sets\n`);
+  };
+  write('walk', false);
+  write('walk-nosets', true);
 }
 
 function synthetic(dir: string): void {
@@ -127,8 +178,9 @@ async function run(dir: string, names: readonly string[]): Promise<void> {
 const [cmd, arg, ...rest] = process.argv.slice(2);
 if (cmd === 'render' && arg) render(arg);
 else if (cmd === 'synthetic' && arg) synthetic(arg);
+else if (cmd === 'walk' && arg) walk(arg);
 else if (cmd === 'run' && arg && rest.length > 0) await run(arg, rest);
 else {
-  process.stderr.write('usage: rules-ab.ts render DIR/NAME | synthetic DIR | run DIR NAME... (see the header)\n');
+  process.stderr.write('usage: rules-ab.ts render DIR/NAME | synthetic DIR | walk DIR/NAME | run DIR NAME... (see the header)\n');
   process.exitCode = 2;
 }
