@@ -113,10 +113,13 @@ describe('mid-stream drops: traced', () => {
   const model = sampleCluster();
   const revoke = new Dataplane(model, ['n1', 'n2'], undefined, REVOKE);
   const plain = new Dataplane(model, ['n1', 'n2']);
-  const n1 = (plane: Dataplane, p: Packet): TraceResult => {
+  /** The packet through n1's `hook` (FORWARD: a pod's traffic; OUTPUT: the node's own; INPUT: to the node). */
+  const at = (hook: 'FORWARD' | 'OUTPUT' | 'INPUT') => (plane: Dataplane, p: Packet): TraceResult => {
     const { table, ipsets } = plane.nodes.get('n1')!;
-    return trace(table, ipsets, 'FORWARD', p);
+    return trace(table, ipsets, hook, p);
   };
+  const n1 = at('FORWARD');
+  const out = at('OUTPUT');
   /** The prefix of the NFLOG rule that matched right before the drop that ended the trace. */
   const loggedAs = (r: TraceResult) => {
     const matched = r.steps.filter((s) => s.matched);
@@ -171,10 +174,6 @@ describe('mid-stream drops: traced', () => {
   });
 
   it("the node's own mid-stream TCP to a local pod (a hostNetwork server answering a revoked connection) is dropped in OUTPUT; its SYNs and replies pass", () => {
-    const out = (plane: Dataplane, p: Packet): TraceResult => {
-      const { table, ipsets } = plane.nodes.get('n1')!;
-      return trace(table, ipsets, 'OUTPUT', p);
-    };
     const fromNode: Packet = { src: '192.168.50.11', dst: '10.244.1.10', protocol: 'tcp', sport: 10250, dport: 40000, tcpFlags: ['PSH', 'ACK'] };
     const r = out(revoke, fromNode);
     expect(r.verdict, formatTrace(r)).toBe('DROP');
@@ -188,10 +187,6 @@ describe('mid-stream drops: traced', () => {
   });
 
   it("the same from the bridge's address (the node's, though in the pod CIDR) is dropped as the pod's ingress, not as a pod's egress; elsewhere it is the node's own traffic", () => {
-    const out = (plane: Dataplane, p: Packet): TraceResult => {
-      const { table, ipsets } = plane.nodes.get('n1')!;
-      return trace(table, ipsets, 'OUTPUT', p);
-    };
     const fromBridge: Packet = { src: '10.244.1.1', dst: '10.244.1.10', protocol: 'tcp', sport: 8080, dport: 40000, tcpFlags: ['PSH', 'ACK'] };
     const r = out(revoke, fromBridge);
     expect(r.verdict, formatTrace(r)).toBe('DROP');
@@ -208,10 +203,9 @@ describe('mid-stream drops: traced', () => {
     expect(loggedAs(out(revoke, { ...fromBridge, src: '10.244.1.11', dst: '8.8.8.8' }))).toBe('PCTL E midstream');
     // To the bridge's address: from a pod, that pod's egress (dropped); from no pod (another
     // node's address), the node's own traffic (returned and judged as before).
-    const input = (p: Packet) => trace(revoke.nodes.get('n1')!.table, revoke.nodes.get('n1')!.ipsets, 'INPUT', p);
     const toBridge: Packet = { src: '10.244.1.10', dst: '10.244.1.1', protocol: 'tcp', sport: 40000, dport: 8080, tcpFlags: ['ACK'] };
-    expect(loggedAs(input(toBridge))).toBe('PCTL E midstream');
-    const fromAway = input({ ...toBridge, src: '192.168.50.12' });
+    expect(loggedAs(at('INPUT')(revoke, toBridge))).toBe('PCTL E midstream');
+    const fromAway = at('INPUT')(revoke, { ...toBridge, src: '192.168.50.12' });
     expect(fromAway.verdict, formatTrace(fromAway)).toBe('ACCEPT');
     expect(fromAway.steps.some((s) => s.chain === MIDSTREAM_CHAIN && s.matched && s.rule.includes('-d 10.244.1.1/32'))).toBe(true);
   });
