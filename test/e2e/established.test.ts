@@ -31,7 +31,7 @@
 // reaching the agents' source a status report later, DEL before the pod leaves the source).
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -207,7 +207,13 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
     const applied = Date.now();
     await new Promise((r) => setTimeout(r, 1500));
     // n1 revoked: nothing reached s1 later than 1 s after the policy was in force on both nodes.
-    for (const p of ['TCP', 'UDP']) expect(count(at1, c2, p, applied + 1000)).toBe(0);
+    // (On failure: when each late packet arrived, and what n1's agent said about the change.)
+    const account = (p: string) => {
+      const late = at1.filter((g) => g.from.startsWith(`${c2}:`) && g.proto === p && g.t >= applied - 2000).map((g) => g.t - applied);
+      const agentLog = readFileSync(info.agents.find((a) => a.node === 'n1')!.logFile, 'utf8').split('\n').filter((l) => /"msg":"applied"|now denied by policy: ended|conntrack entries/.test(l)).slice(-6);
+      return `${p} packets from ${c2} at s1, ms after the policy was in force: ${late.join(' ')}\nn1's agent:\n${agentLog.join('\n')}`;
+    };
+    for (const p of ['TCP', 'UDP']) expect(count(at1, c2, p, applied + 1000), account(p)).toBe(0);
     // n2 keeps established flows (the default): those of its own pods still arrive at s2.
     for (const p of ['TCP', 'UDP']) expect(count(at2, c2, p, applied + 1000)).toBeGreaterThan(5);
     // n1 ended its pod's TCP connection to s2 (denied by s2's ingress), and it stays ended.
