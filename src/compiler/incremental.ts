@@ -488,10 +488,10 @@ export class IncrementalCompiler {
   private ref(need: SetNeed): void {
     let s = this.sets.get(need.spec.name);
     if (!s) {
-      if (need.kind === 'b') s = this.sets.create(need.spec, undefined, need.members);
+      if (need.kind === 'b') s = this.sets.create(need.spec, need.members);
       else {
         const peer = this.peers.peerOf(need.peer);
-        s = this.sets.create(need.spec, peer);
+        s = this.sets.create(need.spec);
         if (need.kind === 'p') this.peers.attachPodSet(peer, s);
         else this.peers.attachNamedPortSet(peer, s, need.portName, need.protocol);
       }

@@ -37,6 +37,8 @@ export class PeerIndex {
   private readonly selectorPeers = new Set<PeerState>();
   private readonly selectorPeersByNs = new Map<string, Set<PeerState>>();
   private anyPeer: PeerState | undefined;
+  /** The peer each of its pod and named-port sets belongs to (the sets know nothing of peers). */
+  private readonly setOwners = new Map<SetState, PeerState>();
   private readonly knownNamespaces = new Set<string>();
 
   constructor(model: Model) {
@@ -50,6 +52,7 @@ export class PeerIndex {
     this.selectorPeers.clear();
     this.selectorPeersByNs.clear();
     this.anyPeer = undefined;
+    this.setOwners.clear();
     this.knownNamespaces.clear();
     for (const n of this.model.allNamespaces()) this.knownNamespaces.add(n.name);
   }
@@ -92,19 +95,22 @@ export class PeerIndex {
   /** A new pod-IP set of the peer: filled with its members' addresses. */
   attachPodSet(peer: PeerState, s: SetState): void {
     peer.pset = s;
+    this.setOwners.set(s, peer);
     for (const inNs of peer.members.values()) for (const p of inNs.values()) for (const ip of p.ips) s.add(ip);
   }
 
   /** A new named-port set of the peer: filled with its members' entries. */
   attachNamedPortSet(peer: PeerState, s: SetState, portName: string, protocol: Protocol | undefined): void {
     peer.nsets.set(s.spec.name, { set: s, portName, protocol });
+    this.setOwners.set(s, peer);
     for (const inNs of peer.members.values()) for (const p of inNs.values()) for (const e of namedPortEntries(p, portName, protocol)) s.add(e);
   }
 
   /** A set of the peer was dropped; the peer goes with its last set. */
   detachSet(s: SetState): void {
-    const peer = s.peer;
+    const peer = this.setOwners.get(s);
     if (!peer) return;
+    this.setOwners.delete(s);
     if (peer.pset === s) peer.pset = undefined;
     else peer.nsets.delete(s.spec.name);
     if (!peer.pset && peer.nsets.size === 0) this.drop(peer);

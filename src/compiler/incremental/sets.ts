@@ -5,7 +5,6 @@
 
 import type { IpSet, MemberChange, RulesetDelta, SetMember } from '../ruleset.ts';
 import { sortedMembers, type SetSpec } from '../rules.ts';
-import type { PeerState } from './peers.ts';
 import { SortedList } from './sorted-list.ts';
 
 /** One set: members with a contribution count each, kept sorted as the Ruleset wants them. */
@@ -26,14 +25,11 @@ export class SetState {
   /** Net entries added and removed since the last output (journaled sets only). */
   readonly added = new Set<string>();
   readonly removed = new Set<string>();
-  /** The pods peer the set belongs to (pod and named-port sets). */
-  readonly peer: PeerState | undefined;
   private readonly onChange: (s: SetState) => void;
 
-  constructor(spec: SetSpec, onChange: (s: SetState) => void, peer?: PeerState, fixed?: readonly SetMember[]) {
+  constructor(spec: SetSpec, onChange: (s: SetState) => void, fixed?: readonly SetMember[]) {
     this.spec = spec;
     this.onChange = onChange;
-    this.peer = peer;
     if (fixed) {
       const m = new Map<string, boolean>();
       for (const x of fixed) m.set(x.entry, !!x.nomatch);
@@ -162,9 +158,9 @@ export class SetRegistry {
     this.listDirty = true;
   }
 
-  create(spec: SetSpec, peer?: PeerState, fixed?: readonly SetMember[]): SetState {
+  create(spec: SetSpec, fixed?: readonly SetMember[]): SetState {
     if (this.byName.has(spec.name)) throw new Error(`incremental compiler: set ${spec.name} created twice (bookkeeping bug)`);
-    const s = new SetState(spec, (x) => this.changed.add(x), peer, fixed);
+    const s = new SetState(spec, (x) => this.changed.add(x), fixed);
     this.byName.set(spec.name, s);
     this.order.insert(s);
     this.changed.add(s);
@@ -176,7 +172,7 @@ export class SetRegistry {
     if (--s.refs === 0) this.maybeDead.add(s);
   }
 
-  /** Drop the sets nothing needs any more; returns them (their peers let go of them). */
+  /** Drop the sets nothing needs any more; returns them (so that their users let go of them). */
   sweep(): SetState[] {
     const dropped: SetState[] = [];
     for (const s of this.maybeDead) {
