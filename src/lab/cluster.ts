@@ -9,15 +9,14 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { buildModel, loadManifests } from '../manifests/load.ts';
 import type { Model } from '../model/store.ts';
-import { isEnforceable, type PodRecord } from '../model/types.ts';
 import { folderRevision } from '../watchers/files.ts';
 import { LabError } from './exec.ts';
 import { spawn } from 'node:child_process';
 import { mkdir, open } from 'node:fs/promises';
 import { createLab, openLab, startInNode, type AddPodOptions, type LabOptions } from './lab.ts';
-import { DEFAULT_STATUS_DELAY_MS, LabKubelet, type KubeletStatus } from './kubelet.ts';
+import { DEFAULT_STATUS_DELAY_MS, LabKubelet, labPods, type KubeletStatus } from './kubelet.ts';
 import { nodeBinary } from './processes.ts';
-import type { LabNodeSpec, LabPodSpec, LabSpec } from './spec.ts';
+import type { LabNodeSpec, LabSpec } from './spec.ts';
 import type { LabState } from './state.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'policyctl.js');
@@ -99,25 +98,6 @@ export function labNodes(model: Model): LabNodeSpec[] {
   const names = [...new Set([...model.allPods()].flatMap((p) => (p.nodeName ? [p.nodeName] : [])))].sort();
   if (names.length > 254) throw new LabError(`too many nodes for the default podCIDRs: ${names.length}`);
   return names.map((name, i) => ({ name, podCIDR: `10.244.${i + 1}.0/24` }));
-}
-
-/** Pods the lab can run: enforceable, scheduled on a lab node, with status.podIP. */
-export function labPods(model: Model, nodes: readonly LabNodeSpec[]): { pods: LabPodSpec[]; skipped: string[] } {
-  const known = new Set(nodes.map((n) => n.name));
-  const pods: LabPodSpec[] = [];
-  const skipped: string[] = [];
-  const all = [...model.allPods()].sort((a, b) => (`${a.namespace}/${a.name}` < `${b.namespace}/${b.name}` ? -1 : 1));
-  for (const p of all) {
-    const key = `${p.namespace}/${p.name}`;
-    if (!isEnforceable(p)) skipped.push(`${key}: not enforceable (hostNetwork, no IP, or finished)`);
-    else if (!p.nodeName || !known.has(p.nodeName)) skipped.push(`${key}: spec.nodeName ${JSON.stringify(p.nodeName ?? null)} is not a lab node`);
-    else pods.push(podSpec(p));
-  }
-  return { pods, skipped };
-}
-
-function podSpec(p: PodRecord): LabPodSpec {
-  return { namespace: p.namespace, name: p.name, node: p.nodeName!, ip: p.ips[0]!, ports: p.ports.map((c) => ({ port: c.containerPort, protocol: c.protocol })) };
 }
 
 export interface UpOptions {

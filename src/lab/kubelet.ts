@@ -21,10 +21,11 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
 import { buildModel, listManifestFiles, parseManifests, type LoadedObject } from '../manifests/load.ts';
+import type { Model } from '../model/store.ts';
+import { isEnforceable, type PodRecord } from '../model/types.ts';
 import { folderRevision } from '../watchers/files.ts';
-import { labPods } from './cluster.ts';
 import { addPod, openLab, removePod, type AddPodOptions } from './lab.ts';
-import type { LabPodSpec } from './spec.ts';
+import type { LabNodeSpec, LabPodSpec } from './spec.ts';
 import type { LabPod, LabState } from './state.ts';
 
 /** Where the lab's pods go in the source folder. */
@@ -351,3 +352,21 @@ function withStatus(doc: unknown, ip: string | undefined): unknown {
   return { ...d, status };
 }
 
+/** Pods the lab can run: enforceable, scheduled on a lab node, with status.podIP. */
+export function labPods(model: Model, nodes: readonly LabNodeSpec[]): { pods: LabPodSpec[]; skipped: string[] } {
+  const known = new Set(nodes.map((n) => n.name));
+  const pods: LabPodSpec[] = [];
+  const skipped: string[] = [];
+  const all = [...model.allPods()].sort((a, b) => (`${a.namespace}/${a.name}` < `${b.namespace}/${b.name}` ? -1 : 1));
+  for (const p of all) {
+    const key = `${p.namespace}/${p.name}`;
+    if (!isEnforceable(p)) skipped.push(`${key}: not enforceable (hostNetwork, no IP, or finished)`);
+    else if (!p.nodeName || !known.has(p.nodeName)) skipped.push(`${key}: spec.nodeName ${JSON.stringify(p.nodeName ?? null)} is not a lab node`);
+    else pods.push(podSpec(p));
+  }
+  return { pods, skipped };
+}
+
+function podSpec(p: PodRecord): LabPodSpec {
+  return { namespace: p.namespace, name: p.name, node: p.nodeName!, ip: p.ips[0]!, ports: p.ports.map((c) => ({ port: c.containerPort, protocol: c.protocol })) };
+}
