@@ -208,6 +208,11 @@ describe('mid-stream drops: traced', () => {
     const fromAway = at('INPUT')(revoke, { ...toBridge, src: '192.168.50.12' });
     expect(fromAway.verdict, formatTrace(fromAway)).toBe('ACCEPT');
     expect(fromAway.steps.some((s) => s.chain === MIDSTREAM_CHAIN && s.matched && s.rule.includes('-d 10.244.1.1/32'))).toBe(true);
+    // A pod forging the bridge's address (its packets cross FORWARD, the node's never do): let
+    // go by the mid-stream chain, it is dropped right after by the unknown-address gate.
+    const forged = n1(revoke, { ...fromBridge, dst: '8.8.8.8' });
+    expect(forged.verdict, formatTrace(forged)).toBe('DROP');
+    expect(loggedAs(forged)).toBe('PCTL E unknown');
   });
 
   it('packets of tracked connections pass by the replies rule; UDP and mid-stream TCP of no pod CIDR are judged as before', () => {
