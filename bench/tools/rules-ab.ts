@@ -39,6 +39,7 @@ import { Syncer } from '../../src/sync/syncer.ts';
 import { addClusterPolicies } from '../cnps.ts';
 import { benchObjects, CLIENT_IP, CRR_PORT, emptyConntrack, NODE, POD_CIDR, SERVER_IP } from '../parts/dataplane.ts';
 import { generateCluster } from '../synthetic.ts';
+import { median } from '../harness.ts';
 import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
 import { parseIpsetRestore, parseIptablesRestore, trace } from '../../test/support/tracer.ts';
 
@@ -163,7 +164,6 @@ async function run(dir: string, names: readonly string[]): Promise<void> {
       }
     }
     await syncer.cleanup();
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     // Ratio: the median of each round's ratio to that round's run without rules (as the dataplane
     // part reports it), so that the machine's drift between rounds cancels out.
     for (const c of configs) {
