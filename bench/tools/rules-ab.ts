@@ -44,6 +44,7 @@ import { FOREIGN_FILTER } from '../../test/support/dataplane.ts';
 import { parseIpsetRestore, parseIptablesRestore, trace } from '../../test/support/tracer.ts';
 
 const ROUNDS = Number(process.env.AB_ROUNDS ?? 6);
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`AB_ROUNDS must be a whole number of rounds, at least 1 (got ${JSON.stringify(process.env.AB_ROUNDS)})`);
 const SECONDS = 2;
 
 function render(out: string): void {
