@@ -490,7 +490,11 @@ export class Agent {
         log.info({ addresses: r.addresses, entries: r.entries }, 'connections of addresses that left the cluster deleted from conntrack');
       }
       if (this.o.revokeEstablished && wrote) {
-        const denied = await revokeDenied(this.o.source.model, this.o.node, runner);
+        const { denied, holdError } = await revokeDenied(this.o.source.model, this.o.node, runner);
+        if (holdError !== undefined) {
+          this.metrics.failures.inc();
+          log.error({ err: holdError }, 'answers of revoked UDP flows could not be held back: an answer on its way may take such a flow up again');
+        }
         if (denied.length > 0) {
           this.metrics.conntrackDeleted.inc({ reason: 'revoked' }, denied.length);
           log.info({ flows: denied.slice(0, 20).map((f) => `${f.protocol} ${f.src}:${f.sport ?? ''} -> ${f.dst}:${f.dport ?? ''}`), count: denied.length }, 'established connections now denied by policy: ended');

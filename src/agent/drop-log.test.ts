@@ -112,6 +112,11 @@ describe('DropLog: attribution and aggregation', () => {
     expect(out).toMatchObject({ from: 'x/a', to: 'y/c', protocol: 'TCP', port: 40000, direction: 'Egress', decision: { tier: 'none' } });
     expect(back).toMatchObject({ from: 'y/c', to: 'x/a', port: 80, direction: 'Ingress', decision: { tier: 'none' } });
     expect(out!.decision.reason).toMatch(/conntrack does not track \(ended by --revoke-established, or its entry lost\).*without SYN/);
+    // A UDP answer of a flow the agent ended (layout.ts REVOKED_SET): the same prefix, its own reason.
+    dl.record({ prefix: dropLogPrefix({ kind: 'midstream', dir: 'Egress' }), src: '10.244.1.10', dst: '10.244.2.10', protocol: 'udp', sport: 53, dport: 40000 });
+    const udp = dl.drops().find((d) => d.protocol === 'UDP')!;
+    expect(udp).toMatchObject({ from: 'x/a', to: 'y/c', port: 40000, decision: { tier: 'none' } });
+    expect(udp.decision.reason).toMatch(/^a UDP datagram to the port of a flow --revoke-established ended, from its server.*not taken up again in reverse \(for 120 s/);
   });
 
   it('says so when the policies isolating the pod changed since the drop', () => {

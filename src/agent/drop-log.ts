@@ -7,13 +7,14 @@
 //
 // What decided comes from the kernel (the prefix of the log rule that matched: the direction, a
 // NetworkPolicy default deny or a ClusterNetworkPolicy Deny rule, an unprogrammed address, a
-// mid-stream TCP pickup under --revoke-established); the
+// mid-stream TCP pickup or a revoked UDP flow's answer under --revoke-established); the
 // names come from the model, matched against the prefix's digests. When they do not match (the
 // policies changed since the packet was dropped), the drop says so instead of guessing.
 
 import type { Logger } from 'pino';
 import type { Counter } from 'prom-client';
 import { clusterPolicyDigest, parseDropLogPrefix, policiesDigest, type DropPrefix } from '../compiler/drop-log.ts';
+import { REVOKED_TIMEOUT_S } from '../compiler/layout.ts';
 import { policyCommentRef } from '../compiler/names.ts';
 import type { Model } from '../model/store.ts';
 import { isEnforceable, type PodRecord, type PolicyType } from '../model/types.ts';
@@ -203,7 +204,7 @@ export class DropLog {
       protocol,
       ...(r.dport !== undefined ? { port: r.dport } : {}),
       direction: prefix.dir,
-      decision: this.decision(prefix, subject, prefix.dir === 'Egress' ? r.src : r.dst),
+      decision: this.decision(prefix, subject, prefix.dir === 'Egress' ? r.src : r.dst, protocol),
       packets: 1,
       first: at,
       last: at,
@@ -211,12 +212,13 @@ export class DropLog {
     };
   }
 
-  private decision(p: DropPrefix, pod: PodRecord | undefined, ip: string): DropDecision {
+  private decision(p: DropPrefix, pod: PodRecord | undefined, ip: string, protocol: string): DropDecision {
     const m = this.o.model;
     switch (p.kind) {
       case 'unknown':
         return { tier: 'none', reason: `${ip} is in this node's pod CIDRs but is not a pod this node enforces (IP not reported yet, pod finished, or the address claimed by two pods): new connections from and to it are dropped` };
       case 'midstream':
+        if (protocol === 'UDP') return { tier: 'none', reason: `a UDP datagram to the port of a flow --revoke-established ended, from its server (an answer still on its way): new to conntrack, dropped so the flow is not taken up again in reverse (for ${REVOKED_TIMEOUT_S} s after it was ended)` };
         return { tier: 'none', reason: `a TCP packet in the middle of a connection conntrack does not track (ended by --revoke-established, or its entry lost): taken for a new connection without SYN, dropped; the connection must be opened again` };
       case 'collision':
         return { tier: 'none', reason: `the ${p.dir.toLowerCase()} chain of ${pod ? `${pod.namespace}/${pod.name}` : ip} shares its hashed name with another content: isolated, allows nothing until it changes` };

@@ -11,11 +11,11 @@ import { agentNode, type AgentNode, type AgentOptions } from '../../test/support
 import { kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
 import { createHash } from 'node:crypto';
 import { setDigestForTests } from '../util/digest.ts';
-import { listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
+import { listFlows, parseConntrackList, type ConntrackFlow } from '../sync/conntrack.ts';
 import type { Runner } from '../sync/runner.ts';
 import { folderRevision } from '../watchers/files.ts';
 import { Agent } from './agent.ts';
-import { deniedFlows } from './flows.ts';
+import { answerTuple, deniedFlows, revokeDenied } from './flows.ts';
 import { parseLocalAddresses } from '../sync/local-addresses.ts';
 import { until } from '../../test/support/until.ts';
 
@@ -72,6 +72,55 @@ describe('deniedFlows', () => {
     );
     expect([...own]).toEqual(['127.0.0.1', '192.168.50.11', '10.244.1.1', '172.16.9.9']);
     expect(deniedFlows(m, 'n1', flows, own).map((x) => `${x.src}>${x.dst}`)).toEqual(['10.244.2.11>10.244.1.10']);
+  });
+});
+
+describe('revokeDenied: the answers of a revoked UDP flow are held back before its entry goes', () => {
+  const m = modelOf(
+    node('n1', '10.244.1.0/24', '192.168.50.11'),
+    pod('app', 'web', { app: 'web' }, { ip: '10.244.1.10', node: 'n1' }),
+    pod('app', 'other', { app: 'other' }, { ip: '10.244.2.11', node: 'n2' }),
+    policy('app', 'deny', sel({ app: 'web' }), { ingress: [] }),
+  );
+  const conntrack = [
+    'ipv4 2 udp 17 170 src=10.244.2.11 dst=10.244.1.10 sport=40000 dport=53 src=10.244.1.10 dst=10.244.2.11 sport=53 dport=40000 [ASSURED] mark=0 use=1',
+    // Through a Service: the answers come from the backend (the reply's source).
+    'ipv4 2 udp 17 170 src=10.244.2.11 dst=10.96.0.10 sport=40001 dport=53 src=10.244.1.10 dst=10.244.2.11 sport=5353 dport=40001 [ASSURED] mark=0 use=1',
+    'ipv4 2 tcp 6 431999 ESTABLISHED src=10.244.2.11 dst=10.244.1.10 sport=40002 dport=80 src=10.244.1.10 dst=10.244.2.11 sport=80 dport=40002 [ASSURED] mark=0 use=1',
+  ].join('\n');
+  /** A runner that answers conntrack -L and ip addr, records every call, and fails ipset when told. */
+  const recorder = (ipsetExit = 0) => {
+    const calls: string[] = [];
+    const runner: Runner = {
+      run: async (cmd, args, opts) => {
+        calls.push(`${cmd} ${args.join(' ')}${opts?.input ? ` <<${opts.input}` : ''}`);
+        if (cmd === 'conntrack' && args[0] === '-L') return { exitCode: 0, stdout: conntrack, stderr: '' };
+        if (cmd === 'ipset') return { exitCode: ipsetExit, stdout: '', stderr: ipsetExit ? "ipset v7.17: The set with the given name does not exist" : '' };
+        return { exitCode: 0, stdout: '', stderr: cmd === 'conntrack' ? '1 flow entries have been deleted.' : '' };
+      },
+    };
+    return { calls, runner };
+  };
+
+  it("answerTuple: the client, its port and the server (the reply tuple's destination, port and source); none for other protocols", () => {
+    expect(parseConntrackList(conntrack).map(answerTuple)).toEqual(['10.244.2.11,udp:40000,10.244.1.10', '10.244.2.11,udp:40001,10.244.1.10', undefined]);
+  });
+
+  it('holds the UDP answer tuples in one ipset call, then deletes each entry', async () => {
+    const { calls, runner } = recorder();
+    const r = await revokeDenied(m, 'n1', runner);
+    expect(r.denied).toHaveLength(3);
+    expect(r.holdError).toBeUndefined();
+    const writes = calls.filter((c) => !c.startsWith('conntrack -L') && !c.startsWith('ip '));
+    expect(writes[0]).toBe('ipset restore -exist <<add PCTL-revoked 10.244.2.11,udp:40000,10.244.1.10\nadd PCTL-revoked 10.244.2.11,udp:40001,10.244.1.10\n');
+    expect(writes.slice(1).map((c) => c.split(' ').slice(0, 3).join(' '))).toEqual(['conntrack -D -p', 'conntrack -D -p', 'conntrack -D -p']);
+  });
+
+  it('when the tuples cannot be held, still ends the flows, and says why', async () => {
+    const { calls, runner } = recorder(1);
+    const r = await revokeDenied(m, 'n1', runner);
+    expect(r.holdError).toMatch(/answer tuple\(s\) of revoked UDP flows to PCTL-revoked failed with exit code 1: ipset v7.17: The set with the given name does not exist/);
+    expect(calls.filter((c) => c.startsWith('conntrack -D'))).toHaveLength(3);
   });
 });
 

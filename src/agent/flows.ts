@@ -9,7 +9,10 @@
 //   semantics (the same meaning the compiled rules have, property-tested) and the entries of those
 //   now denied are deleted: their next packet is a new connection, which the rules drop; a TCP
 //   packet without SYN is dropped as a mid-stream pickup (layout.ts MIDSTREAM_CHAIN), so the
-//   connection stays ended. The connections the node opens itself (from one of its own addresses:
+//   connection stays ended. UDP has no SYN: before the entry of a UDP flow goes, the tuple its
+//   answers travel on goes into layout.ts REVOKED_SET for a while, so an answer that was still
+//   on its way (a server answering late) is dropped too instead of being tracked as a new flow
+//   of the server's, whose replies the client's datagrams would then be. The connections the node opens itself (from one of its own addresses:
 //   kubelet's probes come from the bridge's) are left alone: the rules never judge them (they leave
 //   through OUTPUT), and ending one would drop the pod's answers, mid-stream, until the node sends
 //   again.
@@ -23,9 +26,11 @@ import type { Model, ModelChange } from '../model/store.ts';
 import type { PodRecord, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { allowed, isUnprogrammedAddress, type Endpoint } from '../semantics/evaluate.ts';
+import { REVOKED_SET } from '../compiler/layout.ts';
 import { deleteAddressFlows, deleteFlow, listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
 import { localAddresses } from '../sync/local-addresses.ts';
 import type { Runner } from '../sync/runner.ts';
+import { errorText } from '../util/error-text.ts';
 
 /** Collects the addresses that left the model since the last flush. */
 export class ReleasedAddresses {
@@ -94,11 +99,45 @@ export function deniedFlows(model: Model, node: string, flows: readonly Conntrac
   return out;
 }
 
-/** Delete the entries of the connections `deniedFlows` finds; returns them. */
-export async function revokeDenied(model: Model, node: string, runner: Runner): Promise<ConntrackFlow[]> {
+/**
+ * The REVOKED_SET element of a UDP flow: where its answers go (the reply tuple's destination
+ * and port: the client and its port) and who sends them (the reply's source: the server, after
+ * a Service's DNAT the backend); undefined for other protocols or an entry without a reply tuple.
+ */
+export function answerTuple(f: ConntrackFlow): string | undefined {
+  if (f.protocol !== 'udp' || !f.replySrc || !f.replyDst || f.replyDport === undefined) return undefined;
+  return `${f.replyDst},udp:${f.replyDport},${f.replySrc}`;
+}
+
+/**
+ * Put the answer tuples of these flows into REVOKED_SET (the kernel expires each after the
+ * set's timeout; adding one again restarts it). Returns how many, or throws naming the set and
+ * what ipset said.
+ */
+export async function holdAnswers(runner: Runner, flows: readonly ConntrackFlow[]): Promise<number> {
+  const tuples = [...new Set(flows.flatMap((f) => answerTuple(f) ?? []))];
+  if (tuples.length === 0) return 0;
+  const r = await runner.run('ipset', ['restore', '-exist'], { input: tuples.map((t) => `add ${REVOKED_SET} ${t}\n`).join('') });
+  if (r.exitCode !== 0) throw new Error(`adding ${tuples.length} answer tuple(s) of revoked UDP flows to ${REVOKED_SET} failed with exit code ${r.exitCode}: ${r.stderr.trim() || '(no output)'}`);
+  return tuples.length;
+}
+
+/**
+ * Delete the entries of the connections `deniedFlows` finds; returns them, and why their UDP
+ * answers could not be held (then the entries are deleted all the same: an established flow
+ * the policy denies must end; only a late answer could take it up again).
+ */
+export async function revokeDenied(model: Model, node: string, runner: Runner): Promise<{ denied: ConntrackFlow[]; holdError?: string }> {
   const denied = deniedFlows(model, node, await listFlows(runner), await localAddresses(runner));
+  let holdError: string | undefined;
+  // Before the entries go: from the moment one is deleted, an answer on its tuple is new.
+  try {
+    await holdAnswers(runner, denied);
+  } catch (e) {
+    holdError = errorText(e);
+  }
   for (const f of denied) await deleteFlow(runner, f);
-  return denied;
+  return { denied, ...(holdError !== undefined && { holdError }) };
 }
 
 /**

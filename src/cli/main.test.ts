@@ -192,7 +192,7 @@ describe('policyctl compile', () => {
     expect(json.chains.length).toBeGreaterThan(3);
   });
 
-  it('--revoke-established: the layout of an agent with that flag (PCTL-MIDSTREAM after the replies rule, PCTL-OUTPUT for the node\'s own packets), and nothing else changes', async () => {
+  it('--revoke-established: the layout of an agent with that flag (PCTL-MIDSTREAM after the replies rule, the set of held UDP answers, PCTL-OUTPUT for the node\'s own packets), and nothing else changes', async () => {
     const base = ['compile', '-f', 'examples', '--node', 'node-1'];
     const plain = await run(base);
     const revoke = await run([...base, '--revoke-established']);
@@ -200,7 +200,9 @@ describe('policyctl compile', () => {
     expect(revoke.out).toMatch(/^-A PCTL-FORWARD -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW .*-j PCTL-MIDSTREAM$/m);
     expect(revoke.out).toMatch(/^-A PCTL-MIDSTREAM -s 10\.244\.1\.0\/24 .*--nflog-prefix "PCTL E midstream" /m);
     expect(revoke.out).toMatch(/^-I OUTPUT 1 -m comment --comment "PCTL: mid-stream TCP of the node to its pods \(--revoke-established\), keep first" -j PCTL-OUTPUT$/m);
-    expect(revoke.out.split('\n').filter((l) => !/PCTL-MIDSTREAM|PCTL-OUTPUT/.test(l))).toEqual(plain.out.split('\n'));
+    expect(revoke.out).toMatch(/^create PCTL-revoked hash:ip,port,ip family inet hashsize 1024 maxelem 1048576 timeout 120$/m);
+    expect(revoke.out).toMatch(/^-A PCTL-FORWARD -p udp -m set --match-set PCTL-revoked dst,dst,src .*-j PCTL-MIDSTREAM$/m);
+    expect(revoke.out.split('\n').filter((l) => !/PCTL-MIDSTREAM|PCTL-OUTPUT|PCTL-revoked/.test(l))).toEqual(plain.out.split('\n'));
   });
 });
 

@@ -182,7 +182,7 @@ Examples:
       .addOption(new Option('-o, --output <format>', 'output format').choices(['restore', 'json']).default('restore'))
       .addOption(new Option('--service-proxy <mode>', "kube-proxy's mode on the node (ipvs adds PCTL-OUTPUT and its hook)").choices(['iptables', 'nftables', 'ipvs']).default('iptables'))
       .option('--service-cidr <cidr>', 'under ipvs: the Service ClusterIP range (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-      .option('--revoke-established', "the layout of an agent with --revoke-established: PCTL-MIDSTREAM drops TCP packets without SYN that conntrack takes for new connections"),
+      .option('--revoke-established', "the layout of an agent with --revoke-established: PCTL-MIDSTREAM drops TCP packets without SYN that conntrack takes for new connections, and UDP answers of flows the agent ended (the ipset PCTL-revoked)"),
   ).action(async (o, cmd: Command) => {
     const src = await loadSource(sourceOptions(cmd), io);
     const model = src.model;
@@ -235,7 +235,7 @@ Examples:
     .option('--status-file <path>', 'rewrite this JSON file after every sync (what was applied)')
     .option('--cni-socket <path>', 'serve the policyctl-cni plugin on this unix socket (folder created 0700); the plugin\'s default and the DaemonSet\'s: /run/policyctl/cni.sock')
     .option('--pod-cidr <cidr>', "this node's pod CIDR, besides its Node's spec.podCIDRs (repeatable): new connections of its addresses that are not programmed pods are dropped", (v: string, prev: string[] = []) => [...prev, v])
-    .option('--revoke-established', 'end established connections that a policy change denies (deletes their conntrack entries within a second of the change); TCP packets of the pod CIDRs that conntrack takes up mid-stream are dropped, so a connection whose entry is lost must reconnect')
+    .option('--revoke-established', 'end established connections that a policy change denies (deletes their conntrack entries within a second of the change); TCP packets of the pod CIDRs that conntrack takes up mid-stream are dropped, so a connection whose entry is lost must reconnect, and for 120 s so are UDP answers to a client port of an ended flow (the ipset PCTL-revoked)')
     .option('--shared-admin-chains', 'one Admin ClusterNetworkPolicy chain for all the pods under the same Admin policies, followed by a second dispatch to their NetworkPolicy or Baseline chains: fewer rules and cheaper changes to Admin policies that select many pods, a few more rules per new connection')
     .addOption(new Option('--service-proxy <mode>', "kube-proxy's mode on this node: auto reads its traces (interface kube-ipvs0 or ipset KUBE-CLUSTER-IP: ipvs) at start and at each resync; under ipvs, Service traffic is judged in OUTPUT against the backend").choices(['auto', 'iptables', 'nftables', 'ipvs']).default('auto'))
     .option('--service-cidr <cidr>', 'under IPVS: the Service ClusterIP range (the API server\'s --service-cluster-ip-range; repeatable): packets of pods to it pass INPUT and are judged in OUTPUT against the backend', (v: string, prev: string[] = []) => [...prev, v])

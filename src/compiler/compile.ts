@@ -16,7 +16,7 @@ import type { Model } from '../model/store.ts';
 import type { IpBlockPeer, PodRecord, PodsPeer, PolicyType, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { collisionOf, contentText, quarantineChain, sortCollisions } from './collisions.ts';
-import { DIRECTIONS, PROGRAMMED_SPEC, bucketedDispatch, dropsMidstream, dispatchRule, dispatchSetSpec, hooksFor, layoutChains, WIDE_CHAINS, nodePodCidrs, programmedSetNeeded, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from './layout.ts';
+import { DIRECTIONS, PROGRAMMED_SPEC, bucketedDispatch, dropsMidstream, dispatchRule, dispatchSetSpec, hooksFor, layoutChains, layoutRuntimeSets, WIDE_CHAINS, nodePodCidrs, programmedSetNeeded, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from './layout.ts';
 import { blockSetSpec, namedPortEntries, namedPortSetSpec, peerKey, podSetSpec, sortedMembers, type SetSource, type SetSpec } from './rules.ts';
 import type { Chain, IpSet, NameCollision, Rule, Ruleset, SetMember } from './ruleset.ts';
 import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, type DirectionPath, type TierOptions } from './tiers.ts';
@@ -164,6 +164,7 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
       for (const pod of local) for (const ip of pod.ips) s.members.set(ip, false);
     });
   }
+  for (const spec of layoutRuntimeSets(cidrs, { dropMidstream: opts.dropMidstream })) ctx.set(spec, () => {});
 
   // The collision guard (collisions.ts): a chain name that stands for two contents among this
   // node's chains is not programmed; every pod whose chains use it goes to a drop-all chain
@@ -224,7 +225,7 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
   };
 
   const sets: IpSet[] = [...ctx.sets.values()]
-    .map((s): IpSet => ({ name: s.name, type: s.type, purpose: s.purpose, members: sortedMembers(s.members), ...(s.gate && { gate: s.gate }) }))
+    .map((s): IpSet => ({ name: s.name, type: s.type, purpose: s.purpose, members: sortedMembers(s.members), ...(s.gate && { gate: s.gate }), ...(s.runtime && { runtime: s.runtime }) }))
     .sort((a, b) => (a.name < b.name ? -1 : 1));
   const chains = [...layoutChains(cidrs, dispatch, { proxy: opts.proxy, dropMidstream: opts.dropMidstream, wide }), ...[...policyChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1))];
   const found = sortCollisions(dedupeCollisions(collisions));

@@ -11,8 +11,9 @@
 //   PCTL <E|I> cnp <tier> <rule index> <digest of name>    a ClusterNetworkPolicy Deny rule
 //   PCTL <E|I> unknown                                     an unprogrammed address of the pod CIDRs
 //   PCTL <E|I> collision                                   a chain name collision's drop-all chain
-//   PCTL <E|I> midstream                                   a TCP packet conntrack took up mid-stream
-//                                                          (--revoke-established: layout.ts MIDSTREAM_CHAIN)
+//   PCTL <E|I> midstream                                   a TCP packet conntrack took up mid-stream, or a
+//                                                          UDP answer of a revoked flow (--revoke-established:
+//                                                          layout.ts MIDSTREAM_CHAIN, REVOKED_SET)
 //
 // E and I are the direction the drop decided: an unknown source is dropped as egress, an unknown
 // destination as ingress; a mid-stream packet from the pod CIDRs as egress, one to them as ingress.
@@ -48,7 +49,7 @@ export type DropCause =
   | { readonly kind: 'cnp'; readonly dir: PolicyType; readonly tier: CnpTier; readonly index: number; readonly name: string }
   | { readonly kind: 'unknown'; readonly dir: PolicyType }
   | { readonly kind: 'collision'; readonly dir: PolicyType }
-  /** A TCP packet without SYN that conntrack took for a new connection (revoke mode only). */
+  /** A TCP packet without SYN that conntrack took for a new connection, or a UDP answer of a revoked flow (revoke mode only). */
   | { readonly kind: 'midstream'; readonly dir: PolicyType };
 
 /** What a prefix says, read back: digests instead of names. */

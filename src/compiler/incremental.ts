@@ -35,7 +35,7 @@ import type { ClusterPolicyRecord, PodRecord, PolicyType } from '../model/types.
 import { isEnforceable } from '../model/types.ts';
 import { quarantineChain, sameContent } from './collisions.ts';
 import type { CompileOptions } from './compile.ts';
-import { DIRECTIONS, PROGRAMMED_SPEC, dropsMidstream, hooksFor, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type LayoutOptions, type ServiceProxy } from './layout.ts';
+import { DIRECTIONS, PROGRAMMED_SPEC, dropsMidstream, hooksFor, layoutRuntimeSets, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type LayoutOptions, type ServiceProxy } from './layout.ts';
 import type { Rule, Ruleset, RulesetDelta } from './ruleset.ts';
 import { podPortsKey } from './rules.ts';
 import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierOptions, type TierPolicy } from './tiers.ts';
@@ -228,6 +228,7 @@ export class IncrementalCompiler {
       this.programmed = this.sets.create(PROGRAMMED_SPEC);
       this.programmed.refs++;
     }
+    for (const spec of layoutRuntimeSets(this.cidrs, this.layout)) this.sets.create(spec).refs++;
     this.prefixNeeds = [];
     this.prefix = undefined;
     this.layout = { ...this.layout, wide: undefined };

@@ -7,6 +7,7 @@
 //   FORWARD -> PCTL-FORWARD (hook, position 1)         TOP_CHAINS, HOOKS
 //     1. ctstate RELATED,ESTABLISHED -> RETURN          replies of allowed connections
 //     1b. with dropMidstream (--revoke-established) only: -p tcp ! --syn ctstate NEW -> PCTL-MIDSTREAM
+//         and -p udp, (destination, its port, source) in PCTL-revoked -> PCTL-MIDSTREAM (REVOKED_SET)
 //        (jump; there: -s / -d <podCIDR>, the logged drop, the bridge address being the node's; anything else returns: MIDSTREAM_CHAIN)
 //     2. -s <podCIDR> ! src in PCTL-programmed -g PCTL-UNKNOWN-SRC  unknown sources of the node's pod CIDRs
 //     3. -d <podCIDR> ! dst in PCTL-programmed -g PCTL-UNKNOWN-DST  unknown destinations
@@ -86,6 +87,11 @@
 //   dropped instead (logged `midstream`). One rule per new connection: a SYN fails its flags
 //   test, the first after -p; the CIDR tests wait in MIDSTREAM_CHAIN. That chain is jumped to,
 //   not reached by goto: a mid-stream packet of no pod CIDR comes back and is judged as before.
+//   UDP has no SYN: the answer of a revoked UDP flow that was on its way when the entry went
+//   (a server answers late) would be tracked as the server's new flow, which its egress may
+//   allow, and the client's datagrams would pass as its replies. So the agent puts the tuple
+//   those answers travel on into REVOKED_SET before it deletes the entry, and a new UDP packet
+//   on such a tuple goes to MIDSTREAM_CHAIN too, for as long as the entry lives in the set.
 // - No mark bits are used, so nothing collides with kube-proxy, kubelet or flannel marks.
 // - IPVS (kube-proxy --proxy-mode=ipvs): a pod's connection to a Service VIP enters the node
 //   through INPUT with the VIP as destination (the VIP is local, on kube-ipvs0); IPVS rewrites
@@ -106,6 +112,7 @@ import type { Model } from '../model/store.ts';
 import type { PolicyType } from '../model/types.ts';
 import { loggedDrop } from './drop-log.ts';
 import { PREFIX, type Action, type Chain, type Hook, type L4Protocol, type PortRange, type ProxyMode, type Rule } from './ruleset.ts';
+import type { SetSpec } from './rules.ts';
 
 // ---- family ----------------------------------------------------------------------------------
 
@@ -238,7 +245,10 @@ function ipvsLayout(proxy: ServiceProxy | undefined): IpvsLayout | undefined {
 /** One step of a top chain. */
 type TopStep =
   | { readonly kind: 'replies' }
-  /** With dropMidstream: a NEW TCP packet without SYN (a mid-stream pickup) of the pod CIDRs: drop. */
+  /**
+   * With dropMidstream: a NEW TCP packet without SYN (a mid-stream pickup) of the pod CIDRs, or
+   * a new UDP packet on the answer tuple of a flow the agent ended (REVOKED_SET): drop.
+   */
   | { readonly kind: 'midstream' }
   /** New connections from (`src`) or to (`dst`) an unprogrammed address of the pod CIDRs: drop. */
   | { readonly kind: 'unknown'; readonly side: 'src' | 'dst' }
@@ -435,8 +445,42 @@ const MIDSTREAM_RULE: Rule = {
 };
 
 /**
- * MIDSTREAM_CHAIN's rules: the logged drop of each pod CIDR, as a source (egress), then as a
- * destination (ingress). First the bridge address of each pod CIDR (its first address: the
+ * Revoked stays revoked, for UDP (invariant fail-closed-in-time): for each UDP flow the agent
+ * ends (`--revoke-established`), where its answers go and who sends them, `<client>,udp:<the
+ * client's port>,<server>` (the reply tuple's destination, its port and its source: after a
+ * Service's DNAT the backend), added before the entry is deleted. Keyed by the client's port,
+ * usually ephemeral, not the server's: ipset has no type with both ports, and this one blocks
+ * only what goes to that very socket of the client (from any port of the server's). UDP has no SYN to tell a flow's start from its middle: an
+ * answer still on its way when the entry went (a server that answers late) would be tracked as
+ * a new flow of the server's, which its egress and the client's ingress may allow, and the
+ * client's datagrams would then pass as its replies, for as long as the client sends. The kernel
+ * expires each entry after REVOKED_TIMEOUT_S, the default time conntrack keeps an answered UDP
+ * flow (nf_conntrack_udp_timeout_stream): an answer later than that is the server's own new
+ * flow. The set's members are the agent's, never the compiler's (IpSet.runtime).
+ */
+export const REVOKED_SET = `${PREFIX}-revoked`;
+export const REVOKED_TIMEOUT_S = 120;
+export const REVOKED_SPEC: SetSpec = { name: REVOKED_SET, type: 'hash:ip,port,ip', purpose: 'answer tuples of UDP flows the agent ended (--revoke-established), each for a while', runtime: { timeout: REVOKED_TIMEOUT_S } };
+
+/**
+ * The top chains' test for such an answer. Past the replies rule only new packets are left;
+ * `-p udp` first, a native test, so a new TCP connection never pays the set lookup.
+ */
+const REVOKED_ANSWER_RULE: Rule = {
+  match: { protocol: 'udp', sets: [{ set: REVOKED_SET, dirs: 'dst,dst,src' }] },
+  action: { kind: 'jump', chain: MIDSTREAM_CHAIN },
+  comment: 'UDP on the answer tuple of a flow the agent ended: a revoked flow, never a new one',
+};
+
+/** The sets the layout's own rules match whose members the compiler never fills (the agent's). */
+export function layoutRuntimeSets(cidrs: readonly string[], layout: LayoutOptions): readonly SetSpec[] {
+  return dropsMidstream(cidrs, layout.dropMidstream) ? [REVOKED_SPEC] : [];
+}
+
+/**
+ * MIDSTREAM_CHAIN's rules (for a TCP packet without SYN, or UDP on a revoked flow's answer
+ * tuple): the logged drop of each pod CIDR, as a source (egress), then as a destination
+ * (ingress). First the bridge address of each pod CIDR (its first address: the
  * node's, no pod's; invariant *fail-closed-in-time*), which `-s <podCIDR>` would take for a pod:
  * its mid-stream TCP to a pod CIDR (a hostNetwork server answering a revoked connection through
  * OUTPUT) is dropped as the pod's ingress, and to anything else returns, as any other of the
@@ -450,12 +494,12 @@ function midstreamDrops(cidrs: readonly string[]): Rule[] {
   });
   return [
     ...bridges.flatMap((src) =>
-      cidrs.flatMap((net) => loggedDrop({ srcNet: src, dstNet: net }, `mid-stream TCP from the node's bridge address ${src} to pod CIDR ${net}: its connection was revoked or its conntrack entry lost`, { kind: 'midstream', dir: 'Ingress' })),
+      cidrs.flatMap((net) => loggedDrop({ srcNet: src, dstNet: net }, `mid-stream packet from the node's bridge address ${src} to pod CIDR ${net}: its connection was revoked or its conntrack entry lost`, { kind: 'midstream', dir: 'Ingress' })),
     ),
-    ...bridges.map((src): Rule => ({ match: { srcNet: src }, action: { kind: 'return' }, comment: `mid-stream TCP from the node's bridge address ${src} elsewhere: the node's own, not judged` })),
-    ...cidrs.flatMap((net) => loggedDrop({ srcNet: net }, `mid-stream TCP from pod CIDR ${net}: its connection was revoked or its conntrack entry lost`, { kind: 'midstream', dir: 'Egress' })),
-    ...bridges.map((dst): Rule => ({ match: { dstNet: dst }, action: { kind: 'return' }, comment: `mid-stream TCP to the node's bridge address ${dst} from no pod: the node's own, not judged` })),
-    ...cidrs.flatMap((net) => loggedDrop({ dstNet: net }, `mid-stream TCP to pod CIDR ${net}: its connection was revoked or its conntrack entry lost`, { kind: 'midstream', dir: 'Ingress' })),
+    ...bridges.map((src): Rule => ({ match: { srcNet: src }, action: { kind: 'return' }, comment: `mid-stream packet from the node's bridge address ${src} elsewhere: the node's own, not judged` })),
+    ...cidrs.flatMap((net) => loggedDrop({ srcNet: net }, `mid-stream packet from pod CIDR ${net}: its connection was revoked or its conntrack entry lost`, { kind: 'midstream', dir: 'Egress' })),
+    ...bridges.map((dst): Rule => ({ match: { dstNet: dst }, action: { kind: 'return' }, comment: `mid-stream packet to the node's bridge address ${dst} from no pod: the node's own, not judged` })),
+    ...cidrs.flatMap((net) => loggedDrop({ dstNet: net }, `mid-stream packet to pod CIDR ${net}: its connection was revoked or its conntrack entry lost`, { kind: 'midstream', dir: 'Ingress' })),
   ];
 }
 
@@ -539,7 +583,7 @@ export function topChains(cidrs: readonly string[], layout: LayoutOptions = {}):
           case 'replies':
             return [REPLIES_RULE];
           case 'midstream':
-            return midstream ? [MIDSTREAM_RULE] : [];
+            return midstream ? [MIDSTREAM_RULE, REVOKED_ANSWER_RULE] : [];
           case 'unknown':
             return unknownDrops(cidrs, s.side);
           case 'evaluate':

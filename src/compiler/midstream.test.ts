@@ -3,7 +3,9 @@
 // conntrack entry, conntrack's loose TCP pickup would take the next packet of either end for a
 // new connection, and the server's usually passes and re-creates the entry in reverse. In revoke
 // mode a NEW TCP packet without SYN from or to the pod CIDRs is logged and dropped right after
-// the replies rule; without the option the layout is byte for byte what it was.
+// the replies rule, and so is a new UDP packet on the answer tuple of a flow the agent ended
+// (layout.ts REVOKED_SET: a late answer would otherwise be tracked as the server's new flow);
+// without the option the layout is byte for byte what it was.
 
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
@@ -15,7 +17,7 @@ import { allowed, type Endpoint } from '../semantics/evaluate.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
 import { compile, type CompileOptions } from './compile.ts';
 import { IncrementalCompiler } from './incremental.ts';
-import { FORWARD_CHAIN, INPUT_CHAIN, MIDSTREAM_CHAIN, OUTPUT_CHAIN, topChains } from './layout.ts';
+import { FORWARD_CHAIN, INPUT_CHAIN, MIDSTREAM_CHAIN, OUTPUT_CHAIN, REVOKED_SET, REVOKED_SPEC, REVOKED_TIMEOUT_S, topChains } from './layout.ts';
 import type { Ruleset } from './ruleset.ts';
 
 const text = (rs: Ruleset) => `# ipset restore\n${renderIpsetRestore(rs.sets)}# iptables-restore --noflush\n${renderIptablesRestore(rs)}`;
@@ -26,6 +28,9 @@ const CIDR = '10.244.1.0/24';
 /** The rule the top chains get in revoke mode, as rendered (and as iptables-nft-save prints it). */
 const MIDSTREAM_JUMP = (chain: string) =>
   new RegExp(`^-A ${chain} -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -m comment --comment "[a-z2-7]{24} TCP without SYN [^"]*" -j ${MIDSTREAM_CHAIN}$`);
+/** The rule right after it: UDP on an answer tuple the agent holds back. */
+const REVOKED_JUMP = (chain: string) =>
+  new RegExp(`^-A ${chain} -p udp -m set --match-set ${REVOKED_SET} dst,dst,src -m comment --comment "[a-z2-7]{24} UDP on the answer tuple [^"]*" -j ${MIDSTREAM_CHAIN}$`);
 
 describe('mid-stream drops: the layout', () => {
   it('without the option: the golden payload byte for byte, and the very same top chain objects', () => {
@@ -35,15 +40,16 @@ describe('mid-stream drops: the layout', () => {
     expect(text(compile(sampleCluster(), 'n1', { proxy: IPVS, dropMidstream: false }))).toBe(text(compile(sampleCluster(), 'n1', { proxy: IPVS })));
   });
 
-  it('with it: one jump right after the replies rule of PCTL-FORWARD and PCTL-INPUT, PCTL-OUTPUT with only those two (the node\'s own packets), and PCTL-MIDSTREAM logs and drops per pod CIDR side', () => {
+  it('with it: two jumps right after the replies rule of PCTL-FORWARD and PCTL-INPUT, PCTL-OUTPUT with only those (the node\'s own packets), the empty set of answer tuples, and PCTL-MIDSTREAM logs and drops per pod CIDR side', () => {
     const plain = compile(sampleCluster(), 'n1');
     const rs = compile(sampleCluster(), 'n1', REVOKE);
     for (const chain of [FORWARD_CHAIN, INPUT_CHAIN]) {
       const got = lines(rs, chain);
       expect(got[0]).toContain('--ctstate RELATED,ESTABLISHED');
       expect(got[1]).toMatch(MIDSTREAM_JUMP(chain));
+      expect(got[2]).toMatch(REVOKED_JUMP(chain));
       // Everything else is as without the option.
-      expect(got.filter((_, i) => i !== 1)).toEqual(lines(plain, chain));
+      expect(got.filter((_, i) => i !== 1 && i !== 2)).toEqual(lines(plain, chain));
     }
     const mid = lines(rs, MIDSTREAM_CHAIN);
     expect(mid.map((l) => l.replace(/ -m hashlimit .*?(?= -m comment)/, '').replace(/--comment "[^"]*"/, '--comment C'))).toEqual([
@@ -59,12 +65,17 @@ describe('mid-stream drops: the layout', () => {
     ]);
     // The node's own packets (OUTPUT): replies pass, mid-stream pickups go to the same drops; nothing else is judged.
     const out = lines(rs, OUTPUT_CHAIN);
-    expect(out).toHaveLength(2);
+    expect(out).toHaveLength(3);
     expect(out[0]).toContain('--ctstate RELATED,ESTABLISHED');
     expect(out[1]).toMatch(MIDSTREAM_JUMP(OUTPUT_CHAIN));
+    expect(out[2]).toMatch(REVOKED_JUMP(OUTPUT_CHAIN));
     expect(lines(plain, OUTPUT_CHAIN)).toEqual([]);
+    // The set of answer tuples: created empty with its timeout, its members the agent's.
+    const revoked = rs.sets.find((s) => s.name === REVOKED_SET)!;
+    expect(revoked).toEqual({ ...REVOKED_SPEC, members: [], runtime: { timeout: REVOKED_TIMEOUT_S } });
+    expect(renderIpsetRestore([revoked])).toBe(`create ${REVOKED_SET} hash:ip,port,ip family inet hashsize 1024 maxelem 1048576 timeout ${REVOKED_TIMEOUT_S}\n`);
     // The rest of the Ruleset is the same: sets, hooks (one more, OUTPUT's), every other chain.
-    expect(rs.sets).toEqual(plain.sets);
+    expect(rs.sets.filter((s) => s !== revoked)).toEqual(plain.sets);
     expect(rs.hooks.slice(0, plain.hooks.length)).toEqual(plain.hooks);
     expect(rs.hooks.slice(plain.hooks.length)).toEqual([{ table: 'filter', chain: 'OUTPUT', target: OUTPUT_CHAIN, comment: expect.stringMatching(/keep first$/) }]);
     const others = (r: Ruleset) => r.chains.filter((c) => ![FORWARD_CHAIN, INPUT_CHAIN, OUTPUT_CHAIN, MIDSTREAM_CHAIN].includes(c.name));
@@ -83,7 +94,8 @@ describe('mid-stream drops: the layout', () => {
     for (const [chain, at] of [[FORWARD_CHAIN, 1], [INPUT_CHAIN, 1], [OUTPUT_CHAIN, 1]] as const) {
       const got = lines(rs, chain);
       expect(got[at]).toMatch(MIDSTREAM_JUMP(chain));
-      expect(got.filter((_, i) => i !== at)).toEqual(lines(plain, chain));
+      expect(got[at + 1]).toMatch(REVOKED_JUMP(chain));
+      expect(got.filter((_, i) => i !== at && i !== at + 1)).toEqual(lines(plain, chain));
     }
     expect(lines(plain, OUTPUT_CHAIN)[1]).toMatch(/not from a local pod/);
     expect(lines(rs, MIDSTREAM_CHAIN)).toHaveLength(8);
@@ -228,5 +240,39 @@ describe('mid-stream drops: traced', () => {
     expect(r.verdict).toBe('ACCEPT');
     expect(r.steps.some((s) => s.chain === MIDSTREAM_CHAIN)).toBe(true);
     expect(r.steps.some((s) => s.chain === FORWARD_CHAIN && s.rule.includes('ingress of local pods'))).toBe(true);
+  });
+  describe('a UDP answer of a flow the agent ended (REVOKED_SET)', () => {
+    // y/c (10.244.2.10, n2) sent to x/a (10.244.1.10, n1) UDP 53 from port 40000; the agent
+    // ended the flow and held back its answer tuple. x/a's answer, late, is new to conntrack:
+    // its egress allows everything and y/c is not local to n1, so policy alone would pass it.
+    const answer: Packet = { src: '10.244.1.10', dst: '10.244.2.10', protocol: 'udp', sport: 53, dport: 40000 };
+    const held = (plane: Dataplane) => {
+      const { table, ipsets } = plane.nodes.get('n1')!;
+      return { table, ipsets: parseIpsetRestore(`add ${REVOKED_SET} 10.244.2.10,udp:40000,10.244.1.10 timeout ${REVOKED_TIMEOUT_S}\n`, { base: ipsets }) };
+    };
+
+    it('is logged and dropped as mid-stream, in FORWARD and in OUTPUT (a hostNetwork server answering)', () => {
+      const { table, ipsets } = held(revoke);
+      const r = trace(table, ipsets, 'FORWARD', answer);
+      expect(r.verdict, formatTrace(r)).toBe('DROP');
+      expect(loggedAs(r)).toBe('PCTL E midstream');
+      expect(trace(revoke.nodes.get('n1')!.table, revoke.nodes.get('n1')!.ipsets, 'FORWARD', answer).verdict).toBe('ACCEPT');
+      const fromNode = parseIpsetRestore(`add ${REVOKED_SET} 10.244.1.10,udp:40000,192.168.50.11\n`, { base: revoke.nodes.get('n1')!.ipsets });
+      const o = trace(table, fromNode, 'OUTPUT', { src: '192.168.50.11', dst: '10.244.1.10', protocol: 'udp', sport: 53, dport: 40000 });
+      expect(o.verdict, formatTrace(o)).toBe('DROP');
+      expect(loggedAs(o)).toBe('PCTL I midstream');
+    });
+
+    it('only to that socket of the client: another of its ports, another client, another server, TCP, and the answers of a tracked flow are judged as before', () => {
+      const { table, ipsets } = held(revoke);
+      // From any port of that server (ipset has no type with both ports).
+      expect(loggedAs(trace(table, ipsets, 'FORWARD', { ...answer, sport: 54 }))).toBe('PCTL E midstream');
+      for (const p of [{ ...answer, dport: 40001 }, { ...answer, dst: '10.244.2.11' }, { ...answer, src: '10.244.1.11' }, { ...answer, protocol: 'tcp' as const, tcpFlags: ['SYN' as const] }]) {
+        const r = trace(table, ipsets, 'FORWARD', p);
+        expect(r.verdict, `${JSON.stringify(p)}\n${formatTrace(r)}`).toBe(n1(plain, p).verdict);
+        expect(r.steps.some((s) => s.chain === MIDSTREAM_CHAIN)).toBe(false);
+      }
+      expect(trace(table, ipsets, 'FORWARD', { ...answer, ctstate: 'ESTABLISHED' }).verdict).toBe('ACCEPT');
+    });
   });
 });

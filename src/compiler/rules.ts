@@ -25,6 +25,8 @@ export interface SetSpec {
   readonly purpose: string;
   /** The gate set (IpSet.gate). */
   readonly gate?: true;
+  /** Members added at run time, expiring (IpSet.runtime). */
+  readonly runtime?: { readonly timeout: number };
 }
 
 /**

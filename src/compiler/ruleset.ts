@@ -36,10 +36,10 @@ export interface NameCollision {
   readonly chain: string;
 }
 
-export type SetType = 'hash:ip' | 'hash:net' | 'hash:ip,port' | 'hash:net,net';
+export type SetType = 'hash:ip' | 'hash:net' | 'hash:ip,port' | 'hash:net,net' | 'hash:ip,port,ip';
 
 export interface SetMember {
-  /** `10.0.0.1`, `10.0.0.0/8`, `10.0.0.1,tcp:8080`, `10.0.0.1,10.0.0.1` by set type. */
+  /** `10.0.0.1`, `10.0.0.0/8`, `10.0.0.1,tcp:8080`, `10.0.0.1,10.0.0.1`, `10.0.0.1,udp:40000,10.0.0.2` by set type. */
   readonly entry: string;
   /** hash:net only: the entry is an exception (ipBlock `except`). */
   readonly nomatch?: boolean;
@@ -59,10 +59,19 @@ export interface IpSet {
    * apply is in force, and removes them before anything else.
    */
   readonly gate?: true;
+  /**
+   * A set whose members the agent adds at run time, each expiring in the kernel after `timeout`
+   * seconds (layout.ts REVOKED_SET): the Ruleset creates it (with that default timeout), empty,
+   * and whoever applies it never adds, removes or compares its members.
+   */
+  readonly runtime?: { readonly timeout: number };
 }
 
-/** `src` / `dst` for single-dimension sets; `dst,dst` for hash:ip,port; `src,dst` for hash:net,net. */
-export type SetDirections = 'src' | 'dst' | 'dst,dst' | 'src,dst';
+/**
+ * `src` / `dst` for single-dimension sets; `dst,dst` for hash:ip,port; `src,dst` for
+ * hash:net,net; `dst,dst,src` for hash:ip,port,ip (the destination, its port, the source).
+ */
+export type SetDirections = 'src' | 'dst' | 'dst,dst' | 'src,dst' | 'dst,dst,src';
 
 export interface SetMatch {
   readonly set: string;

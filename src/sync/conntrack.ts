@@ -22,6 +22,8 @@ export interface ConntrackFlow {
   /** Reply direction source: differs from `dst` after DNAT (a Service). */
   readonly replySrc?: string;
   readonly replyDst?: string;
+  /** Reply direction destination port: the port the answers go to (the initiator's, after its SNAT). */
+  readonly replyDport?: number;
   readonly state?: string;
 }
 
@@ -109,6 +111,7 @@ export function parseConntrackList(text: string): ConntrackFlow[] {
     const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
     const sport = num(kv.sport?.[0]);
     const dport = num(kv.dport?.[0]);
+    const replyDport = num(kv.dport?.[1]);
     out.push({
       protocol,
       src,
@@ -117,6 +120,7 @@ export function parseConntrackList(text: string): ConntrackFlow[] {
       ...(dport !== undefined ? { dport } : {}),
       ...(kv.src?.[1] ? { replySrc: kv.src[1] } : {}),
       ...(kv.dst?.[1] ? { replyDst: kv.dst[1] } : {}),
+      ...(replyDport !== undefined ? { replyDport } : {}),
       ...(state ? { state } : {}),
     });
   }

@@ -132,6 +132,8 @@ export function diffSet(s: IpSet, cur: KernelSet | undefined, out: PlanBuilder):
     out.replaceSets.push(s);
     return;
   }
+  // Its members are the agent's, added at run time and expired by the kernel (IpSet.runtime).
+  if (s.runtime) return;
   const want = new Map<string, boolean>();
   const gate = s.gate ? { gate: true as const } : {};
   for (const m of s.members) want.set(canonicalEntry(s.type, m.entry), !!m.nomatch);
@@ -360,7 +362,7 @@ export function payloads(p: Plan): Payloads {
     const tmp = tempSetName(s.name);
     // A temp set left by an interrupted swap is one of ours that no rule wants: the next diff
     // destroys it.
-    before.push(renderSetCreate({ name: tmp, type: s.type }));
+    before.push(renderSetCreate({ ...s, name: tmp }));
     for (const m of s.members) before.push(renderSetMember(tmp, m.entry, m.nomatch));
     before.push(`swap ${tmp} ${s.name}`, `destroy ${tmp}`);
   }

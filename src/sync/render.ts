@@ -31,8 +31,8 @@ export function sanitizeComment(text: string): string {
   return clean.length > MAX_COMMENT ? clean.slice(0, MAX_COMMENT - 3) + '...' : clean;
 }
 
-export function renderSetCreate(set: Pick<IpSet, 'name' | 'type'>, opts: { maxelem?: number } = {}): string {
-  return `create ${set.name} ${set.type} family inet hashsize 1024 maxelem ${opts.maxelem ?? 1048576}`;
+export function renderSetCreate(set: Pick<IpSet, 'name' | 'type' | 'runtime'>, opts: { maxelem?: number } = {}): string {
+  return `create ${set.name} ${set.type} family inet hashsize 1024 maxelem ${opts.maxelem ?? 1048576}${set.runtime ? ` timeout ${set.runtime.timeout}` : ''}`;
 }
 
 export function renderSetMember(setName: string, entry: string, nomatch?: boolean): string {

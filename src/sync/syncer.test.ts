@@ -58,11 +58,16 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     expect(jump).toMatch(/^-A PCTL-FORWARD -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -m comment --comment "[a-z2-7]{24} /);
     expect(save.split('\n')).toContain(jump);
     expect(save).toMatch(/^-A PCTL-MIDSTREAM -s 10\.244\.1\.0\/24 .*-j NFLOG --nflog-prefix "PCTL E midstream" /m);
-    // The node's own packets too (OUTPUT): a hook to PCTL-OUTPUT, which holds the replies rule and the same jump.
+    // The node's own packets too (OUTPUT): a hook to PCTL-OUTPUT, which holds the replies rule and the same jumps.
     expect(save).toMatch(/^-A OUTPUT -m comment --comment "PCTL: mid-stream TCP of the node to its pods \(--revoke-established\), keep first" -j PCTL-OUTPUT$/m);
-    expect(save.split('\n').filter((l) => l.startsWith('-A PCTL-OUTPUT '))).toHaveLength(2);
+    expect(save.split('\n').filter((l) => l.startsWith('-A PCTL-OUTPUT '))).toHaveLength(3);
+    // The answer tuples of revoked UDP flows: created with its timeout; what the agent adds at
+    // run time (IpSet.runtime) is never taken for drift.
+    expect(net.sh('ipset list -t PCTL-revoked')).toMatch(/Type: hash:ip,port,ip\nRevision: \d+\nHeader: family inet hashsize 1024 maxelem 1048576 timeout 120/);
+    net.sh('ipset add PCTL-revoked 10.244.2.10,udp:40000,10.244.1.10');
     // A fresh read of the kernel finds nothing to do, and a sync that reads it writes nothing.
     expect(isEmpty((await syncer.verify(revoke)).plan)).toBe(true);
+    expect(net.sh('ipset list PCTL-revoked')).toMatch(/^10\.244\.2\.10,udp:40000,10\.244\.1\.10 timeout \d+$/m);
     rec.calls.length = 0;
     expect((await syncer.sync(compile(sampleCluster(), 'n1', { dropMidstream: true }), { readKernel: true })).wrote).toBe(false);
     expect(writesOf(rec)).toEqual([]);
@@ -73,7 +78,8 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     expect(left).not.toMatch(/^-A (PCTL-FORWARD|PCTL-INPUT) .*-j PCTL-MIDSTREAM/m);
     expect(left).not.toMatch(/^-A OUTPUT .*-j PCTL-OUTPUT$/m);
     await syncer.collectGarbage();
-    expect(net.sh('iptables-nft-save -t filter')).not.toMatch(/PCTL-MIDSTREAM|PCTL-OUTPUT/);
+    expect(net.sh('iptables-nft-save -t filter')).not.toMatch(/PCTL-MIDSTREAM|PCTL-OUTPUT|PCTL-revoked/);
+    expect(net.sh('ipset list -n')).not.toContain('PCTL-revoked');
   });
 
   it('applying the same ruleset twice writes nothing the second time', async () => {

@@ -22,6 +22,12 @@
 //   packets in revoke mode (layout.ts MIDSTREAM_CHAIN); with that rule left out, this test saw
 //   the server's data reach the client, n1 track the flow again, and the client's data reach the
 //   server.
+// - `--revoke-established`, UDP, the server answers late (300 ms): an answer to a datagram that
+//   passed just before n1's agent deleted the entry reaches n1 after it, a new flow from the
+//   server that its egress allows. Tracked, the client's datagrams would pass as its replies:
+//   the revoked flow back for as long as the client sends (without the agent's answer tuples,
+//   layout.ts REVOKED_SET, this test saw the client's datagrams arrive all along). The same race
+//   with an immediate answer made the first revoke test fail about once in 17 runs.
 // - The same for a pod's connection to a hostNetwork server of its own node (a process in n1's
 //   own namespace): the pod's egress is revoked, and the server's packets leave through the
 //   node's OUTPUT, where no policy judges the node's own traffic. Without the mid-stream drop
@@ -142,6 +148,8 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
     writeFileSync(join(dir, 's3.yaml'), pod('srv', 's3', 'n1', '10.244.1.21'));
     writeFileSync(join(dir, 'c3.yaml'), pod('cli', 'c3', 'n2', '10.244.2.31'));
     writeFileSync(join(dir, 'c4.yaml'), pod('hostcli', 'c4', 'n1', '10.244.1.31'));
+    writeFileSync(join(dir, 's5.yaml'), pod('srv', 's5', 'n1', '10.244.1.22'));
+    writeFileSync(join(dir, 'c5.yaml'), pod('cli', 'c5', 'n2', '10.244.2.32'));
     const up = await labUp({ name, manifests: dir, stateDir, resyncInterval: '2s', watch: false, agentArgs: { n1: ['--revoke-established'] } });
     lab = up.lab;
     kubelet = up.kubelet!;
@@ -219,6 +227,35 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
     // n1 ended its pod's TCP connection to s2 (denied by s2's ingress), and it stays ended.
     expect(count(at2, c1, 'TCP', applied + 1000)).toBe(0);
   }, 120_000);
+
+  it('--revoke-established (n1 only): a revoked UDP flow stays revoked when the server answers after its entry is gone (no entry re-created in reverse)', async () => {
+    // The server answers 300 ms late, so answers to datagrams that passed just before n1's agent
+    // deleted the entry reach n1 after it: a new flow from the server, which its egress (no
+    // policy) allows. Taken up, it would be tracked in reverse and the client's datagrams would
+    // pass as its replies: the revoked flow back, for as long as the client sends.
+    const srv = '10.244.1.22';
+    const cli = '10.244.2.32';
+    const got: Received[] = [];
+    children.push(await flowTool(lab, 'srv/s5', ['recv', '--port', String(PORT), '--echo-delay', '300'], (l) => got.push(JSON.parse(l) as Received)));
+    await sender('cli/c5', srv, 'UDP', 41005);
+    const t0 = Date.now();
+    while (count(got, cli, 'UDP', t0) < 10 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+    expect(count(got, cli, 'UDP', t0)).toBeGreaterThanOrEqual(10);
+    writeFileSync(join(dir, 'deny-s5.yaml'), 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-s5, namespace: srv}\nspec: {podSelector: {matchLabels: {app: s5}}, policyTypes: [Ingress]}\n');
+    await kubelet.reconcile();
+    await waitApplied(lab, info, 30_000);
+    const applied = Date.now();
+    await new Promise((r) => setTimeout(r, 2000));
+    const late = got.filter((g) => g.from.startsWith(`${cli}:`) && g.t >= applied + 1000).map((g) => g.t - applied);
+    expect(late, `datagrams from ${cli} at s5, ms after the policy was in force`).toEqual([]);
+    const tracked = (await execInNode(lab, 'n1', ['conntrack', '-L', '-p', 'udp'], { reject: false })).stdout.split('\n').filter((l) => l.includes(srv) && l.includes(cli));
+    expect(tracked).toEqual([]);
+    // n1's agent held the answer tuple back, and the late answers met it (the rule's counter).
+    expect((await execInNode(lab, 'n1', ['ipset', 'list', 'PCTL-revoked'])).stdout).toContain(`${cli},udp:41005,${srv} timeout `);
+    const held = (await execInNode(lab, 'n1', ['iptables-save', '-c', '-t', 'filter'])).stdout.split('\n').filter((l) => / -A PCTL-FORWARD .*--match-set PCTL-revoked dst,dst,src /.test(l));
+    expect(held).toHaveLength(1);
+    expect(Number(/^\[(\d+):/.exec(held[0]!)![1])).toBeGreaterThan(0);
+  }, 60_000);
 
   /** One end of a TCP conversation (flow-tool talk; given `netns`, a process of a node's own): its events, and a way to make it send a chunk. */
   async function talk(key: string, args: string[], netns?: string) {

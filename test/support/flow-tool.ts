@@ -1,6 +1,7 @@
 // Long-lived flows for the established-connection tests, run inside a namespace:
-//   ip netns exec <netns> node test/support/flow-tool.ts recv --port 9999
-//     a TCP and a UDP server on the port (UDP echoed); one JSON line per received chunk or datagram:
+//   ip netns exec <netns> node test/support/flow-tool.ts recv --port 9999 [--echo-delay MS]
+//     a TCP and a UDP server on the port (UDP echoed, MS later: a server slow to answer, whose
+//     answer is still on its way when the flow is revoked); one JSON line per received chunk or datagram:
 //     {"proto":"TCP"|"UDP","from":"10.244.1.10:40001","t":1733000000123}
 //   ip netns exec <netns> node test/support/flow-tool.ts send --to IP:PORT --proto TCP|UDP [--sport N] [--interval MS]
 //     one TCP connection (or one UDP socket bound to --sport) that sends a line every interval
@@ -28,6 +29,7 @@ const arg = (name: string, dflt?: string): string => {
 
 if (mode === 'recv') {
   const port = Number(arg('--port'));
+  const echoDelay = Number(arg('--echo-delay', '0'));
   const line = (proto: string, from: string) => process.stdout.write(JSON.stringify({ proto, from, t: Date.now() }) + '\n');
   const tcp = createServer((sock) => {
     sock.on('data', () => line('TCP', `${sock.remoteAddress}:${sock.remotePort}`));
@@ -38,7 +40,8 @@ if (mode === 'recv') {
   // flow nobody answers stays NEW, and any rule change stops it without help).
   udp.on('message', (m, r) => {
     line('UDP', `${r.address}:${r.port}`);
-    udp.send(m, r.port, r.address);
+    if (echoDelay > 0) setTimeout(() => udp.send(m, r.port, r.address), echoDelay);
+    else udp.send(m, r.port, r.address);
   });
   let up = 0;
   const ready = () => ++up === 2 && process.stdout.write('ready\n');

@@ -1024,7 +1024,7 @@ function referencesTo(table: TableState, chain: string): ParsedRule[] {
 
 // ─── ipset model ────────────────────────────────────────────────────────────────────────────
 
-export type IpsetType = 'hash:ip' | 'hash:net' | 'hash:ip,port' | 'hash:net,net';
+export type IpsetType = 'hash:ip' | 'hash:net' | 'hash:ip,port' | 'hash:net,net' | 'hash:ip,port,ip';
 
 export interface NetEntry extends Net {
   readonly nomatch: boolean;
@@ -1042,12 +1042,23 @@ export interface NetNetEntry {
   readonly nomatch: boolean;
 }
 
-export type IpsetEntry = number | NetEntry | IpPortEntry | NetNetEntry;
+/** hash:ip,port,ip: the first address, a protocol and port, the second address. */
+export interface IpPortIpEntry extends IpPortEntry {
+  readonly ip2: number;
+}
+
+export type IpsetEntry = number | NetEntry | IpPortEntry | NetNetEntry | IpPortIpEntry;
 
 export interface IpsetData {
   readonly name: string;
   readonly type: IpsetType;
   readonly maxelem: number;
+  /**
+   * Created with `timeout N`: its elements expire N seconds after their add (or their own
+   * `timeout`). The tracer keeps no clock: an element stays until deleted, as within the first
+   * N seconds. Only such a set takes an element's `timeout`.
+   */
+  readonly timeout?: number;
   /** Keyed by the normalized element (what the kernel uses as identity). */
   entries: Map<string, IpsetEntry>;
 }
@@ -1058,7 +1069,7 @@ export interface IpsetState {
 
 /** IPSET_MAXNAMELEN is 32 including the NUL. */
 export const MAX_SET_NAME = 31;
-const IPSET_TYPES = new Set<string>(['hash:ip', 'hash:net', 'hash:ip,port', 'hash:net,net']);
+const IPSET_TYPES = new Set<string>(['hash:ip', 'hash:net', 'hash:ip,port', 'hash:net,net', 'hash:ip,port,ip']);
 /** We expand CIDRs in hash:ip and port ranges in hash:ip,port; refuse absurd expansions. */
 const MAX_EXPANSION = 65536;
 
@@ -1094,6 +1105,21 @@ function parseElement(set: IpsetData, elem: string, nomatch: boolean, fail: Fail
     case 'hash:net': {
       const n = parseSetNet(elem, fail);
       return [[formatNet(n), { ...n, nomatch }]];
+    }
+    case 'hash:ip,port,ip': {
+      // One element, no ranges (the agent adds single tuples).
+      const parts = elem.split(',');
+      if (parts.length !== 3) fail(`"${elem}" is not IP,proto:port,IP`);
+      const [ip, ip2] = [parts[0]!, parts[2]!].map((t) => {
+        const v = parseIPv4(t);
+        if (v === undefined) fail(`invalid address "${t}" in "${elem}"`);
+        return v;
+      });
+      const m = /^(tcp|udp|sctp):(\d+)$/.exec(parts[1]!);
+      if (!m) fail(`"${parts[1]}" in "${elem}" is not proto:port (tcp, udp or sctp)`);
+      const proto = m[1] as L4;
+      const port = parsePort(m[2]!, fail);
+      return [[`${formatIPv4(ip!)},${proto}:${port},${formatIPv4(ip2!)}`, { ip: ip!, proto, port, ip2: ip2! }]];
     }
     case 'hash:ip,port': {
       const comma = elem.indexOf(',');
@@ -1162,6 +1188,7 @@ export function parseIpsetRestore(text: string, opts: IpsetRestoreOptions = {}):
         const type = rest[0];
         if (!IPSET_TYPES.has(type)) fail(`unsupported set type "${type}"`);
         let maxelem = 65536;
+        let timeout: number | undefined;
         for (let i = 1; i < rest.length; i++) {
           const opt = rest[i]!;
           const val = rest[i + 1];
@@ -1175,17 +1202,18 @@ export function parseIpsetRestore(text: string, opts: IpsetRestoreOptions = {}):
             i++;
           } else if (opt === 'hashsize') num();
           else if (opt === 'maxelem') maxelem = num();
+          else if (opt === 'timeout') timeout = num();
           else fail(`unsupported create option "${opt}"`);
         }
         const existing = sets.get(name);
         if (existing) {
           if (!exist) fail(`set ${name} already exists`);
-          if (existing.type !== type || existing.maxelem !== maxelem) {
+          if (existing.type !== type || existing.maxelem !== maxelem || existing.timeout !== timeout) {
             fail(`set ${name} already exists with different type or options`);
           }
           break;
         }
-        sets.set(name, { name, type: type as IpsetType, maxelem, entries: new Map() });
+        sets.set(name, { name, type: type as IpsetType, maxelem, ...(timeout !== undefined && { timeout }), entries: new Map() });
         break;
       }
       case 'add':
@@ -1193,12 +1221,21 @@ export function parseIpsetRestore(text: string, opts: IpsetRestoreOptions = {}):
       case 'del':
       case '-D': {
         const s = needSet(name);
-        const [elem, flag, extra] = rest;
+        const [elem, ...opts] = rest;
         if (elem === undefined) fail(`${cmd} needs an element`);
-        if (flag !== undefined && flag !== 'nomatch') fail(`unsupported element option "${flag}"`);
-        if (extra !== undefined) fail(`unexpected "${extra}"`);
+        // Element options: `nomatch`, and `timeout N` on a set created with a timeout.
+        let flag: string | undefined;
+        for (let i = 0; i < opts.length; i++) {
+          const o = opts[i]!;
+          if (o === 'timeout') {
+            if (s.timeout === undefined) fail(`set ${s.name} was created without timeout: its elements take none`);
+            if (!/^[0-9]+$/.test(opts[i + 1] ?? '')) fail('element option timeout needs a number of seconds');
+            i++;
+          } else if (o === 'nomatch' && flag === undefined) flag = o;
+          else fail(`unsupported element option "${o}"`);
+        }
         const adding = cmd === 'add' || cmd === '-A';
-        if (!adding && flag !== undefined) fail(`del takes no "${flag}"`);
+        if (!adding && opts.length > 0) fail(`del takes no "${opts.join(' ')}"`);
         for (const [key, entry] of parseElement(s, elem, flag === 'nomatch', fail)) {
           if (adding) {
             // With -exist the element is re-added with the new flags (nomatch on or off).
@@ -1244,7 +1281,7 @@ export function parseIpsetRestore(text: string, opts: IpsetRestoreOptions = {}):
 // ─── set lookup, as the kernel does it ──────────────────────────────────────────────────────
 
 function setDimension(type: IpsetType): number {
-  return type === 'hash:ip' || type === 'hash:net' ? 1 : 2;
+  return type === 'hash:ip' || type === 'hash:net' ? 1 : type === 'hash:ip,port,ip' ? 3 : 2;
 }
 
 function packetIp(p: Packet, dir: 'src' | 'dst', fail: Fail): number {
@@ -1293,6 +1330,11 @@ export function setMatches(
       const ip = packetIp(p, d0, fail);
       const port = packetPort(p, dirs[1]!, fail);
       return set.entries.has(`${formatIPv4(ip)},${p.protocol}:${port}`);
+    }
+    case 'hash:ip,port,ip': {
+      if (p.protocol === 'icmp') return false;
+      const port = packetPort(p, dirs[1]!, fail);
+      return set.entries.has(`${formatIPv4(packetIp(p, d0, fail))},${p.protocol}:${port},${formatIPv4(packetIp(p, dirs[2]!, fail))}`);
     }
     case 'hash:net,net': {
       const a = packetIp(p, d0, fail);

@@ -75,7 +75,7 @@ export class SetState {
       this.shared = true;
       this.journaled = true;
       const s = this.spec;
-      this.out = { name: s.name, type: s.type, purpose: s.purpose, members: this.members, ...(s.gate && { gate: s.gate }) };
+      this.out = { name: s.name, type: s.type, purpose: s.purpose, members: this.members, ...(s.gate && { gate: s.gate }), ...(s.runtime && { runtime: s.runtime }) };
     }
     return this.out;
   }
