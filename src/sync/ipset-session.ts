@@ -20,7 +20,9 @@
 //   add the kernel refuses; the line is only a hint for the piecewise apply, src/sync/pieces.ts) and
 //   the Syncer treats the kernel as unknown (re-read, piecewise apply: docs/design.md,
 //   fail-closed), so nothing relies on the lines after the failure being skipped. The lines of
-//   one call are always of one plan step, in the step's order.
+//   one call are always of one plan step, in the step's order: Syncer.apply never joins the
+//   step of additions with the step of removals and gate additions, which must not run after a
+//   failed add.
 // - Payloads above `maxLines` (1000) go to `ipset restore`, and so does everything when the
 //   session cannot run (no stdbuf, ipset exited): the session is an optimisation, never a
 //   dependency. The session sends each line as a netlink message of its own; `ipset restore`

@@ -107,6 +107,36 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     expect(net.sh('ipset save')).toContain('10.244.2.11');
   });
 
+  it('a failed add ends the sync before any removal, also when no rule changes (the agent\'s ipset session runs the lines after a failing one)', async () => {
+    // A runner that refuses, when armed, every ipset payload adding a member (as the kernel
+    // refuses an add it cannot take), and records what it is asked.
+    let armed = false;
+    const asked: { cmd: string; input: string }[] = [];
+    const syncer2 = new Syncer({
+      runner: {
+        run: (cmd, args, opts) => {
+          if (armed) asked.push({ cmd, input: opts?.input ?? '' });
+          if (armed && cmd === 'ipset' && /^add /m.test(opts?.input ?? '')) return Promise.resolve({ exitCode: 1, stdout: '', stderr: 'ipset v7.17: Error in line 1: injected' });
+          return net.runner.run(cmd, args, opts);
+        },
+      },
+      backend: { ...NFT, reason: 'test' },
+    });
+    const m = sampleCluster();
+    await syncer2.sync(compile(m, 'n1'));
+    // x/r (n2) takes another address: added to its peer sets (first phase), the old one deleted
+    // (last phase); no rule changes.
+    m.upsert({ ...m.findPod('x', 'r')!, ips: ['10.244.2.99'] });
+    armed = true;
+    const err = await syncer2.sync(compile(m, 'n1')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApplyError);
+    const writes = asked.filter((c) => c.input !== '');
+    expect(writes).toHaveLength(1);
+    expect(writes[0]!.input).toMatch(/^add PCTL-p-\w+ 10\.244\.2\.99\n$/);
+    // The old address is still in its sets: nothing after the failed add ran.
+    expect(net.sh('ipset save')).toContain(' 10.244.2.11');
+  });
+
   it('repairs drift: a flushed chain, a removed hook, a hook no longer first, a flushed set', async () => {
     await syncer.sync(desired);
     const ingress = desired.chains.find((c) => c.name.startsWith('PCTL-I-') && c.rules.length > 1)!.name;
@@ -326,8 +356,12 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     const leave = await step(() => m.remove('pod-x-a3', 'Pod'));
     expect(leave.payloads.iptables).toBe('');
     // The programmed address goes first of all.
-    expect(writesOf(rec)).toEqual([{ cmd: 'ipset', input: expect.stringMatching(/^del PCTL-programmed 10\.244\.1\.75\n(del PCTL-[pni]-\w+ 10\.244\.1\.75(,tcp:80)?\n)+$/) }]);
-    expect(writesOf(rec)[0]!.input).toMatch(/^del PCTL-i-/m);
+    // (in a call of its own: the phases are never one call, Syncer.apply says why).
+    expect(writesOf(rec)).toEqual([
+      { cmd: 'ipset', input: 'del PCTL-programmed 10.244.1.75\n' },
+      { cmd: 'ipset', input: expect.stringMatching(/^(del PCTL-[pni]-\w+ 10\.244\.1\.75(,tcp:80)?\n)+$/) },
+    ]);
+    expect(writesOf(rec)[1]!.input).toMatch(/^del PCTL-i-/m);
     expect(leave.payloads.gcIptables).toMatch(/^\*filter\n-D PCTL-IB-11 -m set --match-set PCTL-i-\w+ dst -m comment --comment "\w+ ingress policy [^"]+" -g PCTL-I-\w+\nCOMMIT\n$/);
     expect(net.sh('iptables -S PCTL-IB-11').split('\n').filter((l) => l.startsWith('-A')).length).toBe(2);
     rec.calls.length = 0;

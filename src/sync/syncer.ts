@@ -267,11 +267,10 @@ export class Syncer {
   private async apply(p: Payloads): Promise<void> {
     const b = await this.backend();
     const step = (name: string, cmd: string, args: string[], input: string) => this.step(name, cmd, args, input);
-    if (!p.iptables) {
-      // No rule changes between the two set phases: one process, the same lines in the same order.
-      await step('ipset restore', 'ipset', ['restore', '-exist'], p.ipsetBefore + p.ipsetAfter);
-      return;
-    }
+    // Three steps, each only once the one before it succeeded, even when no rule changes: the
+    // removals and the gate's additions of the last step must not run after a failed add
+    // (invariant fail-closed-in-time). `ipset restore` stops at a failing line, but the agent's
+    // ipset session (ipset-session.ts) runs the lines after it, so the phases are never one call.
     await step('ipset restore (create and add)', 'ipset', ['restore', '-exist'], p.ipsetBefore);
     await step('iptables-restore', b.restore, ['--noflush', `--wait=${this.lockWait}`], p.iptables);
     await step('ipset restore (delete and destroy)', 'ipset', ['restore', '-exist'], p.ipsetAfter);
