@@ -6,7 +6,7 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { modelOf, node, pod, podsPeer, policy, rule, sel } from '../../test/support/builders.ts';
+import { modelOf, node, pod, podsPeer, policy, ports, rule, sel } from '../../test/support/builders.ts';
 import { agentNode, type AgentNode, type AgentOptions } from '../../test/support/agent-node.ts';
 import { kernelTestsEnabled, type TestNetns } from '../../test/support/netns.ts';
 import { createHash } from 'node:crypto';
@@ -39,6 +39,20 @@ describe('deniedFlows', () => {
       f('10.244.1.77', '10.244.2.10', 80), // unknown address of the node's pod CIDR... not a local pod: the release path handles it
     ];
     expect(deniedFlows(m, 'n1', flows).map((x) => `${x.src}>${x.dst}`)).toEqual(['10.244.2.11>10.244.1.10', '10.244.2.11>10.96.0.10']);
+  });
+
+  it("judges a Service's connection on the backend's port (the targetPort), not the Service's", () => {
+    const only80 = modelOf(
+      node('n1', '10.244.1.0/24', '192.168.50.11'),
+      pod('app', 'web', { app: 'web' }, { ip: '10.244.1.10', node: 'n1' }),
+      pod('app', 'client', { app: 'client' }, { ip: '10.244.2.10', node: 'n2' }),
+      policy('app', 'allow-80', sel({ app: 'web' }), { ingress: [rule([podsPeer('app', sel({ app: 'client' }))], ports(80))] }),
+    );
+    const viaService = (servicePort: number, targetPort: number) =>
+      f('10.244.2.10', '10.96.0.10', servicePort, { replySrc: '10.244.1.10', replyDst: '10.244.2.10', replySport: targetPort, replyDport: 40000 });
+    const flows = [viaService(80, 8443), viaService(8080, 80), f('10.244.2.10', '10.244.1.10', 80, { replySrc: '10.244.1.10', replySport: 80 })];
+    // Service port 80 to targetPort 8443: denied (8443 is not allowed); 8080 to 80: allowed.
+    expect(deniedFlows(only80, 'n1', flows)).toEqual([flows[0]]);
   });
 
   it("judges the node's bridge address as the node's: its probes are the node's own traffic, a pod's connections to it meet the pod's egress only", () => {

@@ -77,7 +77,8 @@ const PROTOCOLS: Record<string, Protocol> = { tcp: 'TCP', udp: 'UDP', sctp: 'SCT
  * The tracked connections of this node that the model now denies: those with a local pod at
  * either end (the ones this node polices), judged as the rules judge a new connection, except
  * those opened from one of the node's own addresses (`own`), which the rules never judge. The
- * destination is the reply's source when they differ (a Service DNATed to its backend).
+ * destination and its port are the reply's source and source port: after a Service's DNAT, the
+ * backend and its port (the targetPort), which is what policy judges, not the Service's port.
  */
 export function deniedFlows(model: Model, node: string, flows: readonly ConntrackFlow[], own: ReadonlySet<string> = new Set()): ConntrackFlow[] {
   const byIp = new Map<string, PodRecord>();
@@ -90,10 +91,12 @@ export function deniedFlows(model: Model, node: string, flows: readonly Conntrac
   for (const f of flows) {
     const protocol = PROTOCOLS[f.protocol];
     if (!protocol || f.dport === undefined || own.has(f.src)) continue;
-    const dstIp = f.replySrc && f.replySrc !== f.dst ? f.replySrc : f.dst;
+    // The reply's source is where the connection really goes (the original destination unless DNATed).
+    const dstIp = f.replySrc ?? f.dst;
+    const port = f.replySport ?? f.dport;
     const local = (ip: string) => byIp.get(ip)?.nodeName === node;
     if (!local(f.src) && !local(dstIp)) continue;
-    const verdict = allowed(model, { src: endpoint(f.src), dst: endpoint(dstIp), protocol, port: f.dport });
+    const verdict = allowed(model, { src: endpoint(f.src), dst: endpoint(dstIp), protocol, port });
     if (!verdict.allowed) out.push(f);
   }
   return out;

@@ -3,7 +3,7 @@ import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/supp
 import { deleteAddressFlows, deleteFlow, listFlows, parseConntrackList } from './conntrack.ts';
 
 describe('parseConntrackList', () => {
-  it('reads the original and reply tuples (the reply destination port too), protocol and state', () => {
+  it('reads the original and reply tuples (the reply ports too), protocol and state', () => {
     const text = [
       'ipv4     2 tcp      6 431999 ESTABLISHED src=10.244.1.2 dst=10.96.0.10 sport=40000 dport=80 src=10.244.2.3 dst=10.244.1.2 sport=8080 dport=40000 [ASSURED] mark=0 use=1',
       'ipv4     2 udp      17 29 src=10.244.1.2 dst=10.244.2.3 sport=4000 dport=53 [UNREPLIED] src=10.244.2.3 dst=10.244.1.2 sport=53 dport=4000 mark=0 use=1',
@@ -12,8 +12,8 @@ describe('parseConntrackList', () => {
       'garbage',
     ].join('\n');
     expect(parseConntrackList(text)).toEqual([
-      { protocol: 'tcp', src: '10.244.1.2', dst: '10.96.0.10', sport: 40000, dport: 80, replySrc: '10.244.2.3', replyDst: '10.244.1.2', replyDport: 40000, state: 'ESTABLISHED' },
-      { protocol: 'udp', src: '10.244.1.2', dst: '10.244.2.3', sport: 4000, dport: 53, replySrc: '10.244.2.3', replyDst: '10.244.1.2', replyDport: 4000 },
+      { protocol: 'tcp', src: '10.244.1.2', dst: '10.96.0.10', sport: 40000, dport: 80, replySrc: '10.244.2.3', replyDst: '10.244.1.2', replySport: 8080, replyDport: 40000, state: 'ESTABLISHED' },
+      { protocol: 'udp', src: '10.244.1.2', dst: '10.244.2.3', sport: 4000, dport: 53, replySrc: '10.244.2.3', replyDst: '10.244.1.2', replySport: 53, replyDport: 4000 },
       { protocol: 'icmp', src: '10.244.1.2', dst: '10.244.2.3', replySrc: '10.244.2.3', replyDst: '10.244.1.2' },
     ]);
   });

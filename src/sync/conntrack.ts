@@ -22,6 +22,8 @@ export interface ConntrackFlow {
   /** Reply direction source: differs from `dst` after DNAT (a Service). */
   readonly replySrc?: string;
   readonly replyDst?: string;
+  /** Reply direction source port: the port the answers come from (after DNAT, the backend's). */
+  readonly replySport?: number;
   /** Reply direction destination port: the port the answers go to (the initiator's, after its SNAT). */
   readonly replyDport?: number;
   readonly state?: string;
@@ -111,6 +113,7 @@ export function parseConntrackList(text: string): ConntrackFlow[] {
     const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
     const sport = num(kv.sport?.[0]);
     const dport = num(kv.dport?.[0]);
+    const replySport = num(kv.sport?.[1]);
     const replyDport = num(kv.dport?.[1]);
     out.push({
       protocol,
@@ -120,6 +123,7 @@ export function parseConntrackList(text: string): ConntrackFlow[] {
       ...(dport !== undefined ? { dport } : {}),
       ...(kv.src?.[1] ? { replySrc: kv.src[1] } : {}),
       ...(kv.dst?.[1] ? { replyDst: kv.dst[1] } : {}),
+      ...(replySport !== undefined ? { replySport } : {}),
       ...(replyDport !== undefined ? { replyDport } : {}),
       ...(state ? { state } : {}),
     });
