@@ -14,6 +14,7 @@ import { chainedDrop, loggedDrop } from './drop-log.ts';
 import { FAMILY, VERDICTS } from './layout.ts';
 import { policyCommentRef, setName } from './names.ts';
 import type { Action, L4Protocol, Match, PortRange, Rule, SetMember, SetType } from './ruleset.ts';
+import { append } from '../util/arrays.ts';
 
 /** multiport takes at most 15 port slots; a range uses two. */
 const MULTIPORT_SLOTS = 15;
@@ -237,7 +238,7 @@ export function chunkPorts(ranges: readonly PortRange[]): PortRange[][] {
 export function networkPolicyRules(sets: SetSource, pod: PodRecord, dir: PolicyType, policies: readonly PolicyRecord[]): Rule[] {
   const rules: Rule[] = [];
   for (const pol of policies) {
-    (dir === 'Ingress' ? pol.ingress : pol.egress).forEach((r, i) => rules.push(...rulesFor(sets, pol, i, r, dir, pod)));
+    (dir === 'Ingress' ? pol.ingress : pol.egress).forEach((r, i) => append(rules, rulesFor(sets, pol, i, r, dir, pod)));
   }
   const refs = policies.map((p) => policyCommentRef(p.namespace, p.name)); // never a refused name
   rules.push(...loggedDrop({}, `default deny ${dir.toLowerCase()}: isolated by ${refs.join(',')}`, { kind: 'np', dir, policies: refs }));

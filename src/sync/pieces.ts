@@ -37,6 +37,7 @@
 import type { Chain, Rule } from '../compiler/ruleset.ts';
 import { canonicalEntry, payloads, planBuilder, type Plan, type PlanBuilder } from './plan.ts';
 import { ApplyError } from './apply-error.ts';
+import { append } from '../util/arrays.ts';
 
 // ---- the generic split -----------------------------------------------------------------------
 
@@ -302,14 +303,14 @@ export function planPieces(plan: Plan): PlanPieces {
 export function mergePieces(pieces: readonly Piece[]): Plan {
   const out = planBuilder();
   for (const { plan } of pieces) {
-    out.createSets.push(...plan.createSets);
-    out.replaceSets.push(...plan.replaceSets);
-    out.addMembers.push(...plan.addMembers);
-    out.delMembers.push(...plan.delMembers);
-    out.writeChains.push(...plan.writeChains);
-    out.appendRules.push(...plan.appendRules);
-    out.removeHooks.push(...plan.removeHooks);
-    out.insertHooks.push(...plan.insertHooks);
+    append(out.createSets, plan.createSets);
+    append(out.replaceSets, plan.replaceSets);
+    append(out.addMembers, plan.addMembers);
+    append(out.delMembers, plan.delMembers);
+    append(out.writeChains, plan.writeChains);
+    append(out.appendRules, plan.appendRules);
+    append(out.removeHooks, plan.removeHooks);
+    append(out.insertHooks, plan.insertHooks);
   }
   return out;
 }

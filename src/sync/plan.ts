@@ -28,6 +28,7 @@ import { SET_PREFIX, type Chain, type Hook, type IpSet, type Rule, type Ruleset 
 import { hash64 } from '../util/digest.ts';
 import { renderChainBody, renderHook, renderRule, renderSetCreate, renderSetMember, ruleId } from './render.ts';
 import type { KernelChain, KernelHook, KernelSet, KernelState } from './kernel-state.ts';
+import { append } from '../util/arrays.ts';
 
 export interface SetChange {
   readonly set: string;
@@ -384,7 +385,7 @@ export function payloads(p: Plan): Payloads {
   if (p.writeChains.length || p.appendRules.length || p.removeHooks.length || p.insertHooks.length) {
     ipt.push('*filter');
     for (const c of p.writeChains) ipt.push(`:${c.name} - [0:0]`);
-    for (const c of p.writeChains) ipt.push(...renderChainBody(c));
+    for (const c of p.writeChains) append(ipt, renderChainBody(c));
     // After the chains they may jump to are created.
     for (const a of p.appendRules) for (const r of a.rules) ipt.push(renderRule(a.chain, r));
     for (const h of p.removeHooks) ipt.push(h.line.replace(/^-A /, '-D '));
@@ -397,7 +398,7 @@ export function payloads(p: Plan): Payloads {
   // A set no longer wanted may still be used by a stale rule until garbage collection: empty it
   // now, so that rule matches nothing.
   for (const n of p.destroySets) after.push(`flush ${n}`);
-  after.push(...gateAdds);
+  append(after, gateAdds);
 
   const gc: string[] = [];
   if (p.removeRules.length || p.deleteChains.length) {
@@ -405,7 +406,7 @@ export function payloads(p: Plan): Payloads {
     // Declaring a chain flushes it, so no rule of a chain about to be deleted references others.
     for (const n of p.deleteChains) gc.push(`:${n} - [0:0]`);
     // Stale rules go before the chains they may jump to are deleted.
-    for (const r of p.removeRules) gc.push(...r.lines);
+    for (const r of p.removeRules) append(gc, r.lines);
     for (const n of p.deleteChains) gc.push(`-X ${n}`);
     gc.push('COMMIT');
   }

@@ -11,6 +11,7 @@ import { BUCKETS, DIRECTIONS, DISPATCH_LEVELS, bucketChain, bucketOf, dispatchCh
 import type { Chain, Rule } from '../ruleset.ts';
 import type { SetRegistry, SetState } from './sets.ts';
 import { SortedList } from './sorted-list.ts';
+import { append } from '../../util/arrays.ts';
 
 /** The local pods dispatched to one chain at one level, and the set that dispatches them to it. */
 export interface Group {
@@ -251,7 +252,7 @@ export class DispatchState {
       const inLayout = new Set(layout.map((c) => c.name));
       for (const c of prevLayout) if (!inLayout.has(c.name)) removedChains.push(c.name);
       for (const u of this.chainsCreated) writtenChains.push(u.chain);
-      removedChains.push(...this.chainsRemoved);
+      append(removedChains, this.chainsRemoved);
       for (const name of removedChains) this.prevChains.delete(name);
       for (const c of writtenChains) this.prevChains.set(c.name, c);
       for (const c of layout) this.prevChains.set(c.name, c);
