@@ -35,10 +35,24 @@ describe('deniedFlows', () => {
       f('10.244.2.11', '10.244.1.10', 80), // other -> web: denied
       f('10.244.2.11', '10.96.0.10', 80, { replySrc: '10.244.1.10', replyDst: '10.244.2.11' }), // other -> Service -> web: denied
       f('10.244.2.11', '10.244.2.10', 80), // not local: not ours to judge
-      f('10.244.2.11', '10.244.1.10', 0, { protocol: 'icmp' }), // no port: left alone
+      f('10.244.2.11', '10.244.1.10', 0, { protocol: 'icmp' }), // a protocol without ports, other -> web: denied too
       f('10.244.1.77', '10.244.2.10', 80), // unknown address of the node's pod CIDR... not a local pod: the release path handles it
     ];
-    expect(deniedFlows(m, 'n1', flows).map((x) => `${x.src}>${x.dst}`)).toEqual(['10.244.2.11>10.244.1.10', '10.244.2.11>10.96.0.10']);
+    expect(deniedFlows(m, 'n1', flows).map((x) => `${x.src}>${x.dst}${x.protocol === 'tcp' ? '' : `/${x.protocol}`}`)).toEqual(['10.244.2.11>10.244.1.10', '10.244.2.11>10.96.0.10', '10.244.2.11>10.244.1.10/icmp']);
+  });
+
+  it('judges a protocol without ports (ICMP, GRE, one conntrack only numbers) as only rules without ports allow it', () => {
+    const withPorts = modelOf(
+      node('n1', '10.244.1.0/24', '192.168.50.11'),
+      pod('app', 'web', { app: 'web' }, { ip: '10.244.1.10', node: 'n1' }),
+      pod('app', 'client', { app: 'client' }, { ip: '10.244.2.10', node: 'n2' }),
+      policy('app', 'tcp-80', sel({ app: 'web' }), { ingress: [rule([podsPeer('app', sel({ app: 'client' }))], ports(80))] }),
+    );
+    const flows = [f('10.244.2.10', '10.244.1.10', 0, { protocol: 'icmp', dport: undefined, sport: undefined }), f('10.244.2.10', '10.244.1.10', 0, { protocol: '47', dport: undefined, sport: undefined }), f('10.244.2.10', '10.244.1.10', 80)];
+    // The client may reach web on TCP 80 only: its ICMP and GRE flows are denied, its TCP is not.
+    expect(deniedFlows(withPorts, 'n1', flows)).toEqual([flows[0], flows[1]]);
+    // In the first model the client may reach web on every protocol: nothing to end.
+    expect(deniedFlows(m, 'n1', flows.map((x) => ({ ...x, src: '10.244.2.10' })))).toEqual([]);
   });
 
   it("judges a Service's connection on the backend's port (the targetPort), not the Service's", () => {

@@ -25,7 +25,7 @@
 import type { Model, ModelChange } from '../model/store.ts';
 import type { PodRecord, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
-import { allowed, isUnprogrammedAddress, type Endpoint } from '../semantics/evaluate.ts';
+import { allowed, isUnprogrammedAddress, type Endpoint, type FlowProtocol } from '../semantics/evaluate.ts';
 import { REVOKED_SET } from '../compiler/layout.ts';
 import { deleteAddressFlows, deleteFlow, listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
 import { localAddresses } from '../sync/local-addresses.ts';
@@ -73,6 +73,9 @@ export class ReleasedAddresses {
 
 const PROTOCOLS: Record<string, Protocol> = { tcp: 'TCP', udp: 'UDP', sctp: 'SCTP' };
 
+/** How the semantics see a tracked protocol: TCP, UDP, SCTP, or one without ports (ICMP, GRE, ...). */
+const flowProtocol = (p: string): FlowProtocol => PROTOCOLS[p] ?? 'other';
+
 /**
  * The tracked connections of this node that the model now denies: those with a local pod at
  * either end (the ones this node polices), judged as the rules judge a new connection, except
@@ -89,11 +92,13 @@ export function deniedFlows(model: Model, node: string, flows: readonly Conntrac
   };
   const out: ConntrackFlow[] = [];
   for (const f of flows) {
-    const protocol = PROTOCOLS[f.protocol];
-    if (!protocol || f.dport === undefined || own.has(f.src)) continue;
+    // A protocol without ports (ICMP, GRE, ...) is judged as such: only rules without ports
+    // allow it, so a change that leaves it none ends it too.
+    const protocol = flowProtocol(f.protocol);
+    if ((protocol !== 'other' && f.dport === undefined) || own.has(f.src)) continue;
     // The reply's source is where the connection really goes (the original destination unless DNATed).
     const dstIp = f.replySrc ?? f.dst;
-    const port = f.replySport ?? f.dport;
+    const port = protocol === 'other' ? 0 : (f.replySport ?? f.dport)!;
     const local = (ip: string) => byIp.get(ip)?.nodeName === node;
     if (!local(f.src) && !local(dstIp)) continue;
     const verdict = allowed(model, { src: endpoint(f.src), dst: endpoint(dstIp), protocol, port });

@@ -50,11 +50,23 @@ export type Endpoint =
   | { readonly kind: 'pod'; readonly pod: PodRecord }
   | { readonly kind: 'ip'; readonly ip: string };
 
+/**
+ * `other`: an IP protocol without ports (ICMP, GRE, IPIP, ...). Only a rule without ports (a
+ * NetworkPolicy rule) or without protocols (a ClusterNetworkPolicy rule) matches it, as only
+ * such a rule compiles to a match without `-p` (rules.ts). `port` is then meaningless (0).
+ */
+export type FlowProtocol = Protocol | 'other';
+
 export interface Flow {
   readonly src: Endpoint;
   readonly dst: Endpoint;
-  readonly protocol: Protocol;
+  readonly protocol: FlowProtocol;
   readonly port: number;
+}
+
+/** How a flow's port and protocol read in an explanation: `80/TCP`, or `a protocol without ports`. */
+export function flowPortText(flow: Pick<Flow, 'port' | 'protocol'>): string {
+  return flow.protocol === 'other' ? 'a protocol without ports' : `${flow.port}/${flow.protocol}`;
 }
 
 export interface PeerResult {
@@ -393,7 +405,7 @@ function evaluateNetworkPolicies(model: Model, flow: Flow, direction: PolicyType
   const dirLower = direction.toLowerCase();
   const summary = allowedBy
     ? `${dirLower} of ${podKey(pod)} allowed by ${allowedBy.policy} ${dirLower} rule ${allowedBy.ruleIndex} (${rules.find((r) => r.matched)!.summary})`
-    : `${podKey(pod)} is isolated for ${dirLower} by ${isolatedBy.join(', ')} and no ${dirLower} rule matches ${describeEndpoint(peer)} on ${flow.port}/${flow.protocol}` +
+    : `${podKey(pod)} is isolated for ${dirLower} by ${isolatedBy.join(', ')} and no ${dirLower} rule matches ${describeEndpoint(peer)} on ${flowPortText(flow)}` +
       (rules.length ? ` (${rules.map((r) => r.summary).join(' | ')})` : ` (the isolating policies have no ${dirLower} rules)`);
   return { ...(allowedBy ? { allowedBy } : {}), rules, summary };
 }
@@ -560,7 +572,7 @@ function matchClusterProtocol(m: CnpProtocolMatch, index: number, flow: Flow, ds
   if (resolved.length === 0) return { index, matched: false, why: `${label} destinationNamedPort ${m.name}: ${podKey(dstPod)} has no port named ${m.name}` };
   const ok = resolved.some((p) => p.containerPort === flow.port && p.protocol === flow.protocol);
   const shown = resolved.map((p) => `${p.containerPort}/${p.protocol}`).join(',');
-  return { index, matched: ok, why: `${label} destinationNamedPort ${m.name} resolves to ${shown} on ${podKey(dstPod)}${ok ? '' : `, not ${flow.port}/${flow.protocol}`}` };
+  return { index, matched: ok, why: `${label} destinationNamedPort ${m.name} resolves to ${shown} on ${podKey(dstPod)}${ok ? '' : `, not ${flowPortText(flow)}`}` };
 }
 
 export function notEnforceableReason(p: PodRecord): string {

@@ -8,6 +8,7 @@ describe('parseConntrackList', () => {
       'ipv4     2 tcp      6 431999 ESTABLISHED src=10.244.1.2 dst=10.96.0.10 sport=40000 dport=80 src=10.244.2.3 dst=10.244.1.2 sport=8080 dport=40000 [ASSURED] mark=0 use=1',
       'ipv4     2 udp      17 29 src=10.244.1.2 dst=10.244.2.3 sport=4000 dport=53 [UNREPLIED] src=10.244.2.3 dst=10.244.1.2 sport=53 dport=4000 mark=0 use=1',
       'ipv4     2 icmp     1 29 src=10.244.1.2 dst=10.244.2.3 type=8 code=0 id=7 src=10.244.2.3 dst=10.244.1.2 type=0 code=0 id=7 mark=0 use=1',
+      'ipv4     2 unknown  4 599 src=10.244.1.2 dst=10.244.2.3 src=10.244.2.3 dst=10.244.1.2 mark=0 use=1',
       'ipv6     10 tcp      6 100 ESTABLISHED src=fd00::1 dst=fd00::2 sport=1 dport=2 src=fd00::2 dst=fd00::1 sport=2 dport=1 mark=0 use=1',
       'garbage',
     ].join('\n');
@@ -15,6 +16,7 @@ describe('parseConntrackList', () => {
       { protocol: 'tcp', src: '10.244.1.2', dst: '10.96.0.10', sport: 40000, dport: 80, replySrc: '10.244.2.3', replyDst: '10.244.1.2', replySport: 8080, replyDport: 40000, state: 'ESTABLISHED' },
       { protocol: 'udp', src: '10.244.1.2', dst: '10.244.2.3', sport: 4000, dport: 53, replySrc: '10.244.2.3', replyDst: '10.244.1.2', replySport: 53, replyDport: 4000 },
       { protocol: 'icmp', src: '10.244.1.2', dst: '10.244.2.3', replySrc: '10.244.2.3', replyDst: '10.244.1.2' },
+      { protocol: '4', src: '10.244.1.2', dst: '10.244.2.3', replySrc: '10.244.2.3', replyDst: '10.244.1.2' },
     ]);
   });
 });

@@ -96,7 +96,9 @@ export function parseConntrackList(text: string): ConntrackFlow[] {
   for (const line of text.split('\n')) {
     const t = line.trim().split(/\s+/);
     if (t.length < 4 || t[0] !== 'ipv4') continue;
-    const protocol = t[2]!;
+    // A protocol conntrack has no module for prints as `unknown` and its number: kept as the
+    // number, which `conntrack -p` takes too.
+    const protocol = t[2] === 'unknown' && /^\d+$/.test(t[3] ?? '') ? t[3]! : t[2]!;
     const kv: Record<string, string[]> = {};
     let state: string | undefined;
     for (const tok of t.slice(4)) {

@@ -28,6 +28,9 @@
 //   the revoked flow back for as long as the client sends (without the agent's answer tuples,
 //   layout.ts REVOKED_SET, this test saw the client's datagrams arrive all along). The same race
 //   with an immediate answer made the first revoke test fail about once in 17 runs.
+// - `--revoke-established`, a ping: a protocol without ports is revoked as only rules without
+//   ports allow it (before, the agent skipped every flow but TCP, UDP and SCTP, and a ping went
+//   on for as long as it pinged).
 // - The same for a pod's connection to a hostNetwork server of its own node (a process in n1's
 //   own namespace): the pod's egress is revoked, and the server's packets leave through the
 //   node's OUTPUT, where no policy judges the node's own traffic. Without the mid-stream drop
@@ -150,6 +153,8 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
     writeFileSync(join(dir, 'c4.yaml'), pod('hostcli', 'c4', 'n1', '10.244.1.31'));
     writeFileSync(join(dir, 's5.yaml'), pod('srv', 's5', 'n1', '10.244.1.22'));
     writeFileSync(join(dir, 'c5.yaml'), pod('cli', 'c5', 'n2', '10.244.2.32'));
+    writeFileSync(join(dir, 's6.yaml'), pod('srv', 's6', 'n1', '10.244.1.23'));
+    writeFileSync(join(dir, 'c6.yaml'), pod('cli', 'c6', 'n2', '10.244.2.33'));
     const up = await labUp({ name, manifests: dir, stateDir, resyncInterval: '2s', watch: false, agentArgs: { n1: ['--revoke-established'] } });
     lab = up.lab;
     kubelet = up.kubelet!;
@@ -255,6 +260,28 @@ describe.runIf(kernelTestsEnabled())('established flows on the real kernel', () 
     const held = (await execInNode(lab, 'n1', ['iptables-save', '-c', '-t', 'filter'])).stdout.split('\n').filter((l) => / -A PCTL-FORWARD .*--match-set PCTL-revoked dst,dst,src /.test(l));
     expect(held).toHaveLength(1);
     expect(Number(/^\[(\d+):/.exec(held[0]!)![1])).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('--revoke-established (n1 only): a ping the policy now denies stops too (a protocol without ports is judged as only rules without ports allow it)', async () => {
+    const srv = '10.244.1.23';
+    // ping -D prints each reply with its time ([epoch seconds]); one echo every 0.2 s.
+    const replies: number[] = [];
+    const ping = spawn('ip', ['netns', 'exec', podNetns(lab, 'cli/c6'), 'ping', '-n', '-D', '-i', '0.2', srv], { stdio: ['ignore', 'pipe', 'ignore'] });
+    children.push(ping);
+    createInterface({ input: ping.stdout! }).on('line', (l) => {
+      const m = /^\[(\d+\.\d+)\] \d+ bytes from /.exec(l);
+      if (m) replies.push(Number(m[1]) * 1000);
+    });
+    const t0 = Date.now();
+    while (replies.filter((t) => t >= t0).length < 5 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+    expect(replies.filter((t) => t >= t0).length).toBeGreaterThanOrEqual(5);
+    // s6 admits TCP 80 only from now on: ICMP is no longer allowed.
+    writeFileSync(join(dir, 'deny-s6.yaml'), 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: tcp-only-s6, namespace: srv}\nspec: {podSelector: {matchLabels: {app: s6}}, policyTypes: [Ingress], ingress: [{ports: [{port: 80}]}]}\n');
+    await kubelet.reconcile();
+    await waitApplied(lab, info, 30_000);
+    const applied = Date.now();
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(replies.filter((t) => t >= applied + 1000).map((t) => Math.round(t - applied)), 'echo replies after the policy was in force (ms)').toEqual([]);
   }, 60_000);
 
   /** One end of a TCP conversation (flow-tool talk; given `netns`, a process of a node's own): its events, and a way to make it send a chunk. */

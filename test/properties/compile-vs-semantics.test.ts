@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { describe, it } from 'vitest';
 import { allowed, podKey, type Endpoint, type Flow } from '../../src/semantics/evaluate.ts';
 import type { CompileOptions } from '../../src/compiler/compile.ts';
-import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS, NODES, clusterArb, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
+import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS_AND_PORTLESS as FLOW_PORTS, NODES, clusterArb, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
 import { checkProperty, expectMutationCaught, propertyRuns } from '../support/property.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
 import { dropLogMismatch } from '../support/drop-log-check.ts';

@@ -12,7 +12,7 @@ import { Model } from '../../src/model/store.ts';
 import type { ClusterPolicyRecord, CnpAction, CnpTier, ObjectRecord, PodRecord } from '../../src/model/types.ts';
 import { isEnforceable } from '../../src/model/types.ts';
 import { allowed, podKey, type DirectionResult, type Endpoint, type Flow, type Verdict } from '../../src/semantics/evaluate.ts';
-import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS, clusterArb, type Cluster } from '../support/arbitraries.ts';
+import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS_AND_PORTLESS as FLOW_PORTS, clusterArb, type Cluster } from '../support/arbitraries.ts';
 import { clusterPoliciesArb } from '../support/cnp-arbitraries.ts';
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 150);

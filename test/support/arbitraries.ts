@@ -7,6 +7,7 @@ import { Model } from '../../src/model/store.ts';
 import type { ClusterPolicyRecord, ContainerPort, Peer, PodRecord, PolicyRecord, PolicyRule, PolicyType, PortSpec, Protocol, Requirement, Selector } from '../../src/model/types.ts';
 import { block, node, ns } from './builders.ts';
 import { clusterPoliciesArb, clusterPolicyArb } from './cnp-arbitraries.ts';
+import type { FlowProtocol } from '../../src/semantics/evaluate.ts';
 
 export const NODES = [
   { name: 'n1', cidr: '10.244.1.0/24', ip: '192.168.50.11', prefix: '10.244.1.' },
@@ -63,6 +64,12 @@ export const FLOW_PORTS: { port: number; protocol: Protocol }[] = [
   { port: 8050, protocol: 'TCP' },
   { port: 9000, protocol: 'SCTP' },
 ];
+
+/**
+ * FLOW_PORTS and a flow of a protocol without ports (ICMP, GRE, ...: FlowProtocol `other`),
+ * which only rules without ports or protocols match.
+ */
+export const FLOW_PORTS_AND_PORTLESS: readonly { port: number; protocol: FlowProtocol }[] = [...FLOW_PORTS, { port: 0, protocol: 'other' }];
 
 const requirementArb = (keys: readonly string[], values: readonly string[]): fc.Arbitrary<Omit<Requirement, 'origin'>> =>
   fc.oneof(
