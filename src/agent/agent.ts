@@ -126,6 +126,11 @@ export class Agent {
   private reportedProxy = false;
   /** Addresses that left the model: their conntrack entries go once the sync removing them is in force. */
   private released: ReleasedAddresses | undefined;
+  /**
+   * With `revokeEstablished`: a sync wrote and the tracked connections have not been judged
+   * again since (the judging failed): the next sync does it even if it writes nothing.
+   */
+  private revokeOwed = false;
   /** Name collisions already logged. */
   private collisions = new Set<string>();
   /** Address conflicts already logged (`address|uids`). */
@@ -477,7 +482,8 @@ export class Agent {
   /**
    * After an apply is in force: delete the conntrack entries of addresses that left the model,
    * and with `revokeEstablished`, those of connections the change now denies. A failure is
-   * logged and counted; the addresses stay pending and are retried after the next sync.
+   * logged and counted; the addresses stay pending, and the judging stays owed (revokeOwed),
+   * both retried after the next sync.
    */
   private async endFlows(wrote: boolean): Promise<void> {
     if (this.o.syncer.dryRun) return;
@@ -489,20 +495,27 @@ export class Agent {
         this.metrics.conntrackDeleted.inc({ reason: 'address-released' }, r.entries);
         log.info({ addresses: r.addresses, entries: r.entries }, 'connections of addresses that left the cluster deleted from conntrack');
       }
-      if (this.o.revokeEstablished && wrote) {
-        const { denied, holdError } = await revokeDenied(this.o.source.model, this.o.node, runner);
-        if (holdError !== undefined) {
-          this.metrics.failures.inc();
-          log.error({ err: holdError }, 'answers of revoked UDP flows could not be held back: an answer on its way may take such a flow up again');
-        }
-        if (denied.length > 0) {
-          this.metrics.conntrackDeleted.inc({ reason: 'revoked' }, denied.length);
-          log.info({ flows: denied.slice(0, 20).map((f) => `${f.protocol} ${f.src}:${f.sport ?? ''} -> ${f.dst}:${f.dport ?? ''}`), count: denied.length }, 'established connections now denied by policy: ended');
-        }
-      }
     } catch (e) {
       this.metrics.failures.inc();
-      log.error({ err: errorText(e), pending: this.released?.size() }, 'deleting conntrack entries failed; retrying after the next sync');
+      log.error({ err: errorText(e), pending: this.released?.size() }, 'deleting conntrack entries of released addresses failed; retrying after the next sync');
+    }
+    // Apart from the released addresses: one failing never keeps the other from running.
+    if (!this.o.revokeEstablished || !(wrote || this.revokeOwed)) return;
+    this.revokeOwed = true;
+    try {
+      const { denied, holdError } = await revokeDenied(this.o.source.model, this.o.node, runner);
+      if (holdError !== undefined) {
+        this.metrics.failures.inc();
+        log.error({ err: holdError }, 'answers of revoked UDP flows could not be held back: an answer on its way may take such a flow up again');
+      }
+      if (denied.length > 0) {
+        this.metrics.conntrackDeleted.inc({ reason: 'revoked' }, denied.length);
+        log.info({ flows: denied.slice(0, 20).map((f) => `${f.protocol} ${f.src}:${f.sport ?? ''} -> ${f.dst}:${f.dport ?? ''}`), count: denied.length }, 'established connections now denied by policy: ended');
+      }
+      this.revokeOwed = false;
+    } catch (e) {
+      this.metrics.failures.inc();
+      log.error({ err: errorText(e) }, 'judging established connections again failed (--revoke-established); retrying after the next sync, even one that writes nothing');
     }
   }
 

@@ -313,6 +313,30 @@ status: {phase: Running, podIP: 10.244.1.11}
     });
   }
 
+  it('with --revoke-established, a judging that failed is done again at the next resync, which writes nothing', async () => {
+    // `conntrack -L` fails once, in the sync that puts the policy in force.
+    let failNext = false;
+    const runner: Runner = {
+      run: (cmd, args, opts) => {
+        if (failNext && cmd === 'conntrack' && args[0] === '-L') {
+          failNext = false;
+          return Promise.resolve({ exitCode: 1, stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): injected failure' });
+        }
+        return net.runner.run(cmd, args, opts);
+      },
+    };
+    const a = makeAgent(runner, { revokeEstablished: true, resyncMs: 300 });
+    await a.start();
+    insert('10.244.2.10', '10.244.1.10', 'tcp', 4001, 80);
+    failNext = true;
+    writeFileSync(join(dir, 'deny.yaml'), DENY);
+    const rev = await folderRevision(dir);
+    await until(() => a.status().revision === rev, 'the policy to be applied');
+    expect(failNext).toBe(false); // the failure happened
+    // The entry goes with a later resync, though that one writes nothing.
+    await until(async () => (await flows()).length === 0, 'the denied connection to end after the failure');
+  });
+
   it('readiness follows bridge-nf-call-iptables both ways, read on every resync', async () => {
     const a = makeAgent(net.runner, { resyncMs: 100 });
     await a.start();
