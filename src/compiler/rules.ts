@@ -15,9 +15,10 @@ import { FAMILY, VERDICTS } from './layout.ts';
 import { policyCommentRef, setName } from './names.ts';
 import type { Action, L4Protocol, Match, PortRange, Rule, SetMember, SetType } from './ruleset.ts';
 import { append } from '../util/arrays.ts';
+import { MULTIPORT_SLOTS } from '../model/rule-expansion.ts';
 
-/** multiport takes at most 15 port slots; a range uses two. */
-const MULTIPORT_SLOTS = 15;
+// multiport takes at most 15 port slots, a range two: MULTIPORT_SLOTS, shared with the
+// validation that bounds what a rule expands to (model/rule-expansion.ts).
 
 /** What a set is called and holds, independent of its members. */
 export interface SetSpec {

@@ -1,0 +1,46 @@
+// How many iptables rules a NetworkPolicy rule becomes at most, counted from the spec alone so
+// that validation can refuse a rule the compiler should never be asked to write. The API sets no
+// limit on a rule's peers or ports, and the compiler writes one rule per peer and per group of
+// ports (src/compiler/rules.ts rulesFor: multiport takes 15 ports, a range two of them; an egress
+// named port is a rule of its own): a tenant's 66 KB policy of 1000 ipBlocks and 2000 ports is
+// 134,000 rules in every chain that holds it. Over MAX_RULES_PER_POLICY_RULE the rule is invalid
+// and its policy fails closed (docs/design.md, invariant fail-closed), with an error saying why.
+
+import type { PolicyRule, PolicyType, Protocol } from './types.ts';
+
+/** Ports one multiport match holds (a range takes two). */
+export const MULTIPORT_SLOTS = 15;
+/** The most iptables rules one NetworkPolicy rule may become. */
+export const MAX_RULES_PER_POLICY_RULE = 5000;
+
+export interface RuleExpansion {
+  /** Peers (1 for a rule that names none: every peer). */
+  readonly peers: number;
+  /** Port matches per peer (1 for a rule without ports). */
+  readonly portMatches: number;
+  /** Their product: the rules it becomes at most. */
+  readonly rules: number;
+}
+
+/**
+ * An upper bound of the rules `rule` compiles to in direction `dir` (ports are not merged here,
+ * so it can only be more than the compiler writes, never less). An ingress named port resolves
+ * to at most one port per protocol on the selected pod (port names are unique in a pod), so it
+ * counts as one port; an egress named port is a match of its own.
+ */
+export function ruleExpansion(rule: PolicyRule, dir: PolicyType): RuleExpansion {
+  const peers = Math.max(1, rule.peers?.length ?? 0);
+  if (!rule.ports || rule.ports.length === 0) return { peers, portMatches: 1, rules: peers };
+  const slots = new Map<Protocol, number | 'all'>();
+  let namedMatches = 0;
+  for (const p of rule.ports) {
+    const had = slots.get(p.protocol) ?? 0;
+    if (had === 'all') continue;
+    if (p.port === undefined) slots.set(p.protocol, 'all');
+    else if (typeof p.port === 'string' && dir === 'Egress') namedMatches++;
+    else slots.set(p.protocol, had + (typeof p.port === 'number' && p.endPort !== undefined && p.endPort !== p.port ? 2 : 1));
+  }
+  let portMatches = namedMatches;
+  for (const s of slots.values()) portMatches += s === 'all' ? 1 : Math.ceil(s / MULTIPORT_SLOTS);
+  return { peers, portMatches, rules: peers * portMatches };
+}
