@@ -396,6 +396,29 @@ spec: {podSelector: {}, policyTypes: [Egress]}
     expect(from.has('prod/client') && from.has('prod/copy')).toBe(true);
   });
 
+  it('a self-referencing alias, an unparseable policy and an AdminNetworkPolicy: errors naming file and line, the rest loads, --strict exits 3, the broken policy isolates its namespace', async () => {
+    const dir = tempDir({
+      'a.yaml': `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: loop}\ndata: &a {x: *a}\n`,
+      'b.yaml': `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: broken, namespace: prod}\nspec:\n  podSelector: {matchLabels: {app: nothing}}\n  podSelector: {}\n---\napiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: anp}\nspec: {priority: 1, subject: {namespaces: {}}}\n`,
+      'c.yaml': CLUSTER,
+      'p.yaml': POLICIES,
+    });
+    const r = await run(['reach', '-f', dir, '--port', '8080', '-o', 'json']);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toContain(`error: ${join(dir, 'a.yaml')}:4: configmap/loop: data.x: an alias refers to its own parent: cyclic values are not supported; document skipped (got "*a")`);
+    expect(r.err).toContain(`error: ${join(dir, 'b.yaml')}:6: YAML syntax error in document 1, document skipped: Map keys must be unique`);
+    expect(r.err).toContain(`error: ${join(dir, 'b.yaml')}:1: networkpolicy/prod/broken: YAML syntax error in document 1 (line 6): Map keys must be unique; enforced fail-closed: isolates every pod of namespace "prod" in both directions`);
+    expect(r.err).toContain(`error: ${join(dir, 'b.yaml')}:9: adminnetworkpolicy/anp: kind: unknown kind in apiVersion "policy.networking.k8s.io/v1alpha1": AdminNetworkPolicy is the older API (v1alpha1) that ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) replaces`);
+    expect(r.err).not.toContain('Maximum call stack');
+    const cells = new Map((JSON.parse(r.out).results as { from: string; to: string; allowed: boolean }[]).map((x) => [`${x.from}>${x.to}`, x.allowed]));
+    // The unreadable policy isolates all of prod, both directions: client's egress allows nothing.
+    expect(cells.get('prod/client>prod/web')).toBe(false);
+    expect((await run(['reach', '-f', dir, '--port', '8080', '--strict'])).code).toBe(3);
+    const only = tempDir({ 'anp.yaml': `apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: anp}\n---\n${CLUSTER}` });
+    expect((await run(['reach', '-f', only, '--port', '8080'])).code).toBe(0);
+    expect((await run(['reach', '-f', only, '--port', '8080', '--strict'])).code).toBe(3);
+  });
+
   it('agent --dry-run with a FIFO and hostile objects: finishes, reports, no forged line (in a network namespace)', { skip: !kernelTestsEnabled() }, async () => {
     const dir = tempDir({ 'c.yaml': CLUSTER, 'h.yaml': HOSTILE });
     execFileSync('mkfifo', [join(dir, 'x.yaml')]);

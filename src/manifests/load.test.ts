@@ -3,10 +3,25 @@ import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promis
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { EVERYTHING } from '../model/selector.ts';
 import type { PolicyRecord } from '../model/types.ts';
 import { refOf } from '../model/types.ts';
 import { STDIN_NAME, buildModel, fieldPathSegments, formatDiagnostic, loadManifests, parseManifests, readManifestFile } from './load.ts';
+
+// A way to make reading one object throw (a bug, in the field): normalize throws for a
+// Namespace named `throws`, and behaves as written for everything else.
+vi.mock('../model/normalize.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../model/normalize.ts')>();
+  return {
+    ...real,
+    normalize: (obj: unknown) => {
+      const meta = (obj as { metadata?: { name?: unknown } } | null)?.metadata;
+      if (meta?.name === 'throws') throw new RangeError('Maximum call stack size exceeded');
+      return real.normalize(obj);
+    },
+  };
+});
 
 let dir: string;
 
@@ -385,5 +400,119 @@ spec:
     const r = parseManifests(list, 'l.yaml');
     expect(r.diagnostics).toEqual([]);
     expect(buildModel(r).findClusterPolicy('a')).toMatchObject({ tier: 'Baseline', priority: 5 });
+  });
+});
+
+describe('values that contain themselves (YAML aliases to a parent)', () => {
+  const LOOP = `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: loop}\ndata: &a {x: *a}\n`;
+  const DENY = `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: prod}\nspec: {podSelector: {}}\n`;
+
+  it('a cyclic value is an error naming file, line, object and field; the document is skipped, the others and later files load', async () => {
+    const f = await write('cyclic/a.yaml', `${LOOP}---\n${ns('after')}`);
+    const later = await write('cyclic/b.yaml', DENY);
+    const r = await loadManifests([join(dir, 'cyclic')]);
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual([`${f}:4: configmap/loop: data.x: an alias refers to its own parent: cyclic values are not supported; document skipped (got "*a")`]);
+    expect(r.diagnostics[0]).toMatchObject({ severity: 'error', ref: 'configmap/loop', field: 'data.x' });
+    expect(r.objects.map((o) => [o.file, refOf(o.record)])).toEqual([
+      [f, 'namespace/after'],
+      [later, 'networkpolicy/prod/deny-all'],
+    ]);
+    expect(r.skipped).toEqual([{ file: f, line: 1, ref: 'configmap/loop', kind: 'ConfigMap' }]);
+    expect(r.unread).toEqual([{ file: f, index: 0, line: 1, ref: 'configmap/loop', unknown: false }]);
+  });
+
+  it('a NetworkPolicy with a cyclic value fails closed for its whole namespace, both directions', () => {
+    const r = parseManifests(`apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: cyc, namespace: shop}\nspec: &s\n  podSelector: {matchLabels: {app: db}}\n  ingress: [{from: [*s]}]\n`, 'p.yaml');
+    expect(r.objects).toHaveLength(1);
+    const rec = r.objects[0]!.record as PolicyRecord;
+    expect(rec).toMatchObject({ namespace: 'shop', name: 'cyc', podSelector: EVERYTHING, policyTypes: ['Ingress', 'Egress'], ingress: [], egress: [] });
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual([
+      'p.yaml:6: networkpolicy/shop/cyc: spec.ingress[0].from[0]: an alias refers to its own parent: cyclic values are not supported; enforced fail-closed: isolates every pod of namespace "shop" in both directions and allows nothing (the document\'s podSelector and policyTypes cannot be trusted) (got "*s")',
+    ]);
+    expect(buildModel(r).findPolicy('shop', 'cyc')).toBeDefined();
+  });
+
+  it('a cycle inside a List item, also when the List is read item by item; aliases shared without a cycle still load', () => {
+    const list = `apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: &m {name: a, labels: {self: *m}}\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: b}\n`;
+    for (const splitAbove of [0, undefined]) {
+      const r = parseManifests(list, 'l.yaml', splitAbove === undefined ? {} : { splitAbove });
+      expect(r.objects.map((o) => refOf(o.record))).toEqual(['namespace/b']);
+      expect(r.diagnostics.map(formatDiagnostic)).toEqual(['l.yaml:6: namespace/a: metadata.labels.self: an alias refers to its own parent: cyclic values are not supported; document skipped (got "*m")']);
+      expect(r.unread).toMatchObject([{ index: 0, item: 0, ref: 'namespace/a', unknown: true }]);
+    }
+    const shared = parseManifests(`apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: &l {app: a}, annotations: {copy: *l}}\nspec: {containers: [&c {name: c, ports: [{containerPort: 80}]}, *c, *c]}\n`, 's.yaml');
+    expect(shared.diagnostics).toEqual([]);
+    expect(shared.objects[0]!.record).toMatchObject({ labels: { app: 'a' }, ports: [{ containerPort: 80 }, { containerPort: 80 }, { containerPort: 80 }] });
+  });
+});
+
+describe('documents that cannot be parsed', () => {
+  const DUP = `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: dup, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: a}}\n  podSelector: {}\n  ingress: [{}]\n`;
+
+  it('a NetworkPolicy with a duplicate key: the syntax error, and a fail-closed record isolating its namespace, saying so', () => {
+    const r = parseManifests(`${DUP}---\n${ns('after')}`, 'p.yaml');
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual([
+      'p.yaml:6: YAML syntax error in document 1, document skipped: Map keys must be unique',
+      'p.yaml:1: networkpolicy/shop/dup: YAML syntax error in document 1 (line 6): Map keys must be unique; enforced fail-closed: isolates every pod of namespace "shop" in both directions and allows nothing (the document\'s podSelector and policyTypes cannot be trusted)',
+    ]);
+    expect(r.diagnostics.every((d) => d.severity === 'error')).toBe(true);
+    expect(r.objects.map((o) => [refOf(o.record), o.unreadable])).toEqual([
+      ['networkpolicy/shop/dup', true],
+      ['namespace/after', undefined],
+    ]);
+    expect(r.objects[0]!.record).toMatchObject({ podSelector: EVERYTHING, policyTypes: ['Ingress', 'Egress'], ingress: [], egress: [] });
+    expect(r.unread).toEqual([{ file: 'p.yaml', index: 0, line: 1, ref: 'networkpolicy/shop/dup', unknown: false }]);
+  });
+
+  it('a NetworkPolicy whose metadata is what broke, or a broken List: nothing made up, listed as unknown', () => {
+    const r = parseManifests(`apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n   namespace: x\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: [}}\n`, 'p.yaml');
+    expect(r.objects).toEqual([]);
+    expect(r.unread.map((u) => [u.index, u.ref, u.unknown])).toEqual([
+      [0, 'networkpolicy/<unknown>/<unnamed>', true],
+      [1, 'list', true],
+    ]);
+    expect(r.diagnostics.filter((d) => d.ref !== undefined).map(formatDiagnostic)).toEqual([
+      'p.yaml:1: networkpolicy/<unknown>/<unnamed>: YAML syntax error in document 1 (line 4): Nested mappings are not allowed in compact mappings; not enforced: its namespace cannot be read',
+    ]);
+  });
+
+  it('a broken document of another kind is skipped with its syntax error alone', () => {
+    const r = parseManifests(`apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: 1, a: 2}\n`, 'c.yaml');
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual(['c.yaml:4: YAML syntax error in document 1, document skipped: Map keys must be unique']);
+    expect(r.unread).toMatchObject([{ ref: 'configmap/c', unknown: false }]);
+  });
+
+  it('a throw while reading one document skips that document alone, naming file and line', async () => {
+    const f = await write('throws.yaml', `${ns('before')}---\n${ns('throws')}---\n${ns('after')}`);
+    const r = await loadManifests([f]);
+    expect(r.objects.map((o) => refOf(o.record))).toEqual(['namespace/before', 'namespace/after']);
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual([`${f}:5: cannot read document 2, document skipped: Maximum call stack size exceeded`]);
+    expect(r.unread).toEqual([{ file: f, index: 1, line: 5, ref: '<unknown>', unknown: true }]);
+  });
+});
+
+describe('unknown kinds of our API groups', () => {
+  it('AdminNetworkPolicy, BaselineAdminNetworkPolicy and unknown kinds are errors naming file, line, kind and apiVersion; kinds of other groups stay silent', () => {
+    const text = [
+      `apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: anp}\nspec: {priority: 1, subject: {namespaces: {}}}\n`,
+      `apiVersion: policy.networking.k8s.io/v1alpha1\nkind: BaselineAdminNetworkPolicy\nmetadata: {name: default}\n`,
+      `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicyy\nmetadata: {name: typo, namespace: x}\n`,
+      `apiVersion: networking.k8s.io/v1\nkind: "NetworkPolicy "\nmetadata: {name: space, namespace: x}\nspec: {podSelector: {}}\n`,
+      `apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: ing, namespace: x}\n`,
+      `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, namespace: x}\n`,
+      `apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: x}\n`,
+      `apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n`,
+    ].join('---\n');
+    const r = parseManifests(text, 'k.yaml');
+    expect(r.diagnostics.map(formatDiagnostic)).toEqual([
+      'k.yaml:2: adminnetworkpolicy/anp: kind: unknown kind in apiVersion "policy.networking.k8s.io/v1alpha1": AdminNetworkPolicy is the older API (v1alpha1) that ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) replaces; it is not enforced: rewrite it as a ClusterNetworkPolicy (got "AdminNetworkPolicy")',
+      'k.yaml:7: baselineadminnetworkpolicy/default: kind: unknown kind in apiVersion "policy.networking.k8s.io/v1alpha1": BaselineAdminNetworkPolicy is the older API (v1alpha1) that ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) replaces; it is not enforced: rewrite it as a ClusterNetworkPolicy (got "BaselineAdminNetworkPolicy")',
+      'k.yaml:11: networkpolicyy/x/typo: kind: unknown kind in apiVersion "networking.k8s.io/v1": not enforced (the kinds enforced are NetworkPolicy (networking.k8s.io/v1) and ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2)) (got "NetworkPolicyy")',
+      'k.yaml:15: networkpolicy/x/space: kind: not a kind: kinds hold no spaces or invisible characters (expected NetworkPolicy, in apiVersion "networking.k8s.io/v1"); read as NetworkPolicy (got "NetworkPolicy ")',
+    ]);
+    expect(r.diagnostics.every((d) => d.severity === 'error')).toBe(true);
+    // The one with a space is read as a NetworkPolicy, fail-closed; the others enforce nothing.
+    expect(r.objects.map((o) => [refOf(o.record), (o.record as PolicyRecord).issues.length])).toEqual([['networkpolicy/x/space', 1]]);
+    expect(r.skipped.map((x) => x.kind)).toEqual(['AdminNetworkPolicy', 'BaselineAdminNetworkPolicy', 'NetworkPolicyy', 'Ingress', 'ConfigMap', 'Deployment', 'Widget']);
   });
 });

@@ -19,7 +19,14 @@
 //   as before, so both ways give the same objects and diagnostics.
 // - Nothing stops the load: a syntax error in one document, an unreadable path or an invalid
 //   object is a diagnostic and the rest still loads. An invalid NetworkPolicy keeps its
-//   fail-closed record in `objects` (DESIGN 3.2) next to one diagnostic per issue.
+//   fail-closed record in `objects` (DESIGN 3.2) next to one diagnostic per issue. Whatever
+//   throws while one document is read (a bug, a stack overflow on absurd nesting) skips that
+//   document alone, with a diagnostic naming file and line.
+// - A document that cannot be read whole (a YAML syntax error, a value that contains itself
+//   through an alias) is listed in `unread`; what its envelope still shows decides the rest
+//   (normalize.ts normalizeUnreadable): a NetworkPolicy of a known namespace fails closed for
+//   the whole namespace (invariant fail-closed), so the CLI and the agent's FileSource enforce
+//   the same thing.
 // - Nothing vanishes unseen: a known kind (or its List) with a wrong apiVersion or a kind
 //   spelled another way is an error (normalize.ts reads it as that kind); objects sharing a
 //   UID are all kept (identity is kind, namespace and name), the later ones under a derived
@@ -30,9 +37,9 @@
 import { constants, createReadStream } from 'node:fs';
 import { open, readdir, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Document, LineCounter, type Node as YamlNode, isMap, isScalar, isSeq, parseAllDocuments, parseDocument } from 'yaml';
-import { escapeLine, printable } from '../model/issues.ts';
-import { apiVersionOfKind, knownKind, normalize } from '../model/normalize.ts';
+import { type Document, LineCounter, type Node as YamlNode, type YAMLMap, isAlias, isMap, isScalar, isSeq, parseAllDocuments, parseDocument } from 'yaml';
+import { childPath, escapeLine, indexPath, isObject, keyPath, printable } from '../model/issues.ts';
+import { type Envelope, UNREADABLE, apiVersionOfKind, knownKind, normalize, normalizeUnreadable } from '../model/normalize.ts';
 import { Model } from '../model/store.ts';
 import type { ObjectRecord, ValidationIssue } from '../model/types.ts';
 import { refOf } from '../model/types.ts';
@@ -58,6 +65,27 @@ export interface LoadedObject {
   readonly item?: number;
   readonly line?: number;
   readonly record: ObjectRecord;
+  /**
+   * Set on the fail-closed stand-in of a document that could not be read whole (a NetworkPolicy
+   * isolating its namespace): a source that keeps a file's last good objects adds it to them.
+   */
+  readonly unreadable?: true;
+}
+
+/** A document that could not be read whole: a YAML syntax error, a cyclic value, a throw. */
+export interface UnreadDocument {
+  readonly file: string;
+  /** 0-based document index in the file. */
+  readonly index: number;
+  readonly item?: number;
+  readonly line?: number;
+  /** The object it shows itself as, as far as it can be told. */
+  readonly ref: string;
+  /**
+   * True when what it holds cannot be told (no fail-closed stand-in, and no kind the enforcer
+   * skips): a model without it may lack an object that enforces something.
+   */
+  readonly unknown: boolean;
 }
 
 export interface SkippedObject {
@@ -71,6 +99,12 @@ export interface LoadResult {
   readonly objects: LoadedObject[];
   readonly diagnostics: Diagnostic[];
   readonly skipped: SkippedObject[];
+  /** Documents that could not be read whole; each also has an error diagnostic. */
+  readonly unread: UnreadDocument[];
+}
+
+function emptyResult(): LoadResult {
+  return { objects: [], diagnostics: [], skipped: [], unread: [] };
 }
 
 export interface LoadOptions {
@@ -92,7 +126,7 @@ const EXTENSIONS = ['.yaml', '.yml', '.json'];
 const SPLIT_ABOVE = 256 * 1024;
 
 export async function loadManifests(paths: readonly string[], opts: LoadOptions = {}): Promise<LoadResult> {
-  const result: LoadResult = { objects: [], diagnostics: [], skipped: [] };
+  const result = emptyResult();
   let stdinText: Promise<string> | undefined;
   for (const p of paths) {
     if (p === '-') {
@@ -114,17 +148,24 @@ export async function loadManifests(paths: readonly string[], opts: LoadOptions 
         result.diagnostics.push({ severity: 'error', file, message: `cannot read file: ${errorText(e)}` });
         continue;
       }
-      appendResult(result, parseManifests(text, file));
+      // parseManifests reports what it cannot read; a throw all the same (a bug) costs this file
+      // alone, named, never the files after it.
+      try {
+        appendResult(result, parseManifests(text, file));
+      } catch (e) {
+        result.diagnostics.push({ severity: 'error', file, message: `cannot load file, its objects are left out: ${errorText(e)}` });
+      }
     }
   }
   const { objects, diagnostics } = disambiguateUids(result.objects);
-  return { objects, diagnostics: [...result.diagnostics, ...diagnostics], skipped: result.skipped };
+  return { objects, diagnostics: [...result.diagnostics, ...diagnostics], skipped: result.skipped, unread: result.unread };
 }
 
 function appendResult(into: LoadResult, from: LoadResult): void {
   for (const o of from.objects) into.objects.push(o);
   for (const d of from.diagnostics) into.diagnostics.push(d);
   for (const s of from.skipped) into.skipped.push(s);
+  for (const u of from.unread) into.unread.push(u);
 }
 
 async function readStdin(): Promise<string> {
@@ -231,7 +272,7 @@ const YAML_OPTIONS = { version: '1.2', schema: 'core' } as const;
 
 /** Parse the text of one file (no I/O). `file` only names the source in the output. */
 export function parseManifests(text: string, file: string, opts: ParseOptions = {}): LoadResult {
-  const result: LoadResult = { objects: [], diagnostics: [], skipped: [] };
+  const result = emptyResult();
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a byte order mark
   // Directives (`%YAML`, `%TAG`) change how the documents after them read: the library's own
   // stream reader handles them (the whole file's syntax trees at once; such files are small).
@@ -242,12 +283,33 @@ export function parseManifests(text: string, file: string, opts: ParseOptions = 
   const splitAbove = opts.splitAbove ?? SPLIT_ABOVE;
   let index = 0;
   for (const span of documentSpans(text)) {
-    if (span.end - span.start < splitAbove || !readListByItems(result, text, span, index, file)) {
-      readDocument(result, text.slice(span.start, span.end), span.line, index, file);
-    }
+    const at = index;
+    readSafely(result, file, at, span.line, (into) => {
+      if (span.end - span.start < splitAbove || !readListByItems(into, text, span, at, file)) {
+        readDocument(into, text.slice(span.start, span.end), span.line, at, file);
+      }
+    });
     index++;
   }
   return result;
+}
+
+/**
+ * One document read into a result of its own, added only when the read ends: a throw skips
+ * this document (none of its objects, not some of them) with a diagnostic, and the documents
+ * after it still load.
+ */
+function readSafely(result: LoadResult, file: string, index: number, line: number | undefined, read: (into: LoadResult) => void): void {
+  const local = emptyResult();
+  try {
+    read(local);
+  } catch (e) {
+    const at = { file, index, ...(line !== undefined && { line }) };
+    result.diagnostics.push({ severity: 'error', ...at, message: `cannot read document ${index + 1}, document skipped: ${errorText(e)}` });
+    result.unread.push({ ...at, ref: '<unknown>', unknown: true });
+    return;
+  }
+  appendResult(result, local);
 }
 
 /** The old way, for files with directives: every document of the stream parsed at once. */
@@ -255,7 +317,10 @@ function parseStream(result: LoadResult, text: string, file: string): void {
   const lines = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter: lines, ...YAML_OPTIONS });
   if (!Array.isArray(docs)) return; // an empty stream
-  docs.forEach((doc, index) => readParsed(result, doc, (offset) => lines.linePos(offset).line, index, file));
+  docs.forEach((doc, index) => {
+    const lineAt = (offset: number) => lines.linePos(offset).line;
+    readSafely(result, file, index, doc.range ? lineAt(doc.range[0]) : undefined, (into) => readParsed(into, doc, lineAt, index, file));
+  });
 }
 
 interface Span {
@@ -322,15 +387,20 @@ function readDocument(result: LoadResult, text: string, line: number, index: num
 }
 
 function readParsed(result: LoadResult, doc: Document.Parsed, lineAt: (offset: number) => number, index: number, file: string): void {
+  const root = doc.contents as YamlNode | null;
+  const place: Place = { file, index, line: nodeLine(root, lineAt), locate: () => ({ node: root ?? undefined, lineAt }) };
   if (doc.errors.length > 0) {
     for (const e of doc.errors) {
       result.diagnostics.push({
         severity: 'error',
         file,
         line: lineAt(e.pos[0]),
-        message: `YAML syntax error in document ${index + 1}, document skipped: ${e.message.split('\n')[0]}`,
+        message: `YAML syntax error in document ${index + 1}, document skipped: ${yamlErrorText(e.message)}`,
       });
     }
+    const first = doc.errors[0]!;
+    const why = `YAML syntax error in document ${index + 1} (line ${lineAt(first.pos[0])}): ${yamlErrorText(first.message)}`;
+    addUnreadable(result, envelopeOfNode(root, doc.errors.map((e) => e.pos[0])), { message: why }, place, true);
     return;
   }
   for (const w of doc.warnings) {
@@ -341,10 +411,10 @@ function readParsed(result: LoadResult, doc: Document.Parsed, lineAt: (offset: n
     value = doc.toJS({ maxAliasCount: 1000 });
   } catch (e) {
     result.diagnostics.push({ severity: 'error', file, line: nodeLine(doc.contents, lineAt), message: `cannot read document ${index + 1}: ${errorText(e)}` });
+    addUnreadable(result, envelopeOfNode(root, []), { message: `cannot read document ${index + 1}: ${errorText(e)}` }, place, true);
     return;
   }
   if (value === null || value === undefined) return; // empty document, or comments only
-  const root = doc.contents as YamlNode | null;
   const list = listOf(value);
   if (list) {
     listDiagnostics(result, list, file, (field) => fieldLine(root ?? undefined, field, lineAt));
@@ -354,7 +424,76 @@ function readParsed(result: LoadResult, doc: Document.Parsed, lineAt: (offset: n
       addObject(result, itemObject(list, obj), { file, index, item, line: nodeLine(node, lineAt), locate: () => ({ node, lineAt }), detach: true });
     });
   } else {
-    addObject(result, value, { file, index, line: nodeLine(root, lineAt), locate: () => ({ node: root ?? undefined, lineAt }), detach: true });
+    addObject(result, value, { ...place, detach: true });
+  }
+}
+
+/**
+ * The parser's message without its position: the library counts lines from the start of the
+ * text it was given (one document), which is not the file's line; the diagnostic has that.
+ */
+function yamlErrorText(message: string): string {
+  return message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+}
+
+/**
+ * What a document with a syntax error still shows of its envelope, from its syntax tree: a
+ * field is read only when it is a plain scalar, written once (or with one value), and no error
+ * lies inside it; `UNREADABLE` when it is there but fails that. `errorOffsets` are where the
+ * parser's errors are.
+ */
+function envelopeOfNode(root: unknown, errorOffsets: readonly number[]): Envelope {
+  const touched = (node: unknown): boolean => {
+    const r = (node as YamlNode | null | undefined)?.range;
+    return !r || errorOffsets.some((o) => o >= r[0] && o <= r[2]);
+  };
+  const pairsOf = (map: YAMLMap, key: string) => map.items.filter((p) => isScalar(p.key) && p.key.value === key);
+  const field = (map: YAMLMap, key: string): unknown => {
+    const values = pairsOf(map, key).map((p) => (isScalar(p.value) && !touched(p.key) && !touched(p.value) ? copied(p.value.value) : UNREADABLE));
+    if (values.length === 0) return undefined;
+    return values.every((v) => v === values[0]) ? values[0] : UNREADABLE;
+  };
+  if (!isMap(root)) return { metadataRead: false };
+  const env = { kind: field(root, 'kind'), apiVersion: field(root, 'apiVersion') };
+  const metas = pairsOf(root, 'metadata');
+  if (metas.length === 0) return { ...env, metadataRead: true };
+  const meta = metas.length === 1 ? metas[0]!.value : undefined;
+  if (!isMap(meta)) return { ...env, name: UNREADABLE, namespace: UNREADABLE, metadataRead: false };
+  return { ...env, name: field(meta, 'name'), namespace: field(meta, 'namespace'), uid: field(meta, 'uid'), metadataRead: !touched(meta) };
+}
+
+/** The envelope of a value that was read but cannot be used whole (a cyclic value). */
+function envelopeOfValue(v: unknown): Envelope {
+  if (!isObject(v)) return { metadataRead: false };
+  const meta = v['metadata'];
+  const env = { kind: copied(v['kind']), apiVersion: copied(v['apiVersion']) };
+  if (!isObject(meta)) return { ...env, metadataRead: meta === undefined || meta === null };
+  return { ...env, name: copied(meta['name']), namespace: copied(meta['namespace']), uid: copied(meta['uid']), metadataRead: true };
+}
+
+/** A string of an envelope copied out of the file's text (a stand-in record keeps it). */
+function copied(v: unknown): unknown {
+  return typeof v === 'string' ? detachedString(v) : v;
+}
+
+/**
+ * A document that could not be read whole: listed in `unread`, and read from its envelope
+ * (normalizeUnreadable): a NetworkPolicy of a known namespace gets its fail-closed stand-in.
+ * `reported`: a diagnostic already says what is wrong and that the document is skipped (the
+ * syntax errors); one more is added only for a policy, to say how it is enforced.
+ */
+function addUnreadable(result: LoadResult, envelope: Envelope, problem: { readonly message: string; readonly field?: string; readonly value?: string }, place: Place, reported: boolean): void {
+  const res = normalizeUnreadable(envelope, problem.message, { ...(problem.field !== undefined && { field: problem.field }), ...(problem.value !== undefined && { value: problem.value }) });
+  const line = place.line;
+  const at = { file: place.file, ...(line !== undefined && { line }) };
+  result.unread.push({ ...at, index: place.index, ...(place.item !== undefined && { item: place.item }), ref: res.ref, unknown: res.unknown });
+  if (res.skipped !== undefined) result.skipped.push({ ...at, ref: res.ref, kind: res.skipped });
+  if (!reported || res.kind === 'NetworkPolicy' || res.kind === 'ClusterNetworkPolicy') {
+    const where = place.locate();
+    for (const issue of res.issues) result.diagnostics.push(issueDiagnostic(issue, 'error', res.ref, place.file, where.node, where.lineAt));
+  }
+  if (res.record) {
+    result.objects.push({ file: place.file, index: place.index, ...(place.item !== undefined && { item: place.item }), ...(line !== undefined && { line }), record: res.record, unreadable: true });
   }
 }
 
@@ -435,7 +574,7 @@ function itemObject(list: ListDoc, obj: unknown): unknown {
 function readListByItems(result: LoadResult, text: string, span: Span, index: number, file: string): boolean {
   const cut = cutJsonList(text, span) ?? cutBlockList(text, span);
   if (!cut) return false;
-  const local: LoadResult = { objects: [], diagnostics: [], skipped: [] };
+  const local = emptyResult();
   // The document without its items (newlines kept, so lines stay the file's).
   const restLines = new LineCounter();
   const rest = parseDocument(cut.rest, { lineCounter: restLines, ...YAML_OPTIONS });
@@ -724,30 +863,80 @@ function isErrorIssue(issue: ValidationIssue): boolean {
 }
 
 /**
- * The value with every long string copied out of the text it was cut from. A YAML parser's
- * strings are slices of the source text, and V8 keeps a slice's whole parent alive: without
- * this, a record holding one UID would keep the whole file's text in memory for as long as
- * the model lives (the agent: forever).
+ * A string copied out of the text it was cut from. A YAML parser's strings are slices of the
+ * source text, and V8 keeps a slice's whole parent alive: without this, a record holding one
+ * UID would keep the whole file's text in memory for as long as the model lives (the agent:
+ * forever).
  */
-function detached(v: unknown): unknown {
-  if (typeof v === 'string') return v.length >= 13 ? (' ' + v).slice(1) : v;
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) v[i] = detached(v[i]);
-    return v;
-  }
-  if (typeof v === 'object' && v !== null) {
-    const o = v as Record<string, unknown>;
-    for (const k of Object.keys(o)) o[k] = detached(o[k]);
-  }
-  return v;
+function detachedString(v: string): string {
+  return v.length >= 13 ? (' ' + v).slice(1) : v;
 }
 
+/**
+ * Copies every long string of a parsed value out of the file's text (in place), and finds a
+ * value that contains itself: YAML lets an alias refer to an anchor around it (`data: &a {x:
+ * *a}`), and the parser then returns a cyclic value, which nothing after this point may walk (it
+ * would recurse for ever). Returns the field path of the first such alias, or undefined. Each
+ * object is walked once however many aliases share it, so the cost stays linear in the value.
+ */
+function detach(v: object, path: string, onPath: Set<object>, done: Set<object>): string | undefined {
+  if (done.has(v)) return undefined;
+  onPath.add(v);
+  const child = (x: unknown, p: string, set: (y: string) => void): string | undefined => {
+    if (typeof x === 'string') set(detachedString(x));
+    else if (typeof x === 'object' && x !== null) return onPath.has(x) ? p : detach(x, p, onPath, done);
+    return undefined;
+  };
+  let cycle: string | undefined;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length && cycle === undefined; i++) cycle = child(v[i], indexPath(path, i), (y) => (v[i] = y));
+  } else {
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      cycle = child(o[k], /^[A-Za-z0-9_-]+$/.test(k) ? childPath(path, k) : keyPath(path, k), (y) => (o[k] = y));
+      if (cycle !== undefined) break;
+    }
+  }
+  onPath.delete(v);
+  done.add(v);
+  return cycle;
+}
+
+/** The alias written at a field path (`*a`), as JSON text, for the diagnostic; '' when there is none. */
+function aliasText(root: YamlNode | undefined, field: string): string {
+  let node: unknown = root;
+  for (const seg of fieldPathSegments(field)) {
+    if (isSeq(node) && typeof seg === 'number') node = node.items[seg];
+    else if (isMap(node)) node = node.items.find((p) => String(isScalar(p.key) ? p.key.value : p.key) === String(seg))?.value;
+    else return '';
+  }
+  return isAlias(node) ? JSON.stringify(`*${node.source}`) : '';
+}
+
+const CYCLIC = 'an alias refers to its own parent: cyclic values are not supported';
+
 function addObject(result: LoadResult, obj: unknown, place: Place): void {
-  const res = normalize(place.detach ? detached(obj) : obj);
+  if (place.detach) {
+    if (typeof obj === 'string') obj = detachedString(obj);
+    const cycle = typeof obj === 'object' && obj !== null ? detach(obj, '', new Set(), new Set()) : undefined;
+    if (cycle !== undefined) {
+      // The document is skipped like any unreadable one (a NetworkPolicy fails closed for its
+      // namespace); only its envelope, plain scalars, is read.
+      addUnreadable(result, envelopeOfValue(obj), { message: CYCLIC, field: cycle, value: aliasText(place.locate().node, cycle) }, place, false);
+      return;
+    }
+  }
+  const res = normalize(obj);
   const line = place.line;
   const at = { file: place.file, ...(line !== undefined && { line }) };
   if (res.skipped !== undefined) {
     result.skipped.push({ ...at, ref: res.ref, kind: res.skipped });
+    // A skipped object has issues only when it is a mistake in our API groups (an unknown kind
+    // of networking.k8s.io, the v1alpha1 AdminNetworkPolicy): an error, never silent.
+    if (res.issues.length > 0) {
+      const where = place.locate();
+      for (const issue of res.issues) result.diagnostics.push(issueDiagnostic(issue, 'error', res.ref, place.file, where.node, where.lineAt));
+    }
     return;
   }
   // Issues of a policy are errors: it now isolates and allows nothing. Elsewhere an issue

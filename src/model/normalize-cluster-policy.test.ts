@@ -125,9 +125,13 @@ describe('ClusterNetworkPolicy: validated like the CRD, field by field', () => {
     expect(r.issues.map((i) => i.field)).toEqual(['kind']);
   });
 
-  it('v1alpha1 AdminNetworkPolicy is another kind: skipped, not read', () => {
+  it('v1alpha1 AdminNetworkPolicy is another kind: skipped, not read, with an issue saying so', () => {
     const r = normalize({ apiVersion: 'policy.networking.k8s.io/v1alpha1', kind: 'AdminNetworkPolicy', metadata: { name: 'p' }, spec: {} });
     expect(r.skipped).toBe('AdminNetworkPolicy');
+    expect(r.record).toBeUndefined();
+    expect(r.issues.map((i) => `${i.field}: ${i.message}`)).toEqual([
+      'kind: unknown kind in apiVersion "policy.networking.k8s.io/v1alpha1": AdminNetworkPolicy is the older API (v1alpha1) that ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) replaces; it is not enforced: rewrite it as a ClusterNetworkPolicy',
+    ]);
   });
 });
 

@@ -11,7 +11,7 @@ import { CidrError, cidrContains, parseCidr } from './cidr.ts';
 import { type IssueList, type Obj, childPath, indexPath, isAbsent, isObject } from './issues.ts';
 import { parseSelector } from './parse-selector.ts';
 import { EVERYTHING } from './selector.ts';
-import type { Cidr, Peer, PolicyRecord, PolicyRule, PolicyType, PortSpec, Protocol, Selector } from './types.ts';
+import type { Cidr, Peer, PolicyRecord, PolicyRule, PolicyType, PortSpec, Protocol, Selector, ValidationIssue } from './types.ts';
 import { PROTOCOLS } from './types.ts';
 import { portNameErrors, portNumberErrors } from './validation.ts';
 
@@ -79,6 +79,27 @@ export function normalizePolicy(obj: Obj, id: PolicyIdentity, issues: IssueList)
     ingress: effective.includes('Ingress') ? ingress : [],
     egress: effective.includes('Egress') ? egress : [],
     issues: [],
+  };
+}
+
+/**
+ * The record of a NetworkPolicy whose document could not be read whole (a YAML syntax error, a
+ * cyclic value): only its identity is known. Invariant fail-closed: it isolates every pod of its
+ * namespace in both directions and allows nothing, since no part of its spec can be trusted.
+ */
+export function unreadablePolicy(id: PolicyIdentity, issue: ValidationIssue): PolicyRecord {
+  return {
+    kind: 'NetworkPolicy',
+    uid: id.uid,
+    namespace: id.namespace,
+    name: id.name,
+    podSelector: EVERYTHING,
+    policyTypes: BOTH,
+    policyTypesDefaulted: false,
+    ingress: [],
+    egress: [],
+    ignored: [],
+    issues: [issue],
   };
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatIssue, normalize } from './normalize.ts';
+import { UNREADABLE, formatIssue, normalize, normalizeUnreadable } from './normalize.ts';
 import type { IpBlockPeer, NamespaceRecord, NodeRecord, PodRecord, PodsPeer, PolicyRecord, ValidationIssue } from './types.ts';
 import { EVERYTHING } from './selector.ts';
 
@@ -391,6 +391,56 @@ describe('normalize: envelope', () => {
     }
   });
 
+  it.each([
+    ['policy.networking.k8s.io/v1alpha1', 'AdminNetworkPolicy'],
+    ['policy.networking.k8s.io/v1alpha1', 'BaselineAdminNetworkPolicy'],
+    ['policy.networking.k8s.io/v1alpha2', 'AdminNetworkPolicy'],
+  ])('%s %s: skipped (not enforced) with an issue saying ClusterNetworkPolicy replaces it', (apiVersion, kind) => {
+    const r = normalize({ apiVersion, kind, metadata: { name: 'p' }, spec: { priority: 1, subject: { namespaces: {} } } });
+    expect(r.record).toBeUndefined();
+    expect(r.skipped).toBe(kind);
+    expect(r.ref).toBe(`${kind.toLowerCase()}/p`);
+    expect(r.issues).toEqual([
+      {
+        field: 'kind',
+        value: JSON.stringify(kind),
+        message: `unknown kind in apiVersion ${JSON.stringify(apiVersion)}: ${kind} is the older API (v1alpha1) that ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) replaces; it is not enforced: rewrite it as a ClusterNetworkPolicy`,
+      },
+    ]);
+  });
+
+  it.each([
+    ['networking.k8s.io/v1', 'NetworkPolicyy'],
+    ['networking.k8s.io/v1', 'Network Policy Rule'],
+    ['policy.networking.k8s.io/v1alpha2', 'ClusterNetworkPolicyRule'],
+    ['Networking.k8s.io/v1', 'Foo'],
+  ])('an unknown kind of our API groups (%s %s) is skipped with an issue naming kind and apiVersion', (apiVersion, kind) => {
+    const r = normalize({ apiVersion, kind, metadata: { name: 'p', namespace: 'x' } });
+    expect(r.skipped).toBe(kind);
+    expect(r.issues).toEqual([{ field: 'kind', value: JSON.stringify(kind), message: expect.stringContaining(`unknown kind in apiVersion ${JSON.stringify(apiVersion)}: not enforced`) }]);
+  });
+
+  it.each([
+    ['networking.k8s.io/v1', 'Ingress'],
+    ['networking.k8s.io/v1', 'IngressClass'],
+    ['v1', 'ConfigMap'],
+    ['apps/v1', 'Deployment'],
+    ['example.com/v1', 'Widget'],
+    ['projectcalico.org/v3', 'GlobalNetworkPolicy'],
+  ])('kinds our groups serve, and kinds of other groups (%s %s), stay skipped without an issue', (apiVersion, kind) => {
+    expect(normalize({ apiVersion, kind, metadata: { name: 'p', namespace: 'x' } })).toEqual({ issues: [], ref: `${kind.toLowerCase()}/x/p`, skipped: kind });
+  });
+
+  it.each(['NetworkPolicy ', ' NetworkPolicy', 'Network Policy', 'Network\u200bPolicy', 'NetworkPolicy\t'])('kind %j (spaces, invisible characters) is read as a NetworkPolicy, fail-closed, with an issue naming the apiVersion', (kind) => {
+    const r = normalize({ apiVersion: 'networking.k8s.io/v1', kind, metadata: { name: 'deny', namespace: 'x' }, spec: { podSelector: { matchLabels: { app: 'db' } }, ingress: [{}] } });
+    const rec = r.record as PolicyRecord;
+    expectFailClosed(rec);
+    expect(rec.podSelector.requirements.map((q) => q.key)).toEqual(['app']);
+    expect(r.issues).toEqual([
+      { field: 'kind', value: JSON.stringify(kind), message: 'not a kind: kinds hold no spaces or invisible characters (expected NetworkPolicy, in apiVersion "networking.k8s.io/v1"); read as NetworkPolicy' },
+    ]);
+  });
+
   it('reports a wrong core apiVersion but keeps the record', () => {
     const r = normalize({ apiVersion: 'v2', kind: 'Pod', metadata: { name: 'a' } });
     expect(fields(r.issues)).toEqual(['apiVersion']);
@@ -584,5 +634,49 @@ describe('normalize: Namespace and Node', () => {
     const bad = normalize({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n' }, spec: { podCIDR: '10.244.2.0' } });
     expect(fields(bad.issues)).toEqual(['spec.podCIDR']);
     expect((bad.record as NodeRecord).podCIDRs).toEqual([]);
+  });
+});
+
+describe('normalizeUnreadable: a document that could not be read whole', () => {
+  const NP = { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy' };
+  const why = 'YAML syntax error in document 1 (line 6): Map keys must be unique';
+
+  it('a NetworkPolicy whose namespace shows: fail-closed for the whole namespace, both directions, saying so', () => {
+    const r = normalizeUnreadable({ ...NP, name: 'p', namespace: 'shop', metadataRead: true }, why);
+    const rec = r.record as PolicyRecord;
+    expect(rec).toMatchObject({ kind: 'NetworkPolicy', uid: 'shop/p', namespace: 'shop', name: 'p', podSelector: EVERYTHING, policyTypes: ['Ingress', 'Egress'], ingress: [], egress: [] });
+    expect(r.issues).toEqual([{ field: '', value: '', message: `${why}; enforced fail-closed: isolates every pod of namespace "shop" in both directions and allows nothing (the document's podSelector and policyTypes cannot be trusted)` }]);
+    expect(rec.issues).toEqual(r.issues);
+    expect(r).toMatchObject({ ref: 'networkpolicy/shop/p', unknown: false });
+  });
+
+  it('the field and value of the problem, and the uid, are kept; no name still isolates the namespace', () => {
+    const r = normalizeUnreadable({ ...NP, namespace: 'shop', uid: 'u-1', metadataRead: true }, 'an alias refers to its own parent', { field: 'spec.ingress[0]', value: '"*a"' });
+    expect(r.record).toMatchObject({ uid: 'u-1', name: '<unnamed>', podSelector: EVERYTHING });
+    expect(r.issues[0]).toMatchObject({ field: 'spec.ingress[0]', value: '"*a"' });
+  });
+
+  it('no namespace in metadata read whole: default, as kubectl applies it; metadata not read whole: unknown, nothing made up', () => {
+    expect(normalizeUnreadable({ ...NP, name: 'p', metadataRead: true }, why).record).toMatchObject({ namespace: 'default' });
+    for (const env of [{ ...NP, name: 'p', metadataRead: false }, { ...NP, name: 'p', namespace: UNREADABLE, metadataRead: true }, { ...NP, name: 'p', namespace: 5, metadataRead: true }]) {
+      const r = normalizeUnreadable(env, why);
+      expect(r.record).toBeUndefined();
+      expect(r.unknown).toBe(true);
+      expect(r.issues[0]!.message).toBe(`${why}; not enforced: its namespace cannot be read`);
+    }
+  });
+
+  it('a ClusterNetworkPolicy, Pod, List or a document without a readable kind is left out as unknown; other kinds stay skipped', () => {
+    const cnp = normalizeUnreadable({ apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', name: 'c', metadataRead: true }, why);
+    expect(cnp).toMatchObject({ ref: 'clusternetworkpolicy/c', unknown: true, kind: 'ClusterNetworkPolicy' });
+    expect(cnp.record).toBeUndefined();
+    expect(cnp.issues[0]!.message).toContain('not enforced');
+    expect(normalizeUnreadable({ apiVersion: 'v1', kind: 'Pod', name: 'a', namespace: 'x', metadataRead: true }, why)).toMatchObject({ ref: 'pod/x/a', unknown: true });
+    expect(normalizeUnreadable({ apiVersion: 'v1', kind: 'List', metadataRead: true }, why)).toMatchObject({ unknown: true });
+    expect(normalizeUnreadable({ kind: UNREADABLE, metadataRead: false }, why)).toMatchObject({ ref: '<unknown>', unknown: true });
+    const cm = normalizeUnreadable({ apiVersion: 'v1', kind: 'ConfigMap', name: 'loop', metadataRead: true }, why);
+    expect(cm).toMatchObject({ ref: 'configmap/loop', skipped: 'ConfigMap', unknown: false });
+    expect(cm.record).toBeUndefined();
+    expect(normalizeUnreadable({ apiVersion: 'projectcalico.org/v3', kind: 'NetworkPolicy', name: 'p', namespace: 'x', metadataRead: true }, why)).toMatchObject({ skipped: 'NetworkPolicy (projectcalico.org/v3)', unknown: false });
   });
 });

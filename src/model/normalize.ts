@@ -8,7 +8,16 @@
 //   another way (`networkpolicy`, `Pods`) or with a wrong apiVersion (`v1` for a
 //   NetworkPolicy, `networking.k8s.io` without a version, wrong case) is read as that kind
 //   with an issue on `kind` / `apiVersion`: it never vanishes silently, and a NetworkPolicy
-//   read that way fails closed like any invalid policy.
+//   read that way fails closed like any invalid policy. So is a kind with spaces or invisible
+//   characters in it (`"NetworkPolicy "`).
+// - Nothing of our API groups vanishes unseen: a kind networking.k8s.io or
+//   policy.networking.k8s.io does not serve (the v1alpha1 AdminNetworkPolicy and
+//   BaselineAdminNetworkPolicy, which ClusterNetworkPolicy replaces; a misspelled kind) is
+//   skipped with an issue on `kind` naming kind and apiVersion; the loader makes it an error.
+//   Kinds of other groups are skipped without one.
+// - A document that could not be read whole (a YAML syntax error, a cyclic value) is read by
+//   `normalizeUnreadable` from what its envelope still shows: a NetworkPolicy whose namespace
+//   is known fails closed for that whole namespace, in both directions.
 // - Pod addresses are validated as the API server does (unicast, podIPs[0] = podIP); a pod
 //   with a bad one gets no address at all (fail closed: in no allow set).
 // - Defaults as the API server / kubectl apply would set them: namespace `default`, the
@@ -23,7 +32,7 @@
 import { CidrError, normalizeIPv4, parseCidr } from './cidr.ts';
 import { IssueList, type Obj, childPath, indexPath, isAbsent, isObject, keyPath } from './issues.ts';
 import { normalizeClusterPolicy } from './normalize-cluster-policy.ts';
-import { normalizePolicy } from './normalize-policy.ts';
+import { normalizePolicy, unreadablePolicy } from './normalize-policy.ts';
 import { NAMESPACE_NAME_LABEL } from './store.ts';
 import type { ContainerPort, NamespaceRecord, NodeRecord, ObjectRecord, PodRecord, Protocol, ValidationIssue } from './types.ts';
 import { PROTOCOLS } from './types.ts';
@@ -74,11 +83,57 @@ const KIND_SPELLINGS: ReadonlyMap<string, string> = new Map(
   }),
 );
 
+/**
+ * Spaces and characters that show as nothing (zero-width, word joiner, byte order mark): a kind
+ * holding one (`"NetworkPolicy "`, a paste from a web page) is still the kind it shows.
+ */
+const INVISIBLE = /[\s\u200b-\u200f\u2060\ufeff]/g;
+
+/** The kind as it shows, without spaces or invisible characters. */
+function visibleKind(kind: string): string {
+  return kind.replace(INVISIBLE, '');
+}
+
 /** The known kind a `kind` value means, exactly or spelled another way; undefined for other kinds. */
 export function knownKind(kind: string): { readonly kind: string; readonly exact: boolean } | undefined {
   if (KINDS[kind]) return { kind, exact: true };
-  const k = KIND_SPELLINGS.get(kind.toLowerCase());
+  const k = KIND_SPELLINGS.get(visibleKind(kind).toLowerCase());
   return k ? { kind: k, exact: false } : undefined;
+}
+
+/**
+ * Our API groups and the kinds they serve that the enforcer does not read (an Ingress next to
+ * its app's policies is no mistake). Any other kind of these groups is one: it is reported, not
+ * skipped silently, since its author meant a policy and it enforces nothing.
+ */
+const OUR_GROUPS: ReadonlyMap<string, readonly string[]> = new Map([
+  ['networking.k8s.io', ['Ingress', 'IngressClass', 'IPAddress', 'ServiceCIDR']],
+  ['policy.networking.k8s.io', []],
+]);
+
+/** The v1alpha1 kinds ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) replaces. */
+const FORMER_POLICY_KINDS = ['AdminNetworkPolicy', 'BaselineAdminNetworkPolicy'];
+
+/**
+ * The issue of a kind that is not ours written with one of our API groups; undefined for a kind
+ * that group serves, or another group. The group is matched in any letter case (`Networking.k8s.io`
+ * is a mistake in our group, not another API).
+ */
+function unknownKindOfOurGroup(kind: string, apiVersion: unknown): string | undefined {
+  if (typeof apiVersion !== 'string') return undefined;
+  const slash = apiVersion.indexOf('/');
+  const group = (slash < 0 ? apiVersion : apiVersion.slice(0, slash)).toLowerCase();
+  const served = OUR_GROUPS.get(group);
+  if (!served || served.includes(kind)) return undefined;
+  const what = `unknown kind in apiVersion ${JSON.stringify(apiVersion)}`;
+  const former = FORMER_POLICY_KINDS.find((k) => k === visibleKind(kind));
+  if (former !== undefined) {
+    return `${what}: ${former} is the older API (v1alpha1) that ClusterNetworkPolicy (${apiVersionOf(KINDS['ClusterNetworkPolicy']!)}) replaces; it is not enforced: rewrite it as a ClusterNetworkPolicy`;
+  }
+  return `${what}: not enforced (the kinds enforced are ${Object.entries(KINDS)
+    .filter(([, s]) => s.group !== '')
+    .map(([k, s]) => `${k} (${apiVersionOf(s)})`)
+    .join(' and ')})`;
 }
 
 /**
@@ -117,15 +172,27 @@ export function normalize(obj: unknown): NormalizeResult {
   const known = knownKind(rawKind);
   const [group, version] = splitApiVersion(apiVersion);
   if (!known || isForeignApiVersion(apiVersion)) {
-    // Not ours: another kind, or a same-named kind of another API group.
+    // Not ours: another kind, or a same-named kind of another API group. An unknown kind of our
+    // own groups is skipped too (nothing says what it would select), but never unseen.
     const ns = typeof rawNs === 'string' && rawNs !== '' ? `${rawNs}/` : '';
-    return { issues: [], ref: `${rawKind.toLowerCase()}/${ns}${displayName}`, skipped: known ? `${rawKind} (${String(apiVersion)})` : rawKind };
+    const mistake = known ? undefined : unknownKindOfOurGroup(rawKind, apiVersion);
+    if (mistake !== undefined) issues.add('kind', rawKind, mistake);
+    return { issues: issues.items, ref: `${rawKind.toLowerCase()}/${ns}${displayName}`, skipped: known ? `${rawKind} (${String(apiVersion)})` : rawKind };
   }
   // From here the object is read as the known kind, and a wrong envelope is an issue (an
   // error: the loader never lets an object of a known kind vanish without one).
   const kind = known.kind;
   const spec = KINDS[kind]!;
-  if (!known.exact) issues.add('kind', rawKind, `not a kind: kinds are singular and case-sensitive (expected ${kind}); read as ${kind}`);
+  if (!known.exact) {
+    const hidden = visibleKind(rawKind) !== rawKind;
+    issues.add(
+      'kind',
+      rawKind,
+      hidden
+        ? `not a kind: kinds hold no spaces or invisible characters (expected ${kind}, in apiVersion ${JSON.stringify(apiVersion)}); read as ${kind}`
+        : `not a kind: kinds are singular and case-sensitive (expected ${kind}); read as ${kind}`,
+    );
+  }
   const ourGroup = group === spec.group || (FORMER_GROUPS[kind] ?? []).includes(group);
   if (apiVersion === undefined) issues.add('apiVersion', apiVersion, `required field is missing (expected ${apiVersionOf(spec)})`);
   else if (!ourGroup) issues.add('apiVersion', apiVersion, `unknown apiVersion for ${kind}: expected ${apiVersionOf(spec)}`);
@@ -156,6 +223,79 @@ export function normalize(obj: unknown): NormalizeResult {
     else record = normalizeNode(obj, m.uid ?? name, name, issues);
   }
   return { ...(record && { record }), issues: issues.items, ref };
+}
+
+/** A field of a broken document that is there but cannot be trusted (a syntax error inside it). */
+export const UNREADABLE: unique symbol = Symbol('unreadable');
+
+/**
+ * What a document that could not be read whole still shows of itself: each field as read when
+ * it is a plain value the error did not touch, `UNREADABLE` when it is there but cannot be
+ * trusted, undefined when it is absent.
+ */
+export interface Envelope {
+  readonly kind?: unknown;
+  readonly apiVersion?: unknown;
+  readonly name?: unknown;
+  readonly namespace?: unknown;
+  readonly uid?: unknown;
+  /** True when `metadata` is absent or was read whole: an absent namespace is then `default`, as kubectl applies it. */
+  readonly metadataRead: boolean;
+}
+
+export interface UnreadableResult extends NormalizeResult {
+  /**
+   * True when what the document holds cannot be told: neither a fail-closed record stands in for
+   * it nor does it show a kind the enforcer skips. A model without it may lack an object that
+   * enforces something (a List, a Pod a Deny rule names, a policy of an unknown namespace).
+   */
+  readonly unknown: boolean;
+  /** The kind of ours it shows itself as (`NetworkPolicy`, `Pod`, ...), when it does. */
+  readonly kind?: string;
+}
+
+/**
+ * A document that could not be read whole (`why`: a YAML syntax error, a cyclic value), read
+ * from its envelope alone. Invariant fail-closed (docs/design.md): a NetworkPolicy whose
+ * namespace is known yields a record with no rules isolating every pod of that namespace in both
+ * directions, since neither its podSelector nor its policyTypes can be trusted. Nothing else is
+ * made up from a broken document: a ClusterNetworkPolicy, Pod, Namespace or Node is left out
+ * (`unknown`: the source must not take the model for complete); a kind the enforcer skips stays
+ * skipped.
+ */
+export function normalizeUnreadable(envelope: Envelope, why: string, at: { readonly field?: string; readonly value?: string } = {}): UnreadableResult {
+  const text = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
+  const issue = (message: string): ValidationIssue => ({ field: at.field ?? '', value: at.value ?? '', message });
+  const rawKind = text(envelope.kind);
+  const name = text(envelope.name);
+  const displayName = name ?? UNNAMED;
+  if (rawKind === undefined) return { issues: [issue(`${why}; document skipped, its kind unknown`)], ref: `<unknown>${name ? `/${name}` : ''}`, unknown: true };
+  const known = knownKind(rawKind);
+  const nsText = text(envelope.namespace);
+  if (/list$/i.test(rawKind)) {
+    // A List holds objects of any kind: what it would have loaded is unknown.
+    return { issues: [issue(`${why}; the ${JSON.stringify(rawKind)} document is skipped with every item it holds`)], ref: rawKind.toLowerCase(), unknown: true };
+  }
+  if (!known || isForeignApiVersion(envelope.apiVersion)) {
+    return { issues: [issue(`${why}; document skipped`)], ref: `${rawKind.toLowerCase()}/${nsText ? `${nsText}/` : ''}${displayName}`, skipped: known ? `${rawKind} (${String(envelope.apiVersion)})` : rawKind, unknown: false };
+  }
+  const kind = known.kind;
+  const spec = KINDS[kind]!;
+  // As normalize reads it: kubectl apply puts an object without a namespace into `default`.
+  const namespace = !spec.namespaced ? undefined : nsText ?? (envelope.metadataRead && (envelope.namespace === undefined || envelope.namespace === null || envelope.namespace === '') ? 'default' : undefined);
+  const ref = `${kind.toLowerCase()}/${spec.namespaced ? `${namespace ?? '<unknown>'}/` : ''}${displayName}`;
+  if (kind === 'NetworkPolicy' && namespace !== undefined) {
+    const uid = text(envelope.uid) ?? `${namespace}/${displayName}`;
+    const i = issue(`${why}; enforced fail-closed: isolates every pod of namespace ${JSON.stringify(namespace)} in both directions and allows nothing (the document's podSelector and policyTypes cannot be trusted)`);
+    return { record: unreadablePolicy({ uid, namespace, name: displayName, named: name !== undefined }, i), issues: [i], ref, unknown: false, kind };
+  }
+  const left =
+    kind === 'NetworkPolicy'
+      ? 'not enforced: its namespace cannot be read'
+      : kind === 'ClusterNetworkPolicy'
+        ? 'not enforced: a ClusterNetworkPolicy is read only from a whole document'
+        : 'document skipped';
+  return { issues: [issue(`${why}; ${left}`)], ref, unknown: true, kind };
 }
 
 function apiVersionOf(spec: KindSpec): string {

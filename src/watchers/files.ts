@@ -1,10 +1,23 @@
 // A folder of manifests as a model source: read at start, then re-read on change.
 //
 // Invariants:
-// - Bad input loses nothing: when a file cannot be parsed (a YAML syntax error, a read
-//   error), the objects it held last time stay in the model, so a half-written or broken
-//   policy file never removes isolation. Invalid objects inside a parsed file are loaded
-//   fail-closed by normalize (they isolate and allow nothing).
+// - Bad input loses nothing: when a file cannot be parsed (a YAML syntax error, a cyclic value,
+//   a read error, a throw while loading it), the objects it held last time stay in the model,
+//   so a half-written or broken policy file never removes isolation. Invalid objects inside a
+//   parsed file are loaded fail-closed by normalize (they isolate and allow nothing), and so is
+//   a NetworkPolicy document that cannot be read whole but still shows its namespace (it
+//   isolates that namespace: load.ts, normalizeUnreadable), also when it is new and no earlier
+//   version stands in. Every such file keeps the source unhealthy, naming file and line.
+// - One file never stops the others: whatever fails or throws while one file is read or
+//   loaded is that file's error, and the scan goes on to the rest and applies.
+// - Synced (invariant synced-before-write, docs/design.md): `status().synced` turns true, and
+//   `start()` resolves, only once a scan has read every file the folder lists: a file that
+//   could not be read (or a document of unknown content, or a sub-folder that could not be
+//   listed) is not "a file with no objects", and a model without it must not be written as if
+//   it were the whole folder. Until then the source rescans on every change and poll, and says
+//   in `status()` what it cannot read, as the kube source does until its lists are done. Once
+//   synced it stays so: later such a file keeps its last good objects (or, new, has none yet)
+//   and the source is unhealthy.
 // - Only regular files are read: a FIFO, socket or device named like a manifest is reported
 //   and never opened, so it cannot hang the agent (the read itself refuses one that replaced a
 //   listed file).
@@ -19,17 +32,22 @@ import type { Logger } from 'pino';
 import { disambiguateUids, formatDiagnostic, listManifestFiles, parseManifests, readManifestFile, type Diagnostic } from '../manifests/load.ts';
 import { printable } from '../model/issues.ts';
 import { Model } from '../model/store.ts';
-import { sameRecord, type ObjectRecord } from '../model/types.ts';
+import { refOf, sameRecord, type ObjectRecord } from '../model/types.ts';
 import type { ModelSource, SourceStatus } from './source.ts';
 import { errorText } from '../util/error-text.ts';
 
 interface FileEntry {
-  /** sha256 of the text on disk (also when that text could not be parsed). */
+  /** sha256 of the text on disk (also when that text could not be parsed); '' when it could not be read. */
   readonly hash: string;
   /** The objects in force for this file: its last good parse. */
   readonly records: readonly ObjectRecord[];
   /** Set while the text on disk cannot be parsed and older objects stand in for it. */
   readonly error?: string;
+  /**
+   * Set when part of what the file holds is unknown and no earlier version stands in for it
+   * (unreadable, or a document whose content cannot be told): the model may lack its objects.
+   */
+  readonly incomplete?: true;
 }
 
 export interface FileSourceOptions {
@@ -61,6 +79,12 @@ function revisionOf(dir: string, fileHashes: readonly (readonly [string, string]
 
 const FOLDER_UNREADABLE = 'cannot read the manifest folder';
 
+/** What stands in for a file that cannot be read now, in words. */
+function standIn(prev: FileEntry | undefined): string {
+  if (!prev || (prev.incomplete && prev.records.length === 0)) return 'its objects are unknown';
+  return prev.incomplete ? 'keeping what could be read of it before (not all of it)' : 'keeping its last good objects';
+}
+
 export class FileSource implements ModelSource {
   readonly model = new Model();
   private readonly dir: string;
@@ -70,15 +94,19 @@ export class FileSource implements ModelSource {
   private readonly files = new Map<string, FileEntry>();
   private readonly listeners: (() => void)[] = [];
   private rev = '';
-  private started = false;
+  /** Every listed file was read once: see the invariant Synced above. */
+  private synced = false;
+  /** Resolves a start() waiting for the first complete scan. */
+  private syncWaiter: (() => void) | undefined;
+  private stopped = false;
   private watcher: FSWatcher | undefined;
   private poll: NodeJS.Timeout | undefined;
   private settle: NodeJS.Timeout | undefined;
   private scanning: Promise<void> | undefined;
   private rescanPending = false;
   private lastError = '';
-  /** Folder-level errors of the last scan (logged when new). */
-  private listErrors = new Set<string>();
+  /** Errors of the last scan (each logged when it first appears, not on every poll). */
+  private reported = new Set<string>();
   /** Shared UIDs reported by the last apply (logged when it changes). */
   private uidReport = '';
   private invalid = 0;
@@ -94,7 +122,6 @@ export class FileSource implements ModelSource {
     await this.rescan();
     // A folder that cannot be read at start is a configuration error, not an empty cluster.
     if (this.lastError.startsWith(FOLDER_UNREADABLE)) throw new Error(this.lastError);
-    this.started = true;
     try {
       this.watcher = watch(this.dir, { recursive: true }, () => this.scheduleRescan());
       this.watcher.on('error', (e) => this.log?.warn({ err: e }, 'watching the manifest folder failed; polling continues'));
@@ -103,9 +130,16 @@ export class FileSource implements ModelSource {
     }
     this.poll = setInterval(() => this.scheduleRescan(), this.pollMs);
     this.poll.unref();
+    if (!this.synced && !this.stopped) {
+      this.log?.error({ dir: this.dir }, `not every manifest file could be read: nothing is written until each was read once; rescanning: ${this.lastError}`);
+      await new Promise<void>((resolve) => (this.syncWaiter = resolve));
+    }
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.syncWaiter?.();
+    this.syncWaiter = undefined;
     this.watcher?.close();
     clearInterval(this.poll);
     clearTimeout(this.settle);
@@ -121,7 +155,10 @@ export class FileSource implements ModelSource {
   }
 
   status(): SourceStatus {
-    return { synced: this.started, healthy: this.lastError === '', detail: this.lastError || `watching ${this.dir}` };
+    if (!this.synced) {
+      return { synced: false, healthy: false, detail: `${this.lastError || `reading ${this.dir}`}; nothing is written until every manifest file was read once` };
+    }
+    return { synced: true, healthy: this.lastError === '', detail: this.lastError || `watching ${this.dir}` };
   }
 
   invalidPolicies(): number {
@@ -129,6 +166,7 @@ export class FileSource implements ModelSource {
   }
 
   private scheduleRescan(): void {
+    if (this.stopped) return;
     clearTimeout(this.settle);
     this.settle = setTimeout(() => void this.rescan(), this.settleMs);
   }
@@ -147,7 +185,7 @@ export class FileSource implements ModelSource {
       })
       .finally(() => {
         this.scanning = undefined;
-        if (this.rescanPending) {
+        if (this.rescanPending && !this.stopped) {
           this.rescanPending = false;
           void this.rescan();
         }
@@ -163,19 +201,26 @@ export class FileSource implements ModelSource {
     const rootError = listDiags.find((d) => d.severity === 'error' && d.file === this.dir);
     if (rootError) throw new Error(`${FOLDER_UNREADABLE} ${this.dir}: ${rootError.message}; keeping the last good objects`);
     const errors: string[] = listDiags.filter((d) => d.severity === 'error').map(formatDiagnostic);
-    // Folder-level errors (a FIFO or device named like a manifest, an unreadable sub-folder) are
-    // logged when they first appear, not on every poll; they stay in the status detail.
-    for (const e of errors) if (!this.listErrors.has(e)) this.log?.error({ dir: this.dir }, e);
-    this.listErrors = new Set(errors);
     const next = new Map<string, FileEntry>();
+    let incomplete = false;
+    // A sub-folder or entry that could not be listed (`cannot read folder`, `cannot read path`:
+    // load.ts) hides files: those read before keep their last good objects, and until it has
+    // been read the folder's content is not known whole. A FIFO or device named like a manifest
+    // is never read by design: it holds no objects, and it does not stop the source syncing.
+    for (const d of listDiags) {
+      if (d.severity !== 'error' || !d.message.startsWith('cannot read')) continue;
+      incomplete = true;
+      for (const [f, e] of this.files) if (f === d.file || f.startsWith(`${d.file}/`)) next.set(f, e);
+    }
     for (const file of names) {
       let text: string;
       try {
         text = await readManifestFile(file); // refuses a FIFO or device that replaced the file since the listing
       } catch (e) {
         const prev = this.files.get(file);
-        if (prev) next.set(file, { hash: '', records: prev.records });
-        errors.push(`${printable(file)}: cannot read (${errorText(e)}); keeping its last good objects`);
+        const error = `${printable(file)}: cannot read (${errorText(e)}); ${standIn(prev)}`;
+        errors.push(error);
+        next.set(file, prev ? { hash: '', records: prev.records, ...(prev.incomplete && { incomplete: true }) } : { hash: '', records: [], error, incomplete: true });
         continue;
       }
       const hash = sha256(text);
@@ -194,23 +239,11 @@ export class FileSource implements ModelSource {
         next.set(file, { hash, records: prev.records, error });
         continue;
       }
-      const parsed = parseManifests(text, file);
-      // A diagnostic without an object reference is a syntax or read error: part of the file
-      // could not be understood. Keep the last good version of the whole file.
-      const broken = parsed.diagnostics.filter((d) => d.severity === 'error' && !d.ref);
-      for (const d of parsed.diagnostics) {
-        const line = formatDiagnostic(d);
-        if (d.severity === 'error') this.log?.error({ file, field: d.field, value: d.value, object: d.ref }, line);
-        else this.log?.warn({ file, object: d.ref }, line);
-      }
-      if (broken.length && prev) {
-        const error = `${printable(file)}: ${broken.length} unreadable document(s); keeping its last good objects`;
-        errors.push(error);
-        next.set(file, { hash, records: prev.records, error });
-        continue;
-      }
-      next.set(file, { hash, records: parsed.objects.map((o) => o.record) });
+      const entry = this.load(file, text, hash, prev);
+      if (entry.error) errors.push(entry.error);
+      next.set(file, entry);
     }
+    for (const e of next.values()) if (e.incomplete) incomplete = true;
     this.files.clear();
     for (const [f, e] of next) this.files.set(f, e);
     // The revision moves only once the model holds this content: "applied revision R" must
@@ -218,6 +251,56 @@ export class FileSource implements ModelSource {
     this.apply();
     this.rev = revisionOf(this.dir, [...next].map(([f, e]) => [f, e.hash] as const));
     this.lastError = errors.join('; ');
+    for (const e of errors) if (!this.reported.has(e)) this.log?.error({ dir: this.dir }, e);
+    this.reported = new Set(errors);
+    if (!this.synced && !incomplete) {
+      this.synced = true;
+      this.log?.info({ dir: this.dir, revision: this.rev }, 'every manifest file was read: the model describes the whole folder');
+      this.syncWaiter?.();
+      this.syncWaiter = undefined;
+    }
+  }
+
+  /**
+   * One file's text as an entry: its objects, or, when part of it cannot be read, what stands
+   * in for it. A throw while loading (a bug) is this file's error alone.
+   */
+  private load(file: string, text: string, hash: string, prev: FileEntry | undefined): FileEntry {
+    let parsed;
+    try {
+      parsed = parseManifests(text, file);
+    } catch (e) {
+      // No hash: the next scan loads it again (what threw may not throw twice); the error is
+      // logged once, as every error of a scan.
+      const error = `${printable(file)}: cannot load (${errorText(e)}); ${standIn(prev)}`;
+      return { hash: '', records: prev?.records ?? [], error, ...((!prev || prev.incomplete) && { incomplete: true }) };
+    }
+    for (const d of parsed.diagnostics) {
+      const line = formatDiagnostic(d);
+      if (d.severity === 'error') this.log?.error({ file, field: d.field, value: d.value, object: d.ref }, line);
+      else this.log?.warn({ file, object: d.ref }, line);
+    }
+    const unread = parsed.unread;
+    if (unread.length === 0) return { hash, records: parsed.objects.map((o) => o.record) };
+    // Part of the file could not be read (a syntax error, a cyclic value). Said in the status
+    // with the first place, whatever happens to the objects.
+    const first = unread[0]!;
+    const firstError = parsed.diagnostics.find((d) => d.severity === 'error' && (d.ref === undefined || d.ref === first.ref));
+    const why = `${printable(file)}: ${unread.length} unreadable document(s) (${firstError ? formatDiagnostic(firstError) : `document ${first.index + 1}`})`;
+    if (prev) {
+      // The last good version of the whole file stands in (a half-written file must not open
+      // traffic), plus the fail-closed stand-in of each unreadable NetworkPolicy it does not
+      // hold: a policy new in this version is enforced fail-closed at once, never dropped.
+      const held = new Set(prev.records.map(refOf));
+      const added = parsed.objects.filter((o) => o.unreadable && !held.has(refOf(o.record))).map((o) => o.record);
+      return { hash, records: [...prev.records, ...added], error: `${why}; keeping its last good objects`, ...(prev.incomplete && { incomplete: true }) };
+    }
+    // No earlier version: the documents that could be read are enforced, an unreadable
+    // NetworkPolicy that shows its namespace fails closed for it. A document whose content
+    // cannot be told at all leaves the file incomplete (the source does not sync on it).
+    const unknown = unread.filter((u) => u.unknown).length;
+    const error = `${why}; ${unknown > 0 ? `what ${unknown} of them hold is unknown` : 'enforcing the rest, and each unreadable NetworkPolicy fail-closed'}`;
+    return { hash, records: parsed.objects.map((o) => o.record), error, ...(unknown > 0 && { incomplete: true }) };
   }
 
   /** Bring the model to the files' records by difference. */
