@@ -14,6 +14,7 @@ import { EVERYTHING } from './selector.ts';
 import type { Cidr, Peer, PolicyRecord, PolicyRule, PolicyType, PortSpec, Protocol, Selector, ValidationIssue } from './types.ts';
 import { PROTOCOLS } from './types.ts';
 import { portNameErrors, portNumberErrors } from './validation.ts';
+import { MAX_RULES_PER_POLICY, MULTIPORT_SLOTS, ruleExpansion } from './rule-expansion.ts';
 
 const BOTH: readonly PolicyType[] = ['Ingress', 'Egress'];
 
@@ -53,6 +54,7 @@ export function normalizePolicy(obj: Obj, id: PolicyIdentity, issues: IssueList)
   const types = isObject(rawSpec) ? parsePolicyTypes(spec, issues) : { defaulted: false };
   const ingress = parseRules(spec['ingress'], 'spec.ingress', 'from', id.namespace, issues);
   const egress = parseRules(spec['egress'], 'spec.egress', 'to', id.namespace, issues);
+  checkExpansion(ingress, egress, issues);
 
   const ignored: string[] = [];
   const effective = types.types ?? BOTH;
@@ -139,6 +141,29 @@ function parsePolicyTypes(spec: Obj, issues: IssueList): { types?: readonly Poli
     } else types.push(t);
   });
   return ok ? { types, defaulted: false } : { defaulted: false };
+}
+
+/**
+ * What the API leaves unbounded, the node must not be made to write (rule-expansion.ts): a rule,
+ * or the whole policy, that expands to more than MAX_RULES_PER_POLICY iptables rules is an issue
+ * (on the rule that does, else on `spec`), and the policy fails closed like any invalid one.
+ */
+function checkExpansion(ingress: readonly PolicyRule[], egress: readonly PolicyRule[], issues: IssueList): void {
+  const advice = 'split the rule or the policy, use fewer peers (a wider ipBlock) or port ranges';
+  const each = [
+    ...ingress.map((r, i) => ({ path: indexPath('spec.ingress', i), rule: r, e: ruleExpansion(r, 'Ingress') })),
+    ...egress.map((r, i) => ({ path: indexPath('spec.egress', i), rule: r, e: ruleExpansion(r, 'Egress') })),
+  ];
+  let over = false;
+  for (const { path, rule, e } of each) {
+    if (e.rules <= MAX_RULES_PER_POLICY) continue;
+    over = true;
+    issues.add(path, `${e.peers} peers, ${rule.ports?.length ?? 0} ports`, `expands to ${e.rules} iptables rules (${e.peers} peers x ${e.portMatches} port matches of at most ${MULTIPORT_SLOTS} ports each), more than the ${MAX_RULES_PER_POLICY} a policy may take: ${advice}`);
+  }
+  const total = each.reduce((n, x) => n + x.e.rules, 0);
+  if (!over && total > MAX_RULES_PER_POLICY) {
+    issues.add('spec', `${ingress.length} ingress and ${egress.length} egress rules`, `expand to ${total} iptables rules together, more than the ${MAX_RULES_PER_POLICY} a policy may take: ${advice}`);
+  }
 }
 
 function parseRules(v: unknown, path: string, peerField: 'from' | 'to', namespace: string, issues: IssueList): PolicyRule[] {

@@ -207,6 +207,22 @@ describe('normalize: NetworkPolicy fail-closed shape', () => {
     expect(r.podSelector).toEqual(EVERYTHING);
   });
 
+  it('a rule, or a policy, that expands to more iptables rules than a policy may take fails closed, naming the rule and the count', () => {
+    const blocks = (n: number) => Array.from({ length: n }, (_, i) => ({ ipBlock: { cidr: `10.0.${i >> 8}.${i & 255}/32` } }));
+    const odd = (n: number) => Array.from({ length: n }, (_, i) => ({ port: 2 * i + 1 }));
+    // A tenant's 66 KB policy: 1000 peers x 134 port matches.
+    const big = policyRecord(policy({ podSelector: { matchLabels: { app: 'db' } }, ingress: [{ from: [{ podSelector: {} }] }, { from: blocks(1000), ports: odd(2000) }] }));
+    expectFailClosed(big);
+    expect(big.issues).toEqual([{ field: 'spec.ingress[1]', value: '"1000 peers, 2000 ports"', message: expect.stringMatching(/^expands to 134000 iptables rules \(1000 peers x 134 port matches of at most 15 ports each\), more than the 5000 a policy may take: split/) }]);
+    expect(big.podSelector).toEqual({ requirements: [{ key: 'app', operator: 'In', values: ['db'], origin: 'matchLabels' }] });
+    // Each rule within the limit, the policy over it: the issue is on spec.
+    const many = policyRecord(policy({ podSelector: {}, ingress: [{ from: blocks(100), ports: odd(450) }, { from: blocks(100), ports: odd(450) }] }));
+    expectFailClosed(many);
+    expect(many.issues.map((i) => [i.field, i.message.slice(0, 40)])).toEqual([['spec', 'expand to 6000 iptables rules together, ']]);
+    // At the limit: valid.
+    expect(policyRecord(policy({ podSelector: {}, ingress: [{ from: blocks(100), ports: odd(750) }] })).issues).toEqual([]);
+  });
+
   it('an old apiVersion of NetworkPolicy is reported and fails closed', () => {
     const r = policyRecord({ apiVersion: 'extensions/v1beta1', kind: 'NetworkPolicy', metadata: { name: 'p', namespace: 'x' }, spec: { podSelector: {}, ingress: [{}] } });
     expect(fields(r.issues)).toEqual(['apiVersion']);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { block, ports, rule } from '../../test/support/builders.ts';
-import { MAX_RULES_PER_POLICY_RULE, ruleExpansion } from './rule-expansion.ts';
+import { MAX_RULES_PER_POLICY, ruleExpansion } from './rule-expansion.ts';
 
 describe('ruleExpansion', () => {
   it('one rule per peer and per group of 15 ports of a protocol (a range takes two); every port of a protocol is one match', () => {
@@ -18,6 +18,6 @@ describe('ruleExpansion', () => {
     const peers = Array.from({ length: 1000 }, (_, i) => block(`10.0.${i >> 8}.${i & 255}/32`));
     const e = ruleExpansion(rule(peers, ports(...Array.from({ length: 2000 }, (_, i) => 2 * i + 1))), 'Ingress');
     expect(e).toEqual({ peers: 1000, portMatches: 134, rules: 134_000 });
-    expect(e.rules).toBeGreaterThan(MAX_RULES_PER_POLICY_RULE);
+    expect(e.rules).toBeGreaterThan(MAX_RULES_PER_POLICY);
   });
 });

@@ -3,15 +3,16 @@
 // limit on a rule's peers or ports, and the compiler writes one rule per peer and per group of
 // ports (src/compiler/rules.ts rulesFor: multiport takes 15 ports, a range two of them; an egress
 // named port is a rule of its own): a tenant's 66 KB policy of 1000 ipBlocks and 2000 ports is
-// 134,000 rules in every chain that holds it. Over MAX_RULES_PER_POLICY_RULE the rule is invalid
-// and its policy fails closed (docs/design.md, invariant fail-closed), with an error saying why.
+// 134,000 rules in every chain that holds it. A policy whose rules expand to more than
+// MAX_RULES_PER_POLICY is invalid and fails closed (docs/design.md, invariant fail-closed), with
+// an error saying why (normalize-policy.ts checkExpansion).
 
 import type { PolicyRule, PolicyType, Protocol } from './types.ts';
 
 /** Ports one multiport match holds (a range takes two). */
 export const MULTIPORT_SLOTS = 15;
-/** The most iptables rules one NetworkPolicy rule may become. */
-export const MAX_RULES_PER_POLICY_RULE = 5000;
+/** The most iptables rules one NetworkPolicy's rules may become, together. */
+export const MAX_RULES_PER_POLICY = 5000;
 
 export interface RuleExpansion {
   /** Peers (1 for a rule that names none: every peer). */
