@@ -159,7 +159,7 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
       if (path.entry.length > 0) paths.push({ pod, dir, path });
     }
   }
-  if (programmedSetNeeded(cidrs, opts.proxy)) {
+  if (programmedSetNeeded(cidrs)) {
     ctx.set(PROGRAMMED_SPEC, (s) => {
       for (const pod of local) for (const ip of pod.ips) s.members.set(ip, false);
     });

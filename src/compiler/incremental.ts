@@ -224,7 +224,7 @@ export class IncrementalCompiler {
     this.outputDirty = true;
     this.cidrs = nodePodCidrs(this.model, this.node, this.extraCidrs);
     this.programmed = undefined;
-    if (programmedSetNeeded(this.cidrs, this.proxy)) {
+    if (programmedSetNeeded(this.cidrs)) {
       this.programmed = this.sets.create(PROGRAMMED_SPEC);
       this.programmed.refs++;
     }

@@ -18,7 +18,8 @@
 //   pods: REVOKE_OUTPUT_TOP)
 //   Under kube-proxy's IPVS mode only (ServiceProxy, IPVS_TOP_CHAINS):
 //   INPUT -> PCTL-INPUT: 1, 2, then RETURN for Service VIPs and node ports, then -> PCTL-EGRESS
-//   OUTPUT -> PCTL-OUTPUT: 1, (1b), RETURN unless the source is a local pod (PCTL-programmed), 3, 4, 5
+//   OUTPUT -> PCTL-OUTPUT: 1, (1b), RETURN when the source is an address of this node
+//   (`-m addrtype --src-type LOCAL`: the node's own traffic), 3, 4, 5
 //   (1b follows 1 in every top chain, before PCTL-OUTPUT's RETURN of the node's own traffic)
 //   PCTL-EGRESS: `-s 0.0.0.(16q)/0.0.0.48 -g PCTL-EQ-q` per q (q: bits 4-5 of k = address & 63) DISPATCH
 //   PCTL-EQ-q:   `-s 0.0.0.(4b)/0.0.0.12 -g PCTL-ES-s` per s = 4q + b (b: bits 2-3)      the tree,
@@ -93,18 +94,24 @@
 //   those answers travel on into REVOKED_SET before it deletes the entry, and a new UDP packet
 //   on such a tuple goes to MIDSTREAM_CHAIN too, for as long as the entry lives in the set.
 // - No mark bits are used, so nothing collides with kube-proxy, kubelet or flannel marks.
-// - IPVS (kube-proxy --proxy-mode=ipvs): a pod's connection to a Service VIP enters the node
-//   through INPUT with the VIP as destination (the VIP is local, on kube-ipvs0); IPVS rewrites
-//   it after filter INPUT and sends it, source still the client pod, destination the backend,
-//   through OUTPUT. Judged at INPUT it would meet the client's egress with the VIP, which no
-//   peer matches, and the backend's ingress never. So under IPVS PCTL-INPUT lets Service VIPs
-//   and node ports pass without a verdict and PCTL-OUTPUT judges what a local pod sends there,
-//   with the same dispatch as PCTL-FORWARD: both directions, once per connection (the backend's
-//   node judges ingress again only when the backend is elsewhere, in its FORWARD, where the
-//   client is not local). Traffic the node itself sends (kubelet probes: source the node's or
-//   the bridge's address, never a programmed pod) is not policed, as under the other modes.
-//   Under iptables and nftables modes Service traffic is DNATed before FORWARD, so nothing
-//   changes there.
+// - IPVS (kube-proxy --proxy-mode=ipvs): a connection to a Service VIP, a node port, an
+//   externalIP or a LoadBalancer IP enters the node through INPUT with that address as
+//   destination (local: on kube-ipvs0, or the node's own); IPVS rewrites it after filter INPUT
+//   and sends it, source still the client, destination the backend, through OUTPUT. Judged at
+//   INPUT it would meet the client's egress with the VIP, which no peer matches, and the
+//   backend's ingress never. So under IPVS PCTL-INPUT lets Service VIPs and node ports pass
+//   without a verdict and PCTL-OUTPUT judges what IPVS sends on, with the same dispatch as
+//   PCTL-FORWARD: both directions, once per connection. The client may be a local pod, a pod
+//   of another node or an outside address (a node port reached from elsewhere): its egress
+//   dispatch finds a local pod or falls through, and a local backend's ingress judges it
+//   against the client's real address, as FORWARD does under iptables mode (kube-proxy's SNAT
+//   comes later, in POSTROUTING). When the backend is elsewhere its node judges ingress in its
+//   FORWARD. Only what the node sends itself returns unjudged (NODE_OWN_RULE: source an
+//   address of this node, by the node's local routes: kubelet probes from its InternalIP or
+//   the bridge's address, hostNetwork processes), as under the other modes: an IPVS-forwarded
+//   packet has such a source only when the node itself opened the connection, and a pod's
+//   address is never the node's. Under iptables and nftables modes Service traffic is DNATed
+//   before FORWARD, so nothing changes there.
 
 import { LRUCache } from 'lru-cache';
 import { bridgeAddress, parseCidr } from '../model/cidr.ts';
@@ -256,8 +263,8 @@ type TopStep =
   | { readonly kind: 'evaluate'; readonly dir: PolicyType }
   /** IPVS: to a Service VIP or a node port: no verdict here, IPVS forwards it through OUTPUT. */
   | { readonly kind: 'services' }
-  /** IPVS: not sent by a local pod (the node's own traffic): no verdict. */
-  | { readonly kind: 'notFromPod' };
+  /** IPVS: from an address of this node (the node's own traffic, NODE_OWN_RULE): no verdict. */
+  | { readonly kind: 'nodeOwn' };
 
 interface TopChain {
   readonly name: string;
@@ -289,11 +296,13 @@ export const TOP_CHAINS: readonly TopChain[] = [
 ];
 
 /**
- * The top chains under kube-proxy's IPVS mode. PCTL-INPUT lets a pod's packets to Service VIPs
- * and node ports pass (after the unknown-source drops: an unprogrammed pod still gets nothing,
- * invariant fail-closed-in-time); PCTL-OUTPUT judges what IPVS sends on for a local pod like
- * PCTL-FORWARD does, and leaves the node's own traffic alone. Every packet from a pod address
- * in OUTPUT comes from IPVS (a pod's own packets never cross the node's OUTPUT).
+ * The top chains under kube-proxy's IPVS mode. PCTL-INPUT lets packets to Service VIPs and node
+ * ports pass (after the unknown-source drops: an unprogrammed pod still gets nothing, invariant
+ * fail-closed-in-time); PCTL-OUTPUT judges what IPVS sends on like PCTL-FORWARD does, whoever
+ * the client (a local pod, a pod of another node, an outside address), and leaves the node's
+ * own traffic alone: what leaves from an address of this node. Every other packet in OUTPUT
+ * comes from IPVS (a pod's own packets never cross the node's OUTPUT, and the node's sockets
+ * send from its addresses).
  */
 export const IPVS_TOP_CHAINS: readonly TopChain[] = [
   FORWARD_TOP,
@@ -308,8 +317,8 @@ export const IPVS_TOP_CHAINS: readonly TopChain[] = [
     hook: 'OUTPUT',
     hookComment: `${PREFIX}: NetworkPolicy of pod traffic IPVS forwards, keep first`,
     // The mid-stream drop before the node's own traffic leaves (REVOKE_OUTPUT_TOP says why);
-    // what the node sends is otherwise never judged here.
-    steps: [{ kind: 'replies' }, { kind: 'midstream' }, { kind: 'notFromPod' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
+    // what the node sends is otherwise never judged here, and everything else is.
+    steps: [{ kind: 'replies' }, { kind: 'midstream' }, { kind: 'nodeOwn' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
   },
 ];
 
@@ -362,19 +371,29 @@ export const PROGRAMMED_SET = `${PREFIX}-programmed`;
 export const PROGRAMMED_SPEC = { name: PROGRAMMED_SET, type: 'hash:ip', purpose: 'addresses of the local pods this node enforces', gate: true } as const;
 
 /**
- * Whether the node gets PCTL-programmed: with pod CIDRs (the unknown-address drops), and always
- * under IPVS, where PCTL-OUTPUT tells a local pod's packets from the node's own by it.
+ * Whether the node gets PCTL-programmed: with pod CIDRs, for the unknown-address drops, its only
+ * users (under IPVS too: PCTL-OUTPUT tells the node's own packets by their source's address
+ * type, NODE_OWN_RULE, not by this set).
  */
-export function programmedSetNeeded(cidrs: readonly string[], proxy: ServiceProxy | undefined): boolean {
-  return cidrs.length > 0 || proxy?.mode === 'ipvs';
+export function programmedSetNeeded(cidrs: readonly string[]): boolean {
+  return cidrs.length > 0;
 }
 
 export const REPLIES_RULE: Rule = { match: { ctstate: ['RELATED', 'ESTABLISHED'] }, action: VERDICTS.allow, comment: 'replies of allowed connections' };
 
-const NOT_FROM_POD_RULE: Rule = {
-  match: { sets: [{ set: PROGRAMMED_SET, dirs: 'src', negate: true }] },
+/**
+ * IPVS, PCTL-OUTPUT: the node's own traffic returns unjudged, as under the other modes; it is
+ * what leaves from an address of this node (addrtype LOCAL, by the node's local routes: its
+ * InternalIP, the bridge's address, which kubelet's probes leave from, hostNetwork processes).
+ * Nothing else returns here: IPVS forwards a connection to a node port from a pod of another
+ * node or an outside client with that client's address, and a local backend's ingress must
+ * judge it (telling "not a local pod" instead, by PCTL-programmed, let every such client
+ * through a node port to any local backend).
+ */
+const NODE_OWN_RULE: Rule = {
+  match: { addrType: { src: { type: 'LOCAL' } } },
   action: VERDICTS.allow,
-  comment: 'not from a local pod: traffic the node sends itself is not policed',
+  comment: 'from an address of this node: traffic the node sends itself is not policed',
 };
 
 const EVALUATE_RULES: Record<PolicyType, Rule> = {
@@ -590,8 +609,8 @@ export function topChains(cidrs: readonly string[], layout: LayoutOptions = {}):
             return [wide[s.dir] ? WIDE_EVALUATE_RULES[s.dir] : EVALUATE_RULES[s.dir]];
           case 'services':
             return serviceReturns(ipvs!);
-          case 'notFromPod':
-            return [NOT_FROM_POD_RULE];
+          case 'nodeOwn':
+            return [NODE_OWN_RULE];
         }
       }),
     }));

@@ -97,7 +97,7 @@ describe('mid-stream drops: the layout', () => {
       expect(got[at + 1]).toMatch(REVOKED_JUMP(chain));
       expect(got.filter((_, i) => i !== at && i !== at + 1)).toEqual(lines(plain, chain));
     }
-    expect(lines(plain, OUTPUT_CHAIN)[1]).toMatch(/not from a local pod/);
+    expect(lines(plain, OUTPUT_CHAIN)[1]).toMatch(/-m addrtype --src-type LOCAL .*from an address of this node/);
     expect(lines(rs, MIDSTREAM_CHAIN)).toHaveLength(8);
   });
 

@@ -101,7 +101,23 @@ export interface Match {
    */
   readonly syn?: boolean;
   readonly ctstate?: readonly ('NEW' | 'ESTABLISHED' | 'RELATED' | 'INVALID')[];
+  /**
+   * What the node's own routing says the source (`src`) or destination (`dst`) address is
+   * (iptables' `-m addrtype`, a route lookup): `LOCAL`, an address of this node, on any of its
+   * interfaces (its InternalIP, the bridge's address, kube-ipvs0's Service addresses, loopback).
+   * Both given: both must hold.
+   */
+  readonly addrType?: { readonly src?: AddrTypeTest; readonly dst?: AddrTypeTest };
 }
+
+/** One side of `-m addrtype`: the address is (`negate`: is not) of this type. */
+export interface AddrTypeTest {
+  readonly type: AddressType;
+  readonly negate?: boolean;
+}
+
+/** The address types a rule tests (iptables' names; only those the layout uses). */
+export type AddressType = 'LOCAL';
 
 export type Action =
   | { readonly kind: 'return' }

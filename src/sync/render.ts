@@ -8,6 +8,7 @@
 
 import type { Chain, Hook, IpSet, Rule, Ruleset } from '../compiler/ruleset.ts';
 import { hashText } from '../util/digest.ts';
+import { append } from '../util/arrays.ts';
 
 /**
  * The node's drop log (docs/design.md, "The drop log"): the NFLOG group our log rules send to,
@@ -111,6 +112,15 @@ export function renderRuleArgs(rule: Rule): string[] {
     if (!m.syn) a.push('!');
     a.push('--tcp-flags', TCP_SYN_FLAGS.mask, TCP_SYN_FLAGS.set);
   }
+  // An address-type test: one lookup in the node's local routes, before the set lookups.
+  // iptables-nft 1.8.9 keeps it as the xt match `addrtype` (revision 1) and iptables-nft-save
+  // prints it back as written here (`!` before the option, `--src-type` before `--dst-type`).
+  const at = m.addrType;
+  if (at && (at.src || at.dst)) {
+    a.push('-m', 'addrtype');
+    if (at.src) a.push(...(at.src.negate ? ['!'] : []), '--src-type', at.src.type);
+    if (at.dst) a.push(...(at.dst.negate ? ['!'] : []), '--dst-type', at.dst.type);
+  }
   for (const s of m.sets ?? []) {
     a.push('-m', 'set');
     if (s.negate) a.push('!');
@@ -168,7 +178,7 @@ export function renderChainBody(c: Chain): string[] {
 export function renderIptablesRestore(rs: Pick<Ruleset, 'chains' | 'hooks'>): string {
   const lines: string[] = ['*filter'];
   for (const c of rs.chains) lines.push(`:${c.name} - [0:0]`);
-  for (const c of rs.chains) lines.push(...renderChainBody(c));
+  for (const c of rs.chains) append(lines, renderChainBody(c));
   for (const h of rs.hooks) lines.push(renderHook(h));
   lines.push('COMMIT');
   return lines.join('\n') + '\n';

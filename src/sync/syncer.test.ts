@@ -82,6 +82,22 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     expect(net.sh('ipset list -n')).not.toContain('PCTL-revoked');
   });
 
+  it("IPVS: PCTL-OUTPUT's rule for the node's own traffic (-m addrtype) reads back from iptables-nft-save as written, so nothing is rewritten", async () => {
+    const ipvs = compile(sampleCluster(), 'n1', { proxy: { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } });
+    expect((await syncer.sync(ipvs)).wrote).toBe(true);
+    const own = renderIptablesRestore({ chains: ipvs.chains.filter((c) => c.name === 'PCTL-OUTPUT'), hooks: [] })
+      .split('\n')
+      .find((l) => l.includes('-m addrtype'))!;
+    expect(own).toMatch(/^-A PCTL-OUTPUT -m addrtype --src-type LOCAL -m comment --comment "[a-z2-7]{24} from an address of this node: [^"]*" -j RETURN$/);
+    const save = net.sh('iptables-nft-save -t filter');
+    expect(save.split('\n')).toContain(own);
+    expect(save.split('\n').filter((l) => l.startsWith('-A PCTL-OUTPUT '))).toHaveLength(5);
+    expect(isEmpty((await syncer.verify(ipvs)).plan)).toBe(true);
+    rec.calls.length = 0;
+    expect((await syncer.sync(compile(sampleCluster(), 'n1', { proxy: { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } }), { readKernel: true })).wrote).toBe(false);
+    expect(writesOf(rec)).toEqual([]);
+  });
+
   it('applying the same ruleset twice writes nothing the second time', async () => {
     await syncer.sync(desired);
     rec.calls.length = 0;

@@ -16,6 +16,16 @@
 // (FORWARD is unchanged; this mode routes same-node pod traffic through the node). A control
 // run with the agents forced to iptables mode shows the lab path really bypasses FORWARD:
 // there the same table is wrong both ways.
+// Node ports reached from elsewhere (a security review's finding): a connection to a node port of
+// the backend's node from a pod of the other node, from the other node itself or from the
+// external host crosses that node's INPUT with its own address as destination and leaves through
+// its OUTPUT with the client's address; the backend's ingress must judge it as `policyctl reach`
+// judges the client (PCTL-OUTPUT once returned everything no local pod sent, which opened every
+// local backend to every such client). A second proxy in each backend's node stands for IPVS's
+// node ports there (ipvs-proxy.py, listening on the node's address). flannel masquerades a pod's
+// connection to another node's address at the pod's node (ip-masq), so the backend's node sees
+// such a client as that node; the property tests (test/properties/ipvs.test.ts) cover a pod
+// address arriving unmasqueraded.
 // What it cannot prove: anything about IPVS itself (its scheduling, connection table, conntrack
 // handling, UDP); the proxy completes the client's handshake itself, so a cell counts as open
 // only when the backend's greeting comes back through it; hairpin (a pod through its own
@@ -27,12 +37,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labUp, loadFolder, readClusterInfo, startAgent, waitApplied, type ClusterInfo } from '../../src/lab/cluster.ts';
 import { killPids, netnsPids } from '../../src/lab/exec.ts';
+import { IPVS_PROXY_SCRIPT, startDaemon } from '../../src/lab/processes.ts';
 import { addService, execInNode, openLab } from '../../src/lab/lab.ts';
-import { probeAllPairs, probeMany, type ProbeRequest, type ProbeResult } from '../../src/lab/probe.ts';
+import { probeAllPairs, probeMany, type ProbeRequest, type ProbeResult, type ProbeSource } from '../../src/lab/probe.ts';
 import type { LabState } from '../../src/lab/state.ts';
 import type { Model } from '../../src/model/store.ts';
 import { isEnforceable, type PodRecord } from '../../src/model/types.ts';
-import { allowed, podKey, type Verdict } from '../../src/semantics/evaluate.ts';
+import { allowed, podKey, type Endpoint, type Verdict } from '../../src/semantics/evaluate.ts';
 import { reachTable } from '../../src/semantics/reach.ts';
 import { compareWithModel } from '../../src/cli/lab.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
@@ -154,6 +165,95 @@ describe.runIf(kernelTestsEnabled())('Services under kube-proxy IPVS mode on the
     expect(kernel.length).toBeGreaterThan(0);
     expect(compareWithModel(kernel, reachTable(model))).toEqual([]);
   }, 60_000);
+
+  it("node ports from elsewhere (a pod of the other node, the other node, the external host) meet the local backend's ingress: `policyctl reach` verdict for every client, the node's own connections pass", async () => {
+    // One node port per Service port, on the backend's node only: IPVS listens on every node,
+    // but a client of another node than the backend's is masqueraded there (not this finding).
+    const ports = servicesOf(model).flatMap((s, i) => s.ports.map((p, j) => ({ ...s, ...p, nodePort: 30080 + i * 10 + j })));
+    interface NodePortCell {
+      readonly from: ProbeSource;
+      readonly label: string;
+      readonly srcIp: string;
+      readonly backend: PodRecord;
+      readonly nodeIp: string;
+      readonly nodePort: number;
+      readonly targetPort: number;
+      readonly expected: boolean;
+      readonly why: string;
+      /** Denied by the backend's ingress, whatever else allows it. */
+      readonly deniedAtBackend: boolean;
+      readonly remote: 'pod' | 'host' | 'external' | 'local pod' | 'own node';
+    }
+    const np: NodePortCell[] = [];
+    for (const s of ports) {
+      const entry = lab.nodes.find((n) => n.name === s.backend.nodeName)!;
+      const flow = (src: Endpoint) => allowed(model, { src, dst: { kind: 'pod', pod: s.backend }, port: s.targetPort, protocol: 'TCP' });
+      const base = { backend: s.backend, nodeIp: entry.ip, nodePort: s.nodePort, targetPort: s.targetPort };
+      for (const client of [...model.allPods()].filter(isEnforceable)) {
+        if (client.uid === s.backend.uid) continue; // hairpin: another path
+        const v = flow({ kind: 'pod', pod: client });
+        if (client.nodeName === entry.name) {
+          np.push({ ...base, from: podKey(client), label: podKey(client), srcIp: client.ips[0]!, expected: v.allowed, why: v.summary, deniedAtBackend: !v.ingress.allowed, remote: 'local pod' });
+        } else {
+          // Its own node judges its egress against the node's address (kube-proxy takes a node
+          // port only for its own node's addresses), then masquerades it: flannel's ip-masq
+          // (FLANNEL-POSTRTG) rewrites a pod's packets to anything outside the cluster CIDR, a
+          // node's address included. So the backend's ingress meets the client's node.
+          const clientNode = lab.nodes.find((n) => n.name === client.nodeName)!;
+          const toNode = allowed(model, { src: { kind: 'pod', pod: client }, dst: { kind: 'ip', ip: entry.ip }, port: s.nodePort, protocol: 'TCP' });
+          const seen = flow({ kind: 'ip', ip: clientNode.ip });
+          np.push({ ...base, from: podKey(client), label: podKey(client), srcIp: clientNode.ip, expected: toNode.allowed && seen.ingress.allowed, why: `${toNode.summary}; ${seen.ingress.summary}`, deniedAtBackend: !seen.ingress.allowed, remote: 'pod' });
+        }
+      }
+      for (const n of lab.nodes) {
+        const v = flow({ kind: 'ip', ip: n.ip });
+        np.push({ ...base, from: { node: n.name }, label: `node ${n.name}`, srcIp: n.ip, expected: v.allowed, why: v.summary, deniedAtBackend: !v.ingress.allowed, remote: n.name === entry.name ? 'own node' : 'host' });
+      }
+      const v = flow({ kind: 'ip', ip: lab.external.ip });
+      np.push({ ...base, from: { external: true }, label: `external ${lab.external.ip}`, srcIp: lab.external.ip, expected: v.allowed, why: v.summary, deniedAtBackend: !v.ingress.allowed, remote: 'external' });
+    }
+    // Else this test proves less than it says.
+    const covers = {
+      'a pod of the other node whose egress allows it, denied by the backend': np.some((c) => c.remote === 'pod' && !c.expected && !c.why.startsWith('denied') && c.deniedAtBackend),
+      'a pod of the other node allowed': np.some((c) => c.remote === 'pod' && c.expected),
+      'the other node denied by the backend': np.some((c) => c.remote === 'host' && c.deniedAtBackend),
+      'the other node allowed': np.some((c) => c.remote === 'host' && c.expected),
+      'the external host denied by the backend': np.some((c) => c.remote === 'external' && c.deniedAtBackend),
+      'the external host allowed': np.some((c) => c.remote === 'external' && c.expected),
+      "the node's own connection to a backend that denies others": np.some((c) => c.remote === 'own node' && c.expected && np.some((d) => d.backend.uid === c.backend.uid && d.deniedAtBackend)),
+    };
+    expect(Object.entries(covers).filter(([, v]) => !v).map(([k]) => k)).toEqual([]);
+
+    const pids: number[] = [];
+    try {
+      for (const n of lab.nodes) {
+        const maps = ports.filter((s) => s.backend.nodeName === n.name).flatMap((s) => ['--map', `${n.ip}:${s.nodePort}=${s.backend.ips[0]}:${s.targetPort}`]);
+        if (maps.length === 0) continue;
+        pids.push(
+          await startDaemon({
+            argv: ['ip', 'netns', 'exec', n.netns, 'python3', IPVS_PROXY_SCRIPT, ...maps],
+            logFile: join(dir, `node-ports-${n.name}.log`),
+            context: `starting the node-port proxy on node ${n.name}`,
+          }),
+        );
+      }
+      const results = await probeMany(lab, np.map((c) => ({ from: c.from, to: { ip: c.nodeIp, port: c.nodePort, protocol: 'TCP' } })), { timeoutMs: TIMEOUT_MS });
+      const wrong: string[] = [];
+      results.forEach((r, i) => {
+        const c = np[i]!;
+        const open = r.server === podKey(c.backend);
+        const show = `${c.label} -> ${c.nodeIp}:${c.nodePort} (${podKey(c.backend)}:${c.targetPort}, ${c.remote})`;
+        if (open !== c.expected) wrong.push(`${show}: kernel ${open ? 'through' : 'closed'}, reach says ${c.expected ? 'allowed' : 'denied'} (${c.why})`);
+        // The backend's policy met the client's own address, as IPVS keeps it.
+        else if (open && !r.seenAs?.startsWith(`${c.srcIp}:`)) wrong.push(`${show}: the backend saw ${r.seenAs}, not ${c.srcIp}`);
+      });
+      expect(wrong).toEqual([]);
+      const open = np.filter((c) => c.expected).length;
+      console.log(`IPVS path, node ports: ${np.length} client x node port cells, ${open} through, ${np.length - open} closed, as reach says`);
+    } finally {
+      await killPids(pids);
+    }
+  }, 90_000);
 
   it('control: with the agents forced to iptables mode, the same table is wrong both ways (the lab path bypasses FORWARD)', async () => {
     lab = await openLab(name, { stateDir });

@@ -6,7 +6,15 @@
 //   and the backend pod as destination, then the backend node's FORWARD when it is another node.
 //   The semantics judge Service traffic at the backend (as `policyctl reach` does), so the
 //   verdict must equal the direct flow's;
-// and traffic the node sends itself to its pods (kubelet probes) passes OUTPUT untouched.
+// - through a node port of the backend's node from elsewhere (Dataplane.traverseIpvs with
+//   `node`): a pod of another node, a hostNetwork pod, a node's address, an outside address.
+//   The backend's node gets the packet in INPUT with its own address as destination and sends
+//   it on through OUTPUT with the client's address, where the backend's ingress must judge it
+//   as the semantics do (a security review found PCTL-OUTPUT returning every packet no local
+//   pod sent, so a node port opened every local backend to every such client); a client pod's
+//   own node judges its egress against the node's address it connects to (a direct flow);
+// and traffic the node sends itself to its pods (kubelet probes, from its InternalIP or the
+// bridge's address) returns from OUTPUT unjudged, by the rule for the node's own addresses.
 // A suite that could not fail proves nothing: each mutation below (the OUTPUT hook dropped, ...)
 // must make the same property fail. Replay a failure with PROPERTY_SEED=<seed>.
 
@@ -52,6 +60,45 @@ function serviceFlows(c: Cluster): Flow[] {
   return out;
 }
 
+/**
+ * Every client of a node port of the backend's node from elsewhere, with the verdict the
+ * semantics give that path: for each non-host backend pod B on node E, each pod of another node
+ * and each hostNetwork pod (anywhere), each outside address, and each node's address but E's
+ * bridge's (E reaches its own address from its InternalIP, the route's preferred source; the
+ * bridge's address is a source only toward the pod CIDR). Expected: B's ingress for the client
+ * (a host of E: always allowed, the node's own traffic; an unprogrammed address: denied), and
+ * for a pod of another node also its egress to E's address and the node port, which its own
+ * node judges (kube-proxy takes a node port only for its own node's addresses).
+ */
+function remoteNodePortFlows(c: Cluster): { flow: Flow; node: string; expected: { allowed: boolean; summary: string } }[] {
+  const out: { flow: Flow; node: string; expected: { allowed: boolean; summary: string } }[] = [];
+  for (const dst of endpoints(c)) {
+    if (dst.kind !== 'pod' || dst.pod.hostNetwork || !dst.pod.nodeName) continue;
+    const entry = NODES.find((n) => n.name === dst.pod.nodeName);
+    if (!entry) continue;
+    const clients: Endpoint[] = [
+      ...endpoints(c).filter((e) => e.kind === 'pod' && (e.pod.hostNetwork || e.pod.nodeName !== entry.name)),
+      ...[...EXTERNAL_IPS, ...NODE_ADDRESSES.filter((ip) => ip !== `${entry.prefix}1`)].map((ip): Endpoint => ({ kind: 'ip', ip })),
+    ];
+    for (const src of clients) {
+      for (const q of FLOW_PORTS) {
+        const flow: Flow = { src, dst, ...q };
+        const atBackend = allowed(c.model, flow);
+        let expected = { allowed: atBackend.allowed, summary: atBackend.summary };
+        if (src.kind === 'pod' && !src.pod.hostNetwork) {
+          const toNode = allowed(c.model, { src, dst: { kind: 'ip', ip: entry.ip }, port: NODE_PORT.port, protocol: q.protocol });
+          expected = {
+            allowed: toNode.allowed && atBackend.ingress.allowed,
+            summary: `to ${entry.ip}:${NODE_PORT.port} on its node: ${toNode.summary}; at the backend: ${atBackend.ingress.summary}`,
+          };
+        }
+        out.push({ flow, node: entry.name, expected });
+      }
+    }
+  }
+  return out;
+}
+
 function fail(flow: Flow, how: string, expected: boolean, summary: string, got: boolean, traces: { node: string; hook: string; result: TraceResult }[], plane: Dataplane): never {
   const t = traces.map((x) => `--- ${x.node} ${x.hook}\n${formatTrace(x.result)}`).join('\n');
   const rules = [...plane.nodes].map(([n, p]) => `=== ${n}\n${p.ipsetText}${p.iptablesText}`).join('\n');
@@ -73,8 +120,13 @@ function checkIpvs(c: Cluster, mutate?: Mutator, opts: CompileOptions = IPVS): v
       if (got.allowed !== expected.allowed) fail(flow, `through a Service (${via.kind} ${via.port}, IPVS)`, expected.allowed, expected.summary, got.allowed, got.traces, plane);
     }
   }
+  for (const { flow, node, expected } of remoteNodePortFlows(c)) {
+    const got = plane.traverseIpvs(flow, { ...NODE_PORT, node });
+    if (got.allowed !== expected.allowed) fail(flow, `through a node port of ${node} (${NODE_PORT.port}, IPVS)`, expected.allowed, expected.summary, got.allowed, got.traces, plane);
+  }
   // The node's own traffic to its pods: from its address and from the bridge's (the pod CIDR's
-  // first address, which kubelet's probes leave with). Never policed (docs/design.md).
+  // first address, which kubelet's probes leave with). Never policed (docs/design.md): it
+  // returns from PCTL-OUTPUT before any policy or dispatch chain.
   for (const nd of NODES) {
     const bridge = `${nd.prefix}1`;
     for (const e of endpoints(c)) {
@@ -82,6 +134,8 @@ function checkIpvs(c: Cluster, mutate?: Mutator, opts: CompileOptions = IPVS): v
       for (const src of [nd.ip, bridge]) {
         const r = plane.traceOutput(nd.name, { src, dst: e.pod.ips[0]!, protocol: 'tcp', dport: 80, sport: 40000 });
         if (r.verdict !== 'ACCEPT') throw new Error(`node ${nd.name} (${src}) -> ${podKey(e.pod)}: the node's own traffic was dropped in OUTPUT\n${formatTrace(r)}`);
+        // Unjudged: no policy or dispatch chain was entered (whatever rule returned it).
+        if (r.steps.some((st) => st.chain !== 'OUTPUT' && st.chain !== 'PCTL-OUTPUT')) throw new Error(`node ${nd.name} (${src}) -> ${podKey(e.pod)}: the node's own traffic did not return unjudged from PCTL-OUTPUT\n${formatTrace(r)}`);
       }
     }
   }
@@ -116,7 +170,12 @@ describe('under IPVS, compiled rules agree with the semantics on both paths', ()
     'PCTL-OUTPUT judges no egress': (t) => t.replace(/\n-A PCTL-OUTPUT [^\n]*-j PCTL-EGRESS/, ''),
     'Service VIPs are judged at INPUT (allowed Service traffic dropped)': (t) => t.replace(/\n-A PCTL-INPUT -d 10\.96\.0\.0\/12 [^\n]*-j RETURN/, ''),
     'node ports are judged at INPUT': (t) => t.replace(/\n-A PCTL-INPUT -p tcp [^\n]*--dport 30000:32767 [^\n]*-j RETURN/, ''),
-    "the node's own traffic is policed in OUTPUT": (t) => t.replace(/\n-A PCTL-OUTPUT -m set ! --match-set PCTL-programmed src [^\n]*-j RETURN/, ''),
+    "the node's own traffic is policed in OUTPUT": (t) => t.replace(/\n-A PCTL-OUTPUT -m addrtype --src-type LOCAL [^\n]*-j RETURN/, ''),
+    "PCTL-OUTPUT tests the destination's address type (the node's own traffic policed)": (t) => t.replace(/\n(-A PCTL-OUTPUT -m addrtype) --src-type LOCAL /, '\n$1 --dst-type LOCAL '),
+    // The rule the security review found: everything no local pod sent returned unjudged, so a
+    // node port opened every local backend to pods of other nodes and to the outside.
+    'PCTL-OUTPUT returns what no local pod sent (the old rule 2: node ports open local backends to remote clients)': (t) =>
+      t.replace(/\n-A PCTL-OUTPUT -m addrtype --src-type LOCAL /, '\n-A PCTL-OUTPUT -m set ! --match-set PCTL-programmed src '),
   };
   for (const [what, mutate] of Object.entries(mutations)) {
     it(`fails when ${what}`, () => expectMutationCaught(what, mutate, (spy) => fc.property(clusterArb, (c) => checkIpvs(c, spy)), RUNS));

@@ -7,8 +7,8 @@ import { compile, type CompileOptions } from '../../src/compiler/compile.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render.ts';
 import type { Model } from '../../src/model/store.ts';
 import { bridgeAddress, cidrContainsIp, parseCidr } from '../../src/model/cidr.ts';
-import type { Cidr, Protocol } from '../../src/model/types.ts';
-import type { Endpoint, Flow } from '../../src/semantics/evaluate.ts';
+import type { Cidr } from '../../src/model/types.ts';
+import type { Endpoint, Flow, FlowProtocol } from '../../src/semantics/evaluate.ts';
 import { parseIpsetRestore, parseIptablesRestore, trace, type IpsetState, type Packet, type Table, type TraceResult } from './tracer.ts';
 
 /** What flannel (and kube-proxy) leave in a node's filter table before we arrive. */
@@ -32,6 +32,12 @@ export interface NodePlane {
   readonly ipsets: IpsetState;
   readonly iptablesText: string;
   readonly ipsetText: string;
+  /**
+   * The node's own addresses, what its local routes hold (the LOCAL of `-m addrtype`, given to
+   * every trace on it): its InternalIPs (a hostNetwork pod's address is one) and the bridge's
+   * address in each of its pod CIDRs. Never a pod's: a pod's address is in its own namespace.
+   */
+  readonly local: readonly string[];
 }
 
 export type Mutator = (iptablesText: string, node: string) => string;
@@ -56,6 +62,7 @@ export class Dataplane {
       }
     }
     for (const n of nodeNames) {
+      const local = [...this.hostAddresses].filter(([, owner]) => owner === n).map(([ip]) => ip);
       const rs = compile(model, n, opts);
       let iptablesText = renderIptablesRestore(rs);
       if (mutate) iptablesText = mutate(iptablesText, n);
@@ -65,6 +72,7 @@ export class Dataplane {
         ipsets: parseIpsetRestore(ipsetText),
         iptablesText,
         ipsetText,
+        local,
       });
     }
   }
@@ -103,7 +111,7 @@ export class Dataplane {
     for (const h of hops) {
       const plane = this.nodes.get(h.node);
       if (!plane) throw new Error(`no compiled plane for node ${h.node}`);
-      const result = trace(plane.table, plane.ipsets, h.hook, { src, dst, protocol: l4(flow.protocol), dport: flow.port, sport: 40000, ...extra });
+      const result = trace(plane.table, plane.ipsets, h.hook, { src, dst, protocol: l4(flow.protocol), dport: flow.port, sport: 40000, ...extra }, { local: plane.local });
       traces.push({ ...h, result });
       if (result.verdict === 'DROP') return { allowed: false, traces };
     }
@@ -111,36 +119,55 @@ export class Dataplane {
   }
 
   /**
-   * The path of a pod's connection to another pod through a Service under kube-proxy's IPVS mode
-   * (docs/design.md, "How a packet walks it"): on the client's node the packet to the VIP
-   * (`clusterIP`: an address of the Service CIDR and the Service's port; `nodePort`: the node's
-   * own address and a node port) crosses INPUT; IPVS rewrites it after filter INPUT and sends it
-   * with the client pod's source and the backend's address and target port through OUTPUT; when
-   * the backend is on another node, that node's FORWARD sees it as any pod-to-pod packet. The
-   * Service has the flow's destination pod as its one backend and the flow's port as its target
-   * port. hostNetwork pods at either end and a pod reaching itself are not modelled (IPVS's
-   * local real servers and hairpin are other paths): callers pass two distinct non-host pods.
+   * The path of a connection to a pod through a Service under kube-proxy's IPVS mode
+   * (docs/design.md, "How a packet walks it"). The Service has the flow's destination pod (not
+   * hostNetwork) as its one backend and the flow's port as its target port. The client connects
+   * to the Service on its entry node E: `clusterIP` (an address of the Service CIDR and the
+   * Service's port), on the client's own node; `nodePort`, E's address and a node port, E being
+   * `node` (default: the client's node). The packet reaches E's INPUT with that destination
+   * - from a pod (not hostNetwork) of E, or an address on E's bridge: directly;
+   * - from a pod (or an address on the bridge) of another node C: through C's FORWARD first,
+   *   where kube-proxy takes no node port but its own node's, so the client's egress is judged
+   *   against E's address, as for any packet to a node;
+   * - from a node's own address (its InternalIP, the bridge's, a hostNetwork pod's): through
+   *   that node's OUTPUT first, as everything the node sends itself (E's too: to its own
+   *   address, back in through INPUT);
+   * - from an outside address (not a node's, in no pod CIDR; `nodePort` only): directly.
+   * IPVS rewrites it after filter INPUT and sends it through E's OUTPUT, source still the
+   * client, destination the backend and the target port (kube-proxy's SNAT of node port
+   * traffic, if any, comes later, in POSTROUTING). When the backend is on another node, that
+   * node's FORWARD sees it with the client's address (only for a client pod of E: elsewhere
+   * kube-proxy masquerades it, which is not modelled). A pod reaching itself (hairpin) is
+   * another path, not modelled either.
    */
-  traverseIpvs(flow: Flow, via: { kind: 'clusterIP'; vip: string; port: number } | { kind: 'nodePort'; port: number }): {
+  traverseIpvs(flow: Flow, via: { kind: 'clusterIP'; vip: string; port: number } | { kind: 'nodePort'; port: number; node?: string }): {
     allowed: boolean;
     traces: { node: string; hook: 'FORWARD' | 'INPUT' | 'OUTPUT'; result: TraceResult }[];
   } {
-    if (flow.src.kind !== 'pod' || flow.dst.kind !== 'pod' || flow.src.pod.hostNetwork || flow.dst.pod.hostNetwork || flow.src.pod.uid === flow.dst.pod.uid) {
-      throw new Error('traverseIpvs: a flow between two distinct non-host pods');
-    }
+    if (flow.dst.kind !== 'pod' || flow.dst.pod.hostNetwork) throw new Error('traverseIpvs: the backend is a pod, not hostNetwork');
+    if (flow.src.kind === 'pod' && flow.src.pod.uid === flow.dst.pod.uid) throw new Error('traverseIpvs: a pod through its own Service (hairpin) is not modelled');
     const src = ipOf(flow.src);
     const dst = ipOf(flow.dst);
-    const srcNode = flow.src.pod.nodeName;
     const dstNode = flow.dst.pod.nodeName;
-    if (!srcNode || !dstNode) throw new Error('traverseIpvs: both pods need a node');
+    if (!dstNode) throw new Error('traverseIpvs: the backend needs a node');
+    // Where the client is: on a node's bridge (a pod, or an address in its pod CIDR), a node's
+    // own address, or outside.
+    const host = flow.src.kind === 'pod' ? (flow.src.pod.hostNetwork ? flow.src.pod.nodeName : undefined) : this.hostAddresses.get(src);
+    const bridged = host !== undefined ? undefined : flow.src.kind === 'pod' ? flow.src.pod.nodeName : this.podCidrNode(src);
+    if (flow.src.kind === 'pod' && !flow.src.pod.nodeName) throw new Error('traverseIpvs: a client pod needs a node');
+    const entry = via.kind === 'nodePort' ? (via.node ?? host ?? bridged) : (host ?? bridged);
+    if (!entry) throw new Error(`traverseIpvs: a client outside every node reaches a Service through a node port of a given node, not by ${via.kind}`);
+    const entryIp = via.kind === 'clusterIP' ? via.vip : this.nodeIps.get(entry);
+    if (!entryIp) throw new Error(`traverseIpvs: node ${entry} has no address`);
+    if (dstNode !== entry && bridged !== entry) throw new Error('traverseIpvs: a backend on another node than the entry node is modelled for a client pod of the entry node only (kube-proxy masquerades the others)');
     const protocol = l4(flow.protocol);
-    const nodeIp = this.nodeIps.get(srcNode);
-    if (via.kind === 'nodePort' && !nodeIp) throw new Error(`traverseIpvs: node ${srcNode} has no address`);
-    const hops: { node: string; hook: 'FORWARD' | 'INPUT' | 'OUTPUT'; packet: Packet }[] = [
-      { node: srcNode, hook: 'INPUT', packet: { src, dst: via.kind === 'clusterIP' ? via.vip : nodeIp!, protocol, dport: via.port, sport: 40000 } },
-      { node: srcNode, hook: 'OUTPUT', packet: { src, dst, protocol, dport: flow.port, sport: 40000 } },
-    ];
-    if (dstNode !== srcNode) hops.push({ node: dstNode, hook: 'FORWARD', packet: { src, dst, protocol, dport: flow.port, sport: 40000 } });
+    const toService: Packet = { src, dst: entryIp, protocol, dport: via.port, sport: 40000 };
+    const toBackend: Packet = { src, dst, protocol, dport: flow.port, sport: 40000 };
+    const hops: { node: string; hook: 'FORWARD' | 'INPUT' | 'OUTPUT'; packet: Packet }[] = [];
+    if (host !== undefined) hops.push({ node: host, hook: 'OUTPUT', packet: toService });
+    else if (bridged !== undefined && bridged !== entry) hops.push({ node: bridged, hook: 'FORWARD', packet: toService });
+    hops.push({ node: entry, hook: 'INPUT', packet: toService }, { node: entry, hook: 'OUTPUT', packet: toBackend });
+    if (dstNode !== entry) hops.push({ node: dstNode, hook: 'FORWARD', packet: toBackend });
     return this.run(hops);
   }
 
@@ -148,7 +175,7 @@ export class Dataplane {
   traceOutput(node: string, packet: Packet): TraceResult {
     const plane = this.nodes.get(node);
     if (!plane) throw new Error(`no compiled plane for node ${node}`);
-    return trace(plane.table, plane.ipsets, 'OUTPUT', packet);
+    return trace(plane.table, plane.ipsets, 'OUTPUT', packet, { local: plane.local });
   }
 
   private run<H extends string>(hops: readonly { node: string; hook: H; packet: Packet }[]): { allowed: boolean; traces: { node: string; hook: H; result: TraceResult }[] } {
@@ -156,7 +183,7 @@ export class Dataplane {
     for (const h of hops) {
       const plane = this.nodes.get(h.node);
       if (!plane) throw new Error(`no compiled plane for node ${h.node}`);
-      const result = trace(plane.table, plane.ipsets, h.hook as 'FORWARD' | 'INPUT' | 'OUTPUT', h.packet);
+      const result = trace(plane.table, plane.ipsets, h.hook as 'FORWARD' | 'INPUT' | 'OUTPUT', h.packet, { local: plane.local });
       traces.push({ node: h.node, hook: h.hook, result });
       if (result.verdict === 'DROP') return { allowed: false, traces };
     }
@@ -185,4 +212,5 @@ function ipOf(e: Endpoint): string {
   return ip;
 }
 
-const l4 = (p: Protocol) => p.toLowerCase() as 'tcp' | 'udp' | 'sctp';
+/** The packet's protocol: a protocol without ports (FlowProtocol `other`) as ICMP, which stands for all of them. */
+const l4 = (p: FlowProtocol) => (p === 'other' ? 'icmp' : (p.toLowerCase() as 'tcp' | 'udp' | 'sctp'));

@@ -45,11 +45,13 @@ interface Case {
    */
   readonly hit?: string;
   readonly hook?: Hook;
+  /** The node's addresses (TraceOptions.local), for rules that test an address type. */
+  readonly local?: readonly string[];
 }
 
 function runCases(table: Table, ipsets: IpsetState, cases: readonly Case[]): void {
   for (const c of cases) {
-    const r = trace(table, ipsets, c.hook ?? 'FORWARD', c.packet);
+    const r = trace(table, ipsets, c.hook ?? 'FORWARD', c.packet, c.local ? { local: c.local } : {});
     const msg = `${c.name}\n${formatTrace(r)}`;
     expect(r.verdict, msg).toBe(c.verdict);
     if (c.by === null) expect(r.finalRule, msg).toBeUndefined();
@@ -261,6 +263,38 @@ describe('matches', () => {
     expect(() => trace(t, NO_SETS, 'FORWARD', tcp('1.1.1.1', '2.2.2.2', 1))).toThrow(/no inIface/);
   });
 
+  it('-m addrtype: LOCAL is an address of the node the trace is told of (or lo\'s 127.0.0.0/8), either side, negated or not', () => {
+    const t = parseIptablesRestore(
+      filter(
+        '-A OUTPUT -m addrtype --src-type LOCAL -m comment --comment "own" -j RETURN',
+        '-A OUTPUT -m addrtype ! --src-type LOCAL --dst-type local -m comment --comment "in through the node" -j DROP',
+        '-A OUTPUT -d 10.0.0.0/8 -j DROP',
+      ),
+    );
+    const local = ['192.168.50.11', '10.244.1.1', '10.96.0.0/12'];
+    runCases(t, NO_SETS, [
+      { name: 'from the node', hook: 'OUTPUT', local, packet: tcp('192.168.50.11', '10.1.0.1', 80), verdict: 'ACCEPT', by: 'own' },
+      { name: 'from its bridge address', hook: 'OUTPUT', local, packet: tcp('10.244.1.1', '10.1.0.1', 80), verdict: 'ACCEPT', by: 'own' },
+      { name: 'from loopback', hook: 'OUTPUT', local, packet: tcp('127.0.0.1', '10.1.0.1', 80), verdict: 'ACCEPT', by: 'own' },
+      { name: 'from a net given', hook: 'OUTPUT', local, packet: tcp('10.96.0.10', '10.1.0.1', 80), verdict: 'ACCEPT', by: 'own' },
+      { name: 'from elsewhere to the node: both sides hold', hook: 'OUTPUT', local, packet: tcp('10.244.2.7', '192.168.50.11', 80), verdict: 'DROP', by: 'in through the node' },
+      { name: 'from elsewhere to elsewhere: the destination side fails', hook: 'OUTPUT', local, packet: tcp('10.244.2.7', '10.1.0.1', 80), verdict: 'DROP', by: '-d 10.0.0.0/8' },
+      { name: 'a pod address of the node is not the node\'s', hook: 'OUTPUT', local, packet: tcp('10.244.1.10', '8.8.8.8', 80), verdict: 'ACCEPT', by: null },
+    ]);
+  });
+
+  it('-m addrtype: refused without the node\'s addresses (never guessed), and what it does not model or iptables refuses', () => {
+    const t = parseIptablesRestore(filter('-A OUTPUT -m addrtype --src-type LOCAL -j RETURN'));
+    expect(() => trace(t, NO_SETS, 'OUTPUT', tcp('1.1.1.1', '2.2.2.2', 1))).toThrow(/OUTPUT rule 1 .*tests --src-type but the trace has no local addresses/);
+    expect(trace(t, NO_SETS, 'OUTPUT', tcp('1.1.1.1', '2.2.2.2', 1), { local: [] }).verdict).toBe('ACCEPT');
+    expect(() => parseIptablesRestore(filter('-A OUTPUT -m addrtype -j RETURN'))).toThrow(/you must specify --src-type or --dst-type/);
+    expect(() => parseIptablesRestore(filter('-A OUTPUT -m addrtype --src-type UNICAST -j RETURN'))).toThrow(/address type UNICAST is not modelled/);
+    expect(() => parseIptablesRestore(filter('-A OUTPUT -m addrtype --src-type LOCAL,BROADCAST -j RETURN'))).toThrow(/address type BROADCAST is not modelled/);
+    expect(() => parseIptablesRestore(filter('-A OUTPUT -m addrtype --src-type HOME -j RETURN'))).toThrow(/unknown address type "HOME"/);
+    expect(() => parseIptablesRestore(filter('-A OUTPUT -m addrtype --dst-type LOCAL --limit-iface-in -j RETURN'))).toThrow(/unknown option "--limit-iface-in"/);
+    expect(() => trace(t, NO_SETS, 'OUTPUT', tcp('1.1.1.1', '2.2.2.2', 1), { local: ['node'] })).toThrow(/local address "node"/);
+  });
+
   it('host bits in -s are masked as iptables does', () => {
     const t = parseIptablesRestore(filter(':FORWARD DROP [0:0]', '-A FORWARD -s 10.1.2.3/16 -j ACCEPT'));
     runCases(t, NO_SETS, [
@@ -432,6 +466,35 @@ describe('renderer: the SYN condition', () => {
       { name: 'a SYN to 81', packet: tcp('1.1.1.1', '2.2.2.2', 81), verdict: 'ACCEPT', by: null },
       { name: 'a NEW ACK to 81', packet: tcp('1.1.1.1', '2.2.2.2', 81, { tcpFlags: ['ACK'] }), verdict: 'DROP', by: 'mid-stream' },
       { name: 'an ESTABLISHED ACK', packet: tcp('1.1.1.1', '2.2.2.2', 81, { ctstate: 'ESTABLISHED' }), verdict: 'ACCEPT', by: null },
+    ]);
+  });
+});
+
+describe('renderer: the address type', () => {
+  const line = (match: Ruleset['chains'][number]['rules'][number]['match']) =>
+    renderIptablesRestore({ chains: [{ name: 'PCTL-T', rules: [{ match, action: { kind: 'return' }, comment: 'c' }] }], hooks: [] })
+      .split('\n')
+      .find((l) => l.startsWith('-A '))!
+      .replace(/ -m comment .*/, '');
+
+  it('as iptables-nft-save 1.8.9 prints it back: one -m addrtype, `!` before the option, the source first, before set lookups', () => {
+    expect(line({ addrType: { src: { type: 'LOCAL' } } })).toBe('-A PCTL-T -m addrtype --src-type LOCAL');
+    expect(line({ addrType: { src: { type: 'LOCAL', negate: true }, dst: { type: 'LOCAL' } } })).toBe('-A PCTL-T -m addrtype ! --src-type LOCAL --dst-type LOCAL');
+    expect(line({ srcNet: '10.0.0.0/8', addrType: { dst: { type: 'LOCAL' } }, sets: [{ set: 'PCTL-s', dirs: 'src' }] })).toBe('-A PCTL-T -s 10.0.0.0/8 -m addrtype --dst-type LOCAL -m set --match-set PCTL-s src');
+    expect(line({ addrType: {} })).toBe('-A PCTL-T');
+  });
+
+  it('traced as the kernel tests it', () => {
+    const rs: Ruleset = {
+      node: 'n',
+      sets: [],
+      chains: [{ name: 'PCTL-T', rules: [{ match: { addrType: { src: { type: 'LOCAL' } } }, action: { kind: 'return' }, comment: 'own' }, { match: {}, action: { kind: 'drop' }, comment: 'rest' }] }],
+      hooks: [{ table: 'filter', chain: 'OUTPUT', target: 'PCTL-T', comment: 'test' }],
+    };
+    const t = parseIptablesRestore(renderIptablesRestore(rs));
+    runCases(t, NO_SETS, [
+      { name: 'the node\'s own', hook: 'OUTPUT', local: ['192.168.50.11'], packet: tcp('192.168.50.11', '10.244.1.10', 80), verdict: 'ACCEPT', by: null },
+      { name: 'a client IPVS forwards', hook: 'OUTPUT', local: ['192.168.50.11'], packet: tcp('8.8.8.8', '10.244.1.10', 80), verdict: 'DROP', by: 'rest' },
     ]);
   });
 });

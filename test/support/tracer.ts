@@ -193,7 +193,22 @@ export type MatchClause =
    * A rate limit. A trace follows one packet, and a limit only decides whether a rule that
    * goes on anyway (a log) runs, so it is taken as within its rate: it matches.
    */
-  | { readonly kind: 'hashlimit'; readonly name: string };
+  | { readonly kind: 'hashlimit'; readonly name: string }
+  /**
+   * `-m addrtype` (revision 1): the source's and the destination's type in the node's routes,
+   * each side given or not. Only LOCAL is modelled (TraceOptions.local says which addresses are
+   * the node's); the parser refuses every other type.
+   */
+  | { readonly kind: 'addrtype'; readonly src?: AddrTypeCondition; readonly dst?: AddrTypeCondition };
+
+/** One side of `-m addrtype`: the address's type is one of `types` (`negate`: none of them). */
+export interface AddrTypeCondition {
+  readonly types: readonly AddrType[];
+  readonly negate: boolean;
+}
+
+/** The address types the tracer can decide (libxt_addrtype knows more; the parser refuses them). */
+export type AddrType = 'LOCAL';
 
 export type Target =
   | { readonly kind: 'ACCEPT' | 'DROP' | 'REJECT' | 'RETURN' | 'LOG' | 'MASQUERADE' }
@@ -366,6 +381,11 @@ const MATCH_OPTIONS: Record<string, Record<string, OptionSpec>> = {
   state: { '--state': { values: 1, invertible: true } },
   comment: { '--comment': { values: 1, invertible: false } },
   mark: { '--mark': { values: 1, invertible: true } },
+  // libxt_addrtype revision 1; --limit-iface-in / --limit-iface-out are not modelled (unknown here).
+  addrtype: {
+    '--src-type': { values: 1, invertible: true },
+    '--dst-type': { values: 1, invertible: true },
+  },
   hashlimit: {
     '--hashlimit-upto': { values: 1, invertible: false },
     '--hashlimit-above': { values: 1, invertible: false },
@@ -429,6 +449,9 @@ const PROTOCOLS: Record<string, PacketProtocol | 'all'> = {
   all: 'all',
   '0': 'all',
 };
+
+/** libxt_addrtype's type names (the kernel's RTN_* route types). */
+const ADDRTYPE_NAMES = new Set(['UNSPEC', 'UNICAST', 'LOCAL', 'BROADCAST', 'ANYCAST', 'MULTICAST', 'BLACKHOLE', 'UNREACHABLE', 'PROHIBIT', 'THROW', 'NAT', 'XRESOLVE']);
 
 const CT_STATES = new Set(['NEW', 'ESTABLISHED', 'RELATED', 'INVALID', 'UNTRACKED', 'SNAT', 'DNAT']);
 
@@ -751,6 +774,25 @@ function buildMatch(
       if (!o) fail('-m mark needs --mark');
       const { value, mask } = parseMarkMask(o.values[0]!, fail);
       return { kind: 'mark', value, mask: mask ?? 0xffffffff, negate: o.negate };
+    }
+    case 'addrtype': {
+      // libxt_addrtype addrtype_check: "you must specify --src-type or --dst-type".
+      const side = (opt: '--src-type' | '--dst-type'): AddrTypeCondition | undefined => {
+        const o = get(opt);
+        if (!o) return undefined;
+        const types = o.values[0]!.split(',').map((t) => {
+          // libxt_addrtype parse_type: the rtn type names, any case; an unknown name is an error.
+          const u = t.toUpperCase();
+          if (!ADDRTYPE_NAMES.has(u)) fail(`-m addrtype: unknown address type "${t}"`);
+          if (u !== 'LOCAL') fail(`-m addrtype: address type ${u} is not modelled (only LOCAL: TraceOptions.local)`);
+          return u as AddrType;
+        });
+        return { types, negate: o.negate };
+      };
+      const src = side('--src-type');
+      const dst = side('--dst-type');
+      if (!src && !dst) fail('-m addrtype: you must specify --src-type or --dst-type');
+      return { kind: 'addrtype', ...(src ? { src } : {}), ...(dst ? { dst } : {}) };
     }
     case 'hashlimit': {
       // libxt_hashlimit: a name and a rate (--hashlimit-upto or --hashlimit-above) are required.
@@ -1370,7 +1412,29 @@ function inRange(v: number, r: PortRange): boolean {
   return v >= r.from && v <= r.to;
 }
 
-function ruleMatches(r: ParsedRule, p: Packet, mark: number, ipsets: IpsetState, fail: Fail): boolean {
+/**
+ * The node's local addresses as a test (TraceOptions.local): the addresses and nets given, and
+ * lo's 127.0.0.0/8 (the kernel's local table holds it on every node). Undefined without them.
+ */
+function localTest(local: readonly string[] | undefined): ((ip: number) => boolean) | undefined {
+  if (local === undefined) return undefined;
+  const nets = ['127.0.0.0/8', ...local].map((text) => {
+    const n = parseNet(text);
+    if (!n) throw new Error(`trace: local address "${text}" is not a.b.c.d or a.b.c.d/N`);
+    return n;
+  });
+  return (ip) => nets.some((n) => inNet(ip, n.net, n.prefix));
+}
+
+function addrTypeMatches(c: AddrTypeCondition, ip: number, isLocal: ((ip: number) => boolean) | undefined, which: string, fail: Fail): boolean {
+  // Which addresses are the node's is a fact of the node, not of the rules: a trace that was
+  // not told them cannot answer, as for a packet without interfaces.
+  if (!isLocal) fail(`the rule tests ${which} but the trace has no local addresses (TraceOptions.local)`);
+  // Only LOCAL is parsed (AddrType), so the type is LOCAL.
+  return isLocal(ip) !== c.negate;
+}
+
+function ruleMatches(r: ParsedRule, p: Packet, mark: number, ipsets: IpsetState, isLocal: ((ip: number) => boolean) | undefined, fail: Fail): boolean {
   if (r.src && ((packetIp(p, 'src', fail) & r.src.mask) >>> 0 === r.src.net) === r.src.negate) return false;
   if (r.dst && ((packetIp(p, 'dst', fail) & r.dst.mask) >>> 0 === r.dst.net) === r.dst.negate) return false;
   if (r.protocol && (p.protocol === r.protocol.name) === r.protocol.negate) return false;
@@ -1413,6 +1477,11 @@ function ruleMatches(r: ParsedRule, p: Packet, mark: number, ipsets: IpsetState,
       case 'mark':
         if ((((mark & m.mask) >>> 0) === m.value) === m.negate) return false;
         break;
+      case 'addrtype':
+        // xt_addrtype addrtype_mt_v1: the source's type first, then the destination's.
+        if (m.src && !addrTypeMatches(m.src, packetIp(p, 'src', fail), isLocal, '--src-type', fail)) return false;
+        if (m.dst && !addrTypeMatches(m.dst, packetIp(p, 'dst', fail), isLocal, '--dst-type', fail)) return false;
+        break;
     }
   }
   return true;
@@ -1446,6 +1515,12 @@ export interface TraceOptions {
   readonly table?: string;
   /** Evaluated rules before giving up (a loop the kernel would have refused). Default 100000. */
   readonly maxSteps?: number;
+  /**
+   * The addresses of the node the packet crosses (`a.b.c.d` or `a.b.c.d/N`): what its local
+   * routes hold, the `LOCAL` of `-m addrtype` (lo's 127.0.0.0/8 is added). Absent: a rule that
+   * tests an address type is refused, never guessed.
+   */
+  readonly local?: readonly string[];
 }
 
 /**
@@ -1464,6 +1539,7 @@ export function trace(table: Table, ipsets: IpsetState, hook: Hook, packet: Pack
   const base = t.chains.get(hook);
   if (!base?.builtin) throw new Error(`trace: no built-in chain ${hook} in table ${tableName}`);
   const maxSteps = opts.maxSteps ?? 100_000;
+  const isLocal = localTest(opts.local);
   const steps: TraceStep[] = [];
   let mark = packet.mark ?? 0;
   // Return points: [chain, next rule index (0-based)] for each -j that is still open.
@@ -1492,7 +1568,7 @@ export function trace(table: Table, ipsets: IpsetState, hook: Hook, packet: Pack
       throw new Error(`trace: ${where} (line ${r.line}): ${message}\n  ${r.text}`);
     };
     if (steps.length >= maxSteps) fail(`more than ${maxSteps} rules evaluated: a loop?`);
-    const matched = ruleMatches(r, packet, mark, ipsets, fail);
+    const matched = ruleMatches(r, packet, mark, ipsets, isLocal, fail);
     steps.push({ chain: chain.name, index: pos + 1, rule: r.text, line: r.line, matched, depth: stack.length });
     pos++;
     if (!matched || !r.target) continue;
@@ -1609,6 +1685,6 @@ export function formatTrace(result: TraceResult): string {
 }
 
 /** Convenience for tests: parse both texts and trace. */
-export function traceTexts(iptables: string, ipset: string, hook: Hook, packet: Packet): TraceResult {
-  return trace(parseIptablesRestore(iptables), parseIpsetRestore(ipset), hook, packet);
+export function traceTexts(iptables: string, ipset: string, hook: Hook, packet: Packet, opts: TraceOptions = {}): TraceResult {
+  return trace(parseIptablesRestore(iptables), parseIpsetRestore(ipset), hook, packet, opts);
 }
