@@ -28,6 +28,14 @@ describe('deniedFlows', () => {
     policy('app', 'allow', sel({ app: 'web' }), { ingress: [rule([podsPeer('app', sel({ app: 'client' }))])] }),
   );
   const f = (src: string, dst: string, dport: number, extra: Partial<ConntrackFlow> = {}): ConntrackFlow => ({ protocol: 'tcp', src, dst, sport: 40000, dport, ...extra });
+  /** web admits the client on TCP 80 only. */
+  const clientOnTcp80 = () =>
+    modelOf(
+      node('n1', '10.244.1.0/24', '192.168.50.11'),
+      pod('app', 'web', { app: 'web' }, { ip: '10.244.1.10', node: 'n1' }),
+      pod('app', 'client', { app: 'client' }, { ip: '10.244.2.10', node: 'n2' }),
+      policy('app', 'tcp-80', sel({ app: 'web' }), { ingress: [rule([podsPeer('app', sel({ app: 'client' }))], ports(80))] }),
+    );
 
   it('judges connections with a local pod at either end, by the backend behind a Service', () => {
     const flows = [
@@ -42,31 +50,19 @@ describe('deniedFlows', () => {
   });
 
   it('judges a protocol without ports (ICMP, GRE, one conntrack only numbers) as only rules without ports allow it', () => {
-    const withPorts = modelOf(
-      node('n1', '10.244.1.0/24', '192.168.50.11'),
-      pod('app', 'web', { app: 'web' }, { ip: '10.244.1.10', node: 'n1' }),
-      pod('app', 'client', { app: 'client' }, { ip: '10.244.2.10', node: 'n2' }),
-      policy('app', 'tcp-80', sel({ app: 'web' }), { ingress: [rule([podsPeer('app', sel({ app: 'client' }))], ports(80))] }),
-    );
     const flows = [f('10.244.2.10', '10.244.1.10', 0, { protocol: 'icmp', dport: undefined, sport: undefined }), f('10.244.2.10', '10.244.1.10', 0, { protocol: '47', dport: undefined, sport: undefined }), f('10.244.2.10', '10.244.1.10', 80)];
     // The client may reach web on TCP 80 only: its ICMP and GRE flows are denied, its TCP is not.
-    expect(deniedFlows(withPorts, 'n1', flows)).toEqual([flows[0], flows[1]]);
+    expect(deniedFlows(clientOnTcp80(), 'n1', flows)).toEqual([flows[0], flows[1]]);
     // In the first model the client may reach web on every protocol: nothing to end.
     expect(deniedFlows(m, 'n1', flows.map((x) => ({ ...x, src: '10.244.2.10' })))).toEqual([]);
   });
 
   it("judges a Service's connection on the backend's port (the targetPort), not the Service's", () => {
-    const only80 = modelOf(
-      node('n1', '10.244.1.0/24', '192.168.50.11'),
-      pod('app', 'web', { app: 'web' }, { ip: '10.244.1.10', node: 'n1' }),
-      pod('app', 'client', { app: 'client' }, { ip: '10.244.2.10', node: 'n2' }),
-      policy('app', 'allow-80', sel({ app: 'web' }), { ingress: [rule([podsPeer('app', sel({ app: 'client' }))], ports(80))] }),
-    );
     const viaService = (servicePort: number, targetPort: number) =>
       f('10.244.2.10', '10.96.0.10', servicePort, { replySrc: '10.244.1.10', replyDst: '10.244.2.10', replySport: targetPort, replyDport: 40000 });
     const flows = [viaService(80, 8443), viaService(8080, 80), f('10.244.2.10', '10.244.1.10', 80, { replySrc: '10.244.1.10', replySport: 80 })];
     // Service port 80 to targetPort 8443: denied (8443 is not allowed); 8080 to 80: allowed.
-    expect(deniedFlows(only80, 'n1', flows)).toEqual([flows[0]]);
+    expect(deniedFlows(clientOnTcp80(), 'n1', flows)).toEqual([flows[0]]);
   });
 
   it("judges the node's bridge address as the node's: its probes are the node's own traffic, a pod's connections to it meet the pod's egress only", () => {

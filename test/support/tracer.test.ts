@@ -430,12 +430,15 @@ describe('TCP flags', () => {
   });
 });
 
+/** One rule of chain PCTL-T with this match, as rendered, up to its comment. */
+const renderedMatch = (match: Ruleset['chains'][number]['rules'][number]['match'], action: 'drop' | 'return' = 'drop') =>
+  renderIptablesRestore({ chains: [{ name: 'PCTL-T', rules: [{ match, action: { kind: action }, comment: 'c' }] }], hooks: [] })
+    .split('\n')
+    .find((l) => l.startsWith('-A '))!
+    .replace(/ -m comment .*/, '');
+
 describe('renderer: the SYN condition', () => {
-  const line = (match: Ruleset['chains'][number]['rules'][number]['match']) =>
-    renderIptablesRestore({ chains: [{ name: 'PCTL-T', rules: [{ match, action: { kind: 'drop' }, comment: 'c' }] }], hooks: [] })
-      .split('\n')
-      .find((l) => l.startsWith('-A '))!
-      .replace(/ -m comment .*/, '');
+  const line = (match: Ruleset['chains'][number]['rules'][number]['match']) => renderedMatch(match);
 
   it('as iptables-nft-save prints it back: one -m tcp with a port, the flags after it', () => {
     expect(line({ protocol: 'tcp', syn: false, ctstate: ['NEW'] })).toBe('-A PCTL-T -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW');
@@ -471,11 +474,7 @@ describe('renderer: the SYN condition', () => {
 });
 
 describe('renderer: the address type', () => {
-  const line = (match: Ruleset['chains'][number]['rules'][number]['match']) =>
-    renderIptablesRestore({ chains: [{ name: 'PCTL-T', rules: [{ match, action: { kind: 'return' }, comment: 'c' }] }], hooks: [] })
-      .split('\n')
-      .find((l) => l.startsWith('-A '))!
-      .replace(/ -m comment .*/, '');
+  const line = (match: Ruleset['chains'][number]['rules'][number]['match']) => renderedMatch(match, 'return');
 
   it('as iptables-nft-save 1.8.9 prints it back: one -m addrtype, `!` before the option, the source first, before set lookups', () => {
     expect(line({ addrType: { src: { type: 'LOCAL' } } })).toBe('-A PCTL-T -m addrtype --src-type LOCAL');
