@@ -15,7 +15,8 @@ import { listFlows, parseConntrackList, type ConntrackFlow } from '../sync/connt
 import type { Runner } from '../sync/runner.ts';
 import { folderRevision } from '../watchers/files.ts';
 import { Agent } from './agent.ts';
-import { answerTuple, deniedFlows, revokeDenied } from './flows.ts';
+import { deniedFlows, revokeDenied } from './flows.ts';
+import { answerTuple } from '../sync/revoked-answers.ts';
 import { parseLocalAddresses } from '../sync/local-addresses.ts';
 import { until } from '../../test/support/until.ts';
 

@@ -10,7 +10,7 @@
 //   now denied are deleted: their next packet is a new connection, which the rules drop; a TCP
 //   packet without SYN is dropped as a mid-stream pickup (layout.ts MIDSTREAM_CHAIN), so the
 //   connection stays ended. UDP has no SYN: before the entry of a UDP flow goes, the tuple its
-//   answers travel on goes into layout.ts REVOKED_SET for a while, so an answer that was still
+//   answers travel on goes into layout.ts REVOKED_SET for a while (src/sync/revoked-answers.ts), so an answer that was still
 //   on its way (a server answering late) is dropped too instead of being tracked as a new flow
 //   of the server's, whose replies the client's datagrams would then be. The connections the node opens itself (from one of its own addresses:
 //   kubelet's probes come from the bridge's) are left alone: the rules never judge them (they leave
@@ -26,8 +26,8 @@ import type { Model, ModelChange } from '../model/store.ts';
 import type { PodRecord, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { allowed, isUnprogrammedAddress, type Endpoint, type FlowProtocol } from '../semantics/evaluate.ts';
-import { REVOKED_SET } from '../compiler/layout.ts';
 import { deleteAddressFlows, deleteFlow, listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
+import { holdAnswers } from '../sync/revoked-answers.ts';
 import { localAddresses } from '../sync/local-addresses.ts';
 import type { Runner } from '../sync/runner.ts';
 import { errorText } from '../util/error-text.ts';
@@ -105,29 +105,6 @@ export function deniedFlows(model: Model, node: string, flows: readonly Conntrac
     if (!verdict.allowed) out.push(f);
   }
   return out;
-}
-
-/**
- * The REVOKED_SET element of a UDP flow: where its answers go (the reply tuple's destination
- * and port: the client and its port) and who sends them (the reply's source: the server, after
- * a Service's DNAT the backend); undefined for other protocols or an entry without a reply tuple.
- */
-export function answerTuple(f: ConntrackFlow): string | undefined {
-  if (f.protocol !== 'udp' || !f.replySrc || !f.replyDst || f.replyDport === undefined) return undefined;
-  return `${f.replyDst},udp:${f.replyDport},${f.replySrc}`;
-}
-
-/**
- * Put the answer tuples of these flows into REVOKED_SET (the kernel expires each after the
- * set's timeout; adding one again restarts it). Returns how many, or throws naming the set and
- * what ipset said.
- */
-export async function holdAnswers(runner: Runner, flows: readonly ConntrackFlow[]): Promise<number> {
-  const tuples = [...new Set(flows.flatMap((f) => answerTuple(f) ?? []))];
-  if (tuples.length === 0) return 0;
-  const r = await runner.run('ipset', ['restore', '-exist'], { input: tuples.map((t) => `add ${REVOKED_SET} ${t}\n`).join('') });
-  if (r.exitCode !== 0) throw new Error(`adding ${tuples.length} answer tuple(s) of revoked UDP flows to ${REVOKED_SET} failed with exit code ${r.exitCode}: ${r.stderr.trim() || '(no output)'}`);
-  return tuples.length;
 }
 
 /**
