@@ -28,6 +28,7 @@ import { isEnforceable } from '../model/types.ts';
 import { allowed, isUnprogrammedAddress, type Endpoint, type FlowProtocol } from '../semantics/evaluate.ts';
 import { deleteAddressFlows, deleteFlow, listFlows, type ConntrackFlow } from '../sync/conntrack.ts';
 import { holdAnswers } from '../sync/revoked-answers.ts';
+import { REVOKED_SET } from '../compiler/layout.ts';
 import { localAddresses } from '../sync/local-addresses.ts';
 import type { Runner } from '../sync/runner.ts';
 import { errorText } from '../util/error-text.ts';
@@ -117,7 +118,7 @@ export async function revokeDenied(model: Model, node: string, runner: Runner): 
   let holdError: string | undefined;
   // Before the entries go: from the moment one is deleted, an answer on its tuple is new.
   try {
-    await holdAnswers(runner, denied);
+    await holdAnswers(runner, REVOKED_SET, denied);
   } catch (e) {
     holdError = errorText(e);
   }
