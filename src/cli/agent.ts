@@ -86,7 +86,8 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   let source: ModelSource;
   if (makeSource) source = makeSource(logger);
   else if (o.kube) source = kubeSource(o, o.node, logger, staleWatchMs(o.staleWatch ?? '2m'));
-  else if (o.manifests) source = new FileSource({ dir: o.manifests, logger });
+  // --dry-run is one pass: a file it cannot read is an error, not a wait (FileSourceOptions.once).
+  else if (o.manifests) source = new FileSource({ dir: o.manifests, logger, ...(o.dryRun && { once: true }) });
   else throw new CliError('give --kube (watch the cluster) or --manifests DIR (a folder of manifests to enforce)', EXIT.usage);
 
   if (o.dryRun) {

@@ -237,6 +237,16 @@ describe('FileSource', () => {
     expect(src.status()).toMatchObject({ synced: true, healthy: true });
   });
 
+  it('once (a one-shot command such as agent --dry-run): a document whose content cannot be told is an error naming it, not a wait', async () => {
+    writeFileSync(join(dir, 'a.yaml'), `apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n   namespace: x\n`);
+    src = new FileSource({ dir, pollMs: 20, settleMs: 5, once: true });
+    await expect(src.start()).rejects.toThrow(new RegExp(`not every manifest file could be read.*${join(dir, 'a.yaml').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: 1 unreadable document`));
+    writeFileSync(join(dir, 'a.yaml'), DENY_ALL);
+    src = new FileSource({ dir, pollMs: 20, settleMs: 5, once: true });
+    await src.start();
+    expect(src.status()).toMatchObject({ synced: true, healthy: true });
+  });
+
   it('an unparseable NetworkPolicy in a new file, at start (a restart) or later, fails closed for its namespace and the source says where', async () => {
     writeFileSync(join(dir, 'dup.yaml'), DUP);
     writeFileSync(join(dir, 'pod.yaml'), POD);

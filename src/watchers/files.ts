@@ -57,6 +57,11 @@ export interface FileSourceOptions {
   readonly pollMs?: number;
   /** Quiet time after a change event before rescanning (editors write in several steps). */
   readonly settleMs?: number;
+  /**
+   * For a one-shot command (`agent --dry-run`): start() reads the folder once and, when not
+   * every file could be read, throws naming them instead of waiting for them.
+   */
+  readonly once?: boolean;
 }
 
 /** Identity of a folder's manifest content: what `lab probe` compares with an agent's. */
@@ -91,6 +96,7 @@ export class FileSource implements ModelSource {
   private readonly log: Logger | undefined;
   private readonly pollMs: number;
   private readonly settleMs: number;
+  private readonly once: boolean;
   private readonly files = new Map<string, FileEntry>();
   private readonly listeners: (() => void)[] = [];
   private rev = '';
@@ -116,12 +122,17 @@ export class FileSource implements ModelSource {
     this.log = o.logger;
     this.pollMs = o.pollMs ?? 1000;
     this.settleMs = o.settleMs ?? 50;
+    this.once = o.once ?? false;
   }
 
   async start(): Promise<void> {
     await this.rescan();
     // A folder that cannot be read at start is a configuration error, not an empty cluster.
     if (this.lastError.startsWith(FOLDER_UNREADABLE)) throw new Error(this.lastError);
+    if (this.once) {
+      if (!this.synced) throw new Error(`not every manifest file could be read, so the folder's content is not known whole: ${this.lastError}`);
+      return;
+    }
     try {
       this.watcher = watch(this.dir, { recursive: true }, () => this.scheduleRescan());
       this.watcher.on('error', (e) => this.log?.warn({ err: e }, 'watching the manifest folder failed; polling continues'));
