@@ -12,6 +12,9 @@
 //                                                  chain PCTL-L-...) by that ClusterNetworkPolicy
 //   `default deny ingress: isolated by A,B`        denied: counted for each isolating NetworkPolicy
 //   `from|to an address of pod CIDR ...` (DROP)    denied, tier none (an unprogrammed address)
+//   `cnp/NAME TIER Deny|Pass ingress[i]: from|to an address of the pod CIDRs that is no known pod ...`
+//                                                  denied by that ClusterNetworkPolicy: an address
+//                                                  no known pod has, which it may name
 // The log rules before drops (`log: ...`), the drop chains' own rules (`drop: ...`, counted by the
 // rule that went there) and Pass rules are not counted. A comment longer than
 // the kernel keeps (255 characters) can name fewer isolating policies than there are.
@@ -41,6 +44,12 @@ export function attribute(c: Pick<RuleCounter, 'comment' | 'target'>): Attributi
     // A Deny drops in place or goes to its drop chain (drop-log.ts chainedDrop), which drops every packet.
     if ((m[3] === 'Accept' && target !== 'RETURN') || (m[3] === 'Deny' && target !== 'DROP' && !target.startsWith(DROP_CHAIN_PREFIX))) return undefined;
     return { verdict: m[3] === 'Accept' ? 'allowed' : 'denied', tier: m[2] as 'Admin' | 'Baseline', direction: dirOf(m[4]!), policies: [m[1]!] };
+  }
+  // A Deny or Pass that names pods drops an address of the pod CIDRs no known pod has (it may be one it names).
+  m = /^(cnp\/\S+) (Admin|Baseline) (Deny|Pass) (ingress|egress)\[\d+\]: (from|to) an address of the pod CIDRs that is no known pod/.exec(comment);
+  if (m) {
+    if (target !== 'DROP' && !target.startsWith(DROP_CHAIN_PREFIX)) return undefined;
+    return { verdict: 'denied', tier: m[2] as 'Admin' | 'Baseline', direction: dirOf(m[4]!), policies: [m[1]!] };
   }
   m = /^default deny (ingress|egress): isolated by (.+)$/.exec(comment);
   if (m && target === 'DROP') {

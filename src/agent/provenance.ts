@@ -25,7 +25,7 @@
 import type { CompileOptions } from '../compiler/compile.ts';
 import { DIRECTIONS, DISPATCH_CHAINS, WIDE_CHAINS, nodePodCidrs } from '../compiler/layout.ts';
 import { dropChain, parseDropLogPrefix } from '../compiler/drop-log.ts';
-import { blockSetSpec, clusterPolicyRules, namedPortSetSpec, podSetSpec, type SetSource } from '../compiler/rules.ts';
+import { blockSetSpec, clusterPolicyRules, KNOWN_PODS_SPEC, namedPortSetSpec, POD_CIDRS_SET, podSetSpec, unknownPodAddressMatches, type SetSource } from '../compiler/rules.ts';
 import { PodSelection, SharedAdminPrefix, selectTiers, tierChains, type TierPolicy } from '../compiler/tiers.ts';
 import { renderRule, ruleId } from '../sync/render.ts';
 import type { Chain, Rule, Ruleset } from '../compiler/ruleset.ts';
@@ -53,6 +53,7 @@ const NAMES: SetSource = {
   namedPortSet: (peer, port, protocol) => namedPortSetSpec(peer, port, protocol).name,
   blockSet: (b) => blockSetSpec(b).name,
   netSet: (spec) => spec.name,
+  unknownPodAddress: (side) => unknownPodAddressMatches(side, POD_CIDRS_SET, KNOWN_PODS_SPEC.name),
 };
 
 interface PolicyChain {

@@ -17,8 +17,8 @@ import type { IpBlockPeer, PodRecord, PodsPeer, PolicyType, Protocol } from '../
 import { isEnforceable } from '../model/types.ts';
 import { collisionOf, contentText, quarantineChain, sortCollisions } from './collisions.ts';
 import { DIRECTIONS, PROGRAMMED_SPEC, bucketedDispatch, dropsMidstream, dispatchRule, dispatchSetSpec, hooksFor, layoutChains, layoutRuntimeSets, WIDE_CHAINS, nodePodCidrs, programmedSetNeeded, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from './layout.ts';
-import { blockSetSpec, namedPortEntries, namedPortSetSpec, peerKey, podSetSpec, sortedMembers, type SetSource, type SetSpec } from './rules.ts';
-import type { Chain, IpSet, NameCollision, Rule, Ruleset, SetMember } from './ruleset.ts';
+import { blockSetSpec, KNOWN_PODS_SPEC, namedPortEntries, namedPortSetSpec, peerKey, podCidrsSetSpec, podSetSpec, sortedMembers, unknownPodAddressMatches, type SetSource, type SetSpec } from './rules.ts';
+import type { Chain, IpSet, NameCollision, Rule, Ruleset, SetMatch, SetMember } from './ruleset.ts';
 import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, type DirectionPath, type TierOptions } from './tiers.ts';
 
 interface SetBuilder extends SetSpec {
@@ -102,6 +102,13 @@ class Context implements SetSource {
     return this.lazy({ name: spec.name, type: spec.type, purpose: spec.purpose }, (s) => {
       for (const m of spec.members) s.members.set(m.entry, !!m.nomatch);
     });
+  }
+
+  unknownPodAddress(side: 'src' | 'dst'): readonly SetMatch[] {
+    const known = this.lazy(KNOWN_PODS_SPEC, (s) => {
+      for (const p of this.peerPods('any')) for (const ip of p.ips) s.members.set(ip, false);
+    });
+    return unknownPodAddressMatches(side, this.netSet(podCidrsSetSpec(this.model)), known);
   }
 }
 

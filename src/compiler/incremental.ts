@@ -37,7 +37,7 @@ import { quarantineChain, sameContent } from './collisions.ts';
 import type { CompileOptions } from './compile.ts';
 import { DIRECTIONS, PROGRAMMED_SPEC, dropsMidstream, hooksFor, layoutRuntimeSets, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type LayoutOptions, type ServiceProxy } from './layout.ts';
 import type { Rule, Ruleset, RulesetDelta } from './ruleset.ts';
-import { podPortsKey } from './rules.ts';
+import { POD_CIDRS_SET, podCidrsKey, podPortsKey } from './rules.ts';
 import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierOptions, type TierPolicy } from './tiers.ts';
 import { DispatchState, type Group } from './incremental/dispatch.ts';
 import { ContentTracker, Recorder, collisionsOf, newPathMemo, newTierMemo, type PathEntry, type SetNeed } from './incremental/paths.ts';
@@ -106,6 +106,8 @@ export class IncrementalCompiler {
 
   /** The node's pod CIDRs as of the last build (a change of them rebuilds). */
   private cidrs: string[] = [];
+  /** Every node's pod CIDRs as of the last build (rules.ts podCidrsKey; a change of them rebuilds). */
+  private podCidrsKey = '';
   private readonly extraCidrs: readonly string[];
   private readonly tierOptions: TierOptions | undefined;
   private readonly proxy: ServiceProxy | undefined;
@@ -167,10 +169,22 @@ export class IncrementalCompiler {
         if (c.after) this.dirtyNamespaces.add(c.after.name);
         break;
       case 'Node':
-        // Only this node's pod CIDRs matter (the top chains and PCTL-programmed): rebuild when
-        // they change, which is rare (a Node's status updates leave them alone).
-        if (!this.needsBuild && (c.before?.name === this.node || c.after?.name === this.node)) {
-          if (nodePodCidrs(this.model, this.node, this.extraCidrs).join(',') !== this.cidrs.join(',')) this.needsBuild = true;
+        // This node's pod CIDRs (the top chains and PCTL-programmed) and every node's (the
+        // members of POD_CIDRS_SET, which the chains' needs carry): rebuild when they change,
+        // which is rare (a Node's status updates leave them alone).
+        if (this.needsBuild) break;
+        if ((c.before?.name === this.node || c.after?.name === this.node) && nodePodCidrs(this.model, this.node, this.extraCidrs).join(',') !== this.cidrs.join(',')) this.needsBuild = true;
+        else {
+          const key = podCidrsKey(this.model);
+          if (key === this.podCidrsKey) break;
+          // In use: rebuild with the new members. Not in use: only the remembered chains'
+          // needs carry the old members (an evicted entry is rebuilt equal, so forgetting is safe).
+          if (this.sets.get(POD_CIDRS_SET)) this.needsBuild = true;
+          else {
+            this.memo.clear();
+            this.tierMemo.clear();
+            this.podCidrsKey = key;
+          }
         }
         break;
       case 'ClusterNetworkPolicy':
@@ -223,6 +237,7 @@ export class IncrementalCompiler {
     this.regroup = false;
     this.outputDirty = true;
     this.cidrs = nodePodCidrs(this.model, this.node, this.extraCidrs);
+    this.podCidrsKey = podCidrsKey(this.model);
     this.programmed = undefined;
     if (programmedSetNeeded(this.cidrs)) {
       this.programmed = this.sets.create(PROGRAMMED_SPEC);
@@ -396,7 +411,7 @@ export class IncrementalCompiler {
       const tierKey = `${tier.name}|${d}|${policies.map((p) => this.policyId(p)).join(',')}|${tier.podPorts ? podPortsKey(pod, d) : ''}|${next ?? ''}`;
       let e = this.tierMemo.get(tierKey);
       if (!e) {
-        const rec = new Recorder();
+        const rec = new Recorder(this.model);
         const chain = build(rec);
         // The sets the chain's rules still match (a tier drops the rules at its end that change
         // nothing), as compile() keeps them.
@@ -408,7 +423,7 @@ export class IncrementalCompiler {
       if (e.chain) needsOf.set(e.chain, e.needs);
       return e.chain;
     };
-    const dp = directionPath(new Recorder(), pod, dir, sel, cache, this.tierOptions);
+    const dp = directionPath(new Recorder(this.model), pod, dir, sel, cache, this.tierOptions);
     const chains = [...dp.entry, ...dp.next];
     // The sets of the chains the path keeps (a tier after a deny-all is left out).
     const needs = new Map<string, SetNeed>();
@@ -467,7 +482,7 @@ export class IncrementalCompiler {
   /** The prefix chains' rules into the layout, their sets referenced before the old ones are let go. */
   private takePrefixRules(): void {
     const prefix = this.prefix!;
-    const rec = new Recorder();
+    const rec = new Recorder(this.model);
     const wide: Partial<Record<PolicyType, Rule[]>> = {};
     for (const dir of DIRECTIONS) {
       const rules = prefix.rules(rec, dir);

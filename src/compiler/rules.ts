@@ -6,14 +6,16 @@
 // port), so rules of different policies that match the same pods share one set, and a set's name
 // never depends on its members: a pod joining a peer is a set add (invariant cost-proportional).
 
+import { bridgeAddress, parseCidr } from '../model/cidr.ts';
 import { selectorKey } from '../model/selector.ts';
+import type { Model } from '../model/store.ts';
 import type { Cidr, ClusterPolicyRecord, CnpAction, CnpRule, IpBlockPeer, PodRecord, PodsPeer, PolicyRecord, PolicyRule, PolicyType, Protocol } from '../model/types.ts';
 import { dns1123SubdomainErrors } from '../model/validation.ts';
 import { hashText } from '../util/digest.ts';
 import { chainedDrop, loggedDrop } from './drop-log.ts';
 import { FAMILY, VERDICTS } from './layout.ts';
 import { policyCommentRef, setName } from './names.ts';
-import type { Action, L4Protocol, Match, PortRange, Rule, SetMember, SetType } from './ruleset.ts';
+import { PREFIX, type Action, type L4Protocol, type Match, type PortRange, type Rule, type SetMatch, type SetMember, type SetType } from './ruleset.ts';
 import { append } from '../util/arrays.ts';
 import { MULTIPORT_SLOTS } from '../model/rule-expansion.ts';
 
@@ -42,6 +44,76 @@ export interface SetSource {
   blockSet(b: IpBlockPeer): string;
   /** A hash:net set of fixed members (a CNP's `networks`). */
   netSet(spec: SetSpec & { readonly members: readonly SetMember[] }): string;
+  /**
+   * The set matches that hold, on `side`, for an address of the cluster's pod CIDRs that no pod
+   * the node knows has (UNKNOWN_POD_ADDRESS: POD_CIDRS_SET, then not in KNOWN_PODS_SPEC).
+   */
+  unknownPodAddress(side: 'src' | 'dst'): readonly SetMatch[];
+}
+
+// ---- addresses a node does not know yet (docs/design.md, invariant fail-closed-in-time) -------
+//
+// A pod starts on one node (its CNI ADD programs it there at once) and the other nodes learn its
+// address only from the API, a status report and a watch event later. Until then, on those nodes,
+// its address matches no pods or namespaces peer: an allow rule that names it does not match
+// (fail closed), but neither does a Deny that names it. So a pod that a ClusterNetworkPolicy
+// walls off could reach a pod of another node in that window, and keep the connection. A Deny or
+// Pass rule with a pods or namespaces peer therefore also matches, after its own peers, an
+// address of any node's pod CIDR that no pod the node knows has, and drops it (clusterPolicyRules):
+// it may be a pod the rule names. A Pass drops it too: what comes after a Pass (a NetworkPolicy
+// isolating the pod) may deny what a later rule would accept. Nothing is dropped that the rule
+// could not name, and an allow-only setup (NetworkPolicy) never meets these rules, so a new pod
+// waits for the other nodes only where a Deny could concern it.
+
+/**
+ * The gate set of every address of a pod the node knows, on any node (the enforceable pods of
+ * the model): an address leaves it before anything else changes and joins it after every other
+ * change is in force (IpSet.gate), so the pod's own peer sets hold it first.
+ */
+export const KNOWN_PODS_SPEC: SetSpec = { name: `${PREFIX}-known`, type: 'hash:ip', purpose: 'addresses of every pod the node knows, on any node', gate: true };
+
+/** The hash:net set of every node's pod CIDRs, each node's bridge address (the node's own, no pod's) an exception. */
+export const POD_CIDRS_SET = `${PREFIX}-pod-cidrs`;
+
+const podCidrSpecs = new WeakMap<Model, { readonly generation: number; readonly spec: SetSpec & { readonly members: readonly SetMember[] } }>();
+
+/** POD_CIDRS_SET as the model has it now (its members change only with the Nodes' podCIDRs). */
+export function podCidrsSetSpec(model: Model): SetSpec & { readonly members: readonly SetMember[] } {
+  const memo = podCidrSpecs.get(model);
+  if (memo && memo.generation === model.generation) return memo.spec;
+  const nets = new Set<string>();
+  const bridges = new Set<string>();
+  for (const n of model.allNodes()) {
+    for (const text of n.podCIDRs) {
+      try {
+        const c = parseCidr(text);
+        if (c.family !== FAMILY.cidrFamily) continue;
+        nets.add(c.text);
+        const b = bridgeAddress(c);
+        if (b !== undefined) bridges.add(b);
+      } catch {
+        // An invalid podCIDR matches nothing; the model's validation reports it.
+      }
+    }
+  }
+  const members: SetMember[] = [...nets].sort().map((entry) => ({ entry }));
+  for (const b of [...bridges].sort()) members.push({ entry: b, nomatch: true });
+  const spec = { name: POD_CIDRS_SET, type: 'hash:net' as const, purpose: "every node's pod CIDRs, not the bridges' addresses", members };
+  podCidrSpecs.set(model, { generation: model.generation, spec });
+  return spec;
+}
+
+/** A key that changes exactly when POD_CIDRS_SET's members do. */
+export function podCidrsKey(model: Model): string {
+  return podCidrsSetSpec(model).members.map((m) => (m.nomatch ? `!${m.entry}` : m.entry)).join(',');
+}
+
+/** UNKNOWN_POD_ADDRESS as set matches, given the two sets' names. */
+export function unknownPodAddressMatches(side: 'src' | 'dst', cidrs: string, known: string): readonly SetMatch[] {
+  return [
+    { set: cidrs, dirs: side },
+    { set: known, dirs: side, negate: true },
+  ];
 }
 
 const peerKeys = new WeakMap<PodsPeer, string>();
@@ -341,8 +413,17 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
       else out.push({ match, action, comment });
     };
     const peers = cnpPeerMatches(sets, rule, dir);
+    // A Deny or Pass that names pods also drops, after its own peers, the addresses of the pod
+    // CIDRs no known pod has (UNKNOWN_POD_ADDRESS above): with the rule's ports, and for an egress
+    // named port, which resolves on a destination pod the node does not know, with any port.
+    const unknown = rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'pods') ? sets.unknownPodAddress(peerSide(dir)) : undefined;
+    const unknownDrop = (m: Match) => {
+      const text = `${comment}: ${peerSide(dir) === 'src' ? 'from' : 'to'} an address of the pod CIDRs that is no known pod (it may be one this rule names)`;
+      append(out, (drops === 'chained' ? chainedDrop : loggedDrop)({ ...m, sets: [...unknown!, ...(m.sets ?? [])] }, text, { kind: 'unknown', dir }));
+    };
     if (!rule.protocols) {
       for (const p of peers) push(p.match);
+      if (unknown) unknownDrop({});
       return;
     }
     const numeric: PortPlan = new Map();
@@ -352,16 +433,24 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
       else named.push(m.name);
     }
     const ports = portMatches(numeric);
+    // destinationNamedPort resolves on the destination pod, each port with its own protocol: an
+    // ip,port set of the pods' ports of that name, matched on the destination. Egress: the peer's
+    // pods (a destination that is not a pod is in no such set). Ingress: the destination is the
+    // selected pod itself, so the set of every pod serves, and the chain does not depend on the
+    // pod's ports (pods under the same policies share it).
+    const namedSet = (pods: PodsPeer | 'any', name: string): SetMatch => ({ set: sets.namedPortSet(pods, name, undefined), dirs: 'dst,dst' });
     for (const p of peers) {
       for (const pm of ports) push({ ...p.match, ...pm });
-      // destinationNamedPort resolves on the destination pod, each port with its own protocol:
-      // an ip,port set of the pods' ports of that name, matched on the destination. Egress: the
-      // peer's pods (a destination that is not a pod is in no such set). Ingress: the destination
-      // is the selected pod itself, so the set of every pod serves, and the chain does not depend
-      // on the pod's ports (pods under the same policies share it).
       for (const name of named) {
-        const set = { set: sets.namedPortSet(dir === 'Egress' ? p.pods : 'any', name, undefined), dirs: 'dst,dst' as const };
+        const set = namedSet(dir === 'Egress' ? p.pods : 'any', name);
         push({ ...p.match, sets: dir === 'Egress' && p.pods !== 'any' ? [set] : [...(p.match.sets ?? []), set] });
+      }
+    }
+    if (unknown) {
+      for (const pm of ports) unknownDrop(pm);
+      if (named.length > 0) {
+        if (dir === 'Egress') unknownDrop({});
+        else for (const name of named) unknownDrop({ sets: [namedSet('any', name)] });
       }
     }
   });

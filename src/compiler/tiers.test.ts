@@ -98,9 +98,12 @@ describe('compiled tiers', () => {
     expect(admin).toHaveLength(1);
     const prefix = dropLogPrefix({ kind: 'cnp', dir: 'Ingress', tier: 'Admin', index: 1, name: 'guard' });
     const drops = dropChain(prefix);
+    // Accept, Deny, the Deny's drop of an address of the pod CIDRs no known pod has (rules.ts), then on.
+    const unknown = dropChain(dropLogPrefix({ kind: 'unknown', dir: 'Ingress' }));
     expect(admin[0]!.rules.map((r) => r.action)).toEqual([
       { kind: 'return' },
       { kind: 'logdrop', chain: drops.name, prefix },
+      { kind: 'logdrop', chain: unknown.name, prefix: unknown.prefix },
       { kind: 'goto', chain: 'PCTL-INGRESS-NEXT' },
     ]);
     // The drop chain is programmed once, with the log rule and the drop.
@@ -210,6 +213,8 @@ describe('incremental compiler and ClusterNetworkPolicies', () => {
         expect(wideRules.rules.map((r) => r.action)).toEqual([
           { kind: 'return' },
           { kind: 'log', prefix: dropLogPrefix({ kind: 'cnp', dir: 'Ingress', tier: 'Admin', index: 1, name: 'guard' }) },
+          { kind: 'drop' },
+          { kind: 'log', prefix: dropLogPrefix({ kind: 'unknown', dir: 'Ingress' }) },
           { kind: 'drop' },
           { kind: 'goto', chain: 'PCTL-INGRESS' },
         ]);

@@ -6,6 +6,10 @@
 //   same-node and other-node pods and by the external host: no connection the policies deny
 //   succeeds, and every flow they allow works within 1 s of the pod's network coming up
 //   (test/support/pod-start.ts);
+// - pods an Admin ClusterNetworkPolicy Deny walls off, started on either node: no connection
+//   with a pod of the other node while that node does not know them yet (it drops an address of
+//   the pod CIDRs no known pod has at a Deny that names pods), and their allowed flows still
+//   work within 1 s;
 // - a pod attached to cni0 by hand (bridge alone, never named to an agent) gets nothing in or out;
 // - agent killed: existing isolation holds, a new pod's ADD fails and the pod gets no network
 //   (nothing in or out, from friends neither) until the agent is back; after the restart the
@@ -17,7 +21,7 @@ import { netnsPids, signalPids } from '../../src/lab/exec.ts';
 import { addPod, findNode } from '../../src/lab/lab.ts';
 import { probeMany, type ProbeRequest } from '../../src/lab/probe.ts';
 import { kernelTestsEnabled } from '../support/netns.ts';
-import { EXTERNAL_PORT, newPod, PEERS, PodStartScenario } from '../support/pod-start.ts';
+import { EXTERNAL_PORT, newPod, PEERS, PodStartScenario, type NewPod } from '../support/pod-start.ts';
 
 const started = Date.now();
 
@@ -27,6 +31,23 @@ function pct(xs: readonly number[], q: number): string {
   return String(s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]);
 }
 const PODS = 51;
+
+/** An Admin ClusterNetworkPolicy: the peers refuse namespace walled, in and out. */
+const WALL = `
+apiVersion: v1
+kind: Namespace
+metadata: {name: walled}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: wall}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: peers}}}
+  ingress: [{name: no-walled-in, action: Deny, from: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: walled}}}]}]
+  egress: [{name: no-walled-out, action: Deny, to: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: walled}}}]}]
+`;
 
 describe.runIf(kernelTestsEnabled())('pod start, unknown pods and agent outage on the real kernel', () => {
   const s = new PodStartScenario({ name: `ps${process.pid % 100000}` });
@@ -59,6 +80,26 @@ describe.runIf(kernelTestsEnabled())('pod start, unknown pods and agent outage o
     // ADD (bridge plus policyctl-cni) returned only once the pod was enforced: after its network was up.
     for (const p of r.pods) expect(p.added).toBeGreaterThanOrEqual(p.networkUp);
   }, 300_000);
+
+  it('pods an Admin Deny walls off: no connection with a pod of the other node while that node does not know them yet', async () => {
+    // The peers refuse namespace walled both ways. A walled pod is programmed on its own node
+    // at ADD; the other node learns its address half a second later (the status report), and
+    // until then must not take it for no pod at all.
+    await s.apply('wall.yaml', WALL);
+    await s.restartProbers();
+    const walled = [0, 1, 2, 3, 4, 5].map((i): NewPod => {
+      const node = i % 2 === 0 ? 'n1' : 'n2';
+      return { key: `walled/w${i}`, namespace: 'walled', name: `w${i}`, node, ip: `10.244.${node === 'n1' ? 1 : 2}.${150 + Math.floor(i / 2)}` };
+    });
+    for (const p of walled) await s.startPod(p);
+    const r = await s.report(walled);
+    expect(r.leaks).toEqual([]);
+    // Both ways with every peer, of both nodes, both protocols: denied; with the external host: allowed, in time.
+    expect(r.deniedFlows).toBe(walled.length * PEERS.length * 2 * 2);
+    expect(r.allowedFlows).toBe(walled.length * 2 * 2);
+    expect(r.slow).toEqual([]);
+    expect(r.attempts).toBeGreaterThan(walled.length * 100);
+  }, 90_000);
 
   it('a pod attached to cni0 by hand, never named to the agent, gets no connection in or out', async () => {
     const lab = await s.refresh();

@@ -16,8 +16,7 @@ import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { labUp, loadFolder, type ClusterInfo } from '../../src/lab/cluster.ts';
-import { readClusterInfo } from '../../src/lab/cluster.ts';
+import { agentReports, labUp, loadFolder, readClusterInfo, type ClusterInfo } from '../../src/lab/cluster.ts';
 import { destroyLab, openLab } from '../../src/lab/lab.ts';
 import type { LabKubelet } from '../../src/lab/kubelet.ts';
 import { scriptCommand, scriptEnv } from '../../src/lab/processes.ts';
@@ -271,6 +270,23 @@ export class PodStartScenario {
     appendFileSync(join(this.dir, 'new-pods.yaml'), pods.map(podYaml).join(''));
     this.started.push(...pods);
     await this.kubelet.reconcile();
+  }
+
+  /**
+   * Put objects other than pods into the folder (`file` in it) and wait until every agent has
+   * applied the source that results.
+   */
+  async apply(file: string, yaml: string, timeoutMs = 30_000): Promise<void> {
+    writeFileSync(join(this.dir, file), yaml);
+    await this.kubelet.reconcile();
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const { source } = await this.kubelet.status();
+      const reports = await agentReports(this.info);
+      if (reports.every((r) => r.revision === source && r.ready)) return;
+      if (Date.now() > end) throw new Error(`agents did not apply ${file} (source revision ${source}) within ${timeoutMs} ms: ${reports.map((r) => `${r.node} applied ${r.revision || 'nothing'}${r.ready ? '' : `, not ready: ${r.reasons.join('; ')}`}`).join(', ')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   /** Stop probing; judge every success and every allowed flow of the new pods. */

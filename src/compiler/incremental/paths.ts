@@ -8,12 +8,14 @@ import { LRUCache } from 'lru-cache';
 import type { IpBlockPeer, PodsPeer, PolicyType, Protocol } from '../../model/types.ts';
 import { collisionOf, contentText, sortCollisions, type NameCollision } from '../collisions.ts';
 import type { ChainContent } from '../layout.ts';
-import { blockSetSpec, namedPortSetSpec, podSetSpec, type SetSource, type SetSpec } from '../rules.ts';
-import type { SetMember } from '../ruleset.ts';
+import { blockSetSpec, KNOWN_PODS_SPEC, namedPortSetSpec, podCidrsSetSpec, podSetSpec, unknownPodAddressMatches, type SetSource, type SetSpec } from '../rules.ts';
+import type { SetMatch, SetMember } from '../ruleset.ts';
+import type { Model } from '../../model/store.ts';
 
 /** A set a chain needs, recorded while the chain is built. */
 export type SetNeed =
-  | { readonly kind: 'p'; readonly spec: SetSpec; readonly peer: PodsPeer }
+  /** A peer's pod addresses (`any`: every pod's, KNOWN_PODS_SPEC). */
+  | { readonly kind: 'p'; readonly spec: SetSpec; readonly peer: PodsPeer | 'any' }
   | { readonly kind: 'n'; readonly spec: SetSpec; readonly peer: PodsPeer | 'any'; readonly portName: string; readonly protocol: Protocol | undefined }
   /** A set of fixed members (ipBlock, networks). */
   | { readonly kind: 'b'; readonly spec: SetSpec; readonly members: readonly SetMember[] };
@@ -21,6 +23,10 @@ export type SetNeed =
 /** The rule builder's set source: records the sets a path needs instead of filling them. */
 export class Recorder implements SetSource {
   readonly needs = new Map<string, SetNeed>();
+  private readonly model: Model;
+  constructor(model: Model) {
+    this.model = model;
+  }
   podSet(peer: PodsPeer): string {
     const spec = podSetSpec(peer);
     if (!this.needs.has(spec.name)) this.needs.set(spec.name, { kind: 'p', spec, peer });
@@ -37,6 +43,10 @@ export class Recorder implements SetSource {
   netSet(spec: SetSpec & { readonly members: readonly SetMember[] }): string {
     if (!this.needs.has(spec.name)) this.needs.set(spec.name, { kind: 'b', spec: { name: spec.name, type: spec.type, purpose: spec.purpose }, members: spec.members });
     return spec.name;
+  }
+  unknownPodAddress(side: 'src' | 'dst'): readonly SetMatch[] {
+    if (!this.needs.has(KNOWN_PODS_SPEC.name)) this.needs.set(KNOWN_PODS_SPEC.name, { kind: 'p', spec: KNOWN_PODS_SPEC, peer: 'any' });
+    return unknownPodAddressMatches(side, this.netSet(podCidrsSetSpec(this.model)), KNOWN_PODS_SPEC.name);
   }
 }
 
