@@ -216,7 +216,7 @@ export class DropLog {
     const m = this.o.model;
     switch (p.kind) {
       case 'unknown':
-        return { tier: 'none', reason: `${ip} is in this node's pod CIDRs but is not a pod this node enforces (IP not reported yet, pod finished, or the address claimed by two pods): new connections from and to it are dropped` };
+        return { tier: 'none', reason: `${ip} is in the pod CIDRs but is not a pod this node knows or enforces (IP not reported yet, pod finished, or the address claimed by two pods): new connections from and to it are dropped where it could be a pod kept out` };
       case 'midstream':
         if (protocol === 'UDP') return { tier: 'none', reason: `a UDP datagram to the port of a flow --revoke-established ended, from its server (an answer still on its way): new to conntrack, dropped so the flow is not taken up again in reverse (for ${REVOKED_TIMEOUT_S} s after it was ended)` };
         return { tier: 'none', reason: `a TCP packet in the middle of a connection conntrack does not track (ended by --revoke-established, or its entry lost): taken for a new connection without SYN, dropped; the connection must be opened again` };

@@ -77,7 +77,7 @@ describe('policyctl drops --kube', () => {
     const lines = r.out.split('\n');
     // Grouped by destination, in name order; the reason in explain's words.
     expect(lines[0]).toBe('10.244.2.99:');
-    expect(lines[1]).toMatch(/^  y\/s -> port 22\/TCP: ingress denied on n2, 1 packet in 0\.0s \(last [^)]+\): 10\.244\.2\.99 is in this node's pod CIDRs but is not a pod this node enforces/);
+    expect(lines[1]).toMatch(/^  y\/s -> port 22\/TCP: ingress denied on n2, 1 packet in 0\.0s \(last [^)]+\): 10\.244\.2\.99 is in the pod CIDRs but is not a pod this node knows or enforces/);
     expect(lines[2]).toBe('x/a:');
     expect(lines[3]).toMatch(/^  y\/d -> port 80\/TCP: ingress denied on n1, 2 packets in [0-9.]+s \(last [^)]+\): \[NetworkPolicy\] isolated by x\/allow, x\/deny, no rule matches$/);
     expect(lines[4]).toBe('y/c:');

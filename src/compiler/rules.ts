@@ -419,7 +419,11 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
     const unknown = rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'pods') ? sets.unknownPodAddress(peerSide(dir)) : undefined;
     const unknownDrop = (m: Match) => {
       const text = `${comment}: ${peerSide(dir) === 'src' ? 'from' : 'to'} an address of the pod CIDRs that is no known pod (it may be one this rule names)`;
-      append(out, (drops === 'chained' ? chainedDrop : loggedDrop)({ ...m, sets: [...unknown!, ...(m.sets ?? [])] }, text, { kind: 'unknown', dir }));
+      // Logged as the layout's unknown-address drops are, by the side the address is on (an
+      // unknown source as egress, an unknown destination as ingress: drop-log.ts), so the drop
+      // log names the address, not the pod the rule protects.
+      const cause = { kind: 'unknown' as const, dir: peerSide(dir) === 'src' ? ('Egress' as const) : ('Ingress' as const) };
+      append(out, (drops === 'chained' ? chainedDrop : loggedDrop)({ ...m, sets: [...unknown!, ...(m.sets ?? [])] }, text, cause));
     };
     if (!rule.protocols) {
       for (const p of peers) push(p.match);

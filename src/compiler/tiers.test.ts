@@ -99,7 +99,7 @@ describe('compiled tiers', () => {
     const prefix = dropLogPrefix({ kind: 'cnp', dir: 'Ingress', tier: 'Admin', index: 1, name: 'guard' });
     const drops = dropChain(prefix);
     // Accept, Deny, the Deny's drop of an address of the pod CIDRs no known pod has (rules.ts), then on.
-    const unknown = dropChain(dropLogPrefix({ kind: 'unknown', dir: 'Ingress' }));
+    const unknown = dropChain(dropLogPrefix({ kind: 'unknown', dir: 'Egress' })); // by the unknown source's side
     expect(admin[0]!.rules.map((r) => r.action)).toEqual([
       { kind: 'return' },
       { kind: 'logdrop', chain: drops.name, prefix },
@@ -214,7 +214,7 @@ describe('incremental compiler and ClusterNetworkPolicies', () => {
           { kind: 'return' },
           { kind: 'log', prefix: dropLogPrefix({ kind: 'cnp', dir: 'Ingress', tier: 'Admin', index: 1, name: 'guard' }) },
           { kind: 'drop' },
-          { kind: 'log', prefix: dropLogPrefix({ kind: 'unknown', dir: 'Ingress' }) },
+          { kind: 'log', prefix: dropLogPrefix({ kind: 'unknown', dir: 'Egress' }) },
           { kind: 'drop' },
           { kind: 'goto', chain: 'PCTL-INGRESS' },
         ]);

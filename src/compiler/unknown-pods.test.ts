@@ -71,8 +71,9 @@ describe('addresses of the pod CIDRs this node does not know yet', () => {
       const inbound = walk(rs, NEW_IP, web.ips[0]!);
       expect(inbound.verdict).toBe('DROP');
       expect(matched(inbound)).toContain('cnp/wall Admin Deny ingress[0]: from an address of the pod CIDRs that is no known pod');
-      // Logged as what it is: an address no known pod has.
-      expect(inbound.finalRule).toContain(`drop: ${dropLogPrefix({ kind: 'unknown', dir: 'Ingress' })}`);
+      // Logged as what it is: an address no known pod has, by its side (a source: egress), so
+      // the drop log names the address.
+      expect(inbound.finalRule).toContain(`drop: ${dropLogPrefix({ kind: 'unknown', dir: 'Egress' })}`);
       expect(walk(rs, web.ips[0]!, NEW_IP).verdict).toBe('DROP');
     }
   });
