@@ -12,6 +12,7 @@ import { parseIpsetRestore, parseIptablesRestore, trace, type TraceResult } from
 import { normalize } from '../model/normalize.ts';
 import type { Model } from '../model/store.ts';
 import type { ClusterPolicyRecord } from '../model/types.ts';
+import { allowed } from '../semantics/evaluate.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
 import { attribute } from '../agent/policy-counters.ts';
 import { compile } from './compile.ts';
@@ -119,6 +120,29 @@ describe('addresses of the pod CIDRs this node does not know yet', () => {
     // A NetworkPolicy allow list needs none of it: the unknown address matches no peer, so the isolated pod refuses it.
     const allowT = policy('x', 'from-t', sel(), { ingress: [rule()] });
     for (const rs of both(cluster(allowT))) expect(rs.sets.map((s) => s.name)).not.toContain(POD_CIDRS_SET);
+  });
+
+  it('why a Pass drops it: after the Pass a NetworkPolicy may deny what a later Accept of the networks would let through', () => {
+    // web's egress: tenant t is passed to the NetworkPolicies (which allow web nothing), the
+    // rest of the cluster's addresses accepted. The new pod is in t: the complete model denies.
+    const delegate = cnp('delegate', {
+      tier: 'Admin',
+      priority: 10,
+      subject: nsNamed('x'),
+      egress: [
+        { name: 't-to-np', action: 'Pass', to: [nsNamed('t')] },
+        { name: 'cluster', action: 'Accept', to: [{ networks: ['10.244.0.0/16'] }] },
+      ],
+    });
+    const isolated = policy('x', 'no-egress', sel(), { types: ['Egress'], egress: [] });
+    const complete = cluster(delegate, isolated, tenantPod);
+    expect(allowed(complete, { src: { kind: 'pod', pod: web }, dst: { kind: 'pod', pod: complete.getPod(tenantPod.uid)! }, port: 80, protocol: 'TCP' }).allowed).toBe(false);
+    // n1 has not learned it yet: taken for no pod, the Accept would let it through; dropped instead.
+    for (const rs of both(cluster(delegate, isolated))) {
+      const t = walk(rs, web.ips[0]!, NEW_IP);
+      expect(t.verdict).toBe('DROP');
+      expect(matched(t)).toContain('cnp/delegate Admin Pass egress[0]: to an address of the pod CIDRs that is no known pod');
+    }
   });
 
   it('a Baseline Deny that names pods drops it as well', () => {

@@ -50,7 +50,11 @@ export class Dataplane {
   /** Every node's own addresses (InternalIPs, the bridge's address in each pod CIDR) -> the node. */
   private readonly hostAddresses = new Map<string, string>();
 
-  constructor(model: Model, nodeNames: readonly string[], mutate?: Mutator, opts: CompileOptions = {}) {
+  /**
+   * `modelOf`: the model a node compiles from, when it is not `model` (a node that lags behind
+   * the API: test/properties/lagging-nodes.test.ts); the nodes and addresses come from `model`.
+   */
+  constructor(model: Model, nodeNames: readonly string[], mutate?: Mutator, opts: CompileOptions = {}, modelOf?: (node: string) => Model) {
     const base = parseIptablesRestore(FOREIGN_FILTER);
     for (const n of model.allNodes()) for (const c of n.podCIDRs) this.cidrs.push({ node: n.name, cidr: parseCidr(c) });
     for (const n of model.allNodes()) if (n.internalIPs[0]) this.nodeIps.set(n.name, n.internalIPs[0]);
@@ -63,7 +67,7 @@ export class Dataplane {
     }
     for (const n of nodeNames) {
       const local = [...this.hostAddresses].filter(([, owner]) => owner === n).map(([ip]) => ip);
-      const rs = compile(model, n, opts);
+      const rs = compile(modelOf?.(n) ?? model, n, opts);
       let iptablesText = renderIptablesRestore(rs);
       if (mutate) iptablesText = mutate(iptablesText, n);
       const ipsetText = renderIpsetRestore(rs.sets);
