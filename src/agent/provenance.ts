@@ -20,7 +20,8 @@
 //   the kernel still refuses it), the local pods dispatched to it: quarantined, they get no
 //   address, so the node's gate (PCTL-programmed) drops their new connections. Fail closed even
 //   then, and the chain leaves the Ruleset.
-// - the top chains, the hooks, the programmed set itself: nothing (not one object's doing).
+// - the top chains, the hooks, the programmed set itself, the drop chain of unknown addresses
+//   (shared by every Deny or Pass that names pods): nothing (not one object's doing).
 
 import type { CompileOptions } from '../compiler/compile.ts';
 import { DIRECTIONS, DISPATCH_CHAINS, WIDE_CHAINS, nodePodCidrs } from '../compiler/layout.ts';
@@ -186,8 +187,10 @@ export class Provenance {
             for (const pol of tc.policies) {
               for (const r of tc.tier.policyRules(NAMES, pod, dir, pol, tc.next)) {
                 pc.byRule.set(ruleId(r), pol);
-                // A Deny's drop chain (drop-log.ts chainedDrop) is its policy's: one prefix, one rule of one policy.
-                if (r.action.kind === 'logdrop' && !this.policyChains.has(r.action.chain)) {
+                // A Deny's drop chain (drop-log.ts chainedDrop) is its policy's: one prefix, one rule
+                // of one policy. The drop chain of unknown addresses (a Deny or Pass that names pods,
+                // rules.ts) is every such rule's on the node: not one object's doing.
+                if (r.action.kind === 'logdrop' && parseDropLogPrefix(r.action.prefix)?.kind === 'cnp' && !this.policyChains.has(r.action.chain)) {
                   const drops = dropChain(r.action.prefix);
                   this.policyChains.set(drops.name, { dir, byRule: new Map(drops.rules.map((d) => [ruleId(d), pol])), pods: [] });
                 }

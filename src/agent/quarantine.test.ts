@@ -198,11 +198,16 @@ describe('ClusterNetworkPolicies in the quarantine and the provenance', () => {
     const rs = compile(m, 'n1');
     const pp = planPieces(diff(rs, emptyState()));
     const prov = new Provenance(m, 'n1', rs);
-    const chain = [...pp.rest].find((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && p.chain.name.startsWith('PCTL-L-'))!;
+    const drops = [...pp.rest].filter((p): p is Extract<Piece, { kind: 'chain' }> => p.kind === 'chain' && p.chain.name.startsWith('PCTL-L-'));
+    const logsAs = (p: Extract<Piece, { kind: 'chain' }>, kind: string) => p.chain.rules.some((r) => r.action.kind === 'log' && r.action.prefix.split(' ')[2] === kind);
+    const chain = drops.find((p) => logsAs(p, 'cnp'))!;
     expect(chain.chain.rules.map((r) => r.action.kind)).toEqual(['log', 'drop']);
     for (const rule of chain.chain.rules) {
       const line = renderRule(chain.chain.name, rule);
       expect(prov.owners(chain, line)).toEqual([{ kind: 'ClusterNetworkPolicy', uid: wall.uid, ref: 'clusternetworkpolicy/wall', field: 'spec.ingress[1]', value: line }]);
     }
+    // The drop chain of addresses no known pod has serves every Deny or Pass that names pods: no one owner.
+    const unknown = drops.find((p) => logsAs(p, 'unknown'))!;
+    for (const rule of unknown.chain.rules) expect(prov.owners(unknown, renderRule(unknown.chain.name, rule))).toEqual([]);
   });
 });

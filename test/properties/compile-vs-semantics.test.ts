@@ -5,9 +5,9 @@
 
 import fc from 'fast-check';
 import { describe, it } from 'vitest';
-import { allowed, podKey, type Endpoint, type Flow } from '../../src/semantics/evaluate.ts';
+import { allowed, podKey, type Endpoint } from '../../src/semantics/evaluate.ts';
 import type { CompileOptions } from '../../src/compiler/compile.ts';
-import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS_AND_PORTLESS as FLOW_PORTS, NODES, clusterArb, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
+import { NODES, clusterArb, flowsAmong, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
 import { checkProperty, expectMutationCaught, propertyRuns } from '../support/property.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
 import { dropLogMismatch } from '../support/drop-log-check.ts';
@@ -15,21 +15,8 @@ import { formatTrace } from '../support/tracer.ts';
 
 const RUNS = propertyRuns(400);
 
-/** Every flow of interest in a cluster: all ordered pairs of sending pods, plus the outside. */
-function flowsOf(c: Cluster): Flow[] {
-  // Pods that can send or receive: running, with an address (hostNetwork pods use the node's).
-  const live = c.pods.filter((p) => p.ips.length > 0 && p.phase !== 'Failed');
-  const eps: Endpoint[] = live.map((pod) => ({ kind: 'pod', pod }));
-  const out: Flow[] = [];
-  for (const src of eps) {
-    for (const dst of eps) for (const q of FLOW_PORTS) out.push({ src, dst, ...q });
-    for (const ip of [...EXTERNAL_IPS, ...NODE_ADDRESSES]) {
-      const ext: Endpoint = { kind: 'ip', ip };
-      for (const q of FLOW_PORTS) out.push({ src, dst: ext, ...q }, { src: ext, dst: src, ...q });
-    }
-  }
-  return out;
-}
+/** Every flow of interest in a cluster: pods that can send or receive (running, with an address; hostNetwork pods use the node's), and the outside. */
+const flowsOf = (c: Cluster) => flowsAmong(c.pods.filter((p) => p.ips.length > 0 && p.phase !== 'Failed'));
 
 const name = (e: Endpoint) => (e.kind === 'pod' ? `${podKey(e.pod)}${e.pod.hostNetwork ? '(host)' : ''}` : e.ip);
 

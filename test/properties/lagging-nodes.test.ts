@@ -10,9 +10,8 @@
 import fc from 'fast-check';
 import { describe, it } from 'vitest';
 import { Model } from '../../src/model/store.ts';
-import type { PodRecord } from '../../src/model/types.ts';
-import { allowed, podKey, type Endpoint, type Flow } from '../../src/semantics/evaluate.ts';
-import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS_AND_PORTLESS as FLOW_PORTS, NODES, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
+import { allowed, podKey, type Endpoint } from '../../src/semantics/evaluate.ts';
+import { NODES, flowsAmong, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
 import { checkProperty, expectMutationCaught, propertyRuns } from '../support/property.ts';
 import { formatTrace } from '../support/tracer.ts';
@@ -30,16 +29,6 @@ function laggingModel(c: Cluster, node: string, hidden: ReadonlySet<string>): Mo
   return m;
 }
 
-function flowsOf(pods: readonly PodRecord[]): Flow[] {
-  const eps: Endpoint[] = pods.filter((p) => p.ips.length > 0 && p.phase !== 'Failed').map((pod) => ({ kind: 'pod', pod }));
-  const out: Flow[] = [];
-  for (const src of eps) {
-    for (const dst of eps) for (const q of FLOW_PORTS) out.push({ src, dst, ...q });
-    for (const ip of [...EXTERNAL_IPS, ...NODE_ADDRESSES]) for (const q of FLOW_PORTS) out.push({ src, dst: { kind: 'ip', ip }, ...q }, { src: { kind: 'ip', ip }, dst: src, ...q });
-  }
-  return out;
-}
-
 const name = (e: Endpoint) => (e.kind === 'pod' ? podKey(e.pod) : e.ip);
 
 /** A cluster with random ClusterNetworkPolicies, and which of its pods each lagging node has not learned. */
@@ -49,7 +38,7 @@ function checkLagging({ cluster: c, hide }: { cluster: Cluster; hide: boolean[] 
   // hostNetwork pods have their node's address, not one a node learns from the API.
   const hidden = new Set(c.pods.filter((p, i) => hide[i] && !p.hostNetwork).map((p) => p.uid));
   if (hidden.size === 0) return;
-  const flows = flowsOf(c.pods);
+  const flows = flowsAmong(c.pods.filter((p) => p.ips.length > 0 && p.phase !== 'Failed'));
   for (const lagging of NODES.map((n) => n.name)) {
     const behind = laggingModel(c, lagging, hidden);
     const plane = new Dataplane(c.model, NODES.map((n) => n.name), mutate ? (t, n) => (n === lagging ? mutate(t, n) : t) : undefined, {}, (n) => (n === lagging ? behind : c.model));

@@ -12,22 +12,14 @@ import { Model } from '../../src/model/store.ts';
 import type { ClusterPolicyRecord, CnpAction, CnpTier, ObjectRecord, PodRecord } from '../../src/model/types.ts';
 import { isEnforceable } from '../../src/model/types.ts';
 import { allowed, podKey, type DirectionResult, type Endpoint, type Flow, type Verdict } from '../../src/semantics/evaluate.ts';
-import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS_AND_PORTLESS as FLOW_PORTS, clusterArb, type Cluster } from '../support/arbitraries.ts';
+import { clusterArb, flowsAmong, type Cluster } from '../support/arbitraries.ts';
 import { clusterPoliciesArb } from '../support/cnp-arbitraries.ts';
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 150);
 const SEED = process.env.PROPERTY_SEED ? Number(process.env.PROPERTY_SEED) : undefined;
 const params = { numRuns: RUNS, ...(SEED !== undefined ? { seed: SEED } : {}) };
 
-function flowsOf(pods: readonly PodRecord[]): Flow[] {
-  const eps: Endpoint[] = pods.filter((p) => p.ips.length > 0).map((pod) => ({ kind: 'pod', pod }));
-  const out: Flow[] = [];
-  for (const src of eps) {
-    for (const dst of eps) for (const q of FLOW_PORTS) out.push({ src, dst, ...q });
-    for (const ip of [...EXTERNAL_IPS, ...NODE_ADDRESSES]) for (const q of FLOW_PORTS) out.push({ src, dst: { kind: 'ip', ip }, ...q }, { src: { kind: 'ip', ip }, dst: src, ...q });
-  }
-  return out;
-}
+const flowsOf = (pods: readonly PodRecord[]) => flowsAmong(pods.filter((p) => p.ips.length > 0));
 
 const name = (e: Endpoint) => (e.kind === 'pod' ? podKey(e.pod) : e.ip);
 const show = (f: Flow, v: Verdict) => `${name(f.src)} -> ${name(f.dst)} ${f.port}/${f.protocol}: ${v.summary}`;

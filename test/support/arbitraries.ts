@@ -7,7 +7,7 @@ import { Model } from '../../src/model/store.ts';
 import type { ClusterPolicyRecord, ContainerPort, Peer, PodRecord, PolicyRecord, PolicyRule, PolicyType, PortSpec, Protocol, Requirement, Selector } from '../../src/model/types.ts';
 import { block, node, ns } from './builders.ts';
 import { clusterPoliciesArb, clusterPolicyArb } from './cnp-arbitraries.ts';
-import type { FlowProtocol } from '../../src/semantics/evaluate.ts';
+import type { Endpoint, Flow, FlowProtocol } from '../../src/semantics/evaluate.ts';
 
 export const NODES = [
   { name: 'n1', cidr: '10.244.1.0/24', ip: '192.168.50.11', prefix: '10.244.1.' },
@@ -70,6 +70,24 @@ export const FLOW_PORTS: { port: number; protocol: Protocol }[] = [
  * which only rules without ports or protocols match.
  */
 export const FLOW_PORTS_AND_PORTLESS: readonly { port: number; protocol: FlowProtocol }[] = [...FLOW_PORTS, { port: 0, protocol: 'other' }];
+
+/**
+ * Every flow of interest among these pods (the caller picks which can send): each ordered pair,
+ * and each pod to and from the outside addresses and the nodes' own, on every port and protocol
+ * (FLOW_PORTS_AND_PORTLESS).
+ */
+export function flowsAmong(pods: readonly PodRecord[]): Flow[] {
+  const eps: Endpoint[] = pods.map((pod) => ({ kind: 'pod', pod }));
+  const out: Flow[] = [];
+  for (const src of eps) {
+    for (const dst of eps) for (const q of FLOW_PORTS_AND_PORTLESS) out.push({ src, dst, ...q });
+    for (const ip of [...EXTERNAL_IPS, ...NODE_ADDRESSES]) {
+      const ext: Endpoint = { kind: 'ip', ip };
+      for (const q of FLOW_PORTS_AND_PORTLESS) out.push({ src, dst: ext, ...q }, { src: ext, dst: src, ...q });
+    }
+  }
+  return out;
+}
 
 const requirementArb = (keys: readonly string[], values: readonly string[]): fc.Arbitrary<Omit<Requirement, 'origin'>> =>
   fc.oneof(
