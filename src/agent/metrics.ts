@@ -87,7 +87,7 @@ export class AgentMetrics {
   readonly policyPackets = new Counter({
     name: 'policyctl_policy_packets_total',
     help:
-      "New-connection packets each policy decided, from the kernel's rule counters: verdict allowed (a NetworkPolicy rule or a ClusterNetworkPolicy Accept rule matched) or denied (a ClusterNetworkPolicy Deny rule, or the default deny of the NetworkPolicies isolating the pod: each of them counts), by tier and direction. tier none: an address of the node's pod CIDRs that is no programmed pod (policy empty).",
+      "New-connection packets each policy decided, from the kernel's rule counters: verdict allowed (a NetworkPolicy rule or a ClusterNetworkPolicy Accept rule matched) or denied (a ClusterNetworkPolicy Deny rule, or the default deny of the NetworkPolicies isolating the pod: each of them counts), by tier and direction. tier none: an address of the node's pod CIDRs that is no programmed pod (policy empty); an address no known pod has, dropped by a Deny or Admin Pass that names pods, counts for that ClusterNetworkPolicy.",
     labelNames: ['policy', 'tier', 'direction', 'verdict'],
     registers: [this.registry],
     collect: async () => {
@@ -97,7 +97,7 @@ export class AgentMetrics {
   readonly dropsLogged = new Counter({
     name: 'policyctl_policy_denied_packets_logged_total',
     help:
-      'Denied packets the drop log recorded, by the policy that denied them, its tier (NetworkPolicy: each policy isolating the pod counts; Admin, Baseline: the ClusterNetworkPolicy whose Deny rule matched; none: an address of the pod CIDRs that is no programmed pod) and direction. The log is rate-limited per node, so under a flood this counts fewer packets than were dropped (policyctl_policy_packets_total counts them all).',
+      'Denied packets the drop log recorded, by the policy that denied them, its tier (NetworkPolicy: each policy isolating the pod counts; Admin, Baseline: the ClusterNetworkPolicy whose Deny rule matched; none: an address of the pod CIDRs that is no programmed pod, or that no known pod has at a Deny or Admin Pass that names pods) and direction. The log is rate-limited per node, so under a flood this counts fewer packets than were dropped (policyctl_policy_packets_total counts them all).',
     labelNames: ['policy', 'tier', 'direction'],
     registers: [this.registry],
   });

@@ -18,7 +18,7 @@ describe('attribute', () => {
     expect(attribute({ comment: 'cnp/wall Admin Deny ingress[1]', target: 'PCTL-L-abc' })).toEqual({ verdict: 'denied', tier: 'Admin', direction: 'Ingress', policies: ['cnp/wall'] });
     expect(attribute({ comment: 'cnp/open Baseline Accept egress[0]', target: 'RETURN' })).toEqual({ verdict: 'allowed', tier: 'Baseline', direction: 'Egress', policies: ['cnp/open'] });
     expect(attribute({ comment: 'from an address of pod CIDR 10.244.1.0/24 that is not a programmed pod', target: 'DROP' })).toMatchObject({ verdict: 'denied', tier: 'none', direction: 'Egress' });
-    expect(attribute({ comment: 'cnp/wall Admin Pass egress[2]: to an address of the pod CIDRs that is no known pod (it may be one this rule names)', target: 'PCTL-L-abc' })).toEqual({ verdict: 'denied', tier: 'Admin', direction: 'Egress', policies: ['cnp/wall'] });
+    expect(attribute({ comment: 'cnp/wall Admin Pass egress[2]: to an address no known pod has', target: 'PCTL-L-abc' })).toEqual({ verdict: 'denied', tier: 'Admin', direction: 'Egress', policies: ['cnp/wall'] });
     for (const c of [
       { comment: 'log: default deny egress: isolated by x/a', target: 'NFLOG' },
       { comment: 'cnp/wall Admin Pass ingress[0]', target: 'PCTL-I-abc' },

@@ -12,7 +12,7 @@
 //                                                  chain PCTL-L-...) by that ClusterNetworkPolicy
 //   `default deny ingress: isolated by A,B`        denied: counted for each isolating NetworkPolicy
 //   `from|to an address of pod CIDR ...` (DROP)    denied, tier none (an unprogrammed address)
-//   `cnp/NAME TIER Deny|Pass ingress[i]: from|to an address of the pod CIDRs that is no known pod ...`
+//   `cnp/NAME TIER Deny|Pass ingress[i]: from|to an address no known pod has`
 //                                                  denied by that ClusterNetworkPolicy: an address
 //                                                  no known pod has, which it may name
 // The log rules before drops (`log: ...`), the drop chains' own rules (`drop: ...`, counted by the
@@ -46,7 +46,7 @@ export function attribute(c: Pick<RuleCounter, 'comment' | 'target'>): Attributi
     return { verdict: m[3] === 'Accept' ? 'allowed' : 'denied', tier: m[2] as 'Admin' | 'Baseline', direction: dirOf(m[4]!), policies: [m[1]!] };
   }
   // A Deny or Pass that names pods drops an address of the pod CIDRs no known pod has (it may be one it names).
-  m = /^(cnp\/\S+) (Admin|Baseline) (Deny|Pass) (ingress|egress)\[\d+\]: (from|to) an address of the pod CIDRs that is no known pod/.exec(comment);
+  m = /^(cnp\/\S+) (Admin|Baseline) (Deny|Pass) (ingress|egress)\[\d+\]: (from|to) an address no known pod has$/.exec(comment);
   if (m) {
     if (target !== 'DROP' && !target.startsWith(DROP_CHAIN_PREFIX)) return undefined;
     return { verdict: 'denied', tier: m[2] as 'Admin' | 'Baseline', direction: dirOf(m[4]!), policies: [m[1]!] };

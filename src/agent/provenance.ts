@@ -21,12 +21,14 @@
 //   address, so the node's gate (PCTL-programmed) drops their new connections. Fail closed even
 //   then, and the chain leaves the Ruleset.
 // - the top chains, the hooks, the programmed set itself, the drop chain of unknown addresses
-//   (shared by every Deny or Pass that names pods): nothing (not one object's doing).
+//   and the sets PCTL-pod-cidrs and PCTL-known themselves (shared by every Deny or Pass that
+//   names pods; a Node's pod CIDR the model refuses never gets there): nothing (not one object's
+//   doing).
 
 import type { CompileOptions } from '../compiler/compile.ts';
-import { DIRECTIONS, DISPATCH_CHAINS, WIDE_CHAINS, nodePodCidrs } from '../compiler/layout.ts';
+import { DIRECTIONS, DISPATCH_CHAINS, KNOWN_PODS_SPEC, POD_CIDRS_SET, WIDE_CHAINS, nodePodCidrs } from '../compiler/layout.ts';
 import { dropChain, parseDropLogPrefix } from '../compiler/drop-log.ts';
-import { blockSetSpec, clusterPolicyRules, KNOWN_PODS_SPEC, namedPortSetSpec, POD_CIDRS_SET, podSetSpec, unknownPodAddressMatches, type SetSource } from '../compiler/rules.ts';
+import { blockSetSpec, clusterPolicyRules, namedPortSetSpec, podSetSpec, unknownPodAddressMatches, type SetSource } from '../compiler/rules.ts';
 import { PodSelection, SharedAdminPrefix, selectTiers, tierChains, type TierPolicy } from '../compiler/tiers.ts';
 import { renderRule, ruleId } from '../sync/render.ts';
 import type { Chain, Rule, Ruleset } from '../compiler/ruleset.ts';
@@ -47,6 +49,12 @@ export interface Culprit {
 }
 
 export const culpritKey = (c: Pick<Culprit, 'kind' | 'uid'>): string => `${c.kind}|${c.uid}`;
+
+/**
+ * The sets every Deny or Pass that names pods matches (the unknown-address drops): a refusal of
+ * one is no policy's doing (an entry of PCTL-known is still its pods').
+ */
+const SHARED_SETS: ReadonlySet<string> = new Set([POD_CIDRS_SET, KNOWN_PODS_SPEC.name]);
 
 /** Set names only: the compiler's naming, without building sets. */
 const NAMES: SetSource = {
@@ -92,10 +100,11 @@ export class Provenance {
   owners(piece: Piece, line?: string, quarantined: (key: string) => boolean = () => false): Culprit[] {
     switch (piece.kind) {
       case 'member':
+        if (SHARED_SETS.has(piece.set) && piece.setType === 'hash:net') return [];
         if (piece.setType === 'hash:net') return this.ofSet(piece.set, quarantined).map((c) => ({ ...c, value: piece.entry }));
         return this.ofAddress(piece.setType, piece.entry);
       case 'set':
-        return this.ofSet(piece.set, quarantined);
+        return SHARED_SETS.has(piece.set) ? [] : this.ofSet(piece.set, quarantined);
       case 'chain': {
         const rule = line !== undefined ? piece.chain.rules.find((r) => renderRule(piece.chain.name, r) === line) : undefined;
         return rule ? this.ofRule(piece.chain.name, rule, quarantined) : this.ofChain(piece.chain.name, quarantined);

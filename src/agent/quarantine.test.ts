@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { block, modelOf, node, ns, pod, podsPeer, policy, port, ports, rule, sel } from '../../test/support/builders.ts';
 import { compile } from '../compiler/compile.ts';
-import { PROGRAMMED_SET } from '../compiler/layout.ts';
+import { KNOWN_PODS_SPEC, POD_CIDRS_SET, PROGRAMMED_SET } from '../compiler/layout.ts';
 import { renderRule } from '../sync/render.ts';
 import type { Chain } from '../compiler/ruleset.ts';
 import { normalize } from '../model/normalize.ts';
@@ -209,5 +209,13 @@ describe('ClusterNetworkPolicies in the quarantine and the provenance', () => {
     // The drop chain of addresses no known pod has serves every Deny or Pass that names pods: no one owner.
     const unknown = drops.find((p) => logsAs(p, 'unknown'))!;
     for (const rule of unknown.chain.rules) expect(prov.owners(unknown, renderRule(unknown.chain.name, rule))).toEqual([]);
+    // So do the sets those rules match: refused, they quarantine no policy; an entry of PCTL-known is its pods'.
+    const setPieces = [...pp.sets, ...pp.rest, ...pp.programmed].filter((p) => (p.kind === 'set' || p.kind === 'member') && (p.set === POD_CIDRS_SET || p.set === KNOWN_PODS_SPEC.name));
+    expect(setPieces.length).toBeGreaterThan(0);
+    for (const p of setPieces) {
+      const owners = prov.owners(p);
+      if (p.kind === 'member' && p.set === KNOWN_PODS_SPEC.name) expect(owners.map((o) => o.kind)).toEqual(['Pod']);
+      else expect(owners).toEqual([]);
+    }
   });
 });

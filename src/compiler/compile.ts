@@ -16,8 +16,8 @@ import type { Model } from '../model/store.ts';
 import type { IpBlockPeer, PodRecord, PodsPeer, PolicyType, Protocol } from '../model/types.ts';
 import { isEnforceable } from '../model/types.ts';
 import { collisionOf, contentText, quarantineChain, sortCollisions } from './collisions.ts';
-import { DIRECTIONS, PROGRAMMED_SPEC, bucketedDispatch, dropsMidstream, dispatchRule, dispatchSetSpec, hooksFor, layoutChains, layoutRuntimeSets, WIDE_CHAINS, nodePodCidrs, programmedSetNeeded, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from './layout.ts';
-import { blockSetSpec, KNOWN_PODS_SPEC, namedPortEntries, namedPortSetSpec, peerKey, podCidrsSetSpec, podSetSpec, sortedMembers, unknownPodAddressMatches, type SetSource, type SetSpec } from './rules.ts';
+import { DIRECTIONS, KNOWN_PODS_SPEC, PROGRAMMED_SPEC, podCidrsSetSpec, bucketedDispatch, dropsMidstream, dispatchRule, dispatchSetSpec, hooksFor, layoutChains, layoutRuntimeSets, WIDE_CHAINS, nodePodCidrs, programmedSetNeeded, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from './layout.ts';
+import { blockSetSpec, namedPortEntries, namedPortSetSpec, peerKey, podSetSpec, sortedMembers, unknownPodAddressMatches, type SetSource, type SetSpec } from './rules.ts';
 import type { Chain, IpSet, NameCollision, Rule, Ruleset, SetMatch, SetMember } from './ruleset.ts';
 import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, type DirectionPath, type TierOptions } from './tiers.ts';
 

@@ -35,9 +35,9 @@ import type { ClusterPolicyRecord, PodRecord, PolicyType } from '../model/types.
 import { isEnforceable } from '../model/types.ts';
 import { quarantineChain, sameContent } from './collisions.ts';
 import type { CompileOptions } from './compile.ts';
-import { DIRECTIONS, PROGRAMMED_SPEC, dropsMidstream, hooksFor, layoutRuntimeSets, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type LayoutOptions, type ServiceProxy } from './layout.ts';
+import { DIRECTIONS, POD_CIDRS_SET, PROGRAMMED_SPEC, podCidrsKey, dropsMidstream, hooksFor, layoutRuntimeSets, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type LayoutOptions, type ServiceProxy } from './layout.ts';
 import type { Rule, Ruleset, RulesetDelta } from './ruleset.ts';
-import { POD_CIDRS_SET, podCidrsKey, podPortsKey } from './rules.ts';
+import { podPortsKey } from './rules.ts';
 import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierOptions, type TierPolicy } from './tiers.ts';
 import { DispatchState, type Group } from './incremental/dispatch.ts';
 import { ContentTracker, Recorder, collisionsOf, newPathMemo, newTierMemo, type PathEntry, type SetNeed } from './incremental/paths.ts';

@@ -6,16 +6,14 @@
 // port), so rules of different policies that match the same pods share one set, and a set's name
 // never depends on its members: a pod joining a peer is a set add (invariant cost-proportional).
 
-import { bridgeAddress, parseCidr } from '../model/cidr.ts';
 import { selectorKey } from '../model/selector.ts';
-import type { Model } from '../model/store.ts';
 import type { Cidr, ClusterPolicyRecord, CnpAction, CnpRule, IpBlockPeer, PodRecord, PodsPeer, PolicyRecord, PolicyRule, PolicyType, Protocol } from '../model/types.ts';
 import { dns1123SubdomainErrors } from '../model/validation.ts';
 import { hashText } from '../util/digest.ts';
 import { chainedDrop, loggedDrop } from './drop-log.ts';
 import { FAMILY, VERDICTS } from './layout.ts';
 import { policyCommentRef, setName } from './names.ts';
-import { PREFIX, type Action, type L4Protocol, type Match, type PortRange, type Rule, type SetMatch, type SetMember, type SetType } from './ruleset.ts';
+import { type Action, type L4Protocol, type Match, type PortRange, type Rule, type SetMatch, type SetMember, type SetType } from './ruleset.ts';
 import { append } from '../util/arrays.ts';
 import { MULTIPORT_SLOTS } from '../model/rule-expansion.ts';
 
@@ -46,7 +44,7 @@ export interface SetSource {
   netSet(spec: SetSpec & { readonly members: readonly SetMember[] }): string;
   /**
    * The set matches that hold, on `side`, for an address of the cluster's pod CIDRs that no pod
-   * the node knows has (UNKNOWN_POD_ADDRESS: POD_CIDRS_SET, then not in KNOWN_PODS_SPEC).
+   * the node knows has (layout.ts POD_CIDRS_SET, then not in KNOWN_PODS_SPEC).
    */
   unknownPodAddress(side: 'src' | 'dst'): readonly SetMatch[];
 }
@@ -60,53 +58,11 @@ export interface SetSource {
 // walls off could reach a pod of another node in that window, and keep the connection. A Deny or
 // Pass rule with a pods or namespaces peer therefore also matches, after its own peers, an
 // address of any node's pod CIDR that no pod the node knows has, and drops it (clusterPolicyRules):
-// it may be a pod the rule names. A Pass drops it too: what comes after a Pass (a NetworkPolicy
-// isolating the pod) may deny what a later rule would accept. Nothing is dropped that the rule
-// could not name, and an allow-only setup (NetworkPolicy) never meets these rules, so a new pod
-// waits for the other nodes only where a Deny could concern it.
-
-/**
- * The gate set of every address of a pod the node knows, on any node (the enforceable pods of
- * the model): an address leaves it before anything else changes and joins it after every other
- * change is in force (IpSet.gate), so the pod's own peer sets hold it first.
- */
-export const KNOWN_PODS_SPEC: SetSpec = { name: `${PREFIX}-known`, type: 'hash:ip', purpose: 'addresses of every pod the node knows, on any node', gate: true };
-
-/** The hash:net set of every node's pod CIDRs, each node's bridge address (the node's own, no pod's) an exception. */
-export const POD_CIDRS_SET = `${PREFIX}-pod-cidrs`;
-
-const podCidrSpecs = new WeakMap<Model, { readonly generation: number; readonly spec: SetSpec & { readonly members: readonly SetMember[] } }>();
-
-/** POD_CIDRS_SET as the model has it now (its members change only with the Nodes' podCIDRs). */
-export function podCidrsSetSpec(model: Model): SetSpec & { readonly members: readonly SetMember[] } {
-  const memo = podCidrSpecs.get(model);
-  if (memo && memo.generation === model.generation) return memo.spec;
-  const nets = new Set<string>();
-  const bridges = new Set<string>();
-  for (const n of model.allNodes()) {
-    for (const text of n.podCIDRs) {
-      try {
-        const c = parseCidr(text);
-        if (c.family !== FAMILY.cidrFamily) continue;
-        nets.add(c.text);
-        const b = bridgeAddress(c);
-        if (b !== undefined) bridges.add(b);
-      } catch {
-        // An invalid podCIDR matches nothing; the model's validation reports it.
-      }
-    }
-  }
-  const members: SetMember[] = [...nets].sort().map((entry) => ({ entry }));
-  for (const b of [...bridges].sort()) members.push({ entry: b, nomatch: true });
-  const spec = { name: POD_CIDRS_SET, type: 'hash:net' as const, purpose: "every node's pod CIDRs, not the bridges' addresses", members };
-  podCidrSpecs.set(model, { generation: model.generation, spec });
-  return spec;
-}
-
-/** A key that changes exactly when POD_CIDRS_SET's members do. */
-export function podCidrsKey(model: Model): string {
-  return podCidrsSetSpec(model).members.map((m) => (m.nomatch ? `!${m.entry}` : m.entry)).join(',');
-}
+// it may be a pod the rule names. An Admin Pass drops it too: what comes after it (a
+// NetworkPolicy isolating the pod) may deny what a later Admin rule would accept; a Baseline Pass
+// allows, so it needs none. An allow-only setup (NetworkPolicy) never meets these rules. The
+// price (docs/design.md): a new pod of any namespace waits, at such a rule, until the node
+// learns it.
 
 /** UNKNOWN_POD_ADDRESS as set matches, given the two sets' names. */
 export function unknownPodAddressMatches(side: 'src' | 'dst', cidrs: string, known: string): readonly SetMatch[] {
@@ -395,6 +351,12 @@ function cnpAction(action: CnpAction, next: string | undefined): Action {
   return action === 'Accept' ? VERDICTS.allow : action === 'Deny' ? VERDICTS.deny : VERDICTS.next(next);
 }
 
+/** Whether a CNP rule drops the addresses of the pod CIDRs no known pod has (clusterPolicyRules). */
+function unknownMayMatter(cnp: ClusterPolicyRecord, rule: CnpRule): boolean {
+  const decides = rule.action === 'Deny' || (rule.action === 'Pass' && cnp.tier === 'Admin');
+  return decides && rule.peers.some((p) => p.kind === 'pods');
+}
+
 /**
  * The rules one ClusterNetworkPolicy puts into its tier's chain for a pod it selects, in written
  * order: each rule matches when one of its peers and one of its protocols match, and then
@@ -413,12 +375,13 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
       else out.push({ match, action, comment });
     };
     const peers = cnpPeerMatches(sets, rule, dir);
-    // A Deny or Pass that names pods also drops, after its own peers, the addresses of the pod
-    // CIDRs no known pod has (UNKNOWN_POD_ADDRESS above): with the rule's ports, and for an egress
-    // named port, which resolves on a destination pod the node does not know, with any port.
-    const unknown = rule.action !== 'Accept' && rule.peers.some((p) => p.kind === 'pods') ? sets.unknownPodAddress(peerSide(dir)) : undefined;
+    // A Deny, or an Admin Pass, that names pods also drops, after its own peers, the addresses of
+    // the pod CIDRs no known pod has (above): with the rule's ports, and for an egress named port,
+    // which resolves on a destination pod the node does not know, with any port. A Baseline Pass
+    // needs none: it allows, and what comes after it in the tier can only deny less.
+    const unknown = unknownMayMatter(cnp, rule) ? sets.unknownPodAddress(peerSide(dir)) : undefined;
     const unknownDrop = (m: Match) => {
-      const text = `${comment}: ${peerSide(dir) === 'src' ? 'from' : 'to'} an address of the pod CIDRs that is no known pod (it may be one this rule names)`;
+      const text = `${comment}: ${peerSide(dir) === 'src' ? 'from' : 'to'} an address no known pod has`;
       // Logged as the layout's unknown-address drops are, by the side the address is on (an
       // unknown source as egress, an unknown destination as ingress: drop-log.ts), so the drop
       // log names the address, not the pod the rule protects.

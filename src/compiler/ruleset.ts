@@ -2,7 +2,7 @@
 // the whole contract between the compiler and the sync layer: the sync layer imports nothing
 // else from src/compiler (test/architecture/purity.test.ts checks it), so everything it must
 // know is data here: the types, the prefix that marks what we own (docs/design.md, invariant
-// own-only-ours), and which set is the gate (`IpSet.gate`, invariant fail-closed-in-time).
+// own-only-ours), and which sets are gates (`IpSet.gate`, invariant fail-closed-in-time).
 //
 // Rules are data (match, action, comment), as in Calico Felix: the sync layer renders them into
 // restore text (src/sync/render.ts), diffs them against the kernel, and the test tracer executes
@@ -53,10 +53,10 @@ export interface IpSet {
   /** What the set holds, for humans (`policyctl compile -o json`, logs). */
   readonly purpose: string;
   /**
-   * The gate (docs/design.md, invariant fail-closed-in-time): the addresses of the local pods
-   * this node enforces; new connections of the node's pod CIDRs from or to any other address are
-   * dropped. Whoever applies the Ruleset adds its members after every other change of the same
-   * apply is in force, and removes them before anything else.
+   * A gate (docs/design.md, invariant fail-closed-in-time): a set of addresses whose absence
+   * drops (PCTL-programmed, the local pods this node enforces; PCTL-known, every pod it knows).
+   * Whoever applies the Ruleset adds its members after every other change of the same apply is
+   * in force, and removes them before anything else.
    */
   readonly gate?: true;
   /**

@@ -18,7 +18,7 @@ import { attribute } from '../agent/policy-counters.ts';
 import { compile } from './compile.ts';
 import { dropLogPrefix } from './drop-log.ts';
 import { IncrementalCompiler } from './incremental.ts';
-import { KNOWN_PODS_SPEC, POD_CIDRS_SET } from './rules.ts';
+import { KNOWN_PODS_SPEC, POD_CIDRS_SET } from './layout.ts';
 import type { Ruleset } from './ruleset.ts';
 
 function cnp(name: string, spec: Record<string, unknown>): ClusterPolicyRecord {
@@ -71,7 +71,7 @@ describe('addresses of the pod CIDRs this node does not know yet', () => {
     for (const rs of both(cluster(wall))) {
       const inbound = walk(rs, NEW_IP, web.ips[0]!);
       expect(inbound.verdict).toBe('DROP');
-      expect(matched(inbound)).toContain('cnp/wall Admin Deny ingress[0]: from an address of the pod CIDRs that is no known pod');
+      expect(matched(inbound)).toContain('cnp/wall Admin Deny ingress[0]: from an address no known pod has');
       // Logged as what it is: an address no known pod has, by its side (a source: egress), so
       // the drop log names the address.
       expect(inbound.finalRule).toContain(`drop: ${dropLogPrefix({ kind: 'unknown', dir: 'Egress' })}`);
@@ -92,9 +92,12 @@ describe('addresses of the pod CIDRs this node does not know yet', () => {
     }
   });
 
-  it('what no Deny could name passes: a node bridge address, an address outside the pod CIDRs', () => {
-    for (const rs of both(cluster(wall))) {
+  it("what no Deny could name passes: a node's bridge address, a node's InternalIP in a pod CIDR, an address outside the pod CIDRs", () => {
+    const inside = node('n3', '10.244.3.0/24', '10.244.2.250'); // a node whose InternalIP lies in n2's pod CIDR
+    for (const rs of both(cluster(wall, inside))) {
       expect(walk(rs, '10.244.2.1', web.ips[0]!).verdict).toBe('ACCEPT');
+      expect(walk(rs, '10.244.3.1', web.ips[0]!).verdict).toBe('ACCEPT');
+      expect(walk(rs, '10.244.2.250', web.ips[0]!).verdict).toBe('ACCEPT');
       expect(walk(rs, '192.168.7.7', web.ips[0]!).verdict).toBe('ACCEPT');
       expect(walk(rs, web.ips[0]!, '192.168.7.7').verdict).toBe('ACCEPT');
     }
@@ -141,13 +144,19 @@ describe('addresses of the pod CIDRs this node does not know yet', () => {
     for (const rs of both(cluster(delegate, isolated))) {
       const t = walk(rs, web.ips[0]!, NEW_IP);
       expect(t.verdict).toBe('DROP');
-      expect(matched(t)).toContain('cnp/delegate Admin Pass egress[0]: to an address of the pod CIDRs that is no known pod');
+      expect(matched(t)).toContain('cnp/delegate Admin Pass egress[0]: to an address no known pod has');
     }
   });
 
-  it('a Baseline Deny that names pods drops it as well', () => {
+  it('a Baseline Deny that names pods drops it as well; a Baseline Pass, which allows, does not', () => {
     const base = cnp('base', { tier: 'Baseline', priority: 10, subject: nsNamed('x'), ingress: [{ name: 'no-t', action: 'Deny', from: [nsNamed('t')] }] });
     for (const rs of both(cluster(base))) expect(walk(rs, NEW_IP, web.ips[0]!).verdict).toBe('DROP');
+    // Whatever pod it turns out to be, the complete model allows it: passed, or past every Baseline rule.
+    const pass = cnp('base-pass', { tier: 'Baseline', priority: 10, subject: nsNamed('x'), ingress: [{ name: 't', action: 'Pass', from: [nsNamed('t')] }] });
+    for (const rs of both(cluster(pass))) {
+      expect(walk(rs, NEW_IP, web.ips[0]!).verdict).toBe('ACCEPT');
+      expect(rs.sets.map((s) => s.name)).not.toContain(KNOWN_PODS_SPEC.name);
+    }
   });
 
   it('its drops count for the policy in policyctl_policy_packets_total', () => {
@@ -168,6 +177,10 @@ describe('addresses of the pod CIDRs this node does not know yet', () => {
     const cidrs = rs!.sets.find((s) => s.name === POD_CIDRS_SET)!;
     expect(cidrs.type).toBe('hash:net');
     expect(cidrs.members).toEqual([{ entry: '10.244.1.0/24' }, { entry: '10.244.2.0/24' }, { entry: '10.244.1.1', nomatch: true }, { entry: '10.244.2.1', nomatch: true }].sort((a, b) => a.entry.localeCompare(b.entry)));
+    // A Node's pod CIDR wider than a /8 is refused by the model: it would make every address in it a pod's.
+    const wide = normalize({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n9' }, spec: { podCIDR: '0.0.0.0/0' } });
+    expect(wide.record).toMatchObject({ kind: 'Node', podCIDRs: [] });
+    expect(wide.issues.map((i) => `${i.field} ${i.value}: ${i.message}`)).toEqual([expect.stringMatching(/^spec\.podCIDR "0\.0\.0\.0\/0": a node's pod CIDR must be \/8 or narrower/)]);
   });
 
   it('incrementally: the pod reported, then gone; a new node; each equal to a full compile', () => {

@@ -547,6 +547,9 @@ function readContainerPort(p: unknown, path: string, issues: IssueList): Contain
   return { ...(name !== undefined && { name }), containerPort: num, protocol };
 }
 
+/** The widest IPv4 pod CIDR a Node may have (normalizeNode). */
+export const MIN_POD_CIDR_PREFIX = 8;
+
 function normalizeNode(obj: Obj, uid: string, name: string, issues: IssueList): NodeRecord {
   const spec = isObject(obj['spec']) ? obj['spec'] : {};
   const status = isObject(obj['status']) ? obj['status'] : {};
@@ -559,6 +562,13 @@ function normalizeNode(obj: Obj, uid: string, name: string, issues: IssueList): 
     }
     try {
       const c = parseCidr(v);
+      // A node's pod range is a slice of the cluster's (a /24 by default). One wider than
+      // MIN_POD_CIDR_PREFIX would make every address in it a pod address to every node (the
+      // gate, the unknown-address drops): refused rather than trusted.
+      if (c.family === 4 && c.prefix < MIN_POD_CIDR_PREFIX) {
+        issues.add(path, v, `a node's pod CIDR must be /${MIN_POD_CIDR_PREFIX} or narrower (this one covers ${2 ** (32 - c.prefix)} addresses); ignored`);
+        return;
+      }
       if (c.family === 4 && !podCIDRs.includes(c.text)) podCIDRs.push(c.text);
     } catch (e) {
       if (!(e instanceof CidrError)) throw e;

@@ -24,7 +24,8 @@
 // - A piece is tried together with the pieces it needs that are not in the kernel yet (the sets
 //   its rules match, the chains its rules go to); a piece whose need was refused or skipped is
 //   never tried ("blocked"), so a refusal is never blamed on what merely depends on it.
-// - Addresses of the gate set (IpSet.gate, PCTL-programmed: the local pods this node enforces) are added
+// - Addresses of the gate sets (IpSet.gate: PCTL-programmed, the local pods this node enforces, and
+//   PCTL-known, every pod the node knows) are added
 //   last, only when no set, chain, rule or hook piece was refused, blocked or skipped, and never
 //   an address refused (or skipped) in another set: an address enters it only once everything
 //   that enforces it is in force (invariant *fail-closed-in-time*).
@@ -201,7 +202,7 @@ export interface PlanPieces {
   readonly sets: readonly Piece[];
   /** Members, chains, appended rules, hooks. */
   readonly rest: readonly Piece[];
-  /** Members of the programmed set: last, and only when everything else is in force. */
+  /** Members of the gate sets (IpSet.gate: PCTL-programmed, PCTL-known): last, and only when everything else is in force. */
   readonly programmed: readonly Piece[];
   readonly needs: ReadonlyMap<Piece, readonly Piece[]>;
   /** Removals of the plan, withheld (see the file comment). */

@@ -5,9 +5,9 @@
 // every iptables change of the filter table in one `iptables-restore --noflush` transaction,
 // phase 3 removes set members and flushes the sets no longer wanted. These three are the main
 // apply: when they are done the kernel enforces the desired Ruleset. The one exception is
-// the gate set (IpSet.gate, PCTL-programmed: the addresses of the local pods the node enforces): its removals come first
-// of all and its additions last of all, so an address is programmed only while all its rules
-// are in force.
+// the gate sets (IpSet.gate: PCTL-programmed, the addresses of the local pods the node enforces,
+// and PCTL-known, those of every pod it knows): their removals come first of all and their
+// additions last of all, so an address is in one only while all its rules are in force.
 //
 // Garbage collection, a second step the Syncer runs after the main apply (`collectGarbage`):
 // phase 4 deletes, in one iptables transaction, the stale rules of unordered chains and the
@@ -396,7 +396,8 @@ export function payloads(p: Plan): Payloads {
   const after: string[] = [];
   for (const d of p.delMembers) if (!d.gate && !flipped.has(`${d.set}|${d.entry}`)) after.push(`del ${d.set} ${d.entry}`);
   // A set no longer wanted may still be used by a stale rule until garbage collection: empty it
-  // now, so that rule matches nothing.
+  // now, so that rule matches nothing. A set matched in the negative (the gate sets) only ever
+  // guards a drop (layout.ts, rules.ts): emptied, its stale rule drops more, never less.
   for (const n of p.destroySets) after.push(`flush ${n}`);
   append(after, gateAdds);
 

@@ -8,7 +8,8 @@ import { LRUCache } from 'lru-cache';
 import type { IpBlockPeer, PodsPeer, PolicyType, Protocol } from '../../model/types.ts';
 import { collisionOf, contentText, sortCollisions, type NameCollision } from '../collisions.ts';
 import type { ChainContent } from '../layout.ts';
-import { blockSetSpec, KNOWN_PODS_SPEC, namedPortSetSpec, podCidrsSetSpec, podSetSpec, unknownPodAddressMatches, type SetSource, type SetSpec } from '../rules.ts';
+import { KNOWN_PODS_SPEC, podCidrsSetSpec } from '../layout.ts';
+import { blockSetSpec, namedPortSetSpec, podSetSpec, unknownPodAddressMatches, type SetSource, type SetSpec } from '../rules.ts';
 import type { SetMatch, SetMember } from '../ruleset.ts';
 import type { Model } from '../../model/store.ts';
 
