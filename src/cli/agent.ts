@@ -4,6 +4,7 @@ import pino from 'pino';
 import { Agent } from '../agent/agent.ts';
 import { CniServer } from '../agent/cni-server.ts';
 import { parseCidr } from '../model/cidr.ts';
+import { MIN_POD_CIDR_PREFIX } from '../model/normalize.ts';
 import { DropLog } from '../agent/drop-log.ts';
 import { serveHealth } from '../agent/health.ts';
 import { PolicyCounters } from '../agent/policy-counters.ts';
@@ -75,7 +76,9 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
   const podCidrs = o.podCidr ?? [];
   for (const c of podCidrs) {
     try {
-      if (parseCidr(c).family !== 4) throw new Error('only IPv4 pod CIDRs are enforced');
+      const cidr = parseCidr(c);
+      if (cidr.family !== 4) throw new Error('only IPv4 pod CIDRs are enforced');
+      if (cidr.prefix < MIN_POD_CIDR_PREFIX) throw new Error(`a node's pod CIDR must be /${MIN_POD_CIDR_PREFIX} or narrower: every address in it would be taken for a pod's`);
     } catch (e) {
       throw new CliError(`--pod-cidr must be an IPv4 CIDR such as 10.244.1.0/24, got ${JSON.stringify(c)}: ${errorText(e)}`, EXIT.usage);
     }

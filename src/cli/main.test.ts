@@ -192,6 +192,12 @@ describe('policyctl compile', () => {
     expect(json.chains.length).toBeGreaterThan(3);
   });
 
+  it('agent --pod-cidr wider than /8 is a usage error naming the flag and the value: every address in it would be taken for a pod', async () => {
+    const r = await run(['agent', '--node', 'n1', '--manifests', 'examples', '--pod-cidr', '0.0.0.0/0', '--dry-run']);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('--pod-cidr must be an IPv4 CIDR such as 10.244.1.0/24, got "0.0.0.0/0": a node\'s pod CIDR must be /8 or narrower');
+  });
+
   it('--revoke-established: the layout of an agent with that flag (PCTL-MIDSTREAM after the replies rule, the set of held UDP answers, PCTL-OUTPUT for the node\'s own packets), and nothing else changes', async () => {
     const base = ['compile', '-f', 'examples', '--node', 'node-1'];
     const plain = await run(base);
