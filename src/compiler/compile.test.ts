@@ -30,6 +30,23 @@ function danglingReferences(rs: Ruleset): string[] {
 }
 
 describe('compile', () => {
+  it('an ingress named port that many containers of a pod declare is one rule per peer, not one per port (a tenant cannot multiply the rules)', () => {
+    // The API keeps a port name unique within a container only: 600 containers may each call
+    // theirs `web`. Resolved to numbers, 100 peers would be 100 x 40 multiport rules.
+    const ports = Array.from({ length: 600 }, (_, i) => port(1000 + 2 * i, 'web'));
+    const target = pod('t', 'big', { app: 'big' }, { ip: '10.244.1.10', node: 'n1', ports });
+    const peers = Array.from({ length: 100 }, (_, i) => block(`192.168.${Math.floor(i / 250)}.${(i % 250) + 1}/32`));
+    const pol = policy('t', 'web-in', sel({ app: 'big' }), { ingress: [rule(peers, [{ protocol: 'TCP', port: 'web' }])] });
+    const m = modelOf(node('n1', '10.244.1.0/24', '192.168.50.11'), target, pol);
+    const rs = compile(m, 'n1');
+    const chain = rs.chains.find((c) => c.rules.some((r) => r.comment === 't/web-in ingress[0]'))!;
+    expect(chain.rules.filter((r) => r.comment === 't/web-in ingress[0]')).toHaveLength(100);
+    const table = parseIptablesRestore(renderIptablesRestore(rs));
+    const ipsets = parseIpsetRestore(renderIpsetRestore(rs.sets));
+    const to = (dport: number) => trace(table, ipsets, 'FORWARD', { src: '192.168.0.7', dst: '10.244.1.10', protocol: 'tcp', dport, sport: 40000 }).verdict;
+    expect([to(1000), to(1000 + 2 * 599), to(1001), to(80)]).toEqual(['ACCEPT', 'ACCEPT', 'DROP', 'DROP']);
+  });
+
   it('matches the golden restore payloads', () => {
     const rs = compile(sampleCluster(), 'n1');
     const text = `# ipset restore\n${renderIpsetRestore(rs.sets)}# iptables-restore --noflush\n${renderIptablesRestore(rs)}`;

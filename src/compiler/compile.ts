@@ -157,7 +157,7 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
     for (const dir of DIRECTIONS) {
       const sel = selectTiers(model, pod, dir, selection);
       if (sel.length === 0) continue;
-      const key = selectionKey(dir, sel, pod, (p) => p.uid);
+      const key = selectionKey(dir, sel, (p) => p.uid);
       let path = ctx.paths.get(key);
       if (!path) {
         ctx.paths.set(key, (path = directionPath(ctx, pod, dir, sel, undefined, opts.tiers)));

@@ -60,10 +60,13 @@ describe('IncrementalCompiler', () => {
     expect(d.removedChains).toEqual([]);
     expect(d.createdSets).toEqual([]);
     // Its address joins the group's dispatch set, the peer set of x/allow's namespace peer, x/eg's
-    // named-port set (http on every pod), and the node's programmed addresses.
+    // named-port set (http on every pod), the named-port sets the ingress rules match on the
+    // destination (http and dns of every pod), and the node's programmed addresses.
     expect(d.memberChanges.map((c) => [c.set.slice(0, 7), c.added, c.removed]).sort()).toEqual([
       ['PCTL-i-', ['10.244.1.74'], []],
       ['PCTL-n-', ['10.244.1.74,tcp:80'], []],
+      ['PCTL-n-', ['10.244.1.74,tcp:80'], []],
+      ['PCTL-n-', ['10.244.1.74,udp:53'], []],
       ['PCTL-p-', ['10.244.1.74'], []],
       ['PCTL-pr', ['10.244.1.74'], []],
     ]);

@@ -37,7 +37,6 @@ import { quarantineChain, sameContent } from './collisions.ts';
 import type { CompileOptions } from './compile.ts';
 import { DIRECTIONS, POD_CIDRS_SET, PROGRAMMED_SPEC, podCidrsKey, dropsMidstream, hooksFor, layoutRuntimeSets, nodePodCidrs, programmedSetNeeded, type ChainContent, type DispatchLevel, type LayoutOptions, type ServiceProxy } from './layout.ts';
 import type { Rule, Ruleset, RulesetDelta } from './ruleset.ts';
-import { podPortsKey } from './rules.ts';
 import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, subjectSelects, type Selection, type TierChainCache, type TierOptions, type TierPolicy } from './tiers.ts';
 import { DispatchState, type Group } from './incremental/dispatch.ts';
 import { ContentTracker, Recorder, collisionsOf, newPathMemo, newTierMemo, type PathEntry, type SetNeed } from './incremental/paths.ts';
@@ -345,7 +344,7 @@ export class IncrementalCompiler {
     const pod = local.pod;
     const selection = new PodSelection(this.model, pod, this.prefix!.forPod(pod));
     const sels = DIRECTIONS.map((dir) => selectTiers(this.model, pod, dir, selection));
-    const keys = DIRECTIONS.map((dir, i) => (sels[i]!.length === 0 ? '' : selectionKey(dir, sels[i]!, pod, (p) => this.policyId(p))));
+    const keys = DIRECTIONS.map((dir, i) => (sels[i]!.length === 0 ? '' : selectionKey(dir, sels[i]!, (p) => this.policyId(p))));
     // The same policies in the same order (same records) give the same chains: nothing to do.
     if (local.keys && keys.every((k, i) => k === local.keys![i])) return;
     local.keys = keys;
@@ -408,7 +407,7 @@ export class IncrementalCompiler {
     // policy's change rebuilds the Admin chains, not the NetworkPolicy chains after them.
     const needsOf = new Map<ChainContent, readonly SetNeed[]>();
     const cache: TierChainCache = (tier, d, policies, next, build) => {
-      const tierKey = `${tier.name}|${d}|${policies.map((p) => this.policyId(p)).join(',')}|${tier.podPorts ? podPortsKey(pod, d) : ''}|${next ?? ''}`;
+      const tierKey = `${tier.name}|${d}|${policies.map((p) => this.policyId(p)).join(',')}|${next ?? ''}`;
       let e = this.tierMemo.get(tierKey);
       if (!e) {
         const rec = new Recorder(this.model);

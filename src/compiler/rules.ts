@@ -192,8 +192,8 @@ export function portMatches(plan: PortPlan): Match[] {
   return out;
 }
 
-/** One NetworkPolicy rule as allow rules (RETURN) for a pod it selects. */
-function rulesFor(sets: SetSource, pol: PolicyRecord, index: number, rule: PolicyRule, dir: PolicyType, selected: PodRecord): Rule[] {
+/** One NetworkPolicy rule as allow rules (RETURN), the same for every pod it selects. */
+function rulesFor(sets: SetSource, pol: PolicyRecord, index: number, rule: PolicyRule, dir: PolicyType): Rule[] {
   const comment = `${policyCommentRef(pol.namespace, pol.name)} ${dir.toLowerCase()}[${index}]`;
   const allow = VERDICTS.allow;
   const peers = peerMatches(sets, rule, dir);
@@ -205,23 +205,25 @@ function rulesFor(sets: SetSource, pol: PolicyRecord, index: number, rule: Polic
   for (const spec of rule.ports) {
     if (spec.port === undefined) addPorts(numeric, spec.protocol, 'all');
     else if (typeof spec.port === 'number') addPorts(numeric, spec.protocol, [{ from: spec.port, to: spec.endPort ?? spec.port }]);
-    else if (dir === 'Ingress') {
-      // Ingress named ports resolve on the selected pod itself, so they become numbers here.
-      const found = selected.ports.filter((cp) => cp.name === spec.port && cp.protocol === spec.protocol);
-      if (found.length) addPorts(numeric, spec.protocol, found.map((cp) => ({ from: cp.containerPort, to: cp.containerPort })));
-    } else named.push({ name: spec.port, protocol: spec.protocol });
+    else named.push({ name: spec.port, protocol: spec.protocol });
   }
 
   const out: Rule[] = [];
   const ports = portMatches(numeric);
   for (const peer of peers) {
     for (const pm of ports) out.push({ match: { ...peer.match, ...pm }, action: allow, comment });
-    // Egress named ports resolve on each destination pod: an ip,port set of the peer's pods.
-    // They never match an ipBlock destination (peer.pods undefined).
-    if (peer.pods) {
-      for (const n of named) {
-        const set = sets.namedPortSet(peer.pods, n.name, n.protocol);
-        out.push({ match: { protocol: l4(n.protocol), sets: [{ set, dirs: 'dst,dst' }] }, action: allow, comment });
+    for (const n of named) {
+      if (dir === 'Egress') {
+        // Egress named ports resolve on each destination pod: an ip,port set of the peer's pods.
+        // They never match an ipBlock destination (peer.pods undefined).
+        if (peer.pods) out.push({ match: { protocol: l4(n.protocol), sets: [{ set: sets.namedPortSet(peer.pods, n.name, n.protocol), dirs: 'dst,dst' }] }, action: allow, comment });
+      } else {
+        // Ingress named ports resolve on the selected pod, the destination: the ip,port set of
+        // every pod's ports of that name, matched on it. One rule whatever ports the pod declares
+        // under that name (several containers may), and the chain does not depend on the pod's
+        // ports, so pods under the same policies share it.
+        const set = { set: sets.namedPortSet('any', n.name, n.protocol), dirs: 'dst,dst' as const };
+        out.push({ match: { ...peer.match, protocol: l4(n.protocol), sets: [...(peer.match.sets ?? []), set] }, action: allow, comment });
       }
     }
   }
@@ -264,26 +266,14 @@ export function chunkPorts(ranges: readonly PortRange[]): PortRange[][] {
  * NetworkPolicy isolates never reaches a later tier (fail closed: an invalid policy has no
  * rules, so it isolates and allows nothing).
  */
-export function networkPolicyRules(sets: SetSource, pod: PodRecord, dir: PolicyType, policies: readonly PolicyRecord[]): Rule[] {
+export function networkPolicyRules(sets: SetSource, dir: PolicyType, policies: readonly PolicyRecord[]): Rule[] {
   const rules: Rule[] = [];
   for (const pol of policies) {
-    (dir === 'Ingress' ? pol.ingress : pol.egress).forEach((r, i) => append(rules, rulesFor(sets, pol, i, r, dir, pod)));
+    (dir === 'Ingress' ? pol.ingress : pol.egress).forEach((r, i) => append(rules, rulesFor(sets, pol, i, r, dir)));
   }
   const refs = policies.map((p) => policyCommentRef(p.namespace, p.name)); // never a refused name
   rules.push(...loggedDrop({}, `default deny ${dir.toLowerCase()}: isolated by ${refs.join(',')}`, { kind: 'np', dir, policies: refs }));
   return rules;
-}
-
-/**
- * What a pod's rules depend on besides its policies: ingress named ports resolve on the selected
- * pod, so its named container ports (in order). Egress rules depend on the policies only. Pods
- * with equal keys under the same policies get the same chains.
- */
-export function podPortsKey(pod: PodRecord, dir: PolicyType): string {
-  if (dir === 'Egress') return '';
-  let key = '';
-  for (const cp of pod.ports) if (cp.name !== undefined) key += `${cp.name}/${cp.protocol}/${cp.containerPort};`;
-  return key;
 }
 
 /** Sorted set members, as the Ruleset holds them. */

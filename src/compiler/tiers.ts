@@ -17,7 +17,7 @@ import { cidrContainsIp, parseCidr } from '../model/cidr.ts';
 import { DISPATCH_CHAINS, linkTiers, type ChainContent, type Continuation } from './layout.ts';
 import { chainName } from './names.ts';
 import { dropChainsOf } from './drop-log.ts';
-import { clusterPolicyRules, clusterTierRules, networkPolicyRules, podPortsKey, type SetSource } from './rules.ts';
+import { clusterPolicyRules, clusterTierRules, networkPolicyRules, type SetSource } from './rules.ts';
 import type { Rule } from './ruleset.ts';
 
 export type TierName = 'Admin' | 'NetworkPolicy' | 'Baseline';
@@ -44,8 +44,6 @@ export interface Tier {
   readonly scope: TierScope;
   /** How its undecided packets reach the next tier (layout.ts Continuation). */
   readonly continuation: Continuation;
-  /** Its rules depend on the pod's named container ports (not only on its policies). */
-  readonly podPorts: boolean;
   /** The policies of this tier that apply to the pod in this direction, in evaluation order. */
   select(pod: PodSelection, dir: PolicyType, earlier: ReadonlyMap<TierName, readonly TierPolicy[]>): readonly TierPolicy[];
   /** The tier's rules for the pod; a packet they leave undecided goes to `next` (layout.ts VERDICTS.next). */
@@ -187,7 +185,6 @@ function clusterTier(name: CnpTier, kinds: Record<PolicyType, string>, continuat
     kinds,
     scope: 'cluster',
     continuation,
-    podPorts: false,
     select,
     rules: (sets, _pod, dir, policies, next) => clusterTierRules(sets, dir, cnps(policies), next),
     policyRules: (sets, _pod, dir, policy, next) => (policy.kind === 'ClusterNetworkPolicy' ? clusterPolicyRules(sets, dir, policy, next) : []),
@@ -218,12 +215,10 @@ export const TIERS: readonly Tier[] = [
     kinds: { Egress: 'E', Ingress: 'I' },
     scope: 'namespace',
     continuation: 'goto',
-    // Ingress named ports resolve to numbers on the selected pod (rules.ts).
-    podPorts: true,
     select: (p, dir) => p.networkPolicies().filter((np) => np.policyTypes.includes(dir)),
-    rules: (sets, pod, dir, policies) => networkPolicyRules(sets, pod, dir, nps(policies)),
+    rules: (sets, _pod, dir, policies) => networkPolicyRules(sets, dir, nps(policies)),
     // Its allow rules, without the logged default deny (two rules) that ends every NetworkPolicy chain.
-    policyRules: (sets, pod, dir, policy) => (policy.kind === 'NetworkPolicy' ? networkPolicyRules(sets, pod, dir, [policy]).slice(0, -2) : []),
+    policyRules: (sets, _pod, dir, policy) => (policy.kind === 'NetworkPolicy' ? networkPolicyRules(sets, dir, [policy]).slice(0, -2) : []),
   },
   // Only for pods no NetworkPolicy isolates in that direction; Pass and no match allow.
   clusterTier('Baseline', { Egress: 'F', Ingress: 'J' }, 'goto', (p, dir, earlier) => ((earlier.get('NetworkPolicy')?.length ?? 0) > 0 ? [] : withRules(p.clusterPolicies('Baseline'), dir))),
@@ -251,10 +246,10 @@ export function selectTiers(model: Model, pod: PodRecord, dir: PolicyType, selec
  * The key of a pod's chains in one direction: pods with equal keys get the same chains (the
  * compilers build them once). `id` names a policy record (its UID, or an id per record object).
  */
-export function selectionKey(dir: PolicyType, sel: Selection, pod: PodRecord, id: (p: TierPolicy) => string | number): string {
+export function selectionKey(dir: PolicyType, sel: Selection, id: (p: TierPolicy) => string | number): string {
   let key = dir;
   for (const s of sel) key += `|${s.tier.name}:${s.policies.map(id).join(',')}`;
-  return `${key}|${podPortsKey(pod, dir)}`;
+  return key;
 }
 
 /** A chain named by a digest of its rules (the collision guard keeps the text it was named from). */

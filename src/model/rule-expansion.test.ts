@@ -9,9 +9,9 @@ describe('ruleExpansion', () => {
     expect(ruleExpansion(rule(undefined, ports(...Array.from({ length: 16 }, (_, i) => 1000 + i))), 'Ingress').rules).toBe(2);
     expect(ruleExpansion(rule(undefined, ports([1000, 2000], [3000, 4000], 5, { protocol: 'UDP', port: 53 })), 'Ingress').portMatches).toBe(2);
     expect(ruleExpansion(rule(undefined, ports(80, { protocol: 'TCP' })), 'Ingress').portMatches).toBe(1);
-    // An egress named port is a match of its own; an ingress one a port.
+    // A named port is a match of its own in either direction (a set of the pods' named ports).
     expect(ruleExpansion(rule(undefined, ports('http', 'grpc')), 'Egress').portMatches).toBe(2);
-    expect(ruleExpansion(rule(undefined, ports('http', 'grpc')), 'Ingress').portMatches).toBe(1);
+    expect(ruleExpansion(rule(undefined, ports('http', 'grpc')), 'Ingress').portMatches).toBe(2);
   });
 
   it("a tenant's 1000 ipBlocks and 2000 ports: 134,000 rules, far over the limit", () => {

@@ -1,8 +1,8 @@
 // How many iptables rules a NetworkPolicy rule becomes at most, counted from the spec alone so
 // that validation can refuse a rule the compiler should never be asked to write. The API sets no
 // limit on a rule's peers or ports, and the compiler writes one rule per peer and per group of
-// ports (src/compiler/rules.ts rulesFor: multiport takes 15 ports, a range two of them; an egress
-// named port is a rule of its own): a tenant's 66 KB policy of 1000 ipBlocks and 2000 ports is
+// ports (src/compiler/rules.ts rulesFor: multiport takes 15 ports, a range two of them; a named
+// port is a rule of its own): a tenant's 66 KB policy of 1000 ipBlocks and 2000 ports is
 // 134,000 rules in every chain that holds it. A policy whose rules expand to more than
 // MAX_RULES_PER_POLICY is invalid and fails closed (docs/design.md, invariant fail-closed), with
 // an error saying why (normalize-policy.ts checkExpansion).
@@ -24,12 +24,12 @@ export interface RuleExpansion {
 }
 
 /**
- * An upper bound of the rules `rule` compiles to in direction `dir` (ports are not merged here,
- * so it can only be more than the compiler writes, never less). An ingress named port resolves
- * to at most one port per protocol on the selected pod (port names are unique in a pod), so it
- * counts as one port; an egress named port is a match of its own.
+ * An upper bound of the rules `rule` compiles to (ports are not merged here, so it can only be
+ * more than the compiler writes, never less). A named port is a match of its own in either
+ * direction: a set of pods' named ports, matched on the destination, whatever ports the pods
+ * declare under that name (the API does not keep a name unique across a pod's containers).
  */
-export function ruleExpansion(rule: PolicyRule, dir: PolicyType): RuleExpansion {
+export function ruleExpansion(rule: PolicyRule, _dir?: PolicyType): RuleExpansion {
   const peers = Math.max(1, rule.peers?.length ?? 0);
   if (!rule.ports || rule.ports.length === 0) return { peers, portMatches: 1, rules: peers };
   const slots = new Map<Protocol, number | 'all'>();
@@ -38,7 +38,7 @@ export function ruleExpansion(rule: PolicyRule, dir: PolicyType): RuleExpansion 
     const had = slots.get(p.protocol) ?? 0;
     if (had === 'all') continue;
     if (p.port === undefined) slots.set(p.protocol, 'all');
-    else if (typeof p.port === 'string' && dir === 'Egress') namedMatches++;
+    else if (typeof p.port === 'string') namedMatches++;
     else slots.set(p.protocol, had + (typeof p.port === 'number' && p.endPort !== undefined && p.endPort !== p.port ? 2 : 1));
   }
   let portMatches = namedMatches;

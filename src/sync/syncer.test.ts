@@ -363,7 +363,7 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     // The set members: the new dispatch set entry (and the peer and named-port sets of x/a3);
     // then the rule; then, once both are in force, the address joins the programmed ones.
     expect(writesOf(rec)).toEqual([
-      { cmd: 'ipset', input: expect.stringMatching(/^(add PCTL-[pni]-\w+ 10\.244\.1\.75(,tcp:80)?\n)+$/) },
+      { cmd: 'ipset', input: expect.stringMatching(/^(add PCTL-[pni]-\w+ 10\.244\.1\.75(,(tcp|udp):\d+)?\n)+$/) },
       { cmd: 'iptables-nft-restore', input: expect.stringMatching(/^\*filter\n-A PCTL-IB-11 -m set --match-set PCTL-i-\w+ dst -m comment --comment "\w+ ingress policy of the local pods in PCTL-i-\w+" -g PCTL-I-\w+\nCOMMIT\n$/) },
       { cmd: 'ipset', input: 'add PCTL-programmed 10.244.1.75\n' },
     ]);
@@ -375,7 +375,7 @@ describe.runIf(kernelTestsEnabled())('Syncer on the real kernel', () => {
     // (in a call of its own: the phases are never one call, Syncer.apply says why).
     expect(writesOf(rec)).toEqual([
       { cmd: 'ipset', input: 'del PCTL-programmed 10.244.1.75\n' },
-      { cmd: 'ipset', input: expect.stringMatching(/^(del PCTL-[pni]-\w+ 10\.244\.1\.75(,tcp:80)?\n)+$/) },
+      { cmd: 'ipset', input: expect.stringMatching(/^(del PCTL-[pni]-\w+ 10\.244\.1\.75(,(tcp|udp):\d+)?\n)+$/) },
     ]);
     expect(writesOf(rec)[1]!.input).toMatch(/^del PCTL-i-/m);
     expect(leave.payloads.gcIptables).toMatch(/^\*filter\n-D PCTL-IB-11 -m set --match-set PCTL-i-\w+ dst -m comment --comment "\w+ ingress policy [^"]+" -g PCTL-I-\w+\nCOMMIT\n$/);
