@@ -76,6 +76,19 @@ describe('DropLog: attribution and aggregation', () => {
     expect(text).not.toMatch(/pod=/);
   });
 
+  it('the denied-packets series of a policy no longer in the cluster is removed before a new one is made', async () => {
+    const metrics = new AgentMetrics();
+    const m = sampleCluster();
+    const dl = new DropLog({ node: 'n1', model: m, logger: capture().logger, metrics });
+    dl.record({ prefix: NP_A, src: '10.244.1.14', dst: '10.244.1.10', protocol: 'tcp', dport: 5432 });
+    const series = async () => (await metrics.registry.metrics()).split('\n').filter((l) => l.startsWith('policyctl_policy_denied_packets_logged_total{')).map((l) => /policy="([^"]*)"/.exec(l)![1]);
+    expect(await series()).toEqual(['x/allow', 'x/deny']);
+    m.remove(m.findPolicy('x', 'deny')!.uid, 'NetworkPolicy');
+    // A drop counted under a new label set (an unknown address: no policy) prunes the deleted policy's.
+    dl.record({ prefix: dropLogPrefix({ kind: 'unknown', dir: 'Egress' }), src: '10.244.1.250', dst: '10.244.1.10', protocol: 'tcp', dport: 80 });
+    expect(await series()).toEqual(['x/allow', '']);
+  });
+
   it('a ClusterNetworkPolicy Deny names the tier, policy and rule; an unknown address stays an address', () => {
     const m = sampleCluster();
     const cnp = normalize({

@@ -26,6 +26,8 @@ export type { LogRecord };
 import type { AgentMetrics } from './metrics.ts';
 
 /** What decided a drop, in the words `policyctl explain` uses. */
+type DeniedLabels = { policy: string; tier: string; direction: string };
+
 export type DropDecision =
   | {
       readonly tier: 'NetworkPolicy';
@@ -100,6 +102,8 @@ export class DropLog {
   private timer: NodeJS.Timeout | undefined;
   private podsByIp: { generation: number; map: Map<string, PodRecord> } | undefined;
   readonly denied: Counter<'policy' | 'tier' | 'direction'> | undefined;
+  /** The label sets `denied` has a series for. */
+  private readonly series = new Map<string, DeniedLabels>();
   readonly lost: Counter | undefined;
 
   constructor(o: DropLogOptions) {
@@ -174,9 +178,29 @@ export class DropLog {
     if (!this.denied) return;
     const dec = d.decision;
     const direction = d.direction;
-    if (dec.tier === 'NetworkPolicy') for (const policy of dec.policies) this.denied.inc({ policy, tier: dec.tier, direction });
-    else if (dec.tier === 'none') this.denied.inc({ policy: '', tier: 'none', direction });
-    else this.denied.inc({ policy: dec.policy, tier: dec.tier, direction });
+    if (dec.tier === 'NetworkPolicy') for (const policy of dec.policies) this.inc({ policy, tier: dec.tier, direction });
+    else if (dec.tier === 'none') this.inc({ policy: '', tier: 'none', direction });
+    else this.inc({ policy: dec.policy, tier: dec.tier, direction });
+  }
+
+  /**
+   * One more denied packet for these labels. Before a series is created, the series of policies
+   * no longer in the model are removed: the names tenants create and delete do not pile up.
+   */
+  private inc(labels: DeniedLabels): void {
+    const key = `${labels.policy}|${labels.tier}|${labels.direction}`;
+    if (!this.series.has(key)) {
+      const m = this.o.model;
+      for (const [k, l] of this.series) {
+        const [ns, name] = l.policy.split('/') as [string, string | undefined];
+        const gone = l.tier === 'NetworkPolicy' ? name === undefined || !m.findPolicy(ns, name) : l.tier !== 'none' && (name === undefined || !m.findClusterPolicy(name));
+        if (!gone) continue;
+        this.denied!.remove(l);
+        this.series.delete(k);
+      }
+      this.series.set(key, labels);
+    }
+    this.denied!.inc(labels);
   }
 
   private pod(ip: string): PodRecord | undefined {

@@ -4,7 +4,7 @@ import { createNetns, kernelTestsEnabled, type TestNetns } from '../../test/supp
 import { chainedDrop, dropChainsOf, loggedDrop } from '../compiler/drop-log.ts';
 import type { Rule } from '../compiler/ruleset.ts';
 import { renderRule, ruleId } from '../sync/render.ts';
-import { parseRuleCounters, readRuleCounters } from '../sync/rule-counters.ts';
+import { parseRuleCounters, readRuleCounters, type RuleCounter } from '../sync/rule-counters.ts';
 import { AgentMetrics } from './metrics.ts';
 import { attribute, PolicyCounters } from './policy-counters.ts';
 
@@ -14,6 +14,8 @@ describe('attribute', () => {
   it('reads the compiler\'s comments: allowed by a rule, denied by a default deny or a Deny rule, nothing for the rest', () => {
     expect(attribute({ comment: 'x/allow ingress[0]', target: 'RETURN' })).toEqual({ verdict: 'allowed', tier: 'NetworkPolicy', direction: 'Ingress', policies: ['x/allow'] });
     expect(attribute({ comment: 'default deny egress: isolated by x/a,x/b', target: 'DROP' })).toEqual({ verdict: 'denied', tier: 'NetworkPolicy', direction: 'Egress', policies: ['x/a', 'x/b'] });
+    // Cut short by the kernel's 255 characters: the partial last name is not a policy.
+    expect(attribute({ comment: `default deny egress: isolated by x/a,x/${'b'.repeat(60)}...`, target: 'DROP' })).toEqual({ verdict: 'denied', tier: 'NetworkPolicy', direction: 'Egress', policies: ['x/a'] });
     expect(attribute({ comment: 'cnp/wall Admin Deny ingress[1]', target: 'DROP' })).toEqual({ verdict: 'denied', tier: 'Admin', direction: 'Ingress', policies: ['cnp/wall'] });
     expect(attribute({ comment: 'cnp/wall Admin Deny ingress[1]', target: 'PCTL-L-abc' })).toEqual({ verdict: 'denied', tier: 'Admin', direction: 'Ingress', policies: ['cnp/wall'] });
     expect(attribute({ comment: 'cnp/open Baseline Accept egress[0]', target: 'RETURN' })).toEqual({ verdict: 'allowed', tier: 'Baseline', direction: 'Egress', policies: ['cnp/open'] });
@@ -35,14 +37,28 @@ describe('PolicyCounters', () => {
   it('adds what each rule counted since the last read; a rewritten (reset) rule counts from zero', async () => {
     const metrics = new AgentMetrics();
     const registry = metrics.registry;
-    const pc = new PolicyCounters(metrics, async () => [], silent);
+    // The kernel's counters as the last step left them (a scrape reads them again).
+    let kernel: RuleCounter[] = [];
+    const pc = new PolicyCounters(metrics, async () => kernel, silent);
     const rule = (packets: number, chain = 'PCTL-I-a') => ({ chain, id: 'a'.repeat(24), comment: 'x/allow ingress[0]', target: 'RETURN', packets });
-    pc.add([rule(5)]);
-    pc.add([rule(8)]);
-    pc.add([rule(2)]); // the chain was rewritten: 2 new packets
-    pc.add([rule(2), rule(4, 'PCTL-I-b')]);
+    const step = (rules: RuleCounter[]) => pc.add((kernel = rules));
+    step([rule(5)]);
+    step([rule(8)]);
+    step([rule(2)]); // the chain was rewritten: 2 new packets
+    step([rule(2), rule(4, 'PCTL-I-b')]);
     const text = await registry.getSingleMetricAsString('policyctl_policy_packets_total');
     expect(text).toContain('policyctl_policy_packets_total{policy="x/allow",tier="NetworkPolicy",direction="Ingress",verdict="allowed"} 14');
+  });
+
+  it('drops the series of a policy whose rules are gone: names tenants create and delete do not pile up', async () => {
+    const metrics = new AgentMetrics();
+    let kernel: RuleCounter[] = [];
+    const pc = new PolicyCounters(metrics, async () => kernel, silent);
+    const rule = (name: string) => ({ chain: 'PCTL-I-a', id: name.padEnd(24, 'x'), comment: `t/${name} ingress[0]`, target: 'RETURN', packets: 1 });
+    for (let i = 0; i < 100; i++) pc.add((kernel = [rule('keep'), rule(`churn-${i}`)]));
+    pc.add((kernel = [rule('keep')]));
+    const text = await metrics.registry.getSingleMetricAsString('policyctl_policy_packets_total');
+    expect(text.split('\n').filter((l) => l.startsWith('policyctl_policy_packets_total{'))).toEqual(['policyctl_policy_packets_total{policy="t/keep",tier="NetworkPolicy",direction="Ingress",verdict="allowed"} 1']);
   });
 });
 

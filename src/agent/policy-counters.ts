@@ -53,7 +53,11 @@ export function attribute(c: Pick<RuleCounter, 'comment' | 'target'>): Attributi
   }
   m = /^default deny (ingress|egress): isolated by (.+)$/.exec(comment);
   if (m && target === 'DROP') {
-    const policies = m[2]!.replace(/\.\.\.$/, '').split(',').filter((p) => p.includes('/') || p.startsWith('invalid-name-'));
+    // A comment cut short (render.ts sanitizeComment: `...` at the end) ends in part of a name:
+    // left out, so no policy that does not exist (or another whose name is that prefix) is named.
+    const names = m[2]!.split(',');
+    if (m[2]!.endsWith('...')) names.pop();
+    const policies = names.filter((p) => p.includes('/') || p.startsWith('invalid-name-'));
     return { verdict: 'denied', tier: 'NetworkPolicy', direction: dirOf(m[1]!), policies };
   }
   m = /^(from|to) an address of pod CIDR \S+ that is not a programmed pod$/.exec(comment);
@@ -63,9 +67,14 @@ export function attribute(c: Pick<RuleCounter, 'comment' | 'target'>): Attributi
   return undefined;
 }
 
+type Labels = { policy: string; tier: Attribution['tier']; direction: PolicyType; verdict: Attribution['verdict'] };
+const labelKey = (l: Labels) => `${l.policy}|${l.tier}|${l.direction}|${l.verdict}`;
+
 export class PolicyCounters {
   readonly packets: Counter<'policy' | 'tier' | 'direction' | 'verdict'>;
   private last = new Map<string, number>();
+  /** The label sets of the rules of the last read (their series may exist). */
+  private series = new Map<string, Labels>();
   private readAt = 0;
   private reading: Promise<void> | undefined;
 
@@ -101,10 +110,15 @@ export class PolicyCounters {
     this.add(rules);
   }
 
-  /** Adds the rules' counts since the last call (exposed for tests). */
+  /**
+   * Adds the rules' counts since the last call (exposed for tests). A series whose policy has no
+   * rule left in the kernel (the policy was deleted) is removed, so policy names tenants come and
+   * go with do not pile up in the agent or in Prometheus.
+   */
   add(rules: readonly RuleCounter[]): void {
     const next = new Map<string, number>();
     const seen = new Map<string, number>();
+    const live = new Map<string, Labels>();
     for (const r of rules) {
       const a = attribute(r);
       if (!a) continue;
@@ -115,8 +129,14 @@ export class PolicyCounters {
       next.set(key, r.packets);
       const before = this.last.get(key);
       const delta = before === undefined || r.packets < before ? r.packets : r.packets - before;
-      if (delta > 0) for (const policy of a.policies) this.packets.inc({ policy, tier: a.tier, direction: a.direction, verdict: a.verdict }, delta);
+      for (const policy of a.policies) {
+        const labels: Labels = { policy, tier: a.tier, direction: a.direction, verdict: a.verdict };
+        live.set(labelKey(labels), labels);
+        if (delta > 0) this.packets.inc(labels, delta);
+      }
     }
+    for (const [k, labels] of this.series) if (!live.has(k)) this.packets.remove(labels);
+    this.series = live;
     this.last = next;
   }
 }
