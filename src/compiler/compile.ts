@@ -17,7 +17,7 @@ import type { IpBlockPeer, PodRecord, PodsPeer, PolicyType, Protocol } from '../
 import { isEnforceable } from '../model/types.ts';
 import { collisionOf, contentText, quarantineChain, sortCollisions } from './collisions.ts';
 import { DIRECTIONS, KNOWN_PODS_SPEC, PROGRAMMED_SPEC, podCidrsSetSpec, bucketedDispatch, dropsMidstream, dispatchRule, dispatchSetSpec, hooksFor, layoutChains, layoutRuntimeSets, WIDE_CHAINS, nodePodCidrs, programmedSetNeeded, type ChainContent, type Dispatch, type DispatchLevel, type ServiceProxy } from './layout.ts';
-import { blockSetSpec, namedPortEntries, namedPortSetSpec, peerKey, podSetSpec, sortedMembers, unknownPodAddressMatches, type SetSource, type SetSpec } from './rules.ts';
+import { blockSetSpec, namedPortEntries, namedPortSetSpec, peerKey, podSetSpec, sortedMembers, unknownPodAddressMatches, type PeerRef, type SetSource, type SetSpec } from './rules.ts';
 import type { Chain, IpSet, NameCollision, Rule, Ruleset, SetMatch, SetMember } from './ruleset.ts';
 import { PodSelection, SharedAdminPrefix, directionPath, selectTiers, selectionKey, type DirectionPath, type TierOptions } from './tiers.ts';
 
@@ -39,8 +39,11 @@ class Context implements SetSource {
   /** A pod's chains in one direction, by selection key. */
   readonly paths = new Map<string, DirectionPath>();
   readonly model: Model;
-  constructor(model: Model) {
+  /** The node compiled for (the `local` pods). */
+  readonly node: string;
+  constructor(model: Model, node: string) {
     this.model = model;
+    this.node = node;
   }
 
   /** Create and fill a set now. */
@@ -72,11 +75,11 @@ class Context implements SetSource {
   }
 
   /** Enforceable pods a peer selects; `any` = every enforceable pod in the cluster. */
-  peerPods(peer: PodsPeer | 'any'): PodRecord[] {
+  peerPods(peer: PeerRef): PodRecord[] {
     const key = peerKey(peer);
     let pods = this.podsByPeer.get(key);
     if (!pods) {
-      pods = peer === 'any' ? [...this.model.allPods()].filter(isEnforceable) : this.model.enforceablePodsOf(peer);
+      pods = peer === 'any' ? [...this.model.allPods()].filter(isEnforceable) : peer === 'local' ? this.model.podsOnNode(this.node).filter(isEnforceable) : this.model.enforceablePodsOf(peer);
       this.podsByPeer.set(key, pods);
     }
     return pods;
@@ -88,7 +91,7 @@ class Context implements SetSource {
     });
   }
 
-  namedPortSet(peer: PodsPeer | 'any', portName: string, protocol: Protocol | undefined): string {
+  namedPortSet(peer: PeerRef, portName: string, protocol: Protocol | undefined): string {
     return this.lazy(namedPortSetSpec(peer, portName, protocol), (s) => {
       for (const p of this.peerPods(peer)) for (const e of namedPortEntries(p, portName, protocol)) s.members.set(e, false);
     });
@@ -136,7 +139,7 @@ export interface CompileOptions {
 }
 
 export function compile(model: Model, node: string, opts: CompileOptions = {}): Ruleset {
-  const ctx = new Context(model);
+  const ctx = new Context(model, node);
   const cidrs = nodePodCidrs(model, node, opts.podCidrs);
 
   const local = model.podsOnNode(node).filter(isEnforceable);

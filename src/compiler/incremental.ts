@@ -126,7 +126,7 @@ export class IncrementalCompiler {
     this.tierOptions = opts.tiers;
     this.proxy = opts.proxy;
     this.layout = { proxy: opts.proxy, dropMidstream: opts.dropMidstream };
-    this.peers = new PeerIndex(model);
+    this.peers = new PeerIndex(model, node);
     this.unsubscribe = model.subscribe((c) => this.note(c));
   }
 

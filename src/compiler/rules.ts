@@ -38,7 +38,7 @@ export interface SetSpec {
 export interface SetSource {
   podSet(peer: PodsPeer): string;
   /** `protocol` undefined: the container ports of that name whatever their protocol (a CNP's). */
-  namedPortSet(peer: PodsPeer | 'any', portName: string, protocol: Protocol | undefined): string;
+  namedPortSet(peer: PeerRef, portName: string, protocol: Protocol | undefined): string;
   blockSet(b: IpBlockPeer): string;
   /** A hash:net set of fixed members (a CNP's `networks`). */
   netSet(spec: SetSpec & { readonly members: readonly SetMember[] }): string;
@@ -72,11 +72,17 @@ export function unknownPodAddressMatches(side: 'src' | 'dst', cidrs: string, kno
   ];
 }
 
+/**
+ * Whose pods a set holds: a pods peer's, every pod's (`any`), or this node's (`local`: an ingress
+ * named port resolves on the destination, which is always one of them).
+ */
+export type PeerRef = PodsPeer | 'any' | 'local';
+
 const peerKeys = new WeakMap<PodsPeer, string>();
 
 /** Canonical key of a pods peer: equal keys select the same pods (shared sets). Memoized per peer object. */
-export function peerKey(peer: PodsPeer | 'any'): string {
-  if (peer === 'any') return 'any';
+export function peerKey(peer: PeerRef): string {
+  if (peer === 'any' || peer === 'local') return peer;
   let key = peerKeys.get(peer);
   if (key === undefined) {
     const ns = peer.namespaces.kind === 'own' ? `own:${peer.namespaces.name}` : `nssel:${selectorKey(peer.namespaces.selector)}`;
@@ -86,8 +92,9 @@ export function peerKey(peer: PodsPeer | 'any'): string {
   return key;
 }
 
-function describePeer(peer: PodsPeer | 'any'): string {
+function describePeer(peer: PeerRef): string {
   if (peer === 'any') return 'every pod';
+  if (peer === 'local') return "this node's pods";
   const ns = peer.namespaces.kind === 'own' ? `namespace ${peer.namespaces.name}` : 'selected namespaces';
   return `${peer.pods ? 'selected pods' : 'all pods'} in ${ns}`;
 }
@@ -112,7 +119,7 @@ export function podSetSpec(peer: PodsPeer): SetSpec {
  * NetworkPolicy's named port), or of any (`undefined`: a ClusterNetworkPolicy's
  * destinationNamedPort, which matches each port with its own protocol).
  */
-export function namedPortSetSpec(peer: PodsPeer | 'any', portName: string, protocol: Protocol | undefined): SetSpec {
+export function namedPortSetSpec(peer: PeerRef, portName: string, protocol: Protocol | undefined): SetSpec {
   const key = `${peerKey(peer)}|${portName}/${protocol ?? '*'}`;
   return { name: setName('n', key), type: 'hash:ip,port', purpose: `named port ${portName}/${protocol ?? 'any protocol'} on ${describePeer(peer)} (${key})` };
 }
@@ -218,11 +225,11 @@ function rulesFor(sets: SetSource, pol: PolicyRecord, index: number, rule: Polic
         // They never match an ipBlock destination (peer.pods undefined).
         if (peer.pods) out.push({ match: { protocol: l4(n.protocol), sets: [{ set: sets.namedPortSet(peer.pods, n.name, n.protocol), dirs: 'dst,dst' }] }, action: allow, comment });
       } else {
-        // Ingress named ports resolve on the selected pod, the destination: the ip,port set of
-        // every pod's ports of that name, matched on it. One rule whatever ports the pod declares
-        // under that name (several containers may), and the chain does not depend on the pod's
-        // ports, so pods under the same policies share it.
-        const set = { set: sets.namedPortSet('any', n.name, n.protocol), dirs: 'dst,dst' as const };
+        // Ingress named ports resolve on the selected pod, the destination, a pod of this node:
+        // the ip,port set of the node's pods' ports of that name, matched on it. One rule
+        // whatever ports the pod declares under that name (several containers may), and the
+        // chain does not depend on the pod's ports, so pods under the same policies share it.
+        const set = { set: sets.namedPortSet('local', n.name, n.protocol), dirs: 'dst,dst' as const };
         out.push({ match: { ...peer.match, protocol: l4(n.protocol), sets: [...(peer.match.sets ?? []), set] }, action: allow, comment });
       }
     }
@@ -393,13 +400,13 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
     // destinationNamedPort resolves on the destination pod, each port with its own protocol: an
     // ip,port set of the pods' ports of that name, matched on the destination. Egress: the peer's
     // pods (a destination that is not a pod is in no such set). Ingress: the destination is the
-    // selected pod itself, so the set of every pod serves, and the chain does not depend on the
-    // pod's ports (pods under the same policies share it).
-    const namedSet = (pods: PodsPeer | 'any', name: string): SetMatch => ({ set: sets.namedPortSet(pods, name, undefined), dirs: 'dst,dst' });
+    // selected pod itself, a pod of this node, so the set of the node's pods serves, and the
+    // chain does not depend on the pod's ports (pods under the same policies share it).
+    const namedSet = (pods: PeerRef, name: string): SetMatch => ({ set: sets.namedPortSet(pods, name, undefined), dirs: 'dst,dst' });
     for (const p of peers) {
       for (const pm of ports) push({ ...p.match, ...pm });
       for (const name of named) {
-        const set = namedSet(dir === 'Egress' ? p.pods : 'any', name);
+        const set = namedSet(dir === 'Egress' ? p.pods : 'local', name);
         push({ ...p.match, sets: dir === 'Egress' && p.pods !== 'any' ? [set] : [...(p.match.sets ?? []), set] });
       }
     }
@@ -407,7 +414,7 @@ export function clusterPolicyRules(sets: SetSource, dir: PolicyType, cnp: Cluste
       for (const pm of ports) unknownDrop(pm);
       if (named.length > 0) {
         if (dir === 'Egress') unknownDrop({});
-        else for (const name of named) unknownDrop({ sets: [namedSet('any', name)] });
+        else for (const name of named) unknownDrop({ sets: [namedSet('local', name)] });
       }
     }
   });

@@ -9,7 +9,7 @@ import type { IpBlockPeer, PodsPeer, PolicyType, Protocol } from '../../model/ty
 import { collisionOf, contentText, sortCollisions, type NameCollision } from '../collisions.ts';
 import type { ChainContent } from '../layout.ts';
 import { KNOWN_PODS_SPEC, podCidrsSetSpec } from '../layout.ts';
-import { blockSetSpec, namedPortSetSpec, podSetSpec, unknownPodAddressMatches, type SetSource, type SetSpec } from '../rules.ts';
+import { blockSetSpec, namedPortSetSpec, podSetSpec, unknownPodAddressMatches, type PeerRef, type SetSource, type SetSpec } from '../rules.ts';
 import type { SetMatch, SetMember } from '../ruleset.ts';
 import type { Model } from '../../model/store.ts';
 
@@ -17,7 +17,7 @@ import type { Model } from '../../model/store.ts';
 export type SetNeed =
   /** A peer's pod addresses (`any`: every pod's, KNOWN_PODS_SPEC). */
   | { readonly kind: 'p'; readonly spec: SetSpec; readonly peer: PodsPeer | 'any' }
-  | { readonly kind: 'n'; readonly spec: SetSpec; readonly peer: PodsPeer | 'any'; readonly portName: string; readonly protocol: Protocol | undefined }
+  | { readonly kind: 'n'; readonly spec: SetSpec; readonly peer: PeerRef; readonly portName: string; readonly protocol: Protocol | undefined }
   /** A set of fixed members (ipBlock, networks). */
   | { readonly kind: 'b'; readonly spec: SetSpec; readonly members: readonly SetMember[] };
 
@@ -33,7 +33,7 @@ export class Recorder implements SetSource {
     if (!this.needs.has(spec.name)) this.needs.set(spec.name, { kind: 'p', spec, peer });
     return spec.name;
   }
-  namedPortSet(peer: PodsPeer | 'any', portName: string, protocol: Protocol | undefined): string {
+  namedPortSet(peer: PeerRef, portName: string, protocol: Protocol | undefined): string {
     const spec = namedPortSetSpec(peer, portName, protocol);
     if (!this.needs.has(spec.name)) this.needs.set(spec.name, { kind: 'n', spec, peer, portName, protocol });
     return spec.name;

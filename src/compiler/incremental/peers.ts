@@ -8,16 +8,16 @@
 
 import type { Model } from '../../model/store.ts';
 import { selectorMatches } from '../../model/selector.ts';
-import type { PodRecord, PodsPeer, Protocol, Selector } from '../../model/types.ts';
+import type { PodRecord, Protocol, Selector } from '../../model/types.ts';
 import { isEnforceable } from '../../model/types.ts';
-import { namedPortEntries, peerKey } from '../rules.ts';
+import { namedPortEntries, peerKey, type PeerRef } from '../rules.ts';
 import type { SetState } from './sets.ts';
 import { addTo, removeFrom } from './sorted-list.ts';
 
-/** A pods peer (or `any`): the pods it selects now, and its live sets. */
+/** A pods peer (or `any`, or `local`): the pods it selects now, and its live sets. */
 export interface PeerState {
   readonly key: string;
-  readonly peer: PodsPeer | 'any';
+  readonly peer: PeerRef;
   readonly podSelector: Selector | undefined;
   /** Set for a namespace-selector peer: the selector. */
   readonly nsSelector: Selector | undefined;
@@ -37,12 +37,16 @@ export class PeerIndex {
   private readonly selectorPeers = new Set<PeerState>();
   private readonly selectorPeersByNs = new Map<string, Set<PeerState>>();
   private anyPeer: PeerState | undefined;
+  /** The peer of this node's pods (rules.ts PeerRef `local`). */
+  private localPeer: PeerState | undefined;
+  private readonly node: string;
   /** The peer each of its pod and named-port sets belongs to (the sets know nothing of peers). */
   private readonly setOwners = new Map<SetState, PeerState>();
   private readonly knownNamespaces = new Set<string>();
 
-  constructor(model: Model) {
+  constructor(model: Model, node: string) {
     this.model = model;
+    this.node = node;
   }
 
   /** Forget every peer; the namespaces known are the model's now. */
@@ -52,21 +56,22 @@ export class PeerIndex {
     this.selectorPeers.clear();
     this.selectorPeersByNs.clear();
     this.anyPeer = undefined;
+    this.localPeer = undefined;
     this.setOwners.clear();
     this.knownNamespaces.clear();
     for (const n of this.model.allNamespaces()) this.knownNamespaces.add(n.name);
   }
 
   /** The state of a peer, created (with its current members) on first use. */
-  peerOf(peer: PodsPeer | 'any'): PeerState {
+  peerOf(peer: PeerRef): PeerState {
     const key = peerKey(peer);
     const existing = this.peers.get(key);
     if (existing) return existing;
-    const nsSelector = peer !== 'any' && peer.namespaces.kind === 'selector' ? peer.namespaces.selector : undefined;
+    const nsSelector = peer !== 'any' && peer !== 'local' && peer.namespaces.kind === 'selector' ? peer.namespaces.selector : undefined;
     const st: PeerState = {
       key,
       peer,
-      podSelector: peer === 'any' ? undefined : peer.pods,
+      podSelector: peer === 'any' || peer === 'local' ? undefined : peer.pods,
       nsSelector,
       members: new Map(),
       pset: undefined,
@@ -77,6 +82,9 @@ export class PeerIndex {
     if (peer === 'any') {
       this.anyPeer = st;
       for (const p of this.model.allPods()) if (isEnforceable(p)) setMember(st, p);
+    } else if (peer === 'local') {
+      this.localPeer = st;
+      for (const p of this.model.podsOnNode(this.node)) if (isEnforceable(p)) setMember(st, p);
     } else if (peer.namespaces.kind === 'own') {
       addTo(this.ownPeers, peer.namespaces.name, st);
       for (const p of this.model.enforceablePodsIn(peer.namespaces.name, peer.pods)) setMember(st, p);
@@ -119,6 +127,7 @@ export class PeerIndex {
   private drop(st: PeerState): void {
     this.peers.delete(st.key);
     if (st.peer === 'any') this.anyPeer = undefined;
+    else if (st.peer === 'local') this.localPeer = undefined;
     else if (st.peer.namespaces.kind === 'own') removeFrom(this.ownPeers, st.peer.namespaces.name, st);
     else {
       this.selectorPeers.delete(st);
@@ -164,7 +173,7 @@ export class PeerIndex {
 
   /** Take out what a pod contributed, as the compiler last saw it. */
   podGone(before: PodRecord): void {
-    this.forScope(before.namespace, (peer) => {
+    this.forScope(before.namespace, before.nodeName, (peer) => {
       if (peer.members.get(before.namespace)?.has(before.uid)) this.removeMember(peer, before.namespace, before.uid);
     });
   }
@@ -172,18 +181,19 @@ export class PeerIndex {
   /** Put in what an enforceable pod contributes now. */
   podCame(p: PodRecord): void {
     this.ensureNamespace(p.namespace);
-    this.forScope(p.namespace, (peer) => {
+    this.forScope(p.namespace, p.nodeName, (peer) => {
       if (!peer.podSelector || selectorMatches(peer.podSelector, p.labels)) this.addMember(peer, p);
     });
   }
 
-  /** Visit the peers whose namespace scope holds this namespace. */
-  private forScope(namespace: string, visit: (peer: PeerState) => void): void {
+  /** Visit the peers whose scope holds a pod of this namespace and node. */
+  private forScope(namespace: string, node: string | undefined, visit: (peer: PeerState) => void): void {
     const own = this.ownPeers.get(namespace);
     if (own) for (const peer of own) visit(peer);
     const sel = this.selectorPeersByNs.get(namespace);
     if (sel) for (const peer of sel) visit(peer);
     if (this.anyPeer) visit(this.anyPeer);
+    if (this.localPeer && node === this.node) visit(this.localPeer);
   }
 
   private addMember(peer: PeerState, p: PodRecord): void {
