@@ -74,7 +74,7 @@ class Context implements SetSource {
     }
   }
 
-  /** Enforceable pods a peer selects; `any` = every enforceable pod in the cluster. */
+  /** Enforceable pods a peer selects; `any` = every enforceable pod in the cluster, `local` = this node's. */
   peerPods(peer: PeerRef): PodRecord[] {
     const key = peerKey(peer);
     let pods = this.podsByPeer.get(key);

@@ -10,7 +10,7 @@
 //   PCTL <E|I> np <digest of the isolating policies>       a NetworkPolicy default deny
 //   PCTL <E|I> cnp <tier> <rule index> <digest of name>    a ClusterNetworkPolicy Deny rule
 //   PCTL <E|I> unknown                                     an unprogrammed address of the pod CIDRs, or
-//                                                          one no known pod has at a Deny or Pass that names
+//                                                          one no known pod has at a Deny or Admin Pass that names
 //                                                          pods (rules.ts clusterPolicyRules)
 //   PCTL <E|I> collision                                   a chain name collision's drop-all chain
 //   PCTL <E|I> midstream                                   a TCP packet conntrack took up mid-stream, or a

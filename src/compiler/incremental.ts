@@ -105,7 +105,7 @@ export class IncrementalCompiler {
 
   /** The node's pod CIDRs as of the last build (a change of them rebuilds). */
   private cidrs: string[] = [];
-  /** Every node's pod CIDRs as of the last build (rules.ts podCidrsKey; a change of them rebuilds). */
+  /** Every node's pod CIDRs as of the last build (layout.ts podCidrsKey; a change of them rebuilds). */
   private podCidrsKey = '';
   private readonly extraCidrs: readonly string[];
   private readonly tierOptions: TierOptions | undefined;

@@ -55,8 +55,8 @@ export interface SetSource {
 // address only from the API, a status report and a watch event later. Until then, on those nodes,
 // its address matches no pods or namespaces peer: an allow rule that names it does not match
 // (fail closed), but neither does a Deny that names it. So a pod that a ClusterNetworkPolicy
-// walls off could reach a pod of another node in that window, and keep the connection. A Deny or
-// Pass rule with a pods or namespaces peer therefore also matches, after its own peers, an
+// walls off could reach a pod of another node in that window, and keep the connection. A Deny
+// rule with a pods or namespaces peer therefore also matches, after its own peers, an
 // address of any node's pod CIDR that no pod the node knows has, and drops it (clusterPolicyRules):
 // it may be a pod the rule names. An Admin Pass drops it too: what comes after it (a
 // NetworkPolicy isolating the pod) may deny what a later Admin rule would accept; a Baseline Pass
@@ -64,7 +64,7 @@ export interface SetSource {
 // price (docs/design.md): a new pod of any namespace waits, at such a rule, until the node
 // learns it.
 
-/** UNKNOWN_POD_ADDRESS as set matches, given the two sets' names. */
+/** The test for such an address as set matches: in the pod CIDRs (`cidrs`), not a known pod (`known`). */
 export function unknownPodAddressMatches(side: 'src' | 'dst', cidrs: string, known: string): readonly SetMatch[] {
   return [
     { set: cidrs, dirs: side },
