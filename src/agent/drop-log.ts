@@ -25,9 +25,10 @@ import { DROP_LOG } from '../sync/render.ts';
 export type { LogRecord };
 import type { AgentMetrics } from './metrics.ts';
 
-/** What decided a drop, in the words `policyctl explain` uses. */
+/** The labels of a series of `policyctl_policy_denied_packets_logged_total`. */
 type DeniedLabels = { policy: string; tier: string; direction: string };
 
+/** What decided a drop, in the words `policyctl explain` uses. */
 export type DropDecision =
   | {
       readonly tier: 'NetworkPolicy';

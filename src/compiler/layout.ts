@@ -379,6 +379,53 @@ export function programmedSetNeeded(cidrs: readonly string[]): boolean {
   return cidrs.length > 0;
 }
 
+/**
+ * The gate set of every address of a pod the node knows, on any node (the enforceable pods of
+ * the model): an address leaves it before anything else changes and joins it after every other
+ * change is in force (IpSet.gate), so the pod's own peer sets hold it first.
+ */
+export const KNOWN_PODS_SPEC: SetSpec = { name: `${PREFIX}-known`, type: 'hash:ip', purpose: 'addresses of every pod the node knows, on any node', gate: true };
+
+/**
+ * The hash:net set of every node's pod CIDRs, each node's own addresses in them (the bridge's,
+ * an InternalIP that lies in one) exceptions: they are no pod's.
+ */
+export const POD_CIDRS_SET = `${PREFIX}-pod-cidrs`;
+
+const podCidrSpecs = new WeakMap<Model, { readonly generation: number; readonly spec: SetSpec & { readonly members: readonly SetMember[] } }>();
+
+/** POD_CIDRS_SET as the model has it now (its members change only with the Nodes' podCIDRs). */
+export function podCidrsSetSpec(model: Model): SetSpec & { readonly members: readonly SetMember[] } {
+  const memo = podCidrSpecs.get(model);
+  if (memo && memo.generation === model.generation) return memo.spec;
+  const nets = new Map<string, Cidr>();
+  const own = new Set<string>();
+  for (const n of model.allNodes()) {
+    for (const text of n.podCIDRs) {
+      try {
+        const c = parseCidr(text);
+        if (c.family !== FAMILY.cidrFamily) continue;
+        nets.set(c.text, c);
+        const b = bridgeAddress(c);
+        if (b !== undefined) own.add(b);
+      } catch {
+        // An invalid podCIDR matches nothing; the model's validation reports it.
+      }
+    }
+  }
+  for (const n of model.allNodes()) for (const ip of n.internalIPs) if ([...nets.values()].some((c) => cidrContainsIp(c, ip))) own.add(ip);
+  const members: SetMember[] = [...nets.keys()].sort().map((entry) => ({ entry }));
+  for (const ip of [...own].sort()) members.push({ entry: ip, nomatch: true });
+  const spec = { name: POD_CIDRS_SET, type: 'hash:net' as const, purpose: "every node's pod CIDRs, not the nodes' own addresses in them", members };
+  podCidrSpecs.set(model, { generation: model.generation, spec });
+  return spec;
+}
+
+/** A key that changes exactly when POD_CIDRS_SET's members do. */
+export function podCidrsKey(model: Model): string {
+  return podCidrsSetSpec(model).members.map((m) => (m.nomatch ? `!${m.entry}` : m.entry)).join(',');
+}
+
 export const REPLIES_RULE: Rule = { match: { ctstate: ['RELATED', 'ESTABLISHED'] }, action: VERDICTS.allow, comment: 'replies of allowed connections' };
 
 /**
@@ -480,54 +527,6 @@ const MIDSTREAM_RULE: Rule = {
 export const REVOKED_SET = `${PREFIX}-revoked`;
 export const REVOKED_TIMEOUT_S = 120;
 export const REVOKED_SPEC: SetSpec = { name: REVOKED_SET, type: 'hash:ip,port,ip', purpose: 'answer tuples of UDP flows the agent ended (--revoke-established), each for a while', runtime: { timeout: REVOKED_TIMEOUT_S } };
-
-/**
- * The gate set of every address of a pod the node knows, on any node (the enforceable pods of
- * the model): an address leaves it before anything else changes and joins it after every other
- * change is in force (IpSet.gate), so the pod's own peer sets hold it first.
- */
-export const KNOWN_PODS_SPEC: SetSpec = { name: `${PREFIX}-known`, type: 'hash:ip', purpose: 'addresses of every pod the node knows, on any node', gate: true };
-
-/**
- * The hash:net set of every node's pod CIDRs, each node's own addresses in them (the bridge's,
- * an InternalIP that lies in one) exceptions: they are no pod's.
- */
-export const POD_CIDRS_SET = `${PREFIX}-pod-cidrs`;
-
-const podCidrSpecs = new WeakMap<Model, { readonly generation: number; readonly spec: SetSpec & { readonly members: readonly SetMember[] } }>();
-
-/** POD_CIDRS_SET as the model has it now (its members change only with the Nodes' podCIDRs). */
-export function podCidrsSetSpec(model: Model): SetSpec & { readonly members: readonly SetMember[] } {
-  const memo = podCidrSpecs.get(model);
-  if (memo && memo.generation === model.generation) return memo.spec;
-  const nets = new Map<string, Cidr>();
-  const own = new Set<string>();
-  for (const n of model.allNodes()) {
-    for (const text of n.podCIDRs) {
-      try {
-        const c = parseCidr(text);
-        if (c.family !== FAMILY.cidrFamily) continue;
-        nets.set(c.text, c);
-        const b = bridgeAddress(c);
-        if (b !== undefined) own.add(b);
-      } catch {
-        // An invalid podCIDR matches nothing; the model's validation reports it.
-      }
-    }
-  }
-  for (const n of model.allNodes()) for (const ip of n.internalIPs) if ([...nets.values()].some((c) => cidrContainsIp(c, ip))) own.add(ip);
-  const members: SetMember[] = [...nets.keys()].sort().map((entry) => ({ entry }));
-  for (const ip of [...own].sort()) members.push({ entry: ip, nomatch: true });
-  const spec = { name: POD_CIDRS_SET, type: 'hash:net' as const, purpose: "every node's pod CIDRs, not the nodes' own addresses in them", members };
-  podCidrSpecs.set(model, { generation: model.generation, spec });
-  return spec;
-}
-
-/** A key that changes exactly when POD_CIDRS_SET's members do. */
-export function podCidrsKey(model: Model): string {
-  return podCidrsSetSpec(model).members.map((m) => (m.nomatch ? `!${m.entry}` : m.entry)).join(',');
-}
-
 
 /**
  * The top chains' test for such an answer. Past the replies rule only new packets are left;
