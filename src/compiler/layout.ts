@@ -78,6 +78,8 @@
 //   their chains decides; each ends isolated, so the address stays isolated.
 // - Fail closed in time: PCTL-programmed (the gate, IpSet.gate) holds the local pods the node
 //   enforces; new connections of the pod CIDRs from or to any other address are dropped.
+//   Across nodes: POD_CIDRS_SET and KNOWN_PODS_SPEC (a gate too) tell an address of any node's
+//   pod CIDRs that no pod the node knows has, which the Deny rules that name pods drop (rules.ts).
 // - Revoked stays revoked (dropMidstream, with --revoke-established): after the agent deletes the
 //   conntrack entry of a connection a change denies, the next packet of either end is taken up
 //   by conntrack's loose TCP pickup (nf_conntrack_tcp_loose, the node's setting) as a NEW
