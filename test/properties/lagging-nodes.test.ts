@@ -9,6 +9,7 @@
 
 import fc from 'fast-check';
 import { describe, it } from 'vitest';
+import type { CompileOptions } from '../../src/compiler/compile.ts';
 import { Model } from '../../src/model/store.ts';
 import { allowed, podKey, type Endpoint } from '../../src/semantics/evaluate.ts';
 import { NODES, flowsAmong, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
@@ -34,14 +35,14 @@ const name = (e: Endpoint) => (e.kind === 'pod' ? podKey(e.pod) : e.ip);
 /** A cluster with random ClusterNetworkPolicies, and which of its pods each lagging node has not learned. */
 const scenarioArb = tieredClusterArb.chain((c) => fc.record({ cluster: fc.constant(c), hide: fc.array(fc.boolean(), { minLength: c.pods.length, maxLength: c.pods.length }) }));
 
-function checkLagging({ cluster: c, hide }: { cluster: Cluster; hide: boolean[] }, mutate?: Mutator): void {
+function checkLagging({ cluster: c, hide }: { cluster: Cluster; hide: boolean[] }, mutate?: Mutator, opts: CompileOptions = {}): void {
   // hostNetwork pods have their node's address, not one a node learns from the API.
   const hidden = new Set(c.pods.filter((p, i) => hide[i] && !p.hostNetwork).map((p) => p.uid));
   if (hidden.size === 0) return;
   const flows = flowsAmong(c.pods.filter((p) => p.ips.length > 0 && p.phase !== 'Failed'));
   for (const lagging of NODES.map((n) => n.name)) {
     const behind = laggingModel(c, lagging, hidden);
-    const plane = new Dataplane(c.model, NODES.map((n) => n.name), mutate ? (t, n) => (n === lagging ? mutate(t, n) : t) : undefined, {}, (n) => (n === lagging ? behind : c.model));
+    const plane = new Dataplane(c.model, NODES.map((n) => n.name), mutate ? (t, n) => (n === lagging ? mutate(t, n) : t) : undefined, opts, (n) => (n === lagging ? behind : c.model));
     for (const flow of flows) {
       const got = plane.traverse(flow);
       if (!got.allowed) continue;
@@ -57,6 +58,18 @@ describe('a node that has not learned some pods of the other nodes yet', () => {
   it(`never lets through what the complete model denies (${RUNS} random clusters with ClusterNetworkPolicies)`, () => {
     checkProperty(fc.property(scenarioArb, (s) => checkLagging(s)), RUNS);
   });
+
+  // The other layouts: Admin chains shared by a second dispatch; the mid-stream drops of
+  // --revoke-established; kube-proxy's IPVS mode (its direct paths: FORWARD and INPUT).
+  for (const [what, opts] of [
+    ['--shared-admin-chains', { tiers: { continuation: { Admin: 'dispatch' } } }],
+    ['--revoke-established', { dropMidstream: true }],
+    ['the IPVS layout', { proxy: { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } }],
+  ] as const satisfies readonly (readonly [string, CompileOptions])[]) {
+    it(`the same with ${what} (${Math.ceil(RUNS / 2)} clusters)`, () => {
+      checkProperty(fc.property(scenarioArb, (s) => checkLagging(s, undefined, opts)), Math.ceil(RUNS / 2));
+    });
+  }
 
   it('fails when a Deny or Pass does not drop the addresses of the pod CIDRs no known pod has', () => {
     const withoutUnknownDrops: Mutator = (t) => t.replace(/^-A [^\n]*no known pod[^\n]*\n/gm, '');

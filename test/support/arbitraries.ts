@@ -254,6 +254,8 @@ export type ModelOp =
   /** A ClusterNetworkPolicy added or changed (tier, priority, subject, rules), or deleted. */
   | { op: 'cnp'; index: number; policy: ClusterPolicyRecord }
   | { op: 'delCnp'; index: number }
+  /** A third node, n3, with this pod CIDR (added or changed), or gone (every node's pod CIDRs are in PCTL-pod-cidrs). */
+  | { op: 'node'; cidr: string | undefined }
   /** Not a model change: the consumer drops its state and rebuilds (a compiler's reset()). */
   | { op: 'reset' };
 
@@ -276,6 +278,7 @@ export const modelOpArb: fc.Arbitrary<ModelOp> = fc.oneof(
   { arbitrary: fc.record({ op: fc.constant('delNs' as const), name: fc.constantFrom(...POD_NAMESPACES) }), weight: 1 },
   { arbitrary: fc.integer({ min: 0, max: 3 }).chain((index) => clusterPolicyArb(index).map((policy) => ({ op: 'cnp' as const, index, policy }))), weight: 3 },
   { arbitrary: fc.record({ op: fc.constant('delCnp' as const), index: fc.integer({ min: 0, max: 3 }) }), weight: 1 },
+  { arbitrary: fc.record({ op: fc.constant('node' as const), cidr: fc.constantFrom('10.244.3.0/24', '10.244.4.0/24', undefined) }), weight: 1 },
   { arbitrary: fc.constant({ op: 'reset' as const }), weight: 1 },
 );
 
@@ -326,6 +329,10 @@ export function applyModelOp(m: Model, o: ModelOp): void {
       break;
     case 'cnp':
       m.upsert(o.policy);
+      break;
+    case 'node':
+      if (o.cidr) m.upsert(node('n3', o.cidr, '192.168.50.13'));
+      else m.remove('node-n3', 'Node');
       break;
     case 'delCnp':
       m.remove(`cnp-${o.index}`, 'ClusterNetworkPolicy');
