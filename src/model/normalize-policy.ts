@@ -151,8 +151,8 @@ function parsePolicyTypes(spec: Obj, issues: IssueList): { types?: readonly Poli
 function checkExpansion(ingress: readonly PolicyRule[], egress: readonly PolicyRule[], issues: IssueList): void {
   const advice = 'split the rule or the policy, use fewer peers (a wider ipBlock) or port ranges';
   const each = [
-    ...ingress.map((r, i) => ({ path: indexPath('spec.ingress', i), rule: r, e: ruleExpansion(r, 'Ingress') })),
-    ...egress.map((r, i) => ({ path: indexPath('spec.egress', i), rule: r, e: ruleExpansion(r, 'Egress') })),
+    ...ingress.map((r, i) => ({ path: indexPath('spec.ingress', i), rule: r, e: ruleExpansion(r) })),
+    ...egress.map((r, i) => ({ path: indexPath('spec.egress', i), rule: r, e: ruleExpansion(r) })),
   ];
   let over = false;
   for (const { path, rule, e } of each) {

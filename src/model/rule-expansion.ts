@@ -7,7 +7,7 @@
 // MAX_RULES_PER_POLICY is invalid and fails closed (docs/design.md, invariant fail-closed), with
 // an error saying why (normalize-policy.ts checkExpansion).
 
-import type { PolicyRule, PolicyType, Protocol } from './types.ts';
+import type { PolicyRule, Protocol } from './types.ts';
 
 /** Ports one multiport match holds (a range takes two). */
 export const MULTIPORT_SLOTS = 15;
@@ -29,7 +29,7 @@ export interface RuleExpansion {
  * direction: a set of pods' named ports, matched on the destination, whatever ports the pods
  * declare under that name (the API does not keep a name unique across a pod's containers).
  */
-export function ruleExpansion(rule: PolicyRule, _dir?: PolicyType): RuleExpansion {
+export function ruleExpansion(rule: PolicyRule): RuleExpansion {
   const peers = Math.max(1, rule.peers?.length ?? 0);
   if (!rule.ports || rule.ports.length === 0) return { peers, portMatches: 1, rules: peers };
   const slots = new Map<Protocol, number | 'all'>();
