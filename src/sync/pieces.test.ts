@@ -6,7 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import { block, modelOf, node, ns, nsPeer, pod, podsPeer, policy, port, ports, rule, sel } from '../../test/support/builders.ts';
 import { compile } from '../compiler/compile.ts';
-import { PROGRAMMED_SET } from '../compiler/layout.ts';
+import { KNOWN_PODS_SPEC, PROGRAMMED_SET } from '../compiler/layout.ts';
+import { normalize } from '../model/normalize.ts';
+import type { ClusterPolicyRecord } from '../model/types.ts';
 import { ApplyError } from './apply-error.ts';
 import { emptyState } from './kernel-state.ts';
 import { applyPieces, planPieces, split, type Attempt, type Piece } from './pieces.ts';
@@ -265,6 +267,20 @@ describe('applyPieces', () => {
     expect(r.blocked).toBe(0);
     // The kernel named each refused line: a few tries, not a bisection of ~40 pieces.
     expect(r.attempts).toBeLessThanOrEqual(2 * r.rejected.length + 3);
+  });
+
+  it('an address refused in a peer set never joins PCTL-known, the other gate set: a Deny that names pods still drops it', async () => {
+    // x's pods deny every pod of the cluster on 5432: PCTL-known and PCTL-pod-cidrs are in use.
+    const wall = normalize({ apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name: 'wall' }, spec: { tier: 'Admin', priority: 1, subject: { namespaces: {} }, ingress: [{ name: 'db', action: 'Deny', from: [{ namespaces: {} }], protocols: [{ tcp: { destinationPort: { number: 5432 } } }] }] } }).record as ClusterPolicyRecord;
+    const m = cluster(node('n2', '10.244.2.0/24', '192.168.50.12'), wall);
+    const plan = diff(compile(m, 'n1'), emptyState());
+    const known = `add ${KNOWN_PODS_SPEC.name} `;
+    // 10.244.2.11 is refused everywhere but in PCTL-known itself.
+    const k = new FakeKernel((l) => /\b10\.244\.2\.11\b/.test(l) && !l.startsWith(known));
+    const r = await applyPieces(plan, k.apply);
+    expect(r.rejected.length).toBeGreaterThan(0);
+    const inKnown = [...k.lines].filter((l) => l.startsWith(known)).map((l) => l.slice(known.length)).sort();
+    expect(inKnown).toEqual(['10.244.1.10', '10.244.1.11', '10.244.2.10']);
   });
 
   it('skipping the other pieces of an object known bad: one refusal, no try for the rest', async () => {
