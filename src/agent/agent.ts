@@ -75,6 +75,11 @@ export interface AgentOptions {
   /** Admin chains shared by the pods under the same Admin policies (`--shared-admin-chains`, tiers.ts). */
   readonly sharedAdminChains?: boolean;
   /**
+   * The verdict cache (layout.ts VERDICT_CACHE_SET): `policyctl agent` turns it on unless
+   * `--no-verdict-cache`; off when absent here.
+   */
+  readonly verdictCache?: boolean;
+  /**
    * kube-proxy's mode (`--service-proxy`): `auto` detects it (src/sync/proxy-mode.ts) at start
    * and again at each periodic verification; default iptables, without detecting (the layout of
    * every mode but IPVS).
@@ -173,6 +178,7 @@ export class Agent {
       podCidrs: [],
       revokeEstablished: false,
       sharedAdminChains: false,
+      verdictCache: false,
       serviceProxy: 'iptables',
       serviceCidrs: [],
       ...o,
@@ -190,6 +196,7 @@ export class Agent {
       // A connection whose entry endFlows deletes must not be taken up again mid-stream
       // (layout.ts MIDSTREAM_CHAIN).
       ...(this.o.revokeEstablished && { dropMidstream: true }),
+      ...(this.o.verdictCache && { verdictCache: true }),
       // Only IPVS changes the layout; the other modes compile exactly as without the option.
       ...(this.proxy.mode === 'ipvs' && { proxy: { mode: 'ipvs', serviceCidrs: this.o.serviceCidrs, ...(this.o.nodePorts && { nodePorts: this.o.nodePorts }) } }),
     };

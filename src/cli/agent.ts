@@ -47,6 +47,8 @@ export interface AgentCliOptions {
   serviceCidr?: string[];
   nodePortRange?: string;
   setBridgeNf?: boolean;
+  /** The verdict cache (default true; --no-verdict-cache). */
+  verdictCache?: boolean;
   /** Read the drop log (default true; --no-drop-log). */
   dropLog?: boolean;
   dropLogInterval?: string;
@@ -104,6 +106,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
         podCidrs,
         ...(o.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }),
         ...(o.revokeEstablished && { dropMidstream: true }),
+        ...(o.verdictCache !== false && { verdictCache: true }),
         ...(mode === 'ipvs' && { proxy: { mode, serviceCidrs: proxy.serviceCidrs, nodePorts: proxy.nodePorts } }),
       }),
     );
@@ -128,6 +131,7 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     podCidrs,
     revokeEstablished: !!o.revokeEstablished,
     sharedAdminChains: !!o.sharedAdminChains,
+    verdictCache: o.verdictCache !== false,
     idleWork,
     ...proxy,
     setBridgeNf: !!o.setBridgeNf,

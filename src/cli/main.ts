@@ -3,6 +3,7 @@
 
 import { Command, CommanderError, Option } from 'commander';
 import { compile } from '../compiler/compile.ts';
+import { VERDICT_CACHE_TIMEOUT_S } from '../compiler/layout.ts';
 import { renderIpsetRestore, renderIptablesRestore } from '../sync/render.ts';
 import { escapeJson, escapeLine, printable } from '../model/issues.ts';
 import type { Protocol } from '../model/types.ts';
@@ -182,7 +183,8 @@ Examples:
       .addOption(new Option('-o, --output <format>', 'output format').choices(['restore', 'json']).default('restore'))
       .addOption(new Option('--service-proxy <mode>', "kube-proxy's mode on the node (ipvs adds PCTL-OUTPUT and its hook)").choices(['iptables', 'nftables', 'ipvs']).default('iptables'))
       .option('--service-cidr <cidr>', 'under ipvs: the Service ClusterIP range (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-      .option('--revoke-established', "the layout of an agent with --revoke-established: PCTL-MIDSTREAM drops TCP packets without SYN that conntrack takes for new connections, and UDP answers of flows the agent ended (the ipset PCTL-revoked)"),
+      .option('--revoke-established', "the layout of an agent with --revoke-established: PCTL-MIDSTREAM drops TCP packets without SYN that conntrack takes for new connections, and UDP answers of flows the agent ended (the ipset PCTL-revoked)")
+      .option('--no-verdict-cache', 'the layout of an agent with --no-verdict-cache: no ipset PCTL-verdicts and no rules that read or fill it'),
   ).action(async (o, cmd: Command) => {
     const src = await loadSource(sourceOptions(cmd), io);
     const model = src.model;
@@ -195,6 +197,7 @@ Examples:
     const rs = compile(model, o.node, {
       ...(proxy.serviceProxy === 'ipvs' && { proxy: { mode: 'ipvs', serviceCidrs: proxy.serviceCidrs } }),
       ...(o.revokeEstablished && { dropMidstream: true }),
+      ...(o.verdictCache !== false && { verdictCache: true }),
     });
     // Never expected (names carry 105 bits of SHA-256); the payload isolates the pods concerned.
     for (const c of rs.collisions ?? []) {
@@ -241,6 +244,7 @@ Examples:
     .option('--service-cidr <cidr>', 'under IPVS: the Service ClusterIP range (the API server\'s --service-cluster-ip-range; repeatable): packets of pods to it pass INPUT and are judged in OUTPUT against the backend', (v: string, prev: string[] = []) => [...prev, v])
     .option('--node-port-range <from-to>', 'under IPVS: the node port range (kube-proxy\'s); packets of pods to it pass INPUT and are judged in OUTPUT', '30000-32767')
     .option('--set-bridge-nf', 'set net.bridge.bridge-nf-call-iptables back to 1 whenever it is found at 0 (logged)')
+    .option('--no-verdict-cache', `judge every new connection by the whole rule walk: no ipset PCTL-verdicts remembering the client, server and port of allowed TCP and UDP connections for ${VERDICT_CACHE_TIMEOUT_S} s (emptied by every write; with it, per-policy counters count a repeated connection once per ${VERDICT_CACHE_TIMEOUT_S} s)`)
     .option('--no-drop-log', "program no drop-log rule and read no drop log (kernels without NFLOG or hashlimit; the drops and the kernel's per-policy counters stay)")
     .option('--drop-log-interval <duration>', 'log each denied flow once per this interval, with its packet count (JSON lines; recent ones at /drops on --health-addr)', '10s')
     .option('--dry-run', 'print what would be written and exit, writing nothing')

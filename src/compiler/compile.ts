@@ -136,6 +136,11 @@ export interface CompileOptions {
    * with `--revoke-established`, so a connection whose entry it deleted is not taken up again.
    */
   readonly dropMidstream?: boolean;
+  /**
+   * The verdict cache (layout.ts VERDICT_CACHE_SET): the agent's default, off with
+   * `--no-verdict-cache`; a compile without it leaves it out.
+   */
+  readonly verdictCache?: boolean;
 }
 
 export function compile(model: Model, node: string, opts: CompileOptions = {}): Ruleset {
@@ -174,7 +179,8 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
       for (const pod of local) for (const ip of pod.ips) s.members.set(ip, false);
     });
   }
-  for (const spec of layoutRuntimeSets(cidrs, { dropMidstream: opts.dropMidstream })) ctx.set(spec, () => {});
+  const layout = { proxy: opts.proxy, dropMidstream: opts.dropMidstream, verdictCache: opts.verdictCache };
+  for (const spec of layoutRuntimeSets(cidrs, layout)) ctx.set(spec, () => {});
 
   // The collision guard (collisions.ts): a chain name that stands for two contents among this
   // node's chains is not programmed; every pod whose chains use it goes to a drop-all chain
@@ -237,7 +243,7 @@ export function compile(model: Model, node: string, opts: CompileOptions = {}): 
   const sets: IpSet[] = [...ctx.sets.values()]
     .map((s): IpSet => ({ name: s.name, type: s.type, purpose: s.purpose, members: sortedMembers(s.members), ...(s.gate && { gate: s.gate }), ...(s.runtime && { runtime: s.runtime }) }))
     .sort((a, b) => (a.name < b.name ? -1 : 1));
-  const chains = [...layoutChains(cidrs, dispatch, { proxy: opts.proxy, dropMidstream: opts.dropMidstream, wide }), ...[...policyChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1))];
+  const chains = [...layoutChains(cidrs, dispatch, { ...layout, wide }), ...[...policyChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1))];
   const found = sortCollisions(dedupeCollisions(collisions));
   return { node, sets, chains, hooks: hooksFor(opts.proxy, dropsMidstream(cidrs, opts.dropMidstream)), ...(found.length > 0 && { collisions: found }) };
 }

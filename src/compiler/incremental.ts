@@ -125,7 +125,7 @@ export class IncrementalCompiler {
     this.extraCidrs = opts.podCidrs ?? [];
     this.tierOptions = opts.tiers;
     this.proxy = opts.proxy;
-    this.layout = { proxy: opts.proxy, dropMidstream: opts.dropMidstream };
+    this.layout = { proxy: opts.proxy, dropMidstream: opts.dropMidstream, verdictCache: opts.verdictCache };
     this.peers = new PeerIndex(model, node);
     this.unsubscribe = model.subscribe((c) => this.note(c));
   }

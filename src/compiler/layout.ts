@@ -12,7 +12,10 @@
 //     2. -s <podCIDR> ! src in PCTL-programmed -g PCTL-UNKNOWN-SRC  unknown sources of the node's pod CIDRs
 //     3. -d <podCIDR> ! dst in PCTL-programmed -g PCTL-UNKNOWN-DST  unknown destinations
 //        (PCTL-UNKNOWN-SRC / -DST: the logged drop, NFLOG then DROP: UNKNOWN_CHAINS)
+//     3b. with verdictCache (the agent's default): -p tcp|udp, (source, port, destination) in
+//        PCTL-verdicts -> RETURN                         VERDICT_CACHE_SET: allowed within 10 s
 //     4. -> PCTL-EGRESS, 5. -> PCTL-INGRESS             DIRECTIONS, in this order
+//     6. with verdictCache: -p tcp|udp -j SET --add-set PCTL-verdicts src,dst,dst   what 4 and 5 allowed
 //   INPUT -> PCTL-INPUT: 1, 2, then -> PCTL-EGRESS (a pod's egress to its own node)
 //   With dropMidstream only: OUTPUT -> PCTL-OUTPUT: 1, 1b (the node's own mid-stream TCP to its
 //   pods: REVOKE_OUTPUT_TOP)
@@ -266,7 +269,11 @@ type TopStep =
   /** IPVS: to a Service VIP or a node port: no verdict here, IPVS forwards it through OUTPUT. */
   | { readonly kind: 'services' }
   /** IPVS: from an address of this node (the node's own traffic, NODE_OWN_RULE): no verdict. */
-  | { readonly kind: 'nodeOwn' };
+  | { readonly kind: 'nodeOwn' }
+  /** With verdictCache: a TCP or UDP client, server and port allowed within VERDICT_CACHE_TIMEOUT_S: allowed. */
+  | { readonly kind: 'cached' }
+  /** With verdictCache, last: what every rule above allowed (TCP, UDP) is remembered. */
+  | { readonly kind: 'remember' };
 
 interface TopChain {
   readonly name: string;
@@ -279,7 +286,15 @@ const FORWARD_TOP: TopChain = {
   name: FORWARD_CHAIN,
   hook: 'FORWARD',
   hookComment: `${PREFIX}: NetworkPolicy enforcement, keep first`,
-  steps: [{ kind: 'replies' }, { kind: 'midstream' }, { kind: 'unknown', side: 'src' }, { kind: 'unknown', side: 'dst' }, ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir }))],
+  steps: [
+    { kind: 'replies' },
+    { kind: 'midstream' },
+    { kind: 'unknown', side: 'src' },
+    { kind: 'unknown', side: 'dst' },
+    { kind: 'cached' },
+    ...DIRECTIONS.map((dir) => ({ kind: 'evaluate' as const, dir })),
+    { kind: 'remember' },
+  ],
 };
 
 /**
@@ -540,9 +555,51 @@ const REVOKED_ANSWER_RULE: Rule = {
   comment: 'UDP on the answer tuple of a flow the agent ended: a revoked flow, never a new one',
 };
 
-/** The sets the layout's own rules match whose members the compiler never fills (the agent's). */
+/**
+ * The verdict cache (invariant *verdicts-of-the-rules-in-force*, docs/design.md "The verdict
+ * cache"): what a new TCP or UDP connection costs is mostly its walk through the dispatch and the
+ * tier chains, dozens of rules and set lookups, and that walk decides by four things only: the
+ * source, the destination, the protocol and the destination port (no rule of the walk tests
+ * anything else: ports of the source, flags and conntrack states are tested before it). So its
+ * last rule remembers what the walk allowed as `<client>,<protocol>:<port>,<server>`, and a new
+ * connection with the same four things skips the walk. A verdict is only as good as the rules and
+ * sets that gave it: whoever writes anything of ours to the kernel empties the set right after
+ * (IpSet.runtime.flushOnChange; the Syncer), so a change is in force for new connections as soon
+ * as the sync returns, as without the cache. The kernel expires an entry VERDICT_CACHE_TIMEOUT_S
+ * after the walk that added it (a hit does not renew it): even a flush that fails leaves no
+ * verdict older than that. Only allowed connections are remembered; a denied one walks every
+ * time, so the drop log and the deny counters see each. After the unknown-address drops: an
+ * address the node does not enforce yet is dropped whatever was remembered.
+ */
+export const VERDICT_CACHE_SET = `${PREFIX}-verdicts`;
+export const VERDICT_CACHE_TIMEOUT_S = 10;
+export const VERDICT_CACHE_SPEC: SetSpec = {
+  name: VERDICT_CACHE_SET,
+  type: 'hash:ip,port,ip',
+  purpose: `client, port and server of TCP and UDP connections the rules in force allowed within the last ${VERDICT_CACHE_TIMEOUT_S} s (the verdict cache)`,
+  // Bounded (about 3 MB of kernel memory when full): a pod that opens connections to every port
+  // its policies allow fills it, and then only stops new verdicts from being remembered.
+  runtime: { timeout: VERDICT_CACHE_TIMEOUT_S, flushOnChange: true, maxelem: 65536 },
+};
+
+/** The protocols whose verdicts are remembered: the ones with ports (the kernel has no SCTP here, and ICMP is rare). */
+const CACHED_PROTOCOLS = ['tcp', 'udp'] as const;
+
+const VERDICT_HIT_RULES: readonly Rule[] = CACHED_PROTOCOLS.map((protocol) => ({
+  match: { protocol, sets: [{ set: VERDICT_CACHE_SET, dirs: 'src,dst,dst' }] },
+  action: VERDICTS.allow,
+  comment: `verdict cache: ${protocol} client, port and server the rules in force allowed within ${VERDICT_CACHE_TIMEOUT_S} s`,
+}));
+
+const VERDICT_REMEMBER_RULES: readonly Rule[] = CACHED_PROTOCOLS.map((protocol) => ({
+  match: { protocol },
+  action: { kind: 'remember', set: VERDICT_CACHE_SET, timeout: VERDICT_CACHE_TIMEOUT_S },
+  comment: `verdict cache: ${protocol} allowed by every rule above, remembered for ${VERDICT_CACHE_TIMEOUT_S} s`,
+}));
+
+/** The sets the layout's own rules match whose members the compiler never fills (the agent's or the kernel's). */
 export function layoutRuntimeSets(cidrs: readonly string[], layout: LayoutOptions): readonly SetSpec[] {
-  return dropsMidstream(cidrs, layout.dropMidstream) ? [REVOKED_SPEC] : [];
+  return [...(dropsMidstream(cidrs, layout.dropMidstream) ? [REVOKED_SPEC] : []), ...(layout.verdictCache ? [VERDICT_CACHE_SPEC] : [])];
 }
 
 /**
@@ -605,6 +662,11 @@ export interface LayoutOptions {
    * dispatch. Absent or empty: no prefix chains, and the top chains jump to the dispatch chain.
    */
   readonly wide?: Partial<Record<PolicyType, readonly Rule[]>> | undefined;
+  /**
+   * The verdict cache in PCTL-FORWARD (VERDICT_CACHE_SET): on unless the agent runs with
+   * `--no-verdict-cache`; absent or false here (a bare compile) means off.
+   */
+  readonly verdictCache?: boolean | undefined;
 }
 
 /** Whether the layout has the shared Admin prefix chains in this direction (they need pod CIDRs to gate on). */
@@ -640,7 +702,7 @@ export function topChains(cidrs: readonly string[], layout: LayoutOptions = {}):
   const ipvs = ipvsLayout(layout.proxy);
   const midstream = dropsMidstream(cidrs, layout.dropMidstream);
   const wide = { Egress: hasWidePrefix(cidrs, layout, 'Egress'), Ingress: hasWidePrefix(cidrs, layout, 'Ingress') };
-  const key = (ipvs ? `${cidrs.join(',')}|ipvs|${ipvs.serviceCidrs.join(',')}|${ipvs.nodePorts.from}-${ipvs.nodePorts.to}` : cidrs.join(',')) + (midstream ? '|midstream' : '') + (wide.Egress ? '|wideE' : '') + (wide.Ingress ? '|wideI' : '');
+  const key = (ipvs ? `${cidrs.join(',')}|ipvs|${ipvs.serviceCidrs.join(',')}|${ipvs.nodePorts.from}-${ipvs.nodePorts.to}` : cidrs.join(',')) + (midstream ? '|midstream' : '') + (wide.Egress ? '|wideE' : '') + (wide.Ingress ? '|wideI' : '') + (layout.verdictCache ? '|verdicts' : '');
   let t = topChainMemo.get(key);
   if (!t) {
     const tops = topChainsFor(layout.proxy, midstream);
@@ -660,6 +722,10 @@ export function topChains(cidrs: readonly string[], layout: LayoutOptions = {}):
             return serviceReturns(ipvs!);
           case 'nodeOwn':
             return [NODE_OWN_RULE];
+          case 'cached':
+            return layout.verdictCache ? [...VERDICT_HIT_RULES] : [];
+          case 'remember':
+            return layout.verdictCache ? [...VERDICT_REMEMBER_RULES] : [];
         }
       }),
     }));

@@ -13,7 +13,7 @@ import { hashText } from '../util/digest.ts';
 import { chainedDrop, loggedDrop } from './drop-log.ts';
 import { FAMILY, VERDICTS } from './layout.ts';
 import { policyCommentRef, setName } from './names.ts';
-import { type Action, type L4Protocol, type Match, type PortRange, type Rule, type SetMatch, type SetMember, type SetType } from './ruleset.ts';
+import { type Action, type L4Protocol, type Match, type PortRange, type Rule, type RuntimeSet, type SetMatch, type SetMember, type SetType } from './ruleset.ts';
 import { append } from '../util/arrays.ts';
 import { MULTIPORT_SLOTS } from '../model/rule-expansion.ts';
 
@@ -28,7 +28,7 @@ export interface SetSpec {
   /** The gate set (IpSet.gate). */
   readonly gate?: true;
   /** Members added at run time, expiring (IpSet.runtime). */
-  readonly runtime?: { readonly timeout: number };
+  readonly runtime?: RuntimeSet;
 }
 
 /**

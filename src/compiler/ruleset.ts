@@ -60,18 +60,33 @@ export interface IpSet {
    */
   readonly gate?: true;
   /**
-   * A set whose members the agent adds at run time, each expiring in the kernel after `timeout`
-   * seconds (layout.ts REVOKED_SET): the Ruleset creates it (with that default timeout), empty,
-   * and whoever applies it never adds, removes or compares its members.
+   * A set whose members are added at run time, by the agent (layout.ts REVOKED_SET) or by the
+   * kernel's own rules (VERDICT_CACHE_SET), each expiring in the kernel after `timeout` seconds:
+   * the Ruleset creates it (with that default timeout), empty, and whoever applies it never adds,
+   * removes or compares its members.
    */
-  readonly runtime?: { readonly timeout: number };
+  readonly runtime?: RuntimeSet;
+}
+
+/** IpSet.runtime. */
+export interface RuntimeSet {
+  readonly timeout: number;
+  /**
+   * Its members are verdicts of the rules and sets in force (invariant *verdicts-of-the-rules-in-force*,
+   * docs/design.md): whoever writes anything of ours to the kernel empties it right after, and
+   * once more a moment later (src/sync/syncer.ts), so no verdict outlives what decided it.
+   */
+  readonly flushOnChange?: true;
+  /** At most this many members (ipset's maxelem): adds to a full set fail, silently for the kernel's rules. */
+  readonly maxelem?: number;
 }
 
 /**
  * `src` / `dst` for single-dimension sets; `dst,dst` for hash:ip,port; `src,dst` for
- * hash:net,net; `dst,dst,src` for hash:ip,port,ip (the destination, its port, the source).
+ * hash:net,net; `dst,dst,src` or `src,dst,dst` for hash:ip,port,ip (the destination, its port,
+ * the source; or the source, the destination's port, the destination).
  */
-export type SetDirections = 'src' | 'dst' | 'dst,dst' | 'src,dst' | 'dst,dst,src';
+export type SetDirections = 'src' | 'dst' | 'dst,dst' | 'src,dst' | 'dst,dst,src' | 'src,dst,dst';
 
 export interface SetMatch {
   readonly set: string;
@@ -136,7 +151,14 @@ export type Action =
    * dropChain), which logs the packet as `log` does and drops it. One rule where a conditional
    * drop written in place takes two (the log rule and the drop, each testing the match).
    */
-  | { readonly kind: 'logdrop'; readonly chain: string; readonly prefix: string };
+  | { readonly kind: 'logdrop'; readonly chain: string; readonly prefix: string }
+  /**
+   * Non-terminating: add the packet's (source, destination port, destination) to a hash:ip,port,ip
+   * set with this timeout, or renew the timeout of its entry (`-j SET --add-set NAME src,dst,dst
+   * --exist --timeout N`), and go on with the next rule. Only the verdict cache's (layout.ts
+   * VERDICT_CACHE_SET).
+   */
+  | { readonly kind: 'remember'; readonly set: string; readonly timeout: number };
 
 export interface Rule {
   readonly match: Match;

@@ -33,7 +33,16 @@ export function sanitizeComment(text: string): string {
 }
 
 export function renderSetCreate(set: Pick<IpSet, 'name' | 'type' | 'runtime'>, opts: { maxelem?: number } = {}): string {
-  return `create ${set.name} ${set.type} family inet hashsize 1024 maxelem ${opts.maxelem ?? 1048576}${set.runtime ? ` timeout ${set.runtime.timeout}` : ''}`;
+  return `create ${set.name} ${set.type} family inet hashsize 1024 maxelem ${opts.maxelem ?? set.runtime?.maxelem ?? 1048576}${set.runtime ? ` timeout ${set.runtime.timeout}` : ''}`;
+}
+
+/**
+ * Empty these sets (`ipset restore -exist`), each created first if it is missing, so the payload
+ * succeeds whatever the kernel holds (a create of an existing set with the same settings is a
+ * no-op under -exist).
+ */
+export function renderSetFlush(sets: readonly Pick<IpSet, 'name' | 'type' | 'runtime'>[]): string {
+  return sets.map((s) => `${renderSetCreate(s)}\nflush ${s.name}\n`).join('');
 }
 
 export function renderSetMember(setName: string, entry: string, nomatch?: boolean): string {
@@ -148,6 +157,10 @@ export function renderRuleArgs(rule: Rule): string[] {
     case 'log':
       if (!/^[\x20-\x7e]+$/.test(rule.action.prefix) || /["\\]/.test(rule.action.prefix)) throw new Error(`rule "${rule.comment}": log prefix "${rule.action.prefix}" is not printable ASCII without quotes`);
       a.push('-j', 'NFLOG', '--nflog-prefix', rule.action.prefix, '--nflog-group', `${DROP_LOG.group}`, '--nflog-size', `${DROP_LOG.copyBytes}`);
+      break;
+    case 'remember':
+      // As iptables-nft-save prints it back (libxt_SET revision 3).
+      a.push('-j', 'SET', '--add-set', rule.action.set, 'src,dst,dst', '--exist', '--timeout', `${rule.action.timeout}`);
       break;
   }
   return a;

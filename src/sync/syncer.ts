@@ -21,9 +21,16 @@
 // - Isolation is never removed by an error: payloads only add or rewrite in dependency
 //   order, and a failed transaction leaves the previous rules in place (iptables-restore
 //   commits a table atomically).
+// - Verdicts of the rules in force only (invariant verdicts-of-the-rules-in-force, docs/design.md
+//   "The verdict cache"): the sets whose members are verdicts the kernel remembered
+//   (IpSet.runtime.flushOnChange) are emptied after every write, whether it succeeded or not,
+//   before the sync returns; and once more `flushAgainMs` later, for a verdict a packet that was
+//   in the middle of its walk when the write landed added after the first flush. A flush that
+//   fails is owed: the next sync runs it even when nothing else differs, and fails until it
+//   succeeds. Meanwhile the kernel expires every verdict within the set's timeout.
 
-import type { Ruleset, RulesetDelta } from '../compiler/ruleset.ts';
-import { ruleId } from './render.ts';
+import type { IpSet, Ruleset, RulesetDelta } from '../compiler/ruleset.ts';
+import { renderSetFlush, ruleId } from './render.ts';
 import { detectBackend, type Backend } from './backend.ts';
 import { parseFilterSave, parseIpsetSave, type KernelState } from './kernel-state.ts';
 import { DeltaMismatchError, planFromDelta } from './plan-from-delta.ts';
@@ -65,6 +72,11 @@ export interface SyncerOptions {
   readonly lockWaitSeconds?: number;
   /** false: program no drop-log rule (without-log.ts; `policyctl agent --no-drop-log`). Default true. */
   readonly dropLog?: boolean;
+  /**
+   * How long after a write the verdict cache is emptied a second time (see the header). Far
+   * longer than a packet's walk through our chains (microseconds); default 250 ms.
+   */
+  readonly flushAgainMs?: number;
 }
 
 export const EMPTY_RULESET: Ruleset = { node: '', sets: [], chains: [], hooks: [] };
@@ -83,6 +95,15 @@ export class Syncer {
   /** Whether the drop log's rules are programmed (SyncerOptions.dropLog). */
   readonly dropLog: boolean;
   private readonly lockWait: number;
+  readonly flushAgainMs: number;
+  /** The sets of the Ruleset last applied that every write empties (IpSet.runtime.flushOnChange). */
+  private flushSets: readonly IpSet[] = [];
+  /**
+   * A flush of `flushSets` is owed: none ran yet (a new Syncer: the kernel may hold verdicts of
+   * an agent that ran before), or the last one failed. The next sync runs it, wrote or not.
+   */
+  private flushOwed = true;
+  private flushTimer: NodeJS.Timeout | undefined;
 
   constructor(o: SyncerOptions) {
     this.runner = o.runner;
@@ -90,6 +111,7 @@ export class Syncer {
     this.lockWait = o.lockWaitSeconds ?? 10;
     if (o.backend) this.backendP = Promise.resolve(o.backend);
     this.dropLog = o.dropLog !== false;
+    this.flushAgainMs = o.flushAgainMs ?? 250;
   }
 
   backend(): Promise<Backend> {
@@ -162,6 +184,8 @@ export class Syncer {
     } catch (e) {
       this.forget();
       throw e;
+    } finally {
+      await this.flushVerdicts().catch(() => {}); // owed on failure
     }
     if (this.known) this.known = applyGarbage(this.known, g.plan);
     return true;
@@ -184,11 +208,13 @@ export class Syncer {
       setEntries: plan.addMembers.length + plan.delMembers.length + [...plan.createSets, ...plan.replaceSets].reduce((n, s) => n + s.members.length, 0),
     };
     const result = (wrote: boolean): SyncResult => ({ plan, payloads: p, wrote, readKernel: planFrom === 'kernel', planFrom, durationMs: performance.now() - t0, counts, ...(drift && { drift }) });
+    if (this.dryRun) return result(false);
+    this.flushSets = flushedSets(desired);
     if (isEmpty(plan)) {
+      if (this.flushOwed) await this.flushVerdicts();
       this.remember(desired, after());
       return result(false);
     }
-    if (this.dryRun) return result(false);
     try {
       await this.apply(p);
     } catch (e) {
@@ -231,6 +257,7 @@ export class Syncer {
   async applyInPieces(input: Ruleset, o: PiecesOptions = {}): Promise<PiecesResult> {
     const desired = this.programmed(input);
     this.forget();
+    this.flushSets = flushedSets(desired);
     if (this.dryRun) return { rejected: [], applied: 0, blocked: 0, skipped: 0, withheld: 0, attempts: 0, complete: true };
     try {
       const state = await this.readKernel();
@@ -267,13 +294,57 @@ export class Syncer {
   private async apply(p: Payloads): Promise<void> {
     const b = await this.backend();
     const step = (name: string, cmd: string, args: string[], input: string) => this.step(name, cmd, args, input);
-    // Three steps, each only once the one before it succeeded, even when no rule changes: the
-    // removals and the gate's additions of the last step must not run after a failed add
-    // (invariant fail-closed-in-time). `ipset restore` stops at a failing line, but the agent's
-    // ipset session (ipset-session.ts) runs the lines after it, so the phases are never one call.
-    await step('ipset restore (create and add)', 'ipset', ['restore', '-exist'], p.ipsetBefore);
-    await step('iptables-restore', b.restore, ['--noflush', `--wait=${this.lockWait}`], p.iptables);
-    await step('ipset restore (delete and destroy)', 'ipset', ['restore', '-exist'], p.ipsetAfter);
+    try {
+      // Three steps, each only once the one before it succeeded, even when no rule changes: the
+      // removals and the gate's additions of the last step must not run after a failed add
+      // (invariant fail-closed-in-time). `ipset restore` stops at a failing line, but the agent's
+      // ipset session (ipset-session.ts) runs the lines after it, so the phases are never one call.
+      await step('ipset restore (create and add)', 'ipset', ['restore', '-exist'], p.ipsetBefore);
+      await step('iptables-restore', b.restore, ['--noflush', `--wait=${this.lockWait}`], p.iptables);
+      await step('ipset restore (delete and destroy)', 'ipset', ['restore', '-exist'], p.ipsetAfter);
+    } finally {
+      // Also after a failed step: what did land may deny what a remembered verdict allows. A
+      // failing flush stays owed; the step's own error is the one reported.
+      await this.flushVerdicts().catch(() => {});
+    }
+    if (this.flushOwed) await this.flushVerdicts();
+  }
+
+  /**
+   * Empty the verdict cache now (`flushSets`), and once more `flushAgainMs` later (see the
+   * header). Throws an ApplyError when the flush fails; it is then owed.
+   */
+  private async flushVerdicts(): Promise<void> {
+    const sets = this.flushSets;
+    if (sets.length === 0) {
+      this.flushOwed = false;
+      return;
+    }
+    this.flushOwed = true;
+    await this.step('ipset restore (flush the verdict cache)', 'ipset', ['restore', '-exist'], renderSetFlush(sets));
+    this.flushOwed = false;
+    clearTimeout(this.flushTimer);
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      // The sets of the Ruleset in force by then (none after a cleanup).
+      const again = this.flushSets;
+      if (again.length === 0) return;
+      this.step('ipset restore (flush the verdict cache again)', 'ipset', ['restore', '-exist'], renderSetFlush(again)).catch(() => {
+        this.flushOwed = true;
+      });
+    }, this.flushAgainMs);
+    this.flushTimer.unref();
+  }
+
+  /** Whether a flush of the verdict cache is owed (see the header): the next sync runs it. */
+  verdictFlushOwed(): boolean {
+    return this.flushOwed && this.flushSets.length > 0;
+  }
+
+  /** Stop the pending second flush, if any (the agent stops). */
+  dispose(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
   }
 }
 
@@ -285,6 +356,14 @@ export function stateOf(rs: Ruleset): KernelState {
     sets: new Map(rs.sets.map((s) => [s.name, { name: s.name, type: s.type, members: new Map(s.members.map((m) => [canonicalEntry(s.type, m.entry), !!m.nomatch])) }])),
   };
 }
+
+/** The sets of a Ruleset that every write empties (IpSet.runtime.flushOnChange). */
+function flushedSets(rs: Ruleset): readonly IpSet[] {
+  let out = flushed.get(rs.sets);
+  if (!out) flushed.set(rs.sets, (out = rs.sets.filter((s) => s.runtime?.flushOnChange)));
+  return out;
+}
+const flushed = new WeakMap<readonly IpSet[], readonly IpSet[]>();
 
 /** Rule lines (appended or inserted) in an iptables-restore payload. */
 function countRuleLines(payload: string): number {

@@ -59,10 +59,19 @@ function checkMidstream(c: Cluster): void {
   }
 }
 
-/** Throws with a full account (verdict, traces, rules) on the first disagreement. */
-function checkAgreement(c: Cluster, mutate?: Mutator, opts: CompileOptions = {}): void {
+/** The verdict cache (the agent's default; layout.ts VERDICT_CACHE_SET). */
+const CACHE: CompileOptions = { verdictCache: true };
+
+/**
+ * Throws with a full account (verdict, traces, rules) on the first disagreement. `twice`: the
+ * kernel's sets remember what the rules add to them (the verdict cache), and every flow is
+ * traversed a second time after all were once, so each meets what all the others left.
+ */
+function checkAgreement(c: Cluster, mutate?: Mutator, opts: CompileOptions = {}, twice = false): void {
   const plane = new Dataplane(c.model, NODES.map((n) => n.name), mutate, opts);
-  for (const flow of flowsOf(c)) {
+  plane.rememberVerdicts = twice;
+  const flows = flowsOf(c);
+  for (const flow of twice ? [...flows, ...flows] : flows) {
     const expected = allowed(c.model, flow);
     const got = plane.traverse(flow);
     if (got.allowed !== expected.allowed) {
@@ -119,6 +128,10 @@ describe('compiled rules agree with the semantics', () => {
     checkProperty(fc.property(tieredClusterArb, (c) => checkAgreement(c, undefined, REVOKE)), RUNS);
   });
 
+  it(`on ${RUNS} random clusters with random ClusterNetworkPolicies, the verdict cache on, every flow twice (the second time after every flow left its verdict)`, () => {
+    checkProperty(fc.property(tieredClusterArb, (c) => checkAgreement(c, undefined, CACHE, true)), RUNS);
+  });
+
   it(`on ${Math.ceil(RUNS / 2)} random clusters, mid-stream drops on: a TCP packet conntrack takes up mid-stream is dropped and logged where a pod CIDR holds an end`, () => {
     checkProperty(fc.property(tieredClusterArb, (c) => checkMidstream(c)), Math.ceil(RUNS / 2));
   });
@@ -149,13 +162,23 @@ describe('compiled rules agree with the semantics', () => {
     'an Admin Pass allows instead of going on to the next tier': tierMutations['an Admin Pass allows instead of going on to the next tier']!,
     'the dispatch to the tier after the Admin tier tests the wrong side of the packet': (t) => t.replace(/(-A PCTL-[EI]NB-\d+ -m set --match-set \S+ )(src|dst)/g, (_m, a: string, side: string) => `${a}${side === 'src' ? 'dst' : 'src'}`),
   };
-  type Case = [string, Mutator, fc.Arbitrary<Cluster>, CompileOptions];
+  // The verdict cache: what it remembers must be what both sides allowed, keyed by all it depends on.
+  const cacheMutations: Record<string, Mutator> = {
+    'the verdict cache remembers before the ingress side is judged': (t) => {
+      const remember = t.match(/\n-A PCTL-FORWARD [^\n]*-j SET --add-set [^\n]*/g) ?? [];
+      const rest = remember.reduce((x, r) => x.replace(r, ''), t);
+      return rest.replace(/(\n-A PCTL-FORWARD [^\n]*ingress of local pods[^\n]*)/, `${remember.join('')}$1`);
+    },
+    'the verdict cache is keyed by the client and the port alone (the server left out)': (t) => t.replace(/(-A PCTL-FORWARD [^\n]*PCTL-verdicts )src,dst,dst/g, '$1src,dst,src'),
+  };
+  type Case = [string, Mutator, fc.Arbitrary<Cluster>, CompileOptions, boolean?];
   const all: Case[] = [
     ...Object.entries(mutations).map(([w, m]): Case => [w, m, clusterArb, {}]),
     ...Object.entries(tierMutations).map(([w, m]): Case => [w, m, tieredClusterArb, {}]),
     ...Object.entries(sharedMutations).map(([w, m]): Case => [`${w} (shared Admin chains)`, m, tieredClusterArb, SHARED]),
+    ...Object.entries(cacheMutations).map(([w, m]): Case => [w, m, tieredClusterArb, CACHE, true]),
   ];
-  for (const [what, mutate, arb, opts] of all) {
-    it(`fails when ${what}`, () => expectMutationCaught(what, mutate, (spy) => fc.property(arb, (c) => checkAgreement(c, spy, opts)), RUNS));
+  for (const [what, mutate, arb, opts, twice] of all) {
+    it(`fails when ${what}`, () => expectMutationCaught(what, mutate, (spy) => fc.property(arb, (c) => checkAgreement(c, spy, opts, twice)), RUNS));
   }
 });

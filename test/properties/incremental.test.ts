@@ -122,10 +122,21 @@ describe('incremental compiler', () => {
   });
 
   // Revoke mode (--revoke-established): the top chains jump to PCTL-MIDSTREAM, which holds the
-  // drops of the pod CIDRs.
-  it(`equals a full compile with mid-stream drops (--revoke-established) (${Math.ceil(RUNS / 3)} runs)`, () => {
+  // drops of the pod CIDRs. With or without the verdict cache (the agent's default), whose rules
+  // and set come and go with nothing in the model.
+  it(`equals a full compile with mid-stream drops (--revoke-established), the verdict cache on or off (${Math.ceil(RUNS / 3)} runs)`, () => {
     const runs = Math.ceil(RUNS / 3);
-    checkProperty(fc.property(fc.tuple(clusterArb, modelOpBatchesArb, fc.boolean()), ([c, batches, ipvs]) => check(c, batches, { dropMidstream: true, ...(ipvs && { proxy: { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } }) })), runs);
+    checkProperty(
+      fc.property(fc.tuple(clusterArb, modelOpBatchesArb, fc.boolean(), fc.boolean()), ([c, batches, ipvs, verdictCache]) =>
+        check(c, batches, { dropMidstream: true, verdictCache, ...(ipvs && { proxy: { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } }) }),
+      ),
+      runs,
+    );
+  });
+
+  it(`equals a full compile with the verdict cache (${Math.ceil(RUNS / 3)} runs)`, () => {
+    const runs = Math.ceil(RUNS / 3);
+    checkProperty(fc.property(fc.tuple(clusterArb, modelOpBatchesArb), ([c, batches]) => check(c, batches, { verdictCache: true })), runs);
   });
 
   // The collision guard under change: every chain digest is zero, so two different chains of

@@ -44,6 +44,12 @@ export type Mutator = (iptablesText: string, node: string) => string;
 
 export class Dataplane {
   readonly nodes = new Map<string, NodePlane>();
+  /**
+   * `-j SET` rules change the node's sets as the kernel's do (the verdict cache remembers what it
+   * allowed), so later traversals see what earlier ones left; default false: every traversal
+   * meets the sets as compiled.
+   */
+  rememberVerdicts = false;
 
   private readonly cidrs: { readonly node: string; readonly cidr: Cidr }[] = [];
   private readonly nodeIps = new Map<string, string>();
@@ -115,7 +121,7 @@ export class Dataplane {
     for (const h of hops) {
       const plane = this.nodes.get(h.node);
       if (!plane) throw new Error(`no compiled plane for node ${h.node}`);
-      const result = trace(plane.table, plane.ipsets, h.hook, { src, dst, protocol: l4(flow.protocol), dport: flow.port, sport: 40000, ...extra }, { local: plane.local });
+      const result = trace(plane.table, plane.ipsets, h.hook, { src, dst, protocol: l4(flow.protocol), dport: flow.port, sport: 40000, ...extra }, { local: plane.local, setTargets: this.rememberVerdicts });
       traces.push({ ...h, result });
       if (result.verdict === 'DROP') return { allowed: false, traces };
     }

@@ -216,7 +216,13 @@ export type Target =
   | { readonly kind: 'NFLOG'; readonly group: number; readonly prefix: string }
   | { readonly kind: 'jump' | 'goto'; readonly chain: string; readonly declaredBefore: boolean }
   /** xt_MARK revision 2: mark = (mark & ~mask) ^ value; every MARK option reduces to this. */
-  | { readonly kind: 'MARK'; readonly value: number; readonly mask: number };
+  | { readonly kind: 'MARK'; readonly value: number; readonly mask: number }
+  /**
+   * Non-terminating: xt_SET revision 3 adds the packet's element (the directions as in `-m set`)
+   * to a set, or deletes it; evaluation continues. The trace changes `ipsets` only when asked
+   * (TraceOptions.setTargets); otherwise the rule is walked and nothing else happens.
+   */
+  | { readonly kind: 'SET'; readonly op: 'add' | 'del'; readonly set: string; readonly dirs: readonly ('src' | 'dst')[]; readonly exist: boolean; readonly timeout?: number };
 
 export interface ParsedRule {
   /** The line as written (without counters), for traces and failure messages. */
@@ -261,7 +267,7 @@ const BUILTIN_CHAINS: Record<string, readonly string[]> = {
 };
 
 /** Target names iptables resolves to an extension rather than a chain. */
-const EXTENSION_TARGETS = new Set(['ACCEPT', 'DROP', 'REJECT', 'RETURN', 'QUEUE', 'LOG', 'NFLOG', 'MARK', 'MASQUERADE']);
+const EXTENSION_TARGETS = new Set(['ACCEPT', 'DROP', 'REJECT', 'RETURN', 'QUEUE', 'LOG', 'NFLOG', 'MARK', 'MASQUERADE', 'SET']);
 
 /** xt_NFLOG's prefix field: 64 bytes with the terminating NUL. */
 export const NFLOG_PREFIX_MAX = 63;
@@ -397,6 +403,12 @@ const MATCH_OPTIONS: Record<string, Record<string, OptionSpec>> = {
 
 const TARGET_OPTIONS: Record<string, Record<string, OptionSpec>> = {
   REJECT: { '--reject-with': { values: 1, invertible: false } },
+  SET: {
+    '--add-set': { values: 2, invertible: false },
+    '--del-set': { values: 2, invertible: false },
+    '--exist': { values: 0, invertible: false },
+    '--timeout': { values: 1, invertible: false },
+  },
   NFLOG: {
     '--nflog-group': { values: 1, invertible: false },
     '--nflog-prefix': { values: 1, invertible: false },
@@ -834,6 +846,18 @@ function buildTarget(name: string, isGoto: boolean, ext: Extension | undefined, 
     case 'MASQUERADE':
       if (table.name !== 'nat') fail('MASQUERADE is only valid in the nat table');
       return { kind: 'MASQUERADE' };
+    case 'SET': {
+      const add = ext?.seen.get('--add-set');
+      const del = ext?.seen.get('--del-set');
+      if (!add === !del) fail('SET needs exactly one of --add-set and --del-set (this tracer models one)');
+      const [setName, dirText] = (add ?? del)!.values as [string, string];
+      const dirs = dirText.split(',');
+      if (dirs.length > 6 || dirs.some((d) => d !== 'src' && d !== 'dst')) fail(`SET: invalid directions "${dirText}"`);
+      const t = ext?.seen.get('--timeout')?.values[0];
+      if (t !== undefined && !/^[0-9]+$/.test(t)) fail(`SET: bad --timeout "${t}"`);
+      if (t !== undefined && !add) fail('SET: --timeout only with --add-set');
+      return { kind: 'SET', op: add ? 'add' : 'del', set: setName, dirs: dirs as ('src' | 'dst')[], exist: ext!.seen.has('--exist'), ...(t !== undefined && { timeout: Number(t) }) };
+    }
     case 'MARK': {
       const set = [...ext!.seen.entries()];
       if (set.length !== 1) fail('MARK needs exactly one of --set-xmark, --set-mark, --and-mark, --or-mark, --xor-mark');
@@ -1348,6 +1372,24 @@ function packetPort(p: Packet, dir: 'src' | 'dst', fail: Fail): number {
  * - hash:net,net does the same with the first dimension's prefixes outermost.
  * - hash:ip,port compares the packet's protocol too; an ICMP packet never hits a tcp/udp/sctp entry.
  */
+/** What a `-j SET` does to the set for this packet (TraceOptions.setTargets); only the kinds of set our rules fill. */
+function applySetTarget(set: IpsetData, tg: Extract<Target, { kind: 'SET' }>, p: Packet, fail: Fail): void {
+  if (set.type !== 'hash:ip,port,ip') fail(`SET into a ${set.type} set is not modelled`);
+  if (tg.dirs.length < 3) return; // the kernel ignores an element it cannot build
+  // ipset takes no element from a packet without ports here (ICMP's type and code are not modelled).
+  if (p.protocol !== 'tcp' && p.protocol !== 'udp' && p.protocol !== 'sctp') return;
+  const ip = packetIp(p, tg.dirs[0]!, fail);
+  const port = packetPort(p, tg.dirs[1]!, fail);
+  const ip2 = packetIp(p, tg.dirs[2]!, fail);
+  const key = `${formatIPv4(ip)},${p.protocol}:${port},${formatIPv4(ip2)}`;
+  if (tg.op === 'del') {
+    set.entries.delete(key);
+    return;
+  }
+  if (!set.entries.has(key) && set.entries.size >= set.maxelem) return; // a full set refuses, silently for the kernel's rules
+  set.entries.set(key, { ip, proto: p.protocol, port, ip2 });
+}
+
 export function setMatches(
   set: IpsetData,
   dirs: readonly ('src' | 'dst')[],
@@ -1521,6 +1563,12 @@ export interface TraceOptions {
    * tests an address type is refused, never guessed.
    */
   readonly local?: readonly string[];
+  /**
+   * `-j SET` rules change `ipsets` as the kernel would (an add of the packet's element; ipset
+   * ignores a packet it cannot make an element of, and an add to a full set): for a sequence of
+   * traces that share state. Default false: such rules change nothing.
+   */
+  readonly setTargets?: boolean;
 }
 
 /**
@@ -1592,6 +1640,12 @@ export function trace(table: Table, ipsets: IpsetState, hook: Hook, packet: Pack
       case 'MARK':
         mark = ((mark & ~tg.mask) ^ tg.value) >>> 0;
         break;
+      case 'SET': {
+        const s = ipsets.sets.get(tg.set);
+        if (!s) fail(`SET to set "${tg.set}", which does not exist (the kernel refuses such a rule)`);
+        if (opts.setTargets) applySetTarget(s, tg, packet, fail);
+        break;
+      }
       case 'MASQUERADE':
         fail('MASQUERADE cannot be traced in a filter hook');
         break;
