@@ -3,8 +3,13 @@
 // no policy, then with the node's Ruleset of a 10k-pod / 2k-policy cluster loaded (250 local
 // pods) and both pods isolated by policies that allow them to talk, then with 100
 // ClusterNetworkPolicies added (bench/cnps.ts; the pods' namespace in team00, so the team's
-// Admin policies select them as well as the cluster-wide ones). Also the number of rules a new
-// connection traverses, counted by the tracer over the same rendered rules.
+// Admin policies select them as well as the cluster-wide ones). The Rulesets are the agent's
+// default layout, the verdict cache on (layout.ts VERDICT_CACHE_SET): the bench client opens its
+// connections to one server and port, so after the first one they are allowed by the verdict the
+// kernel remembered. What every connection would cost as a first one (a new client, server or
+// port each time) is a side of its own: the same rules, the cache filled but never read.
+// Also the number of rules a new connection traverses, counted by the tracer over the same
+// rendered rules, for a first connection and for a repeated one.
 
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,7 +20,8 @@ import { renderIpsetRestore, renderIptablesRestore } from '../../src/sync/render
 import { createLab, destroyLab, execInPod, findPod } from '../../src/lab/lab.ts';
 import type { LabState } from '../../src/lab/state.ts';
 import type { NamespaceRecord, PodRecord, PolicyRecord } from '../../src/model/types.ts';
-import type { Ruleset } from '../../src/compiler/ruleset.ts';
+import type { Rule, Ruleset } from '../../src/compiler/ruleset.ts';
+import { VERDICT_CACHE_SET } from '../../src/compiler/layout.ts';
 import { NFT } from '../../src/sync/backend.ts';
 import { processRunner } from '../../src/sync/runner.ts';
 import { Syncer } from '../../src/sync/syncer.ts';
@@ -133,6 +139,7 @@ function roundsOf(o: BenchOptions): { readonly 'connection rate': number; readon
 /** What the part reports of one side: medians, and each round's ratio to the run without policies of the same round. */
 interface Side {
   readonly rate: number;
+  /** NaN for a side without a throughput pass. */
   readonly gbps: number;
   readonly failures: number;
   /** Median over rounds of (this side's rate / the no-policy rate of that round). */
@@ -141,61 +148,93 @@ interface Side {
   readonly rateRatios: readonly number[];
 }
 
+/** One side of the comparison: its Ruleset (none: no rule of ours), and whether its throughput is measured. */
+interface SideSpec {
+  readonly label: string;
+  readonly rs?: Ruleset;
+  readonly throughput: boolean;
+}
+
 /**
- * Runs without the Ruleset, with it, and with the Ruleset of the cluster with
- * ClusterNetworkPolicies, interleaved in rounds, the order rotated each round (without, with,
- * CNPs; with, CNPs, without; ...), so the machine's drift (the no-policy rate alone moves by 10%
- * between runs on the benchmark's VM) and a position in the round affect every side alike. Each
- * run starts SETTLE_MS after its Ruleset was loaded. Connection rate and throughput are measured
- * in passes of their own (a bulk run's aftermath does not fall on a connection-rate run). A side's
- * ratio is the median of its per-round ratios to the run without policies of the same round.
+ * Runs each side (the first without rules), interleaved in rounds, the order rotated each round
+ * (a, b, c; b, c, a; ...), so the machine's drift (the no-policy rate alone moves by 10% between
+ * runs on the benchmark's VM) and a position in the round affect every side alike. Each run
+ * starts SETTLE_MS after its Ruleset was loaded (a load also empties the verdict cache, as any
+ * write does). Connection rate and throughput are measured in passes of their own (a bulk run's
+ * aftermath does not fall on a connection-rate run); the throughput pass leaves out the sides
+ * that only differ in what new connections meet. A side's ratio is the median of its per-round
+ * ratios to the run without policies of the same round.
  */
-async function measure(lab: LabState, crr: string, syncer: Syncer, rs: Ruleset, rsCnp: Ruleset, o: BenchOptions): Promise<{ without: Side; with: Side; withCnp: Side }> {
+async function measure<K extends string>(lab: LabState, crr: string, syncer: Syncer, specs: Record<K, SideSpec>, o: BenchOptions): Promise<Record<K, Side>> {
   const rounds = roundsOf(o);
   const seconds = 2;
-  const sides = ['without', 'with', 'withCnp'] as const;
-  const load = async (side: (typeof sides)[number]) => {
-    if (side === 'without') await syncer.cleanup();
-    else await syncer.sync(side === 'with' ? rs : rsCnp, { readKernel: true });
+  const names = Object.keys(specs) as K[];
+  const without = names.find((n) => !specs[n].rs);
+  if (!without) throw new Error('the dataplane part needs a side without rules');
+  const load = async (side: K) => {
+    const rs = specs[side].rs;
+    if (!rs) await syncer.cleanup();
+    else await syncer.sync(rs, { readKernel: true });
     await new Promise((res) => setTimeout(res, SETTLE_MS));
     emptyConntrack(lab.nodes[0]!.netns);
   };
-  const label = { without: 'without policies', with: 'with policies', withCnp: 'with policies and ClusterNetworkPolicies' };
-  const rate: Record<(typeof sides)[number], { rate: number; failures: number }[]> = { without: [], with: [], withCnp: [] };
-  const gbps: Record<(typeof sides)[number], number[]> = { without: [], with: [], withCnp: [] };
+  const rate = Object.fromEntries(names.map((n) => [n, [] as { rate: number; failures: number }[]])) as Record<K, { rate: number; failures: number }[]>;
+  const gbps = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<K, number[]>;
   for (const pass of ['connection rate', 'throughput'] as const) {
+    const sides = pass === 'throughput' ? names.filter((n) => specs[n].throughput) : names;
     for (let i = 0; i < rounds[pass]; i++) {
       for (let k = 0; k < sides.length; k++) {
         const side = sides[(i + k) % sides.length]!;
         await load(side);
-        o.progress(`dataplane: ${pass}, round ${i + 1}/${rounds[pass]}, ${label[side]}`);
+        o.progress(`dataplane: ${pass}, round ${i + 1}/${rounds[pass]}, ${specs[side].label}`);
         if (pass === 'connection rate') rate[side].push(await connRate(lab, crr, seconds));
         else gbps[side].push(await throughput(lab, seconds));
       }
     }
   }
-  const side = (s: (typeof sides)[number]): Side => {
-    const rateRatios = rate[s].map((x, i) => x.rate / rate.without[i]!.rate);
+  const side = (s: K): Side => {
+    const rateRatios = rate[s].map((x, i) => x.rate / rate[without][i]!.rate);
     return {
       rate: median(rate[s].map((x) => x.rate)),
-      gbps: median(gbps[s]),
+      gbps: gbps[s].length ? median(gbps[s]) : NaN,
       failures: rate[s].reduce((n, x) => n + x.failures, 0),
       rateRatio: median(rateRatios),
-      gbpsRatio: median(gbps[s].map((x, i) => x / gbps.without[i]!)),
+      gbpsRatio: gbps[s].length ? median(gbps[s].map((x, i) => x / gbps[without][i]!)) : NaN,
       rateRatios,
     };
   };
-  return { without: side('without'), with: side('with'), withCnp: side('withCnp') };
+  return Object.fromEntries(names.map((n) => [n, side(n)])) as Record<K, Side>;
 }
 
-/** Rules of ours a new connection and an established packet of the bench flow traverse. */
-function rulesWalked(rs: Ruleset): { ours: number; all: number; established: number } {
+/**
+ * Rules of ours a new connection of the bench flow traverses (the first one; `repeated`: the
+ * next one, which meets what the first left in the verdict cache), and an established packet.
+ */
+function rulesWalked(rs: Ruleset): { ours: number; all: number; repeated: number; established: number } {
   const table = parseIptablesRestore(renderIptablesRestore(rs), { base: parseIptablesRestore(FOREIGN_FILTER), noflush: true });
   const sets = parseIpsetRestore(renderIpsetRestore(rs.sets));
-  const t = trace(table, sets, 'FORWARD', { src: CLIENT_IP, dst: SERVER_IP, protocol: 'tcp', dport: CRR_PORT, sport: 40000 });
+  const syn = { src: CLIENT_IP, dst: SERVER_IP, protocol: 'tcp' as const, dport: CRR_PORT, sport: 40000 };
+  const t = trace(table, sets, 'FORWARD', syn, { setTargets: true });
   if (t.verdict !== 'ACCEPT') throw new Error(`the bench flow is not allowed by its own policies: ${t.reason}`);
-  const established = trace(table, sets, 'FORWARD', { src: CLIENT_IP, dst: SERVER_IP, protocol: 'tcp', dport: CRR_PORT, sport: 40000, ctstate: 'ESTABLISHED' });
-  return { ours: t.steps.filter((s) => s.chain.startsWith('PCTL-')).length, all: t.steps.length, established: established.steps.filter((s) => s.chain.startsWith('PCTL-')).length };
+  const again = trace(table, sets, 'FORWARD', { ...syn, sport: 40001 }, { setTargets: true });
+  const established = trace(table, sets, 'FORWARD', { ...syn, ctstate: 'ESTABLISHED' });
+  const ours = (x: typeof t) => x.steps.filter((s) => s.chain.startsWith('PCTL-')).length;
+  return { ours: ours(t), all: t.steps.length, repeated: ours(again), established: ours(established) };
+}
+
+/** The agent's default layout (src/cli/agent.ts): the verdict cache on. */
+const AGENT_DEFAULT = { verdictCache: true } as const;
+
+/**
+ * The same Ruleset with the verdict cache filled but never read: every connection walks the
+ * rules and is remembered, as a first connection is (a new client, server or port each time).
+ */
+function everyConnectionFirst(rs: Ruleset): Ruleset {
+  const unread = `${VERDICT_CACHE_SET}-w`;
+  const rewrite = (r: Rule): Rule => (r.action.kind === 'remember' ? { ...r, action: { ...r.action, set: unread } } : r);
+  const cache = rs.sets.find((s) => s.name === VERDICT_CACHE_SET);
+  if (!cache) throw new Error('the dataplane Ruleset has no verdict cache');
+  return { ...rs, sets: [...rs.sets, { ...cache, name: unread }].sort((a, b) => (a.name < b.name ? -1 : 1)), chains: rs.chains.map((c) => ({ ...c, rules: c.rules.map(rewrite) })) };
 }
 
 export const dataplanePart: BenchPart = {
@@ -211,19 +250,17 @@ export const dataplanePart: BenchPart = {
       const cluster = generateCluster({ pods: 10_000, policies: 2_000, seed: o.seed });
       const extra = benchObjects();
       for (const r of [extra.ns, ...extra.pods, ...extra.policies]) cluster.model.upsert(r);
-      const rs = compile(cluster.model, NODE);
+      const rs = compile(cluster.model, NODE, AGENT_DEFAULT);
       // The same cluster with ClusterNetworkPolicies, the bench namespace in a team.
       addClusterPolicies(cluster);
       cluster.model.upsert({ ...extra.ns, labels: { ...extra.ns.labels, team: 'team00', env: 'prod' } });
-      const rsCnp = compile(cluster.model, NODE);
+      const rsCnp = compile(cluster.model, NODE, AGENT_DEFAULT);
       const cnpCount = [...cluster.model.allClusterPolicies()].length;
 
       // Rules a new connection walks, counted over the rendered text by the tracer.
       const walked = rulesWalked(rs);
       const walkedCnp = rulesWalked(rsCnp);
-      const walkedShared = rulesWalked(compile(cluster.model, NODE, { tiers: { continuation: { Admin: 'dispatch' } } }));
-      const ours = walked.ours;
-      const oursEstablished = walked.established;
+      const walkedShared = rulesWalked(compile(cluster.model, NODE, { ...AGENT_DEFAULT, tiers: { continuation: { Admin: 'dispatch' } } }));
 
       o.progress('dataplane: building the lab');
       const lab = await createLab({
@@ -242,10 +279,20 @@ export const dataplanePart: BenchPart = {
       await execInPod(lab, 'bench/client', ['sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65000']);
 
       const syncer = new Syncer({ runner: processRunner(lab.nodes[0]!.netns), backend: { ...NFT, reason: 'bench' } });
-      const m = await measure(lab, crr, syncer, rs, rsCnp, o);
-      const without = m.without;
-      const withP = m.with;
-      const withC = m.withCnp;
+      const m = await measure(
+        lab,
+        crr,
+        syncer,
+        {
+          without: { label: 'without policies', throughput: true },
+          with: { label: 'with policies', rs, throughput: true },
+          withCnp: { label: 'with policies and ClusterNetworkPolicies', rs: rsCnp, throughput: true },
+          firstCnp: { label: 'with policies and ClusterNetworkPolicies, every connection a first one', rs: everyConnectionFirst(rsCnp), throughput: false },
+        },
+        o,
+      );
+      syncer.dispose();
+      const { without, with: withP, withCnp: withC, firstCnp } = m;
       await destroyLab(lab);
 
       const connRatio = withP.rateRatio;
@@ -265,23 +312,28 @@ export const dataplanePart: BenchPart = {
               ['ratio', +connRatio.toFixed(3), +tputRatio.toFixed(3), ''],
               [`${rulesCnp} rules, ${rsCnp.sets.length} sets (and ${cnpCount} ClusterNetworkPolicies)`, Math.round(withC.rate), +withC.gbps.toFixed(2), withC.failures],
               ['ratio', +connRatioCnp.toFixed(3), +tputRatioCnp.toFixed(3), ''],
+              ['the same, every connection a first one (walks every rule)', Math.round(firstCnp.rate), '', firstCnp.failures],
+              ['ratio', +firstCnp.rateRatio.toFixed(3), '', ''],
             ],
             notes: [
-              `a new connection traverses ${ours} of our rules (${walked.all} in all, flannel's and kube-proxy's included); an established packet traverses ${oursEstablished}`,
-              `with the ClusterNetworkPolicies, a new connection traverses ${walkedCnp.ours} of our rules (${walkedCnp.all} in all); an established packet ${walkedCnp.established}; with shared Admin chains (--shared-admin-chains) ${walkedShared.ours}`,
-              `${roundsOf(o)['connection rate']} rounds of the three sides for the connection rate and ${roundsOf(o).throughput} for the throughput, the order rotated each round, each run ${SETTLE_MS / 1000} s after its rules were loaded, from an empty conntrack table; rates are medians, ratios the medians of each round's ratio to that round's run without policies (connection rate per round, with policies: ${withP.rateRatios.map((r) => r.toFixed(3)).join(' ')}; with ClusterNetworkPolicies: ${withC.rateRatios.map((r) => r.toFixed(3)).join(' ')}); TCP connect+close by bench/tools/crr.c with 2 threads for 2 s, bulk by iperf3 -t 2, in passes of their own`,
+              `the agent's default layout, the verdict cache on: a first connection of a client, server and port traverses ${walked.ours} of our rules (${walked.all} in all, flannel's and kube-proxy's included), a repeated one ${walked.repeated}; an established packet traverses ${walked.established}`,
+              `with the ClusterNetworkPolicies, a first connection traverses ${walkedCnp.ours} of our rules (${walkedCnp.all} in all), a repeated one ${walkedCnp.repeated}; an established packet ${walkedCnp.established}; with shared Admin chains (--shared-admin-chains) a first one ${walkedShared.ours}`,
+              `${roundsOf(o)['connection rate']} rounds of the four sides for the connection rate and ${roundsOf(o).throughput} of the first three for the throughput, the order rotated each round, each run ${SETTLE_MS / 1000} s after its rules were loaded, from an empty conntrack table and verdict cache; rates are medians, ratios the medians of each round's ratio to that round's run without policies (connection rate per round, with policies: ${withP.rateRatios.map((r) => r.toFixed(3)).join(' ')}; with ClusterNetworkPolicies: ${withC.rateRatios.map((r) => r.toFixed(3)).join(' ')}; every connection a first one: ${firstCnp.rateRatios.map((r) => r.toFixed(3)).join(' ')}); TCP connect+close by bench/tools/crr.c with 2 threads for 2 s, one server and port, bulk by iperf3 -t 2, in passes of their own`,
             ],
           },
         ],
         metrics: {
           conn_rate_ratio: +connRatio.toFixed(3),
           throughput_ratio: +tputRatio.toFixed(3),
-          rules_per_new_connection: ours,
+          rules_per_new_connection: walked.ours,
+          rules_per_repeated_connection: walked.repeated,
           conn_rate_no_policy: Math.round(without.rate),
           conn_rate_with_policies: Math.round(withP.rate),
           conn_rate_ratio_cnp100: +connRatioCnp.toFixed(3),
+          conn_rate_ratio_cnp100_first_connections: +firstCnp.rateRatio.toFixed(3),
           throughput_ratio_cnp100: +tputRatioCnp.toFixed(3),
           rules_per_new_connection_cnp100: walkedCnp.ours,
+          rules_per_repeated_connection_cnp100: walkedCnp.repeated,
           rules_per_new_connection_cnp100_shared: walkedShared.ours,
           conn_rate_with_cnp100: Math.round(withC.rate),
         },

@@ -87,8 +87,18 @@ export class AgentMetrics {
   readonly policyPackets = new Counter({
     name: 'policyctl_policy_packets_total',
     help:
-      "New-connection packets each policy decided, from the kernel's rule counters: verdict allowed (a NetworkPolicy rule or a ClusterNetworkPolicy Accept rule matched) or denied (a ClusterNetworkPolicy Deny rule, or the default deny of the NetworkPolicies isolating the pod: each of them counts), by tier and direction. tier none: an address of the node's pod CIDRs that is no programmed pod (policy empty); an address no known pod has, dropped by a Deny or Admin Pass that names pods, counts for that ClusterNetworkPolicy.",
+      "New-connection packets each policy decided, from the kernel's rule counters: verdict allowed (a NetworkPolicy rule or a ClusterNetworkPolicy Accept rule matched) or denied (a ClusterNetworkPolicy Deny rule, or the default deny of the NetworkPolicies isolating the pod: each of them counts), by tier and direction. tier none: an address of the node's pod CIDRs that is no programmed pod (policy empty); an address no known pod has, dropped by a Deny or Admin Pass that names pods, counts for that ClusterNetworkPolicy. With the verdict cache (the default), a TCP or UDP connection allowed by a verdict the kernel remembered walks no policy rule and is not counted here: policyctl_verdict_cache_hits_total counts those.",
     labelNames: ['policy', 'tier', 'direction', 'verdict'],
+    registers: [this.registry],
+    collect: async () => {
+      await this.policyPacketsRefresh?.();
+    },
+  });
+  /** Filled by PolicyCounters from the same read as `policyPackets`. */
+  readonly verdictCacheHits = new Counter({
+    name: 'policyctl_verdict_cache_hits_total',
+    help: "New TCP and UDP connection packets allowed by a verdict the kernel remembered (the verdict cache, ipset PCTL-verdicts: the same client, server and port allowed by every rule within the last 10 s and no write since), without walking the policy rules, so counted by no policy in policyctl_policy_packets_total. From the kernel's rule counters, refreshed with it.",
+    labelNames: ['protocol'],
     registers: [this.registry],
     collect: async () => {
       await this.policyPacketsRefresh?.();

@@ -5,6 +5,8 @@ import { chainedDrop, dropChainsOf, loggedDrop } from '../compiler/drop-log.ts';
 import type { Rule } from '../compiler/ruleset.ts';
 import { renderRule, ruleId } from '../sync/render.ts';
 import { parseRuleCounters, readRuleCounters, type RuleCounter } from '../sync/rule-counters.ts';
+import { compile } from '../compiler/compile.ts';
+import { sampleCluster } from '../../test/support/clusters.ts';
 import { AgentMetrics } from './metrics.ts';
 import { attribute, PolicyCounters } from './policy-counters.ts';
 
@@ -48,6 +50,23 @@ describe('PolicyCounters', () => {
     step([rule(2), rule(4, 'PCTL-I-b')]);
     const text = await registry.getSingleMetricAsString('policyctl_policy_packets_total');
     expect(text).toContain('policyctl_policy_packets_total{policy="x/allow",tier="NetworkPolicy",direction="Ingress",verdict="allowed"} 14');
+  });
+
+  it("counts the verdict cache's hits apart, by protocol, for no policy; its other rules count nothing", async () => {
+    const metrics = new AgentMetrics();
+    let kernel: RuleCounter[] = [];
+    const pc = new PolicyCounters(metrics, async () => kernel, silent);
+    // The comments as the layout writes them.
+    const fwd = compile(sampleCluster(), 'n1', { verdictCache: true }).chains.find((c) => c.name === 'PCTL-FORWARD')!;
+    const cacheRules = fwd.rules.filter((r) => r.comment.startsWith('verdict cache'));
+    expect(cacheRules).toHaveLength(4);
+    const counted = (packets: number) => cacheRules.map((r) => ({ chain: 'PCTL-FORWARD', id: ruleId(r), comment: r.comment, target: r.action.kind === 'return' ? 'RETURN' : 'SET', packets }));
+    pc.add((kernel = counted(3)));
+    pc.add((kernel = counted(10)));
+    const hits = await metrics.registry.getSingleMetricAsString('policyctl_verdict_cache_hits_total');
+    expect(hits).toContain('policyctl_verdict_cache_hits_total{protocol="tcp"} 10');
+    expect(hits).toContain('policyctl_verdict_cache_hits_total{protocol="udp"} 10');
+    expect(await metrics.registry.getSingleMetricAsString('policyctl_policy_packets_total')).not.toMatch(/^policyctl_policy_packets_total\{/m);
   });
 
   it('drops the series of a policy whose rules are gone: names tenants create and delete do not pile up', async () => {

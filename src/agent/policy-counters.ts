@@ -16,7 +16,9 @@
 //                                                  denied by that ClusterNetworkPolicy: an address
 //                                                  no known pod has, which it may name
 // The log rules before drops (`log: ...`), the drop chains' own rules (`drop: ...`, counted by the
-// rule that went there) and Pass rules are not counted. A comment longer than
+// rule that went there) and Pass rules are not counted. The verdict cache's hit rules
+// (`verdict cache: tcp|udp ...`, RETURN) go to `policyctl_verdict_cache_hits_total` instead: a
+// connection allowed from the cache walks no policy's rule. A comment longer than
 // the kernel keeps (255 characters) can name fewer isolating policies than there are.
 
 import type { Counter } from 'prom-client';
@@ -67,11 +69,18 @@ export function attribute(c: Pick<RuleCounter, 'comment' | 'target'>): Attributi
   return undefined;
 }
 
+/** The protocol of a verdict cache hit rule (layout.ts VERDICT_CACHE_SET), else undefined. */
+export function cacheHitProtocol(c: Pick<RuleCounter, 'comment' | 'target'>): string | undefined {
+  const m = /^verdict cache: (tcp|udp) client, port and server /.exec(c.comment);
+  return m && c.target === 'RETURN' ? m[1] : undefined;
+}
+
 type Labels = { policy: string; tier: Attribution['tier']; direction: PolicyType; verdict: Attribution['verdict'] };
 const labelKey = (l: Labels) => `${l.policy}|${l.tier}|${l.direction}|${l.verdict}`;
 
 export class PolicyCounters {
   readonly packets: Counter<'policy' | 'tier' | 'direction' | 'verdict'>;
+  private readonly hits: Counter<'protocol'>;
   private last = new Map<string, number>();
   /** The label sets of the rules of the last read (their series may exist). */
   private series = new Map<string, Labels>();
@@ -88,6 +97,7 @@ export class PolicyCounters {
     this.logger = logger;
     this.minIntervalMs = minIntervalMs;
     this.packets = metrics.policyPackets;
+    this.hits = metrics.verdictCacheHits;
     metrics.policyPacketsRefresh = () => this.refresh();
   }
 
@@ -121,7 +131,8 @@ export class PolicyCounters {
     const live = new Map<string, Labels>();
     for (const r of rules) {
       const a = attribute(r);
-      if (!a) continue;
+      const hit = a ? undefined : cacheHitProtocol(r);
+      if (!a && !hit) continue;
       const base = `${r.chain}|${r.id}`;
       const n = (seen.get(base) ?? 0) + 1;
       seen.set(base, n);
@@ -129,6 +140,10 @@ export class PolicyCounters {
       next.set(key, r.packets);
       const before = this.last.get(key);
       const delta = before === undefined || r.packets < before ? r.packets : r.packets - before;
+      if (!a) {
+        if (delta > 0) this.hits.inc({ protocol: hit! }, delta);
+        continue;
+      }
       for (const policy of a.policies) {
         const labels: Labels = { policy, tier: a.tier, direction: a.direction, verdict: a.verdict };
         live.set(labelKey(labels), labels);
