@@ -53,7 +53,8 @@ const source: ModelSource = {
 // Info on stderr: the CNI server's line per ADD and DEL carries the agent's own share ("ms").
 const logger = pino({ level: 'info' }, pino.destination(2));
 const runner = agentRunner(); // as policyctl agent runs: small set payloads through one ipset session
-const agent = new Agent({ node: CNI_NODE, source, syncer: new Syncer({ runner, backend: { ...NFT, reason: 'bench' } }), logger });
+// The agent's default layout (`policyctl agent`): the verdict cache on.
+const agent = new Agent({ node: CNI_NODE, source, syncer: new Syncer({ runner, backend: { ...NFT, reason: 'bench' } }), logger, verdictCache: true });
 const server = new CniServer({ socketPath: values.socket!, node: CNI_NODE, source, agent, runner, logger });
 await server.listen();
 await agent.start();

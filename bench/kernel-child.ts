@@ -123,7 +123,8 @@ async function main(): Promise<void> {
   if (cnps > 0) addClusterPolicies(c, cnps);
   const kinds: readonly EventKind[] = cnps > 0 ? [...EVENT_KINDS, ...CNP_EVENT_KINDS] : EVENT_KINDS;
   const model = c.model;
-  const opts: CompileOptions = values['shared-admin-chains'] ? { tiers: { continuation: { Admin: 'dispatch' } } } : {};
+  // The agent's default layout (the verdict cache on: every write also empties PCTL-verdicts).
+  const opts: CompileOptions = { verdictCache: true, ...(values['shared-admin-chains'] && { tiers: { continuation: { Admin: 'dispatch' } } }) };
   const ic = new IncrementalCompiler(model, KERNEL_NODE, opts);
   // The agent's runner: small set payloads through its long-lived ipset session.
   const session = agentRunner();

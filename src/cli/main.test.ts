@@ -210,6 +210,36 @@ describe('policyctl compile', () => {
     expect(revoke.out).toMatch(/^-A PCTL-FORWARD -p udp -m set --match-set PCTL-revoked dst,dst,src .*-j PCTL-MIDSTREAM$/m);
     expect(revoke.out.split('\n').filter((l) => !/PCTL-MIDSTREAM|PCTL-OUTPUT|PCTL-revoked/.test(l))).toEqual(plain.out.split('\n'));
   });
+
+  it("shows the agent's default layout, the verdict cache on; --no-verdict-cache leaves out its set and its four rules, and nothing else", async () => {
+    const base = ['compile', '-f', 'examples', '--node', 'node-1'];
+    const cached = await run(base);
+    const off = await run([...base, '--no-verdict-cache']);
+    expect(off.code).toBe(0);
+    expect(cached.out).toMatch(/^create PCTL-verdicts hash:ip,port,ip family inet hashsize 1024 maxelem 65536 timeout 10$/m);
+    const rules = cached.out.split('\n').filter((l) => l.includes('PCTL-verdicts') && l.startsWith('-A '));
+    expect(rules).toHaveLength(4);
+    expect(rules.every((l) => l.startsWith('-A PCTL-FORWARD '))).toBe(true);
+    expect(cached.out.split('\n').filter((l) => !l.includes('PCTL-verdicts'))).toEqual(off.out.split('\n'));
+  });
+
+  it('agent --dry-run writes the verdict cache unless --no-verdict-cache (the flag reaches the agent)', { skip: !kernelTestsEnabled() }, async () => {
+    const net = createNetns('pctl-cli-vc');
+    try {
+      const bin = new URL('../../bin/policyctl.js', import.meta.url).pathname;
+      const node = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
+      const dry = (extra: string[]) => spawnSync('ip', ['netns', 'exec', net.name, node, bin, 'agent', '--node', 'node-1', '--manifests', 'examples', '--dry-run', ...extra], { encoding: 'utf8', timeout: 30_000 });
+      const on = dry([]);
+      const off = dry(['--no-verdict-cache']);
+      expect(on.status, on.stderr).toBe(0);
+      expect(off.status, off.stderr).toBe(0);
+      expect(on.stdout).toContain('create PCTL-verdicts hash:ip,port,ip');
+      expect(on.stdout).toMatch(/-j SET --add-set PCTL-verdicts src,dst,dst --exist --timeout 10/);
+      expect(off.stdout).not.toContain('PCTL-verdicts');
+    } finally {
+      net.remove();
+    }
+  });
 });
 
 describe('ClusterNetworkPolicies: explain shows the tier path', () => {
