@@ -208,13 +208,13 @@ export class Syncer {
       setEntries: plan.addMembers.length + plan.delMembers.length + [...plan.createSets, ...plan.replaceSets].reduce((n, s) => n + s.members.length, 0),
     };
     const result = (wrote: boolean): SyncResult => ({ plan, payloads: p, wrote, readKernel: planFrom === 'kernel', planFrom, durationMs: performance.now() - t0, counts, ...(drift && { drift }) });
-    if (this.dryRun) return result(false);
-    this.flushSets = flushedSets(desired);
+    if (!this.dryRun) this.flushSets = flushedSets(desired);
     if (isEmpty(plan)) {
-      if (this.flushOwed) await this.flushVerdicts();
+      if (this.flushOwed && !this.dryRun) await this.flushVerdicts();
       this.remember(desired, after());
       return result(false);
     }
+    if (this.dryRun) return result(false);
     try {
       await this.apply(p);
     } catch (e) {
