@@ -120,6 +120,34 @@ export interface AgentStatus {
  */
 const CONTAINMENT_ROUNDS = 4;
 
+/** What decides how an agent lays out its node (AgentOptions, and kube-proxy's mode in use). */
+export interface AgentLayout {
+  readonly podCidrs?: readonly string[];
+  readonly sharedAdminChains?: boolean;
+  readonly revokeEstablished?: boolean;
+  readonly verdictCache?: boolean;
+  readonly proxyMode: ProxyMode;
+  readonly serviceCidrs?: readonly string[];
+  readonly nodePorts?: PortRange;
+}
+
+/**
+ * The compile options of an agent with these settings: one place for the agent, its `--dry-run`
+ * and `policyctl compile`, so that what they print is what the agent programs.
+ */
+export function agentCompileOptions(l: AgentLayout): CompileOptions {
+  return {
+    ...(l.podCidrs && { podCidrs: l.podCidrs }),
+    ...(l.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }),
+    // A connection whose entry endFlows deletes must not be taken up again mid-stream
+    // (layout.ts MIDSTREAM_CHAIN).
+    ...(l.revokeEstablished && { dropMidstream: true }),
+    ...(l.verdictCache && { verdictCache: true }),
+    // Only IPVS changes the layout; the other modes compile exactly as without the option.
+    ...(l.proxyMode === 'ipvs' && { proxy: { mode: 'ipvs', serviceCidrs: l.serviceCidrs ?? [], ...(l.nodePorts && { nodePorts: l.nodePorts }) } }),
+  };
+}
+
 export class Agent {
   readonly metrics: AgentMetrics;
   private readonly o: Required<Omit<AgentOptions, 'statusFile' | 'metrics' | 'staleAfterMs' | 'nodePorts' | 'idleWork'>> & Pick<AgentOptions, 'statusFile' | 'nodePorts' | 'idleWork'> & { staleAfterMs: number };
@@ -190,16 +218,7 @@ export class Agent {
 
   /** What the node's Rulesets are compiled with. */
   private compileOptions(): CompileOptions {
-    return {
-      podCidrs: this.o.podCidrs,
-      ...(this.o.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }),
-      // A connection whose entry endFlows deletes must not be taken up again mid-stream
-      // (layout.ts MIDSTREAM_CHAIN).
-      ...(this.o.revokeEstablished && { dropMidstream: true }),
-      ...(this.o.verdictCache && { verdictCache: true }),
-      // Only IPVS changes the layout; the other modes compile exactly as without the option.
-      ...(this.proxy.mode === 'ipvs' && { proxy: { mode: 'ipvs', serviceCidrs: this.o.serviceCidrs, ...(this.o.nodePorts && { nodePorts: this.o.nodePorts }) } }),
-    };
+    return agentCompileOptions({ ...this.o, proxyMode: this.proxy.mode });
   }
 
   /**

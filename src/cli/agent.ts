@@ -1,7 +1,7 @@
 // `policyctl agent`: wiring only. Logic lives in src/agent, src/sync and src/watchers.
 
 import pino from 'pino';
-import { Agent } from '../agent/agent.ts';
+import { Agent, agentCompileOptions } from '../agent/agent.ts';
 import { CniServer } from '../agent/cni-server.ts';
 import { parseCidr } from '../model/cidr.ts';
 import { MIN_POD_CIDR_PREFIX } from '../model/normalize.ts';
@@ -102,13 +102,11 @@ export async function runAgent(o: AgentCliOptions, io: Io, makeSource?: (logger:
     const mode = proxy.serviceProxy === 'auto' ? ((await detectProxyMode(syncer.runner)).mode ?? 'iptables') : proxy.serviceProxy;
     io.err(`service proxy: ${mode}${proxy.serviceProxy === 'auto' ? ' (detected)' : ''}\n`);
     const r = await syncer.sync(
-      compile(source.model, o.node, {
-        podCidrs,
-        ...(o.sharedAdminChains && { tiers: { continuation: { Admin: 'dispatch' } } }),
-        ...(o.revokeEstablished && { dropMidstream: true }),
-        ...(o.verdictCache !== false && { verdictCache: true }),
-        ...(mode === 'ipvs' && { proxy: { mode, serviceCidrs: proxy.serviceCidrs, nodePorts: proxy.nodePorts } }),
-      }),
+      compile(
+        source.model,
+        o.node,
+        agentCompileOptions({ podCidrs, sharedAdminChains: !!o.sharedAdminChains, revokeEstablished: !!o.revokeEstablished, verdictCache: o.verdictCache !== false, proxyMode: mode, serviceCidrs: proxy.serviceCidrs, nodePorts: proxy.nodePorts }),
+      ),
     );
     await source.stop();
     io.out(`# would write (dry run)\n# ipset restore -exist\n${r.payloads.ipsetBefore}# iptables-restore --noflush\n${r.payloads.iptables}# ipset restore -exist\n${r.payloads.ipsetAfter}# then, garbage collection: iptables-restore --noflush\n${r.payloads.gcIptables}# ipset restore -exist\n${r.payloads.gcIpset}`);

@@ -11,6 +11,7 @@ import { explainPod, type FlowQuery } from '../semantics/explain.ts';
 import { declaredPorts, enforceablePodsSorted, formatGrid, reachTable } from '../semantics/reach.ts';
 import { podKey } from '../semantics/evaluate.ts';
 import { runAgent, serviceProxyOptions } from './agent.ts';
+import { agentCompileOptions } from '../agent/agent.ts';
 import { labCommand } from './lab.ts';
 import { formatExplain } from './explain-text.ts';
 import { formatCsv, formatDot, formatMarkdown } from './reach-formats.ts';
@@ -194,11 +195,11 @@ Examples:
       io.err(`warning: node ${printable(o.node)} is neither a Node object nor any pod's spec.nodeName (known: ${[...known].sort().map(printable).join(', ') || 'none'})\n`);
     }
     const proxy = serviceProxyOptions({ serviceProxy: o.serviceProxy, serviceCidr: o.serviceCidr });
-    const rs = compile(model, o.node, {
-      ...(proxy.serviceProxy === 'ipvs' && { proxy: { mode: 'ipvs', serviceCidrs: proxy.serviceCidrs } }),
-      ...(o.revokeEstablished && { dropMidstream: true }),
-      ...(o.verdictCache !== false && { verdictCache: true }),
-    });
+    const rs = compile(
+      model,
+      o.node,
+      agentCompileOptions({ revokeEstablished: !!o.revokeEstablished, verdictCache: o.verdictCache !== false, proxyMode: proxy.serviceProxy === 'auto' ? 'iptables' : proxy.serviceProxy, serviceCidrs: proxy.serviceCidrs }),
+    );
     // Never expected (names carry 105 bits of SHA-256); the payload isolates the pods concerned.
     for (const c of rs.collisions ?? []) {
       io.err(`error: chain name ${c.name} stands for two different ${c.direction.toLowerCase()} chains: their pods are isolated by ${c.chain}, which allows nothing\n`);
