@@ -97,7 +97,7 @@ export class AgentMetrics {
   /** Filled by PolicyCounters from the same read as `policyPackets`. */
   readonly verdictCacheHits = new Counter({
     name: 'policyctl_verdict_cache_hits_total',
-    help: "New TCP and UDP connection packets allowed by a verdict the kernel remembered (the verdict cache, ipset PCTL-verdicts: the same client, server and port allowed by every rule within the last 10 s and no write since), without walking the policy rules, so counted by no policy in policyctl_policy_packets_total. From the kernel's rule counters, refreshed with it.",
+    help: "New TCP and UDP connection packets allowed by a verdict the kernel remembered (the verdict cache, ipset PCTL-verdicts: the same client, server and port allowed by every rule within the last 10 s and no write that may deny since), without walking the policy rules, so counted by no policy in policyctl_policy_packets_total. From the kernel's rule counters, refreshed with it.",
     labelNames: ['protocol'],
     registers: [this.registry],
     collect: async () => {

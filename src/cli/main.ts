@@ -245,7 +245,7 @@ Examples:
     .option('--service-cidr <cidr>', 'under IPVS: the Service ClusterIP range (the API server\'s --service-cluster-ip-range; repeatable): packets of pods to it pass INPUT and are judged in OUTPUT against the backend', (v: string, prev: string[] = []) => [...prev, v])
     .option('--node-port-range <from-to>', 'under IPVS: the node port range (kube-proxy\'s); packets of pods to it pass INPUT and are judged in OUTPUT', '30000-32767')
     .option('--set-bridge-nf', 'set net.bridge.bridge-nf-call-iptables back to 1 whenever it is found at 0 (logged)')
-    .option('--no-verdict-cache', `judge every new connection by the whole rule walk: no ipset PCTL-verdicts remembering the client, server and port of allowed TCP and UDP connections for ${VERDICT_CACHE_TIMEOUT_S} s (emptied by every write; with it, per-policy counters count a repeated connection once per ${VERDICT_CACHE_TIMEOUT_S} s)`)
+    .option('--no-verdict-cache', `judge every new connection by the whole rule walk: no ipset PCTL-verdicts remembering the client, server and port of allowed TCP and UDP connections for ${VERDICT_CACHE_TIMEOUT_S} s (emptied by every write that may deny; with it, per-policy counters count a repeated connection once per ${VERDICT_CACHE_TIMEOUT_S} s)`)
     .option('--no-drop-log', "program no drop-log rule and read no drop log (kernels without NFLOG or hashlimit; the drops and the kernel's per-policy counters stay)")
     .option('--drop-log-interval <duration>', 'log each denied flow once per this interval, with its packet count (JSON lines; recent ones at /drops on --health-addr)', '10s')
     .option('--dry-run', 'print what would be written and exit, writing nothing')

@@ -563,9 +563,9 @@ const REVOKED_ANSWER_RULE: Rule = {
  * anything else: ports of the source, flags and conntrack states are tested before it). So its
  * last rule remembers what the walk allowed as `<client>,<protocol>:<port>,<server>`, and a new
  * connection with the same four things skips the walk. A verdict is only as good as the rules and
- * sets that gave it: whoever writes anything of ours to the kernel empties the set right after
- * (IpSet.runtime.flushOnChange; the Syncer), so a change is in force for new connections as soon
- * as the sync returns, as without the cache. The kernel expires an entry VERDICT_CACHE_TIMEOUT_S
+ * sets that gave it: whoever writes anything of ours to the kernel that may deny something empties
+ * the set right after (IpSet.runtime.flushOnChange; the Syncer, src/sync/verdict-bearing.ts), so a
+ * change is in force for new connections as soon as the sync returns, as without the cache. The kernel expires an entry VERDICT_CACHE_TIMEOUT_S
  * after the walk that added it (a hit does not renew it): even a flush that fails leaves no
  * verdict older than that. Only allowed connections are remembered; a denied one walks every
  * time, so the drop log and the deny counters see each. After the unknown-address drops: an

@@ -73,8 +73,9 @@ export interface RuntimeSet {
   readonly timeout: number;
   /**
    * Its members are verdicts of the rules and sets in force (invariant *verdicts-of-the-rules-in-force*,
-   * docs/design.md): whoever writes anything of ours to the kernel empties it right after, and
-   * once more a moment later (src/sync/syncer.ts), so no verdict outlives what decided it.
+   * docs/design.md): whoever writes anything of ours to the kernel that may deny something empties
+   * it right after, and once more a moment later (src/sync/syncer.ts, verdict-bearing.ts), so no
+   * verdict outlives what decided it.
    */
   readonly flushOnChange?: true;
   /** At most this many members (ipset's maxelem): adds to a full set fail, silently for the kernel's rules. */

@@ -23,14 +23,16 @@
 //   commits a table atomically).
 // - Verdicts of the rules in force only (invariant verdicts-of-the-rules-in-force, docs/design.md
 //   "The verdict cache"): the sets whose members are verdicts the kernel remembered
-//   (IpSet.runtime.flushOnChange) are emptied after every write, whether it succeeded or not,
-//   before the sync returns; and once more `flushAgainMs` later, for a verdict a packet that was
-//   in the middle of its walk when the write landed added after the first flush. A flush that
-//   fails is owed: the next sync runs it even when nothing else differs, and fails until it
-//   succeeds. Meanwhile the kernel expires every verdict within the set's timeout.
+//   (IpSet.runtime.flushOnChange) are emptied after every write that may deny something the
+//   rules allowed (verdict-bearing.ts: all but writes of set members that only widen), whether it
+//   succeeded or not, before the sync returns; and once more `flushAgainMs` later, for a verdict
+//   a packet that was in the middle of its walk when the write landed added after the first
+//   flush. A flush that fails is owed: the next sync runs it even when nothing else differs, and
+//   fails until it succeeds. Meanwhile the kernel expires every verdict within the set's timeout.
 
 import type { IpSet, Ruleset, RulesetDelta } from '../compiler/ruleset.ts';
 import { renderSetFlush, ruleId } from './render.ts';
+import { flushedSets, mayNarrow } from './verdict-bearing.ts';
 import { detectBackend, type Backend } from './backend.ts';
 import { parseFilterSave, parseIpsetSave, type KernelState } from './kernel-state.ts';
 import { DeltaMismatchError, planFromDelta } from './plan-from-delta.ts';
@@ -142,7 +144,7 @@ export class Syncer {
     // What a kernel read finds different has drifted: written whole, not edited.
     const plan = diff(desired, state, { edit: !read });
     const drift = read && last ? (last === desired ? plan : diff(last, state, { edit: false })) : undefined;
-    return this.execute(desired, plan, read ? 'kernel' : 'known', t0, () => applyMain(state, plan), drift);
+    return this.execute(desired, plan, read ? 'kernel' : 'known', t0, state, () => applyMain(state, plan), drift);
   }
 
   /**
@@ -166,7 +168,7 @@ export class Syncer {
       if (e instanceof DeltaMismatchError) return this.sync(desired, { readKernel: true });
       throw e;
     }
-    return this.execute(desired, plan, 'delta', t0, () => applyMain(known, plan));
+    return this.execute(desired, plan, 'delta', t0, known, () => applyMain(known, plan));
   }
 
   /**
@@ -185,7 +187,9 @@ export class Syncer {
       this.forget();
       throw e;
     } finally {
-      await this.flushVerdicts().catch(() => {}); // owed on failure
+      // Only stale rules of unordered chains bear on verdicts here: the chains and sets it
+      // deletes are no rule's any more.
+      if (g.plan.removeRules.length > 0) await this.flushVerdicts().catch(() => {}); // owed on failure
     }
     if (this.known) this.known = applyGarbage(this.known, g.plan);
     return true;
@@ -201,7 +205,7 @@ export class Syncer {
    * transaction); then record what the kernel holds, `after()`, and keep the plan's garbage
    * collection pending. A failed apply forgets `known` instead (next sync reads).
    */
-  private async execute(desired: Ruleset, plan: Plan, planFrom: SyncResult['planFrom'], t0: number, after: () => KernelState, drift?: Plan): Promise<SyncResult> {
+  private async execute(desired: Ruleset, plan: Plan, planFrom: SyncResult['planFrom'], t0: number, before: KernelState, after: () => KernelState, drift?: Plan): Promise<SyncResult> {
     const p = payloads(plan);
     const counts = {
       rules: countRuleLines(p.iptables),
@@ -216,7 +220,7 @@ export class Syncer {
     }
     if (this.dryRun) return result(false);
     try {
-      await this.apply(p);
+      await this.apply(p, this.flushSets.length > 0 && mayNarrow(plan, desired, before));
     } catch (e) {
       this.forget(); // the kernel is in an unknown state: read it next time
       throw e;
@@ -262,7 +266,7 @@ export class Syncer {
     try {
       const state = await this.readKernel();
       // With edits (appends to unordered chains), a new dispatch rule is a piece of its own.
-      return await applyPieces(diff(desired, state), (p) => this.apply(payloads(p)), o);
+      return await applyPieces(diff(desired, state), (p) => this.apply(payloads(p), true), o);
     } finally {
       this.forget();
     }
@@ -291,7 +295,8 @@ export class Syncer {
     await this.step('ipset restore (garbage collection)', 'ipset', ['restore', '-exist'], p.gcIpset);
   }
 
-  private async apply(p: Payloads): Promise<void> {
+  /** `flush`: the write may deny what a remembered verdict allows (verdict-bearing.ts); a flush that is owed runs anyway. */
+  private async apply(p: Payloads, flush: boolean): Promise<void> {
     const b = await this.backend();
     const step = (name: string, cmd: string, args: string[], input: string) => this.step(name, cmd, args, input);
     try {
@@ -305,7 +310,7 @@ export class Syncer {
     } finally {
       // Also after a failed step: what did land may deny what a remembered verdict allows. A
       // failing flush stays owed; the step's own error is the one reported.
-      await this.flushVerdicts().catch(() => {});
+      if (flush) await this.flushVerdicts().catch(() => {});
     }
     if (this.flushOwed) await this.flushVerdicts();
   }
@@ -356,14 +361,6 @@ export function stateOf(rs: Ruleset): KernelState {
     sets: new Map(rs.sets.map((s) => [s.name, { name: s.name, type: s.type, members: new Map(s.members.map((m) => [canonicalEntry(s.type, m.entry), !!m.nomatch])) }])),
   };
 }
-
-/** The sets of a Ruleset that every write empties (IpSet.runtime.flushOnChange). */
-function flushedSets(rs: Ruleset): readonly IpSet[] {
-  let out = flushed.get(rs.sets);
-  if (!out) flushed.set(rs.sets, (out = rs.sets.filter((s) => s.runtime?.flushOnChange)));
-  return out;
-}
-const flushed = new WeakMap<readonly IpSet[], readonly IpSet[]>();
 
 /** Rule lines (appended or inserted) in an iptables-restore payload. */
 function countRuleLines(payload: string): number {

@@ -81,6 +81,29 @@ describe.runIf(kernelTestsEnabled())('the Syncer and the verdict cache, on the r
     syncer.dispose();
   });
 
+  it('a write that only widens what the rules allow keeps the cache: a pod of another node that allow rules name', async () => {
+    const rec = new RecordingRunner(net.runner);
+    const syncer = new Syncer({ runner: rec, backend: { ...NFT, reason: 'test' }, flushAgainMs: 50 });
+    const m = sampleCluster();
+    await syncer.sync(compile(m, 'n1', CACHE));
+    await sleep(150);
+    remember();
+    rec.calls.length = 0;
+    // x/e on n2, app=db: it joins the peer sets of x/allow and y/web, both allows.
+    m.upsert(pod('x', 'e', { app: 'db' }, { ip: '10.244.2.20', node: 'n2' }));
+    const r = await syncer.sync(compile(m, 'n1', CACHE));
+    expect(r.wrote).toBe(true);
+    expect(r.plan.writeChains).toEqual([]);
+    expect(rec.writes().some((w) => w.input?.includes(`flush ${VERDICT_CACHE_SET}`))).toBe(false);
+    await sleep(150);
+    expect(entriesOf(net)).toHaveLength(1);
+    // It goes again: the allow sets shrink, and the cache is emptied.
+    m.remove('pod-x-e', 'Pod');
+    await syncer.sync(compile(m, 'n1', CACHE));
+    expect(entriesOf(net)).toEqual([]);
+    syncer.dispose();
+  });
+
   it('a sync that writes nothing keeps the cache, except the first of a new Syncer (verdicts of an agent before it)', async () => {
     const first = new Syncer({ runner: net.runner, backend: { ...NFT, reason: 'test' } });
     await first.sync(compile(sampleCluster(), 'n1', CACHE));
