@@ -11,11 +11,14 @@ import { stateOf } from './syncer.ts';
 import { mayNarrow, setBearings } from './verdict-bearing.ts';
 
 const rule = (sets: SetMatch[], action: Rule['action']): Rule => ({ match: { sets }, action, comment: 'test' });
-const ruleset = (...rules: Rule[]): Ruleset => ({ node: 'n', hooks: [], sets: [], chains: [{ name: 'PCTL-T', rules } as Chain] });
+/** A chain that logs and drops every packet, as the unknown-address chains do; and one that drops some. */
+const DROPS_ALL: Chain = { name: 'PCTL-UNKNOWN-SRC', rules: [{ match: {}, action: { kind: 'log', prefix: 'p' }, comment: 'log' }, { match: {}, action: { kind: 'drop' }, comment: 'drop' }] };
+const DROPS_SOME: Chain = { name: 'PCTL-SOME', rules: [{ match: { protocol: 'tcp' }, action: { kind: 'drop' }, comment: 'drop tcp' }] };
+const ruleset = (...rules: Rule[]): Ruleset => ({ node: 'n', hooks: [], sets: [], chains: [{ name: 'PCTL-T', rules } as Chain, DROPS_ALL, DROPS_SOME] });
 const EMPTY: Plan = { createSets: [], replaceSets: [], addMembers: [], delMembers: [], writeChains: [], appendRules: [], removeHooks: [], insertHooks: [], removeRules: [], deleteChains: [], destroySets: [] };
 
 describe('set bearings', () => {
-  it('an allow tested positively narrows when its set shrinks; negated, when it grows; a drop the other way round', () => {
+  it('an allow tested positively narrows when its set shrinks; negated, when it grows; a drop (or a goto to a chain that drops everything) the other way round; a goto elsewhere, a jump, both ways', () => {
     const b = setBearings(
       ruleset(
         rule([{ set: 'allow', dirs: 'src' }], { kind: 'return' }),
@@ -24,6 +27,7 @@ describe('set bearings', () => {
         rule([{ set: 'denyChain', dirs: 'src' }], { kind: 'logdrop', chain: 'PCTL-L-x', prefix: 'p' }),
         rule([{ set: 'unknown', dirs: 'src', negate: true }], { kind: 'goto', chain: 'PCTL-UNKNOWN-SRC' }),
         rule([{ set: 'dispatch', dirs: 'src' }], { kind: 'goto', chain: 'PCTL-E-x' }),
+        rule([{ set: 'some', dirs: 'src', negate: true }], { kind: 'goto', chain: 'PCTL-SOME' }),
         rule([{ set: 'pass', dirs: 'src' }], { kind: 'jump', chain: 'PCTL-MIDSTREAM' }),
         rule([{ set: 'logged', dirs: 'src' }], { kind: 'log', prefix: 'p' }),
       ),
@@ -35,6 +39,7 @@ describe('set bearings', () => {
       denyChain: { growNarrows: true, shrinkNarrows: false },
       unknown: { growNarrows: false, shrinkNarrows: true },
       dispatch: { growNarrows: true, shrinkNarrows: true },
+      some: { growNarrows: true, shrinkNarrows: true },
       pass: { growNarrows: true, shrinkNarrows: true },
     });
   });

@@ -24,7 +24,6 @@
 // the garbage of the last write, stale rules included, before it applies the next one).
 
 import type { Chain, IpSet, Rule, Ruleset } from '../compiler/ruleset.ts';
-import { UNKNOWN_CHAINS } from '../compiler/layout.ts';
 import type { KernelState } from './kernel-state.ts';
 import { canonicalEntry, type Plan } from './plan.ts';
 
@@ -34,12 +33,12 @@ export interface Bearing {
   readonly shrinkNarrows: boolean;
 }
 
-const DROPS_ALL = new Set<string>(Object.values(UNKNOWN_CHAINS));
-
-/** How a rule's action turns a match into a verdict. */
-function actionKind(r: Rule): 'allow' | 'deny' | 'none' | 'other' {
-  const a = r.action;
-  switch (a.kind) {
+/**
+ * How a rule's action turns a match into a verdict; `goto`: it depends on the chain it goes to
+ * (one that drops every packet is a drop: the unknown-address chains, PCTL-UNKNOWN-SRC / -DST).
+ */
+function actionKind(r: Rule): 'allow' | 'deny' | 'none' | 'other' | 'goto' {
+  switch (r.action.kind) {
     case 'return':
       return 'allow';
     case 'drop':
@@ -49,7 +48,7 @@ function actionKind(r: Rule): 'allow' | 'deny' | 'none' | 'other' {
     case 'remember':
       return 'none';
     case 'goto':
-      return DROPS_ALL.has(a.chain) ? 'deny' : 'other';
+      return 'goto';
     case 'jump':
       return 'other';
   }
@@ -57,11 +56,28 @@ function actionKind(r: Rule): 'allow' | 'deny' | 'none' | 'other' {
 
 type MutableBearing = { growNarrows: boolean; shrinkNarrows: boolean };
 
-/** The bearing of each set one chain's rules test (memoized: chains are immutable and shared between Rulesets). */
-function chainBearings(c: Chain): ReadonlyMap<string, Bearing> {
+/** What one chain's rules make of each set they test; the gotos wait for what their chain does. */
+interface ChainUses {
+  readonly bearings: ReadonlyMap<string, Bearing>;
+  readonly gotos: readonly { readonly set: string; readonly negate: boolean; readonly chain: string }[];
+}
+
+/**
+ * A set tested (`negate`: with `!`) by a rule that drops (`deny`) or returns: a drop matching more
+ * packets narrows, a return matching fewer; a test matches more when its set grows, or, negated,
+ * shrinks.
+ */
+function note(b: MutableBearing, negate: boolean, deny: boolean): void {
+  if (deny === !negate) b.growNarrows = true;
+  else b.shrinkNarrows = true;
+}
+
+/** Memoized per chain: chains are immutable and shared between successive Rulesets. */
+function chainUses(c: Chain): ChainUses {
   let out = perChain.get(c);
   if (out) return out;
   const m = new Map<string, MutableBearing>();
+  const gotos: { set: string; negate: boolean; chain: string }[] = [];
   for (const r of c.rules) {
     const sets = r.match.sets;
     if (!sets || sets.length === 0) continue;
@@ -70,38 +86,45 @@ function chainBearings(c: Chain): ReadonlyMap<string, Bearing> {
     for (const s of sets) {
       let b = m.get(s.set);
       if (!b) m.set(s.set, (b = { growNarrows: false, shrinkNarrows: false }));
-      if (kind === 'other') {
-        b.growNarrows = b.shrinkNarrows = true;
-        continue;
-      }
-      // allow: the rule matching more packets widens; deny: narrows. A negated test matches more when the set shrinks.
-      const moreNarrows = kind === 'deny';
-      if (s.negate) {
-        if (moreNarrows) b.shrinkNarrows = true;
-        else b.growNarrows = true;
-      } else if (moreNarrows) b.growNarrows = true;
-      else b.shrinkNarrows = true;
+      if (kind === 'goto') gotos.push({ set: s.set, negate: !!s.negate, chain: (r.action as { chain: string }).chain });
+      else if (kind === 'other') b.growNarrows = b.shrinkNarrows = true;
+      else note(b, !!s.negate, kind === 'deny');
     }
   }
-  out = m;
+  out = { bearings: m, gotos };
   perChain.set(c, out);
   return out;
 }
-const perChain = new WeakMap<Chain, ReadonlyMap<string, Bearing>>();
+const perChain = new WeakMap<Chain, ChainUses>();
+
+/** Whether a chain drops every packet it gets: its first rule that decides is a drop that tests nothing (drop-log.ts loggedDrop of no match). */
+function dropsEverything(c: Chain): boolean {
+  const first = c.rules.find((r) => r.action.kind !== 'log');
+  return !!first && first.action.kind === 'drop' && Object.keys(first.match).length === 0;
+}
 
 /** The bearing of every set the Ruleset's rules test (a set no rule tests bears on nothing). */
 export function setBearings(rs: Pick<Ruleset, 'chains'>): ReadonlyMap<string, Bearing> {
   let out = perRuleset.get(rs.chains);
   if (out) return out;
   const m = new Map<string, MutableBearing>();
+  const drops = new Set(rs.chains.filter(dropsEverything).map((c) => c.name));
+  const of = (set: string) => {
+    let b = m.get(set);
+    if (!b) m.set(set, (b = { growNarrows: false, shrinkNarrows: false }));
+    return b;
+  };
   for (const c of rs.chains) {
-    for (const [set, b] of chainBearings(c)) {
-      const cur = m.get(set);
-      if (!cur) m.set(set, { ...b });
-      else {
-        cur.growNarrows ||= b.growNarrows;
-        cur.shrinkNarrows ||= b.shrinkNarrows;
-      }
+    const u = chainUses(c);
+    for (const [set, b] of u.bearings) {
+      const cur = of(set);
+      cur.growNarrows ||= b.growNarrows;
+      cur.shrinkNarrows ||= b.shrinkNarrows;
+    }
+    for (const g of u.gotos) {
+      const cur = of(g.set);
+      if (drops.has(g.chain)) note(cur, g.negate, true);
+      else cur.growNarrows = cur.shrinkNarrows = true;
     }
   }
   out = m;
