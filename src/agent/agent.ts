@@ -376,6 +376,10 @@ export class Agent {
     try {
       ({ desired, res } = await this.syncContained(verify));
     } catch (e) {
+      // What failed may have landed in part, or whole (a flush of the verdict cache that failed
+      // after every step): the retry may find nothing left to write, yet the connections the
+      // change denies must still be judged (--revoke-established).
+      if (this.o.revokeEstablished) this.revokeOwed = true;
       await this.syncFailed(e, kind);
       return;
     }

@@ -334,6 +334,31 @@ status: {phase: Running, podIP: 10.244.1.11}
     await until(async () => (await flows()).length === 0, 'the denied connection to end after the failure');
   });
 
+  it('with --revoke-established and the verdict cache, a sync whose every step landed but whose flush failed still ends the connections it denies', async () => {
+    // The flush of PCTL-verdicts fails twice (the apply's, then its retry within the same apply),
+    // in the sync that puts the policy in force: the sync fails after the rules landed, and the
+    // retry finds nothing left to write.
+    let failures = 0;
+    const runner: Runner = {
+      run: (cmd, args, opts) => {
+        if (failures > 0 && opts?.input?.includes('flush PCTL-verdicts')) {
+          failures--;
+          return Promise.resolve({ exitCode: 1, stdout: '', stderr: 'ipset v7.17: injected failure' });
+        }
+        return net.runner.run(cmd, args, opts);
+      },
+    };
+    const a = makeAgent(runner, { revokeEstablished: true, verdictCache: true, backoffMinMs: 100, backoffMaxMs: 100 });
+    await a.start();
+    insert('10.244.2.10', '10.244.1.10', 'tcp', 4001, 80);
+    failures = 2;
+    writeFileSync(join(dir, 'deny.yaml'), DENY);
+    const rev = await folderRevision(dir);
+    await until(() => a.status().revision === rev, 'the policy to be applied');
+    expect(failures).toBe(0); // both failures happened
+    expect(await flows()).toEqual([]);
+  });
+
   it('readiness follows bridge-nf-call-iptables both ways, read on every resync', async () => {
     const a = makeAgent(net.runner, { resyncMs: 100 });
     await a.start();

@@ -35,6 +35,14 @@ export interface KernelSet {
   readonly type: string;
   /** entry -> nomatch */
   readonly members: Map<string, boolean>;
+  /** A set created with a timeout (IpSet.runtime): its timeout and maxelem, which a layout may change. */
+  readonly runtime?: RuntimeParams;
+}
+
+/** What a runtime set is created with besides its type (render.ts renderSetCreate). */
+export interface RuntimeParams {
+  readonly timeout: number;
+  readonly maxelem: number;
 }
 
 export interface KernelState {
@@ -123,7 +131,9 @@ export function parseIpsetSave(dump: string): Map<string, KernelSet> {
   for (const line of dump.split('\n')) {
     const w = line.trim().split(/\s+/);
     if (w[0] === 'create' && w[1]?.startsWith(SET_PREFIX)) {
-      sets.set(w[1], { name: w[1], type: w[2] ?? '', members: new Map() });
+      const opt = (k: string) => (w.indexOf(k) > 2 ? Number(w[w.indexOf(k) + 1]) : undefined);
+      const timeout = opt('timeout');
+      sets.set(w[1], { name: w[1], type: w[2] ?? '', members: new Map(), ...(timeout !== undefined && { runtime: { timeout, maxelem: opt('maxelem') ?? 65536 } }) });
     } else if (w[0] === 'add' && w[1]?.startsWith(SET_PREFIX)) {
       sets.get(w[1])?.members.set(w[2]!, w.includes('nomatch'));
     }

@@ -26,7 +26,7 @@
 
 import { SET_PREFIX, type Chain, type Hook, type IpSet, type Rule, type Ruleset } from '../compiler/ruleset.ts';
 import { hash64 } from '../util/digest.ts';
-import { renderChainBody, renderHook, renderRule, renderSetCreate, renderSetMember, ruleId } from './render.ts';
+import { maxelemOf, renderChainBody, renderHook, renderRule, renderSetCreate, renderSetMember, ruleId } from './render.ts';
 import type { KernelChain, KernelHook, KernelSet, KernelState } from './kernel-state.ts';
 import { append } from '../util/arrays.ts';
 
@@ -91,6 +91,11 @@ export function isEmpty(p: Plan): boolean {
   );
 }
 
+/** A runtime set's settings as the kernel state records them (KernelSet.runtime). */
+export function runtimeOf(s: IpSet): Pick<KernelSet, 'runtime'> {
+  return s.runtime ? { runtime: { timeout: s.runtime.timeout, maxelem: maxelemOf(s) } } : {};
+}
+
 /** ipset prints hash:net /32 entries as plain addresses; compare in that form. */
 export function canonicalEntry(type: string, entry: string): string {
   return type === 'hash:net' && entry.endsWith('/32') ? entry.slice(0, -3) : entry;
@@ -129,7 +134,9 @@ export function diffSet(s: IpSet, cur: KernelSet | undefined, out: PlanBuilder):
     out.createSets.push(s);
     return;
   }
-  if (cur.type !== s.type) {
+  // A runtime set created with other settings (a layout that changed its timeout or bound) is
+  // rebuilt too: its members are the kernel's or the agent's, and a flush keeps the settings.
+  if (cur.type !== s.type || (s.runtime && (cur.runtime?.timeout !== s.runtime.timeout || cur.runtime.maxelem !== maxelemOf(s)))) {
     out.replaceSets.push(s);
     return;
   }
@@ -287,7 +294,7 @@ export function applyMain(state: KernelState, plan: Plan): KernelState {
     for (const x of s.members) m.set(canonicalEntry(s.type, x.entry), !!x.nomatch);
     return m;
   };
-  for (const s of [...plan.createSets, ...plan.replaceSets]) state.sets.set(s.name, { name: s.name, type: s.type, members: memberMap(s) });
+  for (const s of [...plan.createSets, ...plan.replaceSets]) state.sets.set(s.name, { name: s.name, type: s.type, members: memberMap(s), ...runtimeOf(s) });
   // Deletes first: a flipped nomatch flag is a delete and an add of the same entry.
   for (const d of plan.delMembers) state.sets.get(d.set)?.members.delete(d.entry);
   for (const a of plan.addMembers) state.sets.get(a.set)?.members.set(a.entry, !!a.nomatch);

@@ -32,17 +32,20 @@ export function sanitizeComment(text: string): string {
   return clean.length > MAX_COMMENT ? clean.slice(0, MAX_COMMENT - 3) + '...' : clean;
 }
 
-export function renderSetCreate(set: Pick<IpSet, 'name' | 'type' | 'runtime'>, opts: { maxelem?: number } = {}): string {
-  return `create ${set.name} ${set.type} family inet hashsize 1024 maxelem ${opts.maxelem ?? set.runtime?.maxelem ?? 1048576}${set.runtime ? ` timeout ${set.runtime.timeout}` : ''}`;
+export const DEFAULT_MAXELEM = 1048576;
+
+/** The maxelem a set is created with. */
+export function maxelemOf(set: Pick<IpSet, 'runtime'>): number {
+  return set.runtime?.maxelem ?? DEFAULT_MAXELEM;
 }
 
-/**
- * Empty these sets (`ipset restore -exist`), each created first if it is missing, so the payload
- * succeeds whatever the kernel holds (a create of an existing set with the same settings is a
- * no-op under -exist).
- */
-export function renderSetFlush(sets: readonly Pick<IpSet, 'name' | 'type' | 'runtime'>[]): string {
-  return sets.map((s) => `${renderSetCreate(s)}\nflush ${s.name}\n`).join('');
+export function renderSetCreate(set: Pick<IpSet, 'name' | 'type' | 'runtime'>, opts: { maxelem?: number } = {}): string {
+  return `create ${set.name} ${set.type} family inet hashsize 1024 maxelem ${opts.maxelem ?? maxelemOf(set)}${set.runtime ? ` timeout ${set.runtime.timeout}` : ''}`;
+}
+
+/** Empty these sets, one `ipset restore` line each. */
+export function renderSetFlush(sets: readonly Pick<IpSet, 'name'>[]): string {
+  return sets.map((s) => `flush ${s.name}\n`).join('');
 }
 
 export function renderSetMember(setName: string, entry: string, nomatch?: boolean): string {

@@ -27,8 +27,13 @@
 //   rules allowed (verdict-bearing.ts: all but writes of set members that only widen), whether it
 //   succeeded or not, before the sync returns; and once more `flushAgainMs` later, for a verdict
 //   a packet that was in the middle of its walk when the write landed added after the first
-//   flush. A flush that fails is owed: the next sync runs it even when nothing else differs, and
-//   fails until it succeeds. Meanwhile the kernel expires every verdict within the set's timeout.
+//   flush. The sets flushed are those of the Ruleset applied and of the one before it (a layout
+//   that drops the cache flushes it while its rules may still be in force). A flush that fails
+//   is owed: the sync (or garbage collection) fails, and the next sync runs it even when nothing
+//   else differs, failing until it succeeds; a failing second flush is owed the same way, for the
+//   next sync (the agent verifies every --resync-interval). Meanwhile the kernel expires every
+//   verdict within the set's timeout. In a piecewise apply a failing flush is owed, never taken
+//   for the piece's refusal.
 
 import type { IpSet, Ruleset, RulesetDelta } from '../compiler/ruleset.ts';
 import { renderSetFlush, ruleId } from './render.ts';
@@ -36,7 +41,7 @@ import { flushedSets, mayNarrow } from './verdict-bearing.ts';
 import { detectBackend, type Backend } from './backend.ts';
 import { parseFilterSave, parseIpsetSave, type KernelState } from './kernel-state.ts';
 import { DeltaMismatchError, planFromDelta } from './plan-from-delta.ts';
-import { applyGarbage, applyMain, canonicalEntry, diff, hookLine, isEmpty, payloads, type Payloads, type Plan } from './plan.ts';
+import { applyGarbage, applyMain, canonicalEntry, diff, hookLine, isEmpty, payloads, runtimeOf, type Payloads, type Plan } from './plan.ts';
 import { ApplyError } from './apply-error.ts';
 import { applyPieces, type PiecesOptions, type PiecesResult } from './pieces.ts';
 import { CommandError, mustRun, type Runner } from './runner.ts';
@@ -181,17 +186,18 @@ export class Syncer {
     const g = this.garbage;
     if (!g) return false;
     this.garbage = undefined;
+    // Only stale rules of unordered chains bear on verdicts here: the chains and sets it deletes
+    // are no rule's any more.
+    const flush = g.plan.removeRules.length > 0;
     try {
       await this.applyGarbagePayloads(g.payloads);
     } catch (e) {
       this.forget();
+      if (flush) await this.flushVerdicts().catch(() => {}); // owed on failure; the collection's error is the one thrown
       throw e;
-    } finally {
-      // Only stale rules of unordered chains bear on verdicts here: the chains and sets it
-      // deletes are no rule's any more.
-      if (g.plan.removeRules.length > 0) await this.flushVerdicts().catch(() => {}); // owed on failure
     }
     if (this.known) this.known = applyGarbage(this.known, g.plan);
+    if (flush) await this.flushVerdicts();
     return true;
   }
 
@@ -212,19 +218,21 @@ export class Syncer {
       setEntries: plan.addMembers.length + plan.delMembers.length + [...plan.createSets, ...plan.replaceSets].reduce((n, s) => n + s.members.length, 0),
     };
     const result = (wrote: boolean): SyncResult => ({ plan, payloads: p, wrote, readKernel: planFrom === 'kernel', planFrom, durationMs: performance.now() - t0, counts, ...(drift && { drift }) });
-    if (!this.dryRun) this.flushSets = flushedSets(desired);
+    if (!this.dryRun) this.flushSets = union(this.flushSets, flushedSets(desired));
     if (isEmpty(plan)) {
       if (this.flushOwed && !this.dryRun) await this.flushVerdicts();
+      if (!this.dryRun) this.flushSets = flushedSets(desired);
       this.remember(desired, after());
       return result(false);
     }
     if (this.dryRun) return result(false);
     try {
-      await this.apply(p, this.flushSets.length > 0 && mayNarrow(plan, desired, before));
+      await this.apply(p, this.flushSets.length > 0 && mayNarrow(plan, desired, before), 'throw');
     } catch (e) {
       this.forget(); // the kernel is in an unknown state: read it next time
       throw e;
     }
+    this.flushSets = flushedSets(desired);
     this.remember(desired, after());
     if (p.gcIptables || p.gcIpset) this.garbage = { plan, payloads: p };
     return result(true);
@@ -261,12 +269,13 @@ export class Syncer {
   async applyInPieces(input: Ruleset, o: PiecesOptions = {}): Promise<PiecesResult> {
     const desired = this.programmed(input);
     this.forget();
-    this.flushSets = flushedSets(desired);
     if (this.dryRun) return { rejected: [], applied: 0, blocked: 0, skipped: 0, withheld: 0, attempts: 0, complete: true };
+    this.flushSets = union(this.flushSets, flushedSets(desired));
     try {
       const state = await this.readKernel();
-      // With edits (appends to unordered chains), a new dispatch rule is a piece of its own.
-      return await applyPieces(diff(desired, state), (p) => this.apply(payloads(p), true), o);
+      // With edits (appends to unordered chains), a new dispatch rule is a piece of its own. A
+      // flush that fails after a piece is owed (the next sync fails on it), never the piece's refusal.
+      return await applyPieces(diff(desired, state), (p) => this.apply(payloads(p), true, 'owe'), o);
     } finally {
       this.forget();
     }
@@ -295,8 +304,12 @@ export class Syncer {
     await this.step('ipset restore (garbage collection)', 'ipset', ['restore', '-exist'], p.gcIpset);
   }
 
-  /** `flush`: the write may deny what a remembered verdict allows (verdict-bearing.ts); a flush that is owed runs anyway. */
-  private async apply(p: Payloads, flush: boolean): Promise<void> {
+  /**
+   * `flush`: the write may deny what a remembered verdict allows (verdict-bearing.ts); a flush
+   * that is owed runs anyway. `flushErrors`: a failing flush fails the apply (`throw`), or is
+   * only owed (`owe`: a piece of a piecewise apply, which must not be blamed for it).
+   */
+  private async apply(p: Payloads, flush: boolean, flushErrors: 'throw' | 'owe'): Promise<void> {
     const b = await this.backend();
     const step = (name: string, cmd: string, args: string[], input: string) => this.step(name, cmd, args, input);
     try {
@@ -312,7 +325,7 @@ export class Syncer {
       // failing flush stays owed; the step's own error is the one reported.
       if (flush) await this.flushVerdicts().catch(() => {});
     }
-    if (this.flushOwed) await this.flushVerdicts();
+    if (this.flushOwed && flushErrors === 'throw') await this.flushVerdicts();
   }
 
   /**
@@ -326,7 +339,7 @@ export class Syncer {
       return;
     }
     this.flushOwed = true;
-    await this.step('ipset restore (flush the verdict cache)', 'ipset', ['restore', '-exist'], renderSetFlush(sets));
+    await this.flushEach(sets, 'ipset restore (flush the verdict cache)');
     this.flushOwed = false;
     clearTimeout(this.flushTimer);
     this.flushTimer = setTimeout(() => {
@@ -334,11 +347,26 @@ export class Syncer {
       // The sets of the Ruleset in force by then (none after a cleanup).
       const again = this.flushSets;
       if (again.length === 0) return;
-      this.step('ipset restore (flush the verdict cache again)', 'ipset', ['restore', '-exist'], renderSetFlush(again)).catch(() => {
+      this.flushEach(again, 'ipset restore (flush the verdict cache again)').catch(() => {
         this.flushOwed = true;
       });
     }, this.flushAgainMs);
     this.flushTimer.unref();
+  }
+
+  /**
+   * One `flush` per set. A set that does not exist holds no verdict, and no rule can read it (the
+   * kernel refuses a rule that names a missing set): nothing to flush, not a failure.
+   */
+  private async flushEach(sets: readonly IpSet[], name: string): Promise<void> {
+    for (const s of sets) {
+      try {
+        await this.step(name, 'ipset', ['restore', '-exist'], renderSetFlush([s]));
+      } catch (e) {
+        if (e instanceof ApplyError && /does not exist/i.test(e.stderr)) continue;
+        throw e;
+      }
+    }
   }
 
   /** Whether a flush of the verdict cache is owed (see the header): the next sync runs it. */
@@ -346,7 +374,7 @@ export class Syncer {
     return this.flushOwed && this.flushSets.length > 0;
   }
 
-  /** Stop the pending second flush, if any (the agent stops). */
+  /** Stop the pending second flush, if any (tests; the agent leaves it to run). */
   dispose(): void {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
@@ -358,8 +386,15 @@ export function stateOf(rs: Ruleset): KernelState {
   return {
     chains: new Map(rs.chains.map((c) => [c.name, { name: c.name, ruleIds: c.rules.map(ruleId), rules: c.rules }])),
     hooks: rs.hooks.map((h) => ({ chain: h.chain, target: h.target, position: 1, line: hookLine(h) })),
-    sets: new Map(rs.sets.map((s) => [s.name, { name: s.name, type: s.type, members: new Map(s.members.map((m) => [canonicalEntry(s.type, m.entry), !!m.nomatch])) }])),
+    sets: new Map(rs.sets.map((s) => [s.name, { name: s.name, type: s.type, members: new Map(s.members.map((m) => [canonicalEntry(s.type, m.entry), !!m.nomatch])), ...runtimeOf(s) }])),
   };
+}
+
+/** The sets of both lists, each once (by name). */
+function union(a: readonly IpSet[], b: readonly IpSet[]): readonly IpSet[] {
+  if (a.length === 0 || a === b) return b;
+  const names = new Set(b.map((s) => s.name));
+  return [...b, ...a.filter((s) => !names.has(s.name))];
 }
 
 /** Rule lines (appended or inserted) in an iptables-restore payload. */

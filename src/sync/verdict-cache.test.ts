@@ -155,6 +155,60 @@ describe.runIf(kernelTestsEnabled())('the Syncer and the verdict cache, on the r
     syncer.dispose();
   });
 
+  it('a cache created with other settings (a layout that changed its timeout or bound) is rebuilt, and flushes keep working', async () => {
+    net.sh(`ipset create ${VERDICT_CACHE_SET} hash:ip,port,ip family inet hashsize 1024 maxelem 1000 timeout 30`);
+    remember();
+    const syncer = new Syncer({ runner: net.runner, backend: { ...NFT, reason: 'test' } });
+    const r = await syncer.sync(compile(sampleCluster(), 'n1', CACHE));
+    expect(r.plan.replaceSets.map((x) => x.name)).toEqual([VERDICT_CACHE_SET]);
+    expect(net.sh(`ipset list -t ${VERDICT_CACHE_SET}`)).toMatch(/maxelem 65536 timeout 10/);
+    expect(entriesOf(net)).toEqual([]);
+    remember();
+    await syncer.sync(compile(relabelled(), 'n1', CACHE));
+    expect(entriesOf(net)).toEqual([]);
+    // What the kernel holds now reads back as wanted: nothing to do.
+    expect((await syncer.verify(compile(relabelled(), 'n1', CACHE))).plan.replaceSets).toEqual([]);
+    syncer.dispose();
+  });
+
+  it('in a piecewise apply a failing flush is owed, never taken for the refusal of the piece it followed', async () => {
+    const failing = new FailingRunner(net.runner, (input) => input.includes(`flush ${VERDICT_CACHE_SET}`));
+    failing.failing = false;
+    const syncer = new Syncer({ runner: failing, backend: { ...NFT, reason: 'test' } });
+    await syncer.sync(compile(sampleCluster(), 'n1', CACHE));
+    failing.failing = true;
+    // A new pod of this node: additions (a piecewise apply withholds removals), which may deny.
+    const m = sampleCluster();
+    m.upsert(pod('x', 'n', { app: 'db' }, { ip: '10.244.1.40', node: 'n1' }));
+    const r = await syncer.applyInPieces(compile(m, 'n1', CACHE));
+    expect(r.applied).toBeGreaterThan(0);
+    expect(r.rejected).toEqual([]);
+    expect(r.complete).toBe(true);
+    expect(syncer.verdictFlushOwed()).toBe(true);
+    await expect(syncer.sync(compile(m, 'n1', CACHE))).rejects.toThrow(/flush the verdict cache/);
+    failing.failing = false;
+    await syncer.sync(compile(m, 'n1', CACHE));
+    expect(syncer.verdictFlushOwed()).toBe(false);
+    syncer.dispose();
+  });
+
+  it('turning the cache off flushes it in that very write, while its rules may still be in force (the write fails midway)', async () => {
+    const failing = new FailingRunner(net.runner, (input) => input.startsWith('*filter'));
+    failing.failing = false;
+    const syncer = new Syncer({ runner: failing, backend: { ...NFT, reason: 'test' } });
+    await syncer.sync(compile(sampleCluster(), 'n1', CACHE));
+    remember();
+    failing.failing = true;
+    await expect(syncer.sync(compile(relabelled(), 'n1'))).rejects.toThrow(/iptables-restore/);
+    expect(net.sh('iptables-save -t filter')).toContain(`--match-set ${VERDICT_CACHE_SET}`);
+    expect(entriesOf(net)).toEqual([]);
+    failing.failing = false;
+    await syncer.sync(compile(relabelled(), 'n1'));
+    await syncer.collectGarbage();
+    expect(net.sh('ipset list -n')).not.toContain(VERDICT_CACHE_SET);
+    syncer.dispose();
+  });
+
   it('without the verdict cache nothing is flushed, and a cleanup takes the set away', async () => {
     const rec = new RecordingRunner(net.runner);
     const syncer = new Syncer({ runner: rec, backend: { ...NFT, reason: 'test' } });

@@ -30,20 +30,28 @@ interface Outcome {
   readonly keptWrites: number;
 }
 
+/** The layouts the agent may run with, each with the cache on. */
+const LAYOUTS: readonly CompileOptions[] = [
+  CACHE,
+  { ...CACHE, tiers: { continuation: { Admin: 'dispatch' } } },
+  { ...CACHE, dropMidstream: true },
+  { ...CACHE, proxy: { mode: 'ipvs', serviceCidrs: ['10.96.0.0/12'] } },
+];
+
 /** `judge`: the Syncer's decision (mayNarrow), or a stand-in for the mutation test. */
-function check(c: Cluster, ops: readonly ModelOp[], judge: (plan: Plan, rs: Ruleset, before: Ruleset) => boolean = (p, rs, b) => mayNarrow(p, rs, stateOf(b))): Outcome {
+function check(c: Cluster, ops: readonly ModelOp[], judge: (plan: Plan, rs: Ruleset, before: Ruleset) => boolean = (p, rs, b) => mayNarrow(p, rs, stateOf(b)), opts: CompileOptions = CACHE): Outcome {
   const podsBefore = [...c.model.allPods()];
   // A batch may add, change or remove a third node (its pod CIDR joins PCTL-pod-cidrs).
   const nodesBefore = [...c.model.allNodes()].map((n) => n.name);
-  const before = new Map(nodesBefore.map((n) => [n, compile(c.model, n, CACHE)]));
-  const planeBefore = new Dataplane(c.model, nodesBefore, undefined, CACHE);
+  const before = new Map(nodesBefore.map((n) => [n, compile(c.model, n, opts)]));
+  const planeBefore = new Dataplane(c.model, nodesBefore, undefined, opts);
   for (const o of ops) applyModelOp(c.model, o);
   const nodesAfter = [...c.model.allNodes()].map((n) => n.name);
-  const planeAfter = new Dataplane(c.model, nodesAfter, undefined, CACHE);
+  const planeAfter = new Dataplane(c.model, nodesAfter, undefined, opts);
   const keptNodes = new Set<string>();
   let keptWrites = 0;
   for (const n of nodesBefore.filter((x) => nodesAfter.includes(x))) {
-    const rs = compile(c.model, n, CACHE);
+    const rs = compile(c.model, n, opts);
     const plan = diff(rs, stateOf(before.get(n)!));
     if (judge(plan, rs, before.get(n)!)) continue;
     keptNodes.add(n);
@@ -83,8 +91,8 @@ describe('the verdict cache is kept only across writes that widen', () => {
     ['random NetworkPolicies', clusterArb],
     ['random NetworkPolicies and ClusterNetworkPolicies', tieredClusterArb],
   ] as const) {
-    it(`on ${RUNS} random clusters with ${what} and a batch of random changes: a plan judged to widen denies nothing the old rules allowed`, () => {
-      checkProperty(fc.property(arb, opsArb, (c, ops) => void check(c, ops)), RUNS);
+    it(`on ${RUNS} random clusters with ${what}, a batch of random changes and a layout (shared Admin chains, revoke, IPVS): a plan judged to widen denies nothing the old rules allowed`, () => {
+      checkProperty(fc.property(arb, opsArb, fc.constantFrom(...LAYOUTS), (c, ops, opts) => void check(c, ops, undefined, opts)), RUNS);
     });
   }
 

@@ -1363,15 +1363,6 @@ function packetPort(p: Packet, dir: 'src' | 'dst', fail: Fail): number {
   return port;
 }
 
-/**
- * Whether the packet is in the set, looked up with the rule's directions. Kernel facts:
- * - ip_set_test returns "no match" when the rule gives fewer directions than the set has
- *   dimensions (silently: `--match-set ipport dst` never matches); extra directions are ignored.
- * - hash:net tries prefixes from most to least specific; the first entry found decides, and a
- *   `nomatch` entry makes the set not match.
- * - hash:net,net does the same with the first dimension's prefixes outermost.
- * - hash:ip,port compares the packet's protocol too; an ICMP packet never hits a tcp/udp/sctp entry.
- */
 /** What a `-j SET` does to the set for this packet (TraceOptions.setTargets); only the kinds of set our rules fill. */
 function applySetTarget(set: IpsetData, tg: Extract<Target, { kind: 'SET' }>, p: Packet, fail: Fail): void {
   if (set.type !== 'hash:ip,port,ip') fail(`SET into a ${set.type} set is not modelled`);
@@ -1390,6 +1381,15 @@ function applySetTarget(set: IpsetData, tg: Extract<Target, { kind: 'SET' }>, p:
   set.entries.set(key, { ip, proto: p.protocol, port, ip2 });
 }
 
+/**
+ * Whether the packet is in the set, looked up with the rule's directions. Kernel facts:
+ * - ip_set_test returns "no match" when the rule gives fewer directions than the set has
+ *   dimensions (silently: `--match-set ipport dst` never matches); extra directions are ignored.
+ * - hash:net tries prefixes from most to least specific; the first entry found decides, and a
+ *   `nomatch` entry makes the set not match.
+ * - hash:net,net does the same with the first dimension's prefixes outermost.
+ * - hash:ip,port compares the packet's protocol too; an ICMP packet never hits a tcp/udp/sctp entry.
+ */
 export function setMatches(
   set: IpsetData,
   dirs: readonly ('src' | 'dst')[],
