@@ -107,6 +107,12 @@ function dropsEverything(c: Chain): boolean {
 export function setBearings(rs: Pick<Ruleset, 'chains'>): ReadonlyMap<string, Bearing> {
   let out = perRuleset.get(rs.chains);
   if (out) return out;
+  // Successive Rulesets of the incremental compiler share every chain that did not change: when
+  // none did (a plan of set members alone), the last answer stands (a pointer compare per chain).
+  if (last && last.chains.length === rs.chains.length && last.chains.every((c, i) => c === rs.chains[i])) {
+    perRuleset.set(rs.chains, last.out);
+    return last.out;
+  }
   const m = new Map<string, MutableBearing>();
   const drops = new Set(rs.chains.filter(dropsEverything).map((c) => c.name));
   const of = (set: string) => {
@@ -129,9 +135,11 @@ export function setBearings(rs: Pick<Ruleset, 'chains'>): ReadonlyMap<string, Be
   }
   out = m;
   perRuleset.set(rs.chains, out);
+  last = { chains: rs.chains, out };
   return out;
 }
 const perRuleset = new WeakMap<readonly Chain[], ReadonlyMap<string, Bearing>>();
+let last: { readonly chains: readonly Chain[]; readonly out: ReadonlyMap<string, Bearing> } | undefined;
 
 /**
  * Whether applying `plan` may deny a packet the rules in force allow now: false only when the
