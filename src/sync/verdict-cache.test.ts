@@ -54,6 +54,15 @@ describe.runIf(kernelTestsEnabled())('the Syncer and the verdict cache, on the r
 
   const remember = (entry = '10.244.1.11,tcp:80,10.244.1.10') => net.sh(`ipset add ${VERDICT_CACHE_SET} ${entry}`);
 
+  /** A Syncer that applied sampleCluster with the cache, over a runner that fails what `matches` once armed (`failing`, off at first). */
+  const applyThenFail = async (matches: (input: string) => boolean) => {
+    const failing = new FailingRunner(net.runner, matches);
+    failing.failing = false;
+    const syncer = new Syncer({ runner: failing, backend: { ...NFT, reason: 'test' } });
+    await syncer.sync(compile(sampleCluster(), 'n1', CACHE));
+    return { failing, syncer };
+  };
+
   it('a write empties the cache after its last step, and once more flushAgainMs later', async () => {
     const rec = new RecordingRunner(net.runner);
     const syncer = new Syncer({ runner: rec, backend: { ...NFT, reason: 'test' }, flushAgainMs: 100 });
@@ -120,10 +129,7 @@ describe.runIf(kernelTestsEnabled())('the Syncer and the verdict cache, on the r
   });
 
   it('a flush that fails fails the sync, stays owed by the syncs after it, and runs as soon as it can', async () => {
-    const failing = new FailingRunner(net.runner, (input) => input.includes(`flush ${VERDICT_CACHE_SET}`));
-    failing.failing = false;
-    const syncer = new Syncer({ runner: failing, backend: { ...NFT, reason: 'test' } });
-    await syncer.sync(compile(sampleCluster(), 'n1', CACHE));
+    const { failing, syncer } = await applyThenFail((input) => input.includes(`flush ${VERDICT_CACHE_SET}`));
     remember();
     failing.failing = true;
     const err = await syncer.sync(compile(relabelled(), 'n1', CACHE)).catch((e: unknown) => e);
@@ -141,10 +147,7 @@ describe.runIf(kernelTestsEnabled())('the Syncer and the verdict cache, on the r
   });
 
   it('a write that fails midway still empties the cache (what landed may deny what it remembered)', async () => {
-    const failing = new FailingRunner(net.runner, (input) => input.startsWith('*filter'));
-    failing.failing = false;
-    const syncer = new Syncer({ runner: failing, backend: { ...NFT, reason: 'test' } });
-    await syncer.sync(compile(sampleCluster(), 'n1', CACHE));
+    const { failing, syncer } = await applyThenFail((input) => input.startsWith('*filter'));
     remember();
     failing.failing = true;
     // A new policy chain: its sets are added, then iptables-restore fails.
@@ -172,10 +175,7 @@ describe.runIf(kernelTestsEnabled())('the Syncer and the verdict cache, on the r
   });
 
   it('in a piecewise apply a failing flush is owed, never taken for the refusal of the piece it followed', async () => {
-    const failing = new FailingRunner(net.runner, (input) => input.includes(`flush ${VERDICT_CACHE_SET}`));
-    failing.failing = false;
-    const syncer = new Syncer({ runner: failing, backend: { ...NFT, reason: 'test' } });
-    await syncer.sync(compile(sampleCluster(), 'n1', CACHE));
+    const { failing, syncer } = await applyThenFail((input) => input.includes(`flush ${VERDICT_CACHE_SET}`));
     failing.failing = true;
     // A new pod of this node: additions (a piecewise apply withholds removals), which may deny.
     const m = sampleCluster();
@@ -193,10 +193,7 @@ describe.runIf(kernelTestsEnabled())('the Syncer and the verdict cache, on the r
   });
 
   it('turning the cache off flushes it in that very write, while its rules may still be in force (the write fails midway)', async () => {
-    const failing = new FailingRunner(net.runner, (input) => input.startsWith('*filter'));
-    failing.failing = false;
-    const syncer = new Syncer({ runner: failing, backend: { ...NFT, reason: 'test' } });
-    await syncer.sync(compile(sampleCluster(), 'n1', CACHE));
+    const { failing, syncer } = await applyThenFail((input) => input.startsWith('*filter'));
     remember();
     failing.failing = true;
     await expect(syncer.sync(compile(relabelled(), 'n1'))).rejects.toThrow(/iptables-restore/);
