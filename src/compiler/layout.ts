@@ -565,9 +565,9 @@ const REVOKED_ANSWER_RULE: Rule = {
  * connection with the same four things skips the walk. A verdict is only as good as the rules and
  * sets that gave it: whoever writes anything of ours to the kernel that may deny something empties
  * the set right after (IpSet.runtime.flushOnChange; the Syncer, src/sync/verdict-bearing.ts), so a
- * change is in force for new connections as soon as the sync returns, as without the cache. The kernel expires an entry VERDICT_CACHE_TIMEOUT_S
- * after the walk that added it (a hit does not renew it): even a flush that fails leaves no
- * verdict older than that. Only allowed connections are remembered; a denied one walks every
+ * change is in force for new connections as soon as the sync returns, as without the cache. The
+ * kernel expires an entry VERDICT_CACHE_TIMEOUT_S after the walk that added it (a hit does not
+ * renew it): even a flush that fails leaves no verdict older than that. Only allowed connections are remembered; a denied one walks every
  * time, so the drop log and the deny counters see each. After the unknown-address drops: an
  * address the node does not enforce yet is dropped whatever was remembered.
  */

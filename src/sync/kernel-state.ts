@@ -6,7 +6,7 @@
 // those jumping into our chains: our hooks.
 
 import { CHAIN_PREFIX, SET_PREFIX, type Rule } from '../compiler/ruleset.ts';
-import { RULE_ID_CHARS } from './render.ts';
+import { DEFAULT_MAXELEM, RULE_ID_CHARS } from './render.ts';
 
 export interface KernelChain {
   readonly name: string;
@@ -133,7 +133,7 @@ export function parseIpsetSave(dump: string): Map<string, KernelSet> {
     if (w[0] === 'create' && w[1]?.startsWith(SET_PREFIX)) {
       const opt = (k: string) => (w.indexOf(k) > 2 ? Number(w[w.indexOf(k) + 1]) : undefined);
       const timeout = opt('timeout');
-      sets.set(w[1], { name: w[1], type: w[2] ?? '', members: new Map(), ...(timeout !== undefined && { runtime: { timeout, maxelem: opt('maxelem') ?? 65536 } }) });
+      sets.set(w[1], { name: w[1], type: w[2] ?? '', members: new Map(), ...(timeout !== undefined && { runtime: { timeout, maxelem: opt('maxelem') ?? DEFAULT_MAXELEM } }) });
     } else if (w[0] === 'add' && w[1]?.startsWith(SET_PREFIX)) {
       sets.get(w[1])?.members.set(w[2]!, w.includes('nomatch'));
     }
