@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { describe, it } from 'vitest';
 import { allowed, podKey, type Endpoint } from '../../src/semantics/evaluate.ts';
 import type { CompileOptions } from '../../src/compiler/compile.ts';
-import { NODES, clusterArb, flowsAmong, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
+import { NODES, clusterArb, flowsAmong, tieredClusterArb, canTalk, type Cluster } from '../support/arbitraries.ts';
 import { checkProperty, expectMutationCaught, propertyRuns } from '../support/property.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
 import { dropLogMismatch } from '../support/drop-log-check.ts';
@@ -16,7 +16,7 @@ import { formatTrace } from '../support/tracer.ts';
 const RUNS = propertyRuns(400);
 
 /** Every flow of interest in a cluster: pods that can send or receive (running, with an address; hostNetwork pods use the node's), and the outside. */
-const flowsOf = (c: Cluster) => flowsAmong(c.pods.filter((p) => p.ips.length > 0 && p.phase !== 'Failed'));
+const flowsOf = (c: Cluster) => flowsAmong(c.pods.filter(canTalk));
 
 const name = (e: Endpoint) => (e.kind === 'pod' ? `${podKey(e.pod)}${e.pod.hostNetwork ? '(host)' : ''}` : e.ip);
 

@@ -22,7 +22,7 @@ import fc from 'fast-check';
 import { describe, it } from 'vitest';
 import type { CompileOptions } from '../../src/compiler/compile.ts';
 import { allowed, podKey, type Endpoint, type Flow } from '../../src/semantics/evaluate.ts';
-import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS, NODES, clusterArb, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
+import { EXTERNAL_IPS, NODE_ADDRESSES, FLOW_PORTS, NODES, clusterArb, tieredClusterArb, canTalk, type Cluster } from '../support/arbitraries.ts';
 import { checkProperty, expectMutationCaught, propertyRuns } from '../support/property.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
 import { formatTrace, type TraceResult } from '../support/tracer.ts';
@@ -39,7 +39,7 @@ const IPVS_SHARED: CompileOptions = { ...IPVS, tiers: { continuation: { Admin: '
 const name = (e: Endpoint) => (e.kind === 'pod' ? `${podKey(e.pod)}${e.pod.hostNetwork ? '(host)' : ''}` : e.ip);
 
 function endpoints(c: Cluster): Endpoint[] {
-  return c.pods.filter((p) => p.ips.length > 0 && p.phase !== 'Failed').map((pod) => ({ kind: 'pod', pod }));
+  return c.pods.filter(canTalk).map((pod) => ({ kind: 'pod', pod }));
 }
 
 /** Every direct flow: all ordered pairs of pods, and to and from the outside. */

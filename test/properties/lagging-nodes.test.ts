@@ -12,7 +12,7 @@ import { describe, it } from 'vitest';
 import type { CompileOptions } from '../../src/compiler/compile.ts';
 import { Model } from '../../src/model/store.ts';
 import { allowed, podKey, type Endpoint } from '../../src/semantics/evaluate.ts';
-import { NODES, flowsAmong, tieredClusterArb, type Cluster } from '../support/arbitraries.ts';
+import { NODES, flowsAmong, tieredClusterArb, canTalk, type Cluster } from '../support/arbitraries.ts';
 import { Dataplane, type Mutator } from '../support/dataplane.ts';
 import { checkProperty, expectMutationCaught, propertyRuns } from '../support/property.ts';
 import { formatTrace } from '../support/tracer.ts';
@@ -39,7 +39,7 @@ function checkLagging({ cluster: c, hide }: { cluster: Cluster; hide: boolean[] 
   // hostNetwork pods have their node's address, not one a node learns from the API.
   const hidden = new Set(c.pods.filter((p, i) => hide[i] && !p.hostNetwork).map((p) => p.uid));
   if (hidden.size === 0) return;
-  const flows = flowsAmong(c.pods.filter((p) => p.ips.length > 0 && p.phase !== 'Failed'));
+  const flows = flowsAmong(c.pods.filter(canTalk));
   for (const lagging of NODES.map((n) => n.name)) {
     const behind = laggingModel(c, lagging, hidden);
     const plane = new Dataplane(c.model, NODES.map((n) => n.name), mutate ? (t, n) => (n === lagging ? mutate(t, n) : t) : undefined, opts, (n) => (n === lagging ? behind : c.model));

@@ -71,6 +71,11 @@ export const FLOW_PORTS: { port: number; protocol: Protocol }[] = [
  */
 export const FLOW_PORTS_AND_PORTLESS: readonly { port: number; protocol: FlowProtocol }[] = [...FLOW_PORTS, { port: 0, protocol: 'other' }];
 
+/** A pod that can send and receive: running or pending with an address (a hostNetwork pod uses its node's). */
+export function canTalk(p: PodRecord): boolean {
+  return p.ips.length > 0 && p.phase !== 'Failed';
+}
+
 /**
  * Every flow of interest among these pods (the caller picks which can send): each ordered pair,
  * and each pod to and from the outside addresses and the nodes' own, on every port and protocol
